@@ -1,0 +1,124 @@
+"""``sensor-auditd``: thin click commands over the library; no logic lives here.
+
+Exit status: 0 success, 2 bad usage or configuration (one line naming file, key, problem),
+1 any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditd import __version__, logs
+from auditd.errors import AuditdError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_to_exit(func: F) -> F:
+    """Turn the errors we raise on purpose into one line on stderr and their exit status."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AuditdError as exc:
+            click.echo(f"sensor-auditd: error: {exc}", err=True)
+            sys.exit(exc.exit_status)
+
+    return wrapper  # type: ignore[return-value]
+
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Daemon configuration (TOML).")
+
+
+def _load(config_path: Path | None, profiles: Path | None = None,
+          references: Path | None = None) -> tuple[Any, Any]:
+    from auditd.catalog import load_catalog
+    from auditd.config import default_config, load_daemon_config
+
+    cfg = load_daemon_config(config_path) if config_path else default_config()
+    if profiles is not None:
+        cfg = replace(cfg, profiles_dir=profiles)
+    if references is not None:
+        cfg = replace(cfg, references_dir=references)
+    return cfg, load_catalog(cfg)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sensor-auditd")
+def main() -> None:
+    """Sensor calibration audit daemon for edge and IoT fleets."""
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--references", type=click.Path(file_okay=False, path_type=Path))
+@_errors_to_exit
+def check_config(config_path: Path | None, profiles: Path | None,
+                 references: Path | None) -> None:
+    """Validate the configuration, profiles and references without connecting."""
+    cfg, catalog = _load(config_path, profiles, references)
+    click.echo(f"ok: site {cfg.site}, gateway {cfg.gateway}, broker {cfg.broker.host}:"
+               f"{cfg.broker.port}, {len(catalog.profiles)} profiles "
+               f"({', '.join(sorted(catalog.profiles))}), {len(catalog.references)} references")
+
+
+@main.command()
+@CONFIG_OPTION
+@_errors_to_exit
+def run(config_path: Path | None) -> None:
+    """Run the daemon: ingest over MQTT, audit on schedule, publish findings."""
+    from auditd.daemon import Daemon
+
+    cfg, catalog = _load(config_path)
+    logs.configure(cfg.log.level, cfg.log.format)
+    sys.exit(Daemon(cfg, catalog).run())
+
+
+@main.command()
+@click.argument("recording", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory of device profiles (default: the config's).")
+@click.option("--references", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory of reference entries (default: the config's).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Findings, one JSON object a line.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the run's summary (JSON) here as well as to stdout.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Keep the replay's SQLite store here (default: a temporary file).")
+@CONFIG_OPTION
+@_errors_to_exit
+def replay(recording: Path, profiles: Path | None, references: Path | None, out_path: Path,
+           summary_path: Path | None, store_path: Path | None,
+           config_path: Path | None) -> None:
+    """Run a recorded JSON Lines file through the live pipeline, offline."""
+    from auditd.daemon import limits_from
+    from auditd.replay import Replayer
+    from auditd.store import Store
+
+    cfg, catalog = _load(config_path, profiles, references)
+    with tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-") as tmp:
+        db = store_path or Path(tmp) / "replay.db"
+        with Store(db, synchronous="normal") as store, out_path.open("w") as out:
+            summary = Replayer(cfg, catalog, store, limits_from(cfg), out).run(recording)
+    text = json.dumps(summary, indent=2)
+    if summary_path:
+        summary_path.write_text(text + "\n")
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()

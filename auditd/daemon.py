@@ -1,0 +1,173 @@
+"""The composition root of ``sensor-auditd run``: configuration -> adapters -> loop.
+
+Threads: paho's network thread (receives, queues), the batch writer (validates, commits,
+acknowledges), the outbox publisher, and APScheduler's worker (audits, retention). The main
+thread only handles signals, the systemd watchdog and shutdown.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from auditd import logs, sdnotify
+from auditd.audit import Auditor
+from auditd.catalog import Catalog, load_catalog
+from auditd.config import DaemonConfig
+from auditd.errors import AuditdError
+from auditd.ingest import Ingestor
+from auditd.mqtt import MqttLink
+from auditd.publisher import OutboxPublisher
+from auditd.store import Store
+from auditd.validate import Limits
+from auditd.writer import BatchWriter
+
+log = logs.get("auditd.daemon")
+
+
+def limits_from(cfg: DaemonConfig) -> Limits:
+    return Limits(
+        max_payload_bytes=cfg.ingest.max_payload_bytes,
+        max_future_skew_s=cfg.ingest.max_future_skew_s,
+        quarantine_payload_cap=cfg.ingest.quarantine_payload_cap,
+    )
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig, catalog: Catalog,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.catalog = catalog
+        self.clock = clock
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+
+    # ------------------------------------------------------------------ signals
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self._on_sighup)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _audit_job(self) -> None:
+        try:
+            run = self.auditor.run(self.clock())
+        except Exception as exc:  # noqa: BLE001 - one bad audit must not stop the schedule
+            log.error("audit_failed", error=repr(exc))
+            return
+        self.publisher.wake()
+        report = run.report
+        log.info("audit_done", streams=len(run.findings), fail=report.get("fail", 0),
+                 insufficient_data=report.get("insufficient_data", 0),
+                 duration_s=round(run.duration_s, 3))
+
+    def _retention_job(self) -> None:
+        now = self.clock()
+        try:
+            readings = self.store.purge_readings(now - self.cfg.store.retention_days * 86400)
+            rejects = self.store.purge_quarantine(
+                now - self.cfg.store.quarantine_retention_days * 86400)
+        except AuditdError as exc:
+            log.error("retention_failed", error=str(exc))
+            return
+        if readings or rejects:
+            log.info("retention_done", readings_deleted=readings, quarantine_deleted=rejects)
+
+    def _reload_catalog(self) -> None:
+        self._reload.clear()
+        try:
+            catalog = load_catalog(self.cfg)
+        except AuditdError as exc:
+            log.error("reload_refused", error=str(exc), kept="previous configuration")
+            return
+        self.catalog = catalog
+        self.ingestor.reload(catalog)
+        self.auditor.reload(catalog)
+        log.info("reloaded", profiles=len(catalog.profiles), references=len(catalog.references))
+
+    # ------------------------------------------------------------------ life cycle
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.store = Store(cfg.store.path, synchronous=cfg.store.synchronous)
+        self.ingestor = Ingestor(self.store, self.catalog, prefix=cfg.topics.prefix,
+                                 limits=limits_from(cfg))
+        self.link = MqttLink(cfg.broker, subscriptions=cfg.topics.subscriptions(),
+                             status_topic=cfg.topics.status(cfg.site, cfg.gateway),
+                             clock=self.clock)
+        self.writer = BatchWriter(
+            self.link.deliveries, self.ingestor, self.link.ack,
+            batch_max=min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
+            batch_max_wait_s=cfg.ingest.batch_max_wait_s,
+        )
+        self.publisher = OutboxPublisher(self.store, self.link)
+        self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
+                               window_override_s=cfg.audit.window_s)
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        first = datetime.now(UTC) + timedelta(seconds=cfg.audit.first_run_delay_s)
+        self.scheduler.add_job(self._audit_job, IntervalTrigger(seconds=cfg.audit.interval_s),
+                               next_run_time=first, max_instances=1, coalesce=True,
+                               id="audit")
+        self.scheduler.add_job(self._retention_job,
+                               IntervalTrigger(seconds=cfg.store.retention_interval_s),
+                               max_instances=1, coalesce=True, id="retention")
+
+    def _healthy(self) -> bool:
+        """Alive threads, not merely a connected socket: paho's thread can die silently."""
+        network = getattr(self.link.client, "_thread", None)
+        return (self.writer.is_alive() and self.publisher.is_alive()
+                and network is not None and network.is_alive())
+
+    def run(self) -> int:
+        self._install_signals()
+        self._build()
+        log.info("starting", site=self.cfg.site, gateway=self.cfg.gateway,
+                 store=str(self.cfg.store.path), broker=f"{self.cfg.broker.host}:"
+                 f"{self.cfg.broker.port}", profiles=len(self.catalog.profiles),
+                 references=len(self.catalog.references))
+        self.writer.start()
+        self.publisher.start()
+        self.link.start()
+        ready = False
+        watchdog = sdnotify.watchdog_interval_s()
+        self.scheduler.start()
+        try:
+            while not self._stop.wait(min(1.0, watchdog or 1.0)):
+                if not ready and self.link.subscribed.is_set():
+                    ready = True
+                    sdnotify.notify("READY=1\nSTATUS=ingesting")
+                    log.info("ready")
+                if self._reload.is_set():
+                    self._reload_catalog()
+                if watchdog and self._healthy():
+                    sdnotify.notify("WATCHDOG=1")
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        log.info("stopping")
+        self.scheduler.shutdown(wait=True)
+        self.writer.stop()
+        self.writer.join(timeout=30)
+        self.publisher.stop()
+        self.publisher.join(timeout=5)
+        self.link.stop()
+        self.store.close()
+        log.info("stopped", **self.ingestor.totals_dict())

@@ -1,0 +1,240 @@
+"""The nouns every layer shares.
+
+Everything here is a frozen dataclass with no behaviour beyond (de)serialisation, so that
+the pure layers (``validate``, ``core``, ``audit``) and the adapters (store, MQTT, replay)
+exchange values, never live objects. Times are Unix epoch seconds as ``float`` throughout
+the code; they become RFC 3339 strings only at the JSON edge (``iso``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""CONTRACT.md: device ids, site names and sensor names. Use ``fullmatch``."""
+
+MessageKind = Literal["telemetry", "meta", "event"]
+FindingKind = Literal["calibration", "data_quality", "metadata"]
+Status = Literal["pass", "fail", "insufficient_data"]
+Severity = Literal["none", "minor", "major", "critical"]
+
+CAUSES = (
+    "offset_drift",
+    "gain_drift",
+    "unit_mismatch",
+    "stuck",
+    "noise",
+    "dropout",
+    "time_lag",
+    "out_of_range",
+    "reference_fault",
+    "firmware_regression",
+)
+"""CONTRACT.md's cause vocabulary for calibration and data-quality findings."""
+
+EVENT_TYPES = (
+    "maintenance",
+    "calibration",
+    "firmware_update",
+    "relocation",
+    "replacement",
+    "cleaning",
+)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> RFC 3339 UTC with a ``Z`` (milliseconds only when present)."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    text = dt.isoformat(timespec="milliseconds" if dt.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """What "calibrated" means for one sensor, in its canonical unit (CONTRACT.md)."""
+
+    bias: float
+    gain: float
+    rmse: float
+    r2_min: float
+    lag_s: float
+    window_s: float
+    min_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    name: str
+    quantity: str
+    """pint dimensionality, e.g. ``[temperature]`` or ``dimensionless``."""
+    unit: str
+    """Canonical unit: storage, metrics and findings use it."""
+    range: tuple[float, float]
+    interval_s: float
+    tolerance: Tolerance
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    model: str
+    sensors: Mapping[str, SensorSpec]
+    allowed_firmware: tuple[str, ...] = ()
+    calibration_interval_days: float | None = None
+    source: str = ""
+    """The file it was read from, for error messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    id: str
+    site: str
+    serves: tuple[str, ...]
+    """fnmatch globs of the device ids co-located with this instrument."""
+    sensors: tuple[str, ...]
+    model: str | None = None
+    """Profile of the reference instrument itself (a key sensor-auditd adds)."""
+    certificate: str | None = None
+    calibration_due: float | None = None
+    uncertainty: Mapping[str, float] = field(default_factory=dict)
+    source: str = ""
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One message as it came off the wire or out of a recording."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """What a valid topic says: who sent it and what kind of message it is."""
+
+    site: str
+    device: str
+    kind: MessageKind
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One accepted value, already converted to the sensor's canonical unit.
+
+    ``value`` is ``None`` when the device reported that it has no value (an outage).
+    """
+
+    site: str
+    device: str
+    sensor: str
+    unit: str
+    ts: float
+    value: float | None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message or a reading that was not accepted, kept in quarantine with its reason."""
+
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    received_at: float
+    device: str | None = None
+    sensor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetaRecord:
+    site: str
+    device: str
+    ts: float
+    received_at: float
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    site: str
+    device: str
+    ts: float
+    received_at: float
+    type: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What validating one message yields: all of it is committed in one transaction."""
+
+    readings: tuple[Reading, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    meta: MetaRecord | None = None
+    event: EventRecord | None = None
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    cause: str
+    confidence: float
+    evidence: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cause": self.cause, "confidence": round(self.confidence, 3),
+                "evidence": self.evidence}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """CONTRACT.md's finding: one verdict on one stream (or device) over one window."""
+
+    kind: FindingKind
+    site: str
+    device: str
+    sensor: str | None
+    status: Status
+    severity: Severity
+    window_start: float
+    window_end: float
+    unit: str | None = None
+    reference: str | None = None
+    metrics: Mapping[str, float | int | None] = field(default_factory=dict)
+    causes: tuple[Cause, ...] = ()
+    onset: float | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    action: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "site": self.site,
+            "device": self.device,
+            "sensor": self.sensor,
+            "reference": self.reference,
+            "window": {"start": iso(self.window_start), "end": iso(self.window_end)},
+            "status": self.status,
+            "severity": self.severity,
+            "unit": self.unit,
+            "metrics": dict(self.metrics),
+            "causes": [c.to_json() for c in self.causes],
+            "onset": iso(self.onset),
+            "context": dict(self.context),
+            "action": self.action,
+        }

@@ -1,0 +1,297 @@
+"""The daemon's one MQTT connection (paho-mqtt 2.x): telemetry in, findings out.
+
+One client for both directions keeps one stable client id, one persistent session and one
+last will. What matters for "no reading lost":
+
+* QoS 1 subscriptions on a persistent session (MQTT 5 ``clean_start=False`` with a session
+  expiry of days, or 3.1.1 ``clean_session=False``): the broker keeps what arrives while
+  the daemon is down.
+* ``manual_ack=True``: paho sends no PUBACK by itself; the batch writer acknowledges a
+  message only after its readings are committed. An acknowledgement is sent only on the
+  connection the message arrived on; after a reconnect the broker redelivers it and the
+  store's idempotent keys absorb the repeat.
+* ``on_message`` never raises: an exception there ends paho's network thread while
+  ``is_connected()`` still answers True. It only appends to a queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from auditd import logs
+from auditd.config import BrokerConfig
+from auditd.errors import ConfigError
+from auditd.model import RawMessage
+
+log = logs.get("auditd.mqtt")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message waiting to be committed, with what is needed to acknowledge it."""
+
+    message: RawMessage
+    mid: int
+    qos: int
+    generation: int
+    """The connection it arrived on: a PUBACK on a later connection would be wrong."""
+
+
+@dataclass
+class LinkStats:
+    connects: int = 0
+    disconnects: int = 0
+    received: int = 0
+    acked: int = 0
+    acks_skipped: int = 0
+    published: int = 0
+    puback: int = 0
+    last_error: str = ""
+
+
+def _read_password(cfg: BrokerConfig) -> str | None:
+    if not cfg.password_file:
+        return None
+    try:
+        return Path(cfg.password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(str(cfg.password_file), "broker.password_file", str(exc)) from exc
+
+
+class MqttLink:
+    """Owns the paho client; the writer and the publisher talk to the broker through it."""
+
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        *,
+        subscriptions: list[str],
+        status_topic: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cfg = cfg
+        self._subscriptions = subscriptions
+        self._status_topic = status_topic
+        self._clock = clock
+        self.deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self.subscribed = threading.Event()
+        self.stats = LinkStats()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._pending_sub_mid: int | None = None
+        self._puback_handlers: dict[int, Callable[[bool], None]] = {}
+        self._early_pubacks: dict[int, bool] = {}
+        self._lock = threading.Lock()
+        self.client = self._build_client()
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def is_v5(self) -> bool:
+        return self._cfg.protocol == "5"
+
+    def _build_client(self) -> paho.Client:
+        cfg = self._cfg
+        protocol = paho.MQTTv5 if self.is_v5 else paho.MQTTv311
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            clean_session=None if self.is_v5 else False,
+            protocol=protocol,
+            manual_ack=True,
+        )
+        client.reconnect_delay_set(int(cfg.reconnect_min_s), int(cfg.reconnect_max_s))
+        client.max_inflight_messages_set(max(1, cfg.receive_maximum))
+        client.max_queued_messages_set(0)
+        if cfg.tls is not None:
+            client.tls_set(
+                ca_certs=cfg.tls.ca_file,
+                certfile=cfg.tls.cert_file,
+                keyfile=cfg.tls.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            client.tls_insecure_set(bool(cfg.tls.insecure))
+        if cfg.username:
+            client.username_pw_set(cfg.username, _read_password(cfg))
+        client.will_set(self._status_topic, b"offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    def _connect_properties(self) -> Properties | None:
+        if not self.is_v5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(self._cfg.session_expiry_s)
+        # The broker never has more unacknowledged messages in flight to us than this, so a
+        # batch bounded by it can always fill.
+        props.ReceiveMaximum = max(1, min(65535, self._cfg.receive_maximum))
+        return props
+
+    def start(self) -> None:
+        """Connect asynchronously and start paho's network thread; reconnects are paho's."""
+        kwargs: dict[str, Any] = {
+            "host": self._cfg.host,
+            "port": self._cfg.port,
+            "keepalive": self._cfg.keepalive,
+        }
+        if self.is_v5:
+            kwargs["clean_start"] = False
+            kwargs["properties"] = self._connect_properties()
+        self.client.connect_async(**kwargs)
+        self.client.loop_start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained), wait for its PUBACK, then disconnect."""
+        if self._connected.is_set():
+            done = threading.Event()
+            info = self.client.publish(self._status_topic, b"offline", qos=1, retain=True)
+            self._track(info.mid, lambda ok: done.set())
+            done.wait(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if rc.is_failure:
+            self.stats.last_error = f"connect refused: {rc}"
+            log.error("broker_refused", reason=str(rc), host=self._cfg.host, port=self._cfg.port)
+            return
+        with self._lock:
+            self._generation += 1
+            self.stats.connects += 1
+        self._connected.set()
+        log.info("broker_connected", host=self._cfg.host, port=self._cfg.port,
+                 session_present=bool(getattr(flags, "session_present", False)))
+        result, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
+        self._pending_sub_mid = mid
+        info = client.publish(self._status_topic, b"online", qos=1, retain=True)
+        self._track(info.mid, lambda ok: None)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self.stats.last_error = "connect failed"
+        log.warning("broker_unreachable", host=self._cfg.host, port=self._cfg.port)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        self._connected.clear()
+        self.stats.disconnects += 1
+        log.warning("broker_disconnected", reason=str(rc))
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any,
+                      props: Any = None) -> None:
+        failures = [str(rc) for rc in rcs if rc.is_failure]
+        if failures:
+            self.stats.last_error = f"subscription refused: {failures}"
+            log.error("subscription_refused", topics=self._subscriptions, reasons=failures)
+            return
+        if mid == self._pending_sub_mid:
+            self.subscribed.set()
+            log.info("subscribed", topics=self._subscriptions)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            self.stats.received += 1
+            self.deliveries.put(
+                Delivery(RawMessage(msg.topic, msg.payload, self._clock()), msg.mid, msg.qos,
+                         self._generation)
+            )
+        except Exception as exc:  # noqa: BLE001 - must never escape into paho's thread
+            log.error("on_message_failed", error=repr(exc))
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any,
+                    props: Any = None) -> None:
+        ok = not rc.is_failure
+        with self._lock:
+            handler = self._puback_handlers.pop(mid, None)
+            if handler is None:
+                self._early_pubacks[mid] = ok
+        self.stats.puback += 1
+        if handler is not None:
+            self._run_handler(handler, ok)
+
+    @staticmethod
+    def _run_handler(handler: Callable[[bool], None], ok: bool) -> None:
+        try:
+            handler(ok)
+        except Exception as exc:  # noqa: BLE001 - runs on paho's thread
+            log.error("puback_handler_failed", error=repr(exc))
+
+    def _track(self, mid: int, handler: Callable[[bool], None]) -> None:
+        """Attach a PUBACK handler after ``publish`` returned.
+
+        paho calls ``on_publish`` while holding its own message lock, so ``publish`` must not
+        be called under ours; a PUBACK that beats the registration waits in
+        ``_early_pubacks``.
+        """
+        with self._lock:
+            early = self._early_pubacks.pop(mid, None)
+            if early is None:
+                self._puback_handlers[mid] = handler
+        if early is not None:
+            self._run_handler(handler, early)
+
+    # ------------------------------------------------------------------ operations
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self.client.is_connected()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """PUBACK what is committed, but only on the connection it arrived on."""
+        generation = self._generation
+        for delivery in deliveries:
+            if delivery.qos == 0:
+                continue
+            if delivery.generation != generation or not self._connected.is_set():
+                self.stats.acks_skipped += 1
+                continue
+            self.client.ack(delivery.mid, delivery.qos)
+            self.stats.acked += 1
+
+    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool,
+                on_puback: Callable[[bool], None]) -> bool:
+        """Publish; ``on_puback`` runs on paho's thread when the broker confirms."""
+        if not self._connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False
+        if qos == 0:
+            on_puback(True)
+        else:
+            self._track(info.mid, on_puback)
+        self.stats.published += 1
+        return True
+
+
+def backoff_delays(first: float, cap: float) -> Callable[[int], float]:
+    """Exponential backoff with full jitter: attempt n waits up to min(cap, first * 2**n)."""
+
+    def delay(attempt: int) -> float:
+        return random.uniform(0, min(cap, first * (2 ** min(attempt, 20))))
+
+    return delay

@@ -1,0 +1,378 @@
+"""Why a stream fails: a list of small detectors, each reading one ``Case`` and returning a
+``Cause`` or nothing, ranked by confidence.
+
+Two rules keep the list honest. A time lag is undone before the systematic and noise
+detectors look, so a late clock is not also reported as gain drift and noise. And some
+causes explain others away: a stuck device has a gain of 0 and a huge bias, a device in
+degF has a gain of 1.8, yet neither needs a recalibration.
+
+Confidence is ``strength(distance beyond tolerance)`` times the share of the deviation a
+cause accounts for: 0.5 at the tolerance (a borderline value may be a fluctuation), 0.85 at
+twice it, approaching 0.97.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditd.core import text
+from auditd.core.align import Aligned, shift_device, since
+from auditd.core.checks import exceedances, ratio
+from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line
+from auditd.core.lag import UNDEFINED, LagEstimate
+from auditd.core.onset import step_onset
+from auditd.core.series import FloatArray
+from auditd.core.units import UnitCandidate, unit_candidates
+from auditd.model import Cause, SensorSpec, Tolerance, iso
+
+MIN_CONFIDENCE = 0.15
+"""Causes weaker than this are not worth a technician's attention."""
+
+STUCK_STD_RATIO = 0.1
+"""A device showing less than this share of the reference's variation is nearly constant."""
+STUCK_FEW_VALUES = 3
+STUCK_FEW_VALUES_STD_RATIO = 0.5
+STUCK_RUN_SHARE = 0.25
+"""An exactly repeated value over this share of the paired bins is a stuck spell."""
+
+LAG_MIN_IMPROVEMENT_Z = 3.0
+"""The correlation at the lag must beat the one at zero by this many standard errors."""
+
+GAIN_T_MIN = 5.0
+"""The gain's difference from 1 must be this many (optimistic) standard errors before
+any of the mean bias is put down to it; a narrow reference range (pressure around
+1013 hPa) cannot otherwise tell a gain from an offset, and an offset is the likelier."""
+
+MIN_SHARE = 0.2
+UNIT_SLACK = 3.0
+"""A unit candidate may leave this many tolerances of deviation (a device can be in the
+wrong unit and a little off as well)."""
+DROPOUT_MIN = 0.2
+"""Device missing in this share of the bins where the reference had data."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlatRun:
+    first: int
+    last: int
+    """Bin indices (inclusive) of the longest spell of one exactly repeated device value."""
+    paired: int
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """Everything the detectors read, computed once."""
+
+    spec: SensorSpec
+    aligned: Aligned
+    metrics: Metrics
+    lag: LagEstimate
+    lag_found: bool
+    """A lag beyond tolerance that clearly beats zero lag."""
+    corrected: Aligned
+    """``aligned`` with such a lag undone (the same object when none was found)."""
+    step: float | None
+    """Start of a clear step in the corrected difference (``onset.step_onset``)."""
+    fault: Aligned
+    """``corrected`` from ``step`` on: gain, offset and noise are judged where the fault
+    is, not diluted by (or confounded with) the healthy stretch before it."""
+    fault_metrics: Metrics
+    line: LineFit
+    """Fit of the fault's pairs."""
+    flat_run: FlatRun | None
+    units: tuple[UnitCandidate, ...]
+
+    @property
+    def tol(self) -> Tolerance:
+        return self.spec.tolerance
+
+
+Detector = Callable[[Case], Cause | None]
+
+
+def strength(distance: float) -> float:
+    """Confidence that a deviation ``distance`` tolerances out is real and matters."""
+    if not distance > 0.0:
+        return 0.0
+    if distance < 1.0:
+        return 0.5 * distance
+    return 0.97 - 0.47 / (distance * distance)
+
+
+def lag_beyond_tolerance(lag: LagEstimate, tol: Tolerance) -> bool:
+    if not lag.resolved or abs(lag.lag_s) <= tol.lag_s:
+        return False
+    zero = lag.corr_at_zero if math.isfinite(lag.corr_at_zero) else 0.0
+    return lag.peak_corr - zero >= LAG_MIN_IMPROVEMENT_Z / math.sqrt(lag.n)
+
+
+def longest_flat_run(aligned: Aligned) -> FlatRun | None:
+    """The longest spell in which every device value equals the one before (gaps skipped:
+    a stuck device that also drops out is still stuck)."""
+    idx = np.flatnonzero(np.isfinite(aligned.device))
+    if idx.size < 2:
+        return None
+    v = np.asarray(aligned.device)[idx]
+    same = np.abs(np.diff(v)) <= FLAT_RELATIVE * max(float(np.max(np.abs(v))), 1e-300)
+    if not same.any():
+        return None
+    edges = np.diff(np.concatenate(([0], same.astype(np.int8), [0])))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    k = int(np.argmax(stops - starts))
+    first, last = int(idx[starts[k]]), int(idx[stops[k]])
+    paired = int(np.count_nonzero(aligned.paired[first:last + 1]))
+    return FlatRun(first, last, paired)
+
+
+def build_case(
+    spec: SensorSpec,
+    aligned: Aligned,
+    metrics: Metrics,
+    lag: LagEstimate,
+    units: Sequence[UnitCandidate] = (),
+) -> Case:
+    found = lag_beyond_tolerance(lag, spec.tolerance)
+    corrected = shift_device(aligned, round(lag.lag_s / aligned.interval_s)) if found else aligned
+    cm = compute_metrics(corrected, lag=UNDEFINED) if found else metrics
+    dev, ref = _paired(corrected)
+    line = fit_line(dev, ref)
+    rival = (line.n - 2) * line.residual_std**2 if math.isfinite(line.residual_std) else math.inf
+    step = step_onset(np.asarray(corrected.t)[corrected.paired], dev - ref,
+                      spec.tolerance.bias, rival)
+    fault, fm = corrected, cm
+    if step is not None:
+        fault = since(corrected, step)
+        fm = compute_metrics(fault, lag=UNDEFINED)
+        line = fit_line(*_paired(fault))
+    return Case(spec, aligned, metrics, lag, found, corrected, step, fault, fm, line,
+                longest_flat_run(aligned), tuple(units))
+
+
+def _paired(aligned: Aligned) -> tuple[FloatArray, FloatArray]:
+    keep = aligned.paired
+    return np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
+
+
+def _distinct(x: FloatArray) -> int:
+    scale = FLAT_RELATIVE * max(float(np.max(np.abs(x))), 1e-300)
+    return int(np.unique(np.rint(x / scale)).size) if x.size else 0
+
+
+def _since(case: Case) -> str:
+    return f" since {iso(case.step)}" if case.step is not None else ""
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def stuck(case: Case) -> Cause | None:
+    """Device (nearly) constant, over the window or a long spell, while the reference moves
+    by more than the bias tolerance (below that a quantised device may rightly sit still)."""
+    dev, ref = _paired(case.aligned)
+    unit, tol = case.spec.unit, case.tol
+    if dev.size < 3:
+        return None
+    ref_std, dev_std = float(ref.std()), float(dev.std())
+    if not ref_std > 0.0 or ref_std < tol.bias:
+        return None
+    std_ratio = dev_std / ref_std
+    distinct = _distinct(dev)
+    whole = std_ratio <= STUCK_STD_RATIO or (
+        distinct <= STUCK_FEW_VALUES and std_ratio <= STUCK_FEW_VALUES_STD_RATIO)
+    confidence = 0.97 - 0.5 * std_ratio if whole else 0.0
+    evidence = (
+        f"device held {text.qty(float(np.median(dev)), unit)} (std {text.qty(dev_std, unit)}, "
+        f"{distinct} distinct value{'s' if distinct != 1 else ''}) over "
+        f"{text.bins(dev.size, case.aligned.interval_s, 'paired')} while the reference ranged "
+        f"{text.num(float(ref.min()))} to {text.qty(float(ref.max()), unit)} "
+        f"(std {text.qty(ref_std, unit)})"
+    )
+    run = case.flat_run
+    if run is not None and run.paired >= max(tol.min_samples, STUCK_RUN_SHARE * dev.size):
+        run_ref = np.asarray(case.aligned.reference)[run.first:run.last + 1]
+        run_ref = run_ref[np.isfinite(run_ref)]
+        run_std = float(run_ref.std()) if run_ref.size > 1 else 0.0
+        share = run.paired / dev.size
+        run_conf = 0.6 + 0.37 * share
+        if run_std >= max(tol.bias, 1e-300) and run_conf > confidence:
+            confidence = run_conf
+            evidence = (
+                f"device repeated {text.qty(float(case.aligned.device[run.first]), unit)} "
+                f"exactly for {text.bins(run.paired, case.aligned.interval_s, 'paired')} "
+                f"({text.percent(share)} of the paired data) while the reference moved with "
+                f"std {text.qty(run_std, unit)}"
+            )
+    if confidence <= 0.0:
+        return None
+    return Cause("stuck", confidence, evidence)
+
+
+def time_lag(case: Case) -> Cause | None:
+    if not case.lag_found:
+        return None
+    lag, tol = case.lag, case.tol
+    zero = lag.corr_at_zero if math.isfinite(lag.corr_at_zero) else 0.0
+    clarity = min(1.0, (lag.peak_corr - zero) / (2.0 * lag.threshold))
+    confidence = strength(ratio(abs(lag.lag_s), tol.lag_s)) * (0.6 + 0.4 * clarity)
+    direction = "lags" if lag.lag_s > 0 else "leads"
+    evidence = (
+        f"device {direction} the reference by {text.duration(lag.lag_s)} (correlation of "
+        f"changes {text.num(lag.peak_corr, 2)} at that lag vs {text.num(zero, 2)} at zero); "
+        f"tolerance ±{text.duration(tol.lag_s)}"
+    )
+    return Cause("time_lag", confidence, evidence)
+
+
+def _systematic_distance(m: Metrics, tol: Tolerance) -> float:
+    ex = exceedances(m, tol)
+    return max(ex.get("bias", 0.0), ex.get("gain", 0.0))
+
+
+def gain_share(case: Case) -> float:
+    """Share of the systematic deviation carried by the slope rather than the intercept.
+
+    The slope's part is what varies across the reference's range (|gain-1| * std(ref)),
+    plus whatever of the mean bias a line through the unit's zero explains, the latter
+    only when the gain is measurably different from 1 (``GAIN_T_MIN``).
+    """
+    m, line = case.fault_metrics, case.line
+    _, ref = _paired(case.fault)
+    bias = abs(m.bias)
+    if not math.isfinite(line.gain) or ref.size < 3:
+        return 0.0
+    slope = line.gain - 1.0
+    varying = abs(slope) * float(ref.std())
+    t = abs(slope) / line.gain_se if line.gain_se > 0 else math.inf
+    through_zero = 0.0
+    if t >= GAIN_T_MIN and bias > 0.0:
+        through_zero = float(np.clip(slope * float(ref.mean()) / m.bias, 0.0, 1.0))
+    gain_part = math.hypot(varying, through_zero * bias)
+    offset_part = (1.0 - through_zero) * bias
+    total = gain_part + offset_part
+    return gain_part / total if total > 0.0 else 0.0
+
+
+def offset_drift(case: Case) -> Cause | None:
+    m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
+    distance = _systematic_distance(m, tol)
+    share = 1.0 - gain_share(case)
+    if distance <= 1.0 or share < MIN_SHARE:
+        return None
+    evidence = (
+        f"mean device-reference difference {text.qty(m.bias, unit, sign=True)} over "
+        f"{text.bins(m.n, case.aligned.interval_s, 'paired')}{_since(case)} with gain "
+        f"{text.num(m.gain, 4)}; tolerance ±{text.qty(tol.bias, unit)}"
+    )
+    return Cause("offset_drift", share * strength(distance), evidence)
+
+
+def gain_drift(case: Case) -> Cause | None:
+    m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
+    distance = _systematic_distance(m, tol)
+    share = gain_share(case)
+    if distance <= 1.0 or share < MIN_SHARE:
+        return None
+    _, ref = _paired(case.fault)
+    lo, hi = float(ref.min()), float(ref.max())
+    dev_lo, dev_hi = ((m.gain - 1.0) * x + m.offset for x in (lo, hi))
+    evidence = (
+        f"gain {text.num(m.gain, 4)}{_since(case)} (offset "
+        f"{text.qty(m.offset, unit, sign=True)}): the "
+        f"difference runs from {text.qty(dev_lo, unit, sign=True)} at "
+        f"{text.qty(lo, unit)} to {text.qty(dev_hi, unit, sign=True)} at "
+        f"{text.qty(hi, unit)}; tolerance ±{text.num(tol.gain)}"
+    )
+    return Cause("gain_drift", share * strength(distance), evidence)
+
+
+def unit_mismatch(case: Case) -> Cause | None:
+    m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
+    if not case.units or _systematic_distance(m, tol) <= 1.0 or not math.isfinite(m.gain):
+        return None
+    _, ref = _paired(case.fault)
+    lo, hi = float(ref.min()), float(ref.max())
+    allowed = UNIT_SLACK * (tol.bias + tol.gain * max(abs(lo), abs(hi)))
+    matches = unit_candidates(m.gain, m.offset, (lo, hi), case.units, allowed)
+    if not matches:
+        return None
+    best = matches[0]
+    evidence = (
+        f"readings follow {text.num(best.scale, 4)} x reference "
+        f"{text.qty(best.offset, unit, sign=True)} ({best.name} where {unit} is expected) "
+        f"within {text.qty(best.remaining, unit)} over {text.num(lo)} to {text.qty(hi, unit)};"
+        f" fitted gain {text.num(m.gain, 4)}, offset {text.qty(m.offset, unit, sign=True)}"
+    )
+    return Cause("unit_mismatch", 0.95 * best.explained, evidence)
+
+
+def noise(case: Case) -> Cause | None:
+    """Scatter about the fitted line beyond the rmse tolerance (or ruining r2), weighted
+    by how much of the rmse is scatter rather than systematic."""
+    m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
+    resid = m.residual_std
+    if not (math.isfinite(resid) and math.isfinite(m.rmse) and m.rmse > 0.0):
+        return None
+    ex = exceedances(m, tol)
+    distance = max(ratio(resid, tol.rmse), ex.get("r2", 0.0))
+    if distance <= 1.0:
+        return None
+    random_share = min(1.0, resid * resid / (m.rmse * m.rmse))
+    systematic_ok = ex.get("bias", 0.0) <= 1.0 and ex.get("gain", 0.0) <= 1.0
+    evidence = (
+        f"scatter about the device-on-reference line {text.qty(resid, unit)} (residual std, "
+        f"r2 {text.num(m.r2)}) {'while' if systematic_ok else 'besides'} bias "
+        f"{text.qty(m.bias, unit, sign=True)} and gain {text.num(m.gain, 4)}; rmse tolerance "
+        f"{text.qty(tol.rmse, unit)}"
+    )
+    return Cause("noise", random_share * strength(distance), evidence)
+
+
+def dropout_cause(aligned: Aligned) -> Cause | None:
+    """Device silent (or null) in many bins where the reference had data."""
+    ref_bins = int(np.count_nonzero(np.isfinite(aligned.reference)))
+    if ref_bins == 0:
+        return None
+    missing = 1.0 - aligned.n_paired / ref_bins
+    if missing < DROPOUT_MIN:
+        return None
+    dev_bins = int(np.count_nonzero(np.isfinite(aligned.device)))
+    interval = aligned.interval_s
+    evidence = (
+        f"device values in {dev_bins} of {text.bins(aligned.expected_bins, interval, 'expected')}"
+        f" ({text.percent(aligned.device_coverage)}) while the reference had {ref_bins}; "
+        f"{aligned.device_nulls} device readings were null"
+    )
+    return Cause("dropout", min(0.9, missing), evidence)
+
+
+def dropout(case: Case) -> Cause | None:
+    return dropout_cause(case.aligned)
+
+
+DETECTORS: tuple[Detector, ...] = (
+    stuck, unit_mismatch, time_lag, offset_drift, gain_drift, noise, dropout,
+)
+
+EXPLAINS_AWAY: dict[str, frozenset[str]] = {
+    "stuck": frozenset({"unit_mismatch", "time_lag", "offset_drift", "gain_drift", "noise"}),
+    "unit_mismatch": frozenset({"offset_drift", "gain_drift"}),
+}
+EXPLAIN_MIN_CONFIDENCE = 0.5
+
+
+def rank(causes: Sequence[Cause]) -> tuple[Cause, ...]:
+    """Drop the causes a confident stronger explanation accounts for; best first."""
+    hidden: set[str] = set()
+    for c in causes:
+        if c.confidence >= EXPLAIN_MIN_CONFIDENCE:
+            hidden |= EXPLAINS_AWAY.get(c.cause, frozenset())
+    kept = [c for c in causes if c.cause not in hidden and c.confidence >= MIN_CONFIDENCE]
+    return tuple(sorted(kept, key=lambda c: -c.confidence))
+
+
+def diagnose(case: Case, detectors: Sequence[Detector] = DETECTORS) -> tuple[Cause, ...]:
+    return rank([c for detect in detectors if (c := detect(case)) is not None])

@@ -1,0 +1,114 @@
+"""One stream, one window, one verdict: the composition of align, lag, fit, diagnose,
+onset and action. Nothing here computes a number of its own."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditd.core.actions import action_for_failure, action_for_insufficient
+from auditd.core.align import Aligned, align
+from auditd.core.checks import exceedances, failed_checks
+from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause
+from auditd.core.fit import Metrics, compute_metrics
+from auditd.core.lag import estimate_lag
+from auditd.core.series import Series
+from auditd.core.units import UnitCandidate, default_unit_candidates
+from auditd.model import Cause, SensorSpec, Severity, Status
+
+LAG_SEARCH_TOLERANCES = 10.0
+LAG_SEARCH_MIN_BINS = 10
+LAG_SEARCH_MAX_SHARE = 0.25
+"""The lag search spans ten lag tolerances (at least ten bins) but at most a quarter of
+the window, so that every lag tried still has three quarters of the data to compare."""
+
+CRITICAL_CAUSES = frozenset({"stuck", "unit_mismatch"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamVerdict:
+    status: Status
+    severity: Severity
+    metrics: Metrics
+    causes: tuple[Cause, ...]
+    onset: float | None
+    action: str
+    failed: tuple[str, ...] = ()
+    """Metrics out of tolerance, worst first."""
+
+
+def lag_search_s(spec: SensorSpec, span_s: float) -> float:
+    wanted = max(LAG_SEARCH_TOLERANCES * spec.tolerance.lag_s,
+                 LAG_SEARCH_MIN_BINS * spec.interval_s)
+    return min(wanted, LAG_SEARCH_MAX_SHARE * span_s)
+
+
+def severity_of(metrics: Metrics, spec: SensorSpec, causes: Sequence[Cause]) -> Severity:
+    """minor < 2x, major 2-5x, critical > 5x tolerance or a device that cannot be trusted at
+    all (stuck, wrong unit) however small the numbers happen to look."""
+    if any(c.cause in CRITICAL_CAUSES for c in causes):
+        return "critical"
+    worst = max(exceedances(metrics, spec.tolerance).values(), default=0.0)
+    if worst > 5.0:
+        return "critical"
+    if worst >= 2.0:
+        return "major"
+    return "minor"
+
+
+def onset_of(case: Case, top: str) -> float | None:
+    """The start of the deviation the top cause names, where v1 can estimate it."""
+    if top == "stuck":
+        run = case.flat_run
+        first = int(np.argmax(case.aligned.paired)) if case.aligned.n_paired else 0
+        if run is None or run.first <= first:
+            return None
+        return float(case.aligned.t[run.first])
+    if top in ("offset_drift", "gain_drift"):
+        return case.step
+    return None
+
+
+def evaluate_aligned(
+    aligned: Aligned, spec: SensorSpec, units: Sequence[UnitCandidate] | None = None
+) -> StreamVerdict:
+    """The verdict for streams already on a common time base."""
+    tol = spec.tolerance
+    lag = estimate_lag(aligned, lag_search_s(spec, aligned.end - aligned.start))
+    metrics = compute_metrics(aligned, lag=lag)
+    if metrics.n < max(tol.min_samples, 3):
+        drop = dropout_cause(aligned)
+        why: tuple[Cause, ...] = (drop,) if drop is not None else ()
+        return StreamVerdict("insufficient_data", "none", metrics, why, None,
+                             action_for_insufficient(aligned, spec, tol.min_samples, why))
+    failed = failed_checks(metrics, tol)
+    if not failed:
+        return StreamVerdict("pass", "none", metrics, (), None, "")
+    case = build_case(spec, aligned, metrics, lag,
+                      default_unit_candidates(spec.unit) if units is None else units)
+    causes = diagnose(case)
+    onset = onset_of(case, causes[0].cause) if causes else None
+    if onset is not None and not math.isfinite(onset):
+        onset = None
+    return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
+                         action_for_failure(causes, metrics, spec, failed), failed)
+
+
+def evaluate_stream(
+    device: Series,
+    reference: Series,
+    spec: SensorSpec,
+    start: float,
+    end: float,
+    *,
+    units: Sequence[UnitCandidate] | None = None,
+) -> StreamVerdict:
+    """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
+
+    ``units`` are the (name, scale, offset) unit confusions to test a failure against;
+    ``None`` uses a small built-in table for ``spec.unit``, ``()`` tests none.
+    """
+    return evaluate_aligned(align(device, reference, spec.interval_s, start, end), spec, units)

@@ -1,0 +1,1068 @@
+"""The SQLite adapter: the only module that knows there is a database.
+
+Why it looks the way it does:
+
+* **One writer, many readers.** SQLite allows one writer at a time. The daemon therefore
+  holds exactly one writer connection, guarded by a lock, and gives every reading thread
+  its own connection (``threading.local``). In WAL mode a reader sees the last committed
+  state and never waits for the ingest writer, so an audit can run during ingest.
+* **An acknowledged reading survives power loss.** ``synchronous=FULL`` by default: the
+  MQTT layer acknowledges a message only after :meth:`Store.write_outcomes` returned, so
+  the commit must be on disk by then. ``NORMAL`` is offered for replay and benchmarks.
+* **At-least-once delivery is made idempotent here.** Readings are keyed by
+  ``(stream, ts_ms)``, events by ``(device, ts, type, content hash)``, and meta versions
+  are compared by content, so a broker's redelivery or a retained message replayed on
+  reconnect never duplicates anything.
+* **A failed batch leaves nothing behind.** Every write runs in one
+  ``BEGIN IMMEDIATE`` transaction; any SQLite error rolls it back and surfaces as
+  :class:`~auditd.errors.StoreError`, so the caller can withhold the ack and retry the
+  very same batch. In-memory caches are only updated after the commit for the same reason.
+* **SQL is never built from data.** Every value is a bound parameter. The only formatted
+  SQL are pragmas whose values come from code (a whitelist or the migration number).
+
+The schema is versioned with ``PRAGMA user_version`` and grown by appending to
+:data:`MIGRATIONS`; never edit a migration that has shipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from sqlite_utils import Database
+
+from auditd.errors import StoreError
+from auditd.model import EventRecord, Finding, MetaRecord, Outcome, Reading, Rejection
+
+log = structlog.get_logger("auditd.store")
+
+FloatArray = npt.NDArray[np.float64]
+
+SYNCHRONOUS_MODES: Final = ("off", "normal", "full", "extra")
+"""Accepted values of ``synchronous``; anything else is a configuration mistake."""
+
+BUSY_TIMEOUT_MS: Final = 5000
+"""How long a connection waits for a lock held by another process (a CLI inspecting the
+file) before SQLite reports ``database is locked``."""
+
+JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+"""Truncate the WAL back to this size after a checkpoint, so an edge disk is not left
+holding a WAL the size of the largest burst ever seen."""
+
+_MS_LIMIT: Final = 2**62
+"""Stand-in for an infinite time bound, in milliseconds (fits a SQLite INTEGER)."""
+
+COUNTER_REJECTED_PREFIX: Final = "rejected."
+"""Persistent per-reason rejection totals live in ``counters`` under this prefix."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one :meth:`Store.write_outcomes` batch changed.
+
+    ``nulls`` counts the readings of the batch whose value was ``None`` (an outage the
+    device reported), duplicates included, because it describes what ingest saw.
+    """
+
+    readings_inserted: int = 0
+    readings_duplicate: int = 0
+    nulls: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    meta_versions_added: int = 0
+    events_added: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One (site, device, sensor) stream; first/last times are epoch seconds."""
+
+    id: int
+    site: str
+    device: str
+    sensor: str
+    unit: str
+    first_ts: float | None
+    last_ts: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An MQTT message to publish once the transaction that produced it has committed."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox message as stored, with the bookkeeping a publisher needs to retry it."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    created_at: float
+    attempts: int
+    last_error: str | None = None
+
+
+# --------------------------------------------------------------------------- schema
+
+Migration = Callable[[sqlite3.Connection], None]
+
+_SCHEMA_V1: Final = (
+    # Streams get a small integer id so a reading row is (int, int, real, int): the
+    # readings table is by far the largest and this keeps it compact. first/last/n are
+    # kept up to date by triggers so listing streams never scans readings.
+    """
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        first_ts_ms INTEGER,
+        last_ts_ms INTEGER,
+        n INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (site, device, sensor)
+    )
+    """,
+    # WITHOUT ROWID: the primary key is the clustering key, so a window read is one
+    # range scan and a redelivered reading is ignored by the key itself.
+    """
+    CREATE TABLE readings (
+        stream_id INTEGER NOT NULL REFERENCES streams(id),
+        ts_ms INTEGER NOT NULL,
+        value REAL,
+        seq INTEGER,
+        PRIMARY KEY (stream_id, ts_ms)
+    ) WITHOUT ROWID
+    """,
+    # INSERT OR IGNORE does not fire the insert trigger for an ignored row, so n counts
+    # distinct readings exactly, duplicates never.
+    """
+    CREATE TRIGGER readings_after_insert AFTER INSERT ON readings BEGIN
+        UPDATE streams SET
+            n = n + 1,
+            first_ts_ms = min(coalesce(first_ts_ms, NEW.ts_ms), NEW.ts_ms),
+            last_ts_ms = max(coalesce(last_ts_ms, NEW.ts_ms), NEW.ts_ms)
+        WHERE id = NEW.stream_id;
+    END
+    """,
+    """
+    CREATE TRIGGER readings_after_delete AFTER DELETE ON readings BEGIN
+        UPDATE streams SET n = n - 1 WHERE id = OLD.stream_id;
+    END
+    """,
+    """
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        received_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        device TEXT,
+        sensor TEXT,
+        payload BLOB NOT NULL
+    )
+    """,
+    "CREATE INDEX quarantine_reason ON quarantine (reason)",
+    "CREATE INDEX quarantine_received_at ON quarantine (received_at)",
+    """
+    CREATE TABLE meta_versions (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        site TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        ts REAL NOT NULL,
+        data TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX meta_versions_device ON meta_versions (device, id)",
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        site TEXT NOT NULL,
+        ts REAL NOT NULL,
+        received_at REAL NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (device, ts, type, hash)
+    )
+    """,
+    "CREATE INDEX events_ts ON events (ts)",
+    """
+    CREATE TABLE findings (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        window_start REAL NOT NULL,
+        window_end REAL NOT NULL,
+        json TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX findings_stream ON findings (device, sensor, created_at)",
+    "CREATE INDEX findings_created_at ON findings (created_at)",
+    # The latest finding per (kind, device, sensor), so that "current verdicts" costs one
+    # row per stream however long the history grows. '' stands for "no sensor" because a
+    # primary key column cannot usefully be NULL.
+    """
+    CREATE TABLE findings_latest (
+        kind TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        finding_id INTEGER NOT NULL REFERENCES findings(id),
+        PRIMARY KEY (kind, device, sensor)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX findings_latest_finding ON findings_latest (finding_id)",
+    # AUTOINCREMENT: ids are never reused, so a publisher that remembers "done up to id N"
+    # can never confuse a new message with an old one.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL DEFAULT 1,
+        retain INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )
+    """,
+    """
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+)
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    """The initial schema.
+
+    Written as SQL rather than through sqlite-utils' ``create_table``: it needs
+    ``WITHOUT ROWID``, composite ``UNIQUE`` constraints, ``AUTOINCREMENT`` and triggers,
+    and sqlite-utils' writers commit on their own, which would split the migration.
+    """
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+"""Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _canonical_json(data: Mapping[str, Any]) -> str:
+    """Stable JSON text, so equal content always hashes equal (key order is irrelevant)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
+def _content_hash(data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical_json(data).encode()).hexdigest()
+
+
+def _meta_content(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Meta without ``ts``: a retained message re-sent with a new ``ts`` is the same version."""
+    return {k: v for k, v in data.items() if k != "ts"}
+
+
+def _ms_at_or_after(t: float) -> int:
+    """Smallest integer ``m`` with ``m / 1000 >= t``.
+
+    Computed in the float domain the caller sees (``ts_ms / 1000``) rather than as
+    ``ceil(t * 1000)``, whose rounding can drop or add a reading at a window edge.
+    Infinite bounds are allowed ("everything up to now").
+    """
+    if math.isnan(t):
+        raise ValueError("time bound is NaN")
+    if math.isinf(t):
+        return _MS_LIMIT if t > 0 else -_MS_LIMIT
+    m = math.ceil(t * 1000.0)
+    while (m - 1) / 1000.0 >= t:
+        m -= 1
+    while m / 1000.0 < t:
+        m += 1
+    return m
+
+
+def _ms_or_none(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+def _describe(exc: BaseException) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{name}: {exc}" if name else f"{type(exc).__name__}: {exc}"
+
+
+def _ensure_state_dir(directory: Path) -> None:
+    """Create the state directory private to the daemon (0700) and check it is writable.
+
+    SQLite needs to create ``-wal`` and ``-shm`` files next to the database, so a
+    read-only directory would only fail later, mid-ingest, with a less helpful message.
+    An existing directory keeps its mode: it may be managed by systemd's StateDirectory.
+    """
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+            os.chmod(directory, 0o700)  # mkdir's mode is filtered through the umask
+    except OSError as exc:
+        raise StoreError(f"{directory}: cannot create the state directory: {exc}") from exc
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: the state directory is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"{directory}: the state directory is not writable")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The daemon's database: readings, quarantine, metadata history, findings, outbox.
+
+    Thread-safe: writes are serialised on one connection, reads use one connection per
+    thread. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        ``clock`` stamps findings and outbox rows; replay passes its simulated clock so
+        that a recording produces the same timestamps on every run.
+        """
+        mode = synchronous.lower()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self._path = Path(path)
+        self._synchronous = mode
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._stream_ids: dict[tuple[str, str, str], int] = {}
+        _ensure_state_dir(self._path.parent)
+        self._writer = self._open_writer()
+        try:
+            self._migrate()
+            self._load_stream_ids()
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def close(self) -> None:
+        """Close the writer and every reader connection. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass  # best effort: statistics only
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- connections
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the store issues BEGIN/COMMIT itself, so Python's sqlite3
+        # never opens or commits a transaction behind its back.
+        return sqlite3.connect(
+            self._path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: cannot open the database: {_describe(exc)}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            # Whitelisted above; pragmas cannot take bound parameters.
+            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT:d}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"{self._path}: cannot open the database (is it an SQLite file?): "
+                f"{_describe(exc)}"
+            ) from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on first use.
+
+        Readers are ``query_only`` so a bug in a read path can never write, and have
+        ``check_same_thread=False`` only so that :meth:`close` may close them all.
+        """
+        if self._closed:
+            raise StoreError(f"{self._path}: the store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            conn.execute("PRAGMA query_only = ON")
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction on the writer, all or nothing.
+
+        IMMEDIATE takes the write lock up front, so a busy database fails at BEGIN
+        (after busy_timeout) instead of half-way through a batch. Any exception rolls
+        back; SQLite errors become :class:`StoreError` naming the operation and the file.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self._path}: {what}: the store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(
+                        f"{self._path}: {what} failed and was rolled back: {_describe(exc)}"
+                    ) from exc
+                raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        """This thread's reader, with SQLite errors turned into :class:`StoreError`."""
+        conn = self._reader()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: {what} failed: {_describe(exc)}") from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing
+                # more can be done on this connection now.
+                pass
+
+    # ----------------------------------------------------------------- migrations
+
+    @property
+    def schema_version(self) -> int:
+        with self._read("schema_version") as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION`, one transaction per migration.
+
+        A crash between migrations leaves a consistent older version that the next start
+        continues from. A file from a newer sensor-auditd is refused rather than damaged.
+        """
+        current = int(self._writer.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            self._writer.close()
+            raise StoreError(
+                f"{self._path}: schema version {current} is newer than this sensor-auditd "
+                f"supports ({SCHEMA_VERSION}); upgrade sensor-auditd"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self._write(f"migration to schema version {version}") as conn:
+                MIGRATIONS[version - 1](conn)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+            log.info("store.migrated", path=str(self._path), version=version)
+
+    def _load_stream_ids(self) -> None:
+        rows = self._writer.execute("SELECT site, device, sensor, id FROM streams").fetchall()
+        self._stream_ids = {(site, device, sensor): sid for site, device, sensor, sid in rows}
+
+    # ----------------------------------------------------------------- ingest
+
+    def write_outcomes(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        counters: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        """Commit one batch of validated messages in a single transaction.
+
+        Also adds to the persistent counters (``messages``, ``readings_accepted``,
+        ``readings_duplicate``, ``readings_null``, ``readings_rejected``,
+        ``rejected.<reason>``, ``meta_versions``, ``events``) plus any extra ``counters``
+        the caller passes, in the same transaction, so totals and data never disagree.
+
+        Raises :class:`StoreError` after a rollback on any SQLite error: the caller must
+        not acknowledge the batch and should retry it as is (the retry is idempotent).
+        """
+        readings = [r for o in outcomes for r in o.readings]
+        rejections = [j for o in outcomes for j in o.rejections]
+        metas = [o.meta for o in outcomes if o.meta is not None]
+        events = [o.event for o in outcomes if o.event is not None]
+        new_streams: dict[tuple[str, str, str], int] = {}
+        with self._write("write_outcomes") as conn:
+            rows, nulls = self._reading_rows(conn, readings, new_streams)
+            inserted = self._insert_readings(conn, rows)
+            rejected = self._insert_rejections(conn, rejections)
+            meta_added = sum(self._upsert_meta(conn, m) for m in metas)
+            events_added = self._insert_events(conn, events)
+            result = WriteResult(
+                readings_inserted=inserted,
+                readings_duplicate=len(rows) - inserted,
+                nulls=nulls,
+                rejected=dict(rejected),
+                meta_versions_added=meta_added,
+                events_added=events_added,
+            )
+            self._add_counters(conn, self._batch_counters(len(outcomes), result))
+            if counters:
+                self._add_counters(conn, counters)
+        # Only now that the ids are committed may the hot path trust them.
+        self._stream_ids.update(new_streams)
+        return result
+
+    def _reading_rows(
+        self,
+        conn: sqlite3.Connection,
+        readings: Sequence[Reading],
+        new_streams: dict[tuple[str, str, str], int],
+    ) -> tuple[list[tuple[int, int, float | None, int | None]], int]:
+        """Reading -> (stream_id, ts_ms, value, seq) rows, resolving ids from the cache."""
+        ids = self._stream_ids
+        rows: list[tuple[int, int, float | None, int | None]] = []
+        append = rows.append
+        nulls = 0
+        for r in readings:
+            key = (r.site, r.device, r.sensor)
+            sid = ids.get(key)
+            if sid is None:
+                sid = new_streams.get(key)
+                if sid is None:
+                    sid = new_streams[key] = self._create_stream(conn, r)
+            if r.value is None:
+                nulls += 1
+            append((sid, round(r.ts * 1000), r.value, r.seq))
+        return rows, nulls
+
+    @staticmethod
+    def _create_stream(conn: sqlite3.Connection, r: Reading) -> int:
+        # ON CONFLICT DO NOTHING + SELECT: another process may have created it meanwhile.
+        conn.execute(
+            "INSERT INTO streams (site, device, sensor, unit) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (site, device, sensor) DO NOTHING",
+            (r.site, r.device, r.sensor, r.unit),
+        )
+        row = conn.execute(
+            "SELECT id FROM streams WHERE site = ? AND device = ? AND sensor = ?",
+            (r.site, r.device, r.sensor),
+        ).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _insert_readings(
+        conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float | None, int | None]]
+    ) -> int:
+        if not rows:
+            return 0
+        cur = conn.executemany(
+            "INSERT OR IGNORE INTO readings (stream_id, ts_ms, value, seq) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+        return int(cur.rowcount)
+
+    @staticmethod
+    def _insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection]) -> Counter[str]:
+        if rejections:
+            conn.executemany(
+                "INSERT INTO quarantine (received_at, topic, reason, detail, device, sensor, "
+                "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (j.received_at, j.topic, j.reason, j.detail, j.device, j.sensor,
+                     bytes(j.payload))
+                    for j in rejections
+                ],
+            )
+        return Counter(j.reason for j in rejections)
+
+    @staticmethod
+    def _upsert_meta(conn: sqlite3.Connection, meta: MetaRecord) -> int:
+        """Add a version only if the content (without ``ts``) differs from the latest one.
+
+        Returns 1 if a version was added, 0 if the device's latest version was merely
+        seen again (its ``last_seen`` moves forward).
+        """
+        content = _meta_content(meta.data)
+        digest = _content_hash(content)
+        latest = conn.execute(
+            "SELECT id, hash FROM meta_versions WHERE device = ? ORDER BY id DESC LIMIT 1",
+            (meta.device,),
+        ).fetchone()
+        if latest is not None and latest[1] == digest:
+            conn.execute(
+                "UPDATE meta_versions SET last_seen = max(last_seen, ?) WHERE id = ?",
+                (meta.received_at, latest[0]),
+            )
+            return 0
+        conn.execute(
+            "INSERT INTO meta_versions (device, site, first_seen, last_seen, ts, data, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (meta.device, meta.site, meta.received_at, meta.received_at, meta.ts,
+             _canonical_json(content), digest),
+        )
+        return 1
+
+    @staticmethod
+    def _insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        rows = []
+        for e in events:
+            text = _canonical_json(e.data)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            rows.append((e.device, e.site, e.ts, e.received_at, e.type, text, digest))
+        cur = conn.executemany(
+            "INSERT OR IGNORE INTO events (device, site, ts, received_at, type, data, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return int(cur.rowcount)
+
+    @staticmethod
+    def _batch_counters(messages: int, result: WriteResult) -> dict[str, int]:
+        deltas = {
+            "messages": messages,
+            "readings_accepted": result.readings_inserted,
+            "readings_duplicate": result.readings_duplicate,
+            "readings_null": result.nulls,
+            "readings_rejected": sum(result.rejected.values()),
+            "meta_versions": result.meta_versions_added,
+            "events": result.events_added,
+        }
+        for reason, n in result.rejected.items():
+            deltas[COUNTER_REJECTED_PREFIX + reason] = n
+        return deltas
+
+    # ----------------------------------------------------------------- counters
+
+    @staticmethod
+    def _add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
+        rows = [(name, int(delta)) for name, delta in deltas.items() if delta]
+        if rows:
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                rows,
+            )
+
+    def incr_counters(self, **deltas: int) -> None:
+        """Add to persistent totals (they survive restarts and purges).
+
+        Names that are not identifiers can be passed as ``**{"rejected.x": 1}``.
+        """
+        with self._write("incr_counters") as conn:
+            self._add_counters(conn, deltas)
+
+    def counters(self) -> dict[str, int]:
+        with self._read("counters") as conn:
+            return {name: int(v) for name, v in conn.execute("SELECT name, value FROM counters")}
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Total rejections per reason since the database was created.
+
+        Read from the persistent counters, not from ``quarantine``, so the totals stay
+        right after :meth:`purge_quarantine` has dropped the old rows.
+        """
+        prefix = COUNTER_REJECTED_PREFIX
+        with self._read("rejection_counts") as conn:
+            rows = conn.execute(
+                "SELECT name, value FROM counters WHERE name >= ? AND name < ? ORDER BY name",
+                (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
+            ).fetchall()
+        return {name[len(prefix):]: int(v) for name, v in rows if v}
+
+    # ----------------------------------------------------------------- reading back
+
+    def _stream_id(self, conn: sqlite3.Connection, site: str, device: str, sensor: str) -> int | None:
+        sid = self._stream_ids.get((site, device, sensor))
+        if sid is not None:
+            return sid
+        # Written by another process, or not (yet) in this one's cache.
+        row = conn.execute(
+            "SELECT id FROM streams WHERE site = ? AND device = ? AND sensor = ?",
+            (site, device, sensor),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def read_window(
+        self, site: str, device: str, sensor: str, start: float, end: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """Timestamps (epoch s) and values (NaN for null) with ``start <= ts < end``, by time.
+
+        One range scan of the readings' primary key; arrays are built from the fetched
+        rows in one numpy call (``None`` becomes NaN).
+        """
+        empty = np.empty(0, dtype=np.float64)
+        lo, hi = _ms_at_or_after(start), _ms_at_or_after(end)
+        if hi <= lo:
+            return empty, empty.copy()
+        with self._read("read_window") as conn:
+            sid = self._stream_id(conn, site, device, sensor)
+            if sid is None:
+                return empty, empty.copy()
+            rows = conn.execute(
+                "SELECT ts_ms, value FROM readings WHERE stream_id = ? AND ts_ms >= ? "
+                "AND ts_ms < ? ORDER BY ts_ms",
+                (sid, lo, hi),
+            ).fetchall()
+        if not rows:
+            return empty, empty.copy()
+        table = np.array(rows, dtype=np.float64)
+        ts = table[:, 0] / 1000.0
+        values = np.ascontiguousarray(table[:, 1])
+        return ts, values
+
+    def streams(self) -> list[StreamInfo]:
+        """Every stream with its time span and reading count (kept by triggers: no scan)."""
+        with self._read("streams") as conn:
+            rows = conn.execute(
+                "SELECT id, site, device, sensor, unit, first_ts_ms, last_ts_ms, n "
+                "FROM streams ORDER BY site, device, sensor"
+            ).fetchall()
+        return [
+            StreamInfo(id=sid, site=site, device=device, sensor=sensor, unit=unit,
+                       first_ts=_ms_or_none(first), last_ts=_ms_or_none(last), count=int(n))
+            for sid, site, device, sensor, unit, first, last, n in rows
+        ]
+
+    # ----------------------------------------------------------------- metadata, events
+
+    @staticmethod
+    def _meta_view(
+        data: str, site: str, ts: float, first_seen: float, last_seen: float
+    ) -> dict[str, Any]:
+        """A meta version as the audit sees it: the device's keys plus the store's."""
+        view: dict[str, Any] = json.loads(data)
+        view.update(site=site, ts=ts, first_seen=first_seen, last_seen=last_seen)
+        return view
+
+    def latest_meta(self) -> dict[str, Mapping[str, Any]]:
+        """Device -> its current metadata, with ``site``, ``ts``, ``first_seen``, ``last_seen``."""
+        with self._read("latest_meta") as conn:
+            rows = conn.execute(
+                "SELECT device, data, site, ts, first_seen, last_seen FROM meta_versions "
+                "WHERE id IN (SELECT max(id) FROM meta_versions GROUP BY device)"
+            ).fetchall()
+        return {device: self._meta_view(*rest) for device, *rest in rows}
+
+    def meta_history(self, device: str) -> list[dict[str, Any]]:
+        """Every metadata version of ``device``, oldest first, shaped like :meth:`latest_meta`."""
+        with self._read("meta_history") as conn:
+            rows = conn.execute(
+                "SELECT data, site, ts, first_seen, last_seen FROM meta_versions "
+                "WHERE device = ? ORDER BY id",
+                (device,),
+            ).fetchall()
+        return [self._meta_view(*row) for row in rows]
+
+    def events(self, device: str | None = None, since: float | None = None) -> list[EventRecord]:
+        """Events (optionally of one device, with ``ts >= since``), in time order."""
+        with self._read("events") as conn:
+            rows = conn.execute(
+                "SELECT site, device, ts, received_at, type, data FROM events "
+                "WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR ts >= ?2) "
+                "ORDER BY ts, id",
+                (device, since),
+            ).fetchall()
+        return [
+            EventRecord(site=site, device=dev, ts=ts, received_at=received_at, type=type_,
+                        data=json.loads(data))
+            for site, dev, ts, received_at, type_, data in rows
+        ]
+
+    def quarantined(self, reason: str | None = None, limit: int = 100) -> list[Rejection]:
+        """The most recent quarantined messages (optionally of one reason), newest first."""
+        with self._read("quarantined") as conn:
+            rows = conn.execute(
+                "SELECT topic, reason, detail, payload, received_at, device, sensor "
+                "FROM quarantine WHERE (?1 IS NULL OR reason = ?1) ORDER BY id DESC LIMIT ?2",
+                (reason, limit),
+            ).fetchall()
+        return [
+            Rejection(topic=t, reason=r, detail=d, payload=bytes(p), received_at=at,
+                      device=dev, sensor=sen)
+            for t, r, d, p, at, dev, sen in rows
+        ]
+
+    # ----------------------------------------------------------------- findings, outbox
+
+    def save_findings(self, findings: Sequence[Finding], outbox: Sequence[OutboxMessage]) -> None:
+        """Store findings and the messages announcing them in one transaction.
+
+        The transactional outbox: either both are durable or neither is, so a crash can
+        never publish a finding that was not recorded, nor record one never published.
+        """
+        now = self._clock()
+        with self._write("save_findings") as conn:
+            for finding in findings:
+                self._insert_finding(conn, finding, now)
+            if outbox:
+                conn.executemany(
+                    "INSERT INTO outbox (created_at, topic, payload, qos, retain) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(now, m.topic, bytes(m.payload), int(m.qos), int(m.retain)) for m in outbox],
+                )
+
+    @staticmethod
+    def _insert_finding(conn: sqlite3.Connection, f: Finding, now: float) -> None:
+        cur = conn.execute(
+            "INSERT INTO findings (created_at, kind, site, device, sensor, status, severity, "
+            "window_start, window_end, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, f.kind, f.site, f.device, f.sensor, f.status, f.severity, f.window_start,
+             f.window_end, json.dumps(f.to_json(), separators=(",", ":"), ensure_ascii=False)),
+        )
+        conn.execute(
+            "INSERT INTO findings_latest (kind, device, sensor, finding_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, device, sensor) DO UPDATE SET finding_id = excluded.finding_id",
+            (f.kind, f.device, f.sensor or "", cur.lastrowid),
+        )
+
+    @staticmethod
+    def _finding_view(text: str, finding_id: int, created_at: float) -> dict[str, Any]:
+        """The finding's published JSON plus the store's ``id`` and ``created_at``."""
+        view: dict[str, Any] = json.loads(text)
+        view["id"] = finding_id
+        view["created_at"] = created_at
+        return view
+
+    def latest_findings(
+        self, *, kind: str | None = None, site: str | None = None, device: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The current verdict per (kind, device, sensor), optionally filtered, by device."""
+        with self._read("latest_findings") as conn:
+            rows = conn.execute(
+                "SELECT f.json, f.id, f.created_at FROM findings_latest AS l "
+                "JOIN findings AS f ON f.id = l.finding_id "
+                "WHERE (?1 IS NULL OR l.kind = ?1) AND (?2 IS NULL OR f.site = ?2) "
+                "AND (?3 IS NULL OR l.device = ?3) "
+                "ORDER BY l.device, l.sensor, l.kind",
+                (kind, site, device),
+            ).fetchall()
+        return [self._finding_view(*row) for row in rows]
+
+    def findings_since(self, ts: float) -> list[dict[str, Any]]:
+        """Every finding created at or after ``ts``, in the order they were saved."""
+        with self._read("findings_since") as conn:
+            rows = conn.execute(
+                "SELECT json, id, created_at FROM findings WHERE created_at >= ? ORDER BY id",
+                (ts,),
+            ).fetchall()
+        return [self._finding_view(*row) for row in rows]
+
+    def outbox_peek(self, limit: int = 100) -> list[OutboxRow]:
+        """The oldest pending messages, in the order they were produced."""
+        with self._read("outbox_peek") as conn:
+            rows = conn.execute(
+                "SELECT id, topic, payload, qos, retain, created_at, attempts, last_error "
+                "FROM outbox ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            OutboxRow(id=i, topic=t, payload=bytes(p), qos=int(q), retain=bool(r),
+                      created_at=c, attempts=int(a), last_error=e)
+            for i, t, p, q, r, c, a, e in rows
+        ]
+
+    def outbox_done(self, ids: Iterable[int]) -> None:
+        """Forget messages the broker has acknowledged."""
+        rows = [(int(i),) for i in ids]
+        if rows:
+            with self._write("outbox_done") as conn:
+                conn.executemany("DELETE FROM outbox WHERE id = ?", rows)
+
+    def outbox_failed(self, id: int, error: str) -> None:
+        """Record a failed publish attempt; the message stays queued."""
+        with self._write("outbox_failed") as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error, id),
+            )
+
+    def outbox_depth(self) -> tuple[int, float | None]:
+        """(pending messages, created_at of the oldest) — for health checks and metrics."""
+        with self._read("outbox_depth") as conn:
+            count, oldest = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+        return int(count), oldest
+
+    # ----------------------------------------------------------------- retention
+
+    def purge_readings(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete raw readings with ``ts < older_than``; returns how many.
+
+        Works stream by stream in chunks of at most ``chunk`` rows, each its own short
+        transaction, so the ingest writer waits at most one chunk for the lock.
+        """
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        cutoff = _ms_at_or_after(older_than)
+        with self._read("purge_readings") as conn:
+            sids = [row[0] for row in conn.execute(
+                "SELECT id FROM streams WHERE first_ts_ms < ?", (cutoff,))]
+        return sum(self._purge_stream(sid, cutoff, chunk) for sid in sids)
+
+    def _purge_stream(self, sid: int, cutoff: int, chunk: int) -> int:
+        deleted = 0
+        while True:
+            with self._write("purge_readings") as conn:
+                bound_row = conn.execute(
+                    "SELECT ts_ms FROM readings WHERE stream_id = ? AND ts_ms < ? "
+                    "ORDER BY ts_ms LIMIT 1 OFFSET ?",
+                    (sid, cutoff, chunk),
+                ).fetchone()
+                bound = cutoff if bound_row is None else int(bound_row[0])
+                cur = conn.execute(
+                    "DELETE FROM readings WHERE stream_id = ? AND ts_ms < ?", (sid, bound)
+                )
+                deleted += cur.rowcount
+                # The delete trigger keeps n; the span is recomputed from the key (cheap).
+                conn.execute(
+                    "UPDATE streams SET "
+                    "first_ts_ms = (SELECT min(ts_ms) FROM readings WHERE stream_id = ?1), "
+                    "last_ts_ms = (SELECT max(ts_ms) FROM readings WHERE stream_id = ?1) "
+                    "WHERE id = ?1",
+                    (sid,),
+                )
+            if bound == cutoff:
+                return deleted
+
+    def purge_quarantine(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete quarantined messages received before ``older_than``, in short transactions.
+
+        The per-reason totals in :meth:`rejection_counts` are unaffected.
+        """
+        return self._purge_chunks(
+            "purge_quarantine",
+            "DELETE FROM quarantine WHERE id IN "
+            "(SELECT id FROM quarantine WHERE received_at < ? ORDER BY id LIMIT ?)",
+            older_than,
+            chunk,
+        )
+
+    def purge_findings(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete findings created before ``older_than``, keeping every current verdict."""
+        return self._purge_chunks(
+            "purge_findings",
+            "DELETE FROM findings WHERE id IN (SELECT id FROM findings WHERE created_at < ? "
+            "AND id NOT IN (SELECT finding_id FROM findings_latest) ORDER BY id LIMIT ?)",
+            older_than,
+            chunk,
+        )
+
+    def _purge_chunks(self, what: str, sql: str, older_than: float, chunk: int) -> int:
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        deleted = 0
+        while True:
+            with self._write(what) as conn:
+                n = conn.execute(sql, (older_than, chunk)).rowcount
+            deleted += n
+            if n < chunk:
+                return deleted
+
+    # ----------------------------------------------------------------- overview
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes and counts for ``status`` output and health metrics; all cheap queries."""
+        with self._read("summary") as conn:
+            db = Database(conn, recursive_triggers=False, execute_plugins=False)
+            streams, readings = conn.execute(
+                "SELECT count(*), coalesce(sum(n), 0) FROM streams").fetchone()
+            counts = {name: db.table(name).count
+                      for name in ("quarantine", "meta_versions", "events", "findings", "outbox")}
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        wal = Path(f"{self._path}-wal")
+        return {
+            "path": str(self._path),
+            "schema_version": version,
+            "journal_mode": journal,
+            "synchronous": self._synchronous,
+            "streams": int(streams),
+            "readings": int(readings),
+            **counts,
+            "file_size": self._path.stat().st_size if self._path.exists() else 0,
+            "wal_size": wal.stat().st_size if wal.exists() else 0,
+        }

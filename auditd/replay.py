@@ -18,7 +18,6 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +28,7 @@ from auditd.errors import RecordingError
 from auditd.ingest import Ingestor
 from auditd.model import Outcome, RawMessage, Rejection
 from auditd.store import Store
-from auditd.validate import Limits
+from auditd.validate import Limits, parse_timestamp
 
 RECORDING_INVALID = "recording_invalid"
 """A line of the recording that is not a recorded message at all (quarantined, counted)."""
@@ -43,21 +42,6 @@ class BadLine:
     received_at: float | None
 
 
-def _received_at(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("received_at is a boolean")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("received_at is not finite")
-        return float(value)
-    if isinstance(value, str):
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if dt.tzinfo is None:
-            raise ValueError("received_at has no UTC offset")
-        return dt.timestamp()
-    raise ValueError("received_at is neither RFC 3339 nor epoch seconds")
-
-
 def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
     """One JSON Lines record -> the message as it arrived (a JSON string payload is raw)."""
     try:
@@ -67,7 +51,7 @@ def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
         topic = record["topic"]
         if not isinstance(topic, str):
             raise ValueError("topic is not a string")
-        received_at = _received_at(record["received_at"])
+        received_at = parse_timestamp(record["received_at"])
         payload = record.get("payload")
         raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         return RawMessage(topic, raw, received_at)

@@ -298,9 +298,9 @@ def test_same_dimension_units_are_real_distinct_alternatives(canonical: str) -> 
     conversions = []
     for candidate in found:
         conversion = converter(candidate, canonical)  # parses and is compatible
-        assert not (
-            math.isclose(conversion.scale, 1.0) and math.isclose(conversion.offset, 0.0)
-        ), f"{candidate} is the same unit as {canonical}"
+        assert not (math.isclose(conversion.scale, 1.0) and math.isclose(conversion.offset, 0.0)), (
+            f"{candidate} is the same unit as {canonical}"
+        )
         conversions.append((round(conversion.scale, 12), round(conversion.offset, 9)))
     assert len(set(conversions)) == len(conversions)
 

@@ -598,8 +598,9 @@ def test_hot_path_does_not_call_pint_once_warm(monkeypatch: pytest.MonkeyPatch) 
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 ANY_TEXT = st.text(st.characters(codec=None, categories=None), max_size=80)

@@ -25,7 +25,7 @@ the whole estimate is O(n log n).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import fft as sfft
@@ -214,28 +214,39 @@ def scales_for(max_lag: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def peak_at_scale(
+@dataclass(frozen=True, slots=True)
+class _Curve:
+    lags: np.ndarray
+    corr: FloatArray
+    """NaN where unusable."""
+    estimate: LagEstimate
+
+
+def curve_at_scale(
     device: FloatArray, reference: FloatArray, max_lag: int, scale: int, n_scales: int,
     interval_s: float,
-) -> LagEstimate:
-    """The correlation peak of the two prewhitened streams summed over ``scale`` bins."""
+) -> _Curve:
+    """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
+    and its peak."""
     dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
     lags, corr, pairs = lag_correlation(dev, ref, max_lag)
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
+    masked = np.where(usable, corr, np.nan)
     if not usable.any():
-        return UNDEFINED
-    best = int(np.argmax(np.where(usable, corr, -np.inf)))
-    delta, height = _parabolic_peak(np.where(usable, corr, np.nan), best)
+        return _Curve(lags, masked, UNDEFINED)
+    best = int(np.nanargmax(masked))
+    delta, height = _parabolic_peak(masked, best)
     zero = int(np.searchsorted(lags, 0))
-    return LagEstimate(
+    estimate = LagEstimate(
         lag_s=float((lags[best] + delta) * interval_s),
         peak_corr=float(height),
-        corr_at_zero=float(corr[zero]) if usable[zero] else math.nan,
+        corr_at_zero=float(masked[zero]),
         n=int(pairs[zero]),
         searched=max(1, int(np.count_nonzero(usable)) * n_scales // scale),
         scale=scale,
-        baseline=float(np.median(corr[usable])),
+        baseline=float(np.nanmedian(masked)),
     )
+    return _Curve(lags, masked, estimate)
 
 
 def _margin(est: LagEstimate) -> float:
@@ -245,15 +256,31 @@ def _margin(est: LagEstimate) -> float:
     return (est.peak_corr - est.baseline) / est.threshold
 
 
+def refine(fine: _Curve, coarse: LagEstimate, interval_s: float) -> float:
+    """The finest curve's peak within the coarse peak's half-width: a broad peak says
+    where to look, the sharp one says exactly where."""
+    centre = int(np.searchsorted(fine.lags, round(coarse.lag_s / interval_s)))
+    lo, hi = max(centre - coarse.scale, 0), min(centre + coarse.scale + 1, fine.lags.size)
+    window = fine.corr[lo:hi]
+    if not np.isfinite(window).any():
+        return coarse.lag_s
+    best = lo + int(np.nanargmax(window))
+    delta, _ = _parabolic_peak(fine.corr, best)
+    return float((fine.lags[best] + delta) * interval_s)
+
+
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
-    """Lag of the device behind the reference within ±``max_lag_s``, sub-bin refined at the
-    finest scale, taken from the scale whose peak stands highest above its noise."""
+    """Lag of the device behind the reference within ±``max_lag_s``: detected at the scale
+    whose peak stands highest above its noise, located at the finest scale."""
     phi = ar1_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
     width = 4 * max_lag + 1
     dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
     ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
     scales = scales_for(max_lag)
-    found = [peak_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
-             for w in scales]
-    return max(found, key=_margin)
+    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
+              for w in scales]
+    best = max((c.estimate for c in curves), key=_margin)
+    if best.scale == 1 or not math.isfinite(best.lag_s):
+        return best
+    return replace(best, lag_s=refine(curves[0], best, aligned.interval_s))

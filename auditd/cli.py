@@ -109,6 +109,7 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
     from auditd.replay import Replayer
     from auditd.store import Store
 
+    logs.configure("warning", "auto", stream=sys.stderr)
     cfg, catalog = _load(config_path, profiles, references)
     with tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-") as tmp:
         db = store_path or Path(tmp) / "replay.db"

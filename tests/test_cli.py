@@ -1,0 +1,100 @@
+"""The command line as a user runs it: real subprocesses, real files, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from auditd import sdnotify
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "sample-recording.jsonl"
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "auditd.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_check_config_accepts_the_shipped_example_laid_out_as_installed(tmp_path: Path) -> None:
+    etc = tmp_path / "etc" / "sensor-auditd"
+    etc.mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "sensor-auditd.toml", etc / "config.toml")
+    shutil.copytree(REPO / "device_profiles", etc / "device_profiles")
+    shutil.copytree(REPO / "references", etc / "references")
+    result = cli("check-config", "--config", str(etc / "config.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "th-200" in result.stdout
+
+
+def test_bad_profile_is_refused_with_file_key_and_problem(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "device_profiles", profiles)
+    text = (profiles / "th-200.toml").read_text()
+    (profiles / "th-200.toml").write_text(text.replace('unit = "hPa"', 'unit = "degC"', 1))
+    result = cli("check-config", "--profiles", str(profiles),
+                 "--references", str(REPO / "references"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "th-200.toml" in result.stderr
+    assert "sensors.pressure.unit" in result.stderr
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _replay(tmp_path: Path, name: str) -> tuple[dict, list[dict], str]:
+    out = tmp_path / f"{name}.jsonl"
+    summary = tmp_path / f"{name}.json"
+    result = cli("replay", str(SAMPLE), "--profiles", str(REPO / "device_profiles"),
+                 "--references", str(REPO / "references"), "--out", str(out),
+                 "--summary", str(summary))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(summary.read_text())
+    text = out.read_text()
+    return json.loads(summary.read_text()), [json.loads(line) for line in text.splitlines()], text
+
+
+def test_replay_of_the_sample_finds_the_injected_offset_and_counts_the_rest(
+        tmp_path: Path) -> None:
+    summary, findings, _ = _replay(tmp_path, "a")
+    assert summary["messages"] == sum(1 for line in SAMPLE.open() if line.strip())
+    assert summary["readings_rejected"] == {"json_invalid": 1, "out_of_range": 1,
+                                            "topic_invalid": 1, "ts_invalid": 1,
+                                            "unit_incompatible": 1}
+    assert summary["findings"] == len(findings)
+    last_audit = max(f["window"]["end"] for f in findings)
+    final = {(f["device"], f["sensor"]): f for f in findings if f["window"]["end"] == last_audit}
+    faulty = final[("th-north-02", "temperature")]
+    assert faulty["status"] == "fail"
+    assert faulty["causes"][0]["cause"] == "offset_drift"
+    assert faulty["onset"] is not None and faulty["onset"].startswith("2025-11-25T1")
+    healthy = [f for key, f in final.items() if key != ("th-north-02", "temperature")]
+    assert len(healthy) == 8
+    assert all(f["status"] == "pass" for f in healthy), [
+        (f["device"], f["sensor"], f["causes"]) for f in healthy if f["status"] != "pass"]
+
+
+def test_replay_is_identical_run_after_run(tmp_path: Path) -> None:
+    _, _, first = _replay(tmp_path, "a")
+    _, _, second = _replay(tmp_path, "b")
+    assert first == second
+
+
+def test_sd_notify_reaches_a_listening_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(5)
+        assert sdnotify.notify("READY=1", {"NOTIFY_SOCKET": str(path)})
+        assert listener.recv(1024) == b"READY=1"
+    assert not sdnotify.notify("READY=1", {})
+    assert sdnotify.watchdog_interval_s({"WATCHDOG_USEC": "20000000"}) == 10.0

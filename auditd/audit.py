@@ -157,7 +157,7 @@ class Auditor:
             report = report_for(site, self._gateway, now, site_findings, duration)
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
-        self._store.save_findings(findings, outbox)
+        self._store.save_findings(findings, outbox, now=now)
         run = AuditRun(now, tuple(findings), report, duration)
         self.last_run = run
         return run

@@ -10,15 +10,17 @@ import math
 
 from auditd.core import text
 from auditd.core.align import Aligned
-from auditd.core.fit import Metrics
+from auditd.core.diagnose import Case
 from auditd.model import Cause, SensorSpec
 
 REFERENCE_SILENT = 0.5
 """Below this reference coverage the shortage of data is the reference's doing."""
 
 
-def action_for_failure(causes: tuple[Cause, ...], metrics: Metrics, spec: SensorSpec,
-                       failed: tuple[str, ...]) -> str:
+def action_for_failure(causes: tuple[Cause, ...], case: Case, failed: tuple[str, ...]) -> str:
+    """The numbers quoted are the ones the top cause's evidence used: the fault's (after a
+    clock correction, since an onset) for a calibration, the window's for clock and data."""
+    spec, metrics, measured = case.spec, case.fault_metrics, case.metrics
     name, unit = spec.name, spec.unit
     if not causes:
         return (f"Review the {name} stream by hand: it is out of tolerance on "
@@ -31,9 +33,10 @@ def action_for_failure(causes: tuple[Cause, ...], metrics: Metrics, spec: Sensor
         return (f"Check the unit the device's firmware or configuration sends for {name}: "
                 f"the readings are not in {unit}.")
     if top == "time_lag":
-        late = "behind" if math.isfinite(metrics.lag_s) and metrics.lag_s > 0 else "ahead of"
+        lag = case.lag.lag_s
+        late = "behind" if math.isfinite(lag) and lag > 0 else "ahead of"
         return (f"Check the device's clock synchronisation (NTP) and its buffering: its "
-                f"timestamps run {text.duration(metrics.lag_s)} {late} the reference.")
+                f"timestamps run {text.duration(lag)} {late} the reference.")
     if top == "offset_drift":
         return (f"Re-zero or recalibrate the {name} sensor against a transfer standard: it "
                 f"reads {text.qty(metrics.bias, unit, sign=True)} off the reference.")
@@ -46,7 +49,7 @@ def action_for_failure(causes: tuple[Cause, ...], metrics: Metrics, spec: Sensor
                 f"reference.")
     if top == "dropout":
         return (f"Check the device's power and network link: it delivered {name} data for "
-                f"only {text.percent(metrics.device_coverage)} of the window.")
+                f"only {text.percent(measured.device_coverage)} of the window.")
     return f"Investigate the {name} stream: {causes[0].evidence}."
 
 

@@ -76,7 +76,9 @@ def choose_edge_phase(streams: Sequence[FloatArray], interval_s: float, start: f
     grid would split the readings between neighbouring bins at random, halving coverage
     and doubling up bins; the edges must sit between the reporting instants of *both*
     streams. Each stream's phase histogram counts with equal weight, so a 1 Hz reference
-    (uniform phase) does not outvote a 1-minute device. Returns seconds in (-i/2, i/2].
+    (uniform phase) does not outvote a 1-minute device. Returns seconds in [-i/2, i/2):
+    with readings at phase p the best edge is p - i/2, which then puts the reading at
+    ``start + p + k*i`` in bin k.
     """
     b = PHASE_BUCKETS
     centres = np.arange(b) + 0.5
@@ -94,7 +96,7 @@ def choose_edge_phase(streams: Sequence[FloatArray], interval_s: float, start: f
     if cost[0] <= cost[best] + PHASE_PREFERENCE:
         best = 0
     frac = best / b
-    return (frac - 1.0 if frac > 0.5 else frac) * interval_s
+    return (frac - 1.0 if frac >= 0.5 else frac) * interval_s
 
 
 def bin_means(
@@ -137,15 +139,15 @@ def align(
     finite values.
 
     ``edge_phase_s`` fixes where the bin edges sit (seconds after ``start``, in
-    (-interval/2, interval/2]); ``None`` picks it from the data (``choose_edge_phase``).
+    [-interval/2, interval/2)); ``None`` picks it from the data (``choose_edge_phase``).
     """
     n_bins = bin_count(interval_s, start, end)
     dev_ts, dev_v = _in_window(device, start, end)
     ref_ts, ref_v = _in_window(reference, start, end)
     if edge_phase_s is None:
         edge_phase_s = choose_edge_phase([dev_ts, ref_ts], interval_s, start)
-    elif not -interval_s / 2 < edge_phase_s <= interval_s / 2:
-        raise ValueError(f"edge_phase_s must lie in (-interval/2, interval/2], got {edge_phase_s}")
+    elif not -interval_s / 2 <= edge_phase_s < interval_s / 2:
+        raise ValueError(f"edge_phase_s must lie in [-interval/2, interval/2), got {edge_phase_s}")
     dev = bin_means(dev_ts, dev_v, _bin_index(dev_ts, start, interval_s, edge_phase_s, n_bins),
                     n_bins)
     ref = bin_means(ref_ts, ref_v, _bin_index(ref_ts, start, interval_s, edge_phase_s, n_bins),

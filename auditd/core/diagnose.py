@@ -1,14 +1,17 @@
 """Why a stream fails: a list of small detectors, each reading one ``Case`` and returning a
 ``Cause`` or nothing, ranked by confidence.
 
-Two rules keep the list honest. A time lag is undone before the systematic and noise
-detectors look, so a late clock is not also reported as gain drift and noise. And some
-causes explain others away: a stuck device has a gain of 0 and a huge bias, a device in
-degF has a gain of 1.8, yet neither needs a recalibration.
+Three rules keep the list honest. A time lag is undone before the systematic and noise
+detectors look, so a late clock is not also reported as gain drift and noise. A clear step
+in the difference restricts them to the data after it, so a shift at noon is not mistaken
+for a gain (the day's warming would otherwise correlate with it). And some causes explain
+others away: a stuck device has a gain of 0 and a huge bias, a device in degF has a gain
+of 1.8, yet neither needs a recalibration.
 
 Confidence is ``strength(distance beyond tolerance)`` times the share of the deviation a
 cause accounts for: 0.5 at the tolerance (a borderline value may be a fluctuation), 0.85 at
-twice it, approaching 0.97.
+twice it, approaching 0.97; a calibration cause is further weighted by how certain the
+data are that its metric is really beyond tolerance rather than pushed there by noise.
 """
 
 from __future__ import annotations
@@ -39,20 +42,24 @@ STUCK_FEW_VALUES_STD_RATIO = 0.5
 STUCK_RUN_SHARE = 0.25
 """An exactly repeated value over this share of the paired bins is a stuck spell."""
 
-LAG_MIN_IMPROVEMENT_Z = 3.0
-"""The correlation at the lag must beat the one at zero by this many standard errors."""
-
 GAIN_T_MIN = 5.0
 """The gain's difference from 1 must be this many (optimistic) standard errors before
 any of the mean bias is put down to it; a narrow reference range (pressure around
 1013 hPa) cannot otherwise tell a gain from an offset, and an offset is the likelier."""
+
+NOISE_BESIDES_SYSTEMATIC = 0.7
+"""Scatter next to a (certain) systematic error is less certain: part of it may be a
+drift the straight line does not model."""
 
 MIN_SHARE = 0.2
 UNIT_SLACK = 3.0
 """A unit candidate may leave this many tolerances of deviation (a device can be in the
 wrong unit and a little off as well)."""
 DROPOUT_MIN = 0.2
-"""Device missing in this share of the bins where the reference had data."""
+"""Device missing in this share of the bins where the reference had data, and of the
+expected bins."""
+DROPOUT_MIN_REFERENCE_BINS = 20
+"""A share of fewer reference bins than this says nothing about the device."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +111,7 @@ def strength(distance: float) -> float:
 
 
 def lag_beyond_tolerance(lag: LagEstimate, tol: Tolerance) -> bool:
-    if not lag.resolved or abs(lag.lag_s) <= tol.lag_s:
-        return False
-    zero = lag.corr_at_zero if math.isfinite(lag.corr_at_zero) else 0.0
-    return lag.peak_corr - zero >= LAG_MIN_IMPROVEMENT_Z / math.sqrt(lag.n)
+    return lag.resolved and abs(lag.lag_s) > tol.lag_s
 
 
 def longest_flat_run(aligned: Aligned) -> FlatRun | None:
@@ -166,6 +170,23 @@ def _since(case: Case) -> str:
     return f" since {iso(case.step)}" if case.step is not None else ""
 
 
+def _run_reference_std(aligned: Aligned, run: FlatRun) -> float:
+    ref = np.asarray(aligned.reference)[run.first:run.last + 1]
+    ref = ref[np.isfinite(ref)]
+    return float(ref.std()) if ref.size > 1 else 0.0
+
+
+def stuck_spell(case: Case) -> FlatRun | None:
+    """The longest flat run, if it is long enough (``STUCK_RUN_SHARE`` of the pairs and
+    ``min_samples``) and the reference moved during it by more than the bias tolerance."""
+    run, tol = case.flat_run, case.tol
+    if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired):
+        return None
+    if _run_reference_std(case.aligned, run) < max(tol.bias, 1e-300):
+        return None
+    return run
+
+
 # --------------------------------------------------------------------------- detectors
 
 
@@ -191,20 +212,17 @@ def stuck(case: Case) -> Cause | None:
         f"{text.num(float(ref.min()))} to {text.qty(float(ref.max()), unit)} "
         f"(std {text.qty(ref_std, unit)})"
     )
-    run = case.flat_run
-    if run is not None and run.paired >= max(tol.min_samples, STUCK_RUN_SHARE * dev.size):
-        run_ref = np.asarray(case.aligned.reference)[run.first:run.last + 1]
-        run_ref = run_ref[np.isfinite(run_ref)]
-        run_std = float(run_ref.std()) if run_ref.size > 1 else 0.0
+    run = stuck_spell(case)
+    if run is not None:
         share = run.paired / dev.size
         run_conf = 0.6 + 0.37 * share
-        if run_std >= max(tol.bias, 1e-300) and run_conf > confidence:
+        if run_conf > confidence:
             confidence = run_conf
             evidence = (
                 f"device repeated {text.qty(float(case.aligned.device[run.first]), unit)} "
                 f"exactly for {text.bins(run.paired, case.aligned.interval_s, 'paired')} "
                 f"({text.percent(share)} of the paired data) while the reference moved with "
-                f"std {text.qty(run_std, unit)}"
+                f"std {text.qty(_run_reference_std(case.aligned, run), unit)}"
             )
     if confidence <= 0.0:
         return None
@@ -216,8 +234,10 @@ def time_lag(case: Case) -> Cause | None:
         return None
     lag, tol = case.lag, case.tol
     zero = lag.corr_at_zero if math.isfinite(lag.corr_at_zero) else 0.0
-    clarity = min(1.0, (lag.peak_corr - zero) / (2.0 * lag.threshold))
-    confidence = strength(ratio(abs(lag.lag_s), tol.lag_s)) * (0.6 + 0.4 * clarity)
+    # a peak just over its hurdles is close to a coin toss; two standard errors clear of
+    # them it is as sure as the data can make it
+    clarity = min(1.0, 0.5 + 0.25 * lag.margin_z)
+    confidence = strength(ratio(abs(lag.lag_s), tol.lag_s)) * clarity
     direction = "lags" if lag.lag_s > 0 else "leads"
     evidence = (
         f"device {direction} the reference by {text.duration(lag.lag_s)} (correlation of "
@@ -230,6 +250,29 @@ def time_lag(case: Case) -> Cause | None:
 def _systematic_distance(m: Metrics, tol: Tolerance) -> float:
     ex = exceedances(m, tol)
     return max(ex.get("bias", 0.0), ex.get("gain", 0.0))
+
+
+def _beyond(value: float, limit: float, se: float) -> float:
+    """Probability that |true value| exceeds ``limit`` given the estimate and its error."""
+    if not (math.isfinite(value) and math.isfinite(se)):
+        return 0.0
+    if se <= 0.0:
+        return 1.0 if abs(value) > limit else 0.0
+    return 0.5 * (1.0 + math.erf((abs(value) - limit) / (se * math.sqrt(2.0))))
+
+
+def systematic_certainty(case: Case) -> float:
+    """How sure the data are that bias or gain is really out of tolerance, not pushed out
+    by noise: a gain of 1.07 from a device with 2 degC of scatter may be 1.0.
+
+    The standard errors assume independent residuals, so this is optimistic for slowly
+    wandering noise (effective-sample-size intervals are the planned refinement)."""
+    m, line, tol = case.fault_metrics, case.line, case.tol
+    sure = 0.0
+    if m.n > 2 and math.isfinite(m.rmse) and math.isfinite(m.bias):
+        diff_std = math.sqrt(max(m.rmse**2 - m.bias**2, 0.0) * m.n / (m.n - 1))
+        sure = _beyond(m.bias, tol.bias, diff_std / math.sqrt(m.n))
+    return max(sure, _beyond(line.gain - 1.0, tol.gain, line.gain_se))
 
 
 def gain_share(case: Case) -> float:
@@ -262,12 +305,14 @@ def offset_drift(case: Case) -> Cause | None:
     share = 1.0 - gain_share(case)
     if distance <= 1.0 or share < MIN_SHARE:
         return None
+    gain = f" with gain {text.num(m.gain, 4)}" if math.isfinite(m.gain) else ""
     evidence = (
         f"mean device-reference difference {text.qty(m.bias, unit, sign=True)} over "
-        f"{text.bins(m.n, case.aligned.interval_s, 'paired')}{_since(case)} with gain "
-        f"{text.num(m.gain, 4)}; tolerance ±{text.qty(tol.bias, unit)}"
+        f"{text.bins(m.n, case.aligned.interval_s, 'paired')}{_since(case)}{gain}; "
+        f"tolerance ±{text.qty(tol.bias, unit)}"
     )
-    return Cause("offset_drift", share * strength(distance), evidence)
+    return Cause("offset_drift", share * strength(distance) * systematic_certainty(case),
+                 evidence)
 
 
 def gain_drift(case: Case) -> Cause | None:
@@ -286,7 +331,8 @@ def gain_drift(case: Case) -> Cause | None:
         f"{text.qty(lo, unit)} to {text.qty(dev_hi, unit, sign=True)} at "
         f"{text.qty(hi, unit)}; tolerance ±{text.num(tol.gain)}"
     )
-    return Cause("gain_drift", share * strength(distance), evidence)
+    return Cause("gain_drift", share * strength(distance) * systematic_certainty(case),
+                 evidence)
 
 
 def unit_mismatch(case: Case) -> Cause | None:
@@ -300,9 +346,10 @@ def unit_mismatch(case: Case) -> Cause | None:
     if not matches:
         return None
     best = matches[0]
+    shift = f" {text.qty(best.offset, unit, sign=True)}" if best.offset else ""
     evidence = (
-        f"readings follow {text.num(best.scale, 4)} x reference "
-        f"{text.qty(best.offset, unit, sign=True)} ({best.name} where {unit} is expected) "
+        f"readings follow {text.num(best.scale, 4)} x reference{shift} "
+        f"({best.name} where {unit} is expected) "
         f"within {text.qty(best.remaining, unit)} over {text.num(lo)} to {text.qty(hi, unit)};"
         f" fitted gain {text.num(m.gain, 4)}, offset {text.qty(m.offset, unit, sign=True)}"
     )
@@ -310,8 +357,8 @@ def unit_mismatch(case: Case) -> Cause | None:
 
 
 def noise(case: Case) -> Cause | None:
-    """Scatter about the fitted line beyond the rmse tolerance (or ruining r2), weighted
-    by how much of the rmse is scatter rather than systematic."""
+    """Scatter about the fitted line beyond the rmse tolerance (or ruining r2): a fault of
+    its own, since fixing any offset or gain would still leave the rmse out."""
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     resid = m.residual_std
     if not (math.isfinite(resid) and math.isfinite(m.rmse) and m.rmse > 0.0):
@@ -320,7 +367,6 @@ def noise(case: Case) -> Cause | None:
     distance = max(ratio(resid, tol.rmse), ex.get("r2", 0.0))
     if distance <= 1.0:
         return None
-    random_share = min(1.0, resid * resid / (m.rmse * m.rmse))
     systematic_ok = ex.get("bias", 0.0) <= 1.0 and ex.get("gain", 0.0) <= 1.0
     evidence = (
         f"scatter about the device-on-reference line {text.qty(resid, unit)} (residual std, "
@@ -328,16 +374,17 @@ def noise(case: Case) -> Cause | None:
         f"{text.qty(m.bias, unit, sign=True)} and gain {text.num(m.gain, 4)}; rmse tolerance "
         f"{text.qty(tol.rmse, unit)}"
     )
-    return Cause("noise", random_share * strength(distance), evidence)
+    weight = 1.0 - (1.0 - NOISE_BESIDES_SYSTEMATIC) * systematic_certainty(case)
+    return Cause("noise", weight * strength(distance), evidence)
 
 
 def dropout_cause(aligned: Aligned) -> Cause | None:
     """Device silent (or null) in many bins where the reference had data."""
     ref_bins = int(np.count_nonzero(np.isfinite(aligned.reference)))
-    if ref_bins == 0:
+    if ref_bins < DROPOUT_MIN_REFERENCE_BINS:
         return None
     missing = 1.0 - aligned.n_paired / ref_bins
-    if missing < DROPOUT_MIN:
+    if missing < DROPOUT_MIN or aligned.device_coverage > 1.0 - DROPOUT_MIN:
         return None
     dev_bins = int(np.count_nonzero(np.isfinite(aligned.device)))
     interval = aligned.interval_s
@@ -359,7 +406,8 @@ DETECTORS: tuple[Detector, ...] = (
 
 EXPLAINS_AWAY: dict[str, frozenset[str]] = {
     "stuck": frozenset({"unit_mismatch", "time_lag", "offset_drift", "gain_drift", "noise"}),
-    "unit_mismatch": frozenset({"offset_drift", "gain_drift"}),
+    # in the wrong unit every figure is scaled: the scatter too
+    "unit_mismatch": frozenset({"offset_drift", "gain_drift", "noise"}),
 }
 EXPLAIN_MIN_CONFIDENCE = 0.5
 

@@ -98,7 +98,8 @@ def fit_line(device: FloatArray, reference: FloatArray) -> LineFit:
         return LineFit(n, nan, nan, nan, resid, nan)
     gain = sxy / sxx
     offset = float(device.mean() - gain * reference.mean())
-    r2 = 0.0 if is_flat(device) else min(1.0, sxy * sxy / (sxx * syy))
+    flat = is_flat(device) or syy * sxx == 0.0  # or so tiny its square underflows
+    r2 = 0.0 if flat else min(1.0, sxy * sxy / (sxx * syy))
     sse = max(syy - gain * sxy, 0.0)
     resid = math.sqrt(sse / (n - 2)) if n > 2 else nan
     gain_se = resid / math.sqrt(sxx) if n > 2 else nan

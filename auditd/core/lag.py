@@ -18,8 +18,8 @@ four times the search range wide is subtracted to remove it, and a peak is judge
 curve's median, not against zero.
 
 Gaps are not filled: a masked, normalised cross-correlation gives the exact Pearson
-correlation over the pairs present at each lag, with six FFT correlations per scale, so
-the whole estimate is O(n log n).
+correlation over the pairs present at each lag, with six FFT correlations (one batched FFT
+pair) per scale, so the whole estimate is O(n log n).
 """
 
 from __future__ import annotations
@@ -36,19 +36,22 @@ from auditd.core.series import FloatArray
 MIN_PEAK_CORR = 0.02
 """Below this even a statistically clear peak is too weak a link to act on."""
 
-PEAK_MARGIN_Z = 1.0
+PEAK_MARGIN_Z = 1.5
 """A peak must stand above the largest of the searched lags' noise correlations, which
 for m independent lags of standard error se is about sqrt(2 ln m) * se, by this many more
 standard errors: searching 6000 lags of 1 s must not turn noise into a lag."""
+
+MIN_IMPROVEMENT_Z = 3.0
+"""A lag away from zero must beat zero lag's correlation by this many standard errors."""
 
 MIN_OVERLAP_FRACTION = 0.5
 """Lags whose overlapping pairs drop below this share of the best overlap are ignored."""
 
 SCALE_STEP = 4
 MAX_SCALES = 5
-MAX_SCALE_SHARE = 8
-"""Scales stay below max_lag / 8 bins, so that even the broadest peak sits well inside
-the search range."""
+MAX_SCALE_SHARE = 3
+"""Scales stay below a third of the search range, so that even the broadest peak sits
+inside it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +69,13 @@ class LagEstimate:
     n: int = 0
     """Pairs at zero lag."""
     searched: int = 1
-    """Number of (lag, scale) pairs tried, divided by the scale: the independent tries."""
+    """Independent tries the peak competed with: usable lags times scales, over the scale
+    (neighbouring lags of w-bin sums are not independent)."""
     scale: int = 1
     """Bins the changes were summed over."""
     baseline: float = 0.0
     """Median correlation over the lags searched: what any lag gets."""
+    interval_s: float = 1.0
 
     @property
     def standard_error(self) -> float:
@@ -88,11 +93,24 @@ class LagEstimate:
         return max(MIN_PEAK_CORR, z * self.standard_error)
 
     @property
+    def margin_z(self) -> float:
+        """Standard errors by which the peak clears the weaker of its two hurdles (the
+        noise of the search, and zero lag); negative when it does not."""
+        if not (math.isfinite(self.peak_corr) and math.isfinite(self.standard_error)):
+            return -math.inf
+        above_noise = (self.peak_corr - self.baseline - self.threshold) / self.standard_error
+        if abs(self.lag_s) <= self.scale * self.interval_s:
+            return above_noise
+        zero = self.corr_at_zero if math.isfinite(self.corr_at_zero) else self.baseline
+        above_zero = (self.peak_corr - zero) / self.standard_error - MIN_IMPROVEMENT_Z
+        return min(above_noise, above_zero)
+
+    @property
     def resolved(self) -> bool:
-        """Whether the peak stands out from noise, i.e. a lag was measured at all."""
-        if not (math.isfinite(self.lag_s) and math.isfinite(self.peak_corr)):
-            return False
-        return self.peak_corr - self.baseline >= self.threshold
+        """Whether a lag was measured at all: the peak stands out from the noise of every
+        lag searched, and a peak away from zero also clearly beats zero lag (otherwise
+        the data cannot tell that lag from none)."""
+        return math.isfinite(self.lag_s) and self.margin_z >= 0.0
 
 
 UNDEFINED = LagEstimate(lag_s=math.nan, peak_corr=math.nan, corr_at_zero=math.nan)
@@ -151,10 +169,18 @@ def high_pass(x: FloatArray, width: int) -> FloatArray:
     return x - moving_mean(x, width, centred=True)
 
 
-def _xcorr(a: FloatArray, b: FloatArray, length: int, max_lag: int) -> FloatArray:
-    """``c[k] = sum_t a[t] * b[t-k]`` for k = -max_lag..max_lag (zero padded, no wrap)."""
-    full = sfft.irfft(sfft.rfft(a, length) * np.conj(sfft.rfft(b, length)), length)
-    return np.concatenate([full[length - max_lag:], full[: max_lag + 1]])
+_LEFT = np.array([0, 1, 0, 2, 0, 1])
+_RIGHT = np.array([3, 3, 4, 3, 5, 4])
+"""Which of (mask_d, d, d^2, mask_r, r, r^2) to cross-correlate for (pairs, sum_d, sum_r,
+sum_dd, sum_rr, sum_dr)."""
+
+
+def _xcorr_sums(rows: FloatArray, length: int, max_lag: int) -> FloatArray:
+    """``c[j, k] = sum_t rows[LEFT[j], t] * rows[RIGHT[j], t-k]`` for k = -max_lag..max_lag,
+    zero padded so nothing wraps; one batched FFT pair instead of twelve calls."""
+    spectra = sfft.rfft(rows, length, axis=-1)
+    full = sfft.irfft(spectra[_LEFT] * np.conj(spectra[_RIGHT]), length, axis=-1)
+    return np.concatenate([full[:, length - max_lag:], full[:, : max_lag + 1]], axis=1)
 
 
 def lag_correlation(
@@ -168,19 +194,16 @@ def lag_correlation(
     n = device.size
     max_lag = int(min(max(max_lag, 0), max(n - 1, 0)))
     lags = np.arange(-max_lag, max_lag + 1)
-    md = np.isfinite(device).astype(np.float64)
-    mr = np.isfinite(reference).astype(np.float64)
+    md = np.isfinite(device)
+    mr = np.isfinite(reference)
     if n == 0 or not md.any() or not mr.any():
         return lags, np.full(lags.size, np.nan), np.zeros(lags.size)
-    d = np.where(md > 0, device - np.nanmean(device), 0.0)
-    r = np.where(mr > 0, reference - np.nanmean(reference), 0.0)
+    d = np.where(md, device - np.mean(device[md]), 0.0)
+    r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
+    rows = np.stack([md.astype(np.float64), d, d * d, mr.astype(np.float64), r, r * r])
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
-    pairs = np.rint(_xcorr(md, mr, length, max_lag))
-    sd = _xcorr(d, mr, length, max_lag)
-    sr = _xcorr(md, r, length, max_lag)
-    sdd = _xcorr(d * d, mr, length, max_lag)
-    srr = _xcorr(md, r * r, length, max_lag)
-    sdr = _xcorr(d, r, length, max_lag)
+    sums = _xcorr_sums(rows, length, max_lag)
+    pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs
         var_d = sdd - sd * sd / pairs
@@ -244,7 +267,8 @@ def curve_at_scale(
         n=int(pairs[zero]),
         searched=max(1, int(np.count_nonzero(usable)) * n_scales // scale),
         scale=scale,
-        baseline=float(np.nanmedian(masked)),
+        baseline=float(np.median(corr[usable])),
+        interval_s=interval_s,
     )
     return _Curve(lags, masked, estimate)
 
@@ -256,17 +280,25 @@ def _margin(est: LagEstimate) -> float:
     return (est.peak_corr - est.baseline) / est.threshold
 
 
-def refine(fine: _Curve, coarse: LagEstimate, interval_s: float) -> float:
-    """The finest curve's peak within the coarse peak's half-width: a broad peak says
-    where to look, the sharp one says exactly where."""
-    centre = int(np.searchsorted(fine.lags, round(coarse.lag_s / interval_s)))
-    lo, hi = max(centre - coarse.scale, 0), min(centre + coarse.scale + 1, fine.lags.size)
-    window = fine.corr[lo:hi]
-    if not np.isfinite(window).any():
-        return coarse.lag_s
-    best = lo + int(np.nanargmax(window))
-    delta, _ = _parabolic_peak(fine.corr, best)
-    return float((fine.lags[best] + delta) * interval_s)
+def refine(curves: list[_Curve], chosen: int, interval_s: float) -> float:
+    """Walk down from the chosen scale, each finer curve's peak sought within the coarser
+    one's half-width: a broad peak says where to look, the sharp one says exactly where.
+    The walk stops at the first scale whose local peak is lost in its own noise, since
+    the highest of a few noise values would only move the estimate at random."""
+    lag_s = curves[chosen].estimate.lag_s
+    for i in range(chosen - 1, -1, -1):
+        fine, width = curves[i], curves[i + 1].estimate.scale
+        centre = int(np.searchsorted(fine.lags, round(lag_s / interval_s)))
+        lo, hi = max(centre - width, 0), min(centre + width + 1, fine.lags.size)
+        window = fine.corr[lo:hi]
+        if not np.isfinite(window).any():
+            break
+        best = lo + int(np.nanargmax(window))
+        if fine.corr[best] - fine.estimate.baseline < fine.estimate.threshold:
+            break
+        delta, _ = _parabolic_peak(fine.corr, best)
+        lag_s = float((fine.lags[best] + delta) * interval_s)
+    return lag_s
 
 
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
@@ -280,7 +312,8 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     scales = scales_for(max_lag)
     curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
               for w in scales]
-    best = max((c.estimate for c in curves), key=_margin)
-    if best.scale == 1 or not math.isfinite(best.lag_s):
+    chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
+    best = curves[chosen].estimate
+    if chosen == 0 or not math.isfinite(best.lag_s):
         return best
-    return replace(best, lag_s=refine(curves[0], best, aligned.interval_s))
+    return replace(best, lag_s=refine(curves, chosen, aligned.interval_s))

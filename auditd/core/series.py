@@ -41,6 +41,11 @@ class Series:
         object.__setattr__(self, "ts", ts)
         object.__setattr__(self, "values", values)
 
+    @classmethod
+    def of(cls, ts: ArrayLike, values: ArrayLike) -> Series:
+        """From anything array-like (lists, other float dtypes); the fields are float64."""
+        return cls(frozen_array(ts), frozen_array(values))
+
     def __len__(self) -> int:
         return int(self.ts.size)
 

@@ -1,5 +1,5 @@
 """One stream, one window, one verdict: the composition of align, lag, fit, diagnose,
-onset and action. Nothing here computes a number of its own."""
+onset and action. Nothing is measured here; this module only decides and words."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from auditd.core.actions import action_for_failure, action_for_insufficient
 from auditd.core.align import Aligned, align
 from auditd.core.checks import exceedances, failed_checks
-from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause
+from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause, stuck_spell
 from auditd.core.fit import Metrics, compute_metrics
 from auditd.core.lag import estimate_lag
 from auditd.core.series import Series
@@ -62,10 +62,10 @@ def severity_of(metrics: Metrics, spec: SensorSpec, causes: Sequence[Cause]) -> 
 def onset_of(case: Case, top: str) -> float | None:
     """The start of the deviation the top cause names, where v1 can estimate it."""
     if top == "stuck":
-        run = case.flat_run
+        run = stuck_spell(case)
         first = int(np.argmax(case.aligned.paired)) if case.aligned.n_paired else 0
         if run is None or run.first <= first:
-            return None
+            return None  # stuck since before the window began
         return float(case.aligned.t[run.first])
     if top in ("offset_drift", "gain_drift"):
         return case.step
@@ -94,7 +94,7 @@ def evaluate_aligned(
     if onset is not None and not math.isfinite(onset):
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
-                         action_for_failure(causes, metrics, spec, failed), failed)
+                         action_for_failure(causes, case, failed), failed)
 
 
 def evaluate_stream(

@@ -1,0 +1,546 @@
+"""Tests of the pure calibration core (``auditd.core``).
+
+The property tests generate a day of realistic 1-minute temperature data (a diurnal sine,
+a random-walk "weather" component, AR(1) device noise, a reference sampled at other
+instants and rates, jitter, gaps, nulls, duplicates and shuffled order), inject one known
+fault and check that the verdict names it. The cross-checks compare the vectorised code
+with slow, obvious implementations (loops, scipy.stats.linregress).
+
+CORE_EXAMPLES=500 python -m pytest tests/test_core.py runs the properties harder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.signal import lfilter
+
+from auditd.core import (
+    Metrics,
+    Series,
+    StreamVerdict,
+    align,
+    compute_metrics,
+    estimate_lag,
+    evaluate_stream,
+    step_onset,
+    unit_candidates,
+)
+from auditd.core.lag import lag_correlation
+from auditd.model import CAUSES, SensorSpec, Tolerance
+
+START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
+DAY = 86_400.0
+END = START + DAY
+MINUTE = 60.0
+TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.90, lag_s=300.0, window_s=DAY,
+                min_samples=60)
+SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), MINUTE, TOL)
+
+EXAMPLES = int(os.environ.get("CORE_EXAMPLES", "20"))
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+CROSS_CHECK = settings(max_examples=3 * EXAMPLES, deadline=None,
+                       suppress_health_check=[HealthCheck.too_slow])
+
+
+# --------------------------------------------------------------------------- generator
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One day at one site: the weather, the device's noise and how both are sampled."""
+
+    seed: int
+    mean: float
+    amplitude: float
+    walk: float
+    """Random-walk weather, degC per sqrt(minute)."""
+    noise: float
+    """Device AR(1) noise std, degC."""
+    phi: float
+    ref_period: float
+    jitter: float
+    drop: float
+    gap_h: float
+    """One contiguous device outage of this many hours."""
+
+
+@st.composite
+def scenes(draw: st.DrawFn, noise_per_walk: float = 8.0) -> Scene:
+    """``noise_per_walk`` caps the device noise at that multiple of the weather's
+    one-minute step (and at 0.25 degC)."""
+    walk = draw(st.floats(0.02, 0.06))
+    return Scene(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        mean=draw(st.floats(0.0, 25.0)),
+        amplitude=draw(st.floats(3.0, 8.0)),
+        walk=walk,
+        noise=draw(st.floats(0.02, min(0.25, noise_per_walk * walk))),
+        phi=draw(st.floats(0.0, 0.8)),
+        ref_period=draw(st.sampled_from([20.0, 30.0, 60.0])),
+        jitter=draw(st.floats(0.0, 3.0)),
+        drop=draw(st.floats(0.0, 0.1)),
+        gap_h=draw(st.floats(0.0, 3.0)),
+    )
+
+
+class Weather:
+    """The true temperature at any instant: a 1-second grid, linearly interpolated."""
+
+    def __init__(self, scene: Scene, rng: np.random.Generator) -> None:
+        self.grid = np.arange(START - 7200.0, END + 3600.0, 1.0)
+        walk = np.cumsum(rng.normal(0.0, scene.walk / math.sqrt(60.0), self.grid.size))
+        phase = rng.uniform(0.0, 2 * math.pi)
+        self.values = (scene.mean + walk - walk.mean()
+                       + scene.amplitude * np.sin(2 * math.pi * (self.grid - START) / DAY + phase))
+
+    def __call__(self, t: np.ndarray) -> np.ndarray:
+        return np.interp(t, self.grid, self.values)
+
+
+def instants(rng: np.random.Generator, period: float, jitter: float, drop: float) -> np.ndarray:
+    """Reporting instants: a grid at a random phase, jittered, with random losses."""
+    t = START + rng.uniform(0.0, period) + np.arange(int(DAY / period)) * period
+    t = t + rng.normal(0.0, jitter, t.size)
+    return t[rng.random(t.size) >= drop]
+
+
+def ar1(rng: np.random.Generator, n: int, sigma: float, phi: float) -> np.ndarray:
+    shocks = rng.normal(0.0, sigma * math.sqrt(1.0 - phi * phi), n)
+    return np.asarray(lfilter([1.0], [1.0, -phi], shocks))
+
+
+@dataclass(frozen=True)
+class Fault:
+    offset: float = 0.0
+    gain: float = 1.0
+    lag_s: float = 0.0
+    noise: float = 0.0
+    """Extra white noise, degC."""
+    stuck_from: float | None = None
+    """Fraction of the day after which the device repeats its last value."""
+    step_at: float | None = None
+    step: float = 0.0
+
+
+def pair(scene: Scene, fault: Fault = Fault()) -> tuple[Series, Series]:
+    """(device, reference) for one day of ``scene`` with ``fault`` injected."""
+    rng = np.random.default_rng(scene.seed)
+    truth = Weather(scene, rng)
+    ref_t = instants(rng, scene.ref_period, scene.jitter, 0.02)
+    reference = Series(ref_t, truth(ref_t) + rng.normal(0.0, 0.02, ref_t.size))
+
+    t = instants(rng, MINUTE, scene.jitter, scene.drop)
+    gap_start = START + rng.uniform(0.0, DAY - scene.gap_h * 3600.0)
+    t = t[(t < gap_start) | (t >= gap_start + scene.gap_h * 3600.0)]
+    v = fault.gain * truth(t - fault.lag_s) + fault.offset
+    v = v + ar1(rng, t.size, scene.noise, scene.phi) + rng.normal(0.0, fault.noise, t.size)
+    if fault.step_at is not None:
+        v = np.where(t >= START + fault.step_at * DAY, v + fault.step, v)
+    if fault.stuck_from is not None:
+        cut = START + fault.stuck_from * DAY
+        before = v[t < cut]
+        v = np.where(t >= cut, before[-1] if before.size else v[0], v)
+    v[rng.random(v.size) < 0.01] = np.nan  # the device said null
+    dup = rng.random(t.size) < 0.01  # a buffer flushed twice
+    t, v = np.concatenate([t, t[dup]]), np.concatenate([v, v[dup]])
+    order = rng.permutation(t.size)  # arrival order is not time order
+    return Series(t[order], v[order]), reference
+
+
+def judge(scene: Scene, fault: Fault = Fault(), spec: SensorSpec = SPEC,
+          units: list[tuple[str, float, float]] | None = None) -> StreamVerdict:
+    device, reference = pair(scene, fault)
+    verdict = evaluate_stream(device, reference, spec, START, END, units=units)
+    check_shape(verdict)
+    return verdict
+
+
+def check_shape(v: StreamVerdict) -> None:
+    """What every verdict must look like, whatever the data."""
+    assert v.status in ("pass", "fail", "insufficient_data")
+    assert all(c.cause in CAUSES for c in v.causes)
+    assert all(0.0 <= c.confidence <= 1.0 for c in v.causes)
+    assert [c.confidence for c in v.causes] == sorted((c.confidence for c in v.causes),
+                                                      reverse=True)
+    assert all(c.evidence for c in v.causes)
+    json.dumps(v.metrics.as_dict(), allow_nan=False)
+    if v.status == "pass":
+        assert v.severity == "none" and not v.causes and v.onset is None
+    if v.status == "fail":
+        assert v.severity in ("minor", "major", "critical") and v.action and v.failed
+
+
+def top(v: StreamVerdict) -> str | None:
+    return v.causes[0].cause if v.causes else None
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@PROPERTY
+@given(scenes(), st.floats(-0.1, 0.1), st.floats(0.99, 1.01))
+def test_healthy_device_passes(scene: Scene, offset: float, gain: float) -> None:
+    v = judge(scene, Fault(offset=offset, gain=gain))
+    assert v.status == "pass", (v.failed, v.metrics)
+    assert abs(v.metrics.bias - (offset + (gain - 1) * scene.mean)) < 0.15
+    assert v.metrics.n >= 1000
+
+
+@PROPERTY
+@given(scenes(), st.floats(1.5, 5.0), st.sampled_from([-1.0, 1.0]))
+def test_offset_is_offset_drift(scene: Scene, size: float, sign: float) -> None:
+    v = judge(scene, Fault(offset=sign * size))
+    assert v.status == "fail"
+    assert top(v) == "offset_drift", v.causes
+    assert abs(v.metrics.bias - sign * size) < 0.1
+    assert "bias" in v.failed
+    assert v.onset is None  # the offset is older than the window
+
+
+@PROPERTY
+@given(scenes(), st.one_of(st.floats(1.15, 1.5), st.floats(0.6, 0.85)))
+def test_gain_is_gain_drift(scene: Scene, gain: float) -> None:
+    v = judge(scene, Fault(gain=gain))
+    assert v.status == "fail"
+    assert top(v) == "gain_drift", v.causes
+    assert abs(v.metrics.gain - gain) < 0.05
+
+
+@PROPERTY
+@given(scenes(noise_per_walk=2.0), st.floats(10.0, 30.0))
+def test_late_clock_is_time_lag(scene: Scene, minutes: float) -> None:
+    """A lag is seen only through the changes both streams share: the scene keeps the
+    device's noise within twice the weather's one-minute step. (Beyond that a 10-minute
+    lag is not reliably visible in one day: white noise of 0.12 degC against a 0.03 degC
+    step hides it about half the time.)"""
+    v = judge(scene, Fault(lag_s=minutes * MINUTE))
+    assert v.status == "fail"
+    assert top(v) == "time_lag", v.causes
+    assert abs(v.metrics.lag_s - minutes * MINUTE) <= MINUTE
+
+
+def observed_around(device: Series, at: float) -> tuple[float, float]:
+    """The last valid device reading before ``at`` and the first at or after it: an event
+    in a gap (or behind a null) can only be placed somewhere in the gap."""
+    t = device.ts[np.isfinite(device.values)]
+    return float(t[t < at].max(initial=START)), float(t[t >= at].min(initial=END))
+
+
+@PROPERTY
+@given(scenes(), st.one_of(st.just(0.0), st.floats(0.3, 0.5)))
+def test_stuck_device_is_stuck(scene: Scene, stuck_from: float) -> None:
+    v = judge(scene, Fault(stuck_from=stuck_from))
+    assert v.status == "fail"
+    assert top(v) == "stuck", v.causes
+    assert v.severity == "critical"
+    if stuck_from > 0:
+        # the stuck value is the last real reading, so the flat spell starts there
+        before, after = observed_around(pair(scene)[0], START + stuck_from * DAY)
+        assert v.onset is not None
+        assert before - 5 * MINUTE <= v.onset <= after + 5 * MINUTE
+
+
+@PROPERTY
+@given(scenes(), st.floats(1.2, 2.5))
+def test_scatter_is_noise(scene: Scene, sigma: float) -> None:
+    v = judge(scene, Fault(noise=sigma))
+    assert v.status == "fail"
+    assert top(v) == "noise", v.causes
+
+
+@PROPERTY
+@given(scenes(), st.floats(0.35, 0.65), st.floats(2.0, 4.0), st.sampled_from([-1.0, 1.0]))
+def test_step_offset_has_onset(scene: Scene, at: float, size: float, sign: float) -> None:
+    v = judge(scene, Fault(step_at=at, step=sign * size))
+    assert v.status == "fail"
+    assert top(v) == "offset_drift", v.causes
+    _, after = observed_around(pair(scene)[0], START + at * DAY)
+    assert v.onset is not None
+    assert START + at * DAY - 5 * MINUTE <= v.onset <= after + 5 * MINUTE
+
+
+@PROPERTY
+@given(scenes(), st.integers(0, 50))
+def test_too_few_samples_is_insufficient(scene: Scene, keep: int) -> None:
+    device, reference = pair(scene)
+    few = Series(device.ts[:keep], device.values[:keep])
+    v = evaluate_stream(few, reference, SPEC, START, END)
+    check_shape(v)
+    assert v.status == "insufficient_data"
+    assert v.severity == "none"
+    assert top(v) == "dropout"
+    assert "device" in v.action
+
+    silent = evaluate_stream(device, Series(reference.ts[:keep], reference.values[:keep]),
+                             SPEC, START, END)
+    assert silent.status == "insufficient_data"
+    assert top(silent) is None and "reference" in silent.action
+
+
+@PROPERTY
+@given(scenes(), st.floats(-0.3, 0.3))
+def test_wrong_unit_is_unit_mismatch(scene: Scene, drift: float) -> None:
+    """A device sending degF: the candidates are given by hand, as pint would give them."""
+    device, reference = pair(scene, Fault(offset=drift))
+    in_f = Series(device.ts, device.values * 1.8 + 32.0)
+    candidates = [("K", 1.0, 273.15), ("degF", 1.8, 32.0)]
+    v = evaluate_stream(in_f, reference, SPEC, START, END, units=candidates)
+    check_shape(v)
+    assert top(v) == "unit_mismatch", v.causes
+    assert "degF" in v.causes[0].evidence
+    assert v.severity == "critical"
+    assert not {"gain_drift", "offset_drift"} & {c.cause for c in v.causes}
+
+    without = evaluate_stream(in_f, reference, SPEC, START, END, units=[])
+    assert top(without) != "unit_mismatch"
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_unit_candidates_picks_the_ratio_that_fits() -> None:
+    candidates = [("Pa", 100.0, 0.0), ("kPa", 0.1, 0.0), ("inHg", 0.02953, 0.0)]
+    found = unit_candidates(100.02, -3.0, (990.0, 1030.0), candidates, tolerance=5.0)
+    assert [m.name for m in found] == ["Pa"]
+    assert found[0].explained > 0.99
+    assert unit_candidates(1.0005, 0.2, (990.0, 1030.0), candidates, tolerance=5.0) == ()
+    # degC reported as K: the offset, not the gain, gives it away.
+    kelvin = unit_candidates(1.0, 273.3, (5.0, 25.0), [("K", 1.0, 273.15)], tolerance=1.0)
+    assert kelvin and kelvin[0].remaining == pytest.approx(0.15, abs=1e-9)
+
+
+def test_span_error_around_the_mean_is_gain_drift() -> None:
+    """A gain error pivoting on the day's mean has no bias at all, and is still gain."""
+    scene = Scene(7, 15.0, 5.0, 0.04, 0.1, 0.5, 60.0, 1.0, 0.02, 0.0)
+    device, reference = pair(scene)
+    pivot = Series(device.ts, 15.0 + 1.12 * (device.values - 15.0))
+    v = evaluate_stream(pivot, reference, SPEC, START, END)
+    assert v.status == "fail" and v.failed == ("gain",)
+    assert top(v) == "gain_drift"
+    assert v.onset is None
+
+
+def test_offset_on_a_narrow_range_is_not_called_gain() -> None:
+    """Pressure moves a few hPa around 1013: a gain and an offset fit the day equally well,
+    and the likelier offset must win unless the gain is measurably off."""
+    tol = Tolerance(bias=0.5, gain=0.01, rmse=0.8, r2_min=0.9, lag_s=300.0, window_s=DAY,
+                    min_samples=60)
+    spec = SensorSpec("pressure", "[pressure]", "hPa", (300.0, 1100.0), MINUTE, tol)
+    rng = np.random.default_rng(5)
+    t = START + MINUTE * np.arange(1440) + 5.0
+    p = (1013.0 + np.cumsum(rng.normal(0, 0.05, 1440))
+         + 2.0 * np.sin(2 * math.pi * np.arange(1440) / 720))
+    device = Series.of(t, p + 1.5 + rng.normal(0, 0.2, 1440))
+    v = evaluate_stream(device, Series.of(t + 20.0, p), spec, START, END)
+    assert top(v) == "offset_drift"
+    in_pa = Series.of(t, 100.0 * (p + rng.normal(0, 0.2, 1440)))
+    v = evaluate_stream(in_pa, Series.of(t + 20.0, p), spec, START, END,
+                        units=[("Pa", 100.0, 0.0), ("kPa", 0.1, 0.0)])
+    assert [c.cause for c in v.causes] == ["unit_mismatch"]
+
+
+def test_step_onset_needs_a_clear_step() -> None:
+    t = START + MINUTE * np.arange(600.0)
+    rng = np.random.default_rng(3)
+    step = np.where(np.arange(600) >= 420, 2.0, 0.0) + rng.normal(0, 0.1, 600)
+    assert step_onset(t, step, 0.5) == t[420]
+    assert step_onset(t, rng.normal(0, 0.1, 600), 0.5) is None  # nothing happened
+    assert step_onset(t, step + 1.0, 0.5) is None  # already out of tolerance at the start
+
+
+def test_metrics_json_rounds_and_marks_undefined() -> None:
+    ts = START + MINUTE * (np.arange(100) + 0.5)
+    device = Series.of(ts, 20.0 + np.linspace(0, 1, 100) * math.pi)
+    flat = Series.of(ts, np.full(100, 20.0))
+    m = compute_metrics(align(device, flat, MINUTE, START, START + 100 * MINUTE))
+    d = m.as_dict()
+    assert {"n", "bias", "gain", "offset", "rmse", "r2", "lag_s"} <= set(d)
+    assert d["n"] == 100 and isinstance(d["n"], int)
+    assert d["r2"] is None and d["gain"] is None and d["offset"] is None
+    assert d["bias"] == float(f"{np.mean(np.linspace(0, 1, 100) * math.pi):.6g}")
+    json.dumps(d, allow_nan=False)
+
+
+def test_flat_device_has_zero_r2_against_a_moving_reference() -> None:
+    ts = START + MINUTE * (np.arange(100) + 0.5)
+    m = compute_metrics(align(Series.of(ts, np.full(100, 3.0)), Series.of(ts, np.sin(ts / 600)),
+                              MINUTE, START, START + 100 * MINUTE))
+    assert m.r2 == 0.0 and m.gain == pytest.approx(0.0, abs=1e-12)
+
+
+def test_series_is_immutable_and_copies() -> None:
+    ts, values = np.array([2.0, 1.0]), np.array([5.0, np.nan])
+    s = Series(ts, values)
+    assert ts.flags.writeable
+    with pytest.raises(ValueError):
+        s.values[0] = 1.0
+    with pytest.raises(ValueError, match="elements"):
+        Series(np.arange(3.0), np.arange(2.0))
+
+
+@CROSS_CHECK
+@given(st.floats(0.0, 59.9), st.floats(0.0, 59.9), st.floats(0.0, 3.0), st.integers(0, 2**32 - 1))
+def test_jittered_grids_keep_one_reading_per_bin(
+    dev_phase: float, ref_phase: float, jitter: float, seed: int
+) -> None:
+    """Readings on two 1-minute grids at any phases, with up to +-3 s of jitter, must not
+    be split across bin edges: at most one bin at the window's ends may be lost."""
+    rng = np.random.default_rng(seed)
+    grid = START + MINUTE * np.arange(1440)
+    device = Series(grid + dev_phase + rng.uniform(-jitter, jitter, grid.size),
+                    rng.normal(size=grid.size))
+    reference = Series(grid + ref_phase + rng.uniform(-jitter, jitter, grid.size),
+                       rng.normal(size=grid.size))
+    a = align(device, reference, MINUTE, START, END)
+    assert a.device_coverage >= 1438 / 1440
+    assert a.reference_coverage >= 1438 / 1440
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def loop_align(device: Series, reference: Series, interval: float, start: float, end: float,
+               phase: float) -> tuple[list[float], list[float], int]:
+    """The obvious per-reading loop ``align`` must agree with."""
+    n_bins = max(0, math.ceil((end - start) / interval - 1e-9))
+    out = []
+    for series in (device, reference):
+        sums, counts = [0.0] * n_bins, [0] * n_bins
+        for t, v in zip(series.ts.tolist(), series.values.tolist(), strict=True):
+            if not start <= t < end or not math.isfinite(v):
+                continue
+            k = min(max(math.floor((t - start - phase) / interval), 0), n_bins - 1)
+            sums[k] += v
+            counts[k] += 1
+        out.append([s / c if c else math.nan for s, c in zip(sums, counts, strict=True)])
+    nulls = sum(1 for t, v in zip(device.ts, device.values, strict=True)
+                if start <= t < end and not math.isfinite(v))
+    return out[0], out[1], nulls
+
+
+def random_series(draw: st.DrawFn, lo: float, hi: float, interval: float) -> Series:
+    n = draw(st.integers(0, 40))
+    ts = [draw(st.floats(lo, hi)) for _ in range(n)]
+    ts += [ts[i] for i in range(0, n, 7)]  # duplicates
+    values = [draw(st.one_of(st.floats(-50, 50), st.just(math.nan))) for _ in ts]
+    return Series(np.array(ts), np.array(values))
+
+
+@st.composite
+def align_inputs(draw: st.DrawFn) -> tuple[Series, Series, float, float, float, float]:
+    interval = draw(st.sampled_from([1.0, 10.0, 60.0, 37.5]))
+    start = START + draw(st.floats(0, 1000))
+    end = start + draw(st.floats(0, 30)) * interval
+    lo, hi = start - 2 * interval, end + 2 * interval
+    phase = draw(st.floats(-0.5, 0.499)) * interval
+    return (random_series(draw, lo, hi, interval), random_series(draw, lo, hi, interval),
+            interval, start, end, phase)
+
+
+@CROSS_CHECK
+@given(align_inputs())
+def test_align_matches_a_loop(args: tuple[Series, Series, float, float, float, float]) -> None:
+    device, reference, interval, start, end, phase = args
+    a = align(device, reference, interval, start, end, edge_phase_s=phase)
+    dev, ref, nulls = loop_align(device, reference, interval, start, end, phase)
+    np.testing.assert_allclose(a.device, dev, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.reference, ref, rtol=1e-12, atol=1e-12)
+    expected = len(dev)
+    assert a.expected_bins == expected
+    assert a.device_nulls == nulls
+    covered = sum(1 for x in dev if math.isfinite(x))
+    assert a.device_coverage == (covered / expected if expected else 0.0)
+    # the automatic phase bins the same readings, only possibly in other bins
+    auto = align(device, reference, interval, start, end)
+    assert np.isfinite(auto.device).any() == np.isfinite(a.device).any()
+
+
+@st.composite
+def regressions(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    n = draw(st.integers(3, 200))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ref = rng.normal(draw(st.floats(-100, 100)), draw(st.floats(0.1, 20)), n)
+    slope = draw(st.one_of(st.just(0.0), st.floats(0.01, 3), st.floats(-3, -0.01)))
+    noise = draw(st.one_of(st.just(0.0), st.floats(0.01, 5.0)))
+    dev = slope * ref + draw(st.floats(-50, 50)) + rng.normal(0, noise, n)
+    dev[rng.random(n) < 0.1] = np.nan
+    return dev, ref
+
+
+@CROSS_CHECK
+@given(regressions())
+def test_fit_matches_linregress(arrays: tuple[np.ndarray, np.ndarray]) -> None:
+    dev, ref = arrays
+    ts = START + MINUTE * (np.arange(ref.size) + 0.5)
+    a = align(Series.of(ts, dev), Series.of(ts, ref), MINUTE, START, START + ref.size * MINUTE,
+              edge_phase_s=0.0)
+    m: Metrics = compute_metrics(a)
+    ok = np.isfinite(dev)
+    if ok.sum() < 3:
+        return
+    expected = stats.linregress(ref[ok], dev[ok])
+    assert m.n == ok.sum()
+    assert m.gain == pytest.approx(expected.slope, rel=1e-7, abs=1e-9)
+    assert m.offset == pytest.approx(expected.intercept, rel=1e-7, abs=1e-7)
+    if np.ptp(dev[ok]) == 0:  # linregress says nan; a flat device tracks none of the ref
+        assert m.r2 == 0.0
+    else:
+        assert m.r2 == pytest.approx(expected.rvalue**2, rel=1e-7, abs=1e-9)
+    diff = dev[ok] - ref[ok]
+    assert m.bias == pytest.approx(sum(diff.tolist()) / ok.sum(), rel=1e-9, abs=1e-9)
+    assert m.rmse == pytest.approx(math.sqrt(sum((diff**2).tolist()) / ok.sum()), rel=1e-9)
+
+
+def brute_correlation(d: np.ndarray, r: np.ndarray, k: int) -> float:
+    """Pearson r of d[t] with r[t-k] over the pairs both present, by loops."""
+    xs, ys = [], []
+    for t in range(d.size):
+        if 0 <= t - k < r.size and math.isfinite(d[t]) and math.isfinite(r[t - k]):
+            xs.append(d[t])
+            ys.append(r[t - k])
+    if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return math.nan
+    return float(np.corrcoef(xs, ys)[0, 1])
+
+
+@CROSS_CHECK
+@given(st.integers(0, 2**32 - 1), st.integers(10, 120), st.integers(0, 12))
+def test_lag_correlation_matches_brute_force(seed: int, n: int, max_lag: int) -> None:
+    rng = np.random.default_rng(seed)
+    d, r = rng.normal(size=n), rng.normal(size=n)
+    d[rng.random(n) < 0.15] = np.nan
+    r[rng.random(n) < 0.15] = np.nan
+    lags, corr, _ = lag_correlation(d, r, max_lag)
+    expected = [brute_correlation(d, r, int(k)) for k in lags]
+    np.testing.assert_allclose(corr, expected, atol=1e-9)
+
+
+@CROSS_CHECK
+@given(st.integers(0, 2**32 - 1), st.integers(-15, 15))
+def test_estimate_lag_finds_a_known_shift(seed: int, shift: int) -> None:
+    """A shifted random walk: the estimate agrees with a brute-force search of the
+    correlation of the one-bin changes."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    walk = np.cumsum(rng.normal(size=n + 40))
+    ref = walk[20:20 + n] + rng.normal(0, 0.05, n)
+    dev = walk[20 - shift:20 - shift + n] + rng.normal(0, 0.05, n)
+    ts = START + MINUTE * (np.arange(n) + 0.5)
+    a = align(Series.of(ts, dev), Series.of(ts, ref), MINUTE, START, START + n * MINUTE)
+    est = estimate_lag(a, 20 * MINUTE)
+    dd, dr = np.diff(dev), np.diff(ref)
+    brute = max(range(-20, 21), key=lambda k: brute_correlation(dd, dr, k))
+    assert brute == shift
+    assert est.resolved
+    assert abs(est.lag_s - brute * MINUTE) <= 0.5 * MINUTE
+    assert est.peak_corr > est.corr_at_zero or shift == 0

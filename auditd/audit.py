@@ -21,7 +21,7 @@ from typing import Any
 from auditd.catalog import Catalog
 from auditd.config import TopicsConfig
 from auditd.model import Finding, SensorSpec, iso
-from auditd.store import OutboxMessage, StreamInfo, Store
+from auditd.store import OutboxMessage, Store, StreamInfo
 
 
 @dataclass(frozen=True, slots=True)

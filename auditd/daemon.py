@@ -67,7 +67,7 @@ class Daemon:
     def _audit_job(self) -> None:
         try:
             run = self.auditor.run(self.clock())
-        except Exception as exc:  # noqa: BLE001 - one bad audit must not stop the schedule
+        except Exception as exc:
             log.error("audit_failed", error=repr(exc))
             return
         self.publisher.wake()

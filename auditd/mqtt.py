@@ -21,7 +21,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class MqttLink:
         self,
         cfg: BrokerConfig,
         *,
-        subscriptions: list[str],
+        subscriptions: Sequence[str],
         status_topic: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -183,7 +183,7 @@ class MqttLink:
         self._connected.set()
         log.info("broker_connected", host=self._cfg.host, port=self._cfg.port,
                  session_present=bool(getattr(flags, "session_present", False)))
-        result, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
+        _, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._pending_sub_mid = mid
         info = client.publish(self._status_topic, b"online", qos=1, retain=True)
         self._track(info.mid, lambda ok: None)
@@ -213,10 +213,10 @@ class MqttLink:
         try:
             self.stats.received += 1
             self.deliveries.put(
-                Delivery(RawMessage(msg.topic, msg.payload, self._clock()), msg.mid, msg.qos,
+                Delivery(RawMessage(msg.topic, bytes(msg.payload), self._clock()), msg.mid, msg.qos,
                          self._generation)
             )
-        except Exception as exc:  # noqa: BLE001 - must never escape into paho's thread
+        except Exception as exc:
             log.error("on_message_failed", error=repr(exc))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any,
@@ -234,7 +234,7 @@ class MqttLink:
     def _run_handler(handler: Callable[[bool], None], ok: bool) -> None:
         try:
             handler(ok)
-        except Exception as exc:  # noqa: BLE001 - runs on paho's thread
+        except Exception as exc:
             log.error("puback_handler_failed", error=repr(exc))
 
     def _track(self, mid: int, handler: Callable[[bool], None]) -> None:

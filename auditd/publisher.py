@@ -46,7 +46,7 @@ class OutboxPublisher(threading.Thread):
             self._wake.clear()
             try:
                 self.drain_once()
-            except Exception as exc:  # noqa: BLE001 - keep publishing after a bad moment
+            except Exception as exc:
                 log.error("outbox_drain_failed", error=repr(exc))
             self._on_progress()
 

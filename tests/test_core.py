@@ -544,3 +544,23 @@ def test_estimate_lag_finds_a_known_shift(seed: int, shift: int) -> None:
     assert est.resolved
     assert abs(est.lag_s - brute * MINUTE) <= 0.5 * MINUTE
     assert est.peak_corr > est.corr_at_zero or shift == 0
+
+
+BAROMETER = SensorSpec(
+    name="pressure", quantity="[pressure]", unit="hPa", range=(300.0, 1100.0), interval_s=60.0,
+    tolerance=Tolerance(bias=1.0, gain=0.02, rmse=1.5, r2_min=0.9, lag_s=300.0,
+                        window_s=86400.0, min_samples=60))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_healthy_barometer_on_a_calm_morning_is_not_a_gain_fault(seed: int) -> None:
+    """A reference that moves 1-2 hPa over the window cannot pin the gain to ±0.02: a
+    healthy barometer with ±0.3 hPa of noise must pass, not fail on its fitted slope."""
+    rng = np.random.default_rng(seed)
+    t = 1_764_057_600.0 + 60.0 * np.arange(480)
+    weather = 1013.0 - 0.25 * (t - t[0]) / 3600 + 0.3 * np.cumsum(rng.normal(0, 0.05, t.size))
+    reference = Series(t + 1, weather + rng.normal(0, 0.05, t.size))
+    device = Series(t + 5, weather + rng.normal(0, 0.3, t.size))
+    verdict = evaluate_stream(device, reference, BAROMETER, t[0], t[-1] + 60)
+    assert verdict.status == "pass", (verdict.metrics.as_dict(), verdict.causes)

@@ -36,13 +36,36 @@ def r2_judgeable(reference_std: float, tol: Tolerance) -> bool:
     return reference_std >= tol.rmse * math.sqrt(tol.r2_min / (1.0 - tol.r2_min))
 
 
+GAIN_Z = 3.0
+"""How many standard errors of the fitted gain a deviation must clear before it counts."""
+
+
+def gain_uncertainty(metrics: Metrics) -> float:
+    """Standard error of the OLS gain: residual scatter over the reference's spread.
+
+    Over a window in which the reference barely moved (a barometer through a calm morning)
+    the slope is poorly determined, and a point estimate a few hundredths from 1 is noise,
+    not a gain fault. Independent residuals are assumed, which understates the error of
+    autocorrelated series; the effective-sample-size treatment will replace it.
+    """
+    if metrics.n < 3 or not (metrics.reference_std > 0.0):
+        return math.inf
+    return metrics.residual_std / (metrics.reference_std * math.sqrt(metrics.n - 2))
+
+
 def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
-    """Metric name -> distance in tolerances (> 1 fails) for every metric defined here."""
+    """Metric name -> distance in tolerances (> 1 fails) for every metric defined here.
+
+    The gain's distance is taken after ``GAIN_Z`` standard errors: it fails only when the
+    window shows it beyond tolerance with confidence, so a short or flat window cannot
+    raise a gain alarm on its own noise.
+    """
     out: dict[str, float] = {}
     if math.isfinite(metrics.bias):
         out["bias"] = ratio(abs(metrics.bias), tol.bias)
     if math.isfinite(metrics.gain):
-        out["gain"] = ratio(abs(metrics.gain - 1.0), tol.gain)
+        margin = GAIN_Z * gain_uncertainty(metrics)
+        out["gain"] = ratio(max(0.0, abs(metrics.gain - 1.0) - margin), tol.gain)
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)
     if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol):

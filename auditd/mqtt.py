@@ -196,7 +196,7 @@ class MqttLink:
                        props: Any = None) -> None:
         self._connected.clear()
         self.stats.disconnects += 1
-        log.warning("broker_disconnected", reason=str(rc))
+        (log.warning if rc.is_failure else log.info)("broker_disconnected", reason=str(rc))
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any,
                       props: Any = None) -> None:

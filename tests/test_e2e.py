@@ -127,8 +127,10 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(mosquitto, tmp_path: 
 
 
 def test_bad_input_is_quarantined_and_the_daemon_keeps_going(mosquitto, tmp_path: Path) -> None:
+    """Also the MQTT 3.1.1 path: persistent session by clean_session=False, manual acks."""
     store = tmp_path / "state" / "audit.db"
-    config = write_config(tmp_path / "config.toml", port=mosquitto.port, store=store)
+    config = write_config(tmp_path / "config.toml", port=mosquitto.port, store=store,
+                          protocol="3.1.1")
     daemon = DaemonProcess(config).start()
     publisher = Publisher(mosquitto.port)
     now = time.time()

@@ -12,16 +12,25 @@ ingest path of a gateway never pays scipy's memory.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from auditd.catalog import Catalog
 from auditd.config import TopicsConfig
-from auditd.model import Finding, SensorSpec, iso
+from auditd.errors import UnitError
+from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
 from auditd.store import OutboxMessage, Store, StreamInfo
+from auditd.units import converter, same_dimension_units
+
+if TYPE_CHECKING:  # scipy is imported on the first audit, not at start-up
+    from auditd.core import Series
+    from auditd.core.consensus import ConsensusDecision
+    from auditd.core.series import FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,9 @@ class AuditTask:
     spec: SensorSpec
     reference: str
     window_s: float
+    trusted: bool = True
+    """False: ``reference`` stands beside the device but is not trusted for (or does not
+    report) this sensor; it only names the co-located group whose peer median judges it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +62,9 @@ def plan(
     announced_models: Mapping[str, str],
     window_override_s: float | None = None,
 ) -> list[AuditTask]:
-    """Every field stream that a reference serves, and whose reference reports that sensor."""
+    """Every field stream that a reference serves, and whose reference reports that sensor;
+    failing that, an untrusted task under the first reference that serves the device at all,
+    so that its co-located peers can stand in (``Auditor._audit_peers``)."""
     reference_streams = {(s.site, s.device, s.sensor) for s in streams
                          if catalog.is_reference(s.device)}
     tasks = []
@@ -62,13 +76,13 @@ def plan(
         spec = profile.sensors.get(stream.sensor) if profile else None
         if spec is None:
             continue
-        for ref in catalog.references_for(stream.site, stream.device):
-            if stream.sensor in ref.sensors and (
-                    stream.site, ref.id, stream.sensor) in reference_streams:
-                window = window_override_s or spec.tolerance.window_s
-                tasks.append(AuditTask(stream.site, stream.device, stream.sensor, spec,
-                                       ref.id, window))
-                break
+        window = window_override_s or spec.tolerance.window_s
+        refs = catalog.references_for(stream.site, stream.device)
+        trusted = [ref for ref in refs if stream.sensor in ref.sensors
+                   and (stream.site, ref.id, stream.sensor) in reference_streams]
+        if trusted or refs:
+            tasks.append(AuditTask(stream.site, stream.device, stream.sensor, spec,
+                                   (trusted or refs)[0].id, window, trusted=bool(trusted)))
     tasks.sort(key=lambda t: (t.site, t.device, t.sensor))
     return tasks
 
@@ -85,7 +99,8 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
         window_start=start,
         window_end=end,
         unit=task.spec.unit,
-        metrics=verdict.metrics.as_dict(),
+        metrics={**verdict.metrics.as_dict(),
+                 **(verdict.drift.as_dict() if getattr(verdict, "drift", None) else {})},
         causes=tuple(verdict.causes),
         onset=verdict.onset,
         action=verdict.action,
@@ -132,21 +147,14 @@ class Auditor:
         self._catalog = catalog
 
     def run(self, now: float) -> AuditRun:
-        from auditd import core  # scipy and friends: only once an audit needs them
-
         started = time.perf_counter()
         announced = {device: str(meta["model"]) for device, meta in
                      self._store.latest_meta().items() if isinstance(meta.get("model"), str)}
         tasks = plan(self._store.streams(), self._catalog, announced, self._window_override_s)
         findings = []
-        for task in tasks:
-            start = now - task.window_s
-            device = core.Series(*self._store.read_window(task.site, task.device, task.sensor,
-                                                          start, now))
-            reference = core.Series(*self._store.read_window(task.site, task.reference,
-                                                             task.sensor, start, now))
-            verdict = core.evaluate_stream(device, reference, task.spec, start, now)
-            findings.append(finding_for(task, verdict, start, now))
+        for group in group_tasks(tasks):
+            findings.extend(self._audit_group(group, now))
+        findings.sort(key=lambda f: (f.site, f.device, f.sensor or ""))
         duration = time.perf_counter() - started
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
                                                      f.sensor or "-"),
@@ -161,3 +169,293 @@ class Auditor:
         run = AuditRun(now, tuple(findings), report, duration)
         self.last_run = run
         return run
+
+    # ----------------------------------------------------------------- one reference group
+
+    def _audit_group(self, group: TaskGroup, now: float) -> list[Finding]:
+        """Judge every stream of ``group`` against the reference, ask the group whether the
+        reference itself is at fault, and re-judge against the peers where it cannot be
+        trusted (see ``group_findings``)."""
+        from auditd import core  # scipy and friends: only once an audit needs them
+        from auditd.core import consensus
+
+        if not group.trusted:
+            return self._audit_peers(group, now)
+        start = now - group.window_s
+        reference = self._read(group.site, group.reference, group.sensor, start, now)
+        devices = {t.device: self._read(t.site, t.device, t.sensor, start, now)
+                   for t in group.tasks}
+        findings = {t.device: finding_for(t, self._judge(t, devices[t.device], reference, now,
+                                                         baseline=True),
+                                          now - t.window_s, now) for t in group.tasks}
+        if len(group.tasks) < consensus.MIN_DEVICES:
+            return [overdue_note(f, self._catalog.reference(group.reference), now)
+                    for f in findings.values()]
+        grid = consensus.common_grid(devices, reference, group.interval_s, start, now)
+        decision = consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
+                                             min_bins=group.min_samples)
+        why = distrust(self._catalog.reference(group.reference), group, decision, now)
+        peers: dict[str, Finding] = {}
+        for task in group.tasks if why else ():
+            built = consensus.peer_consensus(grid.values, task.device)
+            if built is not None:
+                verdict = self._judge(task, devices[task.device], core.Series(grid.t, built[0]),
+                                      now)
+                peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
+                                                          now), why, built[1])
+        return group_findings(group, findings, peers, decision, start, now,
+                              self._catalog.reference(group.reference))
+
+    def _audit_peers(self, group: TaskGroup, now: float) -> list[Finding]:
+        """No trusted reference for this sensor: each device against its peers' median, or
+        no finding at all where fewer than three peers report (as before: nothing to judge
+        against is not a verdict)."""
+        from auditd import core
+        from auditd.core import consensus
+
+        start = now - group.window_s
+        devices = {t.device: self._read(t.site, t.device, t.sensor, start, now)
+                   for t in group.tasks}
+        grid = consensus.common_grid(devices, core.Series.of([], []), group.interval_s, start,
+                                     now)
+        why = f"reference {group.reference} is not trusted for {group.sensor} or does not report it"
+        out = []
+        for task in group.tasks:
+            built = consensus.peer_consensus(grid.values, task.device)
+            if built is not None:
+                verdict = self._judge(task, devices[task.device], core.Series(grid.t, built[0]),
+                                      now)
+                out.append(on_peers(finding_for(task, verdict, now - task.window_s, now), why,
+                                    built[1]))
+        return out
+
+    def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
+        from auditd import core
+
+        return core.Series(*self._store.read_window(site, device, sensor, start, end))
+
+    def _judge(self, task: AuditTask, device: Series, comparison: Series, now: float, *,
+               baseline: bool = False) -> Any:
+        """The one place a stream is judged: against its reference or its peers' median.
+
+        ``baseline``: also compare the residuals with a known-good window's (only against
+        the reference: residuals against the peers' median are a different quantity)."""
+        from auditd import core
+
+        start = now - task.window_s
+        return core.evaluate_stream(
+            device, comparison, task.spec, start, now, units=unit_confusions(task.spec.unit),
+            baseline_residuals=self._baseline_residuals(task, start) if baseline else None,
+            reference_uncertainty=self._uncertainty(task) if baseline else None)
+
+    def _uncertainty(self, task: AuditTask) -> float | None:
+        """The reference's stated uncertainty for the sensor: it makes the gain a Deming fit."""
+        reference = self._catalog.reference(task.reference)
+        return reference.uncertainty.get(task.sensor) if reference else None
+
+    def _baseline_residuals(self, task: AuditTask, start: float) -> FloatArray | None:
+        """The device - reference residuals of the stream's baseline window, if it has one."""
+        from auditd import core
+
+        window = baseline_window(
+            self._store.last_passing_window("calibration", task.device, task.sensor,
+                                            before=start),
+            last_calibration(self._store, task.device, start), task.window_s, start)
+        if window is None:
+            return None
+        b0, b1 = window
+        return core.baseline_residuals(self._read(task.site, task.device, task.sensor, b0, b1),
+                                       self._read(task.site, task.reference, task.sensor, b0,
+                                                  b1),
+                                       task.spec.interval_s, b0, b1)
+
+
+# --------------------------------------------------------------------------- baseline, units
+
+
+def last_calibration(store: Store, device: str, before: float) -> float | None:
+    """Time of the device's latest ``calibration`` event before ``before``."""
+    times = [e.ts for e in store.events(device) if e.type == "calibration" and e.ts < before]
+    return max(times, default=None)
+
+
+def baseline_window(passing: tuple[float, float] | None, calibrated: float | None,
+                    window_s: float, start: float) -> tuple[float, float] | None:
+    """The known-good window the current one (from ``start``) is compared with.
+
+    The last passing audit's window (ending by ``start``, so the two share no data), unless
+    the device was calibrated since that window began: a calibration resets what "good"
+    looks like, so the window after it is the baseline, once it is complete before
+    ``start``; until then there is none (a pre-calibration baseline would be stale)."""
+    if calibrated is not None and (passing is None or calibrated > passing[0]):
+        end = calibrated + window_s
+        return (calibrated, end) if end <= start else None
+    return passing
+
+
+@lru_cache(maxsize=64)
+def unit_confusions(canonical: str) -> tuple[tuple[str, float, float], ...] | None:
+    """(name, scale, offset) for each common unit X of ``canonical``'s dimension, from pint:
+    a device that sends numbers in X while declaring ``canonical`` reports
+    ``converter(canonical -> X)`` of the true value. ``None`` (the core's fallback table)
+    if pint does not know ``canonical``."""
+    try:
+        out = []
+        for name in same_dimension_units(canonical):
+            conv = converter(canonical, name)
+            out.append((name, conv.scale, conv.offset))
+        return tuple(out)
+    except UnitError:
+        return None
+
+
+# --------------------------------------------------------------------------- reference groups
+
+PEER_LABEL = "peer_consensus"
+REFERENCE_EXPLAINS = frozenset({"reference_fault", "offset_drift", "gain_drift"})
+REFERENCE_ACTION = "Inspect/recalibrate the reference, not the device"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """The streams of one sensor that one reference instrument serves at one site: the
+    devices that can out-vote their reference, and each other."""
+
+    site: str
+    reference: str
+    sensor: str
+    tasks: tuple[AuditTask, ...]
+
+    @property
+    def trusted(self) -> bool:
+        """The reference is trusted for this sensor (the same for every task of a group)."""
+        return all(t.trusted for t in self.tasks)
+
+    @property
+    def window_s(self) -> float:
+        """The longest window of the group: the common grid covers every device's own."""
+        return max(t.window_s for t in self.tasks)
+
+    @property
+    def interval_s(self) -> float:
+        """The coarsest reporting interval, so every device has a value in most bins."""
+        return max(t.spec.interval_s for t in self.tasks)
+
+    @property
+    def bias_tolerance(self) -> float:
+        """The strictest bias tolerance among the group's models."""
+        return min(t.spec.tolerance.bias for t in self.tasks)
+
+    @property
+    def min_samples(self) -> int:
+        return min(t.spec.tolerance.min_samples for t in self.tasks)
+
+
+def group_tasks(tasks: Sequence[AuditTask]) -> list[TaskGroup]:
+    """Tasks by (site, reference, sensor), in a stable order."""
+    groups: dict[tuple[str, str, str], list[AuditTask]] = {}
+    for task in tasks:
+        groups.setdefault((task.site, task.reference, task.sensor), []).append(task)
+    return [TaskGroup(*key, tuple(sorted(ts, key=lambda t: t.device)))
+            for key, ts in sorted(groups.items())]
+
+
+def reference_overdue(ref: Reference | None, now: float) -> bool:
+    """Past its calibration due date: its certificate no longer vouches for it."""
+    return ref is not None and ref.calibration_due is not None and ref.calibration_due < now
+
+
+def distrust(ref: Reference | None, group: TaskGroup, decision: ConsensusDecision,
+             now: float) -> str:
+    """Why the reference cannot serve as the comparison ("" when it can)."""
+    if decision.reference_fault:
+        return (f"reference {group.reference} judged faulty: {len(decision.members)} of "
+                f"{decision.devices} devices moved together against it")
+    if ref is not None and reference_overdue(ref, now):
+        return (f"reference {group.reference} is past its calibration due date "
+                f"{iso(ref.calibration_due)}")
+    return ""
+
+
+def overdue_note(finding: Finding, ref: Reference | None, now: float) -> Finding:
+    """Too few peers to replace an overdue reference: still judged against it, but the
+    finding says the reference's certificate has expired."""
+    if ref is None or not reference_overdue(ref, now):
+        return finding
+    return replace(finding, context={**finding.context, "comparison": "reference",
+                                     "reference_calibration_due": iso(ref.calibration_due)})
+
+
+def on_peers(finding: Finding, why: str, peers: int) -> Finding:
+    """A finding judged against the leave-one-out peer median. ``reference`` is null: the
+    field names an instrument, and no instrument stood in; ``context`` says what did."""
+    return replace(finding, reference=None, context={
+        **finding.context, "comparison": PEER_LABEL, "why": why, "peers": peers})
+
+
+def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
+                   peers: Mapping[str, Finding], decision: ConsensusDecision,
+                   start: float, end: float, ref: Reference | None) -> list[Finding]:
+    """The group's findings after the consensus: the reference's own finding when it is at
+    fault, its members blamed on it, everyone else judged against their peers where the
+    reference is distrusted and enough peers exist, and the reference's verdict otherwise."""
+    out: list[Finding] = []
+    if decision.reference_fault:
+        out.append(reference_finding(group, decision, start, end))
+    for task in group.tasks:
+        finding = findings[task.device]
+        if decision.reference_fault and task.device in decision.members:
+            out.append(blame_reference(finding, decision, group.reference,
+                                       peers.get(task.device)))
+        elif task.device in peers:
+            out.append(peers[task.device])
+        else:
+            out.append(overdue_note(finding, ref, end))
+    return out
+
+
+def _severity(deviation: float, tolerance: float) -> Severity:
+    """As a stream's: minor below twice the tolerance, major to five times, then critical."""
+    times = abs(deviation) / tolerance if tolerance > 0 else math.inf
+    return "critical" if times > 5.0 else "major" if times >= 2.0 else "minor"
+
+
+def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: float,
+                      end: float) -> Finding:
+    """The reference's own finding: the group's evidence against it."""
+    unit = group.tasks[0].spec.unit
+    cause = Cause("reference_fault", decision.confidence,
+                  decision.evidence(group.reference, unit))
+    return Finding(
+        kind="calibration", site=group.site, device=group.reference, sensor=group.sensor,
+        status="fail", severity=_severity(decision.deviation, group.bias_tolerance),
+        window_start=start, window_end=end, unit=unit, reference=None,
+        metrics={"devices": decision.devices, "deviating": len(decision.members),
+                 "bias": round(-decision.deviation, 6), "spread": round(decision.spread, 6)},
+        causes=(cause,), onset=decision.onset,
+        context={"comparison": PEER_LABEL, "members": list(decision.members),
+                 "others": list(decision.others)},
+        action=(f"{REFERENCE_ACTION}: {group.reference} reads "
+                f"{-decision.deviation:+.3g} {unit} off {len(decision.members)} of "
+                f"{decision.devices} devices it serves; recalibrate it and re-audit."))
+
+
+def blame_reference(finding: Finding, decision: ConsensusDecision, reference: str,
+                    peer: Finding | None) -> Finding:
+    """A member's finding: ``reference_fault`` first; the offset or gain it would otherwise
+    be blamed for is the reference's drift seen from the device, so those go; causes of its
+    own (noise, lag, dropout, ...) stay after it. The peers' verdict corroborates in
+    ``context``."""
+    cause = Cause("reference_fault", decision.confidence, decision.evidence(reference,
+                                                                            finding.unit or ""))
+    own = tuple(c for c in finding.causes if c.cause not in REFERENCE_EXPLAINS)
+    context: dict[str, Any] = {**finding.context, "comparison": "reference",
+                               "reference_fault": reference}
+    if peer is not None:
+        context["peer_consensus"] = {"status": peer.status, "peers": peer.context.get("peers"),
+                                     "causes": [c.cause for c in peer.causes]}
+    return replace(finding, status="fail", severity=finding.severity
+                   if finding.severity != "none" else "minor", causes=(cause, *own),
+                   onset=decision.onset if decision.onset is not None else finding.onset,
+                   context=context,
+                   action=f"{REFERENCE_ACTION}: {reference} has drifted, not this device.")

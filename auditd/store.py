@@ -951,6 +951,22 @@ class Store:
             ).fetchall()
         return [self._finding_view(*row) for row in rows]
 
+    def last_passing_window(
+        self, kind: str, device: str, sensor: str, *, before: float | None = None
+    ) -> tuple[float, float] | None:
+        """(start, end) of the latest passing finding's window for one stream, ending at or
+        before ``before`` when given: the known-good baseline a drift check compares with
+        (ending before the current window, so that the two do not share data)."""
+        with self._read("last_passing_window") as conn:
+            row = conn.execute(
+                "SELECT window_start, window_end FROM findings "
+                "WHERE kind = ?1 AND device = ?2 AND sensor = ?3 AND status = 'pass' "
+                "AND (?4 IS NULL OR window_end <= ?4) "
+                "ORDER BY window_end DESC, id DESC LIMIT 1",
+                (kind, device, sensor, before),
+            ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
+
     def findings_since(self, ts: float) -> list[dict[str, Any]]:
         """Every finding created at or after ``ts``, in the order they were saved."""
         with self._read("findings_since") as conn:

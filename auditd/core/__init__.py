@@ -11,7 +11,8 @@ data. One module per responsibility, each meant to grow on its own:
 - ``checks``    metrics against the tolerance
 - ``units``     unit-confusion candidates (``unit_candidates``)
 - ``diagnose``  small cause detectors, ranked
-- ``onset``     when a deviation began
+- ``onset``     when a deviation began (change points)
+- ``drift``     residuals against a known-good baseline (``drift``, ``Drift``)
 - ``actions``   the technician's sentence
 - ``verdict``   the composition (``evaluate_stream``, ``StreamVerdict``)
 """
@@ -19,6 +20,7 @@ data. One module per responsibility, each meant to grow on its own:
 from auditd.core.align import Aligned, align
 from auditd.core.checks import exceedances, failed_checks
 from auditd.core.diagnose import DETECTORS, Case, build_case, diagnose
+from auditd.core.drift import Drift, baseline_residuals, drift, residuals
 from auditd.core.fit import LineFit, Metrics, compute_metrics, fit_line
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.onset import step_onset
@@ -30,6 +32,7 @@ __all__ = [
     "DETECTORS",
     "Aligned",
     "Case",
+    "Drift",
     "LagEstimate",
     "LineFit",
     "Metrics",
@@ -38,16 +41,19 @@ __all__ = [
     "UnitCandidate",
     "UnitMatch",
     "align",
+    "baseline_residuals",
     "build_case",
     "compute_metrics",
     "default_unit_candidates",
     "diagnose",
+    "drift",
     "estimate_lag",
     "evaluate_aligned",
     "evaluate_stream",
     "exceedances",
     "failed_checks",
     "fit_line",
+    "residuals",
     "step_onset",
     "unit_candidates",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from auditd.core.fit import Metrics
+from auditd.core.stats import Z_ONE_SIDED_1PCT, confidence_z
 from auditd.model import Tolerance
 
 
@@ -36,36 +37,72 @@ def r2_judgeable(reference_std: float, tol: Tolerance) -> bool:
     return reference_std >= tol.rmse * math.sqrt(tol.r2_min / (1.0 - tol.r2_min))
 
 
+CONFIDENCE_Z = Z_ONE_SIDED_1PCT
+"""How many (autocorrelation-aware) standard errors a metric must clear beyond its
+tolerance before it counts: 99% one-sided, so a device sitting exactly at the edge fails
+about 1% of the time whatever the window's length, and a real deviation is caught more
+surely the more data there is."""
+
 GAIN_Z = 3.0
-"""How many standard errors of the fitted gain a deviation must clear before it counts."""
+"""Standard errors the gain's deviation must clear: wider than ``CONFIDENCE_Z`` because
+the OLS gain is also biased towards 0 by the reference's noise (regression dilution, a
+factor var(noise)/var(reference)) which its standard error does not cover. Over a calm
+barometer morning (reference std 0.3 hPa, noise 0.05 hPa) that bias is 2.5%, beyond a
+2% tolerance on its own. The Deming gain removes it when the reference's uncertainty is
+known, but one margin for both keeps the decision simple and conservative."""
+
+
+def decision_gain(metrics: Metrics) -> float:
+    """The gain a decision is made on: Deming when the reference's uncertainty was known
+    (OLS underestimates the gain against a noisy reference), the OLS gain otherwise."""
+    return metrics.gain_deming if math.isfinite(metrics.gain_deming) else metrics.gain
 
 
 def gain_uncertainty(metrics: Metrics) -> float:
-    """Standard error of the OLS gain: residual scatter over the reference's spread.
+    """Standard error of the decision gain: ``Metrics.gain_se`` (effective sample size).
 
     Over a window in which the reference barely moved (a barometer through a calm morning)
     the slope is poorly determined, and a point estimate a few hundredths from 1 is noise,
-    not a gain fault. Independent residuals are assumed, which understates the error of
-    autocorrelated series; the effective-sample-size treatment will replace it.
+    not a gain fault. The Deming gain is given the OLS gain's error: both are judged on the
+    same scatter about the same reference range. Infinite where undefined, so an unknown
+    error never lets a deviation through as certain.
     """
     if metrics.n < 3 or not (metrics.reference_std > 0.0):
         return math.inf
-    return metrics.residual_std / (metrics.reference_std * math.sqrt(metrics.n - 2))
+    se = metrics.gain_se
+    return se if math.isfinite(se) else math.inf
+
+
+def beyond(estimate: float, se: float, limit: float, z: float = CONFIDENCE_Z) -> float:
+    """Distance in tolerances of the part of ``estimate`` that clears ``z`` standard
+    errors: > 1 only when the value is beyond ``limit`` with confidence. An undefined
+    error leaves nothing that clears it."""
+    margin = z * se if math.isfinite(se) else math.inf
+    return ratio(max(0.0, estimate - margin), limit)
 
 
 def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     """Metric name -> distance in tolerances (> 1 fails) for every metric defined here.
 
-    The gain's distance is taken after ``GAIN_Z`` standard errors: it fails only when the
-    window shows it beyond tolerance with confidence, so a short or flat window cannot
-    raise a gain alarm on its own noise.
+    Bias and gain are taken after a margin of standard errors from their effective sample
+    size (bias: the t quantile ``stats.confidence_z``; gain: ``GAIN_Z``): they fail only
+    when the window shows them beyond tolerance with confidence, so a short, flat or
+    slowly wandering window cannot raise an alarm on its own noise, and a long one is not
+    judged more harshly than a short one.
+
+    rmse, r2 and the lag are compared as point values. The rmse describes this window's
+    error as it happened: an interval from the autocorrelation of the squared difference
+    would treat a fault's structure (half a day stuck, a diurnal gain error) as a random
+    fluctuation and excuse it, so no sound interval is applied. r2 is only judged where it
+    can be met; the lag estimator has its own significance hurdles.
     """
     out: dict[str, float] = {}
     if math.isfinite(metrics.bias):
-        out["bias"] = ratio(abs(metrics.bias), tol.bias)
-    if math.isfinite(metrics.gain):
-        margin = GAIN_Z * gain_uncertainty(metrics)
-        out["gain"] = ratio(max(0.0, abs(metrics.gain - 1.0) - margin), tol.gain)
+        out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
+                             confidence_z(metrics.n_eff))
+    gain = decision_gain(metrics)
+    if math.isfinite(gain):
+        out["gain"] = beyond(abs(gain - 1.0), gain_uncertainty(metrics), tol.gain, GAIN_Z)
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)
     if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol):

@@ -3,6 +3,12 @@
 All figures use only the paired bins, so a gap in either stream never biases them; they
 are in the sensor's canonical unit. Undefined figures are NaN here and ``None`` in JSON:
 a number that cannot be computed must not look like a measurement.
+
+Besides the point figures the metrics carry their uncertainty (``core.stats``): standard
+errors from an effective sample size (the series are autocorrelated, so ``n`` overstates
+the evidence), a Deming gain when the reference's own noise is known (OLS then
+underestimates the gain), and a Huber gain that resists outliers. The contract's keys keep
+their meaning: ``gain`` and ``offset`` are always the OLS line.
 """
 
 from __future__ import annotations
@@ -15,11 +21,24 @@ import numpy as np
 from auditd.core.align import Aligned
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray
+from auditd.core.stats import (
+    ar1_coefficient,
+    deming,
+    effective_size,
+    huber_line,
+    mean_interval,
+)
 
 SIGNIFICANT_DIGITS = 6
 
 FLAT_RELATIVE = 1e-9
 """Spread below this share of a stream's magnitude is floating-point dust, not signal."""
+
+DEVICE_NOISE_MIN_SHARE = 0.1
+"""For the Deming variance ratio the device's noise variance is the residual scatter less
+the reference's stated variance, but at least this share of the scatter: a certificate
+uncertainty that seems to explain all the scatter includes systematic parts, not noise,
+and a ratio near 0 would let the Deming slope run away."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +51,8 @@ class LineFit:
     r2: float
     residual_std: float
     gain_se: float
-    """Standard error of the gain assuming independent residuals (optimistic)."""
+    """Standard error of the gain assuming independent residuals (optimistic; see
+    ``Metrics.gain_se`` for the autocorrelation-aware one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +62,9 @@ class Metrics:
     bias: float
     """mean(device - reference)."""
     gain: float
+    """OLS slope of device on reference (CONTRACT.md's ``gain``; see ``gain_deming``)."""
     offset: float
+    """OLS intercept (CONTRACT.md's ``offset``)."""
     rmse: float
     nrmse: float
     """rmse / |mean(reference)|, percent."""
@@ -55,6 +77,26 @@ class Metrics:
     lag_s: float
     """NaN when no lag could be resolved (see ``LagEstimate.resolved``)."""
     device_nulls: int = 0
+    n_eff: float = math.nan
+    """Effective sample size of the difference series (lag-1 autocorrelation, AR(1)):
+    how many independent samples the bias interval is worth."""
+    bias_se: float = math.nan
+    """Standard error of ``bias`` from ``n_eff``."""
+    bias_ci_low: float = math.nan
+    bias_ci_high: float = math.nan
+    """bias -/+ t*bias_se, t the 99% Student quantile for n_eff - 1 degrees of freedom
+    (``stats.confidence_z``): each bound is a one-sided 99% bound, together a 98%
+    interval. The bias check fails only when the whole interval is beyond tolerance."""
+    gain_se: float = math.nan
+    """Standard error of the OLS gain, inflated for the residuals' autocorrelation (the
+    reference is smooth, so the AR(1) variance factor of the residuals applies)."""
+    gain_deming: float = math.nan
+    offset_deming: float = math.nan
+    """Errors-in-variables line (``stats.deming``), only when the reference's uncertainty
+    is known; the gain decision then uses it instead of the OLS ``gain``."""
+    gain_robust: float = math.nan
+    offset_robust: float = math.nan
+    """Huber line (``stats.huber_line``): compare with ``gain`` to spot outlier-driven fits."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         """CONTRACT.md's metrics (n, bias, gain, offset, rmse, r2, lag_s) and the rest,
@@ -111,9 +153,19 @@ def paired_arrays(aligned: Aligned) -> tuple[FloatArray, FloatArray]:
     return np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
 
 
-def compute_metrics(aligned: Aligned, lag: LagEstimate | None = None) -> Metrics:
+def compute_metrics(
+    aligned: Aligned,
+    lag: LagEstimate | None = None,
+    *,
+    reference_uncertainty: float | None = None,
+) -> Metrics:
     """Metrics of the aligned pair. ``lag`` saves a second estimate when the caller already
-    has one; otherwise the lag is searched within a quarter of the window."""
+    has one; otherwise the lag is searched within a quarter of the window.
+
+    ``reference_uncertainty`` is the reference's standard uncertainty in the canonical
+    unit (``Reference.uncertainty[sensor]``), taken as the std of its reading noise; with
+    it the Deming line is fitted, without it ``gain_deming`` is NaN.
+    """
     if lag is None:
         lag = estimate_lag(aligned, (aligned.end - aligned.start) / 4)
     dev, ref = paired_arrays(aligned)
@@ -122,10 +174,14 @@ def compute_metrics(aligned: Aligned, lag: LagEstimate | None = None) -> Metrics
     nan = math.nan
     diff = dev - ref
     ref_mean = float(ref.mean()) if n else nan
+    bias = mean_interval(diff)
     rmse = float(math.sqrt(diff @ diff / n)) if n else nan
+    low, high = bias.bounds() if n > 1 else (nan, nan)
+    gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
+    gain_robust, offset_robust = huber_line(ref, dev) if math.isfinite(line.gain) else (nan, nan)
     return Metrics(
         n=n,
-        bias=float(diff.mean()) if n else nan,
+        bias=bias.mean,
         gain=line.gain,
         offset=line.offset,
         rmse=rmse,
@@ -138,4 +194,73 @@ def compute_metrics(aligned: Aligned, lag: LagEstimate | None = None) -> Metrics
         reference_coverage=aligned.reference_coverage,
         lag_s=lag.lag_s if lag.resolved else nan,
         device_nulls=aligned.device_nulls,
+        n_eff=bias.n_eff,
+        bias_se=bias.se,
+        bias_ci_low=low,
+        bias_ci_high=high,
+        gain_se=effective_gain_se(dev, ref, line),
+        gain_deming=gain_deming,
+        offset_deming=offset_deming,
+        gain_robust=gain_robust,
+        offset_robust=offset_robust,
     )
+
+
+def effective_gain_se(dev: FloatArray, ref: FloatArray, line: LineFit) -> float:
+    """The OLS gain's standard error scaled by sqrt(n / n_eff) of the residuals.
+
+    For a slope, the variance factor of autocorrelated residuals (rho_e) against a
+    regressor with autocorrelation rho_x is (1 + rho_e rho_x) / (1 - rho_e rho_x); a sensor's
+    reference is smooth (rho_x close to 1), so the residuals' own AR(1) factor applies.
+    """
+    if not (line.n > 2 and math.isfinite(line.gain_se)):
+        return math.nan
+    resid = dev - (line.gain * ref + line.offset)
+    n_eff = effective_size(line.n, ar1_coefficient(resid))
+    return line.gain_se * math.sqrt(line.n / n_eff)
+
+
+def short_term_noise(x: FloatArray) -> float:
+    """Upper bound of white noise in ``x`` from its successive differences: var(diff)/2.
+
+    A smooth signal adds little to successive differences, white noise adds twice its
+    variance; what the signal does add only makes this an overestimate."""
+    if x.size < 3:
+        return math.inf
+    d = np.diff(x)
+    return float(math.sqrt(float(d @ d) / (2.0 * d.size)))
+
+
+def deming_line(
+    dev: FloatArray, ref: FloatArray, line: LineFit, reference_uncertainty: float | None
+) -> tuple[float, float]:
+    """Deming (gain, offset) with lambda = device noise variance / reference variance.
+
+    The device's noise is not known, so it is taken from the OLS residual scatter. With a
+    noisy reference that scatter holds gain * gain_ols * u^2 of the reference's noise
+    (u the reference's uncertainty); the true gain is estimated by the method-of-moments
+    correction gain_ols / (1 - u^2 / var(ref)). What remains is the device's, floored at
+    ``DEVICE_NOISE_MIN_SHARE`` of the scatter. NaN when the uncertainty is unknown or not
+    positive, or the OLS line itself is undefined.
+
+    The stated uncertainty is capped by the reference's sample-to-sample noise as the data
+    show it (``short_term_noise``): a certificate's uncertainty is largely systematic, and
+    only the random part attenuates the slope. Taken whole, the certificate's 0.2 hPa
+    turned an honest barometer's gain of 1.00 into 1.15 over a calm morning.
+    """
+    u = reference_uncertainty
+    if u is None or not (math.isfinite(u) and u > 0.0) or not math.isfinite(line.gain):
+        return math.nan, math.nan
+    u = min(u, short_term_noise(ref))
+    if not u > 0.0:
+        return line.gain, line.offset
+    scatter = line.residual_std**2
+    if not math.isfinite(scatter):
+        return math.nan, math.nan
+    u2 = u * u
+    reliability = max(1.0 - u2 / float(ref.var(ddof=1)), DEVICE_NOISE_MIN_SHARE)
+    device_var = max(scatter - line.gain * (line.gain / reliability) * u2,
+                     DEVICE_NOISE_MIN_SHARE * scatter)
+    if not device_var > 0.0:
+        return line.gain, line.offset  # a perfect line: both fits agree
+    return deming(ref, dev, device_var / u2)

@@ -13,9 +13,10 @@ from auditd.core.actions import action_for_failure, action_for_insufficient
 from auditd.core.align import Aligned, align
 from auditd.core.checks import exceedances, failed_checks
 from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause, stuck_spell
+from auditd.core.drift import Drift, drift, residuals, support
 from auditd.core.fit import Metrics, compute_metrics
 from auditd.core.lag import estimate_lag
-from auditd.core.series import Series
+from auditd.core.series import FloatArray, Series
 from auditd.core.units import UnitCandidate, default_unit_candidates
 from auditd.model import Cause, SensorSpec, Severity, Status
 
@@ -38,6 +39,9 @@ class StreamVerdict:
     action: str
     failed: tuple[str, ...] = ()
     """Metrics out of tolerance, worst first."""
+    drift: Drift | None = None
+    """Residuals against the baseline's (``core.drift``), when a baseline was given.
+    Informational: it never changes ``status``, it only supports offset and noise causes."""
 
 
 def lag_search_s(spec: SensorSpec, span_s: float) -> float:
@@ -73,28 +77,42 @@ def onset_of(case: Case, top: str) -> float | None:
 
 
 def evaluate_aligned(
-    aligned: Aligned, spec: SensorSpec, units: Sequence[UnitCandidate] | None = None
+    aligned: Aligned,
+    spec: SensorSpec,
+    units: Sequence[UnitCandidate] | None = None,
+    *,
+    baseline_residuals: FloatArray | None = None,
+    reference_uncertainty: float | None = None,
 ) -> StreamVerdict:
-    """The verdict for streams already on a common time base."""
+    """The verdict for streams already on a common time base.
+
+    ``reference_uncertainty`` (``Reference.uncertainty[sensor]``, canonical unit) adds the
+    Deming gain, which the gain decision then uses (``fit.compute_metrics``).
+
+    ``baseline_residuals`` (device - reference of a known-good window, ``drift.residuals``)
+    adds the drift figures to the verdict."""
     tol = spec.tolerance
+    figures = (None if baseline_residuals is None
+               else drift(baseline_residuals, residuals(aligned), tol.bias))
     lag = estimate_lag(aligned, lag_search_s(spec, aligned.end - aligned.start))
-    metrics = compute_metrics(aligned, lag=lag)
+    metrics = compute_metrics(aligned, lag=lag, reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
         drop = dropout_cause(aligned)
         why: tuple[Cause, ...] = (drop,) if drop is not None else ()
         return StreamVerdict("insufficient_data", "none", metrics, why, None,
-                             action_for_insufficient(aligned, spec, tol.min_samples, why))
+                             action_for_insufficient(aligned, spec, tol.min_samples, why),
+                             drift=figures)
     failed = failed_checks(metrics, tol)
     if not failed:
-        return StreamVerdict("pass", "none", metrics, (), None, "")
+        return StreamVerdict("pass", "none", metrics, (), None, "", drift=figures)
     case = build_case(spec, aligned, metrics, lag,
                       default_unit_candidates(spec.unit) if units is None else units)
-    causes = diagnose(case)
+    causes = support(diagnose(case), figures, metrics.bias, spec.unit)
     onset = onset_of(case, causes[0].cause) if causes else None
     if onset is not None and not math.isfinite(onset):
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
-                         action_for_failure(causes, case, failed), failed)
+                         action_for_failure(causes, case, failed), failed, figures)
 
 
 def evaluate_stream(
@@ -105,10 +123,18 @@ def evaluate_stream(
     end: float,
     *,
     units: Sequence[UnitCandidate] | None = None,
+    baseline_residuals: FloatArray | None = None,
+    reference_uncertainty: float | None = None,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
     ``units`` are the (name, scale, offset) unit confusions to test a failure against;
     ``None`` uses a small built-in table for ``spec.unit``, ``()`` tests none.
+    ``baseline_residuals`` are a known-good window's device - reference differences
+    (``drift.baseline_residuals``); given, the verdict carries drift figures against them.
+    ``reference_uncertainty`` is the reference's stated standard uncertainty for this
+    sensor (``Reference.uncertainty``); given, the gain is judged on the Deming fit.
     """
-    return evaluate_aligned(align(device, reference, spec.interval_s, start, end), spec, units)
+    return evaluate_aligned(align(device, reference, spec.interval_s, start, end), spec, units,
+                            baseline_residuals=baseline_residuals,
+                            reference_uncertainty=reference_uncertainty)

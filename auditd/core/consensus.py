@@ -1,0 +1,208 @@
+"""Is it the reference? Group decisions over the devices one reference instrument serves.
+
+A single stream compared with its reference cannot tell a drifting device from a drifting
+reference: both make ``device - reference`` move. A group can. When most of the devices a
+reference serves move the same way, by about the same amount, from about the same time,
+while still agreeing with each other, the one thing they share (the reference) is the
+likelier culprit. Only device-minus-reference differences are read here, so anything the
+devices share *with* the reference (the weather) cancels before it can look like a fault.
+
+Every figure is a median or a MAD, so one broken device among the group cannot move the
+decision: it is a fault of its own, not evidence against the reference.
+
+Where the reference cannot be trusted (just judged faulty, or past its calibration due
+date), ``peer_consensus`` gives each device a leave-one-out median of its co-located peers
+to be judged against instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from auditd.core import text
+from auditd.core.align import align, choose_edge_phase
+from auditd.core.diagnose import strength
+from auditd.core.onset import step_onset
+from auditd.core.series import FloatArray, Series, frozen_array
+from auditd.model import iso
+
+MIN_DEVICES = 3
+"""Fewer deviating devices than this cannot out-vote a coincidence of two device faults."""
+MIN_SHARE = 2.0 / 3.0
+"""The deviating, mutually agreeing devices must be at least this share of those judged:
+a clear majority, so a reference is never blamed for what only half its devices show."""
+MIN_PEERS = 3
+"""A peer median needs three values to out-vote one broken peer (per bin, too)."""
+MAD_SCALE = 1.4826
+"""MAD -> standard deviation for normally distributed data."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Grid:
+    """Every device of a group and their reference on one common bin grid.
+
+    One grid for the group (not one per device, as ``align`` makes for a single stream)
+    so that bin ``i`` means the same minute for every device: a per-bin median across
+    devices is only meaningful then.
+    """
+
+    t: FloatArray
+    values: Mapping[str, FloatArray]
+    """Device id -> binned device values (NaN where none)."""
+    reference: FloatArray
+    interval_s: float
+
+    def diffs(self) -> dict[str, FloatArray]:
+        """Device minus reference per bin: what the weather cannot move."""
+        return {device: v - self.reference for device, v in self.values.items()}
+
+
+def common_grid(devices: Mapping[str, Series], reference: Series, interval_s: float,
+                start: float, end: float) -> Grid:
+    """Bin the reference and every device over [start, end) with the same bin edges."""
+    in_window = [s.ts[(s.ts >= start) & (s.ts < end)]
+                 for s in (reference, *devices.values())]
+    phase = choose_edge_phase(in_window, interval_s, start)
+    values: dict[str, FloatArray] = {}
+    ref: FloatArray | None = None
+    t: FloatArray | None = None
+    for device, series in devices.items():
+        aligned = align(series, reference, interval_s, start, end, edge_phase_s=phase)
+        values[device] = aligned.device
+        ref, t = aligned.reference, aligned.t
+    if ref is None or t is None:  # no devices: the reference alone, for completeness
+        aligned = align(reference, reference, interval_s, start, end, edge_phase_s=phase)
+        ref, t = aligned.reference, aligned.t
+    return Grid(t, values, ref, float(interval_s))
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusDecision:
+    """What the group says about its reference."""
+
+    reference_fault: bool
+    devices: int
+    """Devices with enough paired data to be judged."""
+    members: tuple[str, ...]
+    """Devices sharing the common deviation (within ``agree`` of it)."""
+    others: tuple[str, ...]
+    """Judged devices that do not share it: they keep their own diagnosis."""
+    deviation: float
+    """Median device-minus-reference shift of the members (NaN when undefined): the
+    reference's own error is its negative."""
+    spread: float
+    """Scaled MAD of the members' shifts around ``deviation``."""
+    onset: float | None
+    """Start of the common step (None: no clear step; the shift predates the window)."""
+    confidence: float
+    shifts: Mapping[str, float]
+    """Every judged device's shift, for the evidence and for tests."""
+
+    @property
+    def share(self) -> float:
+        return len(self.members) / self.devices if self.devices else 0.0
+
+    def evidence(self, reference: str, unit: str) -> str:
+        since = f" since {iso(self.onset)}" if self.onset is not None else ""
+        return (f"{len(self.members)} of {self.devices} devices served by {reference} moved "
+                f"{text.qty(self.deviation, unit, sign=True)} against it{since} (spread "
+                f"{text.qty(self.spread, unit)}) while agreeing with each other: the "
+                f"reference reads {text.qty(-self.deviation, unit, sign=True)} off")
+
+
+def no_decision(devices: int, shifts: Mapping[str, float]) -> ConsensusDecision:
+    return ConsensusDecision(False, devices, (), tuple(sorted(shifts)), math.nan, math.nan,
+                             None, 0.0, dict(shifts))
+
+
+def _median_rows(stack: FloatArray, min_count: int) -> FloatArray:
+    """Per-column median of the finite values, NaN where fewer than ``min_count``."""
+    count = np.count_nonzero(np.isfinite(stack), axis=0)
+    out = np.full(stack.shape[1], np.nan)
+    enough = count >= min_count
+    if enough.any():
+        out[enough] = np.nanmedian(stack[:, enough], axis=0)
+    return out
+
+
+def common_onset(t: FloatArray, diffs: Mapping[str, FloatArray],
+                 tolerance: float) -> float | None:
+    """The clear step (``step_onset``) in the per-bin median of the differences, read where
+    at least half the devices report: a step most devices share moves the median, a step
+    of one device does not."""
+    stack = np.vstack(list(diffs.values()))
+    median = _median_rows(stack, max(2, math.ceil(stack.shape[0] / 2)))
+    ok = np.isfinite(median)
+    return step_onset(np.asarray(t)[ok], median[ok], tolerance)
+
+
+def device_shift(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
+    """How far the device moved against the reference: the median after the onset minus
+    the median before (a device's own old offset is not the reference's doing), or the
+    window's median when there is no onset (or no data before it)."""
+    ok = np.isfinite(diff)
+    if onset is None:
+        return float(np.median(diff[ok])) if ok.any() else math.nan
+    after = ok & (t >= onset)
+    before = ok & (t < onset)
+    if not after.any():
+        return math.nan
+    level = float(np.median(diff[after]))
+    return level - float(np.median(diff[before])) if before.any() else level
+
+
+def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: float, *,
+                    min_bins: int = 3, min_share: float = MIN_SHARE,
+                    min_devices: int = MIN_DEVICES) -> ConsensusDecision:
+    """Decide whether the reference behind ``diffs`` (device id -> device minus reference on
+    the common grid ``t``) is at fault.
+
+    Fault: the median shift is beyond ``tolerance`` (the bias tolerance), and at least
+    ``min_devices`` devices, and ``min_share`` of those with ``min_bins`` paired bins, lie
+    within ``min(tolerance, |shift| / 2)`` of it (so a healthy device at zero never counts
+    as sharing a small shift).
+    """
+    times = np.asarray(t, dtype=np.float64)
+    arrays = {d: np.asarray(v, dtype=np.float64) for d, v in sorted(diffs.items())}
+    judged = {d: v for d, v in arrays.items() if np.count_nonzero(np.isfinite(v)) >= min_bins}
+    if len(judged) < min_devices:
+        return no_decision(len(judged), {})
+    onset = common_onset(times, judged, tolerance)
+    shifts = {d: device_shift(times, v, onset) for d, v in judged.items()}
+    shifts = {d: s for d, s in shifts.items() if math.isfinite(s)}
+    if len(shifts) < min_devices:
+        return no_decision(len(shifts), shifts)
+    common = float(np.median(list(shifts.values())))
+    if not abs(common) > tolerance:  # the typical device has not moved: nothing is shared
+        return no_decision(len(shifts), shifts)
+    agree = min(tolerance, abs(common) / 2.0)
+    members = tuple(d for d, s in shifts.items() if abs(s - common) <= agree)
+    others = tuple(d for d in shifts if d not in members)
+    member_shifts = np.array([shifts[d] for d in members])
+    deviation = float(np.median(member_shifts)) if members else math.nan
+    spread = (MAD_SCALE * float(np.median(np.abs(member_shifts - deviation)))
+              if members else math.nan)
+    share = len(members) / len(shifts)
+    fault = len(members) >= min_devices and share >= min_share - 1e-9
+    confidence = share * strength(abs(deviation) / tolerance) if fault else 0.0
+    return ConsensusDecision(fault, len(shifts), members, others, deviation, spread,
+                             onset if fault else None, confidence, shifts)
+
+
+def peer_consensus(values: Mapping[str, FloatArray], device: str,
+                   min_peers: int = MIN_PEERS) -> tuple[FloatArray, int] | None:
+    """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
+    than ``min_peers`` report; None when fewer than ``min_peers`` peers have data at all.
+
+    Returns the series and the number of peers it was built from.
+    """
+    peers = [np.asarray(v, dtype=np.float64) for d, v in sorted(values.items())
+             if d != device and np.isfinite(v).any()]
+    if len(peers) < min_peers:
+        return None
+    return frozen_array(_median_rows(np.vstack(peers), min_peers)), len(peers)

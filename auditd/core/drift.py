@@ -1,0 +1,241 @@
+"""Has the device-reference residual distribution moved since a known-good baseline?
+
+An audit judges one window against fixed tolerances; a device can sit inside them and
+still be walking away from where it was after its last calibration. Comparing this
+window's residuals (device - reference, paired bins) with those of a baseline window
+catches that walk early and gives a failing offset or noise cause a second, independent
+line of evidence.
+
+Three figures, each carried with the figure it is compared against, because a number
+without its yardstick cannot be read by the crew:
+
+- two-sample Kolmogorov-Smirnov statistic against a critical value computed from
+  *effective* sample sizes. Bin residuals are strongly autocorrelated (a minute's error
+  is much like the last one's), so the raw p-value of ``ks_2samp`` would call every
+  window "different"; ``n_eff = n (1 - rho) / (1 + rho)`` (lag-1 autocorrelation, AR(1)
+  approximation) restores an honest sample size.
+- Wasserstein-1 distance (in the canonical unit) against a fraction of the bias
+  tolerance: how far, in physical terms, the whole distribution has moved.
+- population stability index over the baseline's decile bins, with the usual 0.1
+  (moderate) / 0.25 (significant) thresholds.
+
+Drift alone never fails a stream (see ``verdict``): a baseline is only as good as the
+audit that passed it, and a window of different weather changes the residuals of an
+honest device too. It enriches evidence instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from auditd.core.align import Aligned, align
+from auditd.core.series import FloatArray, Series
+from auditd.model import Cause
+
+KS_ALPHA = 0.01
+"""Significance of the KS test: 1% keeps false drift notes rare across a fleet."""
+WASSERSTEIN_FRACTION = 0.5
+"""A distribution moved by half the bias tolerance has used half the error budget."""
+PSI_BINS = 10
+PSI_EPSILON = 1e-4
+"""Stands in for an empty bin's share, so ln(0) never appears (textbook practice)."""
+PSI_MODERATE = 0.1
+PSI_SIGNIFICANT = 0.25
+MIN_DRIFT_SAMPLES = 20
+"""Fewer paired bins on either side say nothing about a distribution."""
+
+
+@dataclass(frozen=True, slots=True)
+class KsResult:
+    statistic: float
+    critical: float
+    n_eff: float
+    m_eff: float
+
+    @property
+    def drifted(self) -> bool:
+        return self.statistic > self.critical
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """This window's residuals against the baseline's, each figure with its limit."""
+
+    n_baseline: int
+    n_current: int
+    ks_stat: float
+    ks_critical: float
+    wasserstein: float
+    wasserstein_limit: float
+    psi: float
+    psi_limit: float
+    shift: float
+    """median(current) - median(baseline): the direction of the move, canonical unit."""
+
+    @property
+    def ks_drifted(self) -> bool:
+        return self.ks_stat > self.ks_critical
+
+    @property
+    def wasserstein_drifted(self) -> bool:
+        return self.wasserstein > self.wasserstein_limit
+
+    @property
+    def psi_drifted(self) -> bool:
+        return self.psi > self.psi_limit
+
+    @property
+    def drifted(self) -> bool:
+        """Significant (KS) *and* material (Wasserstein or PSI): a statistically clear
+        move of a few hundredths of a degree is not worth the crew's time."""
+        return self.ks_drifted and (self.wasserstein_drifted or self.psi_drifted)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Metrics keys for the finding (rounded like ``Metrics.as_dict``)."""
+        values: dict[str, float | int] = {
+            "drift_n_baseline": self.n_baseline, "ks_stat": self.ks_stat,
+            "ks_critical": self.ks_critical, "wasserstein": self.wasserstein,
+            "wasserstein_limit": self.wasserstein_limit, "psi": self.psi,
+            "psi_limit": self.psi_limit, "drift_shift": self.shift,
+        }
+        return {k: _round(v) for k, v in values.items()}
+
+
+def _round(value: float | int) -> float | int | None:
+    if isinstance(value, int):
+        return value
+    return float(f"{value:.6g}") + 0.0 if math.isfinite(value) else None
+
+
+def residuals(aligned: Aligned) -> FloatArray:
+    """device - reference on the paired bins, in time order: what drift is measured on."""
+    keep = aligned.paired
+    return np.asarray(aligned.device)[keep] - np.asarray(aligned.reference)[keep]
+
+
+def baseline_residuals(
+    device: Series, reference: Series, interval_s: float, start: float, end: float
+) -> FloatArray:
+    """Residuals of a baseline window, aligned exactly as an audit aligns its own."""
+    return residuals(align(device, reference, interval_s, start, end))
+
+
+def effective_size(x: FloatArray) -> float:
+    """n (1 - rho) / (1 + rho) for lag-1 autocorrelation rho > 0 (AR(1) approximation),
+    at least 2 and at most n. Negative rho is not rewarded with more than n."""
+    n = int(x.size)
+    if n < 3:
+        return float(n)
+    c = x - x.mean()
+    denom = float(c @ c)
+    if denom <= 0.0:
+        return float(n)
+    rho = float(c[:-1] @ c[1:]) / denom
+    if rho <= 0.0:
+        return float(n)
+    rho = min(rho, 0.999)
+    return float(min(n, max(2.0, n * (1.0 - rho) / (1.0 + rho))))
+
+
+def ks_critical(n_eff: float, m_eff: float, alpha: float = KS_ALPHA) -> float:
+    """The asymptotic two-sample KS critical value c(alpha) sqrt((n + m) / (n m)),
+    c(alpha) = sqrt(-ln(alpha / 2) / 2)."""
+    c = math.sqrt(-math.log(alpha / 2.0) / 2.0)
+    return c * math.sqrt((n_eff + m_eff) / (n_eff * m_eff))
+
+
+def ks_drift(baseline: FloatArray, current: FloatArray, alpha: float = KS_ALPHA) -> KsResult:
+    """The KS statistic (scipy's) judged against the effective-size critical value."""
+    stat = float(stats.ks_2samp(baseline, current).statistic)
+    n_eff, m_eff = effective_size(baseline), effective_size(current)
+    return KsResult(stat, ks_critical(n_eff, m_eff, alpha), n_eff, m_eff)
+
+
+def wasserstein(baseline: FloatArray, current: FloatArray) -> float:
+    return float(stats.wasserstein_distance(baseline, current))
+
+
+def psi(baseline: FloatArray, current: FloatArray, bins: int = PSI_BINS,
+        epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index: sum over bins of (a - e) ln(a / e), e and a the shares
+    of baseline and current in bins cut at the baseline's quantiles (open-ended outer
+    bins; repeated quantiles of a quantised baseline merge their bins)."""
+    qs = np.quantile(baseline, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    edges = np.unique(qs)
+    expected = _shares(baseline, edges, epsilon)
+    actual = _shares(current, edges, epsilon)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _shares(x: FloatArray, edges: FloatArray, epsilon: float) -> FloatArray:
+    idx = np.searchsorted(edges, x, side="right")
+    counts = np.bincount(idx, minlength=edges.size + 1).astype(np.float64)
+    return np.maximum(counts / max(x.size, 1), epsilon)
+
+
+def drift(baseline: FloatArray, current: FloatArray, bias_tolerance: float) -> Drift | None:
+    """All three figures, or None when either side has fewer than ``MIN_DRIFT_SAMPLES``
+    finite values."""
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(current, dtype=np.float64)
+    b, c = b[np.isfinite(b)], c[np.isfinite(c)]
+    if b.size < MIN_DRIFT_SAMPLES or c.size < MIN_DRIFT_SAMPLES:
+        return None
+    ks = ks_drift(b, c)
+    return Drift(
+        n_baseline=int(b.size), n_current=int(c.size),
+        ks_stat=ks.statistic, ks_critical=ks.critical,
+        wasserstein=wasserstein(b, c), wasserstein_limit=WASSERSTEIN_FRACTION * bias_tolerance,
+        psi=psi(b, c), psi_limit=PSI_SIGNIFICANT,
+        shift=float(np.median(c) - np.median(b)),
+    )
+
+
+def describe(d: Drift, unit: str) -> str:
+    """One clause for a cause's evidence."""
+    return (
+        f"residuals moved {d.shift:+.3g} {unit} against the baseline of {d.n_baseline} bins "
+        f"(KS {d.ks_stat:.3g} vs critical {d.ks_critical:.3g}, Wasserstein "
+        f"{d.wasserstein:.3g} vs {d.wasserstein_limit:.3g} {unit}, PSI {d.psi:.3g} vs "
+        f"{d.psi_limit:.3g})"
+    )
+
+
+DRIFT_SUPPORT = 0.25
+"""Share of a supported cause's remaining doubt (1 - confidence) that agreeing drift
+removes: a second, independent line of evidence, not a verdict of its own."""
+
+
+def supports(d: Drift, cause: Cause, bias: float) -> bool:
+    """Does the drift agree with the cause? An offset needs the distribution to have moved
+    materially (Wasserstein beyond its limit) in the direction of the bias; noise needs the
+    shape to have changed (PSI beyond its limit). Both need KS significance."""
+    if not d.ks_drifted:
+        return False
+    if cause.cause == "offset_drift":
+        return d.wasserstein_drifted and d.shift * bias > 0.0
+    if cause.cause == "noise":
+        return d.psi_drifted
+    return False
+
+
+def support(
+    causes: Sequence[Cause], d: Drift | None, bias: float, unit: str
+) -> tuple[Cause, ...]:
+    """``causes`` with those the drift agrees with made a little more confident and their
+    evidence extended by the figures; re-ranked, best first. Nothing is added: drift alone
+    never names a cause."""
+    if d is None:
+        return tuple(causes)
+    out = []
+    for c in causes:
+        if supports(d, c, bias):
+            confidence = c.confidence + DRIFT_SUPPORT * (1.0 - c.confidence)
+            c = Cause(c.cause, confidence, f"{c.evidence}; {describe(d, unit)}")
+        out.append(c)
+    return tuple(sorted(out, key=lambda c: -c.confidence))

@@ -1,0 +1,216 @@
+"""Calibration-core throughput on one core: ``evaluate_stream`` against a numpy floor.
+
+A benchmark, not a test: it prints a table and writes ``bench/results-core.json``.
+
+200 streams (by default), each one day at 1 Hz of a device and its reference (86,400
+readings each, jittered, a few losses), a mix of healthy and faulty devices (offset, gain,
+noise, stuck, lag). Every stream goes through the whole core, as the daemon calls it:
+``evaluate_stream`` (align, lag, metrics with intervals and Deming/Huber fits, checks, and
+for the failing ones diagnosis, onset and action).
+
+* **Floor**: one plain numpy pass, ``mean`` and ``var``, over the same four input arrays
+  (both streams' timestamps and values). No audit can read its input in less.
+* **Memory**: tracemalloc peak while evaluating one stream, against that stream's input
+  arrays (4 x 86,400 float64 = 2.76 MB); measured in a separate pass, because tracemalloc
+  slows the allocation-heavy code it watches.
+* **Profile**: cProfile over a subset, top functions by own time.
+
+Single core: the process pins itself to one CPU (``os.sched_setaffinity``) and sets the
+BLAS/OpenMP thread counts to 1 *before numpy is imported*: on a shared 2-CPU machine
+OpenBLAS's threads made a 30,000-element dot product 50x slower than single-threaded.
+
+    python bench/core.py                      # 200 streams: about a minute
+    python bench/core.py --streams 20         # a quick look
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy.signal import lfilter  # noqa: E402
+
+from auditd.core import Series, evaluate_stream  # noqa: E402
+from auditd.model import SensorSpec, Tolerance  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results-core.json"
+START = 1_764_028_800.0
+DAY = 86_400.0
+HZ = 1.0
+TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.90, lag_s=30.0, window_s=DAY,
+                min_samples=600)
+SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), HZ, TOL)
+FAULTS = ("healthy", "healthy", "healthy", "offset", "gain", "noise", "stuck", "lag")
+"""Round-robin: three healthy devices in eight, one of each fault."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    kind: str
+    device: Series
+    reference: Series
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.device.ts, self.device.values,
+                                      self.reference.ts, self.reference.values))
+
+
+def make_stream(i: int) -> Stream:
+    """One day at 1 Hz of stream ``i``; its fault is ``FAULTS[i % len(FAULTS)]``."""
+    rng = np.random.default_rng(i)
+    kind = FAULTS[i % len(FAULTS)]
+    n = int(DAY * HZ)
+    grid = START + np.arange(n) / HZ
+    truth = (15.0 + 6.0 * np.sin(2 * math.pi * (grid - START) / DAY + rng.uniform(0, 6.3))
+             + np.cumsum(rng.normal(0.0, 0.005, n)))
+    phi = rng.uniform(0.5, 0.99)
+    noise = lfilter([1.0], [1.0, -phi], rng.normal(0.0, 0.1 * math.sqrt(1 - phi * phi), n))
+    value = truth + noise
+    if kind == "offset":
+        value = value + 1.5
+    elif kind == "gain":
+        value = 15.0 + 1.2 * (value - 15.0)
+    elif kind == "noise":
+        value = value + rng.normal(0.0, 1.5, n)
+    elif kind == "stuck":
+        value[n // 3:] = value[n // 3]
+    elif kind == "lag":
+        value = np.interp(grid - 120.0, grid, value)
+    keep = rng.random(n) >= 0.01
+    dev_t = grid + rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)
+    ref_t = grid + rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)
+    return Stream(kind, Series(dev_t[keep], value[keep]),
+                  Series(ref_t, truth + rng.normal(0.0, 0.02, n)))
+
+
+def floor_pass(s: Stream) -> float:
+    """One mean and one variance over each input array: the least reading of the input."""
+    total = 0.0
+    for a in (s.device.ts, s.device.values, s.reference.ts, s.reference.values):
+        total += float(np.mean(a)) + float(np.var(a))
+    return total
+
+
+def timed(streams: list[Stream]) -> tuple[float, float, Counter[str]]:
+    """(core seconds, floor seconds, verdicts by kind/status)."""
+    core = floor = 0.0
+    verdicts: Counter[str] = Counter()
+    for s in streams:
+        t0 = time.perf_counter()
+        v = evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+        t1 = time.perf_counter()
+        floor_pass(s)
+        t2 = time.perf_counter()
+        core += t1 - t0
+        floor += t2 - t1
+        top = v.causes[0].cause if v.causes else "-"
+        verdicts[f"{s.kind}:{v.status}:{top}"] += 1
+    return core, floor, verdicts
+
+
+def peak_memory(streams: list[Stream]) -> float:
+    """Largest tracemalloc peak of one ``evaluate_stream`` call / that stream's input."""
+    worst = 0.0
+    for s in streams:
+        tracemalloc.start()
+        evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        worst = max(worst, peak / s.input_bytes)
+    return worst
+
+
+def profile(streams: list[Stream], top: int) -> list[dict[str, Any]]:
+    """The functions with the most own time over ``streams``."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for s in streams:
+        evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+    prof.disable()
+    st = pstats.Stats(prof, stream=io.StringIO())
+    total = sum(v[2] for v in st.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+    return [{"function": f"{Path(f).name}:{line}({name})", "calls": v[1],
+             "tottime_s": round(v[2], 4), "share": round(v[2] / total, 3),
+             "cumtime_s": round(v[3], 4)} for (f, line, name), v in rows]
+
+
+def machine() -> dict[str, Any]:
+    models = [ln.split(":", 1)[1] for ln in Path("/proc/cpuinfo").read_text().splitlines()
+              if ln.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    return {"cpu_model": models[0].strip() if models else platform.processor(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "kernel": platform.release()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--memory-streams", type=int, default=16)
+    parser.add_argument("--profile-streams", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {cpu})
+
+    t0 = time.perf_counter()
+    streams = [make_stream(i) for i in range(args.streams)]
+    generate_s = time.perf_counter() - t0
+    evaluate_stream(streams[0].device, streams[0].reference, SPEC, START, START + DAY)  # warm
+    print(f"generated {len(streams)} streams in {generate_s:.1f} s", flush=True)
+    core_s, floor_s, verdicts = timed(streams)
+    print(f"timed in {core_s + floor_s:.1f} s", flush=True)
+    samples = sum(len(s.device) + len(s.reference) for s in streams)
+    input_bytes = sum(s.input_bytes for s in streams)
+    memory = peak_memory(streams[:args.memory_streams])
+    print("memory measured", flush=True)
+    hot = profile(streams[:args.profile_streams], 12)
+
+    summary = {
+        "streams": args.streams, "samples": samples, "input_mb": input_bytes / 1e6,
+        "core_s": core_s, "core_samples_per_s": samples / core_s,
+        "floor_s": floor_s, "floor_samples_per_s": samples / floor_s,
+        "ratio_to_floor": core_s / floor_s,
+        "ms_per_stream": 1e3 * core_s / args.streams,
+        "peak_memory_over_input": memory,
+    }
+    print(f"{'streams':>24} {args.streams}   (pinned to CPU {cpu})")
+    for key in ("samples", "core_s", "core_samples_per_s", "floor_s", "floor_samples_per_s",
+                "ratio_to_floor", "ms_per_stream", "peak_memory_over_input"):
+        value = summary[key]
+        print(f"{key:>24} {value:,.3f}" if isinstance(value, float) else f"{key:>24} {value:,}")
+    print("\nverdicts (kind:status:top cause)")
+    for k, c in sorted(verdicts.items()):
+        print(f"  {c:4d}  {k}")
+    print("\nown time, top functions")
+    for row in hot:
+        print(f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:6d}  "
+              f"{row['function']}")
+    args.out.write_text(json.dumps({"summary": summary, "verdicts": dict(verdicts),
+                                    "profile": hot, "spec": {"interval_s": HZ,
+                                                             "lag_s": TOL.lag_s},
+                                    "machine": machine()}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

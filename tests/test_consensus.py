@@ -1,0 +1,259 @@
+"""The group decision: is it the devices or their reference? And the peer-consensus fallback.
+
+The pure tests drive ``auditd.core.consensus`` with generated device-minus-reference
+differences; the integration tests run the real ``Store`` and ``Auditor`` over a day of
+minute readings from six devices and their reference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditd.audit import Auditor
+from auditd.catalog import Catalog, build_catalog
+from auditd.config import TopicsConfig, load_profiles
+from auditd.core import Series
+from auditd.core.consensus import (
+    MIN_DEVICES,
+    MIN_SHARE,
+    common_grid,
+    judge_reference,
+    peer_consensus,
+)
+from auditd.model import Finding, Outcome, Reading, Reference
+from auditd.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
+DAY = 86_400.0
+MINUTE = 60.0
+T = START + (np.arange(1440) + 0.5) * MINUTE
+TOLERANCE = 0.5
+
+EXAMPLES = int(os.environ.get("CORE_EXAMPLES", "20"))
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def differences(rng: np.random.Generator, n: int, noise: float) -> dict[str, np.ndarray]:
+    """``n`` healthy devices: a small own offset each plus noise, a few missing bins."""
+    out = {}
+    for i in range(n):
+        d = rng.uniform(-0.15, 0.15) + rng.normal(0.0, noise, T.size)
+        d[rng.random(T.size) < 0.05] = np.nan
+        out[f"dev-{i:02d}"] = d
+    return out
+
+
+# --------------------------------------------------------------------------- pure
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(3, 10), st.data(), st.floats(1.5, 4.0),
+       st.sampled_from([-1.0, 1.0]), st.floats(0.3, 0.7), st.floats(0.02, 0.2))
+def test_k_of_n_sharing_a_shift_blames_the_reference_iff_a_clear_majority(
+        seed: int, n: int, data: st.DataObject, size: float, sign: float, at: float,
+        noise: float) -> None:
+    k = data.draw(st.integers(0, n), label="k")
+    rng = np.random.default_rng(seed)
+    diffs = differences(rng, n, noise)
+    onset = START + at * DAY
+    members = sorted(rng.choice(sorted(diffs), size=k, replace=False).tolist())
+    for device in members:
+        diffs[device] = np.where(onset <= T, diffs[device] + sign * size, diffs[device])
+    decision = judge_reference(T, diffs, TOLERANCE)
+    expected = k >= MIN_DEVICES and k / n >= MIN_SHARE - 1e-9
+    assert decision.reference_fault == expected, (k, n, decision)
+    if expected:
+        assert sorted(decision.members) == members
+        assert decision.devices == n
+        assert abs(decision.deviation - sign * size) < 0.2
+        assert decision.spread < 0.3
+        assert decision.onset is not None and abs(decision.onset - onset) <= 5 * MINUTE
+        assert 0.0 < decision.confidence <= 1.0
+        assert "devices served by ref" in decision.evidence("ref", "degC")
+    else:
+        assert decision.confidence == 0.0
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(3, 10), st.floats(1.5, 4.0),
+       st.floats(0.2, 0.8))
+def test_one_faulty_device_among_healthy_ones_is_its_own_fault(
+        seed: int, n: int, size: float, at: float) -> None:
+    rng = np.random.default_rng(seed)
+    diffs = differences(rng, n, 0.1)
+    diffs["dev-00"] = np.where(START + at * DAY <= T, diffs["dev-00"] + size, diffs["dev-00"])
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert not decision.reference_fault
+    assert "dev-00" in decision.others
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(3, 10))
+def test_devices_that_disagree_with_each_other_do_not_blame_the_reference(
+        seed: int, n: int) -> None:
+    """Every device off, but each its own way (sizes 1.2 apart, own onsets): no consensus."""
+    rng = np.random.default_rng(seed)
+    diffs = differences(rng, n, 0.1)
+    sizes = rng.permutation(1.0 + 1.2 * np.arange(n)) * rng.choice([-1.0, 1.0], n)
+    for (device, d), size in zip(sorted(diffs.items()), sizes, strict=True):
+        diffs[device] = np.where(START + rng.uniform(0.2, 0.8) * DAY <= T, d + size, d)
+    assert not judge_reference(T, diffs, TOLERANCE).reference_fault
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.floats(5.0, 15.0), st.sampled_from([-1.0, 1.0]))
+def test_a_big_weather_swing_shared_with_the_reference_is_not_a_fault(
+        seed: int, swing: float, sign: float) -> None:
+    """A front passing: every device *and* the reference jump by ``swing``."""
+    rng = np.random.default_rng(seed)
+    ts = START + np.arange(1440) * MINUTE + 5.0
+    weather = 10.0 + 4.0 * np.sin(2 * math.pi * (ts - START) / DAY)
+    weather = weather + np.where(ts >= START + 0.5 * DAY, sign * swing, 0.0)
+    reference = Series.of(ts, weather)
+    devices = {f"dev-{i}": Series.of(ts + rng.uniform(-3, 3), weather + rng.normal(0, 0.1, ts.size))
+               for i in range(6)}
+    grid = common_grid(devices, reference, MINUTE, START, START + DAY)
+    decision = judge_reference(grid.t, grid.diffs(), TOLERANCE)
+    assert not decision.reference_fault
+    assert all(abs(s) < 0.3 for s in decision.shifts.values())
+
+
+def test_too_few_devices_decide_nothing() -> None:
+    rng = np.random.default_rng(1)
+    diffs = {d: v - 2.0 for d, v in differences(rng, 2, 0.1).items()}
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert not decision.reference_fault and decision.members == ()
+
+
+def test_peer_consensus_leaves_the_device_out_and_needs_three_peers() -> None:
+    values = {"a": np.array([1.0, 1.0, np.nan]), "b": np.array([2.0, 2.0, 2.0]),
+              "c": np.array([3.0, 3.0, 3.0]), "d": np.array([100.0, 4.0, 4.0])}
+    built = peer_consensus(values, "b")
+    assert built is not None
+    series, peers = built
+    assert peers == 3
+    assert series[0] == 3.0 and series[1] == 3.0
+    assert math.isnan(series[2])  # only two peers report in the last bin
+    assert peer_consensus({k: values[k] for k in "abc"}, "a") is None
+
+
+# --------------------------------------------------------------------------- integration
+
+DEVICES = [f"th-north-{i:02d}" for i in range(1, 7)]
+
+
+def catalog(due: float | None = START + 365 * DAY,
+            sensors: tuple[str, ...] = ("temperature",)) -> Catalog:
+    ref = Reference(id="ref-north", site="north", serves=("th-north-*",),
+                    sensors=sensors, model="ref-station", calibration_due=due)
+    return build_catalog(load_profiles(REPO / "device_profiles"), [ref],
+                         {"th-north-*": "th-200"})
+
+
+def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
+          weather_step: float = 0.0, device_offsets: dict[str, float] | None = None,
+          seed: int = 7) -> list[Finding]:
+    """A day of minute temperatures from six devices and their reference, then one audit.
+
+    ``reference_step`` is added to the reference alone from noon, ``weather_step`` to
+    everyone from 15:00, ``device_offsets`` to one device each from 08:00.
+    """
+    rng = np.random.default_rng(seed)
+    ts = START + np.arange(1440) * MINUTE + 2.0
+    weather = (8.0 + 5.0 * np.sin(2 * math.pi * (ts - START) / DAY - 1.0)
+               + np.cumsum(rng.normal(0.0, 0.03, ts.size))
+               + np.where(ts >= START + 15 * 3600, weather_step, 0.0))
+    streams = {"ref-north": weather + np.where(ts >= START + DAY / 2, reference_step, 0.0)}
+    for device in DEVICES:
+        own = (device_offsets or {}).get(device, 0.0)
+        streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
+                           + np.where(ts >= START + 8 * 3600, own, 0.0))
+    readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
+                     for device, values in streams.items() for t, v in zip(ts, values, strict=True))
+    with Store(tmp_path / "audit.db") as store:
+        store.write_outcomes([Outcome(readings=readings)])
+        run = Auditor(store, cat, TopicsConfig(), gateway="gw").run(START + DAY)
+    return list(run.findings)
+
+
+def by_device(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.device: f for f in findings}
+
+
+def test_a_drifting_reference_is_blamed_once_and_its_devices_spared(tmp_path: Path) -> None:
+    found = by_device(audit(tmp_path, catalog(), reference_step=1.5))
+    assert sorted(found) == sorted([*DEVICES, "ref-north"])
+    ref = found["ref-north"]
+    assert ref.status == "fail" and ref.causes[0].cause == "reference_fault"
+    assert "6 of 6 devices" in ref.causes[0].evidence
+    assert ref.metrics["bias"] == pytest.approx(1.5, abs=0.1)
+    assert ref.onset is not None and abs(ref.onset - (START + DAY / 2)) <= 5 * MINUTE
+    for device in DEVICES:
+        f = found[device]
+        assert f.causes[0].cause == "reference_fault", f.causes
+        assert f.reference == "ref-north"
+        assert "reference" in f.action and "not this device" in f.action
+        assert f.context["peer_consensus"]["status"] == "pass"
+
+
+def test_a_device_deviating_differently_keeps_its_own_diagnosis(tmp_path: Path) -> None:
+    found = by_device(audit(tmp_path, catalog(), reference_step=1.5,
+                            device_offsets={"th-north-03": 3.0}))
+    assert found["ref-north"].causes[0].cause == "reference_fault"
+    odd = found["th-north-03"]
+    assert odd.causes[0].cause == "offset_drift"
+    assert odd.context["comparison"] == "peer_consensus" and odd.reference is None
+    assert odd.metrics["bias"] == pytest.approx(3.0 * 16 / 24, abs=0.3)
+    assert all(found[d].causes[0].cause == "reference_fault"
+               for d in DEVICES if d != "th-north-03")
+
+
+def test_one_faulty_device_is_not_the_references_fault(tmp_path: Path) -> None:
+    found = by_device(audit(tmp_path, catalog(), device_offsets={"th-north-02": 2.0}))
+    assert "ref-north" not in found
+    assert found["th-north-02"].causes[0].cause == "offset_drift"
+    assert all(found[d].status == "pass" for d in DEVICES if d != "th-north-02")
+
+
+def test_a_big_weather_swing_is_nobodys_fault(tmp_path: Path) -> None:
+    found = by_device(audit(tmp_path, catalog(), weather_step=-12.0))
+    assert "ref-north" not in found
+    assert all(f.status == "pass" for f in found.values()), [
+        (f.device, f.causes) for f in found.values()]
+
+
+def test_an_overdue_reference_gives_way_to_the_peer_consensus(tmp_path: Path) -> None:
+    found = by_device(audit(tmp_path, catalog(due=START - 30 * DAY),
+                            device_offsets={"th-north-05": 2.0}))
+    assert "ref-north" not in found
+    for device in DEVICES:
+        f = found[device]
+        assert f.reference is None
+        assert f.context["comparison"] == "peer_consensus"
+        assert f.context["peers"] == 5
+        assert "past its calibration due date" in f.context["why"]
+    assert found["th-north-05"].causes[0].cause == "offset_drift"
+    assert all(found[d].status == "pass" for d in DEVICES if d != "th-north-05")
+
+
+def test_a_sensor_without_a_trusted_reference_is_judged_by_its_peers(tmp_path: Path) -> None:
+    """The reference stands beside the devices but is trusted for humidity only: its
+    temperature (drifting, here) is never used; the peers' median is."""
+    found = by_device(audit(tmp_path, catalog(sensors=("humidity",)), reference_step=3.0,
+                            device_offsets={"th-north-01": -2.0}))
+    assert sorted(found) == DEVICES
+    for f in found.values():
+        assert f.reference is None
+        assert f.context["comparison"] == "peer_consensus" and f.context["peers"] == 5
+        assert "not trusted for temperature" in f.context["why"]
+    assert found["th-north-01"].causes[0].cause == "offset_drift"
+    assert all(found[d].status == "pass" for d in DEVICES if d != "th-north-01")

@@ -107,6 +107,36 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
     )
 
 
+OUT_OF_RANGE = "out_of_range"
+OUT_OF_RANGE_MAX_SHARE = 0.01
+"""Above this share of a window's readings outside the physically plausible range, the
+stream fails on ``out_of_range`` whatever its comparison with the reference says: the
+values that did pass are the survivors of a sensor that reports the impossible."""
+
+
+def add_out_of_range(finding: Finding, rejected: int, stored: int,
+                     plausible: tuple[float, float] | None) -> Finding:
+    """Fold the readings ingest quarantined as out of range into the stream's verdict.
+
+    Validation drops impossible values before they reach the store, so the comparison with
+    the reference never sees them; the cause lives here, where both counts are known.
+    """
+    share = rejected / max(rejected + stored, 1)
+    bounds = f" [{plausible[0]:g}, {plausible[1]:g}] {finding.unit}" if plausible else ""
+    cause = Cause(
+        OUT_OF_RANGE, min(0.5 + share * 5, 0.99),
+        f"{rejected} of {rejected + stored} readings in the window ({share:.1%}) were outside"
+        f" the plausible range{bounds} and were quarantined")
+    if share < OUT_OF_RANGE_MAX_SHARE:
+        return replace(finding, causes=(*finding.causes, cause))
+    severity = finding.severity if finding.status == "fail" else "major"
+    action = finding.action or ("Inspect the sensor and its wiring: it reports physically "
+                                "impossible values; replace it if they persist.")
+    return replace(finding, status="fail", severity=severity,
+                   causes=(cause, *finding.causes) if finding.status != "fail"
+                   else (*finding.causes, cause), action=action)
+
+
 def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
                duration_s: float) -> dict[str, Any]:
     """The summary published on the report topic after each run."""
@@ -154,6 +184,7 @@ class Auditor:
         findings = []
         for group in group_tasks(tasks):
             findings.extend(self._audit_group(group, now))
+        findings = [self._with_out_of_range(f, announced) for f in findings]
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or ""))
         duration = time.perf_counter() - started
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
@@ -169,6 +200,21 @@ class Auditor:
         run = AuditRun(now, tuple(findings), report, duration)
         self.last_run = run
         return run
+
+    def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
+        if finding.sensor is None or finding.device == finding.reference:
+            return finding
+        rejected = self._store.rejected_between(finding.device, finding.sensor,
+                                                finding.window_start, finding.window_end)
+        out = rejected.get(OUT_OF_RANGE, 0)
+        if not out:
+            return finding
+        stored = self._store.count_between(finding.site, finding.device, finding.sensor,
+                                           finding.window_start, finding.window_end)
+        model = self._catalog.model_for(finding.device, announced.get(finding.device))
+        profile = self._catalog.profile(model) if model else None
+        spec = profile.sensors.get(finding.sensor) if profile else None
+        return add_out_of_range(finding, out, stored, spec.range if spec else None)
 
     # ----------------------------------------------------------------- one reference group
 

@@ -758,6 +758,28 @@ class Store:
         with self._read("counters") as conn:
             return {name: int(v) for name, v in conn.execute("SELECT name, value FROM counters")}
 
+    def rejected_between(self, device: str, sensor: str, start: float,
+                         end: float) -> dict[str, int]:
+        """Quarantined readings of one stream received in [start, end), by reason."""
+        with self._read("rejected_between") as conn:
+            rows = conn.execute(
+                "SELECT reason, count(*) FROM quarantine WHERE device = ? AND sensor = ?"
+                " AND received_at >= ? AND received_at < ? GROUP BY reason",
+                (device, sensor, start, end)).fetchall()
+        return {reason: int(n) for reason, n in rows}
+
+    def count_between(self, site: str, device: str, sensor: str, start: float,
+                      end: float) -> int:
+        """Stored readings (nulls included) of one stream with start <= ts < end."""
+        with self._read("count_between") as conn:
+            sid = self._stream_id(conn, site, device, sensor)
+            if sid is None:
+                return 0
+            row = conn.execute(
+                "SELECT count(*) FROM readings WHERE stream_id = ? AND ts_ms >= ? AND ts_ms < ?",
+                (sid, _ms_at_or_after(start), _ms_at_or_after(end))).fetchone()
+        return int(row[0])
+
     def rejection_counts(self) -> dict[str, int]:
         """Total rejections per reason since the database was created.
 

@@ -39,8 +39,10 @@ MIN_EXPLAINED = 0.5
 PENALTY_PARAMS = 3.0
 """Parameters a new segment costs (intercept, slope, its position): BIC's k ln n sigma^2."""
 MAD_TO_STD = 1.4826
-PELT_MAX_POINTS = 2048
-"""Longer series are segmented on block means (see ``coarse_pelt``)."""
+PELT_MAX_POINTS = 720
+"""Longer series are segmented on block means (see ``coarse_pelt``): PELT costs up to
+n² without pruning, and 720 points (two-minute blocks of a day) keep it to milliseconds;
+``refine`` puts the onset back at full resolution."""
 LONG_LAG = 10
 MAX_PHI = 0.95
 """Noise scale estimation: see ``noise_variance``."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditd.core.actions import action_for_failure, action_for_insufficient
-from auditd.core.align import Aligned, align
+from auditd.core.align import Aligned, align, coarsen
 from auditd.core.checks import exceedances, failed_checks
 from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause, stuck_spell
 from auditd.core.drift import Drift, drift, residuals, support
@@ -42,6 +42,15 @@ class StreamVerdict:
     drift: Drift | None = None
     """Residuals against the baseline's (``core.drift``), when a baseline was given.
     Informational: it never changes ``status``, it only supports offset and noise causes."""
+
+
+LAG_STEPS_PER_TOLERANCE = 10
+"""The lag is searched on bins no finer than a tenth of its tolerance (then refined
+between bins): finer bins cost work in proportion and change no verdict."""
+
+
+def lag_coarsening(spec: SensorSpec, interval_s: float) -> int:
+    return max(1, int(spec.tolerance.lag_s / LAG_STEPS_PER_TOLERANCE // interval_s))
 
 
 def lag_search_s(spec: SensorSpec, span_s: float) -> float:
@@ -94,7 +103,8 @@ def evaluate_aligned(
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
-    lag = estimate_lag(aligned, lag_search_s(spec, aligned.end - aligned.start))
+    lag = estimate_lag(coarsen(aligned, lag_coarsening(spec, aligned.interval_s)),
+                       lag_search_s(spec, aligned.end - aligned.start))
     metrics = compute_metrics(aligned, lag=lag, reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
         drop = dropout_cause(aligned)

@@ -172,11 +172,15 @@ class Auditor:
         self._gateway = gateway
         self._window_override_s = window_override_s
         self.last_run: AuditRun | None = None
+        self._next_catalog: Catalog | None = None
 
     def reload(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+        """Takes effect at the next run: one run never mixes two configurations."""
+        self._next_catalog = catalog
 
     def run(self, now: float) -> AuditRun:
+        if self._next_catalog is not None:
+            self._catalog, self._next_catalog = self._next_catalog, None
         started = time.perf_counter()
         announced = {device: str(meta["model"]) for device, meta in
                      self._store.latest_meta().items() if isinstance(meta.get("model"), str)}

@@ -10,15 +10,16 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
 from auditd import __version__, logs
-from auditd.errors import AuditdError
+from auditd.errors import AuditdError, ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,7 +89,7 @@ def run(config_path: Path | None) -> None:
 
 
 @main.command()
-@click.argument("recording", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--profiles", type=click.Path(file_okay=False, path_type=Path),
               help="Directory of device profiles (default: the config's).")
 @click.option("--references", type=click.Path(file_okay=False, path_type=Path),
@@ -111,14 +112,26 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
 
     logs.configure("warning", "auto", stream=sys.stderr)
     cfg, catalog = _load(config_path, profiles, references)
-    with tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-") as tmp:
-        db = store_path or Path(tmp) / "replay.db"
-        with Store(db, synchronous="normal") as store, out_path.open("w") as out:
-            summary = Replayer(cfg, catalog, store, limits_from(cfg), out).run(recording)
-    text = json.dumps(summary, indent=2)
-    if summary_path:
-        summary_path.write_text(text + "\n")
+    with ExitStack() as stack:
+        out = stack.enter_context(_open_for_writing(out_path, "--out"))
+        summary_file = (stack.enter_context(_open_for_writing(summary_path, "--summary"))
+                        if summary_path else None)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-"))
+        store = stack.enter_context(Store(store_path or Path(tmp) / "replay.db",
+                                          synchronous="normal"))
+        summary = Replayer(cfg, catalog, store, limits_from(cfg), out).run(recording)
+        text = json.dumps(summary, indent=2)
+        if summary_file is not None:
+            summary_file.write(text + "\n")
     click.echo(text)
+
+
+def _open_for_writing(path: Path, option: str) -> IO[str]:
+    """Open an output before the work starts, so a bad path fails fast with exit 2."""
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), option, exc.strerror or str(exc)) from exc
 
 
 if __name__ == "__main__":

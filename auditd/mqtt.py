@@ -117,13 +117,17 @@ class MqttLink:
         client.max_inflight_messages_set(max(1, cfg.receive_maximum))
         client.max_queued_messages_set(0)
         if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=cfg.tls.ca_file,
-                certfile=cfg.tls.cert_file,
-                keyfile=cfg.tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=cfg.tls.ca_file,
+                    certfile=cfg.tls.cert_file,
+                    keyfile=cfg.tls.key_file,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(str(cfg.tls.ca_file or cfg.tls.cert_file or ""),
+                                  "broker.tls", f"unusable TLS files: {exc}") from exc
             client.tls_insecure_set(bool(cfg.tls.insecure))
         if cfg.username:
             client.username_pw_set(cfg.username, _read_password(cfg))
@@ -278,7 +282,11 @@ class MqttLink:
         if not self._connected.is_set():
             return False
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
+        # NO_CONN means the socket closed under us: paho keeps a QoS > 0 message and sends
+        # it on reconnect, so it is handed over and its PUBACK must still find its handler.
+        handed_over = info.rc == paho.MQTT_ERR_SUCCESS or (
+            qos > 0 and info.rc == paho.MQTT_ERR_NO_CONN)
+        if not handed_over:
             return False
         if qos == 0:
             on_puback(True)

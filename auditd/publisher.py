@@ -7,7 +7,9 @@ before a crash is published again after it, which the retained finding topic abs
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable
 
 from auditd import logs
@@ -15,6 +17,10 @@ from auditd.mqtt import MqttLink
 from auditd.store import Store
 
 log = logs.get("auditd.publisher")
+
+
+RETRY_CAP_S = 300.0
+"""Longest wait before a row the broker refused is offered again."""
 
 
 class OutboxPublisher(threading.Thread):
@@ -30,6 +36,9 @@ class OutboxPublisher(threading.Thread):
         self._stop_requested = threading.Event()
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
+        self._confirmations: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._retry_at: dict[int, float] = {}
+        self._attempts: dict[int, int] = {}
         self.delivered = 0
 
     def wake(self) -> None:
@@ -49,9 +58,41 @@ class OutboxPublisher(threading.Thread):
             except Exception as exc:
                 log.error("outbox_drain_failed", error=repr(exc))
             self._on_progress()
+        try:
+            self._settle()  # what the broker confirmed before the stop is not sent again
+        except Exception as exc:
+            log.error("outbox_settle_failed", error=repr(exc))
+
+    def _settle(self) -> None:
+        """Record the broker's answers here, not on paho's thread: a store write there would
+        hold paho's locks (and stall telemetry) for the length of an fsync."""
+        done: list[int] = []
+        while True:
+            try:
+                row_id, ok = self._confirmations.get_nowait()
+            except queue.Empty:
+                break
+            if ok:
+                done.append(row_id)
+                self._retry_at.pop(row_id, None)
+                self._attempts.pop(row_id, None)
+                continue
+            self._store.outbox_failed(row_id, "broker refused the publish")
+            attempts = self._attempts.get(row_id, 0) + 1
+            self._attempts[row_id] = attempts
+            # A refusal (an ACL, a quota) will not change in a millisecond: back off.
+            self._retry_at[row_id] = time.monotonic() + min(RETRY_CAP_S, 2.0 ** attempts)
+            with self._lock:
+                self._in_flight.discard(row_id)
+        if done:
+            self._store.outbox_done(done)
+            self.delivered += len(done)
+            with self._lock:
+                self._in_flight.difference_update(done)
 
     def drain_once(self) -> int:
         """Publish the oldest rows not yet in flight; return how many were handed to paho."""
+        self._settle()
         if not self._link.connected:
             return 0
         with self._lock:
@@ -60,8 +101,10 @@ class OutboxPublisher(threading.Thread):
         if room <= 0:
             return 0
         sent = 0
-        for row in self._store.outbox_peek(room + len(busy)):
-            if row.id in busy:
+        now = time.monotonic()
+        waiting = {i for i, at in self._retry_at.items() if at > now}
+        for row in self._store.outbox_peek(room + len(busy) + len(waiting)):
+            if row.id in busy or row.id in waiting:
                 continue
             with self._lock:
                 self._in_flight.add(row.id)
@@ -78,15 +121,8 @@ class OutboxPublisher(threading.Thread):
 
     def _confirmation(self, row_id: int) -> Callable[[bool], None]:
         def confirmed(ok: bool) -> None:
-            try:
-                if ok:
-                    self._store.outbox_done([row_id])
-                    self.delivered += 1
-                else:
-                    self._store.outbox_failed(row_id, "broker refused the publish")
-            finally:
-                with self._lock:
-                    self._in_flight.discard(row_id)
+            self._confirmations.put((row_id, ok))
+            if ok:
                 self._wake.set()
 
         return confirmed

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from auditd import logs
-from auditd.errors import StoreError
 from auditd.ingest import Ingestor
 from auditd.mqtt import Delivery, backoff_delays
 
@@ -97,10 +96,10 @@ class BatchWriter(threading.Thread):
             try:
                 self._ingestor.commit(len(batch), outcomes)
                 break
-            except StoreError as exc:
+            except Exception as exc:
                 self.stats.store_failures += 1
-                log.error("store_write_failed", error=str(exc), batch=len(batch),
-                          attempt=attempt, acknowledged=False)
+                log.error("store_write_failed", error=str(exc), kind=type(exc).__name__,
+                          batch=len(batch), attempt=attempt, acknowledged=False)
                 if self._stop_requested.wait(self._retry_delay(attempt)):
                     log.warning("stopping_with_uncommitted_batch", batch=len(batch))
                     return

@@ -98,3 +98,32 @@ def test_sd_notify_reaches_a_listening_socket(tmp_path: Path) -> None:
         assert listener.recv(1024) == b"READY=1"
     assert not sdnotify.notify("READY=1", {})
     assert sdnotify.watchdog_interval_s({"WATCHDOG_USEC": "20000000"}) == 10.0
+
+
+def test_a_recording_ending_on_an_audit_tick_is_audited_once_at_that_tick(
+        tmp_path: Path) -> None:
+    lines = SAMPLE.read_text().splitlines()
+    last = max(json.loads(line)["received_at"] for line in lines)
+    tick = (int(last) // 3600 + 1) * 3600
+    lines.append(json.dumps({"topic": "fleet/north/ref-north/telemetry", "received_at": tick,
+                             "payload": {"ts": tick, "readings": {"temperature": 12.0}}}))
+    recording = tmp_path / "on-tick.jsonl"
+    recording.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "findings.jsonl"
+    result = cli("replay", str(recording), "--profiles", str(REPO / "device_profiles"),
+                 "--references", str(REPO / "references"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    keys = [(f["device"], f["sensor"], f["window"]["end"])
+            for f in map(json.loads, out.read_text().splitlines())]
+    assert len(keys) == len(set(keys))
+    first = min(json.loads(line)["received_at"] for line in lines)
+    hourly_ticks = tick // 3600 - int(first) // 3600
+    assert json.loads(result.stdout)["audits"] == hourly_ticks  # no extra final audit
+
+
+def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path: Path) -> None:
+    result = cli("replay", str(SAMPLE), "--profiles", str(REPO / "device_profiles"),
+                 "--references", str(REPO / "references"),
+                 "--out", str(tmp_path / "missing-dir" / "f.jsonl"))
+    assert result.returncode == 2
+    assert "--out" in result.stderr and "Traceback" not in result.stderr

@@ -24,12 +24,12 @@ from auditd.core.drift import (
     PSI_SIGNIFICANT,
     WASSERSTEIN_FRACTION,
     drift,
-    effective_size,
     ks_critical,
     ks_drift,
     psi,
     wasserstein,
 )
+from auditd.core.stats import effective_n
 from auditd.core.units import default_unit_candidates
 from auditd.model import Finding, SensorSpec, Status, Tolerance
 from auditd.store import Store
@@ -72,7 +72,7 @@ def test_ks_critical_is_the_textbook_value() -> None:
 
 def test_effective_size_of_ar1_noise() -> None:
     x = ar1(np.random.default_rng(1), 20_000, 1.0, 0.8)
-    assert effective_size(x) == pytest.approx(20_000 * 0.2 / 1.8, rel=0.15)
+    assert effective_n(x) == pytest.approx(20_000 * 0.2 / 1.8, rel=0.15)
 
 
 def test_autocorrelated_residuals_of_one_process_are_not_drift() -> None:

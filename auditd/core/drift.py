@@ -12,8 +12,8 @@ without its yardstick cannot be read by the crew:
 - two-sample Kolmogorov-Smirnov statistic against a critical value computed from
   *effective* sample sizes. Bin residuals are strongly autocorrelated (a minute's error
   is much like the last one's), so the raw p-value of ``ks_2samp`` would call every
-  window "different"; ``n_eff = n (1 - rho) / (1 + rho)`` (lag-1 autocorrelation, AR(1)
-  approximation) restores an honest sample size.
+  window "different"; ``stats.effective_n`` (AR(1), the same effective size the bias
+  interval uses) restores an honest sample size.
 - Wasserstein-1 distance (in the canonical unit) against a fraction of the bias
   tolerance: how far, in physical terms, the whole distribution has moved.
 - population stability index over the baseline's decile bins, with the usual 0.1
@@ -35,6 +35,7 @@ from scipy import stats
 
 from auditd.core.align import Aligned, align
 from auditd.core.series import FloatArray, Series
+from auditd.core.stats import effective_n
 from auditd.model import Cause
 
 KS_ALPHA = 0.01
@@ -125,23 +126,6 @@ def baseline_residuals(
     return residuals(align(device, reference, interval_s, start, end))
 
 
-def effective_size(x: FloatArray) -> float:
-    """n (1 - rho) / (1 + rho) for lag-1 autocorrelation rho > 0 (AR(1) approximation),
-    at least 2 and at most n. Negative rho is not rewarded with more than n."""
-    n = int(x.size)
-    if n < 3:
-        return float(n)
-    c = x - x.mean()
-    denom = float(c @ c)
-    if denom <= 0.0:
-        return float(n)
-    rho = float(c[:-1] @ c[1:]) / denom
-    if rho <= 0.0:
-        return float(n)
-    rho = min(rho, 0.999)
-    return float(min(n, max(2.0, n * (1.0 - rho) / (1.0 + rho))))
-
-
 def ks_critical(n_eff: float, m_eff: float, alpha: float = KS_ALPHA) -> float:
     """The asymptotic two-sample KS critical value c(alpha) sqrt((n + m) / (n m)),
     c(alpha) = sqrt(-ln(alpha / 2) / 2)."""
@@ -152,7 +136,7 @@ def ks_critical(n_eff: float, m_eff: float, alpha: float = KS_ALPHA) -> float:
 def ks_drift(baseline: FloatArray, current: FloatArray, alpha: float = KS_ALPHA) -> KsResult:
     """The KS statistic (scipy's) judged against the effective-size critical value."""
     stat = float(stats.ks_2samp(baseline, current).statistic)
-    n_eff, m_eff = effective_size(baseline), effective_size(current)
+    n_eff, m_eff = effective_n(baseline), effective_n(current)
     return KsResult(stat, ks_critical(n_eff, m_eff, alpha), n_eff, m_eff)
 
 

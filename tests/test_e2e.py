@@ -180,3 +180,41 @@ def test_bad_input_is_quarantined_and_the_daemon_keeps_going(mosquitto, tmp_path
     finally:
         publisher.close()
         assert daemon.terminate() == 0
+
+
+def test_a_publish_the_broker_refuses_backs_off_and_stays_in_the_outbox(tmp_path: Path) -> None:
+    """An ACL that forbids the finding topic (a common set-up mistake): the refused rows stay
+    queued for when the ACL is fixed, retried with backoff, not in a tight loop."""
+    from brokers import Mosquitto
+
+    acl = tmp_path / "acl"
+    acl.write_text("".join(f"topic readwrite {t}\n" for t in (
+        "fleet/+/+/telemetry", "fleet/+/+/meta", "fleet/+/+/event",
+        "fleet/north/audit/+/status", "fleet/north/audit/+/report")))
+    broker = Mosquitto(tmp_path / "mosquitto", extra_config=f"acl_file {acl}\n").start()
+    store = tmp_path / "state" / "audit.db"
+    config = write_config(tmp_path / "config.toml", port=broker.port, store=store,
+                          audit_interval="1h", first_run_delay="2s")
+    daemon = DaemonProcess(config).start()
+    publisher = Publisher(broker.port)
+    try:
+        now = time.time()
+        publisher.publish_many([_meta("th-north-01", now)], retain=True)
+        publisher.publish_many([item for item in _fleet(now, minutes=120, offset=0.0)
+                                if "th-north-02" not in item[0]])
+        deadline = time.monotonic() + 30
+        while _count(store, "select count(*) from findings") == 0:
+            assert time.monotonic() < deadline, "no audit ran"
+            time.sleep(0.2)
+        time.sleep(5)
+        attempts = _count(store, "select coalesce(max(attempts), 0) from outbox "
+                                 "where topic like '%/finding/%'")
+        queued = _count(store, "select count(*) from outbox where topic like '%/finding/%'")
+        assert daemon.alive
+    finally:
+        publisher.close()
+        assert daemon.terminate() == 0
+        broker.stop()
+    assert queued >= 1, "the refused finding must stay in the outbox"
+    # Backoff of 2 s, then 4 s: within the 5 s watched, at most three attempts.
+    assert 1 <= attempts <= 3, attempts

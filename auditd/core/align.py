@@ -89,8 +89,13 @@ def choose_edge_phase(streams: Sequence[FloatArray], interval_s: float, start: f
     for ts in streams:
         if ts.size == 0:
             continue
-        phase = ((ts - start) / interval_s) % 1.0
-        bucket = np.minimum((phase * b).astype(np.intp), b - 1)
+        phase = ts - start
+        phase /= interval_s
+        phase %= 1.0
+        phase *= b
+        bucket = phase.astype(np.intp)
+        del phase
+        np.minimum(bucket, b - 1, out=bucket)
         cost += weight @ (np.bincount(bucket, minlength=b) / ts.size)
     best = int(np.argmin(cost))
     if cost[0] <= cost[best] + PHASE_PREFERENCE:
@@ -104,16 +109,28 @@ def bin_means(
 ) -> FloatArray:
     """Mean of the finite values per bin (NaN for none), duplicates and order irrelevant."""
     ok = np.isfinite(values)
-    counts = np.bincount(index[ok], minlength=n_bins)
-    sums = np.bincount(index[ok], weights=values[ok], minlength=n_bins)
-    out = np.full(n_bins, np.nan)
+    if not ok.all():
+        index, values = index[ok], values[ok]
+    counts = np.bincount(index, minlength=n_bins)
+    # float even for no values at all (bincount then returns integers)
+    sums = np.bincount(index, weights=values, minlength=n_bins).astype(np.float64, copy=False)
     has = counts > 0
-    out[has] = sums[has] / counts[has]
-    return out
+    sums[~has] = np.nan
+    np.divide(sums, counts, out=sums, where=has)
+    return sums
 
 
 def _in_window(series: Series, start: float, end: float) -> tuple[FloatArray, FloatArray]:
-    keep = np.isfinite(series.ts) & (series.ts >= start) & (series.ts < end)
+    keep = np.isfinite(series.ts)
+    keep &= series.ts >= start
+    keep &= series.ts < end
+    if not keep.size:
+        return series.ts, series.values
+    first = int(np.argmax(keep))
+    last = keep.size - int(np.argmax(keep[::-1]))
+    if keep[first] and np.count_nonzero(keep) == last - first:
+        # one run of readings (a time-ordered stream): views, not copies
+        return series.ts[first:last], series.values[first:last]
     return series.ts[keep], series.values[keep]
 
 
@@ -122,8 +139,12 @@ def _bin_index(
 ) -> np.ndarray:
     """Bin of each timestamp; readings in the partial bins at either end of the window join
     the nearest whole bin rather than being dropped."""
-    raw = np.floor((ts - start - phase_s) / interval_s)
-    return np.clip(raw, 0, max(n_bins - 1, 0)).astype(np.intp)
+    raw = ts - start
+    raw -= phase_s
+    raw /= interval_s
+    np.floor(raw, out=raw)
+    np.clip(raw, 0, max(n_bins - 1, 0), out=raw)
+    return raw.astype(np.intp)
 
 
 def align(

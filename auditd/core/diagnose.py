@@ -145,8 +145,11 @@ def build_case(
     dev, ref = _paired(corrected)
     line = fit_line(dev, ref)
     rival = (line.n - 2) * line.residual_std**2 if math.isfinite(line.residual_std) else math.inf
-    step = step_onset(np.asarray(corrected.t)[corrected.paired], dev - ref,
+    diff = np.subtract(dev, ref, out=dev)  # dev and ref are copies, not needed any more
+    del ref
+    step = step_onset(np.asarray(corrected.t)[corrected.paired], diff,
                       spec.tolerance.bias, rival)
+    del diff
     fault, fm = corrected, cm
     if step is not None:
         fault = since(corrected, step)

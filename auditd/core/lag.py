@@ -177,12 +177,28 @@ _RIGHT = np.array([3, 3, 4, 3, 5, 4])
 sum_dd, sum_rr, sum_dr)."""
 
 
-def _xcorr_sums(rows: FloatArray, length: int, max_lag: int) -> FloatArray:
-    """``c[j, k] = sum_t rows[LEFT[j], t] * rows[RIGHT[j], t-k]`` for k = -max_lag..max_lag,
-    zero padded so nothing wraps; one batched FFT pair instead of twelve calls."""
-    spectra = sfft.rfft(rows, length, axis=-1)
-    full = sfft.irfft(spectra[_LEFT] * np.conj(spectra[_RIGHT]), length, axis=-1)
-    return np.concatenate([full[:, length - max_lag:], full[:, : max_lag + 1]], axis=1)
+def _spectra(rows: tuple[FloatArray, ...], length: int) -> np.ndarray:
+    """Real FFTs of ``rows`` zero padded to ``length``, one row at a time through one
+    padded buffer (the same numbers as one batched transform, without a padded copy of
+    every row at once)."""
+    out = np.empty((len(rows), length // 2 + 1), dtype=np.complex128)
+    buf = np.zeros(length)
+    for i, row in enumerate(rows):
+        buf[:row.size] = row
+        out[i] = sfft.rfft(buf)
+    return out
+
+
+def _xcorr_sums(spectra: np.ndarray, length: int, max_lag: int) -> FloatArray:
+    """``c[j, k] = sum_t rows[LEFT[j], t] * rows[RIGHT[j], t-k]`` for k = -max_lag..max_lag
+    from the rows' spectra (``_spectra``), zero padded so nothing wraps; one inverse
+    transform at a time, keeping only the lags searched."""
+    out = np.empty((_LEFT.size, 2 * max_lag + 1))
+    for j, (a, b) in enumerate(zip(_LEFT, _RIGHT, strict=True)):
+        full = sfft.irfft(spectra[a] * np.conj(spectra[b]), length)
+        out[j, :max_lag] = full[length - max_lag:]
+        out[j, max_lag:] = full[: max_lag + 1]
+    return out
 
 
 def lag_correlation(
@@ -202,9 +218,10 @@ def lag_correlation(
         return lags, np.full(lags.size, np.nan), np.zeros(lags.size)
     d = np.where(md, device - np.mean(device[md]), 0.0)
     r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
-    rows = np.stack([md.astype(np.float64), d, d * d, mr.astype(np.float64), r, r * r])
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
-    sums = _xcorr_sums(rows, length, max_lag)
+    spectra = _spectra((md, d, d * d, mr, r, r * r), length)
+    sums = _xcorr_sums(spectra, length, max_lag)
+    del spectra
     pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs

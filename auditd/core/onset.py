@@ -43,6 +43,8 @@ PELT_MAX_POINTS = 720
 """Longer series are segmented on block means (see ``coarse_pelt``): PELT costs up to
 n² without pruning, and 720 points (two-minute blocks of a day) keep it to milliseconds;
 ``refine`` puts the onset back at full resolution."""
+REGIME_CHUNK = 2048
+"""Splits evaluated at a time by ``regime_sse``."""
 LONG_LAG = 10
 MAX_PHI = 0.95
 """Noise scale estimation: see ``noise_variance``."""
@@ -65,33 +67,46 @@ class _Sums:
     """Prefix sums that give any segment's constant or straight-line SSE in O(1)."""
 
     def __init__(self, t: FloatArray, x: FloatArray) -> None:
-        def pre(v: FloatArray) -> FloatArray:
-            return np.concatenate(([0.0], np.cumsum(v)))
+        # one (5, n + 1) block, so that one subtraction gives a segment's five sums
+        self.pre = np.empty((5, x.size + 1))
+        self.pre[:, 0] = 0.0
+        np.cumsum(t, out=self.pre[0, 1:])
+        np.cumsum(x, out=self.pre[2, 1:])
+        for row, (a, b) in ((1, (t, t)), (3, (x, x)), (4, (t, x))):
+            # the products, summed where they are written: no temporary of the series' size
+            dest = self.pre[row, 1:]
+            np.cumsum(np.multiply(a, b, out=dest), out=dest)
+        self.t, self.tt, self.x, self.xx, self.tx = self.pre
 
-        self.n = pre(np.ones_like(x))
-        self.t, self.tt = pre(t), pre(t * t)
-        self.x, self.xx, self.tx = pre(x), pre(x * x), pre(t * x)
-
-    def line_sse(self, s: np.ndarray | int, e: int) -> np.ndarray:
-        """SSE of the least-squares line through [s, e) (vectorised over ``s``)."""
-        n = self.n[e] - self.n[s]
-        st, sx = self.t[e] - self.t[s], self.x[e] - self.x[s]
-        stt, sxx, stx = self.tt[e] - self.tt[s], self.xx[e] - self.xx[s], self.tx[e] - self.tx[s]
+    def line_sse(self, s: np.ndarray | slice, e: int) -> np.ndarray:
+        """SSE of the least-squares line through [s, e) (vectorised over ``s``: an index
+        array, or a slice of starts)."""
+        if isinstance(s, slice):
+            n = np.subtract(e, np.arange(s.start, s.stop, dtype=np.float64))
+            at_s = self.pre[:, s]
+        else:
+            n = np.subtract(e, s, dtype=np.float64)
+            at_s = self.pre.take(s, axis=1)
+        st, stt, sx, sxx, stx = self.pre[:, e, None] - at_s
         vt = stt - st * st / n
         cov = stx - st * sx / n
-        sse = sxx - sx * sx / n - np.where(vt > 0, cov * cov / np.where(vt > 0, vt, 1.0), 0.0)
-        return np.maximum(sse, 0.0)
+        cov *= cov
+        # cov^2 / vt where the times vary, 0 where they do not
+        explained = np.divide(cov, vt, out=np.zeros_like(cov), where=vt > 0)
+        sse = sxx - sx * sx / n
+        sse -= explained
+        return np.maximum(sse, 0.0, out=sse)
 
     def line(self, s: int, e: int) -> tuple[float, float]:
         """(intercept, slope) of the least-squares line through [s, e)."""
-        n = self.n[e] - self.n[s]
+        n = float(e - s)
         st, sx = self.t[e] - self.t[s], self.x[e] - self.x[s]
         vt = (self.tt[e] - self.tt[s]) - st * st / n
         slope = ((self.tx[e] - self.tx[s]) - st * sx / n) / vt if vt > 0 else 0.0
         return float(sx / n - slope * st / n), float(slope)
 
     def const_sse(self, s: int, e: int) -> float:
-        n = self.n[e] - self.n[s]
+        n = float(e - s)
         sx = self.x[e] - self.x[s]
         return float(max((self.xx[e] - self.xx[s]) - sx * sx / n, 0.0))
 
@@ -160,7 +175,7 @@ def regimes(sums: _Sums, t: FloatArray, k: int, sst: float) -> Split:
     a, b = sums.line(k, n)
     ends = (a + b * float(t[k]), a + b * float(t[-1]))
     after = max(ends, key=lambda v: abs(v - before))
-    sse = sums.const_sse(0, k) + float(sums.line_sse(k, n))
+    sse = sums.const_sse(0, k) + float(sums.line_sse(slice(k, k + 1), n)[0])
     explained = 1.0 - sse / sst if sst > 0.0 else 0.0
     return Split(k, before, after, explained, sse)
 
@@ -176,10 +191,11 @@ def onset_split(
     # Centre and scale time so the prefix sums stay well conditioned over a day of epochs.
     tn = (t - t[0]) / max(float(t[-1] - t[0]), 1e-9)
     x = diff - float(np.median(diff))
-    sums = _Sums(tn, x)
     sst = float(np.sum((x - x.mean()) ** 2))
     shift = float(np.median(diff))
     points = coarse_pelt(tn, x, m)
+    sums = _Sums(tn, x)
+    del x  # the prefix sums hold all that is needed of it
     every = regime_sse(sums, n, m)
     best: Split | None = None
     for i, k in enumerate(points):
@@ -212,10 +228,19 @@ def coarse_pelt(t: FloatArray, x: FloatArray, min_size: int) -> list[int]:
 
 def regime_sse(sums: _Sums, n: int, m: int) -> FloatArray:
     """SSE of the healthy-then-faulty model for every k in [m, n - m] (index k - m)."""
-    k = np.arange(m, n - m + 1)
-    sx = sums.x[k]
-    before = np.maximum(sums.xx[k] - sx * sx / k, 0.0)
-    return np.asarray(before + sums.line_sse(k, n))
+    out = np.empty(max(n - 2 * m + 1, 0))
+    for lo in range(m, n - m + 1, REGIME_CHUNK):
+        # in chunks of splits: the same numbers, a small working set instead of a few
+        # arrays of the whole series
+        k = slice(lo, min(lo + REGIME_CHUNK, n - m + 1))
+        sx = sums.x[k]
+        before = sx * sx
+        before /= np.arange(k.start, k.stop)
+        np.subtract(sums.xx[k], before, out=before)
+        np.maximum(before, 0.0, out=before)
+        before += sums.line_sse(k, n)
+        out[k.start - m:k.stop - m] = before
+    return out
 
 
 def refine(every: FloatArray, m: int, lo: int, hi: int) -> int:

@@ -100,7 +100,7 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
         window_end=end,
         unit=task.spec.unit,
         metrics={**verdict.metrics.as_dict(),
-                 **(verdict.drift.as_dict() if getattr(verdict, "drift", None) else {})},
+                 **(verdict.drift.as_dict() if verdict.drift is not None else {})},
         causes=tuple(verdict.causes),
         onset=verdict.onset,
         action=verdict.action,

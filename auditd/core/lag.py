@@ -118,8 +118,9 @@ class LagEstimate:
 UNDEFINED = LagEstimate(lag_s=math.nan, peak_corr=math.nan, corr_at_zero=math.nan)
 
 
-def ar1_coefficient(x: FloatArray) -> float:
-    """Lag-1 autocorrelation over consecutive bins both present, clipped to [0, 1].
+def prewhitening_coefficient(x: FloatArray) -> float:
+    """Lag-1 autocorrelation for prewhitening, clipped to [0, 1] (``stats.ar1_coefficient``
+    is the other one: bias-corrected and bounded, for effective sample sizes).
 
     Clipped because a negative coefficient would sharpen noise rather than remove
     persistence, and >1 would be explosive."""
@@ -323,7 +324,7 @@ def refine(curves: list[_Curve], chosen: int, interval_s: float) -> float:
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     """Lag of the device behind the reference within ±``max_lag_s``: detected at the scale
     whose peak stands highest above its noise, located at the finest scale."""
-    phi = ar1_coefficient(np.asarray(aligned.reference))
+    phi = prewhitening_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
     width = 4 * max_lag + 1
     dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)

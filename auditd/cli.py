@@ -126,6 +126,68 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
     click.echo(text)
 
 
+@main.command()
+@click.option("--scenario", "scenario_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Scenario (TOML, or JSON by suffix); default: the built-in demo fleet.")
+@click.option("--seed", type=int, help="Override the scenario's seed.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a replay file (JSON Lines) here.")
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write what was injected (JSON) here, for `evaluate`.")
+@click.option("--references-out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write reference entries for the scenario's sites the catalog lacks.")
+@click.option("--mqtt", "broker", help="Publish live to HOST:PORT instead of writing a file.")
+@click.option("--speed", type=float, default=600.0, show_default=True,
+              help="Live: simulated seconds per wall second (the fleet ends at now).")
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--references", type=click.Path(file_okay=False, path_type=Path))
+@CONFIG_OPTION
+@_errors_to_exit
+def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None,
+             truth_path: Path | None, references_out: Path | None, broker: str | None,
+             speed: float, profiles: Path | None, references: Path | None,
+             config_path: Path | None) -> None:
+    """Generate a synthetic fleet with known faults: a replay file or live MQTT, plus truth."""
+    from auditd import simulate as sim
+
+    if (out_path is None) == (broker is None):
+        raise ConfigError("-", "--out/--mqtt", "give exactly one of --out FILE or --mqtt HOST:PORT")
+    cfg, catalog = _load(config_path, profiles, references)
+    scenario = sim.load_scenario(scenario_path) if scenario_path else sim.default_scenario()
+    if seed is not None:
+        scenario = replace(scenario, seed=seed)
+    result = sim.generate(scenario, catalog)
+    if references_out is not None:
+        sim.write_references(result, references_out)
+    if out_path is not None:
+        sim.write_recording(result, out_path, truth_path)
+        click.echo(f"wrote {out_path} ({len(result.messages)} messages, "
+                   f"{len(result.truth['faults'])} faults)")
+        return
+    from auditd.simlive import publish
+
+    publish(result, broker or "", speed, truth_path, cfg)
+
+
+@main.command()
+@click.option("--truth", "truth_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--findings", "findings_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the scores as JSON here.")
+@_errors_to_exit
+def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> None:
+    """Score findings against a simulation's truth: recall, precision, onset, false alarms."""
+    from auditd import evaluate as ev
+
+    scores = ev.score(ev.load_truth(truth_path), ev.load_findings(findings_path))
+    if out_path is not None:
+        with _open_for_writing(out_path, "--out") as handle:
+            handle.write(json.dumps(scores, indent=2) + "\n")
+    click.echo(ev.render(scores))
+
+
 def _open_for_writing(path: Path, option: str) -> IO[str]:
     """Open an output before the work starts, so a bad path fails fast with exit 2."""
     try:

@@ -106,6 +106,14 @@ class Replayer:
             self._out.write(json.dumps(finding.to_json(), separators=(",", ":")) + "\n")
             self.findings[finding.status] += 1
 
+    def _source(self, path: Path) -> Iterator[RawMessage | BadLine]:
+        """A ``.csv`` file is a historian export of readings (``auditd.csvsource``)."""
+        if path.suffix.lower() == ".csv":
+            from auditd.csvsource import read_csv
+
+            return read_csv(path, prefix=self.cfg.topics.prefix, site=self.cfg.site)
+        return read_recording(path)
+
     def run(self, path: Path) -> dict[str, Any]:
         batch: list[RawMessage] = []
         pending: list[Outcome] = []
@@ -119,7 +127,7 @@ class Replayer:
                 batch.clear()
                 pending.clear()
 
-        for item in read_recording(path):
+        for item in self._source(path):
             self.lines += 1
             if isinstance(item, BadLine):
                 pending.append(_quarantine(item, path, clock, self._limits.quarantine_payload_cap))

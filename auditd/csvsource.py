@@ -1,0 +1,115 @@
+"""Readings exported from a historian as plain CSV -> the messages the live pipeline takes.
+
+Fleets keep history in historians that export rows of ``time, device, sensor, value,
+unit``; a team wants to audit that history with today's rules although it never went
+through MQTT. Each group of consecutive rows of one device at one time becomes one
+telemetry message in CONTRACT.md's form (``{"ts", "readings": {sensor: {"value", "unit"}}}``)
+on that device's telemetry topic, received at its own time, so validation, units, the
+store and the audits are exactly the replay's and the daemon's.
+
+Header (first row, case-insensitive): ``time`` (or ``ts``/``timestamp``), ``device``,
+``sensor``, ``value``, and optionally ``unit`` (empty: the profile's unit) and ``site``
+(default: the configuration's ``site``). An empty value or ``null``/``nan`` is an outage
+(``value: null``). A row that is not a reading (wrong column count, bad time) is
+quarantined as ``recording_invalid`` with its line number, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from auditd.errors import RecordingError
+from auditd.model import RawMessage
+from auditd.replay import BadLine
+from auditd.validate import parse_timestamp
+
+TIME_NAMES = ("time", "ts", "timestamp")
+NULLS = frozenset({"", "null", "nan", "none", "na"})
+
+
+def _columns(header: list[str], path: Path) -> dict[str, int]:
+    names = [h.strip().lower() for h in header]
+    out = {}
+    for want, aliases in (("time", TIME_NAMES), ("device", ("device",)),
+                          ("sensor", ("sensor",)), ("value", ("value",))):
+        found = next((names.index(a) for a in aliases if a in names), None)
+        if found is None:
+            raise RecordingError(f"{path}: CSV header has no {want!r} column "
+                                 f"(found: {', '.join(names) or 'nothing'})")
+        out[want] = found
+    for optional in ("unit", "site"):
+        if optional in names:
+            out[optional] = names.index(optional)
+    return out
+
+
+def _value(text: str) -> float | str | None:
+    if text.strip().lower() in NULLS:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_csv(path: Path, *, prefix: str, site: str) -> Iterator[RawMessage | BadLine]:
+    """The CSV's readings as telemetry messages, in file order."""
+    try:
+        handle = path.open(encoding="utf-8", errors="replace", newline="")
+    except OSError as exc:
+        raise RecordingError(f"{path}: {exc.strerror or exc}") from exc
+    with handle:
+        rows = csv.reader(handle)
+        try:
+            header = next(rows)
+        except StopIteration:
+            return
+        cols = _columns(header, path)
+        width = max(cols.values()) + 1
+        group: tuple[str, str, str] | None = None
+        readings: dict[str, Any] = {}
+        when = 0.0
+        for row in rows:
+            line_no = rows.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < width:
+                yield BadLine(line_no, f"{len(row)} columns, expected {width}", ",".join(row), None)
+                continue
+            try:
+                ts = parse_timestamp(_number_or_text(row[cols["time"]]))
+            except ValueError as exc:
+                yield BadLine(line_no, f"time: {exc}", ",".join(row), None)
+                continue
+            device = row[cols["device"]].strip()
+            where = row[cols["site"]].strip() if "site" in cols else site
+            key = (where, device, row[cols["time"]].strip())
+            if group is not None and key != group:
+                yield _message(prefix, group, readings, when)
+                readings = {}
+            group, when = key, ts
+            unit = row[cols["unit"]].strip() if "unit" in cols else ""
+            value = _value(row[cols["value"]])
+            readings[row[cols["sensor"]].strip()] = (
+                {"value": value, "unit": unit} if unit else value)
+        if group is not None:
+            yield _message(prefix, group, readings, when)
+
+
+def _number_or_text(text: str) -> str | float:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _message(prefix: str, group: tuple[str, str, str], readings: dict[str, Any],
+             ts: float) -> RawMessage:
+    site, device, _ = group
+    payload = json.dumps({"ts": ts, "readings": readings}, separators=(",", ":"))
+    return RawMessage(f"{prefix}/{site}/{device}/telemetry", payload.encode(), ts)

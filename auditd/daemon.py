@@ -17,7 +17,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from auditd import logs, sdnotify
+from auditd import health, logs, sdnotify
 from auditd.audit import Auditor
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
@@ -48,6 +48,9 @@ class Daemon:
         self.clock = clock
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._writer_beat = health.Heartbeat()
+        self._publisher_beat = health.Heartbeat()
+        self._withheld: list[health.Stale] = []
 
     # ------------------------------------------------------------------ signals
 
@@ -114,8 +117,10 @@ class Daemon:
             self.link.deliveries, self.ingestor, self.link.ack,
             batch_max=min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
             batch_max_wait_s=cfg.ingest.batch_max_wait_s,
+            on_progress=self._writer_beat.beat,
         )
-        self.publisher = OutboxPublisher(self.store, self.link)
+        self.publisher = OutboxPublisher(self.store, self.link,
+                                         on_progress=self._publisher_beat.beat)
         self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
                                window_override_s=cfg.audit.window_s)
         self.scheduler = BackgroundScheduler(timezone=UTC)
@@ -128,13 +133,37 @@ class Daemon:
                                max_instances=1, coalesce=True, id="retention")
 
     def _healthy(self) -> bool:
-        """Alive threads, not merely a connected socket: paho's thread can die silently."""
-        network = getattr(self.link.client, "_thread", None)
-        return (self.writer.is_alive() and self.publisher.is_alive()
-                and network is not None and network.is_alive())
+        """Loops that turn, not merely threads that exist: a blocked thread is still alive.
 
-    def run(self) -> int:
-        self._install_signals()
+        The network's heartbeat is paho's thread while connected and the reconnecting
+        supervisor otherwise, so a broker outage (the broker's problem, which a restart
+        would not fix) keeps the watchdog fed while a stalled network thread does not.
+        """
+        problems = health.stale(
+            {"writer": self._writer_beat.age(), "publisher": self._publisher_beat.age(),
+             "network": self.link.heartbeat.age()},
+            {"writer": health.WRITER_LIMIT_S, "publisher": health.PUBLISHER_LIMIT_S,
+             "network": health.network_limit_s(self.cfg.broker.keepalive)})
+        dead = [name for name, thread in (("writer", self.writer),
+                                          ("publisher", self.publisher),
+                                          ("network", self.link.network_thread))
+                if thread is not None and not thread.is_alive()
+                and not (name == "network" and not self.link.connected)]
+        problems += [health.Stale(name, -1.0, 0.0) for name in dead]
+        if problems != self._withheld:
+            if problems:
+                log.error("watchdog_withheld", loops=[
+                    {"loop": p.name, "age_s": p.age_s, "limit_s": p.limit_s} for p in problems])
+            else:
+                log.info("watchdog_resumed")
+            self._withheld = problems
+        return not problems
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); ``install_signals=False`` lets
+        a test drive it from a thread that is not the main one."""
+        if install_signals:
+            self._install_signals()
         self._build()
         log.info("starting", site=self.cfg.site, gateway=self.cfg.gateway,
                  store=str(self.cfg.store.path), broker=f"{self.cfg.broker.host}:"

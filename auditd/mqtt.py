@@ -12,10 +12,16 @@ last will. What matters for "no reading lost":
   store's idempotent keys absorb the repeat.
 * ``on_message`` never raises: an exception there ends paho's network thread while
   ``is_connected()`` still answers True. It only appends to a queue.
+* Reconnects are ours, not paho's: paho's own loop doubles its delay without jitter (a
+  fleet of gateways would reconnect in lockstep after a broker restart) and swallows the
+  reason a connection failed (a wrong CA would look like an unreachable host). A
+  supervisor thread connects, logs the exact error, waits a jittered backoff and starts
+  paho's network thread for one connection at a time (``reconnect_on_failure=False``).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import ssl
@@ -34,6 +40,7 @@ from paho.mqtt.properties import Properties
 from auditd import logs
 from auditd.config import BrokerConfig
 from auditd.errors import ConfigError
+from auditd.health import Heartbeat
 from auditd.model import RawMessage
 
 log = logs.get("auditd.mqtt")
@@ -59,6 +66,8 @@ class LinkStats:
     acks_skipped: int = 0
     published: int = 0
     puback: int = 0
+    connect_failures: int = 0
+    topics_not_utf8: int = 0
     last_error: str = ""
 
 
@@ -71,6 +80,29 @@ def _read_password(cfg: BrokerConfig) -> str | None:
         raise ConfigError(str(cfg.password_file), "broker.password_file", str(exc)) from exc
 
 
+class _PahoProgress(logging.Logger):
+    """paho's logger: every line its network thread logs (a packet in or out, a PINGREQ at
+    least every keepalive) proves that thread is turning; its warnings reach our log.
+
+    ``Logger.log`` is called with the format and arguments unformatted, so a line that
+    is only a heartbeat costs one call, not a string.
+    """
+
+    def __init__(self, link: MqttLink) -> None:
+        super().__init__("paho", logging.DEBUG)
+        self._link = link
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if threading.current_thread() is self._link.network_thread:
+            self._link.heartbeat.beat()
+        if level >= logging.WARNING:
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = str(msg)
+            log.warning("paho", message=text)
+
+
 class MqttLink:
     """Owns the paho client; the writer and the publisher talk to the broker through it."""
 
@@ -81,6 +113,7 @@ class MqttLink:
         subscriptions: Sequence[str],
         status_topic: str,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self._cfg = cfg
         self._subscriptions = subscriptions
@@ -95,6 +128,19 @@ class MqttLink:
         self._puback_handlers: dict[int, Callable[[bool], None]] = {}
         self._early_pubacks: dict[int, bool] = {}
         self._lock = threading.Lock()
+        self._life = threading.Lock()
+        self._stopping = threading.Event()
+        self._lost = threading.Event()
+        self._delay = reconnect_delays(cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
+        self._supervisor: threading.Thread | None = None
+        self._connack_ok = False
+        self.network_thread: threading.Thread | None = None
+        """paho's thread for the current connection (recorded by ``on_connect``)."""
+        self.heartbeat = Heartbeat()
+        """Turns of paho's network thread, or of the supervisor while there is no connection."""
+        self.send_quota = 65535
+        """The broker's Receive Maximum from CONNACK: QoS 1 publishes it takes unacknowledged
+        (the status message included)."""
         self.client = self._build_client()
 
     # ------------------------------------------------------------------ set-up
@@ -112,8 +158,9 @@ class MqttLink:
             clean_session=None if self.is_v5 else False,
             protocol=protocol,
             manual_ack=True,
+            reconnect_on_failure=False,
         )
-        client.reconnect_delay_set(int(cfg.reconnect_min_s), int(cfg.reconnect_max_s))
+        client.enable_logger(_PahoProgress(self))
         client.max_inflight_messages_set(max(1, cfg.receive_maximum))
         client.max_queued_messages_set(0)
         if cfg.tls is not None:
@@ -151,7 +198,7 @@ class MqttLink:
         return props
 
     def start(self) -> None:
-        """Connect asynchronously and start paho's network thread; reconnects are paho's."""
+        """Start the supervisor, which connects (and reconnects) in the background."""
         kwargs: dict[str, Any] = {
             "host": self._cfg.host,
             "port": self._cfg.port,
@@ -160,33 +207,96 @@ class MqttLink:
         if self.is_v5:
             kwargs["clean_start"] = False
             kwargs["properties"] = self._connect_properties()
-        self.client.connect_async(**kwargs)
-        self.client.loop_start()
+        self.client.connect_async(**kwargs)  # stores the parameters; no network yet
+        self._supervisor = threading.Thread(target=self._supervise,
+                                            name="sensor-auditd-mqtt-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """Connect, run paho's loop for that one connection, back off with jitter, repeat."""
+        attempt = 0
+        while not self._stopping.is_set():
+            self.heartbeat.beat()
+            try:
+                with self._life:
+                    if self._stopping.is_set():
+                        return
+                    self._lost.clear()
+                    self.client.reconnect()
+                    self.client.loop_start()
+            except (OSError, ValueError) as exc:
+                wait = self._delay(attempt)
+                attempt += 1
+                self._connect_failed(exc, attempt, wait)
+                self._pause(wait)
+                continue
+            while not self._stopping.is_set() and not self._lost.wait(0.5):
+                pass
+            if self._stopping.is_set():
+                return
+            with self._life:
+                self.client.loop_stop()
+            if self._connack_ok:  # a connection that got its CONNACK resets the backoff
+                self._connack_ok = False
+                attempt = 0
+            wait = self._delay(attempt)
+            attempt += 1
+            log.info("broker_reconnect_scheduled", retry_in_s=round(wait, 2), attempt=attempt)
+            self._pause(wait)
+
+    def _connect_failed(self, exc: BaseException, attempt: int, wait: float) -> None:
+        self.stats.connect_failures += 1
+        reason = describe_connect_error(exc)
+        self.stats.last_error = reason
+        (log.error if isinstance(exc, ssl.SSLError) else log.warning)(
+            "broker_connect_failed", host=self._cfg.host, port=self._cfg.port, error=reason,
+            attempt=attempt, retry_in_s=round(wait, 2))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait out a backoff, beating: a supervisor waiting on purpose is making progress."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            self.heartbeat.beat()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.wait(min(left, 1.0)):
+                break
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (retained), wait for its PUBACK, then disconnect."""
+        self._stopping.set()
         if self._connected.is_set():
             done = threading.Event()
             info = self.client.publish(self._status_topic, b"offline", qos=1, retain=True)
             self._track(info.mid, lambda ok: done.set())
             done.wait(timeout)
-        self.client.disconnect()
-        self.client.loop_stop()
+        with self._life:
+            self.client.disconnect()
+            self.client.loop_stop()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
 
     # ------------------------------------------------------------------ callbacks
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
+        self.network_thread = threading.current_thread()
+        self.heartbeat.beat()
         if rc.is_failure:
             self.stats.last_error = f"connect refused: {rc}"
             log.error("broker_refused", reason=str(rc), host=self._cfg.host, port=self._cfg.port)
             return
+        self._connack_ok = True
+        quota = getattr(props, "ReceiveMaximum", None) if self.is_v5 else None
+        # paho ignores the broker's Receive Maximum (and cannot change its window while
+        # connected), so the publisher keeps within it; more is a protocol error.
+        self.send_quota = int(quota) if quota else 65535
         with self._lock:
             self._generation += 1
             self.stats.connects += 1
         self._connected.set()
         log.info("broker_connected", host=self._cfg.host, port=self._cfg.port,
-                 session_present=bool(getattr(flags, "session_present", False)))
+                 session_present=bool(getattr(flags, "session_present", False)),
+                 receive_maximum=self.send_quota)
         _, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._pending_sub_mid = mid
         info = client.publish(self._status_topic, b"online", qos=1, retain=True)
@@ -198,8 +308,11 @@ class MqttLink:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        self.stats.disconnects += 1
+        if was_connected:
+            self.stats.disconnects += 1
+        self._lost.set()
         (log.warning if rc.is_failure else log.info)("broker_disconnected", reason=str(rc))
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any,
@@ -217,11 +330,25 @@ class MqttLink:
         try:
             self.stats.received += 1
             self.deliveries.put(
-                Delivery(RawMessage(msg.topic, bytes(msg.payload), self._clock()), msg.mid, msg.qos,
-                         self._generation)
+                Delivery(RawMessage(self._topic_of(msg), bytes(msg.payload), self._clock()),
+                         msg.mid, msg.qos, self._generation)
             )
         except Exception as exc:
             log.error("on_message_failed", error=repr(exc))
+
+    def _topic_of(self, msg: paho.MQTTMessage) -> str:
+        """The topic as text; invalid UTF-8 (which MQTT forbids) keeps its bytes as lone
+        surrogates, which no topic level can match, so the validator quarantines it as
+        ``topic_invalid`` (escaped for storage) and the writer acknowledges it. Refusing
+        to queue it instead would hold its slot of the receive window until a reconnect
+        and have the broker redeliver it for ever."""
+        try:
+            return msg.topic
+        except UnicodeDecodeError:
+            self.stats.topics_not_utf8 += 1
+            raw = bytes(getattr(msg, "_topic", b""))
+            log.warning("topic_not_utf8", topic=raw[:200].decode("utf-8", "backslashreplace"))
+            return raw.decode("utf-8", "surrogateescape")
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any,
                     props: Any = None) -> None:
@@ -294,6 +421,33 @@ class MqttLink:
             self._track(info.mid, on_puback)
         self.stats.published += 1
         return True
+
+
+def reconnect_delays(first: float, cap: float,
+                     rng: random.Random | None = None) -> Callable[[int], float]:
+    """Exponential backoff with "equal jitter": attempt n waits between half and all of
+    min(cap, first * 2**n). Never zero, so a refused connection is not retried in a tight
+    loop; never in step, so gateways restarted together do not reconnect together."""
+    draw = rng or random.Random()
+
+    def delay(attempt: int) -> float:
+        ceiling = min(cap, first * (2 ** min(max(attempt, 0), 30)))
+        return ceiling / 2 + draw.uniform(0, ceiling / 2)
+
+    return delay
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """One line an operator can act on: the TLS verdict, refused, unreachable, timeout."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on this port?)"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def backoff_delays(first: float, cap: float) -> Callable[[int], float]:

@@ -95,8 +95,11 @@ class OutboxPublisher(threading.Thread):
         self._settle()
         if not self._link.connected:
             return 0
+        # The broker's Receive Maximum (CONNACK) bounds what it accepts unacknowledged; one
+        # of it stays free for the link's own status message.
+        window = max(1, min(self._max_in_flight, self._link.send_quota - 1))
         with self._lock:
-            room = self._max_in_flight - len(self._in_flight)
+            room = window - len(self._in_flight)
             busy = set(self._in_flight)
         if room <= 0:
             return 0

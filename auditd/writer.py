@@ -42,6 +42,7 @@ class BatchWriter(threading.Thread):
         batch_max: int,
         batch_max_wait_s: float,
         on_commit: Callable[[], None] = lambda: None,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="sensor-auditd-writer", daemon=True)
         self._deliveries = deliveries
@@ -50,6 +51,7 @@ class BatchWriter(threading.Thread):
         self._batch_max = max(1, batch_max)
         self._wait_s = batch_max_wait_s
         self._on_commit = on_commit
+        self._on_progress = on_progress
         self._stop_requested = threading.Event()
         self._idle = threading.Event()
         self._retry_delay = backoff_delays(0.2, 10.0)
@@ -61,6 +63,7 @@ class BatchWriter(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_requested.is_set():
+            self._on_progress()
             batch = self._take()
             if batch:
                 self._commit(batch)
@@ -100,9 +103,11 @@ class BatchWriter(threading.Thread):
                 self.stats.store_failures += 1
                 log.error("store_write_failed", error=str(exc), kind=type(exc).__name__,
                           batch=len(batch), attempt=attempt, acknowledged=False)
+                self._on_progress()  # retrying on purpose: a restart would not free the disk
                 if self._stop_requested.wait(self._retry_delay(attempt)):
                     log.warning("stopping_with_uncommitted_batch", batch=len(batch))
                     return
+                self._on_progress()
                 attempt += 1
         self._ack(batch)
         self.stats.batches += 1

@@ -28,7 +28,8 @@ def write_config(path: Path, *, port: int, store: Path, site: str = "north",
                  gateway: str = "gw-test", audit_interval: str = "1h",
                  first_run_delay: str = "1h", profiles: Path | None = None,
                  references: Path | None = None, client_id: str | None = None,
-                 protocol: str = "5", extra: str = "") -> Path:
+                 protocol: str = "5", extra: str = "", keepalive: int = 10,
+                 broker_extra: str = "") -> Path:
     client = client_id or f"sensor-auditd-{gateway}"
     path.write_text(f"""
 site = "{site}"
@@ -41,9 +42,10 @@ host = "127.0.0.1"
 port = {port}
 client_id = "{client}"
 protocol = "{protocol}"
-keepalive = 10
+keepalive = {keepalive}
 reconnect_min_s = 1
 reconnect_max_s = 2
+{broker_extra}
 
 [store]
 path = "{store}"

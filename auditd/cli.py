@@ -89,6 +89,31 @@ def run(config_path: Path | None) -> None:
 
 
 @main.command()
+@CONFIG_OPTION
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The daemon's database (default: the config's store.path).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@_errors_to_exit
+def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
+    """The daemon's state at a glance, read (read-only) from its store."""
+    import time
+
+    from auditd import status as view
+    from auditd.config import default_config, load_daemon_config
+    from auditd.store import Store
+
+    cfg = load_daemon_config(config_path) if config_path else default_config()
+    path = store_path or cfg.store.path
+    if not path.is_file():
+        raise ConfigError(str(path), "--store" if store_path else "store.path",
+                          "no database here (has the daemon run with this configuration?)")
+    with Store(path, read_only=True) as store:
+        report = view.gather(store)
+    click.echo(json.dumps(view.as_json(report), indent=2) if as_json
+               else view.render(report, time.time()))
+
+
+@main.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--profiles", type=click.Path(file_okay=False, path_type=Path),
               help="Directory of device profiles (default: the config's).")

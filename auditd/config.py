@@ -41,6 +41,7 @@ __all__ = [
     "DAEMON_KEYS",
     "INGEST_KEYS",
     "LOG_KEYS",
+    "METRICS_KEYS",
     "PROFILE_KEYS",
     "REFERENCE_KEYS",
     "SENSOR_KEYS",
@@ -53,6 +54,7 @@ __all__ = [
     "DaemonConfig",
     "IngestConfig",
     "LogConfig",
+    "MetricsConfig",
     "StoreConfig",
     "TlsConfig",
     "TopicsConfig",
@@ -642,7 +644,7 @@ def _toml_files(directory: str | Path, what: str) -> Iterator[Path]:
 # --------------------------------------------------------------------------- daemon config
 
 DAEMON_KEYS = ("site", "gateway", "profiles_dir", "references_dir", "broker", "ingest",
-               "audit", "store", "topics", "log", "models")
+               "audit", "store", "topics", "log", "models", "metrics")
 BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_expiry",
                "username", "password_file", "reconnect_min_s", "reconnect_max_s",
                "receive_maximum", "tls")
@@ -654,6 +656,7 @@ STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_day
               "retention_interval")
 TOPICS_KEYS = ("prefix",)
 LOG_KEYS = ("level", "format")
+METRICS_KEYS = ("enabled", "bind", "port")
 
 MQTT_MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
 """MQTT 5's Session Expiry Interval is a four-byte integer of seconds."""
@@ -781,6 +784,16 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint: off unless asked for, and on loopback unless told otherwise
+    (it needs no secret to read, so exposing it is a deliberate choice)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """Everything ``sensor-auditd run`` needs; defaults run on a laptop against localhost."""
 
@@ -792,6 +805,7 @@ class DaemonConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     profiles_dir: Path = Path("device_profiles")
     references_dir: Path = Path("references")
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -839,6 +853,7 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
         topics=TopicsConfig(prefix=top.table("topics", TOPICS_KEYS).get(
             "prefix", _topic_prefix, "fleet")),
         log=_log(top.table("log", LOG_KEYS)),
+        metrics=_metrics(top.table("metrics", METRICS_KEYS)),
         profiles_dir=top.get("profiles_dir", _path(base), base / "device_profiles"),
         references_dir=top.get("references_dir", _path(base), base / "references"),
         models=top.get("models", _models, MappingProxyType({})),
@@ -938,6 +953,14 @@ def _log(table: _Table) -> LogConfig:
         level=cast(LogLevel, table.get(
             "level", _choice("debug", "info", "warning", "error", "critical"), "info")),
         format=cast(LogFormat, table.get("format", _choice("auto", "json", "console"), "auto")),
+    )
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    return MetricsConfig(
+        enabled=table.get("enabled", _boolean, False),
+        bind=table.get("bind", _host, "127.0.0.1"),
+        port=table.get("port", _integer(1, 65535), 9464),
     )
 
 

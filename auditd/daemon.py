@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -21,7 +22,7 @@ from auditd import health, logs, sdnotify
 from auditd.audit import Auditor
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
-from auditd.errors import AuditdError
+from auditd.errors import AuditdError, ConfigError
 from auditd.ingest import Ingestor
 from auditd.mqtt import MqttLink
 from auditd.publisher import OutboxPublisher
@@ -51,6 +52,11 @@ class Daemon:
         self._writer_beat = health.Heartbeat()
         self._publisher_beat = health.Heartbeat()
         self._withheld: list[health.Stale] = []
+        self.metrics: Any = None
+        """``auditd.metrics.Metrics`` when ``[metrics] enabled``; imported only then."""
+        self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {}}
+        self._store_view_at = 0.0
+        self._persisted: dict[str, int] = {}
 
     # ------------------------------------------------------------------ signals
 
@@ -74,6 +80,9 @@ class Daemon:
             log.error("audit_failed", error=repr(exc))
             return
         self.publisher.wake()
+        if self.metrics is not None:
+            self.metrics.audit_seconds.observe(run.duration_s)
+            self.metrics.last_audit.set(time.time())
         report = run.report
         log.info("audit_done", streams=len(run.findings), fail=report.get("fail", 0),
                  insufficient_data=report.get("insufficient_data", 0),
@@ -118,11 +127,14 @@ class Daemon:
             batch_max=min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
             batch_max_wait_s=cfg.ingest.batch_max_wait_s,
             on_progress=self._writer_beat.beat,
+            on_commit=self._on_commit,
         )
         self.publisher = OutboxPublisher(self.store, self.link,
                                          on_progress=self._publisher_beat.beat)
         self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
                                window_override_s=cfg.audit.window_s)
+        if cfg.metrics.enabled:
+            self._start_metrics()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         first = datetime.now(UTC) + timedelta(seconds=cfg.audit.first_run_delay_s)
         self.scheduler.add_job(self._audit_job, IntervalTrigger(seconds=cfg.audit.interval_s),
@@ -131,6 +143,70 @@ class Daemon:
         self.scheduler.add_job(self._retention_job,
                                IntervalTrigger(seconds=cfg.store.retention_interval_s),
                                max_instances=1, coalesce=True, id="retention")
+
+    # ------------------------------------------------------------------ health, metrics
+
+    def _start_metrics(self) -> None:
+        from auditd.metrics import Metrics
+
+        self.metrics = Metrics(self._snapshot)
+        try:
+            self.metrics.serve(self.cfg.metrics.bind, self.cfg.metrics.port)
+        except OSError as exc:
+            raise ConfigError(self.cfg.source or "<default config>", "metrics.port",
+                              f"cannot listen on {self.cfg.metrics.bind}:"
+                              f"{self.cfg.metrics.port}: {exc.strerror or exc}") from exc
+        log.info("metrics_listening", bind=self.cfg.metrics.bind, port=self.metrics.port)
+
+    def _on_commit(self) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_seconds.observe(self.writer.stats.last_batch_s)
+
+    def _snapshot(self) -> Any:
+        """For a scrape: live counters plus the store's figures as of the last refresh (the
+        scrape's thread never opens a database connection of its own)."""
+        from auditd.metrics import Snapshot
+
+        totals, link, view = self.ingestor.totals, self.link.stats, self._store_view
+        depth, oldest = view["outbox"]
+        return Snapshot(
+            messages_received=link.received, messages_committed=totals.messages,
+            readings_accepted=totals.readings_accepted,
+            readings_duplicate=totals.readings_duplicate, rejected=dict(totals.rejected),
+            store_write_failures=self.writer.stats.store_failures,
+            broker_connected=self.link.connected, broker_connects=link.connects,
+            broker_disconnects=link.disconnects,
+            broker_connect_failures=link.connect_failures, outbox_depth=depth,
+            outbox_oldest_age_s=None if oldest is None else max(0.0, self.clock() - oldest),
+            streams=view["streams"], verdicts=view["verdicts"], healthy=not self._withheld)
+
+    def _refresh_store_view(self) -> None:
+        """Every few seconds on the main thread: what metrics read from the store."""
+        if self.metrics is None or time.monotonic() - self._store_view_at < 5.0:
+            return
+        self._store_view_at = time.monotonic()
+        try:
+            self._store_view = {"outbox": self.store.outbox_depth(),
+                                "streams": len(self.store.streams()),
+                                "verdicts": self.store.verdict_counts()}
+        except AuditdError as exc:
+            log.warning("metrics_store_read_failed", error=str(exc))
+
+    def _persist_counters(self) -> None:
+        """Connection and store-failure totals into the store's counters, for ``status``.
+        A full disk refuses this too; the difference is kept and written later."""
+        now = {"broker_connects": self.link.stats.connects,
+               "broker_disconnects": self.link.stats.disconnects,
+               "broker_connect_failures": self.link.stats.connect_failures,
+               "store_write_failures": self.writer.stats.store_failures}
+        deltas = {k: v - self._persisted.get(k, 0) for k, v in now.items()}
+        if not any(deltas.values()):
+            return
+        try:
+            self.store.incr_counters(**deltas)
+        except AuditdError:
+            return
+        self._persisted = now
 
     def _healthy(self) -> bool:
         """Loops that turn, not merely threads that exist: a blocked thread is still alive.
@@ -183,8 +259,11 @@ class Daemon:
                     log.info("ready")
                 if self._reload.is_set():
                     self._reload_catalog()
-                if watchdog and self._healthy():
+                healthy = self._healthy()
+                if watchdog and healthy:
                     sdnotify.notify("WATCHDOG=1")
+                self._persist_counters()
+                self._refresh_store_view()
         finally:
             self._shutdown()
         return 0
@@ -198,5 +277,8 @@ class Daemon:
         self.publisher.stop()
         self.publisher.join(timeout=5)
         self.link.stop()
+        self._persist_counters()
+        if self.metrics is not None:
+            self.metrics.close()
         self.store.close()
         log.info("stopped", **self.ingestor.totals_dict())

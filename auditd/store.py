@@ -376,8 +376,12 @@ class Store:
         *,
         synchronous: str = "full",
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         """Open (creating and migrating as needed) the database at ``path``.
+
+        ``read_only`` opens an existing file for looking only (``sensor-auditd status``):
+        nothing is created or migrated, and every write fails with :class:`StoreError`.
 
         ``clock`` stamps findings and outbox rows when :meth:`save_findings` is given no
         ``now``; a replay can pass its simulated clock so that a recording produces the
@@ -395,10 +399,18 @@ class Store:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._stream_ids: dict[tuple[str, str, str], int] = {}
-        _ensure_state_dir(self._path.parent)
+        self._read_only = read_only
+        if read_only:
+            if not self._path.is_file():
+                raise StoreError(f"{self._path}: no database here")
+        else:
+            _ensure_state_dir(self._path.parent)
         self._writer = self._open_writer()
         try:
-            self._migrate()
+            if read_only:
+                self._check_version()
+            else:
+                self._migrate()
             self._load_stream_ids()
         except BaseException:
             self._writer.close()
@@ -440,6 +452,11 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the store issues BEGIN/COMMIT itself, so Python's sqlite3
         # never opens or commits a transaction behind its back.
+        if self._read_only:
+            return sqlite3.connect(
+                f"{self._path.absolute().as_uri()}?mode=ro", uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                isolation_level=None)
         return sqlite3.connect(
             self._path,
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -452,6 +469,8 @@ class Store:
             conn = self._connect()
         except sqlite3.Error as exc:
             raise StoreError(f"{self._path}: cannot open the database: {_describe(exc)}") from exc
+        if self._read_only:
+            return conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -532,6 +551,17 @@ class Store:
     def schema_version(self) -> int:
         with self._read("schema_version") as conn:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self) -> None:
+        """A read-only look needs the schema this code knows; it cannot migrate."""
+        try:
+            current = int(self._writer.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: cannot read the schema version (is it an SQLite "
+                             f"file?): {_describe(exc)}") from exc
+        if current != len(MIGRATIONS):
+            raise StoreError(f"{self._path}: schema version {current}, this sensor-auditd "
+                             f"reads {len(MIGRATIONS)}; run the daemon of the same version")
 
     def _migrate(self) -> None:
         """Bring the file to :data:`SCHEMA_VERSION`, one transaction per migration.
@@ -1026,6 +1056,27 @@ class Store:
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                 (error, id),
             )
+
+    def verdict_counts(self) -> dict[tuple[str, str, str], int]:
+        """Current verdicts counted by (kind, status, severity): streams by status and what
+        is failing at which severity, one row per stream however long the history."""
+        with self._read("verdict_counts") as conn:
+            rows = conn.execute(
+                "SELECT f.kind, f.status, f.severity, count(*) FROM findings_latest AS l "
+                "JOIN findings AS f ON f.id = l.finding_id GROUP BY 1, 2, 3").fetchall()
+        return {(kind, status, severity): int(n) for kind, status, severity, n in rows}
+
+    def last_finding_at(self) -> float | None:
+        """When the latest finding was saved: the last audit that produced one."""
+        with self._read("last_finding_at") as conn:
+            row = conn.execute("SELECT max(created_at) FROM findings").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def last_reading_at(self) -> float | None:
+        """The newest reading's timestamp over every stream (kept by the insert trigger)."""
+        with self._read("last_reading_at") as conn:
+            row = conn.execute("SELECT max(last_ts_ms) FROM streams").fetchone()
+        return _ms_or_none(row[0])
 
     def outbox_depth(self) -> tuple[int, float | None]:
         """(pending messages, created_at of the oldest) — for health checks and metrics."""

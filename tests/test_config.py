@@ -189,7 +189,7 @@ def test_example_config_documents_every_key() -> None:
     tables = {
         "": config.DAEMON_KEYS, "broker": config.BROKER_KEYS, "broker.tls": config.TLS_KEYS,
         "ingest": config.INGEST_KEYS, "audit": config.AUDIT_KEYS, "store": config.STORE_KEYS,
-        "topics": config.TOPICS_KEYS, "log": config.LOG_KEYS,
+        "topics": config.TOPICS_KEYS, "log": config.LOG_KEYS, "metrics": config.METRICS_KEYS,
     }
     for table, keys in tables.items():
         if table:

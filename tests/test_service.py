@@ -259,3 +259,38 @@ def test_a_broker_outage_keeps_the_watchdog_fed(
         daemon.request_stop()
         runner.join(60)
     assert not runner.is_alive()
+
+
+# --------------------------------------------------------------------------- receive maximum
+
+
+def test_outbox_keeps_within_the_brokers_receive_maximum(tmp_path: Path) -> None:
+    from brokers import Mosquitto
+
+    from auditd.publisher import OutboxPublisher
+    from auditd.store import OutboxMessage
+
+    broker = Mosquitto(tmp_path / "broker", extra_config="max_inflight_messages 3\n").start()
+    cfg = load_daemon_config(write_config(tmp_path / "c.toml", port=broker.port,
+                                          store=tmp_path / "s.db"))
+    link = MqttLink(cfg.broker, subscriptions=["fleet/north/+/telemetry"],
+                    status_topic="fleet/north/audit/gw-test/status")
+    try:
+        with Store(tmp_path / "s.db") as store:
+            store.save_findings([], [OutboxMessage(f"fleet/north/audit/gw-test/t{i}", b"{}")
+                                     for i in range(10)])
+            publisher = OutboxPublisher(store, link)
+            link.start()
+            assert link.wait_connected(20)
+            assert link.send_quota == 3  # mosquitto announces max_inflight_messages
+            # One place stays free for the link's own status message.
+            assert publisher.drain_once() == 2
+            deadline = time.monotonic() + 20
+            while store.outbox_depth()[0]:
+                assert time.monotonic() < deadline, "outbox did not drain"
+                publisher.drain_once()
+                time.sleep(0.02)
+            assert publisher.delivered == 10
+    finally:
+        link.stop()
+        broker.stop()

@@ -1,0 +1,145 @@
+"""The Prometheus endpoint (prometheus-client), off unless ``[metrics] enabled = true``.
+
+Counters and gauges are read from the daemon's live objects when Prometheus scrapes (a
+custom collector), so the hot path pays nothing for them; only the two durations are
+observed as they happen. The registry is our own, not prometheus-client's global one, so
+two daemons in one test process cannot mix their numbers, and the library's process
+metrics are left out (node_exporter and systemd already report those on a gateway).
+
+prometheus-client is imported here only, and this module only when metrics are enabled.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from auditd.status import alerts_open, streams_by_status
+
+PREFIX = "sensor_auditd"
+
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""A write batch: a millisecond on an idle SSD, seconds on a busy SD card or a lock."""
+AUDIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+"""An audit run: well under a second for a few streams, minutes for a large site."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the daemon knows right now, gathered at scrape time."""
+
+    messages_received: int
+    messages_committed: int
+    readings_accepted: int
+    readings_duplicate: int
+    rejected: Mapping[str, int]
+    store_write_failures: int
+    broker_connected: bool
+    broker_connects: int
+    broker_disconnects: int
+    broker_connect_failures: int
+    outbox_depth: int
+    outbox_oldest_age_s: float | None
+    streams: int
+    verdicts: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    """(kind, status, severity) -> current verdicts, from the store."""
+    healthy: bool = True
+
+
+def families(snap: Snapshot) -> list[Metric]:
+    """The scrape-time metrics of one snapshot (pure: a snapshot in, families out)."""
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+    def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+    rejected = CounterMetricFamily(f"{PREFIX}_rejected", "Messages or readings quarantined, "
+                                   "by reason.", labels=["reason"])
+    for reason, n in sorted(snap.rejected.items()):
+        rejected.add_metric([reason], n)
+    by_status = GaugeMetricFamily(f"{PREFIX}_streams_by_status", "Streams by their current "
+                                  "calibration verdict.", labels=["status"])
+    for status, n in streams_by_status(snap.verdicts).items():
+        by_status.add_metric([status], n)
+    alerts = GaugeMetricFamily(f"{PREFIX}_alerts_open", "Streams whose current verdict "
+                               "fails, by severity.", labels=["severity"])
+    for severity, n in alerts_open(snap.verdicts).items():
+        alerts.add_metric([severity], n)
+    out: list[Metric] = [
+        counter("messages_received", "MQTT messages delivered by the broker.",
+                snap.messages_received),
+        counter("messages_committed", "Messages validated and committed to the store.",
+                snap.messages_committed),
+        counter("readings_accepted", "Readings accepted into the store (redeliveries "
+                "included).", snap.readings_accepted),
+        counter("readings_duplicate", "Accepted readings that were already stored "
+                "(broker redeliveries).", snap.readings_duplicate),
+        rejected,
+        counter("store_write_failures", "Failed write transactions (disk full, database "
+                "locked); their messages were not acknowledged.", snap.store_write_failures),
+        gauge("broker_connected", "1 while connected to the broker.", int(snap.broker_connected)),
+        counter("broker_connects", "Connections the broker accepted.", snap.broker_connects),
+        counter("broker_disconnects", "Connections lost or closed.", snap.broker_disconnects),
+        counter("broker_connect_failures", "Connection attempts that failed (unreachable, "
+                "TLS, refused).", snap.broker_connect_failures),
+        gauge("outbox_depth", "Findings and reports waiting to be published.",
+              snap.outbox_depth),
+        gauge("outbox_oldest_age_seconds", "Age of the oldest waiting outbox message.",
+              snap.outbox_oldest_age_s or 0.0),
+        gauge("streams", "Streams in the store.", snap.streams),
+        by_status,
+        alerts,
+        gauge("healthy", "1 while every loop makes progress (what feeds the systemd "
+              "watchdog).", int(snap.healthy)),
+    ]
+    return out
+
+
+class _Live(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self._snapshot())
+
+
+class Metrics:
+    """The registry, the two duration histograms, the last-audit gauge and the server."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.batch_seconds = Histogram(
+            f"{PREFIX}_batch_seconds", "Validating and committing one batch of messages.",
+            buckets=BATCH_BUCKETS, registry=self.registry)
+        self.audit_seconds = Histogram(
+            f"{PREFIX}_audit_seconds", "One audit run over every stream.",
+            buckets=AUDIT_BUCKETS, registry=self.registry)
+        self.last_audit = Gauge(
+            f"{PREFIX}_last_audit_success_timestamp_seconds",
+            "When the last audit run finished without error (Unix time).",
+            registry=self.registry)
+        self.registry.register(_Live(snapshot))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, bind: str, port: int) -> None:
+        """Start the HTTP endpoint on its own thread; OSError if the address is taken."""
+        self._server, self._thread = start_http_server(port, addr=bind, registry=self.registry)
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,141 @@
+"""``sensor-auditd status``: the daemon's state at a glance, read from its store.
+
+For someone with a shell on the gateway and no Prometheus: the store is the one thing
+that outlives the process, so everything here comes from it (opened read-only, so a look
+never migrates, creates or locks anything). Totals are the store's persistent counters
+(since the database was created), not the running process's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from auditd.store import COUNTER_REJECTED_PREFIX, Store
+
+
+def alerts_open(verdicts: Mapping[tuple[str, str, str], int]) -> dict[str, int]:
+    """Open alerts by severity: streams whose current verdict fails, at its severity."""
+    out = {"minor": 0, "major": 0, "critical": 0}
+    for (_, status, severity), n in verdicts.items():
+        if status == "fail":
+            out[severity] = out.get(severity, 0) + n
+    return out
+
+
+def streams_by_status(verdicts: Mapping[tuple[str, str, str], int]) -> dict[str, int]:
+    """Calibration verdicts by status (pass, fail, insufficient_data)."""
+    out = {"pass": 0, "fail": 0, "insufficient_data": 0}
+    for (kind, status, _), n in verdicts.items():
+        if kind == "calibration":
+            out[status] = out.get(status, 0) + n
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    store: str
+    schema_version: int
+    file_bytes: int
+    wal_bytes: int
+    streams: int
+    readings: int
+    by_status: dict[str, int]
+    alerts_open: dict[str, int]
+    failing: list[dict[str, Any]]
+    last_audit_at: float | None
+    last_reading_at: float | None
+    messages: int
+    readings_accepted: int
+    readings_duplicate: int
+    rejected: dict[str, int]
+    outbox_depth: int
+    outbox_oldest_at: float | None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def gather(store: Store) -> Status:
+    """Everything ``status`` prints, from cheap queries (no scan of the readings)."""
+    summary = store.summary()
+    counters = store.counters()
+    verdicts = store.verdict_counts()
+    depth, oldest = store.outbox_depth()
+    failing = [
+        {"device": f["device"], "sensor": f.get("sensor"), "severity": f["severity"],
+         "cause": (f.get("causes") or [{}])[0].get("cause")}
+        for f in store.latest_findings() if f["status"] == "fail"]
+    return Status(
+        store=summary["path"], schema_version=summary["schema_version"],
+        file_bytes=summary["file_size"], wal_bytes=summary["wal_size"],
+        streams=summary["streams"], readings=summary["readings"],
+        by_status=streams_by_status(verdicts), alerts_open=alerts_open(verdicts),
+        failing=failing, last_audit_at=store.last_finding_at(),
+        last_reading_at=store.last_reading_at(), messages=counters.get("messages", 0),
+        readings_accepted=counters.get("readings_inserted", 0)
+        + counters.get("readings_duplicate", 0),
+        readings_duplicate=counters.get("readings_duplicate", 0),
+        rejected=store.rejection_counts(), outbox_depth=depth, outbox_oldest_at=oldest,
+        counters={k: v for k, v in sorted(counters.items())
+                  if not k.startswith(COUNTER_REJECTED_PREFIX)},
+    )
+
+
+def as_json(status: Status) -> dict[str, Any]:
+    return asdict(status)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{stamp} ({_ago(now - ts)})"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def render(status: Status, now: float) -> str:
+    """The text a person reads: one line a subject, the failing streams listed last."""
+    c = status.counters
+    verdicts = ", ".join(f"{n} {name}" for name, n in status.by_status.items())
+    alerts = ", ".join(f"{name} {n}" for name, n in status.alerts_open.items())
+    rejected = ", ".join(f"{reason} {n}" for reason, n in status.rejected.items()) or "none"
+    lines = [
+        f"store:          {status.store} (schema {status.schema_version}, "
+        f"{_size(status.file_bytes)}, WAL {_size(status.wal_bytes)})",
+        f"streams:        {status.streams} ({verdicts}; "
+        f"{status.streams - sum(status.by_status.values())} without a calibration verdict)",
+        f"alerts open:    {sum(status.alerts_open.values())} ({alerts})",
+        f"last audit:     {_when(status.last_audit_at, now)}",
+        f"last reading:   {_when(status.last_reading_at, now)}",
+        f"messages:       {status.messages} stored; readings accepted "
+        f"{status.readings_accepted} (of which redelivered {status.readings_duplicate})",
+        f"rejected:       {rejected}",
+        f"outbox:         {status.outbox_depth} waiting"
+        + (f", oldest {_when(status.outbox_oldest_at, now)}" if status.outbox_depth else ""),
+        f"broker:         {c.get('broker_connects', 0)} connects, "
+        f"{c.get('broker_disconnects', 0)} disconnects, "
+        f"{c.get('broker_connect_failures', 0)} failed attempts",
+        f"store failures: {c.get('store_write_failures', 0)} write transactions refused "
+        "(disk full, locked); none of their messages was acknowledged",
+    ]
+    if status.failing:
+        lines.append("failing:")
+        lines += [f"  {f['device']}/{f['sensor'] or '-'}: {f['severity']} {f['cause'] or ''}"
+                  .rstrip() for f in status.failing]
+    return "\n".join(lines)

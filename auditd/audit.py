@@ -20,9 +20,17 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from auditd import fleet
 from auditd.catalog import Catalog
-from auditd.config import TopicsConfig
+from auditd.config import AuditConfig, TopicsConfig
 from auditd.errors import UnitError
+from auditd.metadata import (
+    DEFAULT_POLICY,
+    DeviceHistory,
+    FleetView,
+    MetadataPolicy,
+    MetaVersion,
+)
 from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
 from auditd.store import OutboxMessage, Store, StreamInfo
 from auditd.units import converter, same_dimension_units
@@ -138,8 +146,11 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
 
 
 def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
-               duration_s: float) -> dict[str, Any]:
-    """The summary published on the report topic after each run."""
+               duration_s: float, cohorts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The summary published on the report topic after each run. Counts are of calibration
+    findings (one per stream); metadata findings appear only when they are news."""
+    metadata = [f for f in findings if f.kind == "metadata"]
+    findings = [f for f in findings if f.kind != "metadata"]
     by_status = Counter(f.status for f in findings)
     return {
         "kind": "audit_report",
@@ -156,6 +167,11 @@ def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
              "cause": f.causes[0].cause if f.causes else None}
             for f in findings if f.status == "fail"
         ],
+        "metadata": [
+            {"device": f.device, "status": f.status, "anomalies": [c.cause for c in f.causes]}
+            for f in metadata
+        ],
+        "cohorts": list(cohorts),
     }
 
 
@@ -165,12 +181,15 @@ def _dumps(obj: Any) -> bytes:
 
 class Auditor:
     def __init__(self, store: Store, catalog: Catalog, topics: TopicsConfig, *, gateway: str,
-                 window_override_s: float | None = None) -> None:
+                 window_override_s: float | None = None,
+                 policy: MetadataPolicy = DEFAULT_POLICY, cohort_alpha: float = 0.05) -> None:
         self._store = store
         self._catalog = catalog
         self._topics = topics
         self._gateway = gateway
         self._window_override_s = window_override_s
+        self._policy = policy
+        self._cohort_alpha = cohort_alpha
         self.last_run: AuditRun | None = None
         self._next_catalog: Catalog | None = None
 
@@ -189,7 +208,8 @@ class Auditor:
         for group in group_tasks(tasks):
             findings.extend(self._audit_group(group, now))
         findings = [self._with_out_of_range(f, announced) for f in findings]
-        findings.sort(key=lambda f: (f.site, f.device, f.sensor or ""))
+        findings, cohorts = self._fleet_findings(findings, announced, now)
+        findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
         duration = time.perf_counter() - started
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
                                                      f.sensor or "-"),
@@ -197,13 +217,31 @@ class Auditor:
         report = {}
         for site in sorted({t.site for t in tasks}):
             site_findings = [f for f in findings if f.site == site]
-            report = report_for(site, self._gateway, now, site_findings, duration)
+            report = report_for(site, self._gateway, now, site_findings, duration, cohorts)
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
         self._store.save_findings(findings, outbox, now=now)
         run = AuditRun(now, tuple(findings), report, duration)
         self.last_run = run
         return run
+
+    def _fleet_findings(self, findings: list[Finding], announced: Mapping[str, str],
+                        now: float) -> tuple[list[Finding], list[dict[str, Any]]]:
+        """The run's findings with what only the whole fleet shows: the changes before each
+        deviation, the cohorts failing together, and the metadata anomalies that are news."""
+        histories = read_histories(self._store, self._catalog, announced, now, self._policy)
+        models = {device: self._catalog.model_for(device, announced.get(device))
+                  for device in histories}
+        findings = fleet.with_context(findings, histories, self._policy)
+        outcome = fleet.apply_cohorts(findings, histories, models, self._cohort_alpha,
+                                      self._policy)
+        previous = {f["device"]: f for f in self._store.latest_findings(kind="metadata")}
+        firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
+                                for d, h in histories.items()
+                                if not self._catalog.is_reference(d))
+        metadata = fleet.metadata_findings(histories, self._catalog, models, previous, now,
+                                           firmware, self._policy)
+        return [*outcome.findings, *metadata], list(outcome.cohorts)
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:
@@ -318,6 +356,55 @@ class Auditor:
                                        self._read(task.site, task.reference, task.sensor, b0,
                                                   b1),
                                        task.spec.interval_s, b0, b1)
+
+
+# --------------------------------------------------------------------------- histories
+
+
+def metadata_policy(cfg: AuditConfig) -> MetadataPolicy:
+    """The metadata checks' thresholds from the daemon config's [audit] table."""
+    return MetadataPolicy(silent_after_intervals=cfg.silent_after_intervals,
+                          silent_min_s=cfg.silent_min_s,
+                          context_lookback_s=cfg.context_lookback_s)
+
+
+def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str], now: float,
+                   policy: MetadataPolicy) -> dict[str, DeviceHistory]:
+    """Every device the store knows of (by its meta, events, telemetry or quarantined
+    telemetry), with what ``auditd.metadata`` needs to judge it."""
+    streams: dict[str, list[StreamInfo]] = {}
+    for stream in store.streams():
+        streams.setdefault(stream.device, []).append(stream)
+    events: dict[str, list[Any]] = {}
+    for event in store.events():
+        events.setdefault(event.device, []).append(event)
+    since = now - policy.context_lookback_s
+    unknown_sensors = store.rejected_devices("sensor_unknown", since)
+    unknown_model = store.rejected_devices("unknown_device_model", since)
+    latest = store.latest_meta()
+    devices = sorted(set(streams) | set(latest) | set(events)
+                     | set(unknown_model))
+    out = {}
+    for device in devices:
+        own = streams.get(device, [])
+        model = catalog.model_for(device, announced.get(device))
+        profile = catalog.profile(model) if model else None
+        intervals = [profile.sensors[s.sensor].interval_s for s in own
+                     if profile is not None and s.sensor in profile.sensors]
+        versions = tuple(MetaVersion.from_view(v) for v in store.meta_history(device)) \
+            if device in latest else ()
+        firsts = [s.first_ts for s in own if s.first_ts is not None]
+        lasts = [s.last_ts for s in own if s.last_ts is not None]
+        site = (versions[-1].site if versions else own[0].site if own
+                else events[device][-1].site if device in events else "")
+        out[device] = DeviceHistory(
+            device=device, site=site, versions=versions,
+            events=tuple(events.get(device, ())),
+            first_telemetry=min(firsts, default=None), last_telemetry=max(lasts, default=None),
+            interval_s=min(intervals, default=None),
+            unknown_sensors=unknown_sensors.get(device, ()),
+            model_rejected=device in unknown_model)
+    return out
 
 
 # --------------------------------------------------------------------------- baseline, units

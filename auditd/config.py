@@ -651,7 +651,8 @@ BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_ex
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future_skew_s",
                "quarantine_payload_cap")
-AUDIT_KEYS = ("interval", "window", "first_run_delay")
+AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
+              "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
               "retention_interval")
 TOPICS_KEYS = ("prefix",)
@@ -726,6 +727,13 @@ class AuditConfig:
     window_s: float | None = None
     first_run_delay_s: float = 60.0
     """Lets retained meta arrive and the broker's queued backlog drain before judging."""
+    context_lookback_s: float = 30 * 86400.0
+    """How far before a deviation's onset a firmware update, relocation... is named."""
+    silent_after_intervals: float = 30.0
+    silent_min_s: float = 3600.0
+    """A device is silent after this many reporting intervals, and never before this."""
+    cohort_alpha: float = 0.05
+    """Family-wise significance of the cohort tests (Holm-corrected)."""
 
 
 DEFAULT_STORE_PATH = Path("/var/lib/sensor-auditd/audit.db")
@@ -933,6 +941,12 @@ def _audit(table: _Table) -> AuditConfig:
         interval_s=table.get("interval", _duration(positive=True), 3600.0),
         window_s=table.maybe("window", _duration(positive=True)),
         first_run_delay_s=table.get("first_run_delay", _duration(), 60.0),
+        context_lookback_s=table.get("context_lookback", _duration(positive=True),
+                                     30 * 86400.0),
+        silent_after_intervals=table.get("silent_after_intervals",
+                                         _number(1, positive=True), 30.0),
+        silent_min_s=table.get("silent_min", _duration(), 3600.0),
+        cohort_alpha=table.get("cohort_alpha", _number(0, 0.5, positive=True), 0.05),
     )
 
 

@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import health, logs, sdnotify
-from auditd.audit import Auditor
+from auditd.audit import Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
 from auditd.errors import AuditdError, ConfigError
@@ -132,7 +132,9 @@ class Daemon:
         self.publisher = OutboxPublisher(self.store, self.link,
                                          on_progress=self._publisher_beat.beat)
         self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
-                               window_override_s=cfg.audit.window_s)
+                               window_override_s=cfg.audit.window_s,
+                               policy=metadata_policy(cfg.audit),
+                               cohort_alpha=cfg.audit.cohort_alpha)
         if cfg.metrics.enabled:
             self._start_metrics()
         self.scheduler = BackgroundScheduler(timezone=UTC)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from auditd.audit import Auditor, AuditRun
+from auditd.audit import Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
 from auditd.errors import RecordingError
@@ -83,7 +83,9 @@ class Replayer:
         self.cfg = cfg
         self.ingestor = Ingestor(store, catalog, prefix=cfg.topics.prefix, limits=limits)
         self.auditor = Auditor(store, catalog, cfg.topics, gateway=cfg.gateway,
-                               window_override_s=cfg.audit.window_s)
+                               window_override_s=cfg.audit.window_s,
+                               policy=metadata_policy(cfg.audit),
+                               cohort_alpha=cfg.audit.cohort_alpha)
         self._out = findings_out
         self._limits = limits
         self._batch_max = min(cfg.ingest.batch_max, cfg.broker.receive_maximum)

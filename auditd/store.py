@@ -798,6 +798,21 @@ class Store:
                 (device, sensor, start, end)).fetchall()
         return {reason: int(n) for reason, n in rows}
 
+    def rejected_devices(self, reason: str, since: float) -> dict[str, tuple[str, ...]]:
+        """Devices with messages quarantined for ``reason`` received since ``since``, each
+        with the sensors those rejections name (none for a whole-message rejection)."""
+        with self._read("rejected_devices") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT device, sensor FROM quarantine WHERE reason = ? "
+                "AND received_at >= ? AND device IS NOT NULL ORDER BY device, sensor",
+                (reason, since)).fetchall()
+        out: dict[str, list[str]] = {}
+        for device, sensor in rows:
+            names = out.setdefault(device, [])
+            if sensor is not None:
+                names.append(sensor)
+        return {device: tuple(names) for device, names in out.items()}
+
     def count_between(self, site: str, device: str, sensor: str, start: float,
                       end: float) -> int:
         """Stored readings (nulls included) of one stream with start <= ts < end."""

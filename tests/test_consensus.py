@@ -186,7 +186,8 @@ def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
 
 
 def by_device(findings: list[Finding]) -> dict[str, Finding]:
-    return {f.device: f for f in findings}
+    """The run's calibration findings by device (metadata findings are tested apart)."""
+    return {f.device: f for f in findings if f.kind == "calibration"}
 
 
 def test_a_drifting_reference_is_blamed_once_and_its_devices_spared(tmp_path: Path) -> None:
@@ -232,9 +233,11 @@ def test_a_big_weather_swing_is_nobodys_fault(tmp_path: Path) -> None:
 
 
 def test_an_overdue_reference_gives_way_to_the_peer_consensus(tmp_path: Path) -> None:
-    found = by_device(audit(tmp_path, catalog(due=START - 30 * DAY),
-                            device_offsets={"th-north-05": 2.0}))
+    run = audit(tmp_path, catalog(due=START - 30 * DAY), device_offsets={"th-north-05": 2.0})
+    found = by_device(run)
     assert "ref-north" not in found
+    certificate = [f for f in run if f.kind == "metadata" and f.device == "ref-north"]
+    assert [c.cause for c in certificate[0].causes] == ["calibration_overdue"]
     for device in DEVICES:
         f = found[device]
         assert f.reference is None

@@ -1,0 +1,163 @@
+"""Cohorts: is one group of devices failing more than chance allows, and is it its firmware?
+
+Pure: one sensor's verdicts with each device's attributes in, the cohorts whose failure
+rate is significantly higher than the rest's out. A cohort is every device sharing one
+value of one attribute (a firmware version of a model, a hardware revision, an
+installation month, a site). Each cohort is compared with the rest of the population by
+Fisher's exact test (one-sided: more failures), and the p-values of all cohorts tried are
+corrected together by Holm's step-down method, because trying twenty cohorts makes one of
+them look "significant" at 5 % by chance.
+
+A significant firmware cohort is a ``firmware_regression`` only when the timing agrees:
+its failing members' onsets follow their update, and no healthy device has run that
+version for a whole window without failing (a fault that the same firmware does not
+produce on a sibling is not the firmware's). See docs/metadata.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from scipy.stats import fisher_exact
+
+ALPHA = 0.05
+FIRMWARE = "firmware"
+ATTRIBUTES = ("model", FIRMWARE, "hardware_rev", "installed", "site")
+"""The attributes cohorts are formed on, in the order they are reported."""
+MIN_COHORT = 2
+"""A cohort of one device is that device's own finding, not a pattern."""
+FOLLOWING_SHARE = 2 / 3
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One audited stream, with what the device it belongs to was running."""
+
+    device: str
+    failed: bool
+    onset: float | None
+    window_start: float
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Attribute -> value; a firmware or hardware value already names its model
+    (``th-200 2.4.0``), since versions of different models are different things."""
+    firmware_since: float | None = None
+    """When the device started running its current firmware."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    attribute: str
+    value: str
+    failing: tuple[str, ...]
+    healthy: tuple[str, ...]
+    rest_failing: int
+    rest_healthy: int
+    p: float
+    p_adjusted: float
+    following: tuple[str, ...] = ()
+    """Failing members whose deviation began after they got this firmware."""
+    exonerating: tuple[str, ...] = ()
+    """Healthy members that have run this firmware for a whole window."""
+
+    @property
+    def regression(self) -> bool:
+        """The failures are this firmware's: a firmware cohort, the timing agrees, and no
+        long-running healthy member contradicts it."""
+        return (self.attribute == FIRMWARE and not self.exonerating
+                and len(self.following) >= max(MIN_COHORT,
+                                               FOLLOWING_SHARE * len(self.failing)))
+
+    @property
+    def size(self) -> int:
+        return len(self.failing) + len(self.healthy)
+
+    def evidence(self, sensor: str) -> str:
+        rest = self.rest_failing + self.rest_healthy
+        text = (f"{len(self.failing)} of {self.size} devices with {self.attribute} "
+                f"{self.value} fail {sensor}, against {self.rest_failing} of {rest} others "
+                f"(Fisher's exact test p = {self.p:.2g}, {self.p_adjusted:.2g} after Holm's "
+                f"correction for the cohorts tried)")
+        if self.attribute == FIRMWARE and self.following:
+            text += (f"; {len(self.following)} of them started deviating after updating to "
+                     f"it")
+        return text
+
+
+def significant_cohorts(members: Sequence[Member], alpha: float = ALPHA,
+                        slack_s: float = 3600.0) -> list[Cohort]:
+    """The cohorts of one sensor's population that fail significantly more than the rest,
+    most significant first. ``slack_s``: an onset this long before the update still
+    "follows" it (change-point estimates are a few bins off either way)."""
+    tried = _cohorts(members, slack_s)
+    if not tried:
+        return []
+    order = sorted(range(len(tried)), key=lambda i: tried[i].p)
+    adjusted = _holm([tried[i].p for i in order])
+    out = []
+    for rank, i in enumerate(order):
+        cohort = tried[i]
+        if adjusted[rank] <= alpha and cohort.failing:
+            out.append(replace(cohort, p_adjusted=adjusted[rank]))
+    return out
+
+
+def _cohorts(members: Sequence[Member], slack_s: float) -> list[Cohort]:
+    """Every cohort worth a test: at least two members, not the whole population."""
+    out = []
+    total_failing = sum(m.failed for m in members)
+    for attribute in ATTRIBUTES:
+        groups: dict[str, list[Member]] = {}
+        for m in members:
+            value = m.attributes.get(attribute)
+            if value:
+                groups.setdefault(value, []).append(m)
+        for value, group in sorted(groups.items()):
+            if len(group) < MIN_COHORT or len(group) == len(members):
+                continue
+            failing = tuple(sorted(m.device for m in group if m.failed))
+            healthy = tuple(sorted(m.device for m in group if not m.failed))
+            rest_failing = total_failing - len(failing)
+            rest_healthy = len(members) - len(group) - rest_failing
+            table = [[len(failing), len(healthy)], [rest_failing, rest_healthy]]
+            p = float(fisher_exact(table, alternative="greater").pvalue)
+            following, exonerating = (_timing(group, slack_s) if attribute == FIRMWARE
+                                      else ((), ()))
+            out.append(Cohort(attribute, value, failing, healthy, rest_failing, rest_healthy,
+                              p, p, following, exonerating))
+    return out
+
+
+def _timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], ...]:
+    """(failing members whose deviation follows their update, healthy members that ran the
+    version a whole window). A failing member with no onset in its window has deviated
+    since before the window began: that does not contradict an update before the window."""
+    following = tuple(sorted(
+        m.device for m in group if m.failed and m.firmware_since is not None
+        and (m.onset >= m.firmware_since - slack_s if m.onset is not None
+             else m.firmware_since <= m.window_start)))
+    exonerating = tuple(sorted(
+        m.device for m in group if not m.failed and m.firmware_since is not None
+        and m.firmware_since <= m.window_start))
+    return following, exonerating
+
+
+def _holm(sorted_p: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values for p-values given in ascending order (monotone, capped at 1)."""
+    m = len(sorted_p)
+    out, running = [], 0.0
+    for k, p in enumerate(sorted_p):
+        running = max(running, min(1.0, (m - k) * p))
+        out.append(running)
+    return out
+
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def cohort_id(model: str, version: str) -> str:
+    """A finding's ``device`` for a firmware cohort, within CONTRACT.md's id pattern (a
+    PEP 440 local version's ``+`` would be a wildcard in a topic)."""
+    text = _NOT_ID.sub("_", f"{model}.fw-{version}").lstrip("_.-") or "cohort"
+    return text[:64]

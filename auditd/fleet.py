@@ -1,0 +1,230 @@
+"""Fleet-level reasoning over one audit run: what changed before each deviation, which
+cohorts fail together, and which devices' metadata is anomalous.
+
+Pure: the run's calibration findings and each device's history in, findings out. The
+``Auditor`` reads the histories from the store (``auditd.audit.read_histories``) and
+calls these after every stream has been judged, because each of them needs the whole
+fleet's verdicts or the whole fleet's metadata, not one stream's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from auditd.catalog import Catalog
+from auditd.core.cohorts import FIRMWARE, Cohort, Member, cohort_id, significant_cohorts
+from auditd.metadata import (
+    DEFAULT_POLICY,
+    Anomaly,
+    DeviceHistory,
+    FleetView,
+    MetadataPolicy,
+    anomalies,
+    changes,
+    context_for,
+    firmware_since,
+    metadata_finding,
+    needs_saving,
+    parse_date,
+    reference_anomalies,
+)
+from auditd.model import Cause, Finding, Severity
+
+FIRMWARE_REGRESSION = "firmware_regression"
+REGRESSION_EXPLAINS = frozenset({"offset_drift", "gain_drift", "unit_mismatch", "noise",
+                                 "stuck"})
+"""A stream's own causes that a firmware regression accounts for: they describe how the
+regression shows, so they stay after it as its symptoms rather than being dropped."""
+_SEVERITY_ORDER: Mapping[str, int] = {"none": 0, "minor": 1, "major": 2, "critical": 3}
+
+
+# --------------------------------------------------------------------------- context
+
+
+def with_context(findings: Sequence[Finding], histories: Mapping[str, DeviceHistory],
+                 policy: MetadataPolicy = DEFAULT_POLICY) -> list[Finding]:
+    """Each failing calibration finding with the changes that preceded its onset."""
+    out = []
+    for f in findings:
+        history = histories.get(f.device)
+        if f.kind != "calibration" or f.status != "fail" or history is None:
+            out.append(f)
+            continue
+        extra = context_for(changes(history), f.onset, f.window_start, policy)
+        out.append(replace(f, context={**f.context, **extra}) if extra else f)
+    return out
+
+
+# --------------------------------------------------------------------------- cohorts
+
+
+@dataclass(frozen=True, slots=True)
+class CohortOutcome:
+    findings: tuple[Finding, ...]
+    cohorts: tuple[dict[str, Any], ...]
+    """For the run's report: every significant cohort, per sensor."""
+
+
+def attributes(history: DeviceHistory | None, model: str | None, site: str) -> dict[str, str]:
+    """The cohort attributes of one device (firmware and hardware named with their model:
+    version 2.4.0 of one model has nothing to do with 2.4.0 of another)."""
+    meta = history.latest if history is not None else {}
+    out = {"site": site}
+    if model:
+        out["model"] = model
+    if meta.get("firmware") is not None:
+        out[FIRMWARE] = f"{model or '?'} {meta['firmware']}"
+    if meta.get("hardware_rev") is not None:
+        out["hardware_rev"] = f"{model or '?'} rev {meta['hardware_rev']}"
+    installed = meta.get("installed_at")
+    if installed is not None:
+        with suppress(ValueError):  # reported as metadata_invalid by the anomaly checks
+            out["installed"] = datetime.fromtimestamp(parse_date(installed),
+                                                      tz=UTC).strftime("%Y-%m")
+    return out
+
+
+def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHistory],
+                  models: Mapping[str, str | None], alpha: float = 0.05,
+                  policy: MetadataPolicy = DEFAULT_POLICY) -> CohortOutcome:
+    """Test every sensor's cohorts; name ``firmware_regression`` first on the members of a
+    regressed firmware cohort and add the cohort's own finding (the root its members'
+    alerts group under); note other significant cohorts in their failing members' context.
+
+    Streams already explained by their reference's fault are left out of the population:
+    their deviation is the reference's, and would make every cohort at that site look bad.
+    """
+    by_sensor: dict[str, list[tuple[Finding, Member]]] = {}
+    for f in findings:
+        if (f.kind != "calibration" or f.sensor is None or f.status not in ("pass", "fail")
+                or f.device not in models or _explained_by_reference(f)):
+            continue
+        history = histories.get(f.device)
+        member = Member(f.device, f.status == "fail", f.onset, f.window_start,
+                        attributes(history, models[f.device], f.site),
+                        firmware_since(history) if history is not None else None)
+        by_sensor.setdefault(f.sensor, []).append((f, member))
+    updated = {(f.device, f.sensor): f for f in findings}
+    roots: list[Finding] = []
+    report: list[dict[str, Any]] = []
+    for sensor, pairs in sorted(by_sensor.items()):
+        cohorts = significant_cohorts([m for _, m in pairs], alpha, policy.onset_slack_s)
+        for cohort in cohorts:
+            report.append(_cohort_json(sensor, cohort))
+            members = [f for f, m in pairs if m.device in cohort.failing]
+            if cohort.regression:
+                root = _regression_root(sensor, cohort, members, models)
+                roots.append(root)
+                for f in members:
+                    if f.device in cohort.following:
+                        key = (f.device, f.sensor)
+                        updated[key] = _blame_firmware(updated[key], cohort, sensor, root)
+            else:
+                for f in members:
+                    key = (f.device, f.sensor)
+                    current = updated[key]
+                    noted = [*current.context.get("cohorts", []), _cohort_json(sensor, cohort)]
+                    updated[key] = replace(current, context={**current.context,
+                                                             "cohorts": noted})
+    out = [updated[(f.device, f.sensor)] for f in findings]
+    return CohortOutcome(tuple(out + roots), tuple(report))
+
+
+def _explained_by_reference(f: Finding) -> bool:
+    return bool(f.causes) and f.causes[0].cause == "reference_fault"
+
+
+def _cohort_json(sensor: str, cohort: Cohort) -> dict[str, Any]:
+    return {"sensor": sensor, "attribute": cohort.attribute, "value": cohort.value,
+            "failing": list(cohort.failing), "healthy": list(cohort.healthy),
+            "others_failing": cohort.rest_failing,
+            "others_healthy": cohort.rest_healthy, "p": round(cohort.p, 6),
+            "p_adjusted": round(cohort.p_adjusted, 6),
+            FIRMWARE_REGRESSION: cohort.regression}
+
+
+def _split_firmware(value: str) -> tuple[str, str]:
+    model, _, version = value.rpartition(" ")
+    return model, version
+
+
+def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding],
+                     models: Mapping[str, str | None]) -> Finding:
+    """The cohort's own finding: the one alert its members group under."""
+    model, version = _split_firmware(cohort.value)
+    affected = [f for f in members if f.device in cohort.following]
+    sites = [f.site for f in affected]
+    severity: Severity = max((f.severity for f in affected), key=_SEVERITY_ORDER.__getitem__,
+                             default="major")
+    onsets = [f.onset for f in affected if f.onset is not None]
+    unit = affected[0].unit if affected else None
+    return Finding(
+        kind="calibration", site=max(set(sites), key=sites.count), device=cohort_id(model,
+                                                                                    version),
+        sensor=sensor, status="fail", severity=severity,
+        window_start=min(f.window_start for f in affected),
+        window_end=max(f.window_end for f in affected), unit=unit, reference=None,
+        metrics={"devices": cohort.size, "deviating": len(affected),
+                 "others": cohort.rest_failing + cohort.rest_healthy,
+                 "others_deviating": cohort.rest_failing, "p": round(cohort.p_adjusted, 6)},
+        causes=(Cause(FIRMWARE_REGRESSION, round(1.0 - cohort.p_adjusted, 4),
+                      cohort.evidence(sensor)),),
+        onset=min(onsets) if onsets else None,
+        context={"comparison": "cohort", "cohort": {"attribute": FIRMWARE, "model": model,
+                                                    "version": version},
+                 "members": list(cohort.following),
+                 "others": sorted(set(cohort.failing) - set(cohort.following))},
+        action=(f"Roll back {model} firmware {version} on the affected devices (or hold the "
+                f"rollout) and report the regression to the firmware team; recalibration "
+                f"will not fix it."),
+    )
+
+
+def _blame_firmware(f: Finding, cohort: Cohort, sensor: str, root: Finding) -> Finding:
+    model, version = _split_firmware(cohort.value)
+    cause = Cause(FIRMWARE_REGRESSION, round(1.0 - cohort.p_adjusted, 4),
+                  cohort.evidence(sensor))
+    return replace(f, causes=(cause, *f.causes), context={
+        **f.context, FIRMWARE_REGRESSION: {
+            "model": model, "version": version, "root": root.device,
+            "affected": len(cohort.following),
+            "unaffected": cohort.rest_healthy + len(cohort.healthy)}},
+        action=(f"Firmware {version} regression: roll back or hold the update on this "
+                f"device rather than recalibrating it. {f.action}").strip())
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
+                      models: Mapping[str, str | None],
+                      previous: Mapping[str, Mapping[str, Any]], now: float,
+                      fleet: FleetView,
+                      policy: MetadataPolicy = DEFAULT_POLICY) -> list[Finding]:
+    """The metadata findings worth saving this run: a device's first anomalies, a change in
+    them, or their end. ``previous``: device -> its latest metadata finding as stored."""
+    out = []
+    devices = sorted(set(histories) | {ref.id for ref in catalog.references})
+    for device in devices:
+        history = histories.get(device) or DeviceHistory(device, _ref_site(catalog, device))
+        model = models.get(device)
+        profile = catalog.profile(model) if model else None
+        found: list[Anomaly] = anomalies(history, profile, model, fleet, now, policy)
+        ref = catalog.reference(device)
+        if ref is not None:
+            certificate = reference_anomalies(ref, now)
+            if certificate:
+                found = [a for a in found if a.name != certificate[0].name] + certificate
+        if needs_saving(previous.get(device), found):
+            out.append(metadata_finding(device, history.site or _ref_site(catalog, device),
+                                        found, now))
+    return out
+
+
+def _ref_site(catalog: Catalog, device: str) -> str:
+    ref = catalog.reference(device)
+    return ref.site if ref is not None else ""

@@ -1,0 +1,572 @@
+"""What a device's metadata history says: its changes, and the anomalies in it.
+
+Pure: a device's meta versions, events and telemetry span in, a timeline of changes and a
+list of anomalies out. The audit (``auditd.audit``) reads the store, calls these, turns
+anomalies into ``kind: "metadata"`` findings and lays the changes beside a calibration
+finding's onset. No store, clock or broker here; ``now`` is always an argument.
+
+Why the anomalies matter, and the rules that find them, are in ``docs/metadata.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from itertools import pairwise
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from auditd.model import Cause, EventRecord, Finding, Profile, Reference, Severity, iso
+
+DAY = 86_400.0
+
+# The anomaly vocabulary (CONTRACT.md names the first five; the rest are documented in
+# docs/metadata.md). Never rename one: they are keys in findings, tickets and silences.
+FIRMWARE_NOT_ALLOWED = "firmware_not_allowed"
+FIRMWARE_DOWNGRADE = "firmware_downgrade"
+CALIBRATION_OVERDUE = "calibration_overdue"
+METADATA_INVALID = "metadata_invalid"
+COHORT_OUTLIER = "cohort_outlier"
+INSTALLED_IN_FUTURE = "installed_in_future"
+INSTALLED_AFTER_TELEMETRY = "installed_after_telemetry"
+SERIAL_CHANGED = "serial_changed"
+MODEL_UNKNOWN = "model_unknown"
+SENSOR_NOT_IN_PROFILE = "sensor_not_in_profile"
+DEVICE_SILENT = "device_silent"
+FIRMWARE_RARE = "firmware_rare"
+
+ANOMALIES: tuple[str, ...] = (
+    FIRMWARE_NOT_ALLOWED, FIRMWARE_DOWNGRADE, SERIAL_CHANGED, MODEL_UNKNOWN, DEVICE_SILENT,
+    CALIBRATION_OVERDUE, SENSOR_NOT_IN_PROFILE, INSTALLED_IN_FUTURE,
+    INSTALLED_AFTER_TELEMETRY, FIRMWARE_RARE, METADATA_INVALID, COHORT_OUTLIER,
+)
+"""Every metadata anomaly, in the order a finding ranks them (most consequential first)."""
+
+ACTIONS: Mapping[str, str] = {
+    FIRMWARE_NOT_ALLOWED: "Update or roll back the firmware to a version the profile allows "
+                          "(allowed_firmware), or extend the profile if the version is vetted.",
+    FIRMWARE_DOWNGRADE: "Find out who or what rolled the firmware back; re-apply the release "
+                        "version unless the rollback was deliberate.",
+    SERIAL_CHANGED: "The hardware was swapped without a replacement event: confirm on site, "
+                    "record the replacement and recalibrate the new unit.",
+    MODEL_UNKNOWN: "Add a device profile for this model (device_profiles/), or correct the "
+                   "model the device announces; until then none of its readings is audited.",
+    DEVICE_SILENT: "Check power, network and the device's MQTT client: it has stopped reporting.",
+    CALIBRATION_OVERDUE: "Schedule a calibration; findings on this instrument lean on an "
+                         "expired certificate until then.",
+    SENSOR_NOT_IN_PROFILE: "Add the sensor to the model's profile or stop the device sending "
+                           "it; its readings are quarantined, not audited.",
+    INSTALLED_IN_FUTURE: "Correct installed_at in the device's metadata.",
+    INSTALLED_AFTER_TELEMETRY: "Correct installed_at, or check whether this id was reused by "
+                               "another unit before the installation.",
+    FIRMWARE_RARE: "Check whether this firmware was installed on purpose; align it with "
+                   "the rest of the fleet.",
+    METADATA_INVALID: "Fix the device's metadata payload (see the evidence for the key).",
+}
+
+_SEVERITY: Mapping[str, Severity] = {
+    FIRMWARE_NOT_ALLOWED: "major", FIRMWARE_DOWNGRADE: "major", SERIAL_CHANGED: "major",
+    MODEL_UNKNOWN: "major", DEVICE_SILENT: "major", CALIBRATION_OVERDUE: "minor",
+    SENSOR_NOT_IN_PROFILE: "minor", INSTALLED_IN_FUTURE: "minor",
+    INSTALLED_AFTER_TELEMETRY: "minor", FIRMWARE_RARE: "minor", METADATA_INVALID: "minor",
+    COHORT_OUTLIER: "minor",
+}
+_RANK = {name: i for i, name in enumerate(ANOMALIES)}
+_SEVERITY_ORDER: Mapping[str, int] = {"none": 0, "minor": 1, "major": 2, "critical": 3}
+
+TRACKED_KEYS = ("model", "firmware", "hardware_rev", "serial", "location")
+"""Meta keys whose change is a change worth laying beside a deviation."""
+
+_CHANGE_TYPES = {"firmware": "firmware_update", "location": "relocation",
+                 "serial": "replacement", "model": "model_change",
+                 "hardware_rev": "hardware_change"}
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataPolicy:
+    """The thresholds of the metadata checks ([audit] in the daemon config)."""
+
+    silent_after_intervals: float = 30.0
+    """A device is silent after this many of its reporting intervals without a reading..."""
+    silent_min_s: float = 3600.0
+    """...and never before this long: a 1 Hz sensor missing 30 s is a dropout, not silence."""
+    grace_s: float = DAY
+    """Dates in metadata are often days without a zone: this much slack before a date
+    contradicts telemetry or the clock."""
+    rare_firmware_share: float = 0.05
+    rare_firmware_min_fleet: int = 10
+    """A version is rare when at most this share of at least this many devices of the
+    model run it (or it is the only one of ten or more that does)."""
+    context_lookback_s: float = 30 * DAY
+    """How far before a deviation's onset a change is still named beside it."""
+    onset_slack_s: float = 3600.0
+    """A change this long after the estimated onset still 'precedes' it: change-point
+    estimates land within a few bins of the true step, on either side."""
+
+
+DEFAULT_POLICY = MetadataPolicy()
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True, slots=True)
+class MetaVersion:
+    """One version of a device's metadata, as the store keeps it."""
+
+    data: Mapping[str, Any]
+    """The device's keys (``ts`` excluded: it changes every message)."""
+    ts: float
+    first_seen: float
+    last_seen: float
+    site: str = ""
+
+    @classmethod
+    def from_view(cls, view: Mapping[str, Any]) -> MetaVersion:
+        """From ``Store.meta_history``'s shape (device keys plus the store's)."""
+        store_keys = {"site", "ts", "first_seen", "last_seen"}
+        return cls(data={k: v for k, v in view.items() if k not in store_keys},
+                   ts=float(view["ts"]), first_seen=float(view["first_seen"]),
+                   last_seen=float(view["last_seen"]), site=str(view.get("site", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something that happened to a device: an event it reported, or a meta key that changed."""
+
+    at: float
+    type: str
+    """An event type (CONTRACT.md), or ``firmware_update``/``relocation``/``replacement``/
+    ``model_change``/``hardware_change`` inferred from a changed meta key."""
+    source: str
+    """``event`` or ``meta``."""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "at": iso(self.at), "source": self.source, **self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHistory:
+    """Everything the metadata checks need to know about one device."""
+
+    device: str
+    site: str
+    versions: tuple[MetaVersion, ...] = ()
+    """Oldest first."""
+    events: tuple[EventRecord, ...] = ()
+    """In time order."""
+    first_telemetry: float | None = None
+    last_telemetry: float | None = None
+    interval_s: float | None = None
+    """The shortest reporting interval among the device's profiled sensors."""
+    unknown_sensors: tuple[str, ...] = ()
+    """Sensors it sent that its profile lacks (quarantined as ``sensor_unknown``)."""
+    model_rejected: bool = False
+    """Telemetry of it was quarantined as ``unknown_device_model``."""
+
+    @property
+    def latest(self) -> Mapping[str, Any]:
+        return self.versions[-1].data if self.versions else {}
+
+
+def changes(history: DeviceHistory) -> list[Change]:
+    """The device's timeline of changes, oldest first: its events, and each tracked meta
+    key that changed between versions. A meta change that an event already reports (same
+    kind, within a day) is left out: the event says more (who, how)."""
+    out = [Change(e.ts, e.type, "event", _event_detail(e)) for e in history.events]
+    for before, after in pairwise(history.versions):
+        for key in TRACKED_KEYS:
+            old, new = before.data.get(key), after.data.get(key)
+            if old == new or new is None:
+                continue
+            kind = _CHANGE_TYPES[key]
+            if any(c.type == kind and c.source == "event"
+                   and abs(c.at - after.first_seen) <= DAY for c in out):
+                continue
+            out.append(Change(after.first_seen, kind, "meta", {"key": key, "from": old,
+                                                                 "to": new}))
+    out.sort(key=lambda c: c.at)
+    return out
+
+
+def _event_detail(event: EventRecord) -> dict[str, Any]:
+    return {k: v for k, v in event.data.items() if k not in ("ts", "type")}
+
+
+def changes_before(timeline: Sequence[Change], moment: float,
+                   policy: MetadataPolicy = DEFAULT_POLICY) -> list[Change]:
+    """The changes in the look-back before ``moment`` (a deviation's onset), newest first."""
+    lo, hi = moment - policy.context_lookback_s, moment + policy.onset_slack_s
+    return sorted((c for c in timeline if lo <= c.at <= hi), key=lambda c: -c.at)
+
+
+def firmware_since(history: DeviceHistory) -> float | None:
+    """When the device started running its current firmware: the first meta version that
+    announced it, or the firmware_update event that installed it, whichever is earlier."""
+    current = history.latest.get("firmware")
+    if current is None:
+        return None
+    since: float | None = None
+    for version in reversed(history.versions):
+        if version.data.get("firmware") != current:
+            break
+        since = version.first_seen
+    for event in history.events:
+        if event.type == "firmware_update" and str(event.data.get("to")) == str(current):
+            since = event.ts if since is None else min(since, event.ts)
+    return since
+
+
+def context_for(timeline: Sequence[Change], onset: float | None, window_start: float,
+                policy: MetadataPolicy = DEFAULT_POLICY) -> dict[str, Any]:
+    """A failing finding's ``context``: the changes that preceded its onset (or, with no
+    onset, its window), and the latest firmware change among them as CONTRACT.md's
+    ``firmware_change``."""
+    preceding = changes_before(timeline, onset if onset is not None else window_start,
+                               policy)
+    if not preceding:
+        return {}
+    out: dict[str, Any] = {"changes": [c.to_json() for c in preceding]}
+    firmware = next((c for c in preceding if c.type == "firmware_update"), None)
+    if firmware is not None:
+        out["firmware_change"] = {"from": firmware.detail.get("from"),
+                                  "to": firmware.detail.get("to"), "at": iso(firmware.at)}
+    return out
+
+
+# --------------------------------------------------------------------------- anomalies
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    name: str
+    evidence: str
+    key: str = ""
+    """What makes it the same anomaly at the next audit (a version, a serial pair...): an
+    anomaly whose name and key are unchanged is not raised again."""
+    since: float | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return _SEVERITY.get(self.name, "minor")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What the checks compare one device with: the firmware the rest of its model runs."""
+
+    firmware_by_model: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, devices: Iterable[tuple[str | None, object]]) -> FleetView:
+        """From each device's (model, firmware); devices missing either are not counted."""
+        counts: dict[str, Counter[str]] = {}
+        for model, firmware in devices:
+            if model and firmware is not None:
+                counts.setdefault(model, Counter())[str(firmware)] += 1
+        return cls({m: dict(c) for m, c in counts.items()})
+
+
+def anomalies(history: DeviceHistory, profile: Profile | None, model: str | None,
+              fleet: FleetView, now: float,
+              policy: MetadataPolicy = DEFAULT_POLICY) -> list[Anomaly]:
+    """Every anomaly in one device's metadata history at ``now``, ranked."""
+    found: list[Anomaly] = []
+    found += _model_checks(history, profile, model)
+    found += _firmware_checks(history, profile, model, fleet, policy)
+    found += _serial_checks(history, policy)
+    found += _calibration_checks(history, profile, now)
+    found += _installation_checks(history, now, policy)
+    found += _silence_checks(history, profile, now, policy)
+    found.sort(key=lambda a: (_RANK.get(a.name, len(_RANK)), a.key))
+    return found
+
+
+def reference_anomalies(ref: Reference, now: float) -> list[Anomaly]:
+    """A reference instrument's certificate, from its entry in references/."""
+    if ref.calibration_due is None or ref.calibration_due >= now:
+        return []
+    return [Anomaly(CALIBRATION_OVERDUE,
+                    f"reference {ref.id} was due for calibration on "
+                    f"{_day(ref.calibration_due)} (certificate {ref.certificate or 'unknown'}), "
+                    f"{_days(now - ref.calibration_due)} ago; its devices are judged against "
+                    f"their peers where enough of them report",
+                    key=f"due {_day(ref.calibration_due)}", since=ref.calibration_due)]
+
+
+def _model_checks(history: DeviceHistory, profile: Profile | None,
+                  model: str | None) -> list[Anomaly]:
+    out = []
+    if profile is None and (model is not None or history.model_rejected):
+        named = f"model {model!r}" if model else "no model"
+        out.append(Anomaly(MODEL_UNKNOWN,
+                           f"{history.device} announces {named}, for which no device "
+                           f"profile is loaded: its telemetry cannot be validated or audited",
+                           key=model or ""))
+    if profile is not None and history.unknown_sensors:
+        names = ", ".join(history.unknown_sensors)
+        out.append(Anomaly(SENSOR_NOT_IN_PROFILE,
+                           f"{history.device} sends {names}, which profile {profile.model!r} "
+                           f"does not have (sensors: {', '.join(profile.sensors)}); those "
+                           f"readings are quarantined", key=names))
+    return out
+
+
+def _firmware_checks(history: DeviceHistory, profile: Profile | None, model: str | None,
+                     fleet: FleetView, policy: MetadataPolicy) -> list[Anomaly]:
+    current = history.latest.get("firmware")
+    if current is None:
+        return []
+    text = str(current)
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        return [Anomaly(METADATA_INVALID, f"firmware {text!r} is not a PEP 440 version, so "
+                        f"the profile's allowed_firmware cannot be checked",
+                        key=f"firmware={text}")]
+    out = []
+    if profile is not None and profile.allowed_firmware:
+        allowed = _allowed(profile.allowed_firmware)
+        if allowed is not None and not any(s.contains(version, prereleases=True)
+                                           for s in allowed):
+            out.append(Anomaly(FIRMWARE_NOT_ALLOWED,
+                               f"firmware {text} is outside profile {profile.model!r}'s "
+                               f"allowed_firmware {', '.join(profile.allowed_firmware)}",
+                               key=text, since=firmware_since(history)))
+    highest = _highest_earlier(history, version)
+    if highest is not None:
+        out.append(Anomaly(FIRMWARE_DOWNGRADE,
+                           f"firmware went back to {text} after running {highest}",
+                           key=f"{highest}->{text}", since=firmware_since(history)))
+    rare = _rare(model, text, fleet, policy)
+    if rare is not None:
+        out.append(rare)
+    return out
+
+
+def _allowed(specifiers: Sequence[str]) -> list[SpecifierSet] | None:
+    """The profile's specifier strings, each a vetted range: a version is allowed when any
+    one admits it (``[">=2.0,<3", "==3.1.*"]`` is two ranges, not their intersection).
+    None if one cannot be parsed (config loading refuses those; this is belt and braces)."""
+    try:
+        return [SpecifierSet(s) for s in specifiers]
+    except InvalidSpecifier:
+        return None
+
+
+def _highest_earlier(history: DeviceHistory, current: Version) -> Version | None:
+    """The highest firmware the device ran before, if higher than ``current``."""
+    seen: list[Version] = []
+    for v in history.versions[:-1]:
+        fw = v.data.get("firmware")
+        try:
+            seen.append(Version(str(fw))) if fw is not None else None
+        except InvalidVersion:
+            continue
+    for e in history.events:
+        if e.type == "firmware_update":
+            try:
+                seen.append(Version(str(e.data.get("from"))))
+            except InvalidVersion:
+                continue
+    higher = [v for v in seen if v > current]
+    return max(higher) if higher else None
+
+
+def _rare(model: str | None, firmware: str, fleet: FleetView,
+          policy: MetadataPolicy) -> Anomaly | None:
+    counts = fleet.firmware_by_model.get(model, {}) if model else {}
+    total = sum(counts.values())
+    running = counts.get(firmware, 0)
+    if total < policy.rare_firmware_min_fleet or running == 0:
+        return None
+    if running / total > policy.rare_firmware_share and running > 1:
+        return None
+    common = max(counts, key=lambda k: counts[k])
+    return Anomaly(FIRMWARE_RARE,
+                   f"only {running} of {total} {model} devices run firmware {firmware} "
+                   f"(most run {common}: {counts[common]})", key=firmware)
+
+
+def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anomaly]:
+    out = []
+    versions = history.versions
+    for i, (before, after) in enumerate(pairwise(versions)):
+        old, new = before.data.get("serial"), after.data.get("serial")
+        if old is None or new is None or old == new:
+            continue
+        # The old serial was last seen in `before`; a replacement reported any time from
+        # then on (even late) explains the swap.
+        lo = before.first_seen - policy.grace_s
+        if any(e.type == "replacement" and e.ts >= lo for e in history.events):
+            continue
+        if any(v.data.get("serial") == new for v in versions[:i + 1]):
+            continue  # back to a serial seen before: reported when it first changed
+        out.append(Anomaly(SERIAL_CHANGED,
+                           f"serial changed from {old} to {new} (first seen "
+                           f"{iso(after.first_seen)}) with no replacement event: the unit may "
+                           f"have been swapped silently, and its calibration is not the "
+                           f"old unit's", key=f"{old}->{new}", since=after.first_seen))
+    return out
+
+
+def _calibration_checks(history: DeviceHistory, profile: Profile | None,
+                        now: float) -> list[Anomaly]:
+    meta = history.latest
+    problems: list[Anomaly] = []
+    calibrated_at = _date_key(meta, "calibrated_at", problems)
+    due_at = _date_key(meta, "calibration_due", problems)
+    events = [e.ts for e in history.events if e.type == "calibration"]
+    last_event = max(events, default=None)
+    interval = (profile.calibration_interval_days * DAY
+                if profile is not None and profile.calibration_interval_days else None)
+    last: float | None
+    due: float | None
+    if last_event is not None and (calibrated_at is None or last_event > calibrated_at + DAY):
+        # A calibration event newer than the meta's date supersedes its due date.
+        last, due = last_event, (last_event + interval if interval else None)
+        basis = f"last calibration event {_day(last_event)}"
+    elif due_at is not None:
+        last, due, basis = calibrated_at, due_at, "calibration_due"
+    elif calibrated_at is not None and interval:
+        last, due = calibrated_at, calibrated_at + interval
+        basis = (f"calibrated_at {_day(calibrated_at)} + "
+                 f"{profile.calibration_interval_days:g} days" if profile else "")
+    else:
+        return problems
+    if due is not None and due < now:
+        problems.append(Anomaly(CALIBRATION_OVERDUE,
+                                f"calibration was due {_day(due)} ({basis}), {_days(now - due)}"
+                                f" ago" + (f"; last calibrated {_day(last)}" if last else ""),
+                                key=f"due {_day(due)}", since=due))
+    return problems
+
+
+def _installation_checks(history: DeviceHistory, now: float,
+                         policy: MetadataPolicy) -> list[Anomaly]:
+    problems: list[Anomaly] = []
+    installed = _date_key(history.latest, "installed_at", problems)
+    if installed is None:
+        return problems
+    if installed > now + policy.grace_s:
+        problems.append(Anomaly(INSTALLED_IN_FUTURE,
+                                f"installed_at {_day(installed)} is in the future",
+                                key=_day(installed)))
+    elif (history.first_telemetry is not None
+          and installed > history.first_telemetry + policy.grace_s):
+        problems.append(Anomaly(INSTALLED_AFTER_TELEMETRY,
+                                f"installed_at {_day(installed)} is after its first reading "
+                                f"({iso(history.first_telemetry)})", key=_day(installed)))
+    return problems
+
+
+def _silence_checks(history: DeviceHistory, profile: Profile | None, now: float,
+                    policy: MetadataPolicy) -> list[Anomaly]:
+    if profile is None or history.interval_s is None:
+        return []
+    last = history.last_telemetry
+    if last is None:
+        if not history.versions:
+            return []
+        last = history.versions[0].first_seen  # announced itself, never reported
+    limit = max(policy.silent_after_intervals * history.interval_s, policy.silent_min_s)
+    quiet = now - last
+    if quiet <= limit:
+        return []
+    return [Anomaly(DEVICE_SILENT,
+                    f"no reading for {_duration(quiet)} (last {iso(last)}); it reports every "
+                    f"{history.interval_s:g} s, and silence beyond {_duration(limit)} is "
+                    f"flagged", key=f"since {iso(last)}", since=last)]
+
+
+def _date_key(meta: Mapping[str, Any], key: str, problems: list[Anomaly]) -> float | None:
+    """A date-valued meta key as epoch seconds; a malformed one becomes metadata_invalid."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        problems.append(Anomaly(METADATA_INVALID, f"{key}: {exc}", key=f"{key}={value!r}"))
+        return None
+
+
+def parse_date(value: object) -> float:
+    """A meta date: ``2025-03-01`` (UTC midnight), RFC 3339 text, or epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a date")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("epoch seconds must be finite")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date such as 2025-03-01, not {type(value).__name__}")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not a date such as 2025-03-01") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _day(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).date().isoformat() if ts is not None else "?"
+
+
+def _days(seconds: float) -> str:
+    days = seconds / DAY
+    return f"{days:.0f} days" if days >= 2 else _duration(seconds)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * DAY:
+        return f"{seconds / DAY:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def identity(found: Sequence[Anomaly]) -> list[list[str]]:
+    """What a metadata finding stands for: (name, key) pairs, in order. Two audits whose
+    identities are equal raise nothing new."""
+    return [[a.name, a.key] for a in found]
+
+
+def metadata_finding(device: str, site: str, found: Sequence[Anomaly], now: float) -> Finding:
+    """One device's metadata verdict: ``fail`` with each anomaly a cause, or ``pass`` (the
+    anomalies are gone)."""
+    severity: Severity = max((a.severity for a in found), key=_SEVERITY_ORDER.__getitem__,
+                             default="none")
+    since = min((a.since for a in found if a.since is not None), default=None)
+    return Finding(
+        kind="metadata", site=site, device=device, sensor=None,
+        status="fail" if found else "pass", severity=severity,
+        window_start=now, window_end=now,
+        causes=tuple(Cause(a.name, 1.0, a.evidence) for a in found),
+        onset=since,
+        context={"anomalies": identity(found)},
+        action=" ".join(dict.fromkeys(ACTIONS[a.name] for a in found if a.name in ACTIONS)),
+    )
+
+
+def needs_saving(previous: Mapping[str, Any] | None, found: Sequence[Anomaly]) -> bool:
+    """Whether this audit's metadata verdict on a device is news: the first anomaly, a
+    changed set of anomalies, or their end. A clean device with no history says nothing."""
+    if previous is None:
+        return bool(found)
+    before = previous.get("context", {}).get("anomalies", [])
+    return [list(x) for x in before] != identity(found)

@@ -211,6 +211,59 @@ def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> No
         with _open_for_writing(out_path, "--out") as handle:
             handle.write(json.dumps(scores, indent=2) + "\n")
     click.echo(ev.render(scores))
+STORE_OPTION = click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="The daemon's SQLite store (default: store.path of --config, or the default path).")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+
+
+def _open_store(config_path: Path | None, db_path: Path | None) -> Any:
+    """The store for the read-only commands; a missing one is a usage error, not a new
+    empty database created by mistake."""
+    from auditd.config import default_config, load_daemon_config
+    from auditd.store import Store
+
+    path = db_path or (load_daemon_config(config_path) if config_path
+                       else default_config()).store.path
+    if not path.is_file():
+        raise ConfigError(str(path), "--db" if db_path else "store.path",
+                          "no such store (has the daemon or a replay with --store run?)")
+    return Store(path)
+
+
+@main.command()
+@CONFIG_OPTION
+@STORE_OPTION
+@JSON_OPTION
+@_errors_to_exit
+def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> None:
+    """List devices: model, firmware, install and calibration dates, last seen, open findings."""
+    from auditd import inventory
+
+    _, catalog = _load(config_path)
+    with _open_store(config_path, db_path) as store:
+        rows = inventory.read_devices(store, catalog)
+    click.echo(json.dumps(inventory.as_json(rows), indent=2) if as_json
+               else inventory.format_devices(rows))
+
+
+@main.command()
+@click.argument("device")
+@CONFIG_OPTION
+@STORE_OPTION
+@JSON_OPTION
+@_errors_to_exit
+def history(device: str, config_path: Path | None, db_path: Path | None,
+            as_json: bool) -> None:
+    """One device's timeline: metadata versions, events and changes of verdict, in order."""
+    from auditd import inventory
+
+    with _open_store(config_path, db_path) as store:
+        entries = inventory.read_timeline(store, device)
+    if not entries:
+        raise ConfigError("<store>", "DEVICE", f"no history for device {device!r}")
+    click.echo(json.dumps(inventory.as_json(entries), indent=2) if as_json
+               else inventory.format_timeline(entries))
 
 
 def _open_for_writing(path: Path, option: str) -> IO[str]:

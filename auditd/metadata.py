@@ -331,18 +331,18 @@ def _firmware_checks(history: DeviceHistory, profile: Profile | None, model: str
                         f"the profile's allowed_firmware cannot be checked",
                         key=f"firmware={text}")]
     out = []
-    if profile is not None and profile.allowed_firmware:
-        allowed = _allowed(profile.allowed_firmware)
-        if allowed is not None and not any(s.contains(version, prereleases=True)
-                                           for s in allowed):
-            out.append(Anomaly(FIRMWARE_NOT_ALLOWED,
-                               f"firmware {text} is outside profile {profile.model!r}'s "
-                               f"allowed_firmware {', '.join(profile.allowed_firmware)}",
-                               key=text, since=firmware_since(history)))
-    highest = _highest_earlier(history, version)
-    if highest is not None:
+    allowed = _allowed(profile.allowed_firmware) if profile is not None else None
+    if profile is not None and allowed and not any(
+            s.contains(version, prereleases=True) for s in allowed):
+        out.append(Anomaly(FIRMWARE_NOT_ALLOWED,
+                           f"firmware {text} is outside profile {profile.model!r}'s "
+                           f"allowed_firmware {', '.join(profile.allowed_firmware)}",
+                           key=text, since=firmware_since(history)))
+    highest = _highest_earlier(history, version, allowed)
+    if highest is not None and not _announced(history, text):
         out.append(Anomaly(FIRMWARE_DOWNGRADE,
-                           f"firmware went back to {text} after running {highest}",
+                           f"firmware went back to {text} after running {highest}, with no "
+                           f"firmware_update event announcing it",
                            key=f"{highest}->{text}", since=firmware_since(history)))
     rare = _rare(model, text, fleet, policy)
     if rare is not None:
@@ -360,23 +360,28 @@ def _allowed(specifiers: Sequence[str]) -> list[SpecifierSet] | None:
         return None
 
 
-def _highest_earlier(history: DeviceHistory, current: Version) -> Version | None:
-    """The highest firmware the device ran before, if higher than ``current``."""
+def _highest_earlier(history: DeviceHistory, current: Version,
+                     allowed: Sequence[SpecifierSet] | None) -> Version | None:
+    """The highest firmware the device ran before, if higher than ``current``. Versions the
+    profile does not allow are left out: going back from one of those is the remedy."""
     seen: list[Version] = []
-    for v in history.versions[:-1]:
-        fw = v.data.get("firmware")
+    earlier = [v.data.get("firmware") for v in history.versions[:-1]]
+    earlier += [e.data.get("from") for e in history.events if e.type == "firmware_update"]
+    for fw in earlier:
         try:
             seen.append(Version(str(fw))) if fw is not None else None
         except InvalidVersion:
             continue
-    for e in history.events:
-        if e.type == "firmware_update":
-            try:
-                seen.append(Version(str(e.data.get("from"))))
-            except InvalidVersion:
-                continue
+    if allowed:
+        seen = [v for v in seen if any(s.contains(v, prereleases=True) for s in allowed)]
     higher = [v for v in seen if v > current]
     return max(higher) if higher else None
+
+
+def _announced(history: DeviceHistory, firmware: str) -> bool:
+    """A firmware_update event installed this version: a deliberate, recorded rollback."""
+    return any(e.type == "firmware_update" and str(e.data.get("to")) == firmware
+               for e in history.events)
 
 
 def _rare(model: str | None, firmware: str, fleet: FleetView,

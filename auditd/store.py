@@ -1034,6 +1034,14 @@ class Store:
             ).fetchone()
         return None if row is None else (float(row[0]), float(row[1]))
 
+    def findings_of(self, device: str) -> list[dict[str, Any]]:
+        """Every stored finding on ``device`` (all kinds and sensors), oldest first."""
+        with self._read("findings_of") as conn:
+            rows = conn.execute(
+                "SELECT json, id, created_at FROM findings WHERE device = ? "
+                "ORDER BY created_at, id", (device,)).fetchall()
+        return [self._finding_view(*row) for row in rows]
+
     def findings_since(self, ts: float) -> list[dict[str, Any]]:
         """Every finding created at or after ``ts``, in the order they were saved."""
         with self._read("findings_since") as conn:

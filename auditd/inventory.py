@@ -1,0 +1,222 @@
+"""The fleet as a person reads it: ``sensor-auditd devices`` and ``sensor-auditd history``.
+
+``read_*`` gather from the store; ``device_rows``, ``timeline`` and the ``format_*``
+functions are pure, so the tables are tested without a terminal and ``--json`` prints the
+same rows a script would otherwise scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from auditd.catalog import Catalog
+from auditd.metadata import MetaVersion, parse_date
+from auditd.model import EventRecord, iso
+from auditd.store import Store, StreamInfo
+
+EMPTY = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device: str
+    site: str
+    model: str | None
+    firmware: str | None
+    installed: str | None
+    calibrated: str | None
+    last_seen: str | None
+    open_findings: int
+    """Current verdicts (one per stream, plus metadata) that fail."""
+    causes: tuple[str, ...]
+    """The first cause of each open finding."""
+    reference: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: str | None
+    what: str
+    """``meta``, ``event`` or ``finding``."""
+    detail: str
+
+
+def read_devices(store: Store, catalog: Catalog) -> list[DeviceRow]:
+    latest = store.latest_meta()
+    streams: dict[str, list[StreamInfo]] = {}
+    for s in store.streams():
+        streams.setdefault(s.device, []).append(s)
+    verdicts: dict[str, list[Mapping[str, Any]]] = {}
+    for f in store.latest_findings():
+        verdicts.setdefault(f["device"], []).append(f)
+    calibrations: dict[str, float] = {}
+    for e in store.events():
+        if e.type == "calibration":
+            calibrations[e.device] = max(e.ts, calibrations.get(e.device, e.ts))
+    devices = sorted(set(latest) | set(streams) | {r.id for r in catalog.references})
+    return device_rows(devices, latest, streams, verdicts, calibrations, catalog)
+
+
+def device_rows(devices: Sequence[str], latest: Mapping[str, Mapping[str, Any]],
+                streams: Mapping[str, Sequence[StreamInfo]],
+                verdicts: Mapping[str, Sequence[Mapping[str, Any]]],
+                calibrations: Mapping[str, float], catalog: Catalog) -> list[DeviceRow]:
+    rows = []
+    for device in devices:
+        meta = latest.get(device, {})
+        own = streams.get(device, ())
+        ref = catalog.reference(device)
+        model = catalog.model_for(device, meta.get("model") if isinstance(meta.get("model"),
+                                                                          str) else None)
+        lasts = [s.last_ts for s in own if s.last_ts is not None]
+        failing = [f for f in verdicts.get(device, ()) if f.get("status") == "fail"]
+        rows.append(DeviceRow(
+            device=device,
+            site=str(meta.get("site") or (own[0].site if own else ref.site if ref else "")),
+            model=model,
+            firmware=_text(meta.get("firmware")),
+            installed=_date(meta.get("installed_at")),
+            calibrated=_latest_calibration(meta.get("calibrated_at"), calibrations.get(device)),
+            last_seen=iso(max(lasts)) if lasts else None,
+            open_findings=len(failing),
+            causes=tuple(f["causes"][0]["cause"] for f in failing if f.get("causes")),
+            reference=ref is not None,
+        ))
+    return rows
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _date(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _day(parse_date(value))
+    except ValueError:
+        return f"invalid: {str(value)[:20]}"
+
+
+def _latest_calibration(meta_value: object, event_ts: float | None) -> str | None:
+    try:
+        meta_ts = parse_date(meta_value) if meta_value is not None else None
+    except ValueError:
+        meta_ts = None
+    best = max((t for t in (meta_ts, event_ts) if t is not None), default=None)
+    return _day(best) if best is not None else None
+
+
+def _day(ts: float) -> str:
+    return str(iso(ts))[:10]
+
+
+# --------------------------------------------------------------------------- history
+
+
+def read_timeline(store: Store, device: str) -> list[TimelineEntry]:
+    versions = [MetaVersion.from_view(v) for v in store.meta_history(device)]
+    return timeline(versions, store.events(device), store.findings_of(device))
+
+
+def timeline(versions: Sequence[MetaVersion], events: Sequence[EventRecord],
+             findings: Sequence[Mapping[str, Any]]) -> list[TimelineEntry]:
+    """Meta versions (what changed), events, and findings where a stream's verdict changed
+    (status or first cause), in time order: the audit repeats a verdict every run, and a
+    history that lists each repetition hides the changes it exists to show."""
+    timed: list[tuple[float, int, TimelineEntry]] = []
+    previous: Mapping[str, Any] = {}
+    for i, v in enumerate(versions):
+        if i == 0:
+            detail = "first seen: " + _pairs(v.data)
+        else:
+            detail = "changed: " + _diff(previous, v.data)
+        timed.append((v.first_seen, 0, TimelineEntry(iso(v.first_seen), "meta", detail)))
+        previous = v.data
+    for e in events:
+        extra = {k: val for k, val in e.data.items() if k not in ("ts", "type")}
+        timed.append((e.ts, 1, TimelineEntry(iso(e.ts), "event",
+                                             f"{e.type}" + (f": {_pairs(extra)}" if extra
+                                                            else ""))))
+    last: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for f in findings:
+        key = (str(f.get("kind")), str(f.get("sensor") or EMPTY))
+        causes = [c["cause"] for c in f.get("causes", [])]
+        state = (str(f.get("status")), causes[0] if causes else None)
+        if last.get(key) == state:
+            continue
+        last[key] = state
+        timed.append((float(f["created_at"]), 2,
+                      TimelineEntry(iso(float(f["created_at"])), "finding",
+                                    _finding_line(f, key, causes))))
+    timed.sort(key=lambda x: (x[0], x[1]))
+    return [entry for _, _, entry in timed]
+
+
+def _finding_line(f: Mapping[str, Any], key: tuple[str, str], causes: list[str]) -> str:
+    kind, sensor = key
+    what = sensor if kind == "calibration" else kind
+    text = f"{what}: {f.get('status')}"
+    if f.get("status") == "fail":
+        text += f" ({f.get('severity')})"
+    if causes:
+        text += " " + ", ".join(causes)
+    if f.get("onset"):
+        text += f"; onset {f['onset']}"
+    change = (f.get("context") or {}).get("firmware_change")
+    if change:
+        text += f"; after firmware {change.get('from')} -> {change.get('to')} at {change.get('at')}"
+    return text
+
+
+def _pairs(data: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={_show(v)}" for k, v in sorted(data.items()))
+
+
+def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    keys = sorted(set(before) | set(after))
+    parts = [f"{k} {_show(before.get(k))} -> {_show(after.get(k))}" for k in keys
+             if before.get(k) != after.get(k)]
+    return ", ".join(parts) or "(no key changed)"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    return EMPTY if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table: readable over ssh, on a serial console, in a ticket."""
+    cells = [[EMPTY if c is None else str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in cells]
+    return "\n".join(lines)
+
+
+def format_devices(rows: Sequence[DeviceRow]) -> str:
+    headers = ("DEVICE", "SITE", "MODEL", "FIRMWARE", "INSTALLED", "CALIBRATED", "LAST SEEN",
+               "OPEN", "CAUSES")
+    return format_table(headers, [
+        (r.device + (" (ref)" if r.reference else ""), r.site, r.model, r.firmware,
+         r.installed, r.calibrated, r.last_seen, r.open_findings,
+         ", ".join(r.causes) or None) for r in rows])
+
+
+def format_timeline(entries: Sequence[TimelineEntry]) -> str:
+    return format_table(("WHEN", "WHAT", "DETAIL"), [(e.at, e.what, e.detail) for e in entries])
+
+
+def as_json(rows: Sequence[DeviceRow] | Sequence[TimelineEntry]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
+
+
+__all__ = ["DeviceRow", "TimelineEntry", "as_json", "device_rows", "format_devices",
+           "format_table", "format_timeline", "read_devices", "read_timeline", "timeline"]

@@ -211,6 +211,8 @@ def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> No
         with _open_for_writing(out_path, "--out") as handle:
             handle.write(json.dumps(scores, indent=2) + "\n")
     click.echo(ev.render(scores))
+
+
 STORE_OPTION = click.option(
     "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
     help="The daemon's SQLite store (default: store.path of --config, or the default path).")

@@ -66,6 +66,7 @@ class LinkStats:
     acks_skipped: int = 0
     published: int = 0
     puback: int = 0
+    publish_refused: int = 0
     connect_failures: int = 0
     topics_not_utf8: int = 0
     last_error: str = ""
@@ -127,6 +128,7 @@ class MqttLink:
         self._pending_sub_mid: int | None = None
         self._puback_handlers: dict[int, Callable[[bool], None]] = {}
         self._early_pubacks: dict[int, bool] = {}
+        self._refusals: dict[int, str] = {}
         self._lock = threading.Lock()
         self._life = threading.Lock()
         self._stopping = threading.Event()
@@ -222,9 +224,11 @@ class MqttLink:
                     if self._stopping.is_set():
                         return
                     self._lost.clear()
+                    if self._cfg.username:  # a rotated password needs no restart
+                        self.client.username_pw_set(self._cfg.username, _read_password(self._cfg))
                     self.client.reconnect()
                     self.client.loop_start()
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ConfigError) as exc:
                 wait = self._delay(attempt)
                 attempt += 1
                 self._connect_failed(exc, attempt, wait)
@@ -248,7 +252,7 @@ class MqttLink:
         self.stats.connect_failures += 1
         reason = describe_connect_error(exc)
         self.stats.last_error = reason
-        (log.error if isinstance(exc, ssl.SSLError) else log.warning)(
+        (log.error if isinstance(exc, ssl.SSLError | ConfigError) else log.warning)(
             "broker_connect_failed", host=self._cfg.host, port=self._cfg.port, error=reason,
             attempt=attempt, retry_in_s=round(wait, 2))
 
@@ -283,7 +287,8 @@ class MqttLink:
         self.heartbeat.beat()
         if rc.is_failure:
             self.stats.last_error = f"connect refused: {rc}"
-            log.error("broker_refused", reason=str(rc), host=self._cfg.host, port=self._cfg.port)
+            log.error("broker_refused", reason=str(rc), host=self._cfg.host, port=self._cfg.port,
+                      hint=refusal_hint(str(rc), self._cfg.username))
             return
         self._connack_ok = True
         quota = getattr(props, "ReceiveMaximum", None) if self.is_v5 else None
@@ -354,6 +359,8 @@ class MqttLink:
                     props: Any = None) -> None:
         ok = not rc.is_failure
         with self._lock:
+            if not ok:
+                self._refusals[mid] = str(rc)
             handler = self._puback_handlers.pop(mid, None)
             if handler is None:
                 self._early_pubacks[mid] = ok
@@ -418,9 +425,24 @@ class MqttLink:
         if qos == 0:
             on_puback(True)
         else:
-            self._track(info.mid, on_puback)
+            self._track(info.mid, self._logging_refusal(topic, info.mid, on_puback))
         self.stats.published += 1
         return True
+
+    def _logging_refusal(self, topic: str, mid: int,
+                         on_puback: Callable[[bool], None]) -> Callable[[bool], None]:
+        """A refused publish (MQTT 5 PUBACK reason, e.g. an ACL) is logged with its topic."""
+
+        def confirmed(ok: bool) -> None:
+            if not ok:
+                with self._lock:
+                    reason = self._refusals.pop(mid, "refused")
+                self.stats.publish_refused += 1
+                log.error("publish_refused", topic=topic, reason=reason,
+                          hint="the broker's ACL may not let this user write the topic")
+            on_puback(ok)
+
+        return confirmed
 
 
 def reconnect_delays(first: float, cap: float,
@@ -435,6 +457,20 @@ def reconnect_delays(first: float, cap: float,
         return ceiling / 2 + draw.uniform(0, ceiling / 2)
 
     return delay
+
+
+def refusal_hint(reason: str, username: str | None) -> str:
+    """What to check when the broker refuses the CONNECT (mosquitto says "Not authorized"
+    for a wrong password as well as for an unknown user)."""
+    text = reason.lower()
+    if "password" in text or "authori" in text:
+        if username:
+            return (f"the broker refused user {username!r}: check broker.username and the "
+                    "password in broker.password_file against the broker's password file")
+        return "the broker wants credentials: set broker.username and broker.password_file"
+    if "identifier" in text:
+        return "the broker refused the client id: set broker.client_id"
+    return "see the broker's log"
 
 
 def describe_connect_error(exc: BaseException) -> str:

@@ -83,6 +83,11 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
                    "DynamicUser=yes", "ExecReload=/bin/kill -HUP $MAINPID", "NotifyAccess=main"):
         assert needed in settings, needed
     assert any(s.startswith("WatchdogSec=") for s in settings)
+    # The configuration directory stays root's (systemd chowns state and logs directories
+    # to the dynamic user, never ConfigurationDirectory): others must be able to read it.
+    mode = next(s.split("=", 1)[1] for s in settings
+                if s.startswith("ConfigurationDirectoryMode="))
+    assert int(mode, 8) & 0o005 == 0o005, mode
 
 
 # --------------------------------------------------------------------------- backoff

@@ -90,7 +90,7 @@ def run(config_path: Path | None) -> None:
 
 @main.command()
 @CONFIG_OPTION
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--db", "--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The daemon's database (default: the config's store.path).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @_errors_to_exit
@@ -105,7 +105,7 @@ def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> 
     cfg = load_daemon_config(config_path) if config_path else default_config()
     path = store_path or cfg.store.path
     if not path.is_file():
-        raise ConfigError(str(path), "--store" if store_path else "store.path",
+        raise ConfigError(str(path), "--db" if store_path else "store.path",
                           "no database here (has the daemon run with this configuration?)")
     with Store(path, read_only=True) as store:
         report = view.gather(store)

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from auditd import fleet
+from auditd.alerting import AlertSettings, planner_for
 from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
 from auditd.errors import UnitError
@@ -62,6 +63,8 @@ class AuditRun:
     findings: tuple[Finding, ...]
     report: Mapping[str, Any]
     duration_s: float
+    alerts: Any = None
+    """``alerts.Changes`` of this run, when the auditor has alerting on."""
 
 
 def plan(
@@ -182,8 +185,10 @@ def _dumps(obj: Any) -> bytes:
 class Auditor:
     def __init__(self, store: Store, catalog: Catalog, topics: TopicsConfig, *, gateway: str,
                  window_override_s: float | None = None,
-                 policy: MetadataPolicy = DEFAULT_POLICY, cohort_alpha: float = 0.05) -> None:
+                 policy: MetadataPolicy = DEFAULT_POLICY, cohort_alpha: float = 0.05,
+                 alerting: AlertSettings | None = None) -> None:
         self._store = store
+        self._alerting = alerting
         self._catalog = catalog
         self._topics = topics
         self._gateway = gateway
@@ -220,8 +225,10 @@ class Auditor:
             report = report_for(site, self._gateway, now, site_findings, duration, cohorts)
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
-        self._store.save_findings(findings, outbox, now=now)
-        run = AuditRun(now, tuple(findings), report, duration)
+        planner = (planner_for(self._alerting, self._catalog, announced, findings, now)
+                   if self._alerting is not None else None)
+        changes = self._store.save_findings(findings, outbox, now=now, alerts=planner)
+        run = AuditRun(now, tuple(findings), report, duration, changes)
         self.last_run = run
         return run
 

@@ -276,5 +276,182 @@ def _open_for_writing(path: Path, option: str) -> IO[str]:
         raise ConfigError(str(path), option, exc.strerror or str(exc)) from exc
 
 
+# --------------------------------------------------------------------------- alerts
+
+STORE_OPTION = click.option(
+    "--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="The daemon's SQLite store (default: the config's store.path).")
+
+
+def _open_store(config_path: Path | None, store_path: Path | None) -> Any:
+    """The existing store named by ``--store`` or the config; never a new empty one."""
+    from auditd.config import default_config, load_daemon_config
+    from auditd.store import Store
+
+    path = store_path or (load_daemon_config(config_path) if config_path
+                          else default_config()).store.path
+    if not path.is_file():
+        raise ConfigError(str(path), "--store" if store_path else "store.path",
+                          "no such database (has the daemon or a replay run with it?)")
+    return Store(path, synchronous="normal")
+
+
+@main.command()
+@CONFIG_OPTION
+@STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, members nested.")
+@_errors_to_exit
+def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
+    """Open alerts: most severe first, grouped alerts with their members."""
+    import time
+
+    from auditd import alert_view
+
+    with _open_store(config_path, store_path) as store:
+        now = time.time()
+        alerts, silences = store.alerts(), store.silences(active_at=now)
+        if as_json:
+            click.echo(json.dumps(alert_view.as_json(alerts, silences, now), indent=2))
+        else:
+            click.echo(alert_view.table(alerts, silences, now, store.delivery_counts()),
+                       nl=False)
+
+
+@main.command()
+@click.argument("alert_ids", nargs=-1, required=True)
+@click.option("--by", help="Who takes it (shown in `findings`).")
+@click.option("--note", help="Free text kept with the alert.")
+@CONFIG_OPTION
+@STORE_OPTION
+@_errors_to_exit
+def ack(alert_ids: tuple[str, ...], by: str | None, note: str | None,
+        config_path: Path | None, store_path: Path | None) -> None:
+    """Acknowledge open alerts by id (a unique prefix such as sa-1f2e3d4c is enough)."""
+    import time
+
+    from auditd.errors import UsageError
+
+    with _open_store(config_path, store_path) as store:
+        for prefix in alert_ids:
+            hits = store.find_alerts(prefix)
+            if len(hits) != 1:
+                raise UsageError(f"{prefix}: {'no alert' if not hits else 'ambiguous'} "
+                                 f"({len(hits)} alerts match)")
+            done = store.acknowledge(hits[0].id, at=time.time(), by=by, note=note)
+            click.echo(f"{hits[0].id}: {'acknowledged' if done else 'not open, unchanged'}")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--device", help="Device id or fnmatch glob (th-north-*).")
+@click.option("--sensor", help="Only this sensor (default: every sensor of the device).")
+@click.option("--until", "until_text", help="End, RFC 3339 (2026-12-01T08:00:00Z).")
+@click.option("--for", "for_text", help="Or a duration from now (8h, 2d).")
+@click.option("--reason", help="Why (shown in `silence list`).")
+@click.option("--by", help="Who.")
+@CONFIG_OPTION
+@STORE_OPTION
+@click.pass_context
+@_errors_to_exit
+def silence(ctx: click.Context, device: str | None, sensor: str | None,
+            until_text: str | None, for_text: str | None, reason: str | None, by: str | None,
+            config_path: Path | None, store_path: Path | None) -> None:
+    """Hold back tickets for a device's alerts until a time (`list`, `expire ID`)."""
+    import time
+
+    from auditd.alert_view import parse_until
+    from auditd.errors import UsageError
+
+    ctx.ensure_object(dict)
+    ctx.obj.update(config_path=config_path, store_path=store_path)
+    if ctx.invoked_subcommand is not None:
+        return
+    if device is None or (until_text is None) == (for_text is None):
+        raise UsageError("silence needs --device and one of --until or --for "
+                         "(or a subcommand: list, expire)")
+    now = time.time()
+    try:
+        until = parse_until(until_text, for_text, now)
+    except ValueError as exc:
+        raise UsageError(f"--until/--for: {exc}") from None
+    with _open_store(config_path, store_path) as store:
+        ident = store.add_silence(device, sensor, until, at=now, by=by, reason=reason)
+    click.echo(f"silence {ident}: {device} {sensor or '(all sensors)'} until "
+               f"{iso_text(until)}")
+
+
+def iso_text(ts: float) -> str:
+    from auditd.model import iso
+
+    return iso(ts) or ""
+
+
+def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path | None) -> Any:
+    """A subcommand's own --config/--store, else those given before it."""
+    return _open_store(config_path or ctx.obj.get("config_path"),
+                       store_path or ctx.obj.get("store_path"))
+
+
+@silence.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Expired silences too.")
+@CONFIG_OPTION
+@STORE_OPTION
+@click.pass_context
+@_errors_to_exit
+def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
+                 store_path: Path | None) -> None:
+    """Silences still active (all of them with --all)."""
+    import time
+
+    from auditd import alert_view
+
+    now = time.time()
+    with _group_store(ctx, config_path, store_path) as store:
+        click.echo(alert_view.silence_table(store.silences(active_at=None if show_all else now),
+                                            now), nl=False)
+
+
+@silence.command("expire")
+@click.argument("silence_id", type=int)
+@CONFIG_OPTION
+@STORE_OPTION
+@click.pass_context
+@_errors_to_exit
+def silence_expire(ctx: click.Context, silence_id: int, config_path: Path | None,
+                   store_path: Path | None) -> None:
+    """End a silence now."""
+    import time
+
+    with _group_store(ctx, config_path, store_path) as store:
+        done = store.expire_silence(silence_id, at=time.time())
+    click.echo(f"silence {silence_id}: {'expired' if done else 'not active, unchanged'}")
+
+
+@main.command()
+@click.option("--retry-dead", is_flag=True, help="Queue dead-lettered deliveries again.")
+@click.option("--json", "as_json", is_flag=True)
+@CONFIG_OPTION
+@STORE_OPTION
+@_errors_to_exit
+def tickets(retry_dead: bool, as_json: bool, config_path: Path | None,
+            store_path: Path | None) -> None:
+    """Ticket deliveries by sink and state, and the dead-lettered ones."""
+    import time
+
+    with _open_store(config_path, store_path) as store:
+        if retry_dead:
+            click.echo(f"{store.retry_dead(at=time.time())} deliveries queued again")
+        counts, dead = store.delivery_counts(), list(store.dead_letters())
+    if as_json:
+        click.echo(json.dumps({"sinks": counts, "dead": dead}, indent=2))
+        return
+    for sink, states in sorted(counts.items()):
+        click.echo(f"{sink}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    for item in dead:
+        click.echo(f"dead: {item['sink']} {item['idempotency_key']} after {item['attempts']} "
+                   f"attempts: {item['error']}")
+    if not counts:
+        click.echo("No ticket deliveries.")
+
+
 if __name__ == "__main__":
     main()

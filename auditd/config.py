@@ -33,7 +33,15 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from auditd import units
 from auditd.errors import ConfigError, UnitError
-from auditd.model import ID_PATTERN, MessageKind, Profile, Reference, SensorSpec, Tolerance
+from auditd.model import (
+    ID_PATTERN,
+    AlertPolicy,
+    MessageKind,
+    Profile,
+    Reference,
+    SensorSpec,
+    Tolerance,
+)
 
 __all__ = [
     "AUDIT_KEYS",
@@ -46,6 +54,7 @@ __all__ = [
     "REFERENCE_KEYS",
     "SENSOR_KEYS",
     "STORE_KEYS",
+    "TICKETS_KEYS",
     "TLS_KEYS",
     "TOLERANCE_KEYS",
     "TOPICS_KEYS",
@@ -445,7 +454,8 @@ def _range(value: object) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- device profiles
 
-PROFILE_KEYS = ("model", "allowed_firmware", "calibration_interval_days", "sensors")
+PROFILE_KEYS = ("model", "allowed_firmware", "calibration_interval_days", "sensors", "alerts")
+ALERT_POLICY_KEYS = ("open_after", "resolve_after", "impact")
 SENSOR_KEYS = ("quantity", "unit", "range", "interval_s", "tolerance")
 TOLERANCE_KEYS = ("bias", "gain", "rmse", "r2_min", "lag_s", "window", "min_samples")
 
@@ -500,6 +510,17 @@ def load_profile(path: str | Path) -> Profile:
         calibration_interval_days=top.maybe("calibration_interval_days",
                                             _number(0, positive=True)),
         source=file,
+        alerts=_alert_policy(top.table("alerts", ALERT_POLICY_KEYS)),
+    )
+
+
+def _alert_policy(table: _Table) -> AlertPolicy:
+    """``[alerts]`` of a profile (sensor-auditd's key): hysteresis and impact weight."""
+    default = AlertPolicy()
+    return AlertPolicy(
+        open_after=table.get("open_after", _integer(1, 1000), default.open_after),
+        resolve_after=table.get("resolve_after", _integer(1, 1000), default.resolve_after),
+        impact=table.get("impact", _number(0, 10, positive=True), default.impact),
     )
 
 
@@ -644,7 +665,13 @@ def _toml_files(directory: str | Path, what: str) -> Iterator[Path]:
 # --------------------------------------------------------------------------- daemon config
 
 DAEMON_KEYS = ("site", "gateway", "profiles_dir", "references_dir", "broker", "ingest",
-               "audit", "store", "topics", "log", "models", "metrics")
+               "audit", "store", "topics", "log", "models", "metrics",
+               "tickets")
+TICKETS_KEYS = ("mqtt", "max_attempts", "backoff_min", "backoff_max", "webhook", "command",
+                "file")
+WEBHOOK_KEYS = ("url", "timeout", "token_file", "headers")
+COMMAND_KEYS = ("argv", "timeout")
+FILE_SINK_KEYS = ("path",)
 BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_expiry",
                "username", "password_file", "reconnect_min_s", "reconnect_max_s",
                "receive_maximum", "tls")
@@ -785,6 +812,46 @@ class TopicsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """POST each ticket's JSON to ``url`` (``Idempotency-Key`` header)."""
+
+    url: str
+    timeout_s: float = 10.0
+    token_file: str | None = None
+    """First line sent as ``Authorization: Bearer ...``; read at each delivery."""
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandConfig:
+    """Run ``argv`` with the ticket's JSON on stdin; exit status 0 means delivered."""
+
+    argv: tuple[str, ...]
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TicketsConfig:
+    """Where ticket requests go; every sink is optional (``[tickets]``)."""
+
+    mqtt: bool = True
+    """Publish on the ticket topic (CONTRACT.md) through the outbox, at QoS 1."""
+    max_attempts: int = 12
+    """Failed deliveries to a webhook or command before the request is dead-lettered."""
+    backoff_min_s: float = 10.0
+    backoff_max_s: float = 1800.0
+    webhook: WebhookConfig | None = None
+    command: CommandConfig | None = None
+    file: Path | None = None
+    """Append each ticket's JSON as one line (fsync'd): an audit trail, or a replay's."""
+
+    def sinks(self) -> tuple[str, ...]:
+        """Names of the configured sinks that deliver from the ticket queue."""
+        return tuple(name for name, on in (("webhook", self.webhook), ("command", self.command),
+                                           ("file", self.file)) if on is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: LogLevel = "info"
     format: LogFormat = "auto"
@@ -814,6 +881,7 @@ class DaemonConfig:
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tickets: TicketsConfig = field(default_factory=TicketsConfig)
     profiles_dir: Path = Path("device_profiles")
     references_dir: Path = Path("references")
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -862,6 +930,7 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
             "prefix", _topic_prefix, "fleet")),
         log=_log(top.table("log", LOG_KEYS)),
         metrics=_metrics(top.table("metrics", METRICS_KEYS)),
+        tickets=_tickets(top.table("tickets", TICKETS_KEYS), base),
         profiles_dir=top.get("profiles_dir", _path(base), base / "device_profiles"),
         references_dir=top.get("references_dir", _path(base), base / "references"),
         models=top.get("models", _models, MappingProxyType({})),
@@ -960,6 +1029,58 @@ def _store(table: _Table, base: Path) -> StoreConfig:
                                             _number(0, positive=True), 30.0),
         retention_interval_s=table.get("retention_interval", _duration(positive=True), 3600.0),
     )
+
+
+def _tickets(table: _Table, base: Path) -> TicketsConfig:
+    backoff_min = table.get("backoff_min", _duration(positive=True), 10.0)
+    backoff_max = table.get("backoff_max", _duration(positive=True), 1800.0)
+    if backoff_max < backoff_min:
+        raise table.fail("backoff_max", f"must be at least backoff_min "
+                         f"({format_duration(backoff_min)}), got {format_duration(backoff_max)}")
+    webhook = command = None
+    if table.has("webhook"):
+        hook = table.table("webhook", WEBHOOK_KEYS)
+        token = hook.maybe("token_file", _path(base, must_exist=True))
+        webhook = WebhookConfig(url=hook.need("url", _http_url),
+                                timeout_s=hook.get("timeout", _duration(positive=True), 10.0),
+                                token_file=str(token) if token else None,
+                                headers=hook.get("headers", _headers, MappingProxyType({})))
+    if table.has("command"):
+        cmd = table.table("command", COMMAND_KEYS)
+        command = CommandConfig(argv=cmd.need("argv", _items(_string)),
+                                timeout_s=cmd.get("timeout", _duration(positive=True), 30.0))
+    file = None
+    if table.has("file"):
+        file = table.table("file", FILE_SINK_KEYS).need("path", _path(base))
+    return TicketsConfig(
+        mqtt=table.get("mqtt", _boolean, True),
+        max_attempts=table.get("max_attempts", _integer(1, 1000), 12),
+        backoff_min_s=backoff_min, backoff_max_s=backoff_max,
+        webhook=webhook, command=command, file=file)
+
+
+def _http_url(value: object) -> str:
+    text = _string(value).strip()
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise _Invalid(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _headers(value: object) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"must be a table such as {{X-Source = \"gw-1\"}}, not {_describe(value)}")
+    out: dict[str, str] = {}
+    for name, text in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise _Invalid(f"{name!r} is not an HTTP header name")
+        if name.lower() in ("idempotency-key", "content-type", "authorization"):
+            raise _Invalid(f"{name!r} is set by sensor-auditd itself")
+        try:
+            out[name] = _string(text)
+        except _Invalid as exc:
+            raise _Invalid(f"{name}: {exc}") from None
+    return MappingProxyType(out)
 
 
 def _log(table: _Table) -> LogConfig:

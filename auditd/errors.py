@@ -46,3 +46,9 @@ class RecordingError(AuditdError):
     """A replay file cannot be read at all (missing, unreadable); bad lines are quarantined."""
 
     exit_status = 2
+
+
+class UsageError(AuditdError):
+    """A command was given arguments it cannot act on (an unknown alert, a bad time)."""
+
+    exit_status = 2

@@ -84,6 +84,24 @@ class SensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """How many audits make an alert, per device profile (``[alerts]`` in the profile).
+
+    Defaults: with hourly audits over a 24 h window, two failing audits in a row are two
+    looks at a fault that is still there an hour later, and three passing ones show that a
+    repair holds before the alert closes (a flap of one or two good audits does not).
+    """
+
+    open_after: int = 2
+    resolve_after: int = 3
+    impact: float = 1.0
+    """Weight of this model's faults: the finding's severity rank (minor 1, major 2,
+    critical 3) times ``impact``, rounded, clamped to minor..critical. 1.5 turns a minor
+    fault of an important instrument into a major alert; 0.5 a major fault of a spare into
+    a minor one."""
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     model: str
     sensors: Mapping[str, SensorSpec]
@@ -91,6 +109,7 @@ class Profile:
     calibration_interval_days: float | None = None
     source: str = ""
     """The file it was read from, for error messages."""
+    alerts: AlertPolicy = field(default_factory=AlertPolicy)
 
 
 @dataclass(frozen=True, slots=True)

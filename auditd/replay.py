@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from auditd.alerting import AlertSettings
 from auditd.audit import Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
@@ -85,7 +86,8 @@ class Replayer:
         self.auditor = Auditor(store, catalog, cfg.topics, gateway=cfg.gateway,
                                window_override_s=cfg.audit.window_s,
                                policy=metadata_policy(cfg.audit),
-                               cohort_alpha=cfg.audit.cohort_alpha)
+                               cohort_alpha=cfg.audit.cohort_alpha,
+                               alerting=AlertSettings.of(cfg, sinks=(), mqtt=False))
         self._out = findings_out
         self._limits = limits
         self._batch_max = min(cfg.ingest.batch_max, cfg.broker.receive_maximum)

@@ -46,8 +46,10 @@ import numpy.typing as npt
 import structlog
 from sqlite_utils import Database
 
+from auditd.alerts import Changes
 from auditd.errors import StoreError
 from auditd.model import EventRecord, Finding, MetaRecord, Outcome, Reading, Rejection
+from auditd.store_alerts import AlertPlanner, AlertTables, migration_alerts
 
 log = structlog.get_logger("auditd.store")
 
@@ -289,7 +291,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, migration_alerts)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -363,7 +365,7 @@ def _ensure_state_dir(directory: Path) -> None:
 # --------------------------------------------------------------------------- the store
 
 
-class Store:
+class Store(AlertTables):
     """The daemon's database: readings, quarantine, metadata history, findings, outbox.
 
     Thread-safe: writes are serialised on one connection, reads use one connection per
@@ -961,25 +963,33 @@ class Store:
         outbox: Sequence[OutboxMessage],
         *,
         now: float | None = None,
-    ) -> None:
+        alerts: AlertPlanner | None = None,
+    ) -> Changes | None:
         """Store findings and the messages announcing them in one transaction.
 
         The transactional outbox: either both are durable or neither is, so a crash can
         never publish a finding that was not recorded, nor record one never published.
         ``now`` (default: the store's clock) stamps both; an audit passes its own time so
-        a replay's findings carry the recording's time, not the wall clock's.
+        a replay's findings carry the recording's time, not the wall clock's. ``alerts``
+        decides the audit's alerts and ticket requests in the same transaction
+        (``store_alerts``); what it changed is returned.
         """
         if now is None:
             now = self._clock()
+        changes = None
         with self._write("save_findings") as conn:
             for finding in findings:
                 self._insert_finding(conn, finding, now)
+            if alerts is not None:
+                changes, tickets = self._apply_alerts(conn, alerts, now)
+                outbox = [*outbox, *tickets]
             if outbox:
                 conn.executemany(
                     "INSERT INTO outbox (created_at, topic, payload, qos, retain) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(now, m.topic, bytes(m.payload), int(m.qos), int(m.retain)) for m in outbox],
                 )
+        return changes
 
     @staticmethod
     def _insert_finding(conn: sqlite3.Connection, f: Finding, now: float) -> None:
@@ -1192,6 +1202,11 @@ class Store:
                 "SELECT count(*), coalesce(sum(n), 0) FROM streams").fetchone()
             counts = {name: db.table(name).count
                       for name in ("quarantine", "meta_versions", "events", "findings", "outbox")}
+            alerts_open, tickets_pending, tickets_dead = conn.execute(
+                "SELECT (SELECT count(*) FROM alerts WHERE state IN ('open', 'acknowledged') "
+                "AND group_key IS NULL), "
+                "(SELECT count(*) FROM ticket_deliveries WHERE state = 'pending'), "
+                "(SELECT count(*) FROM ticket_deliveries WHERE state = 'dead')").fetchone()
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
         wal = Path(f"{self._path}-wal")
@@ -1203,6 +1218,9 @@ class Store:
             "streams": int(streams),
             "readings": int(readings),
             **counts,
+            "alerts_open": int(alerts_open),
+            "tickets_pending": int(tickets_pending),
+            "tickets_dead": int(tickets_dead),
             "file_size": self._path.stat().st_size if self._path.exists() else 0,
             "wal_size": wal.stat().st_size if wal.exists() else 0,
         }

@@ -190,6 +190,8 @@ def test_example_config_documents_every_key() -> None:
         "": config.DAEMON_KEYS, "broker": config.BROKER_KEYS, "broker.tls": config.TLS_KEYS,
         "ingest": config.INGEST_KEYS, "audit": config.AUDIT_KEYS, "store": config.STORE_KEYS,
         "topics": config.TOPICS_KEYS, "log": config.LOG_KEYS, "metrics": config.METRICS_KEYS,
+        "tickets": config.TICKETS_KEYS, "tickets.webhook": config.WEBHOOK_KEYS,
+        "tickets.command": config.COMMAND_KEYS, "tickets.file": config.FILE_SINK_KEYS,
     }
     for table, keys in tables.items():
         if table:

@@ -212,22 +212,23 @@ def test_later_migrations_run_in_order_from_the_stored_version(
     with Store(db_path) as s:
         s.write_outcomes([readings_outcome(reading(T0, 1.0))])
     applied: list[int] = []
+    shipped = len(store_mod.MIGRATIONS)
 
-    def migration_2(conn: sqlite3.Connection) -> None:
-        applied.append(2)
+    def migration_a(conn: sqlite3.Connection) -> None:
+        applied.append(shipped + 1)
         conn.execute("ALTER TABLE streams ADD COLUMN note TEXT")
 
-    def migration_3(conn: sqlite3.Connection) -> None:
-        applied.append(3)
+    def migration_b(conn: sqlite3.Connection) -> None:
+        applied.append(shipped + 2)
         conn.execute("UPDATE streams SET note = 'migrated'")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, migration_2, migration_3))
+    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, migration_a, migration_b))
     with Store(db_path) as s:
-        assert s.schema_version == 3
+        assert s.schema_version == shipped + 2
         assert s.streams()[0].count == 1
     with Store(db_path):
         pass  # nothing left to apply
-    assert applied == [2, 3]
+    assert applied == [shipped + 1, shipped + 2]
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT note FROM streams").fetchall() == [("migrated",)]
     conn.close()
@@ -244,11 +245,11 @@ def test_failed_migration_leaves_the_previous_version(
         conn.execute("THIS IS NOT SQL")
 
     monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, broken))
-    with pytest.raises(StoreError, match="migration to schema version 2"):
+    with pytest.raises(StoreError, match=f"migration to schema version {SCHEMA_VERSION + 1}"):
         Store(db_path)
     monkeypatch.undo()
     with Store(db_path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == SCHEMA_VERSION
         cols = [row[1] for row in s._writer.execute("PRAGMA table_info(streams)")]
         assert "half_done" not in cols
 

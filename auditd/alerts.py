@@ -1,0 +1,396 @@
+"""Alert lifecycle: from one verdict per audit to a few alerts a person can trust.
+
+A finding is a verdict on one window; an alert is a fault someone has to act on. Between
+the two stand three rules, all pure functions of their inputs (no store, no clock):
+
+* **Hysteresis** (:func:`step`). Each (kind, device, sensor) stream has a :class:`Track`
+  that moves ``ok -> suspect -> open -> acknowledged -> resolved``. It opens after
+  ``open_after`` consecutive failing audits and resolves after ``resolve_after``
+  consecutive passing ones, so a sensor that fails every other audit opens at most once
+  and, once open, does not close and reopen all day. ``insufficient_data`` holds the
+  state: no data is neither evidence of a fault nor of its repair.
+* **Escalation, not duplication.** A failing audit of an open alert whose (impact
+  weighted) severity rises above the highest it has reached escalates that alert; it never
+  opens a second one.
+* **Grouping and inhibition** (:func:`group_members`, after Alertmanager). A *root*
+  finding (its top cause is in :data:`ROOT_CAUSES` and its ``context.members`` names
+  devices) takes over the alerts of the members that name the same cause: they are
+  tracked, but their tickets are held back and the root's ticket lists them. A new root
+  cause needs one line in :data:`ROOT_CAUSES`, no code.
+
+:func:`plan` applies all three to one audit's findings, given the tracks, alerts and
+silences the store holds, and returns what to write back in the audit's transaction:
+new tracks, alert records and ticket requests (see ``auditd.tickets`` for their form).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from auditd.model import AlertPolicy, Finding, Severity, Status
+
+State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
+Event = Literal["open", "escalate", "resolve"]
+
+SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major", "critical")
+RANK: Mapping[str, int] = {name: i for i, name in enumerate(SEVERITIES)}
+ACTIVE: frozenset[str] = frozenset({"open", "acknowledged"})
+"""Alert states that still need someone: ``findings`` lists them."""
+
+
+DEFAULT_POLICY = AlertPolicy()
+
+
+def weighted(severity: Severity, impact: float) -> Severity:
+    """A finding's severity weighted by its profile's impact (``none`` stays ``none``)."""
+    rank = RANK[severity]
+    if rank == 0:
+        return "none"
+    return SEVERITIES[min(3, max(1, math.floor(rank * impact + 0.5)))]
+
+
+# --------------------------------------------------------------------------- one stream
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one audit says about one stream, as the lifecycle needs it."""
+
+    at: float
+    status: Status
+    severity: Severity = "none"
+    cause: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """The lifecycle state of one stream between audits."""
+
+    state: State = "ok"
+    fails: int = 0
+    """Consecutive failing audits (``insufficient_data`` neither counts nor breaks it)."""
+    passes: int = 0
+    """Consecutive passing audits while an alert is open or acknowledged."""
+    since: float | None = None
+    """When the current failing streak began."""
+    severity: Severity = "none"
+    peak: Severity = "none"
+    """The highest severity the current alert has reached: escalation means above it."""
+    cause: str | None = None
+    """The top cause when the alert opened: it names the alert and its ticket."""
+    opened_at: float | None = None
+    alert: str | None = None
+    """Id of the current (or last) alert."""
+
+
+def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
+    """One audit's verdict applied to one stream's track: the new track and what happened."""
+    if obs.status == "fail":
+        return _on_fail(track, obs, policy)
+    if obs.status == "pass":
+        return _on_pass(track, policy)
+    return track, None
+
+
+def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
+    fails = track.fails + 1
+    if track.state in ACTIVE:
+        if RANK[obs.severity] > RANK[track.peak]:
+            return replace(track, state="open", fails=fails, passes=0, severity=obs.severity,
+                           peak=obs.severity), "escalate"
+        return replace(track, fails=fails, passes=0, severity=obs.severity), None
+    since = track.since if track.state == "suspect" and track.since is not None else obs.at
+    if fails >= policy.open_after:
+        return Track(state="open", fails=fails, passes=0, since=since, severity=obs.severity,
+                     peak=obs.severity, cause=obs.cause, opened_at=obs.at,
+                     alert=track.alert), "open"
+    return replace(track, state="suspect", fails=fails, passes=0, since=since,
+                   severity=obs.severity), None
+
+
+def _on_pass(track: Track, policy: AlertPolicy) -> tuple[Track, Event | None]:
+    if track.state in ACTIVE:
+        passes = track.passes + 1
+        if passes >= policy.resolve_after:
+            return replace(track, state="resolved", fails=0, passes=passes, since=None,
+                           severity="none"), "resolve"
+        return replace(track, fails=0, passes=passes), None
+    if track.state == "suspect":
+        return replace(track, state="ok", fails=0, passes=0, since=None, severity="none"), None
+    return replace(track, fails=0), None
+
+
+def acknowledge(track: Track) -> Track:
+    """An operator has taken an open alert: no reminders; an escalation reopens it."""
+    return replace(track, state="acknowledged") if track.state == "open" else track
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRule:
+    """How a root cause's finding names the alerts it explains."""
+
+    members_key: str = "members"
+    """The ``context`` key that lists the member devices."""
+    same_sensor: bool = True
+    """Members are the same sensor as the root (a reference fault is per sensor); False:
+    any sensor of the member devices (a firmware regression may break several)."""
+
+
+ROOT_CAUSES: Mapping[str, GroupRule] = {
+    "reference_fault": GroupRule(same_sensor=True),
+    "firmware_regression": GroupRule(same_sensor=False),
+}
+"""Causes whose finding stands for a group: add a line here for a new kind of root."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StreamKey:
+    kind: str
+    device: str
+    sensor: str
+    """'' when the finding is about a device, not one of its sensors."""
+
+    @classmethod
+    def of(cls, finding: Finding) -> StreamKey:
+        return cls(finding.kind, finding.device, finding.sensor or "")
+
+    def text(self) -> str:
+        return f"{self.kind}/{self.device}/{self.sensor or '-'}"
+
+
+def root_cause(finding: Finding) -> str | None:
+    """The root cause a failing finding stands for, if it is a root (names its members)."""
+    if finding.status != "fail" or not finding.causes:
+        return None
+    cause = finding.causes[0].cause
+    rule = ROOT_CAUSES.get(cause)
+    if rule is None or not isinstance(finding.context.get(rule.members_key), list):
+        return None
+    return cause
+
+
+def members_of(finding: Finding) -> tuple[str, ...]:
+    cause = root_cause(finding)
+    if cause is None:
+        return ()
+    return tuple(str(d) for d in finding.context[ROOT_CAUSES[cause].members_key])
+
+
+def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
+    """Member stream -> its root stream, for one audit's findings.
+
+    A member is a failing finding at the root's site, of a device the root lists (and the
+    same sensor where the rule says so), that names the root's cause among its own: a
+    device failing for a reason of its own beside a reference fault stays its own alert.
+    """
+    roots = [f for f in findings if root_cause(f) is not None]
+    out: dict[StreamKey, StreamKey] = {}
+    for root in roots:
+        cause = root_cause(root)
+        assert cause is not None
+        rule = ROOT_CAUSES[cause]
+        members = set(members_of(root))
+        for f in findings:
+            if (f is root or f.status != "fail" or f.site != root.site
+                    or f.device not in members
+                    or (rule.same_sensor and f.sensor != root.sensor)
+                    or all(c.cause != cause for c in f.causes)):
+                continue
+            out.setdefault(StreamKey.of(f), StreamKey.of(root))
+    return out
+
+
+# --------------------------------------------------------------------------- silences
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Hold back tickets for matching alerts until ``until``; the lifecycle goes on."""
+
+    id: int
+    device: str
+    """An fnmatch glob of device ids (``th-north-*``), or one id."""
+    sensor: str | None
+    until: float
+    created_at: float
+    created_by: str | None = None
+    reason: str | None = None
+
+    def active(self, now: float) -> bool:
+        return self.until > now
+
+    def matches(self, device: str, sensor: str | None) -> bool:
+        return fnmatchcase(device, self.device) and (self.sensor is None
+                                                     or self.sensor == (sensor or ""))
+
+
+def silenced(silences: Sequence[Silence], device: str, sensor: str | None,
+             now: float) -> Silence | None:
+    """The active silence that covers a stream, the one lasting longest."""
+    hits = [s for s in silences if s.active(now) and s.matches(device, sensor)]
+    return max(hits, key=lambda s: s.until, default=None)
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One episode of a fault on one stream, from opening to resolution."""
+
+    id: str
+    kind: str
+    site: str
+    device: str
+    sensor: str | None
+    cause: str | None
+    opened_at: float
+    state: State
+    severity: Severity
+    peak: Severity
+    updated_at: float
+    finding: Mapping[str, Any]
+    """The latest finding of the stream while the alert lives (its published JSON)."""
+    resolved_at: float | None = None
+    group: str | None = None
+    """The root stream (``StreamKey.text``) whose alert stands for this one."""
+    members: tuple[str, ...] = ()
+    """Devices a root alert stands for."""
+    notified: bool = False
+    """An ``open`` ticket was requested; until then no escalation or resolution is sent."""
+    acked_at: float | None = None
+    acked_by: str | None = None
+    note: str | None = None
+
+    @property
+    def key(self) -> StreamKey:
+        return StreamKey(self.kind, self.device, self.sensor or "")
+
+
+def alert_id(device: str, sensor: str | None, cause: str | None, opened_at: float) -> str:
+    """Deterministic id of an alert (and of its ticket): the same device, sensor, cause and
+    opening time give the same id, in any process, after any restart."""
+    text = f"{device}\x1f{sensor or ''}\x1f{cause or ''}\x1f{round(opened_at * 1000)}"
+    return "sa-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRequest:
+    """An alert event to announce to the ticket sinks (``auditd.tickets`` shapes it)."""
+
+    alert: Alert
+    event: Event
+    at: float
+    members: tuple[Mapping[str, Any], ...] = ()
+    """For a root alert: each member finding's device, sensor, status and top cause."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """One key per request: the alert's id and the event (an escalation names the
+        severity it reached, so a second escalation is not taken for a retry of the first)."""
+        suffix = f"escalate-{self.alert.peak}" if self.event == "escalate" else self.event
+        return f"{self.alert.id}/{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the store holds before an audit's alerts are applied."""
+
+    tracks: Mapping[StreamKey, Track] = field(default_factory=dict)
+    alerts: Mapping[str, Alert] = field(default_factory=dict)
+    silences: tuple[Silence, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one audit changes: written back in the audit's transaction."""
+
+    tracks: Mapping[StreamKey, tuple[str, Track]] = field(default_factory=dict)
+    """Stream -> (site, new track)."""
+    alerts: tuple[Alert, ...] = ()
+    tickets: tuple[TicketRequest, ...] = ()
+    events: tuple[tuple[str, Event], ...] = ()
+    """(alert id, event) of every lifecycle event, announced or held back."""
+
+
+PolicyFor = Callable[[Finding], AlertPolicy]
+
+
+def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
+         policy_for: PolicyFor = lambda f: DEFAULT_POLICY) -> Changes:
+    """One audit's findings through the lifecycle, grouping and silences.
+
+    A ticket is requested when an alert opens, escalates or resolves, unless it is held
+    back: a member of a group (its root speaks for it) or a silenced alert gets none, and
+    an alert never announced gets no escalation or resolution either. An alert that was
+    held back and is open when nothing holds it any more is announced then, once.
+    """
+    groups = group_members(findings)
+    member_findings: dict[StreamKey, list[Finding]] = {}
+    for f in findings:
+        if StreamKey.of(f) in groups:
+            member_findings.setdefault(groups[StreamKey.of(f)], []).append(f)
+    tracks: dict[StreamKey, tuple[str, Track]] = {}
+    alerts: list[Alert] = []
+    tickets: list[TicketRequest] = []
+    events: list[tuple[str, Event]] = []
+    for finding in findings:
+        key = StreamKey.of(finding)
+        policy = policy_for(finding)
+        obs = Observation(now, finding.status, weighted(finding.severity, policy.impact),
+                          finding.causes[0].cause if finding.causes else None)
+        track, event = step(snapshot.tracks.get(key, Track()), obs, policy)
+        current = snapshot.alerts.get(track.alert) if track.alert else None
+        if event == "open":
+            opened_at = now if track.opened_at is None else track.opened_at
+            ident = alert_id(finding.device, finding.sensor, track.cause, opened_at)
+            track = replace(track, alert=ident)
+            current = Alert(id=ident, kind=finding.kind, site=finding.site,
+                            device=finding.device, sensor=finding.sensor, cause=track.cause,
+                            opened_at=opened_at, state="open", severity=track.severity,
+                            peak=track.peak, updated_at=now, finding=finding.to_json())
+        tracks[key] = (finding.site, track)
+        if current is None or (current.state == "resolved" and event is None):
+            continue
+        root = groups.get(key)
+        alert = replace(
+            current, state=track.state if track.state != "ok" else current.state,
+            severity=track.severity if track.state in ACTIVE else current.severity,
+            peak=track.peak, updated_at=now,
+            finding=finding.to_json() if finding.status != "insufficient_data"
+            else current.finding,
+            resolved_at=now if event == "resolve" else current.resolved_at,
+            group=root.text() if root is not None else None,
+            members=members_of(finding) if root_cause(finding) else current.members)
+        if event is not None:
+            events.append((alert.id, event))
+        held = root is not None or silenced(snapshot.silences, alert.device, alert.sensor,
+                                            now) is not None
+        announce: Event | None = None
+        if event == "resolve":
+            announce = "resolve" if alert.notified else None
+        elif alert.state == "open" and not held:
+            announce = "open" if not alert.notified else "escalate" if event == "escalate" \
+                else None
+        if announce is not None:
+            alert = replace(alert, notified=True)
+            tickets.append(TicketRequest(alert, announce, now, tuple(
+                _member_view(m) for m in member_findings.get(key, []))))
+        alerts.append(alert)
+    return Changes(tracks=tracks, alerts=tuple(alerts), tickets=tuple(tickets),
+                   events=tuple(events))
+
+
+def _member_view(finding: Finding) -> dict[str, Any]:
+    return {"device": finding.device, "sensor": finding.sensor, "status": finding.status,
+            "severity": finding.severity,
+            "cause": finding.causes[0].cause if finding.causes else None,
+            "bias": finding.metrics.get("bias")}

@@ -1,0 +1,226 @@
+"""The runbook a ticket carries: what is probably wrong, why we think so, what to do.
+
+Written for the technician who drives to the site, not for a statistician: each probable
+cause, best first, with the evidence sentence the audit wrote and the concrete steps that
+fix it (the wording of ``docs/causes.md``'s last column, made specific with the device's
+figures). The finding's own ``action`` (``core/actions.py``'s sentence for the top cause)
+leads the top cause's steps.
+
+Pure: a finding's published JSON in, a :class:`Runbook` out, so a ticket built now and one
+rebuilt from the store later say the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+CAUSE_STEPS: Mapping[str, tuple[str, ...]] = {
+    "offset_drift": (
+        "On site, compare the {sensor} reading with {reference} to confirm the offset "
+        "({bias}).",
+        "Re-zero or recalibrate the {sensor} sensor against {reference} or a transfer "
+        "standard, then record a `calibration` event for {device}.",
+        "If the offset comes back within weeks, replace the {sensor} sensor element.",
+    ),
+    "gain_drift": (
+        "Run a two-point (span) calibration of the {sensor} sensor at the low and the high "
+        "end of its range (its gain against the reference is {gain}).",
+        "Check the sensing element for dirt, condensation or ageing; replace it if the span "
+        "cannot be restored.",
+    ),
+    "unit_mismatch": (
+        "Check the unit setting for {sensor} in the device's configuration and firmware"
+        "{firmware_text}: the numbers it sends are not in {unit}.",
+        "Correct the unit setting (or the unit the payload declares); do NOT recalibrate the "
+        "sensor, it is not out of calibration.",
+        "If a firmware update changed the unit, report it against that firmware version.",
+    ),
+    "stuck": (
+        "Inspect the {sensor} sensor on site: its value stopped following the reference.",
+        "Power-cycle {device}; if the value stays frozen, replace the sensor.",
+    ),
+    "noise": (
+        "Check the {sensor} sensor's wiring and connectors, and its cable shielding.",
+        "Check the mounting (radiation shield, vibration, airflow) and the stability of the "
+        "power supply.",
+        "Replace the sensor if the readings still scatter after these checks.",
+    ),
+    "dropout": (
+        "Check {device}'s power supply or battery.",
+        "Check its network link (signal strength, reachability of the gateway) and its logs "
+        "for resets.",
+    ),
+    "time_lag": (
+        "Fix {device}'s clock: check its NTP / time synchronisation (its timestamps are "
+        "{lag} off the reference).",
+        "Check for buffering that sends old readings late, or stamps them when sent instead "
+        "of when measured.",
+    ),
+    "out_of_range": (
+        "Check the {sensor} sensor and its unit setting: it reports physically impossible "
+        "values.",
+        "Replace the sensor if the impossible values persist.",
+    ),
+    "reference_fault": (
+        "Inspect the reference instrument {reference} on site: the devices it serves agree "
+        "with each other, not with it.",
+        "Recalibrate {reference} (or send it for calibration and put a calibrated spare in "
+        "its place); do not recalibrate the devices it serves.",
+        "After the reference is back in tolerance, check that the next audit passes.",
+    ),
+    "firmware_regression": (
+        "Roll back firmware {firmware} on the affected devices to the last version that "
+        "passed its audits.",
+        "Report the regression against firmware {firmware} to the vendor, with this ticket's "
+        "evidence.",
+        "Hold further roll-outs of firmware {firmware} until a fix is released.",
+    ),
+    "firmware_not_allowed": (
+        "Update or roll back {device}'s firmware{firmware_text} to a version its profile "
+        "allows.",
+    ),
+    "firmware_downgrade": (
+        "Find out who downgraded {device}'s firmware{firmware_text} and why; restore the "
+        "released version unless the downgrade was deliberate.",
+    ),
+    "calibration_overdue": (
+        "Calibrate {device} (its calibration is overdue) and record a `calibration` event.",
+    ),
+    "metadata_invalid": (
+        "Correct {device}'s metadata (model, firmware, dates) at the device or in its "
+        "provisioning.",
+    ),
+    "cohort_outlier": (
+        "Compare {device} with the other devices of its model and firmware: check its "
+        "configuration and installation for what differs.",
+    ),
+}
+"""Steps per cause; ``{name}`` fields are filled from the finding (see :func:`_fields`)."""
+
+FALLBACK_STEP = "Investigate {device} {sensor}: {evidence}"
+
+METRICS_SHOWN = ("n", "bias", "gain", "offset", "rmse", "r2", "lag_s", "devices", "deviating",
+                 "spread")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    cause: str
+    confidence: float | None
+    evidence: str
+    actions: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cause": self.cause, "confidence": self.confidence, "evidence": self.evidence,
+                "actions": list(self.actions)}
+
+
+@dataclass(frozen=True, slots=True)
+class Runbook:
+    title: str
+    summary: str
+    causes: tuple[Step, ...]
+    evidence: Mapping[str, Any]
+    members: tuple[Mapping[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "summary": self.summary,
+                "causes": [c.to_json() for c in self.causes], "evidence": dict(self.evidence),
+                "members": [dict(m) for m in self.members], "text": self.text()}
+
+    def text(self) -> str:
+        """The runbook as plain text, for a ticket system's description field."""
+        lines = [self.title, "", self.summary, ""]
+        for i, step in enumerate(self.causes, start=1):
+            conf = f" (confidence {step.confidence:.0%})" if step.confidence is not None else ""
+            lines.append(f"{i}. Probable cause: {step.cause}{conf}")
+            lines.append(f"   Evidence: {step.evidence}")
+            lines.extend(f"   - {action}" for action in step.actions)
+        if self.members:
+            lines += ["", f"Devices affected ({len(self.members)}):"]
+            lines.extend(f"   - {m.get('device')} {m.get('sensor') or ''}".rstrip()
+                         for m in self.members)
+        return "\n".join(lines) + "\n"
+
+
+def _num(value: Any, unit: str = "", sign: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return "unknown"
+    text = f"{value:+.3g}" if sign else f"{value:.4g}"
+    return f"{text} {unit}".rstrip()
+
+
+def _firmware(context: Mapping[str, Any]) -> str | None:
+    for key in ("firmware", "firmware_version", "version"):
+        if isinstance(context.get(key), str):
+            return str(context[key])
+    change = context.get("firmware_change")
+    if isinstance(change, Mapping) and isinstance(change.get("to"), str):
+        return str(change["to"])
+    return None
+
+
+def _fields(finding: Mapping[str, Any], evidence: str) -> dict[str, str]:
+    """The values the step templates may quote, always all present."""
+    context = finding.get("context") or {}
+    metrics = finding.get("metrics") or {}
+    unit = str(finding.get("unit") or "")
+    firmware = _firmware(context)
+    reference = (context.get("reference_fault") if isinstance(context.get("reference_fault"),
+                                                              str) else None)
+    if reference is None and any(c.get("cause") == "reference_fault"
+                                 for c in finding.get("causes") or []):
+        reference = finding.get("reference") or finding.get("device")
+    lag = metrics.get("lag_s")
+    return {
+        "device": str(finding.get("device") or ""),
+        "sensor": str(finding.get("sensor") or "device"),
+        "unit": unit or "its canonical unit",
+        "reference": str(reference or finding.get("reference") or "the reference instrument"),
+        "bias": _num(metrics.get("bias"), unit, sign=True),
+        "gain": _num(metrics.get("gain")),
+        "lag": f"{lag:+.0f} s" if isinstance(lag, int | float) else "unknown",
+        "firmware": firmware or "(the version named in the evidence)",
+        "firmware_text": f" (now {firmware})" if firmware else "",
+        "evidence": evidence,
+    }
+
+
+def steps_for(cause: str, finding: Mapping[str, Any], evidence: str) -> tuple[str, ...]:
+    fields = _fields(finding, evidence)
+    return tuple(template.format_map(fields)
+                 for template in CAUSE_STEPS.get(cause, (FALLBACK_STEP,)))
+
+
+def build(finding: Mapping[str, Any],
+          members: Sequence[Mapping[str, Any]] = ()) -> Runbook:
+    """The runbook for a finding (its published JSON), and the members it stands for."""
+    causes = [c for c in finding.get("causes") or [] if isinstance(c, Mapping)]
+    steps = []
+    for index, cause in enumerate(causes):
+        name = str(cause.get("cause"))
+        evidence = str(cause.get("evidence") or "")
+        actions = steps_for(name, finding, evidence)
+        own = str(finding.get("action") or "").strip()
+        if index == 0 and own and own not in actions:
+            actions = (own, *actions)
+        steps.append(Step(name, cause.get("confidence"), evidence, actions))
+    device, sensor = finding.get("device"), finding.get("sensor")
+    top = steps[0].cause if steps else "no recognised cause"
+    title = (f"{device} {sensor or ''}: {top} ({finding.get('severity')})").replace("  ", " ")
+    if members:
+        title += f", {len(members)} devices affected"
+    summary = str(finding.get("action") or "") or (
+        f"{device} {sensor or ''} failed its audit without a recognised cause: review it by "
+        "hand.")
+    metrics = finding.get("metrics") or {}
+    facts = {
+        "window": finding.get("window"),
+        "onset": finding.get("onset"),
+        "reference": finding.get("reference"),
+        "unit": finding.get("unit"),
+        "metrics": {k: metrics[k] for k in METRICS_SHOWN if k in metrics},
+    }
+    return Runbook(title, summary, tuple(steps), facts, tuple(members))

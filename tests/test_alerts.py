@@ -1,0 +1,430 @@
+"""Alert lifecycle, grouping, silences and ticket requests.
+
+The lifecycle (``alerts.step``) is property-tested over generated audit sequences; the plan
+of one audit and its transaction run against a real SQLite store; the grouped reference
+fault runs the real auditor over a day of readings from twenty devices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditd import alerts
+from auditd.alerting import AlertSettings
+from auditd.alerts import (
+    DEFAULT_POLICY,
+    Observation,
+    Snapshot,
+    StreamKey,
+    Track,
+    alert_id,
+    group_members,
+    plan,
+    step,
+    weighted,
+)
+from auditd.audit import Auditor
+from auditd.catalog import build_catalog
+from auditd.cli import main
+from auditd.config import TopicsConfig, load_profiles
+from auditd.model import AlertPolicy, Cause, Finding, Outcome, Reading, Reference
+from auditd.store import Store
+from auditd.store_alerts import AlertPlanner
+from auditd.tickets import ticket_payload
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1_764_028_800.0  # 2025-11-25T00:00:00Z
+HOUR = 3600.0
+DAY = 86_400.0
+
+STATUSES = st.sampled_from(["fail", "pass", "insufficient_data"])
+SEVERITY = st.sampled_from(["minor", "major", "critical"])
+
+
+def run_track(statuses: list[tuple[str, str]], policy: AlertPolicy
+              ) -> list[tuple[Track, str | None]]:
+    track, out = Track(), []
+    for i, (status, severity) in enumerate(statuses):
+        track, event = step(track, Observation(T0 + i * HOUR, status,  # type: ignore[arg-type]
+                                               severity if status == "fail" else "none",
+                                               "offset_drift"), policy)
+        out.append((track, event))
+    return out
+
+
+# --------------------------------------------------------------------------- pure lifecycle
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(STATUSES, SEVERITY), max_size=80), st.integers(1, 5),
+       st.integers(1, 5))
+def test_hysteresis_opens_after_k_fails_and_resolves_after_m_passes(
+        sequence: list[tuple[str, str]], k: int, m: int) -> None:
+    policy = AlertPolicy(open_after=k, resolve_after=m)
+    history = run_track(sequence, policy)
+    active = False
+    fails = passes = 0  # consecutive, insufficient_data neither counts nor breaks
+    for (status, _), (track, event) in zip(sequence, history, strict=True):
+        if status == "fail":
+            fails, passes = fails + 1, 0
+        elif status == "pass":
+            fails, passes = 0, passes + 1
+        if event == "open":
+            assert not active, "a second alert opened while one was open"
+            assert status == "fail" and fails >= k
+            active = True
+        elif event == "resolve":
+            assert active and status == "pass" and passes == m
+            active = False
+        elif event == "escalate":
+            assert active and status == "fail"
+        else:
+            # Nothing happened: either not enough evidence to open, or not enough to resolve.
+            assert not (not active and status == "fail" and fails == k)
+            assert not (active and status == "pass" and passes == m)
+        assert (track.state in ("open", "acknowledged")) == active
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(STATUSES, SEVERITY), max_size=60), st.integers(1, 4))
+def test_escalation_only_on_a_new_peak_and_never_a_second_alert(
+        sequence: list[tuple[str, str]], k: int) -> None:
+    history = run_track(sequence, AlertPolicy(open_after=k))
+    peak = 0
+    alerts_opened = 0
+    for (status, severity), (track, event) in zip(sequence, history, strict=True):
+        if event == "open":
+            alerts_opened += 1
+            peak = alerts.RANK[severity]
+        elif event == "escalate":
+            assert alerts.RANK[severity] > peak
+            peak = alerts.RANK[severity]
+        elif track.state == "open" and status == "fail":
+            assert alerts.RANK[severity] <= peak
+        assert alerts.RANK[track.peak] == peak or track.state not in ("open",)
+    resolves = sum(e == "resolve" for _, e in history)
+    assert alerts_opened - resolves in (0, 1)
+
+
+@given(st.integers(2, 6), st.integers(2, 6), st.booleans())
+def test_a_flapping_stream_opens_at_most_once_and_does_not_close(k: int, m: int,
+                                                                 start_open: bool) -> None:
+    """Failing every other audit: never K fails in a row, never M passes in a row."""
+    policy = AlertPolicy(open_after=k, resolve_after=m)
+    prefix = [("fail", "major")] * k if start_open else []
+    flaps = [("fail", "major") if i % 2 == 0 else ("pass", "none") for i in range(24)]
+    events = [e for _, e in run_track(prefix + flaps, policy) if e]
+    assert events == (["open"] if start_open else [])
+
+
+@given(st.sampled_from(["minor", "major", "critical"]), st.floats(0.05, 5.0),
+       st.floats(0.05, 5.0))
+def test_impact_weight_is_monotonic_and_one_is_neutral(severity: str, a: float,
+                                                       b: float) -> None:
+    low, high = sorted((a, b))
+    assert weighted(severity, 1.0) == severity  # type: ignore[arg-type]
+    assert alerts.RANK[weighted(severity, low)] <= alerts.RANK[weighted(severity, high)]  # type: ignore[arg-type]
+    assert weighted("none", high) == "none"
+
+
+def test_alert_id_is_deterministic_and_names_what_opened() -> None:
+    a = alert_id("th-1", "temperature", "offset_drift", T0)
+    assert a == alert_id("th-1", "temperature", "offset_drift", T0)
+    assert re.fullmatch(r"sa-[0-9a-f]{20}", a)
+    assert len({a, alert_id("th-1", "temperature", "offset_drift", T0 + HOUR),
+                alert_id("th-1", "humidity", "offset_drift", T0),
+                alert_id("th-1", "temperature", "gain_drift", T0),
+                alert_id("th-2", "temperature", "offset_drift", T0)}) == 5
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def finding(device: str, status: str = "fail", *, cause: str = "offset_drift",
+            severity: str = "major", sensor: str = "temperature", members: list[str] | None = None,
+            extra_causes: tuple[str, ...] = ()) -> Finding:
+    causes = (Cause(cause, 0.9, f"{cause} evidence"),
+              *(Cause(c, 0.5, f"{c} evidence") for c in extra_causes)) if status == "fail" else ()
+    context = {"members": members} if members is not None else {}
+    if cause == "reference_fault" and members is None and status == "fail":
+        context = {"reference_fault": "ref-north"}
+    return Finding(kind="calibration", site="north", device=device, sensor=sensor,
+                   status=status, severity=severity if status == "fail" else "none",  # type: ignore[arg-type]
+                   window_start=T0 - DAY, window_end=T0, unit="degC",
+                   reference="ref-north", metrics={"bias": 1.2}, causes=causes,
+                   context=context, action="Re-zero the sensor.")
+
+
+def audits(snapshot: Snapshot, rounds: list[list[Finding]], start: float = T0,
+           policy: AlertPolicy = DEFAULT_POLICY) -> tuple[Snapshot, list[alerts.Changes]]:
+    """Apply rounds of findings as the store would, carrying the state between them."""
+    out = []
+    tracks, known, silences = dict(snapshot.tracks), dict(snapshot.alerts), snapshot.silences
+    for i, round_ in enumerate(rounds):
+        changes = plan(Snapshot(tracks, known, silences), round_, start + i * HOUR,
+                       lambda f: policy)
+        tracks.update({k: t for k, (_, t) in changes.tracks.items()})
+        known.update({a.id: a for a in changes.alerts})
+        out.append(changes)
+    return Snapshot(tracks, known, silences), out
+
+
+def test_a_root_groups_its_members_under_one_ticket() -> None:
+    members = [f"th-{i:02d}" for i in range(20)]
+    round_ = [finding("ref-north", cause="reference_fault", members=members),
+              *(finding(d, cause="reference_fault", severity="minor") for d in members),
+              finding("th-99", cause="offset_drift")]  # not named by the root: its own alert
+    _, changes = audits(Snapshot(), [round_, round_, round_])
+    tickets = [t for c in changes for t in c.tickets]
+    assert sorted((t.alert.device, t.event) for t in tickets) == [
+        ("ref-north", "open"), ("th-99", "open")]
+    root = next(t for t in tickets if t.alert.device == "ref-north")
+    assert [m["device"] for m in root.members] == members
+    opened = [a for c in changes for a in c.alerts if a.state == "open"]
+    assert {a.group for a in opened if a.device in members} == {
+        "calibration/ref-north/temperature"}
+
+
+def test_a_member_failing_for_its_own_reason_is_not_grouped() -> None:
+    grouping = group_members([
+        finding("ref-north", cause="reference_fault", members=["th-01", "th-02", "th-03"]),
+        finding("th-01", cause="reference_fault"),
+        finding("th-02", cause="offset_drift"),  # named, but blamed on something else
+        finding("th-03", cause="reference_fault", sensor="humidity"),  # other sensor
+    ])
+    assert grouping == {StreamKey("calibration", "th-01", "temperature"):
+                        StreamKey("calibration", "ref-north", "temperature")}
+
+
+def test_a_new_root_cause_groups_by_its_table_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(alerts.ROOT_CAUSES, "firmware_regression", alerts.GroupRule(  # type: ignore[index]
+        members_key="cohort", same_sensor=False))
+    root = finding("th-01", cause="firmware_regression", sensor="humidity")
+    root = Finding(**{**{f: getattr(root, f) for f in root.__dataclass_fields__},
+                      "context": {"cohort": ["th-02"]}})
+    member = finding("th-02", cause="offset_drift", extra_causes=("firmware_regression",))
+    assert group_members([root, member]) == {StreamKey.of(member): StreamKey.of(root)}
+
+
+def test_member_held_back_is_announced_once_its_root_is_gone() -> None:
+    root = finding("ref-north", cause="reference_fault", members=["th-01"])
+    member = finding("th-01", cause="reference_fault")
+    alone = finding("th-01", cause="offset_drift")
+    _, changes = audits(Snapshot(), [[root, member], [root, member], [alone], [alone]])
+    tickets = [(t.alert.device, t.event) for c in changes for t in c.tickets]
+    assert tickets == [("ref-north", "open"), ("th-01", "open")]
+    assert changes[2].tickets[0].alert.device == "th-01"
+
+
+def test_escalation_resolution_and_silence() -> None:
+    s1 = [finding("th-01", severity="minor")]
+    s2 = [finding("th-01", severity="critical")]
+    ok = [finding("th-01", status="pass")]
+    _, changes = audits(Snapshot(), [s1, s1, s2, s2, s1, ok, ok, ok, ok])
+    events = [(t.event, t.idempotency_key.rsplit("/", 1)[1]) for c in changes for t in c.tickets]
+    assert events == [("open", "open"), ("escalate", "escalate-critical"),
+                      ("resolve", "resolve")]
+    # Silenced from the start: tracked, no ticket, and nothing to resolve afterwards.
+    hush = alerts.Silence(1, "th-*", None, T0 + 10 * HOUR, T0)
+    _, changes = audits(Snapshot(silences=(hush,)), [s1, s1, s2, ok, ok, ok])
+    assert [t for c in changes for t in c.tickets] == []
+    assert [e for c in changes for _, e in c.events] == ["open", "escalate", "resolve"]
+    # A silence that ends while the alert is still open: announced once, then.
+    short = alerts.Silence(2, "th-01", "temperature", T0 + 2.5 * HOUR, T0)
+    _, changes = audits(Snapshot(silences=(short,)), [s1, s1, s1, s1, s1])
+    assert [(i, t.event) for i, c in enumerate(changes) for t in c.tickets] == [(3, "open")]
+
+
+def test_ticket_payload_carries_the_runbook_and_the_keys() -> None:
+    _, changes = audits(Snapshot(), [[finding("th-01", cause="unit_mismatch",
+                                              extra_causes=("noise",))]] * 2)
+    [request] = changes[1].tickets
+    body = ticket_payload(request, "gw-1")
+    assert body["ticket_id"] == request.alert.id
+    assert body["idempotency_key"] == f"{request.alert.id}/open"
+    assert [c["cause"] for c in body["runbook"]["causes"]] == ["unit_mismatch", "noise"]
+    first = body["runbook"]["causes"][0]["actions"]
+    assert first[0] == "Re-zero the sensor."  # the finding's own action leads
+    assert any("do NOT recalibrate" in a for a in first)
+    assert "1. Probable cause: unit_mismatch" in body["runbook"]["text"]
+    json.dumps(body, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- store
+
+
+def save_rounds(store: Store, rounds: list[list[Finding]], start: float,
+                policy: AlertPolicy = DEFAULT_POLICY, sinks: tuple[str, ...] = ("file",)
+                ) -> list[alerts.Changes]:
+    out = []
+    for i, round_ in enumerate(rounds):
+        now = start + i * HOUR
+        planner = AlertPlanner(decide=partial(plan, findings=round_, now=now,
+                                              policy_for=lambda f: policy),
+                               render=partial(ticket_payload, gateway="gw"), sinks=sinks,
+                               mqtt_topic=lambda site: f"fleet/{site}/audit/gw/ticket")
+        changes = store.save_findings(round_, [], now=now, alerts=planner)
+        assert changes is not None
+        out.append(changes)
+    return out
+
+
+def test_a_flapping_stream_over_a_day_of_audits_opens_at_most_one_alert(tmp_path: Path) -> None:
+    flapping = [[finding("th-01", status="fail" if h % 2 == 0 else "pass")] for h in range(24)]
+    # The same stream, already failing twice before it starts to flap.
+    late = [[finding("th-02")], *[[finding("th-02", status="fail" if h % 2 else "pass")]
+                                  for h in range(24)]]
+    with Store(tmp_path / "a.db") as store:
+        save_rounds(store, flapping, T0)
+        save_rounds(store, [[finding("th-02")], *late], T0 + 2 * DAY)
+        by_device: dict[str, int] = {}
+        for alert in store.alerts(states=("open", "acknowledged", "resolved")):
+            by_device[alert.device] = by_device.get(alert.device, 0) + 1
+        assert by_device == {"th-02": 1}
+        assert len(store.tickets()) == 1
+        assert store.summary()["alerts_open"] == 1
+
+
+def test_the_transaction_keeps_one_request_per_event_and_a_delivery_per_sink(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as store:
+        save_rounds(store, [[finding("th-01")]] * 3, T0, sinks=("webhook", "file"))
+        [ticket] = store.tickets()
+        assert ticket["event"] == "open"
+        assert store.delivery_counts() == {"webhook": {"pending": 1}, "file": {"pending": 1}}
+        [outbox] = store.outbox_peek()
+        assert outbox.topic == "fleet/north/audit/gw/ticket"
+        assert json.loads(outbox.payload)["idempotency_key"] == ticket["idempotency_key"]
+
+
+def test_acknowledged_alerts_stay_quiet_until_they_escalate(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as store:
+        save_rounds(store, [[finding("th-01", severity="minor")]] * 2, T0)
+        [alert] = store.alerts()
+        assert store.acknowledge(alert.id, at=T0 + 2 * HOUR, by="ana")
+        assert not store.acknowledge(alert.id, at=T0 + 2 * HOUR)  # already acknowledged
+        save_rounds(store, [[finding("th-01", severity="minor")]] * 3, T0 + 3 * HOUR)
+        assert [a.state for a in store.alerts()] == ["acknowledged"]
+        assert len(store.tickets()) == 1
+        save_rounds(store, [[finding("th-01", severity="critical")]], T0 + 6 * HOUR)
+        [again] = store.alerts()
+        assert (again.id, again.state, again.peak) == (alert.id, "open", "critical")
+        assert [t["event"] for t in store.tickets()] == ["open", "escalate"]
+
+
+# --------------------------------------------------------------------------- a real fault
+
+
+FLEET = [f"th-north-{i:02d}" for i in range(1, 21)]
+
+
+def reference_fault_store(path: Path) -> tuple[Store, Auditor]:
+    """Twenty th-200s and their reference, which reads 1.5 degC high from noon on day 1."""
+    rng = np.random.default_rng(11)
+    ts = T0 + np.arange(1440 + 120) * 60.0 + 2.0
+    weather = (8.0 + 5.0 * np.sin(2 * math.pi * (ts - T0) / DAY - 1.0)
+               + np.cumsum(rng.normal(0.0, 0.03, ts.size)))
+    streams = {"ref-north": weather + np.where(ts >= T0 + DAY / 2, 1.5, 0.0)}
+    for device in FLEET:
+        streams[device] = weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
+    readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
+                     for device, values in streams.items()
+                     for t, v in zip(ts, values, strict=True))
+    ref = Reference(id="ref-north", site="north", serves=("th-north-*",),
+                    sensors=("temperature",), model="ref-station", calibration_due=T0 + 400 * DAY)
+    catalog = build_catalog(load_profiles(REPO / "device_profiles"), [ref],
+                            {"th-north-*": "th-200"})
+    store = Store(path)
+    store.write_outcomes([Outcome(readings=readings)])
+    auditor = Auditor(store, catalog, TopicsConfig(), gateway="gw",
+                      alerting=AlertSettings("gw", TopicsConfig(), ("file",), mqtt=True))
+    return store, auditor
+
+
+def test_a_reference_fault_over_twenty_devices_is_one_grouped_alert(tmp_path: Path) -> None:
+    store, auditor = reference_fault_store(tmp_path / "audit.db")
+    with store:
+        for hour in range(2):
+            auditor.run(T0 + DAY + hour * HOUR)
+        top = store.alerts(include_members=False)
+        assert [(a.device, a.cause) for a in top] == [("ref-north", "reference_fault")]
+        assert sorted(top[0].members) == FLEET
+        [ticket] = store.tickets()
+        assert ticket["device"] == "ref-north"
+        assert sorted(m["device"] for m in ticket["members"]) == FLEET
+        assert any("Recalibrate ref-north" in a
+                   for a in ticket["runbook"]["causes"][0]["actions"])
+        assert store.summary()["alerts_open"] == 1
+    result = CliRunner().invoke(main, ["findings", "--store", str(tmp_path / "audit.db")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("sa-")]
+    assert len(rows) == 1 and "ref-north" in rows[0] and "20 devices" in rows[0]
+    assert "th-north-17" in result.output  # members listed under their root
+    as_json = json.loads(CliRunner().invoke(
+        main, ["findings", "--json", "--store", str(tmp_path / "audit.db")]).output)
+    assert [a["device"] for a in as_json] == ["ref-north"]
+    assert sorted(m["device"] for m in as_json[0]["grouped"]) == FLEET
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_profiles_may_set_the_policy_and_need_not(tmp_path: Path) -> None:
+    from auditd.config import load_profile
+    from auditd.errors import ConfigError
+
+    base = (REPO / "device_profiles" / "th-200.toml").read_text()
+    assert load_profile(REPO / "device_profiles" / "th-200.toml").alerts == AlertPolicy()
+    custom = tmp_path / "custom.toml"
+    custom.write_text(base.replace('model = "th-200"', 'model = "th-custom"')
+                      + "\n[alerts]\nopen_after = 4\nresolve_after = 6\nimpact = 1.5\n")
+    assert load_profile(custom).alerts == AlertPolicy(4, 6, 1.5)
+    custom.write_text(base + "\n[alerts]\nopen_afer = 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(custom)
+    assert (err.value.file, err.value.key) == (str(custom), "alerts.open_afer")
+    assert "did you mean 'open_after'" in err.value.problem
+    custom.write_text(base + "\n[alerts]\nresolve_after = 0\n")
+    with pytest.raises(ConfigError, match=re.escape("alerts.resolve_after: must be at least 1")):
+        load_profile(custom)
+
+
+def test_ticket_sinks_are_configured_and_typos_refused(tmp_path: Path) -> None:
+    from auditd.config import load_daemon_config
+    from auditd.errors import ConfigError
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    cfg_file = tmp_path / "config.toml"
+    cfg_file.write_text(
+        '[tickets]\nmqtt = false\nmax_attempts = 5\nbackoff_min = "2s"\nbackoff_max = "1m"\n'
+        '[tickets.webhook]\nurl = "https://tickets.example/api"\ntoken_file = "token"\n'
+        'headers = {X-Source = "gw-1"}\n'
+        '[tickets.command]\nargv = ["/usr/local/bin/open-ticket", "--queue", "sensors"]\n'
+        '[tickets.file]\npath = "tickets.jsonl"\n')
+    tickets = load_daemon_config(cfg_file).tickets
+    assert (tickets.mqtt, tickets.max_attempts, tickets.backoff_min_s,
+            tickets.backoff_max_s) == (False, 5, 2.0, 60.0)
+    assert tickets.webhook is not None and tickets.webhook.token_file == str(token)
+    assert tickets.sinks() == ("webhook", "command", "file")
+    assert tickets.file == tmp_path / "tickets.jsonl"
+    for text, key in [('[tickets]\nretries = 3\n', "tickets.retries"),
+                      ('[tickets.webhook]\nurl = "ftp://x"\n', "tickets.webhook.url"),
+                      ('[tickets.webhook]\nurl = "http://x"\nheaders = {Idempotency-Key = "a"}\n',
+                       "tickets.webhook.headers"),
+                      ('[tickets]\nbackoff_min = "1m"\nbackoff_max = "1s"\n',
+                       "tickets.backoff_max")]:
+        cfg_file.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_daemon_config(cfg_file)
+        assert (err.value.file, err.value.key) == (str(cfg_file), key), err.value

@@ -125,11 +125,13 @@ def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> 
               help="Write the run's summary (JSON) here as well as to stdout.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Keep the replay's SQLite store here (default: a temporary file).")
+@click.option("--tickets", "tickets_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the ticket requests the alerts raise here, one JSON a line.")
 @CONFIG_OPTION
 @_errors_to_exit
 def replay(recording: Path, profiles: Path | None, references: Path | None, out_path: Path,
            summary_path: Path | None, store_path: Path | None,
-           config_path: Path | None) -> None:
+           config_path: Path | None, tickets_path: Path | None = None) -> None:
     """Run a recorded JSON Lines file through the live pipeline, offline."""
     from auditd.daemon import limits_from
     from auditd.replay import Replayer
@@ -141,10 +143,13 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
         out = stack.enter_context(_open_for_writing(out_path, "--out"))
         summary_file = (stack.enter_context(_open_for_writing(summary_path, "--summary"))
                         if summary_path else None)
+        if tickets_path is not None:
+            _open_for_writing(tickets_path, "--tickets").close()
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-"))
         store = stack.enter_context(Store(store_path or Path(tmp) / "replay.db",
                                           synchronous="normal"))
-        summary = Replayer(cfg, catalog, store, limits_from(cfg), out).run(recording)
+        summary = Replayer(cfg, catalog, store, limits_from(cfg), out,
+                           tickets_out=tickets_path).run(recording)
         text = json.dumps(summary, indent=2)
         if summary_file is not None:
             summary_file.write(text + "\n")

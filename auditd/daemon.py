@@ -19,9 +19,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import health, logs, sdnotify
+from auditd.alerting import AlertSettings
 from auditd.audit import Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
+from auditd.dispatch import RetryPolicy, TicketDispatcher, sinks_from
 from auditd.errors import AuditdError, ConfigError
 from auditd.ingest import Ingestor
 from auditd.mqtt import MqttLink
@@ -80,6 +82,7 @@ class Daemon:
             log.error("audit_failed", error=repr(exc))
             return
         self.publisher.wake()
+        self.dispatcher.wake()
         if self.metrics is not None:
             self.metrics.audit_seconds.observe(run.duration_s)
             self.metrics.last_audit.set(time.time())
@@ -134,7 +137,10 @@ class Daemon:
         self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
                                window_override_s=cfg.audit.window_s,
                                policy=metadata_policy(cfg.audit),
-                               cohort_alpha=cfg.audit.cohort_alpha)
+                               cohort_alpha=cfg.audit.cohort_alpha,
+                               alerting=AlertSettings.of(cfg))
+        self.dispatcher = TicketDispatcher(self.store, sinks_from(cfg.tickets),
+                                           RetryPolicy.of(cfg.tickets), clock=self.clock)
         if cfg.metrics.enabled:
             self._start_metrics()
         self.scheduler = BackgroundScheduler(timezone=UTC)
@@ -224,6 +230,7 @@ class Daemon:
              "network": health.network_limit_s(self.cfg.broker.keepalive)})
         dead = [name for name, thread in (("writer", self.writer),
                                           ("publisher", self.publisher),
+                                          ("tickets", self.dispatcher),
                                           ("network", self.link.network_thread))
                 if thread is not None and not thread.is_alive()
                 and not (name == "network" and not self.link.connected)]
@@ -249,6 +256,7 @@ class Daemon:
                  references=len(self.catalog.references))
         self.writer.start()
         self.publisher.start()
+        self.dispatcher.start()
         self.link.start()
         ready = False
         watchdog = sdnotify.watchdog_interval_s()
@@ -278,6 +286,8 @@ class Daemon:
         self.writer.join(timeout=30)
         self.publisher.stop()
         self.publisher.join(timeout=5)
+        self.dispatcher.stop()
+        self.dispatcher.join(timeout=5)
         self.link.stop()
         self._persist_counters()
         if self.metrics is not None:

@@ -25,6 +25,7 @@ from auditd.alerting import AlertSettings
 from auditd.audit import Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
+from auditd.dispatch import FileSink, RetryPolicy, TicketDispatcher
 from auditd.errors import RecordingError
 from auditd.ingest import Ingestor
 from auditd.model import Outcome, RawMessage, Rejection
@@ -80,14 +81,19 @@ def _quarantine(bad: BadLine, path: Path, now: float, cap: int) -> Outcome:
 
 class Replayer:
     def __init__(self, cfg: DaemonConfig, catalog: Catalog, store: Store, limits: Limits,
-                 findings_out: IO[str]) -> None:
+                 findings_out: IO[str], tickets_out: Path | None = None) -> None:
         self.cfg = cfg
         self.ingestor = Ingestor(store, catalog, prefix=cfg.topics.prefix, limits=limits)
+        sink = FileSink(tickets_out) if tickets_out is not None else None
         self.auditor = Auditor(store, catalog, cfg.topics, gateway=cfg.gateway,
                                window_override_s=cfg.audit.window_s,
                                policy=metadata_policy(cfg.audit),
                                cohort_alpha=cfg.audit.cohort_alpha,
-                               alerting=AlertSettings.of(cfg, sinks=(), mqtt=False))
+                               alerting=AlertSettings.of(cfg, sinks=(sink.name,) if sink else (),
+                                                         mqtt=False))
+        self._tickets = (TicketDispatcher(store, [sink], RetryPolicy(max_attempts=1))
+                         if sink is not None else None)
+        self.alert_events: Counter[str] = Counter()
         self._out = findings_out
         self._limits = limits
         self._batch_max = min(cfg.ingest.batch_max, cfg.broker.receive_maximum)
@@ -109,6 +115,11 @@ class Replayer:
         for finding in run.findings:
             self._out.write(json.dumps(finding.to_json(), separators=(",", ":")) + "\n")
             self.findings[finding.status] += 1
+        if run.alerts is not None:
+            self.alert_events.update(event for _, event in run.alerts.events)
+            self.alert_events.update({"tickets": len(run.alerts.tickets)})
+        if self._tickets is not None:
+            self._tickets.drain_once(now=at)
 
     def _source(self, path: Path) -> Iterator[RawMessage | BadLine]:
         """A ``.csv`` file is a historian export of readings (``auditd.csvsource``)."""
@@ -167,4 +178,8 @@ class Replayer:
             "audits": self.audits,
             "findings": sum(self.findings.values()),
             "findings_by_status": dict(sorted(self.findings.items())),
+            "alerts": {"opened": self.alert_events["open"],
+                       "escalated": self.alert_events["escalate"],
+                       "resolved": self.alert_events["resolve"],
+                       "tickets": self.alert_events["tickets"]},
         }

@@ -140,13 +140,16 @@ class GroupRule:
     members_key: str = "members"
     """The ``context`` key that lists the member devices."""
     same_sensor: bool = True
-    """Members are the same sensor as the root (a reference fault is per sensor); False:
-    any sensor of the member devices (a firmware regression may break several)."""
+    """Members are the same sensor as the root (both roots today are per sensor); False:
+    any sensor of the member devices."""
+    same_site: bool = True
+    """Members are at the root's site (a reference serves one site); False: anywhere (a
+    firmware cohort spans sites, and its root names the site most members are at)."""
 
 
 ROOT_CAUSES: Mapping[str, GroupRule] = {
-    "reference_fault": GroupRule(same_sensor=True),
-    "firmware_regression": GroupRule(same_sensor=False),
+    "reference_fault": GroupRule(same_sensor=True, same_site=True),
+    "firmware_regression": GroupRule(same_sensor=True, same_site=False),
 }
 """Causes whose finding stands for a group: add a line here for a new kind of root."""
 
@@ -187,8 +190,8 @@ def members_of(finding: Finding) -> tuple[str, ...]:
 def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
     """Member stream -> its root stream, for one audit's findings.
 
-    A member is a failing finding at the root's site, of a device the root lists (and the
-    same sensor where the rule says so), that names the root's cause among its own: a
+    A member is a failing finding of a device the root lists (at the same site and of the
+    same sensor where the rule says so) that names the root's cause among its own: a
     device failing for a reason of its own beside a reference fault stays its own alert.
     """
     roots = [f for f in findings if root_cause(f) is not None]
@@ -199,8 +202,8 @@ def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
         rule = ROOT_CAUSES[cause]
         members = set(members_of(root))
         for f in findings:
-            if (f is root or f.status != "fail" or f.site != root.site
-                    or f.device not in members
+            if (f is root or f.status != "fail" or f.device not in members
+                    or (rule.same_site and f.site != root.site)
                     or (rule.same_sensor and f.sensor != root.sensor)
                     or all(c.cause != cause for c in f.causes)):
                 continue

@@ -224,9 +224,11 @@ STORE_OPTION = click.option(
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 
 
-def _open_store(config_path: Path | None, db_path: Path | None) -> Any:
+def _open_store(config_path: Path | None, db_path: Path | None, *,
+                writes: bool = True) -> Any:
     """The store for the read-only commands; a missing one is a usage error, not a new
-    empty database created by mistake."""
+    empty database created by mistake. ``writes=False`` opens it read-only (``status``'s
+    way: no migration, no write lock)."""
     from auditd.config import default_config, load_daemon_config
     from auditd.store import Store
 
@@ -235,7 +237,7 @@ def _open_store(config_path: Path | None, db_path: Path | None) -> Any:
     if not path.is_file():
         raise ConfigError(str(path), "--db" if db_path else "store.path",
                           "no such store (has the daemon or a replay with --store run?)")
-    return Store(path)
+    return Store(path, read_only=True) if not writes else Store(path)
 
 
 @main.command()
@@ -284,21 +286,8 @@ def _open_for_writing(path: Path, option: str) -> IO[str]:
 # --------------------------------------------------------------------------- alerts
 
 STORE_OPTION = click.option(
-    "--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+    "--store", "--db", "store_path", type=click.Path(dir_okay=False, path_type=Path),
     help="The daemon's SQLite store (default: the config's store.path).")
-
-
-def _open_store(config_path: Path | None, store_path: Path | None) -> Any:
-    """The existing store named by ``--store`` or the config; never a new empty one."""
-    from auditd.config import default_config, load_daemon_config
-    from auditd.store import Store
-
-    path = store_path or (load_daemon_config(config_path) if config_path
-                          else default_config()).store.path
-    if not path.is_file():
-        raise ConfigError(str(path), "--store" if store_path else "store.path",
-                          "no such database (has the daemon or a replay run with it?)")
-    return Store(path, synchronous="normal")
 
 
 @main.command()
@@ -312,7 +301,7 @@ def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -
 
     from auditd import alert_view
 
-    with _open_store(config_path, store_path) as store:
+    with _open_store(config_path, store_path, writes=False) as store:
         now = time.time()
         alerts, silences = store.alerts(), store.silences(active_at=now)
         if as_json:
@@ -390,10 +379,11 @@ def iso_text(ts: float) -> str:
     return iso(ts) or ""
 
 
-def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path | None) -> Any:
+def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path | None, *,
+                 writes: bool = True) -> Any:
     """A subcommand's own --config/--store, else those given before it."""
     return _open_store(config_path or ctx.obj.get("config_path"),
-                       store_path or ctx.obj.get("store_path"))
+                       store_path or ctx.obj.get("store_path"), writes=writes)
 
 
 @silence.command("list")
@@ -410,7 +400,7 @@ def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
     from auditd import alert_view
 
     now = time.time()
-    with _group_store(ctx, config_path, store_path) as store:
+    with _group_store(ctx, config_path, store_path, writes=False) as store:
         click.echo(alert_view.silence_table(store.silences(active_at=None if show_all else now),
                                             now), nl=False)
 
@@ -442,7 +432,7 @@ def tickets(retry_dead: bool, as_json: bool, config_path: Path | None,
     """Ticket deliveries by sink and state, and the dead-lettered ones."""
     import time
 
-    with _open_store(config_path, store_path) as store:
+    with _open_store(config_path, store_path, writes=retry_dead) as store:
         if retry_dead:
             click.echo(f"{store.retry_dead(at=time.time())} deliveries queued again")
         counts, dead = store.delivery_counts(), list(store.dead_letters())

@@ -153,13 +153,15 @@ def _num(value: Any, unit: str = "", sign: bool = False) -> str:
 
 
 def _firmware(context: Mapping[str, Any]) -> str | None:
-    for key in ("firmware", "firmware_version", "version"):
-        if isinstance(context.get(key), str):
-            return str(context[key])
-    change = context.get("firmware_change")
-    if isinstance(change, Mapping) and isinstance(change.get("to"), str):
-        return str(change["to"])
-    return None
+    """The firmware version a finding's context names: a regression's cohort (the root's
+    ``cohort``, a member's ``firmware_regression``), else the change before the onset."""
+    for key, field in (("cohort", "version"), ("firmware_regression", "version"),
+                       ("firmware_change", "to")):
+        part = context.get(key)
+        if isinstance(part, Mapping) and isinstance(part.get(field), str):
+            return str(part[field])
+    firmware = context.get("firmware")
+    return firmware if isinstance(firmware, str) else None
 
 
 def _fields(finding: Mapping[str, Any], evidence: str) -> dict[str, str]:

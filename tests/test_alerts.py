@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -206,13 +207,28 @@ def test_a_member_failing_for_its_own_reason_is_not_grouped() -> None:
                         StreamKey("calibration", "ref-north", "temperature")}
 
 
+def test_a_firmware_cohort_groups_its_members_across_sites() -> None:
+    """Shaped as ``fleet._regression_root`` makes them: the root is the cohort, at the site
+    most members are at; members name ``firmware_regression`` first, wherever they are."""
+    root = replace(finding("th-200@2.4.0", cause="firmware_regression"),
+                   context={"cohort": {"attribute": "firmware", "model": "th-200",
+                                       "version": "2.4.0"}, "members": ["th-01", "th-02"]})
+    here = finding("th-01", cause="firmware_regression", extra_causes=("offset_drift",))
+    there = replace(finding("th-02", cause="firmware_regression"), site="south")
+    assert group_members([root, here, there]) == {
+        StreamKey.of(here): StreamKey.of(root), StreamKey.of(there): StreamKey.of(root)}
+    body = ticket_payload(plan(Snapshot(tracks={StreamKey.of(root): Track(
+        state="suspect", fails=1)}), [root, here, there], T0).tickets[0], "gw")
+    assert body["device"] == "th-200@2.4.0" and len(body["members"]) == 2
+    assert any("Roll back firmware 2.4.0" in a for a in body["runbook"]["causes"][0]["actions"])
+
+
 def test_a_new_root_cause_groups_by_its_table_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(alerts.ROOT_CAUSES, "firmware_regression", alerts.GroupRule(  # type: ignore[index]
-        members_key="cohort", same_sensor=False))
-    root = finding("th-01", cause="firmware_regression", sensor="humidity")
-    root = Finding(**{**{f: getattr(root, f) for f in root.__dataclass_fields__},
-                      "context": {"cohort": ["th-02"]}})
-    member = finding("th-02", cause="offset_drift", extra_causes=("firmware_regression",))
+    monkeypatch.setitem(alerts.ROOT_CAUSES, "stuck", alerts.GroupRule(  # type: ignore[index]
+        members_key="devices", same_sensor=False))
+    root = replace(finding("gw-power", cause="stuck", sensor="supply"),
+                   context={"devices": ["th-02"]})
+    member = finding("th-02", cause="offset_drift", extra_causes=("stuck",))
     assert group_members([root, member]) == {StreamKey.of(member): StreamKey.of(root)}
 
 

@@ -69,13 +69,14 @@ class DaemonProcess:
         self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.lines: list[str] = []
 
-    def start(self, ready_timeout: float = 30.0) -> DaemonProcess:
+    def start(self, ready_timeout: float = 30.0, *, wait_ready: bool = True) -> DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "auditd.cli", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         threading.Thread(target=self._pump, daemon=True).start()
-        self.wait_event(lambda e: e.get("event") == "ready", ready_timeout)
+        if wait_ready:
+            self.wait_event(lambda e: e.get("event") == "ready", ready_timeout)
         return self
 
     def _pump(self) -> None:

@@ -221,10 +221,9 @@ def test_wrong_password_is_refused_clearly_and_a_fixed_file_recovers_without_los
     secret = tmp_path / "rotated-password"
     secret.write_text("not-the-password\n")
     bad = _config(tmp_path, tls_broker, pki, password_file=secret, name="bad.toml")
-    daemon = DaemonProcess(bad)
+    daemon = DaemonProcess(bad).start(wait_ready=False)  # never ready: the broker refuses us
     try:
-        with pytest.raises(AssertionError):
-            daemon.start(ready_timeout=6)  # never ready: the broker refuses us
+        daemon.wait_event(lambda e: e.get("event") == "broker_refused", 60)
         refused = [e for e in _events(daemon) if e.get("event") == "broker_refused"]
         assert refused, daemon.lines[-10:]
         # mosquitto answers "Not authorized" (MQTT 5 reason 0x87) for a wrong password.
@@ -254,9 +253,8 @@ def test_wrong_ca_is_a_clear_tls_error_and_nothing_is_lost(
     device.send(30, time.time() - 100)
 
     daemon = DaemonProcess(_config(tmp_path, tls_broker, pki, ca="other-ca.pem",
-                                   name="wrong-ca.toml"))
-    with pytest.raises(AssertionError):
-        daemon.start(ready_timeout=5)
+                                   name="wrong-ca.toml")).start(wait_ready=False)
+    daemon.wait_event(lambda e: e.get("event") == "broker_connect_failed", 60)
     assert daemon.terminate() == 0
     failures = [e for e in _events(daemon) if e.get("event") == "broker_connect_failed"]
     assert failures, daemon.lines[-10:]

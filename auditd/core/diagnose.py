@@ -25,10 +25,11 @@ import numpy as np
 from auditd.core import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.checks import exceedances, ratio
-from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line
+from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line_consuming
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
+from auditd.core.stats import median
 from auditd.core.units import UnitCandidate, unit_candidates
 from auditd.model import Cause, SensorSpec, Tolerance, iso
 
@@ -71,6 +72,32 @@ class FlatRun:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferenceSpread:
+    """What the detectors read of the reference values paired with the fault."""
+
+    n: int
+    low: float
+    high: float
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, ref: FloatArray) -> ReferenceSpread:
+        if not ref.size:
+            return cls(0, math.nan, math.nan, math.nan, math.nan)
+        return cls(int(ref.size), float(ref.min()), float(ref.max()), float(ref.mean()),
+                   _std(ref))
+
+
+def _std(x: FloatArray, scratch: FloatArray | None = None) -> float:
+    """``x.std()`` (the same number: same mean, same pairwise sum of squares) with its
+    working array in ``scratch`` when given."""
+    c = np.subtract(x, x.mean(), out=scratch)
+    np.multiply(c, c, out=c)
+    return float(math.sqrt(float(c.sum()) / x.size))
+
+
+@dataclass(frozen=True, slots=True)
 class Case:
     """Everything the detectors read, computed once."""
 
@@ -92,6 +119,15 @@ class Case:
     """Fit of the fault's pairs."""
     flat_run: FlatRun | None
     units: tuple[UnitCandidate, ...]
+    fault_reference: ReferenceSpread | None = None
+    """The reference over the fault's pairs, read once for every detector that needs it
+    (``None``: computed on demand)."""
+
+    @property
+    def reference_spread(self) -> ReferenceSpread:
+        if self.fault_reference is not None:
+            return self.fault_reference
+        return ReferenceSpread.of(_paired(self.fault)[1])
 
     @property
     def tol(self) -> Tolerance:
@@ -117,16 +153,22 @@ def lag_beyond_tolerance(lag: LagEstimate, tol: Tolerance) -> bool:
 def longest_flat_run(aligned: Aligned) -> FlatRun | None:
     """The longest spell in which every device value equals the one before (gaps skipped:
     a stuck device that also drops out is still stuck)."""
-    idx = np.flatnonzero(np.isfinite(aligned.device))
-    if idx.size < 2:
+    finite = np.isfinite(aligned.device)
+    v = np.asarray(aligned.device)[finite]
+    if v.size < 2:
         return None
-    v = np.asarray(aligned.device)[idx]
-    same = np.abs(np.diff(v)) <= FLAT_RELATIVE * max(float(np.max(np.abs(v))), 1e-300)
+    limit = FLAT_RELATIVE * max(float(np.max(v)), -float(np.min(v)), 1e-300)
+    step = np.diff(v)
+    del v
+    np.abs(step, out=step)
+    same = step <= limit
+    del step
     if not same.any():
         return None
     edges = np.diff(np.concatenate(([0], same.astype(np.int8), [0])))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     k = int(np.argmax(stops - starts))
+    idx = np.flatnonzero(finite)
     first, last = int(idx[starts[k]]), int(idx[stops[k]])
     paired = int(np.count_nonzero(aligned.paired[first:last + 1]))
     return FlatRun(first, last, paired)
@@ -141,22 +183,25 @@ def build_case(
 ) -> Case:
     found = lag_beyond_tolerance(lag, spec.tolerance)
     corrected = shift_device(aligned, round(lag.lag_s / aligned.interval_s)) if found else aligned
-    cm = compute_metrics(corrected, lag=UNDEFINED) if found else metrics
+    cm = compute_metrics(corrected, lag=UNDEFINED, robust=False) if found else metrics
     dev, ref = _paired(corrected)
-    line = fit_line(dev, ref)
+    diff = np.subtract(dev, ref)
+    line = fit_line_consuming(dev, ref)  # copies, not needed any more
+    del dev, ref
     rival = (line.n - 2) * line.residual_std**2 if math.isfinite(line.residual_std) else math.inf
-    diff = np.subtract(dev, ref, out=dev)  # dev and ref are copies, not needed any more
-    del ref
     step = step_onset(np.asarray(corrected.t)[corrected.paired], diff,
                       spec.tolerance.bias, rival)
     del diff
     fault, fm = corrected, cm
     if step is not None:
         fault = since(corrected, step)
-        fm = compute_metrics(fault, lag=UNDEFINED)
-        line = fit_line(*_paired(fault))
+        fm = compute_metrics(fault, lag=UNDEFINED, robust=False)
+        line = fit_line_consuming(*_paired(fault))
+    _, ref = _paired(fault)
+    spread = ReferenceSpread.of(ref)
+    del ref
     return Case(spec, aligned, metrics, lag, found, corrected, step, fault, fm, line,
-                longest_flat_run(aligned), tuple(units))
+                longest_flat_run(aligned), tuple(units), spread)
 
 
 def _paired(aligned: Aligned) -> tuple[FloatArray, FloatArray]:
@@ -196,39 +241,41 @@ def stuck_spell(case: Case) -> FlatRun | None:
 def stuck(case: Case) -> Cause | None:
     """Device (nearly) constant, over the window or a long spell, while the reference moves
     by more than the bias tolerance (below that a quantised device may rightly sit still)."""
-    dev, ref = _paired(case.aligned)
     unit, tol = case.spec.unit, case.tol
+    run = stuck_spell(case)
+    dev, ref = _paired(case.aligned)
     if dev.size < 3:
         return None
-    ref_std, dev_std = float(ref.std()), float(dev.std())
+    ref_lo, ref_hi = float(ref.min()), float(ref.max())
+    ref_std = _std(ref, ref)
+    del ref
     if not ref_std > 0.0 or ref_std < tol.bias:
         return None
+    dev_std = _std(dev, np.empty_like(dev))
     std_ratio = dev_std / ref_std
-    distinct = _distinct(dev)
+    distinct = _distinct(dev) if std_ratio <= STUCK_FEW_VALUES_STD_RATIO else None
     whole = std_ratio <= STUCK_STD_RATIO or (
-        distinct <= STUCK_FEW_VALUES and std_ratio <= STUCK_FEW_VALUES_STD_RATIO)
+        distinct is not None and distinct <= STUCK_FEW_VALUES)
     confidence = 0.97 - 0.5 * std_ratio if whole else 0.0
-    evidence = (
-        f"device held {text.qty(float(np.median(dev)), unit)} (std {text.qty(dev_std, unit)}, "
-        f"{distinct} distinct value{'s' if distinct != 1 else ''}) over "
-        f"{text.bins(dev.size, case.aligned.interval_s, 'paired')} while the reference ranged "
-        f"{text.num(float(ref.min()))} to {text.qty(float(ref.max()), unit)} "
-        f"(std {text.qty(ref_std, unit)})"
-    )
-    run = stuck_spell(case)
-    if run is not None:
-        share = run.paired / dev.size
-        run_conf = 0.6 + 0.37 * share
-        if run_conf > confidence:
-            confidence = run_conf
-            evidence = (
-                f"device repeated {text.qty(float(case.aligned.device[run.first]), unit)} "
-                f"exactly for {text.bins(run.paired, case.aligned.interval_s, 'paired')} "
-                f"({text.percent(share)} of the paired data) while the reference moved with "
-                f"std {text.qty(_run_reference_std(case.aligned, run), unit)}"
-            )
+    share = run.paired / dev.size if run is not None else 0.0
+    if run is not None and 0.6 + 0.37 * share > confidence:
+        evidence = (
+            f"device repeated {text.qty(float(case.aligned.device[run.first]), unit)} "
+            f"exactly for {text.bins(run.paired, case.aligned.interval_s, 'paired')} "
+            f"({text.percent(share)} of the paired data) while the reference moved with "
+            f"std {text.qty(_run_reference_std(case.aligned, run), unit)}"
+        )
+        return Cause("stuck", 0.6 + 0.37 * share, evidence)
     if confidence <= 0.0:
         return None
+    distinct = _distinct(dev) if distinct is None else distinct
+    evidence = (
+        f"device held {text.qty(median(dev), unit)} (std {text.qty(dev_std, unit)}, "
+        f"{distinct} distinct value{'s' if distinct != 1 else ''}) over "
+        f"{text.bins(dev.size, case.aligned.interval_s, 'paired')} while the reference ranged "
+        f"{text.num(ref_lo)} to {text.qty(ref_hi, unit)} "
+        f"(std {text.qty(ref_std, unit)})"
+    )
     return Cause("stuck", confidence, evidence)
 
 
@@ -285,17 +332,16 @@ def gain_share(case: Case) -> float:
     plus whatever of the mean bias a line through the unit's zero explains, the latter
     only when the gain is measurably different from 1 (``GAIN_T_MIN``).
     """
-    m, line = case.fault_metrics, case.line
-    _, ref = _paired(case.fault)
+    m, line, ref = case.fault_metrics, case.line, case.reference_spread
     bias = abs(m.bias)
-    if not math.isfinite(line.gain) or ref.size < 3:
+    if not math.isfinite(line.gain) or ref.n < 3:
         return 0.0
     slope = line.gain - 1.0
-    varying = abs(slope) * float(ref.std())
+    varying = abs(slope) * ref.std
     t = abs(slope) / line.gain_se if line.gain_se > 0 else math.inf
     through_zero = 0.0
     if t >= GAIN_T_MIN and bias > 0.0:
-        through_zero = float(np.clip(slope * float(ref.mean()) / m.bias, 0.0, 1.0))
+        through_zero = float(np.clip(slope * ref.mean / m.bias, 0.0, 1.0))
     gain_part = math.hypot(varying, through_zero * bias)
     offset_part = (1.0 - through_zero) * bias
     total = gain_part + offset_part
@@ -324,8 +370,7 @@ def gain_drift(case: Case) -> Cause | None:
     share = gain_share(case)
     if distance <= 1.0 or share < MIN_SHARE:
         return None
-    _, ref = _paired(case.fault)
-    lo, hi = float(ref.min()), float(ref.max())
+    lo, hi = case.reference_spread.low, case.reference_spread.high
     dev_lo, dev_hi = ((m.gain - 1.0) * x + m.offset for x in (lo, hi))
     evidence = (
         f"gain {text.num(m.gain, 4)}{_since(case)} (offset "
@@ -342,8 +387,7 @@ def unit_mismatch(case: Case) -> Cause | None:
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     if not case.units or _systematic_distance(m, tol) <= 1.0 or not math.isfinite(m.gain):
         return None
-    _, ref = _paired(case.fault)
-    lo, hi = float(ref.min()), float(ref.max())
+    lo, hi = case.reference_spread.low, case.reference_spread.high
     allowed = UNIT_SLACK * (tol.bias + tol.gain * max(abs(lo), abs(hi)))
     matches = unit_candidates(m.gain, m.offset, (lo, hi), case.units, allowed)
     if not matches:

@@ -25,6 +25,7 @@ from auditd.core.stats import (
     ar1_coefficient,
     deming,
     effective_size,
+    has_outliers,
     huber_line,
     mean_interval,
 )
@@ -96,7 +97,9 @@ class Metrics:
     is known; the gain decision then uses it instead of the OLS ``gain``."""
     gain_robust: float = math.nan
     offset_robust: float = math.nan
-    """Huber line (``stats.huber_line``): compare with ``gain`` to spot outlier-driven fits."""
+    """Huber line (``stats.huber_line``) where the OLS residuals hold outliers
+    (``stats.has_outliers``), else the OLS line itself, which then estimates the same line
+    with less variance: differing from ``gain``, it shows an outlier-driven fit."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         """CONTRACT.md's metrics (n, bias, gain, offset, rmse, r2, lag_s) and the rest,
@@ -117,8 +120,8 @@ def is_flat(x: FloatArray) -> bool:
     """No variation beyond round-off (a bin mean of equal values need not be bit-equal)."""
     if x.size < 2:
         return True
-    spread = float(np.max(x) - np.min(x))
-    return spread <= FLAT_RELATIVE * max(float(np.max(np.abs(x))), 1e-300)
+    hi, lo = float(np.max(x)), float(np.min(x))
+    return hi - lo <= FLAT_RELATIVE * max(abs(hi), abs(lo), 1e-300)
 
 
 def fit_line(device: FloatArray, reference: FloatArray) -> LineFit:
@@ -128,29 +131,59 @@ def fit_line(device: FloatArray, reference: FloatArray) -> LineFit:
     so the residual std is the device's std. With a flat device and a moving reference,
     r2 is 0 rather than undefined: the device follows none of the reference's variation.
     """
+    return _fit(device, reference, keep_residuals=False)[0]
+
+
+def fit_line_consuming(device: FloatArray, reference: FloatArray) -> LineFit:
+    """``fit_line`` of two arrays the caller owns and is done with: they are centred in
+    place instead of copied."""
+    return _fit(device, reference, keep_residuals=False, overwrite=True)[0]
+
+
+def _fit(
+    device: FloatArray, reference: FloatArray, *, keep_residuals: bool, overwrite: bool = False
+) -> tuple[LineFit, FloatArray | None, float, float]:
+    """``fit_line`` and what the metrics reuse of its work: the residuals about the line
+    (when asked for and defined) and the sums of squares of both centred streams."""
     n = int(device.size)
     nan = math.nan
     if n < 2:
-        return LineFit(n, nan, nan, nan, nan, nan)
-    dd = device - device.mean()
-    rr = reference - reference.mean()
+        return LineFit(n, nan, nan, nan, nan, nan), None, nan, nan
+    dev_mean, ref_mean = float(device.mean()), float(reference.mean())
+    flat_ref, flat_dev = is_flat(reference), is_flat(device)
+    dd = np.subtract(device, dev_mean, out=device if overwrite else None)
+    rr = np.subtract(reference, ref_mean, out=reference if overwrite else None)
     sxx, syy, sxy = float(rr @ rr), float(dd @ dd), float(dd @ rr)
-    if is_flat(reference):
+    if flat_ref:
         resid = math.sqrt(syy / (n - 1))
-        return LineFit(n, nan, nan, nan, resid, nan)
+        return LineFit(n, nan, nan, nan, resid, nan), None, sxx, syy
     gain = sxy / sxx
-    offset = float(device.mean() - gain * reference.mean())
-    flat = is_flat(device) or syy * sxx == 0.0  # or so tiny its square underflows
+    offset = float(dev_mean - gain * ref_mean)
+    flat = flat_dev or syy * sxx == 0.0  # or so tiny its square underflows
     r2 = 0.0 if flat else min(1.0, sxy * sxy / (sxx * syy))
     sse = max(syy - gain * sxy, 0.0)
-    resid = math.sqrt(sse / (n - 2)) if n > 2 else nan
-    gain_se = resid / math.sqrt(sxx) if n > 2 else nan
-    return LineFit(n, gain, offset, r2, resid, gain_se)
+    resid_std = math.sqrt(sse / (n - 2)) if n > 2 else nan
+    gain_se = resid_std / math.sqrt(sxx) if n > 2 else nan
+    residuals = None
+    if keep_residuals:
+        rr *= gain
+        dd -= rr  # device - (gain * reference + offset), from the centred streams
+        residuals = dd
+    return LineFit(n, gain, offset, r2, resid_std, gain_se), residuals, sxx, syy
 
 
 def paired_arrays(aligned: Aligned) -> tuple[FloatArray, FloatArray]:
+    """Device and reference values of the paired bins; the arrays themselves (read-only)
+    when every bin is paired."""
+    return _pairs(aligned)[:2]
+
+
+def _pairs(aligned: Aligned) -> tuple[FloatArray, FloatArray, bool]:
+    """``paired_arrays`` and whether they are copies the caller may overwrite."""
     keep = aligned.paired
-    return np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
+    if keep.all():
+        return np.asarray(aligned.device), np.asarray(aligned.reference), False
+    return np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep], True
 
 
 def compute_metrics(
@@ -158,27 +191,48 @@ def compute_metrics(
     lag: LagEstimate | None = None,
     *,
     reference_uncertainty: float | None = None,
+    robust: bool = True,
 ) -> Metrics:
     """Metrics of the aligned pair. ``lag`` saves a second estimate when the caller already
     has one; otherwise the lag is searched within a quarter of the window.
 
     ``reference_uncertainty`` is the reference's standard uncertainty in the canonical
     unit (``Reference.uncertainty[sensor]``), taken as the std of its reading noise; with
-    it the Deming line is fitted, without it ``gain_deming`` is NaN.
+    it the Deming line is fitted, without it ``gain_deming`` is NaN. ``robust=False``
+    leaves the robust line out (NaN), for the diagnosis's own looks at a window, which
+    never read it.
     """
     if lag is None:
         lag = estimate_lag(aligned, (aligned.end - aligned.start) / 4)
-    dev, ref = paired_arrays(aligned)
+    dev, ref, owned = _pairs(aligned)
     n = int(dev.size)
-    line = fit_line(dev, ref)
     nan = math.nan
-    diff = dev - ref
-    ref_mean = float(ref.mean()) if n else nan
-    bias = mean_interval(diff)
+    # one working array at a time besides the pairs: memory stays near the input's size
+    diff = np.subtract(dev, ref)
     rmse = float(math.sqrt(diff @ diff / n)) if n else nan
+    bias = mean_interval(diff, overwrite=True)
+    del diff
+    ref_mean = float(ref.mean()) if n else nan
+    gain_deming, offset_deming = nan, nan
+    if reference_uncertainty is not None:
+        line = fit_line(dev, ref)
+        gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
+    # the fit centres copies of the pairs in place; the robust fit, rarely needed, re-pairs
+    line, resid, sxx, syy = _fit(dev, ref, keep_residuals=True, overwrite=owned)
+    if owned:
+        del dev, ref
     low, high = bias.bounds() if n > 1 else (nan, nan)
-    gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
-    gain_robust, offset_robust = huber_line(ref, dev) if math.isfinite(line.gain) else (nan, nan)
+    gain_se = effective_gain_se(line, resid)
+    outliers = False
+    if robust and resid is not None:
+        outliers = has_outliers(resid)
+    del resid
+    gain_robust, offset_robust = nan, nan
+    if robust and math.isfinite(line.gain):
+        gain_robust, offset_robust = (line.gain, line.offset)
+        if outliers:
+            x, y, _ = _pairs(aligned)
+            gain_robust, offset_robust = huber_line(y, x)
     return Metrics(
         n=n,
         bias=bias.mean,
@@ -188,8 +242,8 @@ def compute_metrics(
         nrmse=100.0 * rmse / abs(ref_mean) if n and ref_mean != 0.0 else nan,
         r2=line.r2,
         residual_std=line.residual_std,
-        device_std=float(dev.std(ddof=1)) if n > 1 else nan,
-        reference_std=float(ref.std(ddof=1)) if n > 1 else nan,
+        device_std=math.sqrt(syy / (n - 1)) if n > 1 else nan,
+        reference_std=math.sqrt(sxx / (n - 1)) if n > 1 else nan,
         device_coverage=aligned.device_coverage,
         reference_coverage=aligned.reference_coverage,
         lag_s=lag.lag_s if lag.resolved else nan,
@@ -198,7 +252,7 @@ def compute_metrics(
         bias_se=bias.se,
         bias_ci_low=low,
         bias_ci_high=high,
-        gain_se=effective_gain_se(dev, ref, line),
+        gain_se=gain_se,
         gain_deming=gain_deming,
         offset_deming=offset_deming,
         gain_robust=gain_robust,
@@ -206,17 +260,16 @@ def compute_metrics(
     )
 
 
-def effective_gain_se(dev: FloatArray, ref: FloatArray, line: LineFit) -> float:
+def effective_gain_se(line: LineFit, residuals: FloatArray | None) -> float:
     """The OLS gain's standard error scaled by sqrt(n / n_eff) of the residuals.
 
     For a slope, the variance factor of autocorrelated residuals (rho_e) against a
     regressor with autocorrelation rho_x is (1 + rho_e rho_x) / (1 - rho_e rho_x); a sensor's
     reference is smooth (rho_x close to 1), so the residuals' own AR(1) factor applies.
     """
-    if not (line.n > 2 and math.isfinite(line.gain_se)):
+    if residuals is None or not (line.n > 2 and math.isfinite(line.gain_se)):
         return math.nan
-    resid = dev - (line.gain * ref + line.offset)
-    n_eff = effective_size(line.n, ar1_coefficient(resid))
+    n_eff = effective_size(line.n, ar1_coefficient(residuals))
     return line.gain_se * math.sqrt(line.n / n_eff)
 
 

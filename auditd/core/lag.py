@@ -151,18 +151,47 @@ def moving_mean(x: FloatArray, width: int, *, centred: bool = False) -> FloatArr
         return x
     n = x.size
     ok = np.isfinite(x)
-    sums = np.concatenate(([0.0], np.cumsum(np.where(ok, x, 0.0))))
-    counts = np.concatenate(([0], np.cumsum(ok)))
-    i = np.arange(n)
+    gaps = not ok.all()
+    sums = np.empty(n + 1)
+    sums[0] = 0.0
+    np.cumsum(np.where(ok, x, 0.0) if gaps else x, out=sums[1:])
+    counts = None
+    if gaps:
+        counts = np.empty(n + 1, dtype=np.intp)
+        counts[0] = 0
+        np.cumsum(ok, out=counts[1:])
+    del ok
+    out = np.full(n, np.nan)
     if centred:
-        lo, hi = np.clip(i - width // 2, 0, n), np.clip(i + width // 2 + 1, 0, n)
-    else:
-        lo, hi = i - width + 1, i + 1
-    valid = lo >= 0
-    lo = np.maximum(lo, 0)
-    s, c = sums[hi] - sums[lo], counts[hi] - counts[lo]
+        half = width // 2
+        span = 2 * half + 1  # whole windows [i - half, i + half + 1)
+        _window_means(sums, counts, slice(span, n + 1), slice(0, max(n - span + 1, 0)), span,
+                      out[half:max(n - half, half)])
+        edges = np.concatenate((np.arange(min(half, n)), np.arange(max(n - half, half), n)))
+        lo, hi = np.clip(edges - half, 0, n), np.clip(edges + half + 1, 0, n)
+        s, c = sums[hi] - sums[lo], (hi - lo if counts is None else counts[hi] - counts[lo])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[edges] = np.where(2 * c >= hi - lo, s / c, np.nan)
+    elif width <= n:
+        _window_means(sums, counts, slice(width, n + 1), slice(0, n - width + 1), width,
+                      out[width - 1:])
+    return out
+
+
+def _window_means(
+    sums: FloatArray, counts: np.ndarray | None, hi: slice, lo: slice, width: int,
+    out: FloatArray,
+) -> None:
+    """``out`` = mean of the values present in windows of ``width`` bins whose prefix-sum
+    bounds are ``sums[hi]``, ``sums[lo]``; NaN where fewer than half are present."""
+    np.subtract(sums[hi], sums[lo], out=out)
+    if counts is None:
+        out /= width
+        return
+    c = counts[hi] - counts[lo]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(valid & (2 * c >= hi - lo), s / c, np.nan)
+        out /= c
+    out[2 * c < width] = np.nan
 
 
 def high_pass(x: FloatArray, width: int) -> FloatArray:
@@ -177,6 +206,11 @@ _RIGHT = np.array([3, 3, 4, 3, 5, 4])
 """Which of (mask_d, d, d^2, mask_r, r, r^2) to cross-correlate for (pairs, sum_d, sum_r,
 sum_dd, sum_rr, sum_dr)."""
 
+MAX_HOLE_WORK = 1.0
+"""Gaps inside a stream are corrected for one by one (``_sums_over``) while their number
+times the lags searched stays below this many times the series' length; beyond, every
+masked sum is its own FFT correlation (``_fft_sums``)."""
+
 
 def _spectra(rows: tuple[FloatArray, ...], length: int) -> np.ndarray:
     """Real FFTs of ``rows`` zero padded to ``length``, one row at a time through one
@@ -190,16 +224,66 @@ def _spectra(rows: tuple[FloatArray, ...], length: int) -> np.ndarray:
     return out
 
 
-def _xcorr_sums(spectra: np.ndarray, length: int, max_lag: int) -> FloatArray:
-    """``c[j, k] = sum_t rows[LEFT[j], t] * rows[RIGHT[j], t-k]`` for k = -max_lag..max_lag
-    from the rows' spectra (``_spectra``), zero padded so nothing wraps; one inverse
-    transform at a time, keeping only the lags searched."""
-    out = np.empty((_LEFT.size, 2 * max_lag + 1))
-    for j, (a, b) in enumerate(zip(_LEFT, _RIGHT, strict=True)):
-        full = sfft.irfft(spectra[a] * np.conj(spectra[b]), length)
-        out[j, :max_lag] = full[length - max_lag:]
-        out[j, max_lag:] = full[: max_lag + 1]
+def _xcorr(spectrum_a: np.ndarray, spectrum_b: np.ndarray, length: int, max_lag: int
+           ) -> FloatArray:
+    """``c[k] = sum_t a[t] * b[t-k]`` for k = -max_lag..max_lag from the rows' spectra
+    (``_spectra``), zero padded so nothing wraps, keeping only the lags searched."""
+    full = sfft.irfft(spectrum_a * np.conj(spectrum_b), length)
+    out = np.empty(2 * max_lag + 1)
+    out[:max_lag] = full[length - max_lag:]
+    out[max_lag:] = full[: max_lag + 1]
     return out
+
+
+def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int) -> FloatArray:
+    """All six sums of (pairs, sum_d, sum_r, sum_dd, sum_rr, sum_dr) at every lag, each an
+    FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2)."""
+    spectra = _spectra(rows, length)
+    return np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
+                     for a, b in zip(_LEFT, _RIGHT, strict=True)])
+
+
+def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """First and one-past-last True of ``mask`` (a non-empty one), and the False
+    positions between them: the stream's extent and the gaps inside it."""
+    first = int(np.argmax(mask))
+    stop = mask.size - int(np.argmax(mask[::-1]))
+    holes = first + np.flatnonzero(~mask[first:stop])
+    return first, stop, holes
+
+
+def _sums_over(
+    values: tuple[FloatArray, ...], span: tuple[int, int, np.ndarray], lags: np.ndarray,
+    sign: int,
+) -> FloatArray:
+    """``sum_t v[t] * mask[t - sign*k]`` for each of ``values`` and each lag k, ``mask``
+    the other stream's presence given by its ``span``: the sum over the other stream's
+    extent (shifted by the lag) from prefix sums at the extent's two ends, less the terms
+    at its gaps. O(n + gaps x lags) instead of an FFT correlation per sum."""
+    first, stop, holes = span
+    n = values[0].size
+    shift = sign * lags
+    lo, hi = np.clip(first + shift, 0, n), np.clip(stop + shift, 0, n)
+    out = np.empty((len(values), lags.size))
+    pad = int(np.max(np.abs(lags), initial=0))
+    for i, v in enumerate(values):
+        out[i] = _prefix_at(v, hi) - _prefix_at(v, lo)
+        if holes.size:
+            padded = np.zeros(n + 2 * pad)
+            padded[pad:pad + n] = v
+            out[i] -= padded[holes[:, None] + (shift + pad)[None, :]].sum(axis=0)
+    return out
+
+
+def _prefix_at(v: FloatArray, at: np.ndarray) -> FloatArray:
+    """``v[:j].sum()`` for each j of ``at`` (a run of indices, one step apart), summing
+    ``v`` once up to the lowest and then only across the span ``at`` covers."""
+    first, last = int(at.min()), int(at.max())
+    local = np.empty(last - first + 1)
+    local[0] = float(np.sum(v[:first]))
+    np.cumsum(v[first:last], out=local[1:])
+    local[1:] += local[0]
+    return local[at - first]
 
 
 def lag_correlation(
@@ -209,6 +293,11 @@ def lag_correlation(
     [-max_lag, max_lag] over the pairs present at that lag; returns (lags, corr, pairs).
 
     corr is NaN where a lag has fewer than 3 pairs or no variance.
+
+    Of the six sums per lag a masked correlation needs, only the cross product needs an
+    FFT correlation: the others multiply one stream by the other's presence, which is its
+    extent less its gaps, so prefix sums and a correction per gap give them exactly. Only
+    streams with very many gaps take six FFT correlations.
     """
     n = device.size
     max_lag = int(min(max(max_lag, 0), max(n - 1, 0)))
@@ -220,10 +309,19 @@ def lag_correlation(
     d = np.where(md, device - np.mean(device[md]), 0.0)
     r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
-    spectra = _spectra((md, d, d * d, mr, r, r * r), length)
-    sums = _xcorr_sums(spectra, length, max_lag)
-    del spectra
-    pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
+    span_d, span_r = _span(md), _span(mr)
+    if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
+        dd, rr = d * d, r * r
+        pairs, sd, sdd = _sums_over((md.astype(np.float64), d, dd), span_r, lags, 1)
+        sr, srr = _sums_over((r, rr), span_d, lags, -1)
+        del dd, rr
+        spectra = _spectra((d, r), length)
+        sdr = _xcorr(spectra[0], spectra[1], length, max_lag)
+        del spectra
+        pairs = np.rint(pairs)
+    else:
+        sums = _fft_sums((md, d, d * d, mr, r, r * r), length, max_lag)
+        pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs
         var_d = sdd - sd * sd / pairs

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditd.core.series import FloatArray
+from auditd.core.stats import mad, median
 
 MIN_SEGMENT_FRACTION = 0.02
 MIN_SEGMENT_BINS = 5
@@ -43,8 +44,8 @@ PELT_MAX_POINTS = 720
 """Longer series are segmented on block means (see ``coarse_pelt``): PELT costs up to
 n² without pruning, and 720 points (two-minute blocks of a day) keep it to milliseconds;
 ``refine`` puts the onset back at full resolution."""
-REGIME_CHUNK = 2048
-"""Splits evaluated at a time by ``regime_sse``."""
+REGIME_CHUNK = 4096
+"""Points read at a time by ``_Chunks`` (rounded to whole PELT blocks)."""
 LONG_LAG = 10
 MAX_PHI = 0.95
 """Noise scale estimation: see ``noise_variance``."""
@@ -64,7 +65,7 @@ class Split:
 
 
 class _Sums:
-    """Prefix sums that give any segment's constant or straight-line SSE in O(1)."""
+    """Prefix sums that give any segment's straight-line SSE in O(1)."""
 
     def __init__(self, t: FloatArray, x: FloatArray) -> None:
         # one (5, n + 1) block, so that one subtraction gives a segment's five sums
@@ -76,39 +77,12 @@ class _Sums:
             # the products, summed where they are written: no temporary of the series' size
             dest = self.pre[row, 1:]
             np.cumsum(np.multiply(a, b, out=dest), out=dest)
-        self.t, self.tt, self.x, self.xx, self.tx = self.pre
 
-    def line_sse(self, s: np.ndarray | slice, e: int) -> np.ndarray:
-        """SSE of the least-squares line through [s, e) (vectorised over ``s``: an index
-        array, or a slice of starts)."""
-        if isinstance(s, slice):
-            n = np.subtract(e, np.arange(s.start, s.stop, dtype=np.float64))
-            at_s = self.pre[:, s]
-        else:
-            n = np.subtract(e, s, dtype=np.float64)
-            at_s = self.pre.take(s, axis=1)
-        st, stt, sx, sxx, stx = self.pre[:, e, None] - at_s
-        vt = stt - st * st / n
-        cov = stx - st * sx / n
-        cov *= cov
-        # cov^2 / vt where the times vary, 0 where they do not
-        explained = np.divide(cov, vt, out=np.zeros_like(cov), where=vt > 0)
-        sse = sxx - sx * sx / n
-        sse -= explained
-        return np.maximum(sse, 0.0, out=sse)
-
-    def line(self, s: int, e: int) -> tuple[float, float]:
-        """(intercept, slope) of the least-squares line through [s, e)."""
-        n = float(e - s)
-        st, sx = self.t[e] - self.t[s], self.x[e] - self.x[s]
-        vt = (self.tt[e] - self.tt[s]) - st * st / n
-        slope = ((self.tx[e] - self.tx[s]) - st * sx / n) / vt if vt > 0 else 0.0
-        return float(sx / n - slope * st / n), float(slope)
-
-    def const_sse(self, s: int, e: int) -> float:
-        n = float(e - s)
-        sx = self.x[e] - self.x[s]
-        return float(max((self.xx[e] - self.xx[s]) - sx * sx / n, 0.0))
+    def block_sse(self, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """SSE of the least-squares line through every segment [s[i], e[j]) at once, as
+        an (s, e) array."""
+        sums = self.pre.take(e, axis=1)[:, None, :] - self.pre.take(s, axis=1)[:, :, None]
+        return _line_sse(sums, np.subtract.outer(e, s).T.astype(np.float64))
 
 
 def min_segment(n: int) -> int:
@@ -134,12 +108,17 @@ def noise_variance(x: FloatArray) -> float:
 
 
 def _mad_var(d: FloatArray) -> float:
-    return (MAD_TO_STD * float(np.median(np.abs(d - np.median(d))))) ** 2
+    return (MAD_TO_STD * mad(d)) ** 2
 
 
 def pelt(t: FloatArray, x: FloatArray, penalty: float, min_size: int) -> list[int]:
     """Change points (first index of each segment after the first) of the piecewise-linear
-    segmentation minimising SSE + ``penalty`` per segment, segments at least ``min_size``."""
+    segmentation minimising SSE + ``penalty`` per segment, segments at least ``min_size``.
+
+    The segment ends are taken ``min_size`` at a time: every start a segment ending in
+    such a block may use lies before the block, so its optimal cost is already known and
+    the block's costs are one (starts x ends) array operation instead of a Python step per
+    end."""
     n = int(x.size)
     if n < 2 * min_size:
         return []
@@ -148,18 +127,26 @@ def pelt(t: FloatArray, x: FloatArray, penalty: float, min_size: int) -> list[in
     best[0] = -penalty
     last = np.zeros(n + 1, dtype=np.intp)
     ready = np.zeros(0, dtype=np.intp)
-    for e in range(min_size, n + 1):
-        # a start s becomes usable once a segment [s, e) would be long enough
-        if math.isfinite(best[e - min_size]):
-            ready = np.append(ready, e - min_size)
+    for e0 in range(min_size, n + 1, min_size):
+        ends = np.arange(e0, min(e0 + min_size, n + 1))
+        # starts become usable once a segment to the block's ends would be long enough
+        fresh = np.arange(e0 - min_size, ends[-1] - min_size + 1)
+        ready = np.concatenate((ready, fresh[np.isfinite(best[fresh])]))
         if not ready.size:
             continue
-        cost = best[ready] + sums.line_sse(ready, e)
-        i = int(np.argmin(cost))
-        best[e], last[e] = float(cost[i] + penalty), int(ready[i])
+        cost = sums.block_sse(ready, ends)
+        cost += best[ready, None]
+        short = ends[None, :] - ready[:, None] < min_size
+        cost[short] = np.inf
+        i = np.argmin(cost, axis=0)
+        low = cost[i, np.arange(ends.size)]
+        best[ends] = low + penalty
+        last[ends] = np.where(np.isfinite(low), ready[i], 0)
         # PELT pruning: a start that cannot beat the optimum now never will (SSE costs
         # only grow as a segment lengthens).
-        ready = ready[cost <= best[e]]
+        beaten = cost > best[ends]
+        beaten &= ~short
+        ready = ready[~beaten.any(axis=1)]
     points, e = [], n
     while e > 0:
         e = int(last[e])
@@ -168,16 +155,122 @@ def pelt(t: FloatArray, x: FloatArray, penalty: float, min_size: int) -> list[in
     return sorted(points)
 
 
-def regimes(sums: _Sums, t: FloatArray, k: int, sst: float) -> Split:
+class _Chunks:
+    """The normalised times and the shifted difference of a long series, read a chunk at a
+    time: the running sums ``_Sums`` keeps for a whole series (five arrays of its size)
+    are made chunk by chunk, so the working memory is a few chunks, not the series five
+    times over. Reading it is two passes: totals (and PELT's block means) first, then the
+    split SSEs, which need the totals."""
+
+    def __init__(self, t: FloatArray, diff: FloatArray, shift: float, block: int) -> None:
+        self.t, self.diff, self.shift, self.n = t, diff, shift, int(diff.size)
+        self.t0 = float(t[0])
+        self.span = max(float(t[-1] - t[0]), 1e-9)
+        self.size = block * max(1, REGIME_CHUNK // block)
+        cut = (self.n // block) * block
+        self.total = np.zeros(5)
+        t_blocks, x_blocks = [], []
+        for lo in range(0, self.n, self.size):
+            tn, x = self.chunk(lo, min(lo + self.size, self.n))
+            self.total += (tn.sum(), tn @ tn, x.sum(), x @ x, tn @ x)
+            whole = (min(lo + self.size, cut) - lo) // block * block
+            if whole > 0:
+                t_blocks.append(tn[:whole].reshape(-1, block).mean(axis=1))
+                x_blocks.append(x[:whole].reshape(-1, block).mean(axis=1))
+        self.block_t = np.concatenate(t_blocks) if t_blocks else np.zeros(0)
+        self.block_x = np.concatenate(x_blocks) if x_blocks else np.zeros(0)
+        self.carry = np.zeros((5, len(range(0, self.n, self.size))))
+        """The five running sums at the start of each chunk (set by ``regime_sse``)."""
+
+    def chunk(self, lo: int, hi: int) -> tuple[FloatArray, FloatArray]:
+        """Normalised time (0 to 1: prefix sums over a day of epochs stay well
+        conditioned) and difference less its median, for indices [lo, hi)."""
+        tn = self.t[lo:hi] - self.t0
+        tn /= self.span
+        return tn, self.diff[lo:hi] - self.shift
+
+    def prefix(self, lo: int, hi: int, carry: FloatArray) -> FloatArray:
+        """The five running sums (t, t^2, x, x^2, t x) before each index of [lo, hi] as a
+        (5, hi - lo + 1) array, starting from ``carry`` (the sums before ``lo``)."""
+        tn, x = self.chunk(lo, hi)
+        pre = np.empty((5, hi - lo + 1))
+        pre[:, 0] = carry
+        for row, values in enumerate((tn, tn * tn, x, x * x, tn * x)):
+            np.cumsum(values, out=pre[row, 1:])
+            pre[row, 1:] += carry[row]
+        return pre
+
+    @property
+    def sst(self) -> float:
+        """Squared deviation of the difference about its mean."""
+        return max(float(self.total[3] - self.total[2] ** 2 / self.n), 0.0)
+
+    def regime_sse(self, m: int, clear: _Clear) -> tuple[FloatArray, bool]:
+        """SSE of the healthy-then-faulty model for every split k in [m, n - m] (index
+        k - m), and whether any split passes ``clear``."""
+        n = self.n
+        sse = np.empty(max(n - 2 * m + 1, 0))
+        carry = np.zeros(5)
+        any_clear = False
+        for i, lo in enumerate(range(0, n, self.size)):
+            hi = min(lo + self.size, n)
+            self.carry[:, i] = carry
+            pre = self.prefix(lo, hi, carry)
+            carry = pre[:, -1].copy()
+            k0, k1 = max(lo, m), min(hi, n - m + 1)
+            if k1 <= k0:
+                continue
+            at = pre[:, k0 - lo:k1 - lo]
+            k = np.arange(k0, k1, dtype=np.float64)
+            out = sse[k0 - m:k1 - m]
+            # the constant before k ...
+            np.multiply(at[2], at[2], out=out)
+            out /= k
+            np.subtract(at[3], out, out=out)
+            np.maximum(out, 0.0, out=out)
+            # ... and the line from k on
+            out += _line_sse(self.total[:, None] - at, n - k)
+            any_clear = any_clear or clear.any(out, at[2] / k)
+        return sse, any_clear
+
+    def sums_at(self, k: int) -> FloatArray:
+        """The five running sums before index ``k``, as ``regime_sse`` had them."""
+        i = k // self.size
+        lo = i * self.size
+        return self.prefix(lo, k, self.carry[:, i])[:, -1]
+
+    def time(self, i: int) -> float:
+        return (float(self.t[i]) - self.t0) / self.span
+
+
+def _line_sse(sums: np.ndarray, n: FloatArray) -> FloatArray:
+    """SSE of the least-squares lines whose five sums (t, t^2, x, x^2, t x) over ``n``
+    points are the columns of ``sums``."""
+    st, stt, sx, sxx, stx = sums
+    vt = stt - st * st / n
+    cov = stx - st * sx / n
+    cov *= cov
+    explained = np.divide(cov, vt, out=np.zeros_like(cov), where=vt > 0)
+    sse = sxx - sx * sx / n
+    sse -= explained
+    return np.maximum(sse, 0.0, out=sse)
+
+
+def regimes(chunks: _Chunks, sse: FloatArray, m: int, k: int, sst: float) -> Split:
     """The healthy-then-faulty model with the fault beginning at ``k``."""
-    n = int(t.size)
-    before = float((sums.x[k] - sums.x[0]) / k)
-    a, b = sums.line(k, n)
-    ends = (a + b * float(t[k]), a + b * float(t[-1]))
+    n = chunks.n
+    sx = chunks.sums_at(k)[2]
+    before = float(sx / k)
+    tt, stt_all, xx, _, tx = chunks.total - chunks.sums_at(k)
+    rest = float(n - k)
+    vt = stt_all - tt * tt / rest
+    slope = float((tx - tt * xx / rest) / vt) if vt > 0 else 0.0
+    a = float(xx / rest - slope * tt / rest)
+    ends = (a + slope * chunks.time(k), a + slope * chunks.time(n - 1))
     after = max(ends, key=lambda v: abs(v - before))
-    sse = sums.const_sse(0, k) + float(sums.line_sse(slice(k, k + 1), n)[0])
-    explained = 1.0 - sse / sst if sst > 0.0 else 0.0
-    return Split(k, before, after, explained, sse)
+    total = float(sse[k - m])
+    explained = 1.0 - total / sst if sst > 0.0 else 0.0
+    return Split(k, before, after, explained, total)
 
 
 def onset_split(
@@ -188,59 +281,61 @@ def onset_split(
     m = min_segment(n)
     if n < 2 * m:
         return None
-    # Centre and scale time so the prefix sums stay well conditioned over a day of epochs.
-    tn = (t - t[0]) / max(float(t[-1] - t[0]), 1e-9)
-    x = diff - float(np.median(diff))
-    sst = float(np.sum((x - x.mean()) ** 2))
-    shift = float(np.median(diff))
-    points = coarse_pelt(tn, x, m)
-    sums = _Sums(tn, x)
-    del x  # the prefix sums hold all that is needed of it
-    every = regime_sse(sums, n, m)
+    shift = median(diff)
+    chunks = _Chunks(t, diff, shift, max(1, math.ceil(n / PELT_MAX_POINTS)))
+    sst = chunks.sst
+    every, any_clear = chunks.regime_sse(m, _Clear(sst, shift, tolerance, rival_sse))
+    if not any_clear:
+        return None
+    points = coarse_pelt(chunks.block_t, chunks.block_x, m, max(1, math.ceil(n / PELT_MAX_POINTS)))
     best: Split | None = None
     for i, k in enumerate(points):
         k = refine(every, m, points[i - 1] if i else 0, points[i + 1] if i + 1 < len(points)
                    else n)
-        s = regimes(sums, tn, k, sst)
-        before, after = s.before + shift, s.after + shift
-        if abs(before) > tolerance or abs(after - before) < tolerance:
+        s = regimes(chunks, every, m, k, sst)
+        before_k, after_k = s.before + shift, s.after + shift
+        if abs(before_k) > tolerance or abs(after_k - before_k) < tolerance:
             continue
         if s.explained < MIN_EXPLAINED or s.sse >= rival_sse:
             continue
         if best is None or s.sse < best.sse:
-            best = Split(k, before, after, s.explained, s.sse)
+            best = Split(k, before_k, after_k, s.explained, s.sse)
     return best
 
 
-def coarse_pelt(t: FloatArray, x: FloatArray, min_size: int) -> list[int]:
-    """PELT's change points of ``x``, run on block means when the series is longer than
-    ``PELT_MAX_POINTS`` (a day of 1-second bins): the Python loop stays short, and the
-    onset's position is refined at full resolution afterwards (``refine``)."""
-    n = int(x.size)
-    block = max(1, math.ceil(n / PELT_MAX_POINTS))
-    if block > 1:
-        cut = (n // block) * block
-        t = t[:cut].reshape(-1, block).mean(axis=1)
-        x = x[:cut].reshape(-1, block).mean(axis=1)
-    penalty = PENALTY_PARAMS * math.log(x.size) * max(noise_variance(x), 1e-12)
+@dataclass(frozen=True, slots=True)
+class _Clear:
+    """The tests ``onset_split`` puts to PELT's (refined) change points that need no
+    line: inside tolerance before the split, enough variance explained, better than the
+    rival. Where no split at all passes them, no change point can be an onset, and the
+    segmentation is skipped; the margins only keep rounding from skipping a split that
+    would pass."""
+
+    sst: float
+    shift: float
+    tolerance: float
+    rival_sse: float
+
+    def any(self, sse: FloatArray, before: FloatArray) -> bool:
+        """Whether any split with these SSEs and (shifted) means before it passes."""
+        if not self.sst > 0.0:
+            return False
+        slack = 1.0 + 1e-9
+        ok = sse <= (1.0 - MIN_EXPLAINED) * self.sst * slack
+        ok &= sse <= self.rival_sse * slack
+        before += self.shift
+        np.abs(before, out=before)
+        ok &= before <= self.tolerance * slack + 1e-12
+        return bool(ok.any())
+
+
+def coarse_pelt(t: FloatArray, x: FloatArray, min_size: int, block: int) -> list[int]:
+    """PELT's change points of a series given as the means ``t``, ``x`` of its blocks of
+    ``block`` points (``PELT_MAX_POINTS`` of them for a day of 1-second bins): the
+    segmentation stays cheap, and the onset's position is refined at full resolution
+    afterwards (``refine``)."""
+    penalty = PENALTY_PARAMS * math.log(max(x.size, 2)) * max(noise_variance(x), 1e-12)
     return [p * block for p in pelt(t, x, penalty, max(3, min_size // block))]
-
-
-def regime_sse(sums: _Sums, n: int, m: int) -> FloatArray:
-    """SSE of the healthy-then-faulty model for every k in [m, n - m] (index k - m)."""
-    out = np.empty(max(n - 2 * m + 1, 0))
-    for lo in range(m, n - m + 1, REGIME_CHUNK):
-        # in chunks of splits: the same numbers, a small working set instead of a few
-        # arrays of the whole series
-        k = slice(lo, min(lo + REGIME_CHUNK, n - m + 1))
-        sx = sums.x[k]
-        before = sx * sx
-        before /= np.arange(k.start, k.stop)
-        np.subtract(sums.xx[k], before, out=before)
-        np.maximum(before, 0.0, out=before)
-        before += sums.line_sse(k, n)
-        out[k.start - m:k.stop - m] = before
-    return out
 
 
 def refine(every: FloatArray, m: int, lo: int, hi: int) -> int:

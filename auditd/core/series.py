@@ -19,6 +19,14 @@ def frozen_array(values: ArrayLike) -> FloatArray:
     return out
 
 
+def freeze(owned: FloatArray) -> FloatArray:
+    """``owned`` itself made read-only: for a float64 array the caller has just computed
+    and nothing else refers to, where ``frozen_array``'s copy would only cost time and
+    memory."""
+    owned.setflags(write=False)
+    return owned
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Series:
     """Readings of one sensor, in any order, possibly with repeats.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from auditd import fleet
+from auditd import fleet, logs
 from auditd.alerting import AlertSettings, planner_for
 from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
@@ -35,6 +35,8 @@ from auditd.metadata import (
 from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
 from auditd.store import OutboxMessage, Store, StreamInfo
 from auditd.units import converter, same_dimension_units
+
+log = logs.get("auditd.audit")
 
 if TYPE_CHECKING:  # scipy is imported on the first audit, not at start-up
     from auditd.core import Series
@@ -153,7 +155,8 @@ def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
     """The summary published on the report topic after each run. Counts are of calibration
     findings (one per stream); metadata findings appear only when they are news."""
     metadata = [f for f in findings if f.kind == "metadata"]
-    findings = [f for f in findings if f.kind != "metadata"]
+    findings = [f for f in findings if f.kind != "metadata"
+                and f.context.get("comparison") != fleet.COHORT]  # cohorts: listed below
     by_status = Counter(f.status for f in findings)
     return {
         "kind": "audit_report",
@@ -222,7 +225,8 @@ class Auditor:
         report = {}
         for site in sorted({t.site for t in tasks}):
             site_findings = [f for f in findings if f.site == site]
-            report = report_for(site, self._gateway, now, site_findings, duration, cohorts)
+            report = report_for(site, self._gateway, now, site_findings, duration,
+                                [c for c in cohorts if site in c["sites"]])
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
         planner = (planner_for(self._alerting, self._catalog, announced, findings, now)
@@ -235,19 +239,29 @@ class Auditor:
     def _fleet_findings(self, findings: list[Finding], announced: Mapping[str, str],
                         now: float) -> tuple[list[Finding], list[dict[str, Any]]]:
         """The run's findings with what only the whole fleet shows: the changes before each
-        deviation, the cohorts failing together, and the metadata anomalies that are news."""
-        histories = read_histories(self._store, self._catalog, announced, now, self._policy)
-        models = {device: self._catalog.model_for(device, announced.get(device))
-                  for device in histories}
-        findings = fleet.with_context(findings, histories, self._policy)
-        outcome = fleet.apply_cohorts(findings, histories, models, self._cohort_alpha,
-                                      self._policy)
-        previous = {f["device"]: f for f in self._store.latest_findings(kind="metadata")}
-        firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
-                                for d, h in histories.items()
-                                if not self._catalog.is_reference(d))
-        metadata = fleet.metadata_findings(histories, self._catalog, models, previous, now,
-                                           firmware, self._policy)
+        deviation, the cohorts failing together, and the metadata anomalies that are news.
+
+        A defect here must not cost the fleet its calibration verdicts: if this step fails,
+        the run's findings go out without it and the error is logged with its traceback."""
+        try:
+            histories = read_histories(self._store, self._catalog, announced, now,
+                                       self._policy)
+            models = {device: self._catalog.model_for(device, announced.get(device))
+                      for device in histories}
+            with_changes = fleet.with_context(findings, histories, self._policy)
+            roots = [f for f in self._store.latest_findings(kind="calibration")
+                     if f.get("context", {}).get("comparison") == fleet.COHORT]
+            outcome = fleet.apply_cohorts(with_changes, histories, models, self._cohort_alpha,
+                                          self._policy, now=now, previous_roots=roots)
+            previous = {f["device"]: f for f in self._store.latest_findings(kind="metadata")}
+            firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
+                                    for d, h in histories.items()
+                                    if not self._catalog.is_reference(d))
+            metadata = fleet.metadata_findings(histories, self._catalog, models, previous,
+                                               now, firmware, self._policy)
+        except Exception:
+            log.exception("audit.fleet_step_failed")
+            return findings, []
         return [*outcome.findings, *metadata], list(outcome.cohorts)
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
@@ -389,8 +403,7 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
     unknown_sensors = store.rejected_devices("sensor_unknown", since)
     unknown_model = store.rejected_devices("unknown_device_model", since)
     latest = store.latest_meta()
-    devices = sorted(set(streams) | set(latest) | set(events)
-                     | set(unknown_model))
+    devices = sorted(set(streams) | set(latest) | set(events) | set(unknown_model))
     out = {}
     for device in devices:
         own = streams.get(device, [])
@@ -398,18 +411,22 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
         profile = catalog.profile(model) if model else None
         intervals = [profile.sensors[s.sensor].interval_s for s in own
                      if profile is not None and s.sensor in profile.sensors]
+        if not intervals and profile is not None:  # announced itself, never reported
+            intervals = [spec.interval_s for spec in profile.sensors.values()]
         versions = tuple(MetaVersion.from_view(v) for v in store.meta_history(device)) \
             if device in latest else ()
         firsts = [s.first_ts for s in own if s.first_ts is not None]
         lasts = [s.last_ts for s in own if s.last_ts is not None]
         site = (versions[-1].site if versions else own[0].site if own
-                else events[device][-1].site if device in events else "")
+                else events[device][-1].site if device in events
+                else unknown_model[device].site if device in unknown_model else "")
+        rejected = unknown_sensors.get(device)
         out[device] = DeviceHistory(
             device=device, site=site, versions=versions,
             events=tuple(events.get(device, ())),
             first_telemetry=min(firsts, default=None), last_telemetry=max(lasts, default=None),
             interval_s=min(intervals, default=None),
-            unknown_sensors=unknown_sensors.get(device, ()),
+            unknown_sensors=rejected.sensors if rejected is not None else (),
             model_rejected=device in unknown_model)
     return out
 

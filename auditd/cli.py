@@ -99,15 +99,8 @@ def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> 
     import time
 
     from auditd import status as view
-    from auditd.config import default_config, load_daemon_config
-    from auditd.store import Store
 
-    cfg = load_daemon_config(config_path) if config_path else default_config()
-    path = store_path or cfg.store.path
-    if not path.is_file():
-        raise ConfigError(str(path), "--db" if store_path else "store.path",
-                          "no database here (has the daemon run with this configuration?)")
-    with Store(path, read_only=True) as store:
+    with _open_store(config_path, store_path, writes=False) as store:
         report = view.gather(store)
     click.echo(json.dumps(view.as_json(report), indent=2) if as_json
                else view.render(report, time.time()))
@@ -226,9 +219,10 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scr
 
 def _open_store(config_path: Path | None, db_path: Path | None, *,
                 writes: bool = True) -> Any:
-    """The store for the read-only commands; a missing one is a usage error, not a new
-    empty database created by mistake. ``writes=False`` opens it read-only (``status``'s
-    way: no migration, no write lock)."""
+    """The store; a missing one is a usage error, not a new empty database created by
+    mistake. ``writes=False`` for the commands that only look (``status``, ``devices``,
+    ``history``, ``findings``): read-only, so looking never migrates or writes a live
+    daemon's file."""
     from auditd.config import default_config, load_daemon_config
     from auditd.store import Store
 
@@ -250,7 +244,7 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
     from auditd import inventory
 
     _, catalog = _load(config_path)
-    with _open_store(config_path, db_path) as store:
+    with _open_store(config_path, db_path, writes=False) as store:
         rows = inventory.read_devices(store, catalog)
     click.echo(json.dumps(inventory.as_json(rows), indent=2) if as_json
                else inventory.format_devices(rows))
@@ -267,7 +261,7 @@ def history(device: str, config_path: Path | None, db_path: Path | None,
     """One device's timeline: metadata versions, events and changes of verdict, in order."""
     from auditd import inventory
 
-    with _open_store(config_path, db_path) as store:
+    with _open_store(config_path, db_path, writes=False) as store:
         entries = inventory.read_timeline(store, device)
     if not entries:
         raise ConfigError("<store>", "DEVICE", f"no history for device {device!r}")

@@ -20,6 +20,7 @@ from auditd.core.cohorts import FIRMWARE, Cohort, Member, cohort_id, significant
 from auditd.metadata import (
     DEFAULT_POLICY,
     Anomaly,
+    Change,
     DeviceHistory,
     FleetView,
     MetadataPolicy,
@@ -35,6 +36,8 @@ from auditd.metadata import (
 from auditd.model import Cause, Finding, Severity
 
 FIRMWARE_REGRESSION = "firmware_regression"
+COHORT = "cohort"
+"""``context.comparison`` of a cohort's root finding: it judges a group, not a stream."""
 REGRESSION_EXPLAINS = frozenset({"offset_drift", "gain_drift", "unit_mismatch", "noise",
                                  "stuck"})
 """A stream's own causes that a firmware regression accounts for: they describe how the
@@ -49,17 +52,23 @@ def with_context(findings: Sequence[Finding], histories: Mapping[str, DeviceHist
                  policy: MetadataPolicy = DEFAULT_POLICY) -> list[Finding]:
     """Each failing calibration finding with the changes that preceded its onset."""
     out = []
+    timelines: dict[str, list[Change]] = {}
     for f in findings:
         history = histories.get(f.device)
         if f.kind != "calibration" or f.status != "fail" or history is None:
             out.append(f)
             continue
-        extra = context_for(changes(history), f.onset, f.window_start, policy)
+        if f.device not in timelines:
+            timelines[f.device] = changes(history)
+        extra = context_for(timelines[f.device], f.onset, f.window_start, policy)
         out.append(replace(f, context={**f.context, **extra}) if extra else f)
     return out
 
 
 # --------------------------------------------------------------------------- cohorts
+
+
+_StreamKey = tuple[str, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +99,13 @@ def attributes(history: DeviceHistory | None, model: str | None, site: str) -> d
 
 def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHistory],
                   models: Mapping[str, str | None], alpha: float = 0.05,
-                  policy: MetadataPolicy = DEFAULT_POLICY) -> CohortOutcome:
+                  policy: MetadataPolicy = DEFAULT_POLICY, *, now: float,
+                  previous_roots: Sequence[Mapping[str, Any]] = ()) -> CohortOutcome:
     """Test every sensor's cohorts; name ``firmware_regression`` first on the members of a
     regressed firmware cohort and add the cohort's own finding (the root its members'
     alerts group under); note other significant cohorts in their failing members' context.
+    A root that failed before (``previous_roots``, as stored) and is not raised again gets
+    a ``pass``, so its retained finding and its alert clear.
 
     Streams already explained by their reference's fault are left out of the population:
     their deviation is the reference's, and would make every cohort at that site look bad.
@@ -108,38 +120,57 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
                         attributes(history, models[f.device], f.site),
                         firmware_since(history) if history is not None else None)
         by_sensor.setdefault(f.sensor, []).append((f, member))
-    updated = {(f.device, f.sensor): f for f in findings}
+
+    def key(f: Finding) -> _StreamKey:
+        return (f.site, f.device, f.sensor)
+
+    updated: dict[_StreamKey, Finding] = {key(f): f for f in findings}
     roots: list[Finding] = []
     report: list[dict[str, Any]] = []
     for sensor, pairs in sorted(by_sensor.items()):
         cohorts = significant_cohorts([m for _, m in pairs], alpha, policy.onset_slack_s)
         for cohort in cohorts:
-            report.append(_cohort_json(sensor, cohort))
             members = [f for f, m in pairs if m.device in cohort.failing]
+            report.append(_cohort_json(sensor, cohort, members))
             if cohort.regression:
-                root = _regression_root(sensor, cohort, members, models)
+                root = _regression_root(sensor, cohort, members)
                 roots.append(root)
                 for f in members:
                     if f.device in cohort.following:
-                        key = (f.device, f.sensor)
-                        updated[key] = _blame_firmware(updated[key], cohort, sensor, root)
+                        updated[key(f)] = _blame_firmware(updated[key(f)], cohort, sensor,
+                                                          root)
             else:
                 for f in members:
-                    key = (f.device, f.sensor)
-                    current = updated[key]
-                    noted = [*current.context.get("cohorts", []), _cohort_json(sensor, cohort)]
-                    updated[key] = replace(current, context={**current.context,
-                                                             "cohorts": noted})
-    out = [updated[(f.device, f.sensor)] for f in findings]
-    return CohortOutcome(tuple(out + roots), tuple(report))
+                    current = updated[key(f)]
+                    noted = [*current.context.get("cohorts", []),
+                             _cohort_json(sensor, cohort, members)]
+                    updated[key(f)] = replace(current, context={**current.context,
+                                                                "cohorts": noted})
+    raised = {(r.device, r.sensor) for r in roots}
+    cleared = [_cleared_root(p, now) for p in previous_roots
+               if p.get("status") == "fail" and (p["device"], p["sensor"]) not in raised]
+    out = [updated[key(f)] for f in findings]
+    return CohortOutcome(tuple(out + roots + cleared), tuple(report))
+
+
+def _cleared_root(previous: Mapping[str, Any], now: float) -> Finding:
+    """A regressed cohort no longer regressed (rolled back, fixed, or its members gone)."""
+    return Finding(
+        kind="calibration", site=previous["site"], device=previous["device"],
+        sensor=previous["sensor"], status="pass", severity="none", window_start=now,
+        window_end=now, unit=previous.get("unit"), reference=None,
+        context={"comparison": COHORT, "cohort": previous.get("context", {}).get("cohort"),
+                 "members": [], "cleared": previous.get("context", {}).get("members", [])},
+        action="")
 
 
 def _explained_by_reference(f: Finding) -> bool:
     return bool(f.causes) and f.causes[0].cause == "reference_fault"
 
 
-def _cohort_json(sensor: str, cohort: Cohort) -> dict[str, Any]:
+def _cohort_json(sensor: str, cohort: Cohort, members: Sequence[Finding]) -> dict[str, Any]:
     return {"sensor": sensor, "attribute": cohort.attribute, "value": cohort.value,
+            "sites": sorted({f.site for f in members}),
             "failing": list(cohort.failing), "healthy": list(cohort.healthy),
             "others_failing": cohort.rest_failing,
             "others_healthy": cohort.rest_healthy, "p": round(cohort.p, 6),
@@ -152,8 +183,7 @@ def _split_firmware(value: str) -> tuple[str, str]:
     return model, version
 
 
-def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding],
-                     models: Mapping[str, str | None]) -> Finding:
+def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) -> Finding:
     """The cohort's own finding: the one alert its members group under."""
     model, version = _split_firmware(cohort.value)
     affected = [f for f in members if f.device in cohort.following]
@@ -174,7 +204,7 @@ def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding],
         causes=(Cause(FIRMWARE_REGRESSION, round(1.0 - cohort.p_adjusted, 4),
                       cohort.evidence(sensor)),),
         onset=min(onsets) if onsets else None,
-        context={"comparison": "cohort", "cohort": {"attribute": FIRMWARE, "model": model,
+        context={"comparison": COHORT, "cohort": {"attribute": FIRMWARE, "model": model,
                                                     "version": version},
                  "members": list(cohort.following),
                  "others": sorted(set(cohort.failing) - set(cohort.following))},
@@ -219,9 +249,9 @@ def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
             certificate = reference_anomalies(ref, now)
             if certificate:
                 found = [a for a in found if a.name != certificate[0].name] + certificate
-        if needs_saving(previous.get(device), found):
-            out.append(metadata_finding(device, history.site or _ref_site(catalog, device),
-                                        found, now))
+        site = history.site or _ref_site(catalog, device)
+        if site and needs_saving(previous.get(device), found):
+            out.append(metadata_finding(device, site, found, now))
     return out
 
 

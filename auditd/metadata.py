@@ -11,6 +11,7 @@ Why the anomalies matter, and the rules that find them, are in ``docs/metadata.m
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,7 +149,9 @@ class Change:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "at": iso(self.at), "source": self.source, **self.detail}
+        """The event's own keys, then ours: a device's ``at`` or ``source`` key cannot
+        overwrite the time and origin the audit established."""
+        return {**self.detail, "type": self.type, "at": iso(self.at), "source": self.source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,19 +183,28 @@ def changes(history: DeviceHistory) -> list[Change]:
     key that changed between versions. A meta change that an event already reports (same
     kind, within a day) is left out: the event says more (who, how)."""
     out = [Change(e.ts, e.type, "event", _event_detail(e)) for e in history.events]
+    reported: dict[str, list[float]] = {}
+    for change in out:
+        reported.setdefault(change.type, []).append(change.at)
+    for times in reported.values():
+        times.sort()
     for before, after in pairwise(history.versions):
         for key in TRACKED_KEYS:
             old, new = before.data.get(key), after.data.get(key)
             if old == new or new is None:
                 continue
             kind = _CHANGE_TYPES[key]
-            if any(c.type == kind and c.source == "event"
-                   and abs(c.at - after.first_seen) <= DAY for c in out):
+            if _near(reported.get(kind, []), after.first_seen, DAY):
                 continue
             out.append(Change(after.first_seen, kind, "meta", {"key": key, "from": old,
                                                                  "to": new}))
     out.sort(key=lambda c: c.at)
     return out
+
+
+def _near(sorted_times: Sequence[float], moment: float, within: float) -> bool:
+    i = bisect_left(sorted_times, moment - within)
+    return i < len(sorted_times) and sorted_times[i] <= moment + within
 
 
 def _event_detail(event: EventRecord) -> dict[str, Any]:
@@ -332,8 +344,9 @@ def _firmware_checks(history: DeviceHistory, profile: Profile | None, model: str
                         key=f"firmware={text}")]
     out = []
     allowed = _allowed(profile.allowed_firmware) if profile is not None else None
-    if profile is not None and allowed and not any(
-            s.contains(version, prereleases=True) for s in allowed):
+    vetted = bool(allowed) and any(s.contains(version, prereleases=True)
+                                   for s in allowed or ())
+    if profile is not None and allowed and not vetted:
         out.append(Anomaly(FIRMWARE_NOT_ALLOWED,
                            f"firmware {text} is outside profile {profile.model!r}'s "
                            f"allowed_firmware {', '.join(profile.allowed_firmware)}",
@@ -344,7 +357,9 @@ def _firmware_checks(history: DeviceHistory, profile: Profile | None, model: str
                            f"firmware went back to {text} after running {highest}, with no "
                            f"firmware_update event announcing it",
                            key=f"{highest}->{text}", since=firmware_since(history)))
-    rare = _rare(model, text, fleet, policy)
+    # The canary of a rollout runs a vetted version that an update event installed: rare
+    # today, the fleet's version tomorrow.
+    rare = None if vetted and _announced(history, text) else _rare(model, text, fleet, policy)
     if rare is not None:
         out.append(rare)
     return out
@@ -400,18 +415,26 @@ def _rare(model: str | None, firmware: str, fleet: FleetView,
 
 
 def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anomaly]:
+    """A serial change with no replacement event to explain it. Each event explains one
+    change: the first one after it (a replacement last year does not excuse today's swap).
+    The old unit was last seen at ``before.last_seen``; an event reported from about then
+    on, however late it arrives, explains the change."""
     out = []
-    versions = history.versions
-    for i, (before, after) in enumerate(pairwise(versions)):
+    replacements = sorted(e.ts for e in history.events if e.type == "replacement")
+    used: set[int] = set()
+    seen_serials: set[object] = set()
+    for before, after in pairwise(history.versions):
         old, new = before.data.get("serial"), after.data.get("serial")
+        seen_serials.add(old)
         if old is None or new is None or old == new:
             continue
-        # The old serial was last seen in `before`; a replacement reported any time from
-        # then on (even late) explains the swap.
-        lo = before.first_seen - policy.grace_s
-        if any(e.type == "replacement" and e.ts >= lo for e in history.events):
+        lo = before.last_seen - policy.grace_s
+        match = next((i for i, ts in enumerate(replacements) if ts >= lo and i not in used),
+                     None)
+        if match is not None:
+            used.add(match)
             continue
-        if any(v.data.get("serial") == new for v in versions[:i + 1]):
+        if new in seen_serials:
             continue  # back to a serial seen before: reported when it first changed
         out.append(Anomaly(SERIAL_CHANGED,
                            f"serial changed from {old} to {new} (first seen "
@@ -423,33 +446,41 @@ def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anoma
 
 def _calibration_checks(history: DeviceHistory, profile: Profile | None,
                         now: float) -> list[Anomaly]:
+    """Overdue when every source of a due date says so. The meta's own due date is its
+    ``calibration_due`` (a lab may set one shorter than the profile's interval), else its
+    ``calibrated_at`` plus the interval; a ``calibration`` event newer than the meta's
+    ``calibrated_at`` is a recalibration the meta has not caught up with, due after the
+    interval. The later due date wins: each source can only lag the truth. A newer event
+    on a profile without an interval leaves the due date unknown: no verdict rather than a
+    stale one."""
     meta = history.latest
     problems: list[Anomaly] = []
     calibrated_at = _date_key(meta, "calibrated_at", problems)
     due_at = _date_key(meta, "calibration_due", problems)
-    events = [e.ts for e in history.events if e.type == "calibration"]
-    last_event = max(events, default=None)
+    last_event = max((e.ts for e in history.events if e.type == "calibration"), default=None)
     interval = (profile.calibration_interval_days * DAY
                 if profile is not None and profile.calibration_interval_days else None)
-    last: float | None
-    due: float | None
-    if last_event is not None and (calibrated_at is None or last_event > calibrated_at + DAY):
-        # A calibration event newer than the meta's date supersedes its due date.
-        last, due = last_event, (last_event + interval if interval else None)
-        basis = f"last calibration event {_day(last_event)}"
-    elif due_at is not None:
-        last, due, basis = calibrated_at, due_at, "calibration_due"
+    sources: list[tuple[float, str]] = []
+    if due_at is not None:
+        sources.append((due_at, "calibration_due"))
     elif calibrated_at is not None and interval:
-        last, due = calibrated_at, calibrated_at + interval
-        basis = (f"calibrated_at {_day(calibrated_at)} + "
-                 f"{profile.calibration_interval_days:g} days" if profile else "")
-    else:
+        sources.append((calibrated_at + interval, f"calibrated_at {_day(calibrated_at)} + "
+                        f"{interval / DAY:g} days"))
+    if last_event is not None and (calibrated_at is None or last_event > calibrated_at + DAY):
+        if not interval:
+            return problems
+        sources.append((last_event + interval, f"calibration event {_day(last_event)} + "
+                        f"{interval / DAY:g} days"))
+    if not sources:
         return problems
-    if due is not None and due < now:
-        problems.append(Anomaly(CALIBRATION_OVERDUE,
-                                f"calibration was due {_day(due)} ({basis}), {_days(now - due)}"
-                                f" ago" + (f"; last calibrated {_day(last)}" if last else ""),
-                                key=f"due {_day(due)}", since=due))
+    due, basis = max(sources)
+    if due >= now:
+        return problems
+    last = max((t for t in (calibrated_at, last_event) if t is not None), default=None)
+    problems.append(Anomaly(CALIBRATION_OVERDUE,
+                            f"calibration was due {_day(due)} ({basis}), {_days(now - due)} ago"
+                            + (f"; last calibrated {_day(last)}" if last else ""),
+                            key=f"due {_day(due)}", since=due))
     return problems
 
 
@@ -463,8 +494,12 @@ def _installation_checks(history: DeviceHistory, now: float,
         problems.append(Anomaly(INSTALLED_IN_FUTURE,
                                 f"installed_at {_day(installed)} is in the future",
                                 key=_day(installed)))
+    # Telemetry before a recorded replacement or relocation belongs to the previous unit
+    # or place, so it cannot contradict this installation date.
     elif (history.first_telemetry is not None
-          and installed > history.first_telemetry + policy.grace_s):
+          and installed > history.first_telemetry + policy.grace_s
+          and not any(e.type in ("replacement", "relocation")
+                      and e.ts <= installed + policy.grace_s for e in history.events)):
         problems.append(Anomaly(INSTALLED_AFTER_TELEMETRY,
                                 f"installed_at {_day(installed)} is after its first reading "
                                 f"({iso(history.first_telemetry)})", key=_day(installed)))
@@ -502,13 +537,21 @@ def _date_key(meta: Mapping[str, Any], key: str, problems: list[Anomaly]) -> flo
         return None
 
 
+_EPOCH_MS_LIKELY = 1e11
+"""Epoch seconds beyond this are past the year 5138: a value in milliseconds, not a date."""
+
+
 def parse_date(value: object) -> float:
     """A meta date: ``2025-03-01`` (UTC midnight), RFC 3339 text, or epoch seconds."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a date")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("epoch seconds must be finite")
+        if value > _EPOCH_MS_LIKELY:
+            raise ValueError(f"{value!r} is too large for epoch seconds (milliseconds?)")
+        if value < 0:
+            raise ValueError(f"{value!r} is before 1970")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a date such as 2025-03-01, not {type(value).__name__}")
@@ -516,13 +559,17 @@ def parse_date(value: object) -> float:
     try:
         if len(text) == 10:
             d = date.fromisoformat(text)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not a date such as 2025-03-01") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    ts = moment.timestamp()
+    if ts < 0:
+        raise ValueError(f"{text[:40]!r} is before 1970")
+    return ts
 
 
 def _day(ts: float | None) -> str:

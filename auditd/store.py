@@ -115,6 +115,15 @@ class StreamInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedDevice:
+    """A device seen only through quarantined messages of one reason."""
+
+    site: str
+    """The site level of its topic (``{prefix}/{site}/{device}/{kind}``), as sent."""
+    sensors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """An MQTT message to publish once the transaction that produced it has committed."""
 
@@ -718,7 +727,7 @@ class Store(AlertTables):
         content = _meta_content(meta.data)
         digest = _content_hash(content)
         latest = conn.execute(
-            "SELECT id, hash FROM meta_versions WHERE device = ? ORDER BY id DESC LIMIT 1",
+            "SELECT id, hash, ts FROM meta_versions WHERE device = ? ORDER BY id DESC LIMIT 1",
             (meta.device,),
         ).fetchone()
         if latest is not None and latest[1] == digest:
@@ -726,6 +735,12 @@ class Store(AlertTables):
                 "UPDATE meta_versions SET last_seen = max(last_seen, ?) WHERE id = ?",
                 (meta.received_at, latest[0]),
             )
+            return 0
+        if latest is not None and meta.ts < latest[2] and conn.execute(
+                "SELECT 1 FROM meta_versions WHERE device = ? AND hash = ? LIMIT 1",
+                (meta.device, digest)).fetchone():
+            # An older message of a version already superseded (a queued retained meta
+            # delivered late): history already has it, and it must not become current.
             return 0
         conn.execute(
             "INSERT INTO meta_versions (device, site, first_seen, last_seen, ts, data, hash) "
@@ -800,20 +815,25 @@ class Store(AlertTables):
                 (device, sensor, start, end)).fetchall()
         return {reason: int(n) for reason, n in rows}
 
-    def rejected_devices(self, reason: str, since: float) -> dict[str, tuple[str, ...]]:
-        """Devices with messages quarantined for ``reason`` received since ``since``, each
-        with the sensors those rejections name (none for a whole-message rejection)."""
+    def rejected_devices(self, reason: str, since: float) -> dict[str, RejectedDevice]:
+        """Devices with messages quarantined for ``reason`` received since ``since``: the
+        site their topic named and the sensors the rejections name (none for a
+        whole-message rejection)."""
         with self._read("rejected_devices") as conn:
             rows = conn.execute(
-                "SELECT DISTINCT device, sensor FROM quarantine WHERE reason = ? "
-                "AND received_at >= ? AND device IS NOT NULL ORDER BY device, sensor",
-                (reason, since)).fetchall()
-        out: dict[str, list[str]] = {}
-        for device, sensor in rows:
-            names = out.setdefault(device, [])
+                "SELECT device, sensor, max(topic) FROM quarantine WHERE reason = ? "
+                "AND received_at >= ? AND device IS NOT NULL GROUP BY device, sensor "
+                "ORDER BY device, sensor", (reason, since)).fetchall()
+        sites: dict[str, str] = {}
+        sensors: dict[str, list[str]] = {}
+        for device, sensor, topic in rows:
+            levels = str(topic).split("/")
+            sites.setdefault(device, levels[-3] if len(levels) >= 3 else "")
+            names = sensors.setdefault(device, [])
             if sensor is not None:
                 names.append(sensor)
-        return {device: tuple(names) for device, names in out.items()}
+        return {device: RejectedDevice(sites[device], tuple(names))
+                for device, names in sensors.items()}
 
     def count_between(self, site: str, device: str, sensor: str, start: float,
                       end: float) -> int:

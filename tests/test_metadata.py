@@ -46,8 +46,9 @@ def version(at: float, **data: Any) -> MetaVersion:
                        site="north")
 
 
-def event(at: float, type_: str, **data: Any) -> EventRecord:
-    return EventRecord("north", "dev-1", at, at, type_, {"ts": at, "type": type_, **data})
+def event(when: float, type_: str, **data: Any) -> EventRecord:
+    return EventRecord("north", "dev-1", when, when, type_, {"ts": when, "type": type_,
+                                                             **data})
 
 
 def history(*versions: MetaVersion, events: tuple[EventRecord, ...] = (),
@@ -266,3 +267,92 @@ def test_needs_saving_is_a_change_of_the_anomaly_set() -> None:
     assert not needs_saving(first, found)
     assert needs_saving(first, [])
     assert not needs_saving(None, [])
+
+
+# --------------------------------------------------------------------------- review cases
+
+
+@pytest.mark.parametrize("value", [1761004800000, 1e20, 10**400, -1e12, "1900-01-01"])
+def test_a_date_in_milliseconds_or_out_of_range_is_invalid_not_a_crash(value: object) -> None:
+    for key in ("installed_at", "calibrated_at", "calibration_due"):
+        found = anomalies(history(version(NOW - DAY, **{key: value})), TH200, "th-200",
+                          NO_FLEET, NOW)
+        assert [a.name for a in found] == ["metadata_invalid"], (key, value)
+        assert key in found[0].evidence
+
+
+def test_a_second_silent_swap_after_a_recorded_replacement_is_flagged() -> None:
+    v = (MetaVersion({**GOOD_META, "serial": "SN-1"}, NOW - 90 * DAY, NOW - 90 * DAY,
+                     NOW - 60 * DAY),
+         MetaVersion({**GOOD_META, "serial": "SN-2"}, NOW - 60 * DAY, NOW - 60 * DAY,
+                     NOW - 2 * DAY),
+         MetaVersion({**GOOD_META, "serial": "SN-3"}, NOW - DAY, NOW - DAY, NOW))
+    swap = (event(NOW - 60 * DAY, "replacement"),)
+    found = anomalies(history(*v, events=swap), TH200, "th-200", NO_FLEET, NOW)
+    assert [(a.name, a.key) for a in found] == [("serial_changed", "SN-2->SN-3")]
+
+
+def test_an_old_calibration_event_does_not_override_a_newer_due_date() -> None:
+    meta = version(NOW - 400 * DAY, calibrated_at=None, calibration_due="2027-09-01")
+    old_event = (event(NOW - 400 * DAY, "calibration"),)
+    assert names(history(meta, events=old_event)) == []
+
+
+def test_the_canary_of_a_rollout_is_not_rare_firmware() -> None:
+    fleet = FleetView({"th-200": {"2.3.1": 11, "2.4.0": 1}})
+    canary = history(version(NOW - DAY, firmware="2.4.0"),
+                     events=(event(NOW - DAY, "firmware_update",
+                                   **{"from": "2.3.1", "to": "2.4.0"}),))
+    assert names(canary, fleet) == []
+    assert names(history(version(NOW - DAY, firmware="2.4.0")), fleet) == ["firmware_rare"]
+
+
+def test_installation_after_telemetry_of_a_replaced_unit_is_no_contradiction() -> None:
+    new_unit = version(NOW - DAY, installed_at="2026-10-01")
+    swap = (event(parse_date("2026-10-01"), "replacement"),)
+    assert names(history(new_unit, events=swap)) == []
+
+
+def test_a_devices_own_at_or_source_key_cannot_rewrite_the_change() -> None:
+    h = history(events=(event(NOW - DAY, "maintenance", **{"at": "yesterday",
+                                                            "source": "crew"}),))
+    (change,) = changes(h)
+    assert change.to_json()["source"] == "event"
+    assert change.to_json()["at"] == "2026-11-24T00:00:00Z"
+
+
+def test_stray_telemetry_and_hostile_meta_never_stop_an_audit(tmp_path: Path) -> None:
+    catalog = build_catalog(PROFILES, load_references(REPO / "references"), {})
+    t0 = NOW - DAY
+    with Store(tmp_path / "audit.db") as store:
+        ingest(store, catalog, [
+            telemetry("stray-7", t0),  # no meta yet: quarantined as unknown_device_model
+            meta("th-north-01", t0, installed_at=1761004800000, calibrated_at={"x": [1]},
+                 firmware=2.4, serial=["SN"], location="up the mast"),
+            telemetry("th-north-01", t0 + 1)])
+        run = Auditor(store, catalog, TopicsConfig(), gateway="gw").run(t0 + 3600)
+        by_device = {f.device: f for f in run.findings if f.kind == "metadata"}
+        assert [c.cause for c in by_device["stray-7"].causes] == ["model_unknown"]
+        assert by_device["stray-7"].site == "north"
+        assert {c.cause for c in by_device["th-north-01"].causes} == {"metadata_invalid"}
+
+
+def test_a_late_copy_of_a_superseded_meta_does_not_become_current(tmp_path: Path) -> None:
+    catalog = build_catalog(PROFILES, load_references(REPO / "references"), {})
+    t0 = NOW - DAY
+    with Store(tmp_path / "audit.db") as store:
+        ingest(store, catalog, [meta("th-north-01", t0, firmware="2.3.1")])
+        ingest(store, catalog, [meta("th-north-01", t0 + 60, firmware="2.4.0")])
+        ingest(store, catalog, [meta("th-north-01", t0 + 10, firmware="2.3.1")])  # queued
+        assert [v["firmware"] for v in store.meta_history("th-north-01")] == ["2.3.1", "2.4.0"]
+        assert store.latest_meta()["th-north-01"]["firmware"] == "2.4.0"
+
+
+def test_a_device_that_announced_itself_and_never_reported_goes_silent(tmp_path: Path) -> None:
+    catalog = build_catalog(PROFILES, load_references(REPO / "references"), {})
+    t0 = NOW - 10 * DAY
+    with Store(tmp_path / "audit.db") as store:
+        ingest(store, catalog, [meta("th-north-05", t0)])
+        run = Auditor(store, catalog, TopicsConfig(), gateway="gw").run(NOW)
+        found = [f for f in run.findings if f.device == "th-north-05"]
+        assert [c.cause for c in found[0].causes] == ["device_silent"]

@@ -148,3 +148,13 @@ def _epoch(text: str) -> float:
     from auditd.validate import parse_timestamp
 
     return parse_timestamp(text)
+
+
+def test_looking_never_writes_the_store(replayed: dict[str, Any]) -> None:
+    db = replayed["tmp"] / "store.db"
+    before = (db.stat().st_size, db.stat().st_mtime_ns)
+    for command in (("devices",), ("history", "th-north-01"), ("status",)):
+        assert cli(*command, "--config", str(replayed["config"])).returncode == 0
+    assert (db.stat().st_size, db.stat().st_mtime_ns) == before
+    wal = db.with_name("store.db-wal")  # SQLite's reader sidecar may appear, empty
+    assert not wal.exists() or wal.stat().st_size == 0

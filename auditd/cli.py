@@ -230,7 +230,8 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
                        else default_config()).store.path
     if not path.is_file():
         raise ConfigError(str(path), "--db" if db_path else "store.path",
-                          "no such store (has the daemon or a replay with --store run?)")
+                          "no database here (has the daemon, or a replay with --store, "
+                          "run with this configuration?)")
     return Store(path, read_only=True) if not writes else Store(path)
 
 

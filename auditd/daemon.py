@@ -56,7 +56,8 @@ class Daemon:
         self._withheld: list[health.Stale] = []
         self.metrics: Any = None
         """``auditd.metrics.Metrics`` when ``[metrics] enabled``; imported only then."""
-        self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {}}
+        self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {},
+                                            "alerts": {}}
         self._store_view_at = 0.0
         self._persisted: dict[str, int] = {}
 
@@ -186,7 +187,8 @@ class Daemon:
             broker_disconnects=link.disconnects,
             broker_connect_failures=link.connect_failures, outbox_depth=depth,
             outbox_oldest_age_s=None if oldest is None else max(0.0, self.clock() - oldest),
-            streams=view["streams"], verdicts=view["verdicts"], healthy=not self._withheld)
+            streams=view["streams"], verdicts=view["verdicts"], alerts_open=view["alerts"],
+            healthy=not self._withheld)
 
     def _refresh_store_view(self) -> None:
         """Every few seconds on the main thread: what metrics read from the store."""
@@ -194,9 +196,12 @@ class Daemon:
             return
         self._store_view_at = time.monotonic()
         try:
+            from auditd.status import alerts_open
+
             self._store_view = {"outbox": self.store.outbox_depth(),
                                 "streams": len(self.store.streams()),
-                                "verdicts": self.store.verdict_counts()}
+                                "verdicts": self.store.verdict_counts(),
+                                "alerts": alerts_open(self.store)}
         except AuditdError as exc:
             log.warning("metrics_store_read_failed", error=str(exc))
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from auditd.status import alerts_open, streams_by_status
+from auditd.status import streams_by_status
 
 PREFIX = "sensor_auditd"
 
@@ -49,6 +49,8 @@ class Snapshot:
     streams: int
     verdicts: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     """(kind, status, severity) -> current verdicts, from the store."""
+    alerts_open: Mapping[str, int] = field(default_factory=dict)
+    """Open or acknowledged alerts by severity, from the store."""
     healthy: bool = True
 
 
@@ -69,9 +71,9 @@ def families(snap: Snapshot) -> list[Metric]:
                                   "calibration verdict.", labels=["status"])
     for status, n in streams_by_status(snap.verdicts).items():
         by_status.add_metric([status], n)
-    alerts = GaugeMetricFamily(f"{PREFIX}_alerts_open", "Streams whose current verdict "
-                               "fails, by severity.", labels=["severity"])
-    for severity, n in alerts_open(snap.verdicts).items():
+    alerts = GaugeMetricFamily(f"{PREFIX}_alerts_open", "Alerts open or acknowledged (not "
+                               "resolved), by severity.", labels=["severity"])
+    for severity, n in snap.alerts_open.items():
         alerts.add_metric([severity], n)
     out: list[Metric] = [
         counter("messages_received", "MQTT messages delivered by the broker.",

@@ -16,12 +16,12 @@ from typing import Any
 from auditd.store import COUNTER_REJECTED_PREFIX, Store
 
 
-def alerts_open(verdicts: Mapping[tuple[str, str, str], int]) -> dict[str, int]:
-    """Open alerts by severity: streams whose current verdict fails, at its severity."""
+def alerts_open(store: Store) -> dict[str, int]:
+    """Alerts still open or acknowledged (not resolved), by current severity; an alert that
+    stands for a group counts once, its members not again."""
     out = {"minor": 0, "major": 0, "critical": 0}
-    for (_, status, severity), n in verdicts.items():
-        if status == "fail":
-            out[severity] = out.get(severity, 0) + n
+    for alert in store.alerts(include_members=False):
+        out[alert.severity] = out.get(alert.severity, 0) + 1
     return out
 
 
@@ -70,7 +70,7 @@ def gather(store: Store) -> Status:
         store=summary["path"], schema_version=summary["schema_version"],
         file_bytes=summary["file_size"], wal_bytes=summary["wal_size"],
         streams=summary["streams"], readings=summary["readings"],
-        by_status=streams_by_status(verdicts), alerts_open=alerts_open(verdicts),
+        by_status=streams_by_status(verdicts), alerts_open=alerts_open(store),
         failing=failing, last_audit_at=store.last_finding_at(),
         last_reading_at=store.last_reading_at(), messages=counters.get("messages", 0),
         readings_accepted=counters.get("readings_inserted", 0)

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditd.catalog import Catalog
-from auditd.core.cohorts import FIRMWARE, Cohort, Member, cohort_id, significant_cohorts
 from auditd.metadata import (
     DEFAULT_POLICY,
     Anomaly,
@@ -35,7 +34,12 @@ from auditd.metadata import (
 )
 from auditd.model import Cause, Finding, Severity
 
+if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
+    from auditd.core.cohorts import Cohort
+
 FIRMWARE_REGRESSION = "firmware_regression"
+FIRMWARE = "firmware"
+"""The cohort attribute of a firmware version (``auditd.core.cohorts.FIRMWARE``)."""
 COHORT = "cohort"
 """``context.comparison`` of a cohort's root finding: it judges a group, not a stream."""
 REGRESSION_EXPLAINS = frozenset({"offset_drift", "gain_drift", "unit_mismatch", "noise",
@@ -110,6 +114,8 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
     Streams already explained by their reference's fault are left out of the population:
     their deviation is the reference's, and would make every cohort at that site look bad.
     """
+    from auditd.core.cohorts import Member, significant_cohorts
+
     by_sensor: dict[str, list[tuple[Finding, Member]]] = {}
     for f in findings:
         if (f.kind != "calibration" or f.sensor is None or f.status not in ("pass", "fail")
@@ -185,6 +191,8 @@ def _split_firmware(value: str) -> tuple[str, str]:
 
 def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) -> Finding:
     """The cohort's own finding: the one alert its members group under."""
+    from auditd.core.cohorts import cohort_id
+
     model, version = _split_firmware(cohort.value)
     affected = [f for f in members if f.device in cohort.following]
     sites = [f.site for f in affected]

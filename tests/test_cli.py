@@ -127,3 +127,15 @@ def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path: Path) -> N
                  "--out", str(tmp_path / "missing-dir" / "f.jsonl"))
     assert result.returncode == 2
     assert "--out" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_daemon_starts_without_the_calibration_core() -> None:
+    """A gateway pays for scipy's statistics only once it audits: ingest-only start-up must
+    not import ``auditd.core`` (numpy/scipy.stats/signal), whatever module grows an import."""
+    probe = ("import sys, auditd.daemon, auditd.cli, auditd.replay; "
+             "print(sorted(m for m in ('auditd.core', 'scipy.stats', 'scipy.signal') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

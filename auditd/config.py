@@ -682,7 +682,7 @@ AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
               "retention_interval")
-TOPICS_KEYS = ("prefix",)
+TOPICS_KEYS = ("prefix", "commands")
 LOG_KEYS = ("level", "format")
 METRICS_KEYS = ("enabled", "bind", "port")
 
@@ -782,6 +782,9 @@ class TopicsConfig:
     """CONTRACT.md's topic layout under a configurable prefix."""
 
     prefix: str = "fleet"
+    commands: bool = False
+    """Subscribe to the command topic (``ack``/``silence`` over MQTT, ``auditd.commands``);
+    off unless the broker's ACL restricts who may write it."""
 
     def subscriptions(self) -> tuple[str, ...]:
         """The filters the daemon subscribes to: every site and device, three kinds."""
@@ -801,6 +804,9 @@ class TopicsConfig:
 
     def status(self, site: str, gateway: str) -> str:
         return self._out(site, gateway, "status")
+
+    def command(self, site: str, gateway: str) -> str:
+        return self._out(site, gateway, "command")
 
     def _out(self, site: str, gateway: str, *rest: str) -> str:
         """Refuse levels that would change the topic's shape (``/``, wildcards, empty)."""
@@ -926,8 +932,7 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
         ingest=_ingest(top.table("ingest", INGEST_KEYS)),
         audit=_audit(top.table("audit", AUDIT_KEYS)),
         store=_store(top.table("store", STORE_KEYS), base),
-        topics=TopicsConfig(prefix=top.table("topics", TOPICS_KEYS).get(
-            "prefix", _topic_prefix, "fleet")),
+        topics=_topics(top.table("topics", TOPICS_KEYS)),
         log=_log(top.table("log", LOG_KEYS)),
         metrics=_metrics(top.table("metrics", METRICS_KEYS)),
         tickets=_tickets(top.table("tickets", TICKETS_KEYS), base),
@@ -1029,6 +1034,11 @@ def _store(table: _Table, base: Path) -> StoreConfig:
                                             _number(0, positive=True), 30.0),
         retention_interval_s=table.get("retention_interval", _duration(positive=True), 3600.0),
     )
+
+
+def _topics(table: _Table) -> TopicsConfig:
+    return TopicsConfig(prefix=table.get("prefix", _topic_prefix, "fleet"),
+                        commands=table.get("commands", _boolean, False))
 
 
 def _tickets(table: _Table, base: Path) -> TicketsConfig:

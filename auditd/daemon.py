@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -123,11 +123,13 @@ class Daemon:
         self.store = Store(cfg.store.path, synchronous=cfg.store.synchronous)
         self.ingestor = Ingestor(self.store, self.catalog, prefix=cfg.topics.prefix,
                                  limits=limits_from(cfg))
-        self.link = MqttLink(cfg.broker, subscriptions=cfg.topics.subscriptions(),
+        commands = ((cfg.topics.command(cfg.site, cfg.gateway),) if cfg.topics.commands
+                    else ())
+        self.link = MqttLink(cfg.broker, subscriptions=(*cfg.topics.subscriptions(), *commands),
                              status_topic=cfg.topics.status(cfg.site, cfg.gateway),
                              clock=self.clock)
         self.writer = BatchWriter(
-            self.link.deliveries, self.ingestor, self.link.ack,
+            self.link.deliveries, self._commands_or(self.ingestor), self.link.ack,
             batch_max=min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
             batch_max_wait_s=cfg.ingest.batch_max_wait_s,
             on_progress=self._writer_beat.beat,
@@ -152,6 +154,16 @@ class Daemon:
         self.scheduler.add_job(self._retention_job,
                                IntervalTrigger(seconds=cfg.store.retention_interval_s),
                                max_instances=1, coalesce=True, id="retention")
+
+    def _commands_or(self, ingestor: Ingestor) -> Ingestor:
+        """The writer's ingestor: with ``[topics] commands`` on, one that applies the command
+        topic's messages (``auditd.commands``) and passes the rest on."""
+        if not self.cfg.topics.commands:
+            return ingestor
+        from auditd.commands import CommandRouter
+
+        return cast(Ingestor, CommandRouter(ingestor, self.store, self.cfg.topics.command(
+            self.cfg.site, self.cfg.gateway)))
 
     # ------------------------------------------------------------------ health, metrics
 

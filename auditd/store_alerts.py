@@ -297,8 +297,19 @@ class AlertTables:
     # ----------------------------------------------------------------- silences
 
     def add_silence(self, device: str, sensor: str | None, until: float, *, at: float,
-                    by: str | None = None, reason: str | None = None) -> int:
+                    by: str | None = None, reason: str | None = None,
+                    unless_present: bool = False) -> int:
+        """Add a silence; its id. ``unless_present``: an identical one (same device, sensor,
+        end, author and reason) is not added again but its id returned (a redelivered MQTT
+        command)."""
         with self._write("add_silence") as conn:
+            if unless_present:
+                row = conn.execute(
+                    "SELECT id FROM silences WHERE device = ? AND sensor IS ? AND until = ? "
+                    "AND created_by IS ? AND reason IS ?",
+                    (device, sensor, until, by, reason)).fetchone()
+                if row is not None:
+                    return int(row[0])
             cur = conn.execute(
                 "INSERT INTO silences (device, sensor, until, created_at, created_by, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (device, sensor, until, at, by, reason))

@@ -45,6 +45,11 @@ ACTIVE: frozenset[str] = frozenset({"open", "acknowledged"})
 
 DEFAULT_POLICY = AlertPolicy()
 
+CHANGE_KINDS: frozenset[str] = frozenset({"metadata"})
+"""Finding kinds reported when they change, not at every audit (a metadata anomaly is
+saved once, when it appears, and once more when it ends): one such finding is the whole
+evidence, so it opens or resolves an alert at once, whatever the profile's hysteresis."""
+
 
 def weighted(severity: Severity, impact: float) -> Severity:
     """A finding's severity weighted by its profile's impact (``none`` stays ``none``)."""
@@ -348,6 +353,8 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
     for finding in findings:
         key = StreamKey.of(finding)
         policy = policy_for(finding)
+        if finding.kind in CHANGE_KINDS:
+            policy = replace(policy, open_after=1, resolve_after=1)
         obs = Observation(now, finding.status, weighted(finding.severity, policy.impact),
                           finding.causes[0].cause if finding.causes else None)
         track, event = step(snapshot.tracks.get(key, Track()), obs, policy)

@@ -261,6 +261,20 @@ def test_escalation_resolution_and_silence() -> None:
     assert [(i, t.event) for i, c in enumerate(changes) for t in c.tickets] == [(3, "open")]
 
 
+def test_metadata_findings_are_changes_and_act_at_once() -> None:
+    """The metadata audit saves a finding when an anomaly appears and when it ends, not at
+    every audit: the one finding is the evidence, hysteresis would never see a second."""
+    overdue = replace(finding("th-01", cause="calibration_overdue"), kind="metadata",
+                      sensor=None)
+    fixed = replace(finding("th-01", status="pass"), kind="metadata", sensor=None)
+    _, changes = audits(Snapshot(), [[overdue], [], [], [fixed]],
+                        policy=AlertPolicy(open_after=3, resolve_after=3))
+    assert [(t.alert.device, t.alert.sensor, t.event) for c in changes for t in c.tickets] == [
+        ("th-01", None, "open"), ("th-01", None, "resolve")]
+    assert any("Calibrate th-01" in a for a in ticket_payload(
+        changes[0].tickets[0], "gw")["runbook"]["causes"][0]["actions"])
+
+
 def test_ticket_payload_carries_the_runbook_and_the_keys() -> None:
     _, changes = audits(Snapshot(), [[finding("th-01", cause="unit_mismatch",
                                               extra_causes=("noise",))]] * 2)

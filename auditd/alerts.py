@@ -115,7 +115,7 @@ def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track
                      peak=obs.severity, cause=obs.cause, opened_at=obs.at,
                      alert=track.alert), "open"
     return replace(track, state="suspect", fails=fails, passes=0, since=since,
-                   severity=obs.severity), None
+                   severity=obs.severity, cause=obs.cause), None
 
 
 def _on_pass(track: Track, policy: AlertPolicy) -> tuple[Track, Event | None]:
@@ -339,8 +339,10 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
     A ticket is requested when an alert opens, escalates or resolves, unless it is held
     back: a member of a group (its root speaks for it) or a silenced alert gets none, and
     an alert never announced gets no escalation or resolution either. An alert that was
-    held back and is open when nothing holds it any more is announced then, once.
+    held back, and still fails when nothing holds it any more, is announced then, once.
     """
+    implicit = _roots_gone(snapshot, findings, now)
+    findings = [*findings, *implicit.values()]
     groups = group_members(findings)
     member_findings: dict[StreamKey, list[Finding]] = {}
     for f in findings:
@@ -376,7 +378,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
             severity=track.severity if track.state in ACTIVE else current.severity,
             peak=track.peak, updated_at=now,
             finding=finding.to_json() if finding.status != "insufficient_data"
-            else current.finding,
+            and key not in implicit else current.finding,
             resolved_at=now if event == "resolve" else current.resolved_at,
             group=root.text() if root is not None else None,
             members=members_of(finding) if root_cause(finding) else current.members)
@@ -387,7 +389,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         announce: Event | None = None
         if event == "resolve":
             announce = "resolve" if alert.notified else None
-        elif alert.state == "open" and not held:
+        elif alert.state == "open" and not held and finding.status == "fail":
             announce = "open" if not alert.notified else "escalate" if event == "escalate" \
                 else None
         if announce is not None:
@@ -397,6 +399,27 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         alerts.append(alert)
     return Changes(tracks=tracks, alerts=tuple(alerts), tickets=tuple(tickets),
                    events=tuple(events))
+
+
+def _roots_gone(snapshot: Snapshot, findings: Sequence[Finding],
+                now: float) -> dict[StreamKey, Finding]:
+    """A root that is no longer raised counts as passing.
+
+    A root finding exists only while the group's evidence stands (a reference fault while
+    its devices out-vote it; a firmware cohort while it regresses, then one ``pass``): its
+    absence from an audit is the audit's word that the root is gone. Without this its
+    alert could never collect the passes that resolve it."""
+    seen = {StreamKey.of(f) for f in findings}
+    out: dict[StreamKey, Finding] = {}
+    for key, track in snapshot.tracks.items():
+        alert = snapshot.alerts.get(track.alert) if track.alert else None
+        if (key in seen or track.cause not in ROOT_CAUSES or alert is None
+                or track.state not in ("suspect", "open", "acknowledged")):
+            continue
+        out[key] = Finding(kind=key.kind, site=alert.site, device=key.device,  # type: ignore[arg-type]
+                           sensor=key.sensor or None, status="pass", severity="none",
+                           window_start=now, window_end=now)
+    return out
 
 
 def _member_view(finding: Finding) -> dict[str, Any]:

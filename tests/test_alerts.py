@@ -196,6 +196,20 @@ def test_a_root_groups_its_members_under_one_ticket() -> None:
         "calibration/ref-north/temperature"}
 
 
+def test_a_root_no_longer_raised_resolves_after_m_audits() -> None:
+    """A reference fault's finding exists only while the devices out-vote the reference;
+    once it is recalibrated there is no root finding at all: that absence is the pass."""
+    members = ["th-01", "th-02", "th-03"]
+    faulty = [finding("ref-north", cause="reference_fault", members=members),
+              *(finding(d, cause="reference_fault") for d in members)]
+    fixed = [finding(d, status="pass") for d in members]
+    _, changes = audits(Snapshot(), [faulty, faulty, fixed, fixed, fixed, fixed])
+    assert [(i, t.alert.device, t.event) for i, c in enumerate(changes) for t in c.tickets] \
+        == [(1, "ref-north", "open"), (4, "ref-north", "resolve")]
+    resolved = changes[4].tickets[0]
+    assert resolved.alert.finding["causes"][0]["cause"] == "reference_fault"  # its evidence
+
+
 def test_a_member_failing_for_its_own_reason_is_not_grouped() -> None:
     grouping = group_members([
         finding("ref-north", cause="reference_fault", members=["th-01", "th-02", "th-03"]),

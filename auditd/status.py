@@ -55,8 +55,7 @@ class Status:
     outbox_oldest_at: float | None
     counters: dict[str, int] = field(default_factory=dict)
     tickets: dict[str, int] = field(default_factory=dict)
-    """Ticket deliveries ``pending`` and ``dead`` (dead-lettered), and ``alerts`` open
-    (alerts.py's, a grouped alert counted once)."""
+    """Ticket deliveries ``pending`` and ``dead`` (dead-lettered, docs/alerts.md)."""
 
 
 def gather(store: Store) -> Status:
@@ -82,8 +81,7 @@ def gather(store: Store) -> Status:
         rejected=store.rejection_counts(), outbox_depth=depth, outbox_oldest_at=oldest,
         counters={k: v for k, v in sorted(counters.items())
                   if not k.startswith(COUNTER_REJECTED_PREFIX)},
-        tickets={"alerts": summary.get("alerts_open", 0),
-                 "pending": summary.get("tickets_pending", 0),
+        tickets={"pending": summary.get("tickets_pending", 0),
                  "dead": summary.get("tickets_dead", 0)},
     )
 
@@ -132,8 +130,7 @@ def render(status: Status, now: float) -> str:
         f"messages:       {status.messages} stored; readings accepted "
         f"{status.readings_accepted} (of which redelivered {status.readings_duplicate})",
         f"rejected:       {rejected}",
-        f"tickets:        {status.tickets.get('alerts', 0)} alerts open, "
-        f"{status.tickets.get('pending', 0)} deliveries pending, "
+        f"tickets:        {status.tickets.get('pending', 0)} deliveries pending, "
         f"{status.tickets.get('dead', 0)} dead-lettered (sensor-auditd findings, tickets)",
         f"outbox:         {status.outbox_depth} waiting"
         + (f", oldest {_when(status.outbox_oldest_at, now)}" if status.outbox_depth else ""),

@@ -270,6 +270,123 @@ def history(device: str, config_path: Path | None, db_path: Path | None,
                else inventory.format_timeline(entries))
 
 
+@main.command("import")
+@click.argument("exports", nargs=-1, required=True)
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The SQLite store to import into.")
+@click.option("--site", help="Site of the imported devices (default: the config's).")
+@click.option("--mapping", "mapping_paths", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Export mapping (TOML), tried before the shipped ones; repeatable.")
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path),
+              help="Device profiles: canonical units of sensors they name.")
+@CONFIG_OPTION
+@_errors_to_exit
+def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
+            mapping_paths: tuple[Path, ...], profiles: Path | None,
+            config_path: Path | None) -> None:
+    """Import instrument or agency exports (ID=PATH or PATH) into the store."""
+    import time
+
+    from auditd.colocate import sensor_units_with
+    from auditd.config import default_config, load_daemon_config
+    from auditd.exports import device_and_path, load_mapping
+    from auditd.importer import import_file
+    from auditd.store import Store
+
+    cfg = load_daemon_config(config_path) if config_path else default_config()
+    mappings = [load_mapping(p) for p in mapping_paths]
+    units = sensor_units_with(profiles)
+    summaries = []
+    with Store(store_path) as store:
+        for arg in exports:
+            device, path = device_and_path(arg)
+            outcome = import_file(store, path, device, site or cfg.site, time.time(),
+                                  mappings=mappings, sensor_units=units)
+            summaries.append(outcome.to_json())
+    click.echo(json.dumps({"imports": summaries}, indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("sensor_exports", nargs=-1)
+@click.option("--reference", required=True,
+              help="Reference export (ID=PATH or PATH); with --from-store, its device id.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="RESULT.json.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the co-location section of the calibration report (HTML; "
+                   "needs the 'report' extra: matplotlib).")
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path),
+              help="Device profiles: canonical units and [colocation] targets they set.")
+@click.option("--mapping", "mapping_paths", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Export mapping (TOML), tried before the shipped ones; repeatable.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The store to read from (--from-store) or to record --apply in.")
+@click.option("--from-store", is_flag=True,
+              help="Evaluate devices in the store: SENSOR_EXPORTs are device ids.")
+@click.option("--site", help="Site of the devices (default: the config's).")
+@click.option("--day-offset", default="UTC", show_default=True,
+              help="24-hour days in UTC, or in local standard time given as +HH:MM/-HH:MM.")
+@click.option("--train-fraction", type=click.FloatRange(0.05, 0.95), default=0.5,
+              show_default=True, help="Share of the period a correction is fit on.")
+@click.option("--humidity-term", is_flag=True,
+              help="Fit the correction with a humidity term (the EPA's PM2.5 form).")
+@click.option("--correct", "correct", multiple=True,
+              help="Sensor to fit a correction for (default: each with 1-hour targets).")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Record each correction that helped as a calibration event in --store.")
+@CONFIG_OPTION
+@_errors_to_exit
+def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
+             html_path: Path | None, profiles: Path | None, mapping_paths: tuple[Path, ...],
+             store_path: Path | None, from_store: bool, site: str | None, day_offset: str,
+             train_fraction: float, humidity_term: bool, correct: tuple[str, ...],
+             apply_: bool, config_path: Path | None) -> None:
+    """Judge co-located units against a reference monitor (EPA performance targets)."""
+    import time
+
+    from auditd import colocate as co
+    from auditd.config import default_config, load_daemon_config
+    from auditd.exports import load_mapping, parse_offset
+    from auditd.store import Store
+
+    cfg = load_daemon_config(config_path) if config_path else default_config()
+    site = site or cfg.site
+    if (from_store or apply_) and store_path is None:
+        raise ConfigError("", "--store", "--from-store and --apply need --store DB")
+    if not from_store and not sensor_exports:
+        raise ConfigError("", "SENSOR_EXPORT", "name at least one unit's export")
+    options = co.Options(site=site, day_origin_s=-parse_offset(day_offset, "--day-offset"),
+                         train_fraction=train_fraction, humidity_term=humidity_term,
+                         correct=correct or None)
+    targets = co.targets_with(profiles)
+    with ExitStack() as stack:
+        out = stack.enter_context(_open_for_writing(out_path, "--out"))
+        html = stack.enter_context(_open_for_writing(html_path, "--html")) if html_path else None
+        store = stack.enter_context(Store(store_path)) if store_path else None
+        if from_store:
+            assert store is not None
+            sources = co.sources_from_store(store, site, reference, sensor_exports)
+        else:
+            sources = co.sources_from_files(
+                reference, sensor_exports, mappings=[load_mapping(p) for p in mapping_paths],
+                sensor_units=co.sensor_units_with(profiles))
+        result = co.run(sources, targets, options)
+        body = dict(result.result)
+        if apply_:
+            assert store is not None
+            events = co.calibration_events(result, site, time.time())
+            co.record_events(store, events)
+            body["applied"] = [{"device": e.device, **e.data} for e in events]
+        out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+        if html is not None:
+            from auditd.colocation_html import render
+
+            html.write(render(result))
+    click.echo(co.summary_table(result))
+
+
 def _open_for_writing(path: Path, option: str) -> IO[str]:
     """Open an output before the work starts, so a bad path fails fast with exit 2."""
     try:

@@ -124,6 +124,21 @@ class RejectedDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """One export file brought into the store (``sensor-auditd import``)."""
+
+    sha256: str
+    path: str
+    site: str
+    device: str
+    mapping: str
+    imported_at: float
+    readings: int = 0
+    """Readings newly stored by this import."""
+    quarantined: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """An MQTT message to publish once the transaction that produced it has committed."""
 
@@ -300,7 +315,27 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, migration_alerts)
+def _migration_imports(conn: sqlite3.Connection) -> None:
+    """Imported export files, by content hash: importing the same file twice stores nothing
+    twice (its readings are keyed anyway; this also keeps its quarantined rows single)."""
+    conn.execute(
+        """
+        CREATE TABLE imports (
+            sha256 TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            mapping TEXT NOT NULL,
+            imported_at REAL NOT NULL,
+            readings INTEGER NOT NULL,
+            quarantined INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migration_1, migration_alerts, _migration_imports)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -780,6 +815,69 @@ class Store(AlertTables):
         for reason, n in result.rejected.items():
             deltas[COUNTER_REJECTED_PREFIX + reason] = n
         return deltas
+
+    def write_import(
+        self,
+        record: ImportRecord,
+        series: Sequence[tuple[str, str, FloatArray, FloatArray]],
+        rejections: Sequence[Rejection],
+    ) -> ImportRecord | None:
+        """Commit one imported file in a single transaction, unless it was imported before.
+
+        ``series`` are (sensor, canonical unit, epoch seconds, values) arrays of the
+        record's device; ``rejections`` go to the quarantine. Returns the earlier import's
+        record (and writes nothing) when a file with the same content hash is already in;
+        ``None`` after a new import. Readings already stored (same stream and time) are
+        kept as they are, as for a redelivered MQTT message.
+        """
+        with self._write("write_import") as conn:
+            row = conn.execute(
+                "SELECT sha256, path, site, device, mapping, imported_at, readings, "
+                "quarantined FROM imports WHERE sha256 = ?", (record.sha256,)).fetchone()
+            if row is not None:
+                return ImportRecord(*row)
+            new_streams: dict[tuple[str, str, str], int] = {}
+            inserted = 0
+            for sensor, unit, ts, values in series:
+                probe = Reading(record.site, record.device, sensor, unit, 0.0, None)
+                key = (record.site, record.device, sensor)
+                sid = self._stream_ids.get(key) or new_streams.get(key)
+                if sid is None:
+                    sid = new_streams[key] = self._create_stream(conn, probe)
+                ms = np.round(np.asarray(ts, dtype=np.float64) * 1000.0).astype(np.int64)
+                vals = [None if v != v else v for v in np.asarray(values).tolist()]
+                inserted += self._insert_readings(
+                    conn, list(zip([sid] * len(vals), ms.tolist(), vals, [None] * len(vals),
+                                   strict=True)))
+            rejected = self._insert_rejections(conn, rejections)
+            conn.execute(
+                "INSERT INTO imports (sha256, path, site, device, mapping, imported_at, "
+                "readings, quarantined) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.sha256, record.path, record.site, record.device, record.mapping,
+                 record.imported_at, inserted, len(rejections)))
+            deltas = {"readings_inserted": inserted, "imports": 1,
+                      "readings_rejected": sum(rejected.values())}
+            for reason, n in rejected.items():
+                deltas[COUNTER_REJECTED_PREFIX + reason] = n
+            self._add_counters(conn, deltas)
+        self._stream_ids.update(new_streams)
+        return None
+
+    def imports(self) -> list[ImportRecord]:
+        """Every imported file, oldest first."""
+        with self._read("imports") as conn:
+            rows = conn.execute(
+                "SELECT sha256, path, site, device, mapping, imported_at, readings, "
+                "quarantined FROM imports ORDER BY imported_at, path").fetchall()
+        return [ImportRecord(*row) for row in rows]
+
+    def quarantine_counts(self, device: str) -> dict[tuple[str | None, str], int]:
+        """(sensor, reason) -> quarantined rows of one device, over the whole store."""
+        with self._read("quarantine_counts") as conn:
+            rows = conn.execute(
+                "SELECT sensor, reason, count(*) FROM quarantine WHERE device = ? "
+                "GROUP BY sensor, reason", (device,)).fetchall()
+        return {(sensor, reason): int(n) for sensor, reason, n in rows}
 
     # ----------------------------------------------------------------- counters
 

@@ -353,6 +353,10 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
 
     cfg = load_daemon_config(config_path) if config_path else default_config()
     site = site or cfg.site
+    if html_path is not None:
+        from auditd.colocation_html import require_matplotlib
+
+        require_matplotlib()
     if (from_store or apply_) and store_path is None:
         raise ConfigError("", "--store", "--from-store and --apply need --store DB")
     if not from_store and not sensor_exports:

@@ -216,3 +216,38 @@ def test_precision_uses_only_intervals_where_every_unit_reports() -> None:
     p = precision([a, b, c], Targets(sd_max=5.0, cv_max=30.0))
     assert p.n == 2 and p.sd == pytest.approx(math.sqrt(2.0))
     assert p.status == "pass"
+
+
+def test_html_section_marks_every_verdict_or_says_how_to_get_matplotlib(epa_run) -> None:
+    from html.parser import HTMLParser
+
+    from auditd.colocation_html import render
+    from auditd.errors import ConfigError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="matplotlib"):
+            render(epa_run)
+        return
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classes: list[str] = []
+            self.svgs = 0
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "td":
+                self.classes.append(dict(attrs).get("class") or "")
+            self.svgs += tag == "svg"
+
+    page = render(epa_run)
+    cells = Cells()
+    cells.feed(page)
+    judged = [(d, s, i) for d, by_s in epa_run.result["devices"].items()
+              for s, by_i in by_s.items() for i, v in by_i.items() if v["status"]]
+    # Four target verdicts and a status per judged row, each marked pass or fail.
+    assert cells.classes.count("pass") + cells.classes.count("fail") >= 5 * len(judged)
+    # A scatter and a time series per unit and judged quantity.
+    assert cells.svgs == 2 * len({(d, s) for d, s, _ in judged})

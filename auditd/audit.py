@@ -339,9 +339,14 @@ class Auditor:
         return out
 
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
+        """A window as the audit judges it: through the corrections recorded as calibration
+        events of the device (``auditd.calibration``; the store keeps the raw readings)."""
         from auditd import core
+        from auditd.calibration import apply, corrections
 
-        return core.Series(*self._store.read_window(site, device, sensor, start, end))
+        ts, values = self._store.read_window(site, device, sensor, start, end)
+        found = corrections(self._store.events(device), sensor)
+        return core.Series(ts, apply(ts, values, found) if found else values)
 
     def _judge(self, task: AuditTask, device: Series, comparison: Series, now: float, *,
                baseline: bool = False) -> Any:

@@ -380,9 +380,10 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
         body = dict(result.result)
         if apply_:
             assert store is not None
-            events = co.calibration_events(result, site, time.time())
+            events, skipped = co.calibration_events(result, site, time.time())
             co.record_events(store, events)
             body["applied"] = [{"device": e.device, **e.data} for e in events]
+            body["not_applied"] = skipped
         out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         if html is not None:
             from auditd.colocation_html import render

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from auditd.audit import unit_confusions
+from auditd.calibration import correction_payload
 from auditd.colocation import (
     COMPLETENESS,
     INTERVALS,
@@ -274,13 +275,7 @@ def _finding(ev: Evaluation, sources: Sources, options: Options, device: str, se
     verdict = diag.verdict
     by_interval = ev.comparisons[device][sensor]
     missed = {name: c.failed() for name, c in by_interval.items() if c.failed()}
-    dependence = {}
-    for cond in CONDITIONS:
-        if cond in ev.reference:
-            dep = error_dependence(ev.averages[device][sensor][interval],
-                                   ev.reference[sensor][interval], ev.reference[cond][interval])
-            if dep is not None:
-                dependence[cond] = {"n": dep.n, "slope": _num(dep.slope), "r": _num(dep.r)}
+    dependence = dependence_of(ev, device, sensor, interval)
     action = verdict.action
     if verdict.status != "fail":
         action = ("Missed the performance target(s) " + "; ".join(
@@ -302,36 +297,76 @@ def _finding(ev: Evaluation, sources: Sources, options: Options, device: str, se
         action=action)
 
 
+def dependence_of(ev: Evaluation, device: str, sensor: str,
+                  interval: str) -> dict[str, dict[str, Any]]:
+    """How the unit's error (unit - reference) moves with each other quantity the reference
+    measures: the test conditions (temperature, humidity) and the other pollutants, whose
+    cross-sensitivity a low-cost sensor may have (an NO2 cell that also sees O3)."""
+    out = {}
+    for other in sorted(ev.reference):
+        if other == sensor or interval not in ev.reference[other]:
+            continue
+        dep = error_dependence(ev.averages[device][sensor][interval],
+                               ev.reference[sensor][interval], ev.reference[other][interval])
+        if dep is not None:
+            out[other] = {"n": dep.n, "slope": _num(dep.slope), "r": _num(dep.r),
+                          "per": ev.units[other]}
+    return out
+
+
 # --------------------------------------------------------------------------- --apply
 
 
-def calibration_events(run: ColocationRun, site: str, now: float) -> list[EventRecord]:
-    """One ``calibration`` event per correction that lowered the held-out RMSE.
+def not_applicable(res: CorrectionResult, targets: Targets | None) -> str | None:
+    """Why a correction must not be applied, or None.
 
-    A correction that did not help on the data it was not fit on is not applied: the event
-    would tell the daemon to trust a line the evidence does not support."""
+    Lowering the held-out RMSE is not enough: where the unit's readings explain little of
+    the reference's variation (R² below the target) or move against it, the least-squares
+    line mostly pulls every value towards the reference's mean, and a constant is no
+    calibration. Such a unit needs repair or a wider test, not a correction."""
+    c = res.correction
+    if not c.gain > 0:
+        return (f"the fitted gain {c.gain:.3g} is not positive: the unit does not follow the "
+                "reference")
+    if not res.after.rmse < res.before.rmse:
+        return (f"it does not lower the RMSE on the data it was not fit on "
+                f"({res.before.rmse:.3g} -> {res.after.rmse:.3g})")
+    r2_min = targets.r2_min if targets is not None else None
+    if r2_min is not None and not res.before.r2 >= r2_min:
+        return (f"the unit explains too little of the reference (R² {res.before.r2:.2f} < "
+                f"{r2_min:g}) for a gain and offset to calibrate it")
+    return None
+
+
+def calibration_events(run: ColocationRun, site: str, now: float
+                       ) -> tuple[list[EventRecord], list[dict[str, str]]]:
+    """One ``calibration`` event per applicable correction (``not_applicable``), and the
+    corrections left out with the reason.
+
+    Its ``correction`` object is what the audit applies to the sensor's readings from the
+    event's time on (``auditd.calibration``)."""
     events = []
+    skipped = []
     for (device, sensor), res in sorted(run.corrections.items()):
-        if not res.after.rmse < res.before.rmse:
+        why = not_applicable(res, run.evaluation.targets.get((sensor, "1h")))
+        if why is not None:
+            skipped.append({"device": device, "sensor": sensor, "why": why})
             continue
         c = res.correction
         data: dict[str, Any] = {
-            "ts": iso(now), "type": "calibration", "sensor": sensor,
-            "unit": run.evaluation.units[sensor], "gain": _num(c.gain),
-            "offset": _num(c.offset), "form": "corrected = offset + gain * raw"
-            + (" + humidity_coefficient * humidity" if c.humidity_coefficient is not None
-               else ""),
+            "ts": iso(now), "type": "calibration",
+            "correction": correction_payload(sensor, run.evaluation.units[sensor],
+                                             _num(c.gain), _num(c.offset),
+                                             _num(c.humidity_coefficient)),
             "by": "sensor-auditd colocate", "reference": run.result["reference"]["id"],
             "fit": {"start": iso(c.fit_start), "end": iso(c.fit_end), "n": c.fit_n},
             "judged": {"start": iso(res.judged_start), "end": iso(res.judged_end),
                        "rmse_before": _num(res.before.rmse),
                        "rmse_after": _num(res.after.rmse)},
         }
-        if c.humidity_coefficient is not None:
-            data["humidity_coefficient"] = _num(c.humidity_coefficient)
         events.append(EventRecord(site=site, device=device, ts=now, received_at=now,
                                   type="calibration", data=data))
-    return events
+    return events, skipped
 
 
 def record_events(store: Store, events: Sequence[EventRecord]) -> None:
@@ -399,20 +434,9 @@ def _result(ev: Evaluation, sources: Sources, options: Options, findings: Sequen
             status[device][sensor] = (None if not verdicts else "fail" if "fail" in verdicts
                                       else "insufficient_data" if "insufficient_data"
                                       in verdicts else "pass")
-    dependence: dict[str, dict[str, dict[str, Any]]] = {}
-    for device, by_sensor in ev.comparisons.items():
-        for sensor in by_sensor:
-            if sensor in CONDITIONS:
-                continue
-            for cond in CONDITIONS:
-                if cond not in ev.reference:
-                    continue
-                dep = error_dependence(ev.averages[device][sensor]["1h"],
-                                       ev.reference[sensor]["1h"], ev.reference[cond]["1h"])
-                if dep is not None:
-                    dependence.setdefault(device, {}).setdefault(sensor, {})[cond] = {
-                        "n": dep.n, "slope": _num(dep.slope), "r": _num(dep.r),
-                        "per": ev.units[cond]}
+    dependence = {device: {sensor: dependence_of(ev, device, sensor, "1h")
+                           for sensor in by_sensor if sensor not in CONDITIONS}
+                  for device, by_sensor in ev.comparisons.items()}
     corr_json: dict[str, dict[str, Any]] = {}
     for (device, sensor), res in sorted(corrections.items()):
         c = res.correction

@@ -78,6 +78,9 @@ _MS_LIMIT: Final = 2**62
 """Stand-in for an infinite time bound, in milliseconds (fits a SQLite INTEGER)."""
 
 COUNTER_REJECTED_PREFIX: Final = "rejected."
+
+_INSERT_TRIGGER: Final = "readings_after_insert"
+"""The trigger that keeps a stream's count and time span; ``write_import`` suspends it."""
 """Persistent per-reason rejection totals live in ``counters`` under this prefix."""
 
 
@@ -838,7 +841,19 @@ class Store(AlertTables):
                 return ImportRecord(*row)
             new_streams: dict[tuple[str, str, str], int] = {}
             inserted = 0
+            # The per-row trigger that keeps streams.n/first/last doubles the cost of a bulk
+            # insert; inside this one transaction (which holds the write lock, so no other
+            # writer can insert meanwhile) it is dropped, the stream's totals are updated
+            # once per stream, and the very same trigger is created again before COMMIT.
+            # Readers never see the schema without it: DDL is transactional in SQLite.
+            trigger = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                (_INSERT_TRIGGER,)).fetchone()
+            if trigger is not None:
+                conn.execute(f"DROP TRIGGER {_INSERT_TRIGGER}")
             for sensor, unit, ts, values in series:
+                if len(ts) == 0:
+                    continue
                 probe = Reading(record.site, record.device, sensor, unit, 0.0, None)
                 key = (record.site, record.device, sensor)
                 sid = self._stream_ids.get(key) or new_streams.get(key)
@@ -846,9 +861,20 @@ class Store(AlertTables):
                     sid = new_streams[key] = self._create_stream(conn, probe)
                 ms = np.round(np.asarray(ts, dtype=np.float64) * 1000.0).astype(np.int64)
                 vals = [None if v != v else v for v in np.asarray(values).tolist()]
-                inserted += self._insert_readings(
+                n = self._insert_readings(
                     conn, list(zip([sid] * len(vals), ms.tolist(), vals, [None] * len(vals),
                                    strict=True)))
+                inserted += n
+                if trigger is not None and n:
+                    # Rows ignored as already stored lie within first/last already, so the
+                    # extremes of all the attempted times are the right bounds.
+                    lo, hi = int(ms.min()), int(ms.max())
+                    conn.execute(
+                        "UPDATE streams SET n = n + ?, first_ts_ms = min(coalesce(first_ts_ms,"
+                        " ?), ?), last_ts_ms = max(coalesce(last_ts_ms, ?), ?) WHERE id = ?",
+                        (n, lo, lo, hi, hi, sid))
+            if trigger is not None:
+                conn.execute(trigger[0])
             rejected = self._insert_rejections(conn, rejections)
             conn.execute(
                 "INSERT INTO imports (sha256, path, site, device, mapping, imported_at, "

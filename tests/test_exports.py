@@ -220,15 +220,21 @@ def test_colocate_apply_records_calibration_events(imported: Path, tmp_path: Pat
     out = tmp_path / "result.json"
     res = CliRunner().invoke(main, [
         "colocate", "--from-store", "--store", str(imported), "--site", "burdens",
-        "--reference", "ref", "--out", str(out), "--correct", "o3", "--apply", "RT02"])
+        "--reference", "ref", "--out", str(out), "--correct", "o3", "--correct", "no2",
+        "--apply", "RT02"])
     assert res.exit_code == 0, res.output
     body = json.loads(out.read_text())
     with Store(imported) as store:
         events = store.events("RT02")
+    # O3 follows the reference at the wrong gain: corrected. NO2 does not follow it at all
+    # (R² 0.07): a line fitted to it would only pull its readings to the reference's mean.
     assert [e.type for e in events] == ["calibration"]
-    data = events[0].data
+    assert [(s["sensor"], "explains too little" in s["why"] or "not positive" in s["why"])
+            for s in body["not_applied"]] == [("no2", True)]
+    applied = events[0].data["correction"]
     corr = body["corrections"]["RT02"]["o3"]
-    assert (data["sensor"], data["gain"], data["offset"]) == ("o3", corr["gain"], corr["offset"])
+    assert (applied["sensor"], applied["gain"], applied["offset"]) == (
+        "o3", corr["gain"], corr["offset"])
     assert corr["after"]["rmse"] < corr["before"]["rmse"]
 
 
@@ -250,3 +256,18 @@ def test_colocate_bad_unit_exits_2_naming_file_and_column(tmp_path: Path) -> Non
                                     str(tmp_path / "r.json"), str(path)])
     assert res.exit_code == 2
     assert str(path) in res.output and "PM2.5 (bananas)" in res.output
+
+
+def test_an_import_keeps_the_streams_totals_and_the_store_its_trigger(tmp_path: Path) -> None:
+    from auditd.model import Outcome, Reading
+
+    with Store(tmp_path / "a.db", synchronous="normal") as store:
+        import_file(store, excerpt(RT01, tmp_path / "rt.csv", 4), "RT01", "s", 1.0)
+        info = {s.sensor: s for s in store.streams()}["pm2_5"]
+        assert (info.count, info.first_ts, info.last_ts) == (4, 1_564_661_460.0,
+                                                             1_564_661_640.0)
+        # A reading ingested later is still counted by the trigger the import suspended.
+        store.write_outcomes([Outcome(readings=(
+            Reading("s", "RT01", "pm2_5", "ug/m^3", 1_564_661_700.0, 5.0),))])
+        info = {s.sensor: s for s in store.streams()}["pm2_5"]
+        assert (info.count, info.last_ts) == (5, 1_564_661_700.0)

@@ -425,6 +425,18 @@ def noise(case: Case) -> Cause | None:
     return Cause("noise", weight * strength(distance), evidence)
 
 
+DROPOUT_FAIL = 0.5
+"""Missing in at least half the bins where the reference reported: the stream fails on
+``dropout`` even when what the device did send agrees with the reference."""
+DROPOUT_MAJOR = 0.8
+
+
+def dropout_share(aligned: Aligned) -> float:
+    """The share of the reference's bins in which the device had no value."""
+    ref_bins = int(np.count_nonzero(np.isfinite(aligned.reference)))
+    return 1.0 - aligned.n_paired / ref_bins if ref_bins else 0.0
+
+
 def dropout_cause(aligned: Aligned) -> Cause | None:
     """Device silent (or null) in many bins where the reference had data."""
     ref_bins = int(np.count_nonzero(np.isfinite(aligned.reference)))

@@ -9,10 +9,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditd.core import text
 from auditd.core.actions import action_for_failure, action_for_insufficient
 from auditd.core.align import Aligned, align, coarsen
 from auditd.core.checks import exceedances, failed_checks
-from auditd.core.diagnose import Case, build_case, diagnose, dropout_cause, stuck_spell
+from auditd.core.diagnose import (
+    DROPOUT_FAIL,
+    DROPOUT_MAJOR,
+    Case,
+    build_case,
+    diagnose,
+    dropout_cause,
+    dropout_share,
+    stuck_spell,
+)
 from auditd.core.drift import Drift, drift, residuals, support
 from auditd.core.fit import Metrics, compute_metrics
 from auditd.core.lag import estimate_lag
@@ -38,7 +48,8 @@ class StreamVerdict:
     onset: float | None
     action: str
     failed: tuple[str, ...] = ()
-    """Metrics out of tolerance, worst first."""
+    """Metrics out of tolerance, worst first; ``coverage`` when only the device's
+    dropouts fail the window."""
     drift: Drift | None = None
     """Residuals against the baseline's (``core.drift``), when a baseline was given.
     Informational: it never changes ``status``, it only supports offset and noise causes."""
@@ -114,7 +125,7 @@ def evaluate_aligned(
                              drift=figures)
     failed = failed_checks(metrics, tol)
     if not failed:
-        return StreamVerdict("pass", "none", metrics, (), None, "", drift=figures)
+        return _pass_or_dropout(aligned, spec, metrics, figures)
     case = build_case(spec, aligned, metrics, lag,
                       default_unit_candidates(spec.unit) if units is None else units)
     causes = support(diagnose(case), figures, metrics.bias, spec.unit)
@@ -123,6 +134,21 @@ def evaluate_aligned(
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
                          action_for_failure(causes, case, failed), failed, figures)
+
+
+def _pass_or_dropout(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
+                     figures: Drift | None) -> StreamVerdict:
+    """A window whose figures are in tolerance still fails when the device was missing for
+    most of it: what it did send agrees, but a device that is silent half the time leaves
+    half the decisions built on its data without any (``DROPOUT_FAIL``)."""
+    drop = dropout_cause(aligned)
+    if drop is None or dropout_share(aligned) < DROPOUT_FAIL:
+        return StreamVerdict("pass", "none", metrics, (), None, "", drift=figures)
+    severity: Severity = "major" if dropout_share(aligned) >= DROPOUT_MAJOR else "minor"
+    action = (f"Check the device's power and network link: it delivered {spec.name} data "
+              f"for only {text.percent(aligned.device_coverage)} of the window.")
+    return StreamVerdict("fail", severity, metrics, (drop,), None, action, ("coverage",),
+                         figures)
 
 
 def evaluate_stream(

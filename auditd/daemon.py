@@ -57,7 +57,7 @@ class Daemon:
         self.metrics: Any = None
         """``auditd.metrics.Metrics`` when ``[metrics] enabled``; imported only then."""
         self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {},
-                                            "alerts": {}}
+                                            "alerts": {}, "tickets": {}}
         self._store_view_at = 0.0
         self._persisted: dict[str, int] = {}
 
@@ -200,7 +200,7 @@ class Daemon:
             broker_connect_failures=link.connect_failures, outbox_depth=depth,
             outbox_oldest_age_s=None if oldest is None else max(0.0, self.clock() - oldest),
             streams=view["streams"], verdicts=view["verdicts"], alerts_open=view["alerts"],
-            healthy=not self._withheld)
+            healthy=not self._withheld, tickets=view["tickets"])
 
     def _refresh_store_view(self) -> None:
         """Every few seconds on the main thread: what metrics read from the store."""
@@ -213,7 +213,8 @@ class Daemon:
             self._store_view = {"outbox": self.store.outbox_depth(),
                                 "streams": len(self.store.streams()),
                                 "verdicts": self.store.verdict_counts(),
-                                "alerts": alerts_open(self.store)}
+                                "alerts": alerts_open(self.store),
+                                "tickets": self.store.delivery_counts()}
         except AuditdError as exc:
             log.warning("metrics_store_read_failed", error=str(exc))
 

@@ -52,6 +52,8 @@ class Snapshot:
     alerts_open: Mapping[str, int] = field(default_factory=dict)
     """Open or acknowledged alerts by severity, from the store."""
     healthy: bool = True
+    tickets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Ticket deliveries: sink -> state (pending, delivered, dead) -> count, from the store."""
 
 
 def families(snap: Snapshot) -> list[Metric]:
@@ -75,6 +77,12 @@ def families(snap: Snapshot) -> list[Metric]:
                                "resolved), by severity.", labels=["severity"])
     for severity, n in snap.alerts_open.items():
         alerts.add_metric([severity], n)
+    tickets = GaugeMetricFamily(f"{PREFIX}_ticket_deliveries", "Ticket requests by sink and "
+                                "delivery state (dead: dead-lettered, see `sensor-auditd "
+                                "tickets`).", labels=["sink", "state"])
+    for sink, states in sorted(snap.tickets.items()):
+        for state in ("pending", "delivered", "dead"):
+            tickets.add_metric([sink, state], states.get(state, 0))
     out: list[Metric] = [
         counter("messages_received", "MQTT messages delivered by the broker.",
                 snap.messages_received),
@@ -99,6 +107,7 @@ def families(snap: Snapshot) -> list[Metric]:
         gauge("streams", "Streams in the store.", snap.streams),
         by_status,
         alerts,
+        tickets,
         gauge("healthy", "1 while every loop makes progress (what feeds the systemd "
               "watchdog).", int(snap.healthy)),
     ]

@@ -131,6 +131,22 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_can_be_retried(
         server.stop()
 
 
+def test_dead_letters_are_a_metric(tmp_path: Path) -> None:
+    from prometheus_client.core import GaugeMetricFamily
+
+    from auditd.metrics import Snapshot, families
+
+    snap = Snapshot(messages_received=0, messages_committed=0, readings_accepted=0,
+                    readings_duplicate=0, rejected={}, store_write_failures=0,
+                    broker_connected=True, broker_connects=1, broker_disconnects=0,
+                    broker_connect_failures=0, outbox_depth=0, outbox_oldest_age_s=None,
+                    streams=0, tickets={"webhook": {"dead": 2, "delivered": 5}})
+    [family] = [f for f in families(snap) if f.name == "sensor_auditd_ticket_deliveries"]
+    assert isinstance(family, GaugeMetricFamily)
+    assert {(s.labels["sink"], s.labels["state"]): s.value for s in family.samples} == {
+        ("webhook", "pending"): 0, ("webhook", "delivered"): 5, ("webhook", "dead"): 2}
+
+
 def test_a_refused_request_is_dead_lettered_at_once(tmp_path: Path) -> None:
     server = TicketServer(fail_next=1, fail_status=400).start()
     try:

@@ -111,6 +111,12 @@ def bin_means(
     ok = np.isfinite(values)
     if not ok.all():
         index, values = index[ok], values[ok]
+    if index.size and bool(np.all(index[1:] > index[:-1])):
+        # a time-ordered stream with at most one reading per bin (the usual case): each
+        # bin's mean is its one value, placed without summing and counting
+        out = np.full(n_bins, np.nan)
+        out[index] = values
+        return out
     counts = np.bincount(index, minlength=n_bins)
     # float even for no values at all (bincount then returns integers)
     sums = np.bincount(index, weights=values, minlength=n_bins).astype(np.float64, copy=False)

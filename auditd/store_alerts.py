@@ -344,9 +344,9 @@ class AlertTables:
     def due_delivery(self, sink: str, now: float) -> Delivery | None:
         """The oldest pending delivery of ``sink``, if its next attempt is due.
 
-        One at a time and in order: an ``open`` never overtakes ... nor is overtaken by the
-        ``resolve`` of the same alert, and a ticket system that is down is not hammered
-        with the whole queue."""
+        One at a time and in order: the ``resolve`` of an alert never reaches a ticket
+        system before its ``open``, and a ticket system that is down is not hammered with
+        the whole queue."""
         with self._read("due_delivery") as conn:
             row = conn.execute(
                 "SELECT d.ticket_id, d.sink, t.idempotency_key, t.payload, d.attempts, "

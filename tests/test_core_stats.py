@@ -159,19 +159,28 @@ def test_deming_matches_scipy_odr(data: tuple[np.ndarray, np.ndarray, float, flo
     Deming fit with lambda = sy^2 / sx^2."""
     x, y, sx, sy = data
     slope, intercept = deming(x, y, sy * sy / (sx * sx))
-    ols = stats.linregress(x, y)
-    fit = odr.ODR(odr.RealData(x, y, sx=sx, sy=sy), odr.unilinear,
-                  beta0=[ols.slope, ols.intercept], maxit=500, sstol=1e-14, partol=1e-14).run()
-    # ODR is iterative and stops a little short on ill-conditioned draws (a few 1e-6); the
-    # closed form is the exact minimiser: its weighted distance is never larger
-    assert slope == pytest.approx(fit.beta[0], rel=1e-4, abs=1e-6)
-    assert intercept == pytest.approx(fit.beta[1], rel=1e-4, abs=1e-4 * (1 + np.abs(y).max()))
+
+    def run_odr(b0: float, a0: float) -> np.ndarray:
+        return odr.ODR(odr.RealData(x, y, sx=sx, sy=sy), odr.unilinear, beta0=[b0, a0],
+                       maxit=500, sstol=1e-14, partol=1e-14).run().beta
 
     def distance(b: float, a: float) -> float:
         return float(np.sum((y - a - b * x) ** 2 / (sy * sy + b * b * sx * sx)))
 
-    odr_distance = distance(fit.beta[0], fit.beta[1])
-    assert distance(slope, intercept) <= odr_distance * (1 + 1e-12) + 1e-12
+    # The closed form is the exact minimiser of ODR's objective: ODR, iterative, can never
+    # find a smaller weighted distance, neither from the OLS line nor from the Deming line.
+    ols = stats.linregress(x, y)
+    from_ols = run_odr(ols.slope, ols.intercept)
+    from_deming = run_odr(slope, intercept)
+    best = distance(slope, intercept)
+    assert best <= distance(*from_ols) * (1 + 1e-12) + 1e-12
+    assert best <= distance(*from_deming) * (1 + 1e-12) + 1e-12
+    # Where the data pin the line (x's own spread well above its noise), ODR's parameters
+    # agree too; on ill-conditioned draws its iterations stop a few 1e-4 short of them.
+    if np.var(x) >= 5 * sx * sx:
+        assert slope == pytest.approx(from_ols[0], rel=1e-4, abs=1e-6)
+        assert intercept == pytest.approx(from_ols[1], rel=1e-4,
+                                          abs=1e-4 * (1 + np.abs(y).max()))
 
 
 def test_deming_tends_to_ols_for_an_exact_reference() -> None:

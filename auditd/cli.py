@@ -392,6 +392,41 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     click.echo(co.summary_table(result))
 
 
+@main.command()
+@click.option("--store", "--db", "store_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The daemon's or a replay's SQLite store.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="One self-contained HTML page with plots (needs the [report] extra).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--references", type=click.Path(file_okay=False, path_type=Path))
+@CONFIG_OPTION
+@_errors_to_exit
+def report(store_path: Path, html_path: Path | None, json_path: Path | None,
+           csv_path: Path | None, profiles: Path | None, references: Path | None,
+           config_path: Path | None) -> None:
+    """The calibration report of a store: fleet summary, then every failing stream."""
+    from auditd import report as rep
+    from auditd.store import Store
+
+    if not (html_path or json_path or csv_path):
+        raise ConfigError("-", "--html/--json/--csv", "name at least one output")
+    logs.configure("warning", "auto", stream=sys.stderr)
+    _, catalog = _load(config_path, profiles, references)
+    for path, option in ((html_path, "--html"), (json_path, "--json"), (csv_path, "--csv")):
+        if path is not None:
+            _open_for_writing(path, option).close()
+    with Store(store_path) as store:
+        data = rep.collect(store, catalog, source=str(store_path))
+    rep.write(data, html_path=html_path, json_path=json_path, csv_path=csv_path)
+    failing = len(data.failing)
+    click.echo(f"{sum(s['streams'] for s in data.sites)} streams, {failing} failing, "
+               f"{len(data.due)} devices due for calibration"
+               + "".join(f"; wrote {p}" for p in (html_path, json_path, csv_path) if p))
+
+
 def _open_for_writing(path: Path, option: str) -> IO[str]:
     """Open an output before the work starts, so a bad path fails fast with exit 2."""
     try:

@@ -1,0 +1,461 @@
+"""The calibration report: what a store says about the fleet, for people who would rather
+look than read.
+
+Three layers, one direction:
+
+* ``collect(store, catalog)`` (adapter) reads the current verdict of every stream, the
+  readings behind each failing one, and its devices' metadata versions and events;
+* ``build(...)`` (pure) turns that into the report's data: the fleet and site summary
+  (pass / fail / insufficient data, what is due for calibration) and one entry per failing
+  stream; ``to_json`` and ``csv_rows`` are that data as files;
+* ``render_html(report)`` draws each failing stream (scatter against its comparison,
+  residual over time with the onset and the metadata changes marked) with matplotlib into
+  one self-contained HTML page (figures are inline base64 PNG; no script, no external
+  resource). matplotlib is the optional ``[report]`` extra, imported only here and only
+  for ``--html``, so a gateway need not carry it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from auditd.catalog import Catalog
+from auditd.errors import AuditdError
+from auditd.model import EventRecord, iso
+from auditd.store import Store
+from auditd.validate import parse_timestamp
+
+DUE_SOON_DAYS = 30.0
+"""A device whose calibration falls due within this many days is listed as due."""
+
+
+class ReportError(AuditdError):
+    """The report cannot be made here (an optional dependency is missing, an empty store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """A failing stream with what explains it: its aligned readings and its history."""
+
+    finding: Mapping[str, Any]
+    t: np.ndarray
+    device: np.ndarray
+    comparison: np.ndarray
+    comparison_label: str
+    bias_tolerance: float | None
+    meta: tuple[Mapping[str, Any], ...] = ()
+    events: tuple[EventRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    at: float
+    source: str
+    sites: tuple[Mapping[str, Any], ...]
+    due: tuple[Mapping[str, Any], ...]
+    findings: tuple[Mapping[str, Any], ...]
+    failing: tuple[StreamData, ...]
+    other: tuple[Mapping[str, Any], ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
+    """Read what the report needs from ``store`` (adapter; everything after is pure)."""
+    from auditd.core import Series, align
+
+    latest = store.latest_findings()
+    if not latest:
+        raise ReportError(f"{source or store.path}: the store holds no findings yet "
+                          "(run an audit or a replay first)")
+    calibration = [f for f in latest if f.get("kind") == "calibration"]
+    other = [f for f in latest if f.get("kind") != "calibration"]
+    at = max(parse_timestamp(f["window"]["end"]) for f in latest)
+    meta = store.latest_meta()
+    failing = []
+    for f in calibration:
+        if f.get("status") != "fail" or not f.get("sensor"):
+            continue
+        start, end = parse_timestamp(f["window"]["start"]), parse_timestamp(f["window"]["end"])
+        spec = _spec(catalog, f["device"], f["sensor"], meta)
+        interval = spec.interval_s if spec is not None else 60.0
+        device = Series(*store.read_window(f["site"], f["device"], f["sensor"], start, end))
+        members = list((f.get("context") or {}).get("members") or [])
+        if f.get("reference"):
+            comparison = Series(*store.read_window(f["site"], f["reference"], f["sensor"],
+                                                   start, end))
+            label = f"reference {f['reference']}"
+        elif members:
+            aligned_members = [align(Series(*store.read_window(f["site"], m, f["sensor"],
+                                                               start, end)),
+                                     device, interval, start, end).device for m in members]
+            stacked = np.vstack(aligned_members)
+            grid = align(device, device, interval, start, end)
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(stacked, axis=0) if stacked.size else grid.device
+            comparison = Series(grid.t, med)
+            label = f"median of {len(members)} devices it serves"
+        else:
+            comparison = Series.of([], [])
+            label = "its peers"
+        aligned = align(device, comparison, interval, start, end)
+        failing.append(StreamData(
+            finding=f, t=aligned.t, device=aligned.device, comparison=aligned.reference,
+            comparison_label=label,
+            bias_tolerance=spec.tolerance.bias if spec is not None else None,
+            meta=tuple(store.meta_history(f["device"])),
+            events=tuple(store.events(f["device"]))))
+    return build(calibration, other, failing, meta, catalog, at, source or str(store.path))
+
+
+def _spec(catalog: Catalog, device: str, sensor: str,
+          meta: Mapping[str, Mapping[str, Any]]) -> Any:
+    announced = (meta.get(device) or {}).get("model")
+    model = catalog.model_for(device, announced if isinstance(announced, str) else None)
+    profile = catalog.profile(model) if model else None
+    return profile.sensors.get(sensor) if profile else None
+
+
+# --------------------------------------------------------------------------- build (pure)
+
+
+def build(calibration: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]],
+          failing: Sequence[StreamData], meta: Mapping[str, Mapping[str, Any]],
+          catalog: Catalog, at: float, source: str) -> Report:
+    """The report's data: summaries first, then the failing streams, worst first."""
+    sites = []
+    for site in sorted({str(f["site"]) for f in calibration}):
+        mine = [f for f in calibration if f["site"] == site]
+        counts = Counter(str(f["status"]) for f in mine)
+        sites.append({"site": site, "streams": len(mine), "pass": counts.get("pass", 0),
+                      "fail": counts.get("fail", 0),
+                      "insufficient_data": counts.get("insufficient_data", 0),
+                      "devices": len({f["device"] for f in mine})})
+    order = {"critical": 0, "major": 1, "minor": 2}
+    ranked = sorted(failing, key=lambda s: (order.get(str(s.finding.get("severity")), 3),
+                                            s.finding["site"], s.finding["device"],
+                                            s.finding["sensor"]))
+    return Report(at=at, source=source, sites=tuple(sites),
+                  due=tuple(due_for_calibration(calibration, meta, catalog, at)),
+                  findings=tuple(calibration), failing=tuple(ranked), other=tuple(other))
+
+
+def due_for_calibration(calibration: Sequence[Mapping[str, Any]],
+                        meta: Mapping[str, Mapping[str, Any]], catalog: Catalog,
+                        at: float) -> list[dict[str, Any]]:
+    """Devices to recalibrate: failing on a cause a calibration fixes, or past (or within
+    ``DUE_SOON_DAYS`` of) the due date their metadata states or their profile implies."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in calibration:
+        causes = [c["cause"] for c in f.get("causes") or ()]
+        if f.get("status") == "fail" and causes and causes[0] in ("offset_drift",
+                                                                  "gain_drift"):
+            out.setdefault(f["device"], {"site": f["site"], "device": f["device"],
+                                         "why": [], "due": None})["why"].append(
+                f"{f['sensor']}: {causes[0]}")
+    devices = {str(f["device"]): str(f["site"]) for f in calibration}
+    for device, site in devices.items():
+        due = _due_date(meta.get(device) or {}, catalog, device)
+        if due is None:
+            continue
+        days = (due - at) / 86400.0
+        if days <= DUE_SOON_DAYS:
+            entry = out.setdefault(device, {"site": site, "device": device, "why": [],
+                                            "due": None})
+            entry["due"] = iso(due)
+            entry["why"].append(f"calibration overdue by {-days:.0f} days" if days < 0
+                                else f"calibration due in {days:.0f} days")
+    return sorted(out.values(), key=lambda e: (e["site"], e["device"]))
+
+
+def _due_date(meta: Mapping[str, Any], catalog: Catalog, device: str) -> float | None:
+    for key in ("calibration_due",):
+        value = meta.get(key)
+        if value:
+            try:
+                return parse_timestamp(_as_time(value))
+            except ValueError:
+                pass
+    calibrated = meta.get("calibrated_at")
+    model = catalog.model_for(device, meta.get("model") if isinstance(meta.get("model"), str)
+                              else None)
+    profile = catalog.profile(model) if model else None
+    if calibrated and profile is not None and profile.calibration_interval_days:
+        try:
+            return parse_timestamp(_as_time(calibrated)) + profile.calibration_interval_days \
+                * 86400.0
+        except ValueError:
+            return None
+    return None
+
+
+def _as_time(value: Any) -> Any:
+    """A bare date (``2027-02-20``) as UTC midnight, so the timestamp parser takes it."""
+    if isinstance(value, str) and len(value) == 10:
+        return value + "T00:00:00Z"
+    return value
+
+
+def meta_timeline(stream: StreamData) -> list[dict[str, Any]]:
+    """Metadata versions (what changed) and events of the stream's device, in time order."""
+    rows: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] = {}
+    skip = {"ts", "site", "first_seen", "last_seen"}
+    for version in stream.meta:
+        changed = [f"{k}: {previous.get(k)!s} -> {v!s}" if previous else f"{k}: {v!s}"
+                   for k, v in version.items()
+                   if k not in skip and previous.get(k) != v and not isinstance(v, dict)]
+        rows.append({"at": iso(float(version["first_seen"])), "what": "metadata",
+                     "detail": "; ".join(changed) or "(no change)"})
+        previous = version
+    for event in stream.events:
+        data = dict(event.data)
+        detail = ", ".join(f"{k} {data[k]}" for k in ("from", "to", "by", "detail") if k in data)
+        rows.append({"at": iso(event.ts), "what": event.type, "detail": detail})
+    rows.sort(key=lambda r: r["at"] or "")
+    return rows
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The report without its figures, for machines."""
+    return {
+        "kind": "calibration_report", "at": iso(report.at), "source": report.source,
+        "sites": list(report.sites), "due_for_calibration": list(report.due),
+        "failing": [{"finding": dict(s.finding), "compared_with": s.comparison_label,
+                     "timeline": meta_timeline(s)} for s in report.failing],
+        "streams": list(report.findings), "other_findings": list(report.other),
+    }
+
+
+CSV_FIELDS = ("site", "device", "sensor", "status", "severity", "cause", "confidence", "unit",
+              "n", "bias", "gain", "rmse", "r2", "lag_s", "onset", "window_start",
+              "window_end", "action")
+
+
+def csv_rows(report: Report) -> list[dict[str, Any]]:
+    """One row per stream's current calibration verdict."""
+    rows = []
+    for f in report.findings:
+        causes = f.get("causes") or []
+        metrics = f.get("metrics") or {}
+        rows.append({
+            "site": f["site"], "device": f["device"], "sensor": f.get("sensor"),
+            "status": f["status"], "severity": f.get("severity"),
+            "cause": causes[0]["cause"] if causes else "",
+            "confidence": causes[0].get("confidence", "") if causes else "",
+            "unit": f.get("unit"), **{k: metrics.get(k) for k in ("n", "bias", "gain", "rmse",
+                                                                   "r2", "lag_s")},
+            "onset": f.get("onset") or "", "window_start": f["window"]["start"],
+            "window_end": f["window"]["end"], "action": f.get("action") or ""})
+    return rows
+
+
+def write_csv(report: Report, handle: IO[str]) -> None:
+    writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ReportError("the HTML report draws its plots with matplotlib, an optional "
+                          "extra: pip install 'sensor-auditd[report]' (or use --json/--csv)"
+                          ) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure(stream: StreamData) -> str:
+    """Scatter against the comparison and residual over time, as a base64 PNG."""
+    plt = _pyplot()
+    f = stream.finding
+    unit = f.get("unit") or ""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=80,
+                                   gridspec_kw={"width_ratios": [1, 2]})
+    paired = np.isfinite(stream.device) & np.isfinite(stream.comparison)
+    x, y = stream.comparison[paired], stream.device[paired]
+    if x.size:
+        ax1.scatter(x, y, s=4, alpha=0.5, color="#1f77b4", label="readings")
+        both = np.concatenate([x, y])
+        lo, hi = float(np.min(both)), float(np.max(both))
+        pad = 0.05 * (hi - lo) or 1.0
+        ax1.set_xlim(lo - pad, hi + pad)
+        ax1.set_ylim(lo - pad, hi + pad)
+        ax1.plot([lo, hi], [lo, hi], color="#444", lw=1, ls="--", label="1:1")
+        metrics = f.get("metrics") or {}
+        gain, offset = metrics.get("gain"), metrics.get("offset")
+        if isinstance(gain, int | float) and isinstance(offset, int | float) \
+                and math.isfinite(gain) and math.isfinite(offset):
+            ax1.plot([lo, hi], [gain * lo + offset, gain * hi + offset], color="#d62728",
+                     lw=1.2, label=f"fit {gain:.3g}x{offset:+.3g}")
+        ax1.legend(fontsize=7, loc="upper left")
+    else:
+        ax1.text(0.5, 0.5, "no paired readings", ha="center", va="center",
+                 transform=ax1.transAxes)
+    ax1.set_xlabel(f"{stream.comparison_label} [{unit}]", fontsize=8)
+    ax1.set_ylabel(f"{f['device']} [{unit}]", fontsize=8)
+    ax1.set_title("device against comparison", fontsize=9)
+    hours = (stream.t - stream.t[0]) / 3600.0 if stream.t.size else stream.t
+    residual = stream.device - stream.comparison
+    if stream.t.size:
+        ax2.plot(hours, residual, lw=0.8, color="#1f77b4", label="device - comparison")
+    tol = stream.bias_tolerance
+    if tol is not None:
+        ax2.axhspan(-tol, tol, color="#2ca02c", alpha=0.12, label=f"±{tol:g} {unit} tolerance")
+    start = stream.t[0] if stream.t.size else 0.0
+    onset = f.get("onset")
+    if onset and stream.t.size:
+        ax2.axvline((parse_timestamp(onset) - start) / 3600.0, color="#d62728", lw=1.5,
+                    label=f"onset {onset}")
+    for row in meta_timeline(stream):
+        t = parse_timestamp(row["at"])
+        if stream.t.size and stream.t[0] <= t <= stream.t[-1] and row["what"] != "metadata":
+            ax2.axvline((t - start) / 3600.0, color="#9467bd", lw=1, ls=":",
+                        label=row["what"])
+    ax2.set_xlabel(f"hours since {iso(float(start))}", fontsize=8)
+    ax2.set_ylabel(f"residual [{unit}]", fontsize=8)
+    ax2.set_title("residual over the window", fontsize=9)
+    ax2.legend(fontsize=7, loc="upper left")
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:left;font-size:13px}th{background:#f4f4f4}.fail{color:#b00020;font-weight:600}
+.pass{color:#1b7f2a}.insufficient_data{color:#8a6d00}.stream{border:1px solid #ddd;
+border-radius:6px;padding:.6em 1em;margin:1.2em 0}.sev{padding:1px 6px;border-radius:4px;
+color:#fff;font-size:12px}.critical{background:#b00020}.major{background:#d9480f}
+.minor{background:#9c6500}img{max-width:100%}.runbook{background:#f6f8fa;padding:.5em .8em;
+border-left:4px solid #6c757d}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one self-contained HTML page."""
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+             f"<title>Calibration report {_e(iso(report.at))}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Calibration report</h1><p>State at {_e(iso(report.at))}, from "
+             f"<code>{_e(report.source)}</code>; generated "
+             f"{_e(datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ'))}.</p>",
+             "<h2>Fleet</h2><table><tr><th>site</th><th>devices</th><th>streams</th>"
+             "<th>pass</th><th>fail</th><th>insufficient data</th></tr>"]
+    for site in report.sites:
+        parts.append(f"<tr><td>{_e(site['site'])}</td><td>{site['devices']}</td>"
+                     f"<td>{site['streams']}</td><td class=pass>{site['pass']}</td>"
+                     f"<td class=fail>{site['fail']}</td>"
+                     f"<td class=insufficient_data>{site['insufficient_data']}</td></tr>")
+    parts.append("</table><h2>Due for calibration</h2>")
+    if report.due:
+        parts.append("<table><tr><th>site</th><th>device</th><th>why</th><th>due</th></tr>")
+        for d in report.due:
+            parts.append(f"<tr><td>{_e(d['site'])}</td><td>{_e(d['device'])}</td>"
+                         f"<td>{_e('; '.join(d['why']))}</td><td>{_e(d['due'] or '-')}</td>"
+                         f"</tr>")
+        parts.append("</table>")
+    else:
+        parts.append("<p>Nothing is due.</p>")
+    parts.append(f"<h2>Failing streams ({len(report.failing)})</h2>")
+    if report.failing:
+        parts.append("<table><tr><th>severity</th><th>device</th><th>sensor</th>"
+                     "<th>cause</th><th>since</th></tr>")
+        for stream in report.failing:
+            f = stream.finding
+            parts.append(f"<tr><td><span class='sev {_e(f.get('severity'))}'>"
+                         f"{_e(f.get('severity'))}</span></td><td><a href='#{_anchor(f)}'>"
+                         f"{_e(f['device'])}</a></td><td>{_e(f['sensor'])}</td>"
+                         f"<td>{_e(_top(f))}</td><td>{_e(f.get('onset') or '-')}</td></tr>")
+        parts.append("</table>")
+    for stream in report.failing:
+        parts.append(_stream_html(stream))
+    if report.other:
+        parts.append("<h2>Other findings</h2><table><tr><th>kind</th><th>device</th>"
+                     "<th>status</th><th>cause</th><th>action</th></tr>")
+        for f in report.other:
+            parts.append(f"<tr><td>{_e(f.get('kind'))}</td><td>{_e(f.get('device'))}</td>"
+                         f"<td class={_e(f.get('status'))}>{_e(f.get('status'))}</td>"
+                         f"<td>{_e(_top(f))}</td><td>{_e(f.get('action'))}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _top(f: Mapping[str, Any]) -> str:
+    causes = f.get("causes") or []
+    return str(causes[0]["cause"]) if causes else "-"
+
+
+def _anchor(f: Mapping[str, Any]) -> str:
+    return html.escape(f"s-{f['device']}-{f['sensor']}", quote=True)
+
+
+def _stream_html(s: StreamData) -> str:
+    f = s.finding
+    m = f.get("metrics") or {}
+    unit = f.get("unit") or ""
+    figures = ", ".join(f"{k} {m[k]:.4g}" for k in ("n", "bias", "gain", "rmse", "r2", "lag_s")
+                        if isinstance(m.get(k), int | float))
+    causes = "".join(f"<li><b>{_e(c['cause'])}</b> ({float(c.get('confidence', 0)):.2f}): "
+                     f"{_e(c.get('evidence'))}</li>" for c in f.get("causes") or [])
+    timeline = meta_timeline(s)
+    rows = "".join(f"<tr><td>{_e(r['at'])}</td><td>{_e(r['what'])}</td>"
+                   f"<td>{_e(r['detail'])}</td></tr>" for r in timeline)
+    return (f"<div class=stream id='{_anchor(f)}'><h3>{_e(f['device'])} / {_e(f['sensor'])} "
+            f"<span class='sev {_e(f.get('severity'))}'>{_e(f.get('severity'))}</span></h3>"
+            f"<p>Site {_e(f['site'])}, compared with {_e(s.comparison_label)}, window "
+            f"{_e(f['window']['start'])} to {_e(f['window']['end'])}; {_e(figures)} "
+            f"({_e(unit)}); onset {_e(f.get('onset') or 'not estimated')}.</p>"
+            f"<ul>{causes}</ul>"
+            f"<img alt='{_e(f['device'])} {_e(f['sensor'])} against "
+            f"{_e(s.comparison_label)}' src='data:image/png;base64,{figure(s)}'>"
+            f"<h4>Metadata timeline</h4>"
+            + (f"<table><tr><th>at</th><th>what</th><th>detail</th></tr>{rows}</table>"
+               if rows else "<p>No metadata or events recorded.</p>")
+            + f"<h4>Runbook</h4><p class=runbook>{_e(f.get('action') or '-')}</p></div>")
+
+
+def write(report: Report, *, html_path: Path | None = None, json_path: Path | None = None,
+          csv_path: Path | None = None) -> None:
+    """Write the requested forms (matplotlib is needed for ``html_path`` only)."""
+    import json
+
+    if html_path is not None:
+        html_path.write_text(render_html(report), encoding="utf-8")
+    if json_path is not None:
+        json_path.write_text(json.dumps(to_json(report), indent=2) + "\n", encoding="utf-8")
+    if csv_path is not None:
+        with csv_path.open("w", encoding="utf-8", newline="") as handle:
+            write_csv(report, handle)

@@ -1,0 +1,145 @@
+"""The calibration report from a real store, opened in a real headless chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCENARIO = """
+seed = 8
+start = "2026-11-20T00:00:00Z"
+duration = "10h"
+hostile = 0
+
+[[site]]
+name = "north"
+devices = {"th-200" = 4}
+
+[[rollout]]
+devices = ["th-north-01"]
+at = "4h"
+firmware = "2.4.0"
+
+[[fault]]
+cause = "offset_drift"
+device = "th-north-01"
+sensor = "temperature"
+at = "6h"
+
+[[fault]]
+cause = "stuck"
+device = "th-north-02"
+sensor = "humidity"
+at = "6h"
+"""
+
+PROBE = """<script>addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.dataset.probe = JSON.stringify({
+    total: imgs.length,
+    drawn: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    rects: imgs.map(i => { const r = i.getBoundingClientRect();
+                           return [r.left, r.top, r.width, r.height]; })});
+});</script></body>"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "auditd.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
+    return found
+
+
+def browse(page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--force-device-scale-factor=1", "--window-size=1200,2000", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", *extra, page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    (tmp / "scenario.toml").write_text(SCENARIO)
+    (tmp / "config.toml").write_text('[audit]\ninterval = "1h"\nwindow = "6h"\n')
+    result = cli("simulate", "--scenario", str(tmp / "scenario.toml"),
+                 "--out", str(tmp / "rec.jsonl"))
+    assert result.returncode == 0, result.stderr
+    result = cli("replay", str(tmp / "rec.jsonl"), "--config", str(tmp / "config.toml"),
+                 "--profiles", str(REPO / "device_profiles"),
+                 "--references", str(REPO / "references"), "--out", str(tmp / "f.jsonl"),
+                 "--store", str(tmp / "audit.db"))
+    assert result.returncode == 0, result.stderr
+    return tmp / "audit.db"
+
+
+def test_report_json_and_csv_say_what_fails_and_why(store: Path, tmp_path: Path) -> None:
+    result = cli("report", "--store", str(store), "--json", str(tmp_path / "r.json"),
+                 "--csv", str(tmp_path / "r.csv"), "--profiles", str(REPO / "device_profiles"),
+                 "--references", str(REPO / "references"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    with (tmp_path / "r.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    (site,) = data["sites"]
+    assert site["site"] == "north" and site["streams"] == len(rows) == 12
+    assert site["fail"] == sum(r["status"] == "fail" for r in rows)
+    failing = {(f["finding"]["device"], f["finding"]["sensor"]): f for f in data["failing"]}
+    offset = failing[("th-north-01", "temperature")]
+    assert offset["finding"]["causes"][0]["cause"] == "offset_drift"
+    assert failing[("th-north-02", "humidity")]["finding"]["causes"][0]["cause"] == "stuck"
+    timeline = offset["timeline"]
+    assert any(r["what"] == "firmware_update" and "2.4.0" in r["detail"] for r in timeline)
+    assert any(r["what"] == "metadata" and "firmware: 2.3.1 -> 2.4.0" in r["detail"]
+               for r in timeline)
+    assert any(d["device"] == "th-north-01" for d in data["due_for_calibration"])
+
+
+def test_html_report_loads_without_errors_and_shows_its_plots(store: Path,
+                                                              tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    page = tmp_path / "report.html"
+    result = cli("report", "--store", str(store), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text), "not self-contained"
+    failing = text.count("class=stream ")
+
+    loaded = browse(page, "--screenshot=" + str(tmp_path / "shot.png"))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    console = [ln for ln in loaded.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == []
+
+    probed = tmp_path / "probed.html"
+    probed.write_text(text.replace("</body>", PROBE))
+    dump = browse(probed, "--dump-dom", "--screenshot=" + str(tmp_path / "probed.png"))
+    match = re.search(r'data-probe="([^"]*)"', dump.stdout)
+    assert match, dump.stdout[-500:]
+    probe = json.loads(match.group(1).replace("&quot;", '"'))
+    assert probe["total"] == failing >= 2
+    assert probe["drawn"] == probe["total"]
+
+    shot = imread(str(tmp_path / "probed.png"))[..., :3]
+    left, top, width, height = (int(v) for v in probe["rects"][0])
+    assert top + height <= shot.shape[0], "first plot below the screenshot"
+    region = shot[top:top + height, left:left + width]
+    ink = (region.min(axis=2) < 0.9).mean()
+    blue = (abs(region - [31 / 255, 119 / 255, 180 / 255]).max(axis=2) < 0.08).sum()
+    assert ink > 0.03, "the plot region is blank"
+    assert blue > 200, "no data drawn in matplotlib's colour in the plot region"

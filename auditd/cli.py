@@ -427,6 +427,34 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
                + "".join(f"; wrote {p}" for p in (html_path, json_path, csv_path) if p))
 
 
+@main.command()
+@click.option("--broker", help="Use this broker (HOST:PORT) instead of a private mosquitto.")
+@click.option("--seconds", type=float, default=60.0, show_default=True,
+              help="About how long the fleet takes to publish.")
+@click.option("--days", type=float, default=1.5, show_default=True,
+              help="How much of the fleet's life those seconds cover.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("sensor-auditd-demo"), show_default=True,
+              help="Where the store, the daemon's log, the truth and the report go.")
+@click.option("--profiles", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--references", type=click.Path(file_okay=False, path_type=Path))
+@_errors_to_exit
+def demo(broker: str | None, seconds: float, days: float, out_dir: Path,
+         profiles: Path | None, references: Path | None) -> None:
+    """A simulated fleet, live, through the real daemon: failing streams and a report."""
+    from auditd.demo import run_demo
+
+    if seconds <= 0 or days <= 0:
+        raise ConfigError("-", "--seconds/--days", "must be positive")
+    try:
+        status = run_demo(out_dir=out_dir, broker=broker, seconds=seconds, days=days,
+                          profiles=profiles, references=references, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted", err=True)
+        status = 130
+    sys.exit(status)
+
+
 def _open_for_writing(path: Path, option: str) -> IO[str]:
     """Open an output before the work starts, so a bad path fails fast with exit 2."""
     try:

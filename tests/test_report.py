@@ -143,3 +143,23 @@ def test_html_report_loads_without_errors_and_shows_its_plots(store: Path,
     blue = (abs(region - [31 / 255, 119 / 255, 180 / 255]).max(axis=2) < 0.08).sum()
     assert ink > 0.03, "the plot region is blank"
     assert blue > 200, "no data drawn in matplotlib's colour in the plot region"
+
+
+def test_demo_runs_the_fleet_live_and_leaves_a_report(tmp_path: Path) -> None:
+    """The README's first command, shortened: a private broker, the daemon, a live fleet."""
+    from brokers import mosquitto_binary
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+    result = subprocess.run(
+        [sys.executable, "-m", "auditd.cli", "demo", "--seconds", "8", "--days", "1.2",
+         "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=600,
+        cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "(a private mosquitto)" in result.stdout
+    assert "failing streams (current verdicts)" in result.stdout
+    assert "unit_mismatch" in result.stdout and "reference_fault" in result.stdout
+    assert "scored against the simulation's truth" in result.stdout
+    page = tmp_path / "demo" / "report.html"
+    assert f"calibration report: {page}" in result.stdout
+    assert page.read_text().count("data:image/png;base64,") >= 5

@@ -1,0 +1,339 @@
+"""``sensor-auditd demo``: the whole job in one command, on a fresh machine.
+
+A broker (a private ``mosquitto`` on a free port in a temporary directory, or the one named
+with ``--broker``), the real daemon (``sensor-auditd run`` as a subprocess, told its
+configuration in a file like any install), and a simulated fleet with one fault of every
+per-stream cause and a reference fault, published live on an accelerated clock: a day and
+a half of the fleet in about a minute. The daemon audits every few seconds; a progress
+line shows the fleet's clock and the latest audit. At the end the daemon is stopped, the
+failing findings are printed as a table, the run is scored against the simulation's truth,
+and the HTML calibration report is written.
+
+Ctrl-C at any point stops the publisher, the daemon and the broker (each by its own
+process id) and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from auditd.errors import AuditdError, ConfigError
+
+MOSQUITTO_HINT = ("no MQTT broker: install mosquitto (Debian/Ubuntu: sudo apt-get install "
+                  "mosquitto; macOS: brew install mosquitto) or point the demo at one with "
+                  "--broker HOST:PORT")
+
+
+class DemoError(AuditdError):
+    """The demo cannot run here (no broker, the daemon did not start)."""
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
+        None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def private_mosquitto(directory: Path) -> Iterator[tuple[str, int]]:
+    """A mosquitto of our own: a free port on 127.0.0.1, files in ``directory``, stopped
+    by its pid (never a broker someone else runs)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        raise DemoError(MOSQUITTO_HINT)
+    port = free_port()
+    conf = directory / "mosquitto.conf"
+    conf.write_text(("user root\n" if os.geteuid() == 0 else "")
+                    + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"persistence true\npersistence_location {directory}/\n"
+                    "max_queued_messages 0\n"
+                    f"log_dest file {directory}/mosquitto.log\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = directory / "mosquitto.log"
+                raise DemoError(f"mosquitto did not start: "
+                                f"{log.read_text()[-500:] if log.exists() else 'no log'}")
+            time.sleep(0.05)
+        yield "127.0.0.1", port
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def locate(name: str, given: Path | None) -> Path:
+    """``device_profiles``/``references``: as given, else in the working directory, else
+    beside the package (an editable install of a checkout)."""
+    if given is not None:
+        return given.resolve()
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (base / name).is_dir():
+            return (base / name).resolve()
+    raise ConfigError(name, f"--{name.split('_')[-1]}",
+                      f"no {name}/ directory here or beside the package; run the demo from "
+                      f"the sensor-auditd checkout or pass the option")
+
+
+def daemon_config(path: Path, *, host: str, port: int, store: Path, profiles: Path,
+                  references: Path, audit_every_s: float) -> None:
+    path.write_text(
+        'site = "north"\ngateway = "demo"\n'
+        f"profiles_dir = {json.dumps(str(profiles))}\n"
+        f"references_dir = {json.dumps(str(references))}\n"
+        f'[broker]\nhost = "{host}"\nport = {port}\n'
+        f'client_id = "sensor-auditd-demo-{os.getpid()}"\n'
+        f'[audit]\ninterval = "{audit_every_s:g}s"\nfirst_run_delay = "3s"\n'
+        f"[store]\npath = {json.dumps(str(store))}\n"
+        'synchronous = "normal"\n'
+        '[log]\nlevel = "info"\nformat = "json"\n')
+
+
+@dataclass
+class Watch:
+    """What the progress line shows: the latest audit report the daemon published."""
+
+    report: dict[str, Any] | None = None
+    reports: int = 0
+    last_at: float = 0.0
+
+
+def watch_reports(host: str, port: int, watch: Watch) -> Callable[[], None]:
+    """Subscribe to the daemon's report topic (as an upstream consumer would)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"sensor-auditd-demo-watch-{os.getpid()}")
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        try:
+            watch.report = json.loads(msg.payload)
+            watch.reports += 1
+            watch.last_at = time.time()
+        except ValueError:
+            pass
+
+    def on_connect(c: Any, *_: Any) -> None:
+        c.subscribe("fleet/+/audit/+/report", qos=1)
+
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.connect(host, port)
+    client.loop_start()
+
+    def stop() -> None:
+        client.loop_stop()
+        client.disconnect()
+
+    return stop
+
+
+def wait_ready(sock: socket.socket, proc: subprocess.Popen[Any], log: Path,
+               timeout: float = 60.0) -> None:
+    """Until the daemon says READY=1 (store open, subscriptions acknowledged)."""
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the daemon exited with status {proc.returncode}:\n"
+                            f"{log.read_text()[-1500:] if log.exists() else ''}")
+        try:
+            if b"READY=1" in sock.recv(4096):
+                return
+        except TimeoutError:
+            continue
+    raise DemoError(f"the daemon was not ready within {timeout:.0f} s; see {log}")
+
+
+def progress_line(sent: int, total: int, fleet_t: float, watch: Watch) -> str:
+    from auditd.model import iso
+
+    report = watch.report or {}
+    audit = (f"audits {watch.reports}: {report.get('pass', 0)} pass, "
+             f"{report.get('fail', 0)} fail, {report.get('insufficient_data', 0)} no data"
+             if watch.report else "waiting for the first audit")
+    bar = int(24 * sent / max(total, 1))
+    return (f"\r[{'#' * bar}{'.' * (24 - bar)}] fleet clock {(iso(fleet_t) or '')[:16]}Z  "
+            f"{sent:,}/{total:,} messages  {audit}   ")
+
+
+def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
+             profiles: Path | None, references: Path | None, echo: Callable[[str], None],
+             ) -> int:
+    """The demo; returns the exit status (0, or 130 after Ctrl-C)."""
+    from auditd import evaluate, report, simulate
+    from auditd.catalog import load_catalog
+    from auditd.config import load_daemon_config
+    from auditd.simlive import publish
+    from auditd.store import Store
+
+    profiles_dir, references_dir = locate("device_profiles", profiles), locate("references",
+                                                                             references)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("audit.db*"):
+        stale.unlink()
+    stop = threading.Event()
+    interrupted = False
+    with tempfile.TemporaryDirectory(prefix="sensor-auditd-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        with _broker(broker, tmp) as (host, port):
+            echo(f"broker: {host}:{port}" + ("" if broker else " (a private mosquitto)"))
+            config = out_dir / "demo.toml"
+            daemon_config(config, host=host, port=port, store=(out_dir / "audit.db").resolve(),
+                          profiles=profiles_dir, references=references_dir,
+                          audit_every_s=max(5.0, seconds / 8))
+            cfg = load_daemon_config(config)
+            catalog = load_catalog(cfg)
+            scenario = simulate.default_scenario(days=days)
+            sim = simulate.generate(scenario, catalog)
+            echo(f"fleet: site north, {len(sim.truth['devices'])} instruments, "
+                 f"{len(sim.truth['faults'])} injected faults, {len(sim.messages):,} messages "
+                 f"({days:g} days in about {seconds:.0f} s)")
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify_path = tmp / "notify.sock"
+            notify.bind(str(notify_path))
+            daemon_log = out_dir / "daemon.log"
+            env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+            with daemon_log.open("w") as log_handle:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "auditd.cli", "run", "--config", str(config)],
+                    stdout=log_handle, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True)
+                stop_watch: Callable[[], None] | None = None
+                try:
+                    wait_ready(notify, proc, daemon_log)
+                    echo(f"daemon: ready (pid {proc.pid}, log {daemon_log})")
+                    watch = Watch()
+                    stop_watch = watch_reports(host, port, watch)
+                    truth_path = out_dir / "truth.json"
+                    speed = (sim.messages[-1].received_at - sim.messages[0].received_at) \
+                        / seconds
+
+                    tty = sys.stdout.isatty()
+                    shown = [0.0]
+
+                    def show(sent: int, total: int, fleet_t: float) -> None:
+                        now = time.monotonic()
+                        if now - shown[0] < (0.25 if tty else 10.0) and sent < total:
+                            return
+                        shown[0] = now
+                        line = progress_line(sent, total, fleet_t, watch)
+                        sys.stdout.write(line if tty else line.lstrip("\r").rstrip() + "\n")
+                        sys.stdout.flush()
+
+                    publish(sim, f"{host}:{port}", speed, truth_path, cfg, progress=show,
+                            stop=stop)
+                    done = time.time()
+                    echo("\nfleet: all messages sent; waiting for the daemon's next audit")
+                    deadline = done + 3 * max(5.0, seconds / 8) + 30
+                    while watch.last_at <= done + 1 and time.time() < deadline:
+                        if proc.poll() is not None:
+                            raise DemoError(f"the daemon stopped: see {daemon_log}")
+                        time.sleep(0.2)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    stop.set()
+                    echo("\ninterrupted: stopping the daemon and the broker")
+                finally:
+                    if stop_watch is not None:
+                        stop_watch()
+                    _stop(proc, timeout=40)
+                    notify.close()
+    if interrupted:
+        return 130
+    with Store(out_dir / "audit.db") as store:
+        latest = store.latest_findings(kind="calibration")
+        history = store.findings_since(0.0)
+        data = report.collect(store, catalog, source=str(out_dir / "audit.db"))
+    echo(failing_table(latest))
+    scores = evaluate.score(json.loads((out_dir / "truth.json").read_text()), history)
+    echo(f"scored against the simulation's truth: {scores['detected']}/{scores['faults']} "
+         f"injected faults flagged, {scores['top1']} with the right cause first, "
+         f"{scores['false_alarm_streams']} false alarms on {scores['healthy_streams']} "
+         f"healthy streams")
+    try:
+        report.write(data, html_path=out_dir / "report.html", json_path=out_dir /
+                     "report.json")
+        echo(f"calibration report: {(out_dir / 'report.html').resolve()}")
+    except report.ReportError as exc:
+        report.write(data, json_path=out_dir / "report.json")
+        echo(f"{exc}\ncalibration report (JSON): {(out_dir / 'report.json').resolve()}")
+    return 0
+
+
+@contextmanager
+def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int]]:
+    if broker:
+        from auditd.simlive import parse_broker
+
+        host, port = parse_broker(broker)
+        if not _listening(host, port, timeout=2.0):
+            raise DemoError(f"no broker answers at {host}:{port}")
+        yield host, port
+        return
+    if mosquitto_binary() is not None:
+        with private_mosquitto(tmp) as address:
+            yield address
+        return
+    raise DemoError(MOSQUITTO_HINT)
+
+
+def failing_table(findings: list[dict[str, Any]]) -> str:
+    """The streams whose current verdict fails (or lacks data for a reason), worst first."""
+    order = {"critical": 0, "major": 1, "minor": 2, "none": 3}
+    rows = [f for f in findings if f.get("status") == "fail"
+            or (f.get("status") == "insufficient_data" and f.get("causes"))]
+    rows.sort(key=lambda f: (order.get(str(f.get("severity")), 4), f["device"],
+                             f.get("sensor") or ""))
+    if not rows:
+        return "\nno failing streams"
+    lines = [f"\n{len(rows)} failing streams (current verdicts):",
+             f"{'severity':<9} {'device':<13} {'sensor':<12} {'cause':<17} {'since':<17} "
+             f"action"]
+    for f in rows:
+        cause = f["causes"][0]["cause"] if f.get("causes") else "-"
+        since = (f.get("onset") or "-")[:16]
+        action = (f.get("action") or "")[:60]
+        lines.append(f"{f.get('severity', '-'):<9} {f['device']:<13} "
+                     f"{f.get('sensor') or '-':<12} {cause:<17} {since:<17} {action}")
+    return "\n".join(lines)

@@ -34,7 +34,8 @@ from typing import Any
 from auditd.errors import AuditdError, ConfigError
 
 MOSQUITTO_HINT = ("no MQTT broker: install mosquitto (Debian/Ubuntu: sudo apt-get install "
-                  "mosquitto; macOS: brew install mosquitto) or point the demo at one with "
+                  "mosquitto; macOS: brew install mosquitto), or the pure-Python fallback "
+                  "(pip install 'sensor-auditd[broker]'), or point the demo at a broker with "
                   "--broker HOST:PORT")
 
 
@@ -91,6 +92,39 @@ def private_mosquitto(directory: Path) -> Iterator[tuple[str, int]]:
         _stop(proc)
 
 
+def amqtt_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("amqtt") is not None
+
+
+@contextmanager
+def private_amqtt(directory: Path) -> Iterator[tuple[str, int]]:
+    """The pure-Python fallback (the ``[broker]`` extra): amqtt, MQTT 3.1.1 only, in its
+    own process on a free port, stopped by its pid."""
+    port = free_port()
+    conf = directory / "amqtt.yaml"
+    conf.write_text("listeners:\n  default:\n    type: tcp\n"
+                    f"    bind: 127.0.0.1:{port}\n"
+                    "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                    "    allow_anonymous: true\n")
+    log = directory / "amqtt.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from amqtt.scripts.broker_script import main; main()",
+             "-c", str(conf)], stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _listening("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(f"amqtt did not start: {log.read_text()[-500:]}")
+            time.sleep(0.1)
+        yield "127.0.0.1", port
+    finally:
+        _stop(proc)
+
+
 def _stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -115,12 +149,12 @@ def locate(name: str, given: Path | None) -> Path:
 
 
 def daemon_config(path: Path, *, host: str, port: int, store: Path, profiles: Path,
-                  references: Path, audit_every_s: float) -> None:
+                  references: Path, audit_every_s: float, protocol: str = "5") -> None:
     path.write_text(
         'site = "north"\ngateway = "demo"\n'
         f"profiles_dir = {json.dumps(str(profiles))}\n"
         f"references_dir = {json.dumps(str(references))}\n"
-        f'[broker]\nhost = "{host}"\nport = {port}\n'
+        f'[broker]\nhost = "{host}"\nport = {port}\nprotocol = "{protocol}"\n'
         f'client_id = "sensor-auditd-demo-{os.getpid()}"\n'
         f'[audit]\ninterval = "{audit_every_s:g}s"\nfirst_run_delay = "3s"\n'
         f"[store]\npath = {json.dumps(str(store))}\n"
@@ -216,12 +250,12 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="sensor-auditd-demo-") as tmp_name:
         tmp = Path(tmp_name)
-        with _broker(broker, tmp) as (host, port):
-            echo(f"broker: {host}:{port}" + ("" if broker else " (a private mosquitto)"))
+        with _broker(broker, tmp) as (host, port, protocol, kind):
+            echo(f"broker: {host}:{port} ({kind})")
             config = out_dir / "demo.toml"
             daemon_config(config, host=host, port=port, store=(out_dir / "audit.db").resolve(),
                           profiles=profiles_dir, references=references_dir,
-                          audit_every_s=max(5.0, seconds / 8))
+                          audit_every_s=max(5.0, seconds / 8), protocol=protocol)
             cfg = load_daemon_config(config)
             catalog = load_catalog(cfg)
             scenario = simulate.default_scenario(days=days)
@@ -302,18 +336,24 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
 
 
 @contextmanager
-def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int]]:
+def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]]:
+    """(host, port, MQTT protocol for the daemon, what it is): the named broker, else a
+    private mosquitto, else a private amqtt (3.1.1 only), else a clear error."""
     if broker:
         from auditd.simlive import parse_broker
 
         host, port = parse_broker(broker)
         if not _listening(host, port, timeout=2.0):
             raise DemoError(f"no broker answers at {host}:{port}")
-        yield host, port
+        yield host, port, "5", "the broker you named"
         return
     if mosquitto_binary() is not None:
-        with private_mosquitto(tmp) as address:
-            yield address
+        with private_mosquitto(tmp) as (host, port):
+            yield host, port, "5", "a private mosquitto"
+        return
+    if amqtt_available():
+        with private_amqtt(tmp) as (host, port):
+            yield host, port, "3.1.1", "a private amqtt, the pure-Python fallback"
         return
     raise DemoError(MOSQUITTO_HINT)
 

@@ -143,7 +143,7 @@ def default_scenario(*, seed: int = 1, days: float = 1.5, start: float | None = 
     at = duration * 0.6
     faults = (
         Fault("offset_drift", ("th-north-01",), "temperature", at),
-        Fault("gain_drift", ("th-north-02",), "humidity", at),
+        Fault("gain_drift", ("th-north-02",), "temperature", at),
         Fault("unit_mismatch", ("th-north-03",), "temperature", at, unit="degF"),
         Fault("stuck", ("th-north-04",), "humidity", at),
         Fault("noise", ("th-north-05",), "temperature", at),
@@ -443,6 +443,7 @@ def generate(scenario: Scenario, catalog: Catalog) -> Simulation:
                     mean = float(np.mean(air[sensor]))
                     values = (mean + (true - mean) * gain + bias
                               + _ar1(rng, len(idx), 0.7, 0.2 * spec.tolerance.rmse))
+                values = np.clip(values, *spec.range)  # a healthy sensor saturates
                 kept = np.ones(len(idx), dtype=bool)
                 for fault in scenario.faults:
                     if dev.id in fault.devices and fault.sensor == sensor:

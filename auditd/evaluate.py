@@ -19,6 +19,9 @@ What the scores mean:
   onset that estimates one.
 * **false alarms**: healthy streams (no fault, not under a faulty reference) flagged in
   any audit (failed, or lacked data with a cause).
+* **firmware regressions**: for each firmware that regressed, the cohort's root finding
+  (``context.cohort.version``), if one named ``firmware_regression``; a root finding is not
+  an instrument's stream, so it never counts in precision.
 * **reference blame**: a reference fault is blamed on the reference when the reference's
   own finding fails with ``reference_fault`` and every device it serves for that sensor
   that failed names ``reference_fault`` first.
@@ -150,7 +153,10 @@ def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> di
         })
 
     predicted: dict[Key, str] = {}
+    instruments = {d["device"] for d in truth.get("devices", ())} or None
     for key, items in history.items():
+        if instruments is not None and key[0] not in instruments:
+            continue  # a root finding (a firmware cohort's), not an instrument's stream
         verdict = _verdict(items)
         top = _top(verdict) if verdict else None
         if top is not None:
@@ -194,6 +200,15 @@ def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> di
                                                  if t != "reference_fault"),
         })
 
+    firmware: list[dict[str, Any]] = []
+    for fault in faults:
+        if fault["cause"] == "firmware_regression" and fault.get("firmware") not in {
+                f["firmware"] for f in firmware}:
+            roots = sorted({str(f["device"]) for f in findings
+                            if (f.get("context") or {}).get("cohort", {}).get("version")
+                            == fault.get("firmware") and _top(f) == "firmware_regression"})
+            firmware.append({"firmware": fault.get("firmware"), "root_findings": roots})
+
     errors = [p["onset_error_s"] for p in per_fault if p["onset_error_s"] is not None]
     top1 = sum(p["top"] == p["cause"] for p in per_fault)
     return {
@@ -209,6 +224,7 @@ def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> di
                           "max": max(errors) if errors else None},
         "by_cause": by_cause,
         "reference_faults": blame,
+        "firmware_regressions": firmware,
         "per_fault": per_fault,
         "false_alarms": false_alarms,
     }
@@ -245,6 +261,9 @@ def render(scores: Mapping[str, Any]) -> str:
                      f"{'yes' if b['reference_blamed'] else 'NO'}; devices blaming it "
                      f"{b['devices_blaming_reference']}, blaming themselves "
                      f"{', '.join(b['devices_blaming_themselves']) or 'none'}")
+    for fw in scores.get("firmware_regressions", ()):
+        lines.append(f"firmware {fw['firmware']}: root finding "
+                     f"{', '.join(fw['root_findings']) or 'NONE'}")
     for fa in scores["false_alarms"]:
         lines.append(f"FALSE ALARM {fa['device']}/{fa['sensor']}: {fa['findings']} failing "
                      f"findings ({', '.join(fa['causes'])})")

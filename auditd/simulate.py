@@ -136,8 +136,9 @@ DEFAULT_FIRMWARE = {"th-200": "2.3.1", "pm-25": "1.6.0", "co2-ndir": "3.2.0",
 
 
 def default_scenario(*, seed: int = 1, days: float = 1.5, start: float | None = None) -> Scenario:
-    """The demo's fleet: one site, 8 th-200, 2 co2-ndir; one fault of every per-stream
-    cause, a reference fault, a firmware regression on a cohort and a benign rollout."""
+    """The demo's fleet: one site, 10 th-200 and 3 co2-ndir; one fault of every per-stream
+    cause, a reference fault (the station's CO2), a firmware 2.4.0 rolled out to three
+    th-200 that shifts their pressure, and a benign rollout of 2.3.2 to two others."""
     duration = days * 86400.0
     begin = start if start is not None else 1_795_132_800.0  # 2026-11-20T00:00:00Z
     at = duration * 0.6
@@ -149,13 +150,17 @@ def default_scenario(*, seed: int = 1, days: float = 1.5, start: float | None = 
         Fault("noise", ("th-north-05",), "temperature", at),
         Fault("dropout", ("th-north-06",), "humidity", duration * 0.1),
         Fault("time_lag", ("th-north-07",), "temperature", at),
-        Fault("out_of_range", ("co2-north-01",), "co2", at),
-        Fault("reference_fault", ("ref-north",), "pressure", at),
+        Fault("out_of_range", ("th-north-08",), "humidity", at),
+        Fault("reference_fault", ("ref-north",), "co2", at),
+        Fault("firmware_regression", ("th-north-01", "th-north-02", "th-north-03"),
+              "pressure", duration * 0.5, firmware="2.4.0"),
     )
     return Scenario(seed=seed, start=begin, duration_s=duration,
-                    sites=(Site("north", "ref-north", {"th-200": 8, "co2-ndir": 3}),),
-                    faults=faults, hostile=12, firmware=dict(DEFAULT_FIRMWARE),
-                    source="(built-in)")
+                    sites=(Site("north", "ref-north", {"th-200": 10, "co2-ndir": 3}),),
+                    faults=faults,
+                    rollouts=(Rollout(("th-north-05", "th-north-06"), duration * 0.3,
+                                      "2.3.2"),),
+                    hostile=12, firmware=dict(DEFAULT_FIRMWARE), source="(built-in)")
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -466,6 +471,8 @@ def generate(scenario: Scenario, catalog: Catalog) -> Simulation:
                 "site": known[dev_id].site, "device": dev_id, "sensor": fault.sensor,
                 "cause": fault.cause, "onset": iso(onset), "magnitude": _magnitude(fault, spec),
                 "unit": spec.unit}
+            if fault.cause == "firmware_regression":
+                entry["firmware"] = firmware[dev_id]
             if fault.cause == "unit_mismatch":
                 entry["sent_in"] = fault.unit or _mismatch_unit(spec)
             if fault.cause == "reference_fault":

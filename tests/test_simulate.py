@@ -31,7 +31,7 @@ hostile = 8
 [[site]]
 name = "north"
 reference = "ref-north"
-devices = {"th-200" = 7, "co2-ndir" = 1}
+devices = {"th-200" = 10, "co2-ndir" = 3}
 
 [[fault]]
 cause = "offset_drift"
@@ -78,15 +78,29 @@ at = "6h"
 
 [[fault]]
 cause = "out_of_range"
-device = "co2-north-01"
-sensor = "co2"
+device = "th-north-08"
+sensor = "humidity"
 at = "8h"
 
 [[fault]]
 cause = "reference_fault"
 device = "ref-north"
-sensor = "pressure"
+sensor = "co2"
 at = "8h"
+
+# A firmware rollout to a cohort that shifts its pressure readings.
+[[fault]]
+cause = "firmware_regression"
+devices = ["th-north-01", "th-north-02", "th-north-03"]
+sensor = "pressure"
+at = "6h"
+firmware = "2.4.0"
+
+# A benign rollout: new meta versions and firmware_update events, no fault.
+[[rollout]]
+devices = ["th-north-05", "th-north-06"]
+at = "3h"
+firmware = "2.3.2"
 """
 
 CONFIG = '[audit]\ninterval = "1h"\nwindow = "6h"\n'
@@ -127,7 +141,7 @@ def test_every_injected_fault_is_found_with_its_cause_first_and_no_false_alarm(
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
     injected = {f["cause"] for f in json.loads(truth.read_text())["faults"]}
-    assert injected == set(simulate.CAUSES) - {"firmware_regression"}
+    assert injected == set(simulate.CAUSES)
     misses = [p for p in scores["per_fault"] if p["top"] != p["cause"]]
     assert not misses, result.stdout
     assert scores["false_alarms"] == [], result.stdout
@@ -137,7 +151,9 @@ def test_every_injected_fault_is_found_with_its_cause_first_and_no_false_alarm(
         assert scores["by_cause"][cause]["precision"] == 1.0
     (blame,) = scores["reference_faults"]
     assert blame["reference_blamed"] and not blame["devices_blaming_themselves"]
-    assert blame["devices_blaming_reference"] == 7
+    assert blame["devices_blaming_reference"] == 3
+    (firmware,) = scores["firmware_regressions"]
+    assert firmware == {"firmware": "2.4.0", "root_findings": ["th-200.fw-2.4.0"]}
     offset = next(p for p in scores["per_fault"] if p["cause"] == "offset_drift")
     assert offset["onset_error_s"] is not None and offset["onset_error_s"] <= 600
 

@@ -368,12 +368,12 @@ def failing_table(findings: list[dict[str, Any]]) -> str:
     if not rows:
         return "\nno failing streams"
     lines = [f"\n{len(rows)} failing streams (current verdicts):",
-             f"{'severity':<9} {'device':<13} {'sensor':<12} {'cause':<17} {'since':<17} "
+             f"{'severity':<9} {'device':<16} {'sensor':<12} {'cause':<20} {'since':<17} "
              f"action"]
     for f in rows:
         cause = f["causes"][0]["cause"] if f.get("causes") else "-"
         since = (f.get("onset") or "-")[:16]
         action = (f.get("action") or "")[:60]
-        lines.append(f"{f.get('severity', '-'):<9} {f['device']:<13} "
-                     f"{f.get('sensor') or '-':<12} {cause:<17} {since:<17} {action}")
+        lines.append(f"{f.get('severity', '-'):<9} {f['device']:<16} "
+                     f"{f.get('sensor') or '-':<12} {cause:<20} {since:<17} {action}")
     return "\n".join(lines)

@@ -433,14 +433,18 @@ def _stream_html(s: StreamData) -> str:
     timeline = meta_timeline(s)
     rows = "".join(f"<tr><td>{_e(r['at'])}</td><td>{_e(r['what'])}</td>"
                    f"<td>{_e(r['detail'])}</td></tr>" for r in timeline)
+    if np.isfinite(s.device).any():
+        plot = (f"<img alt='{_e(f['device'])} {_e(f['sensor'])} against "
+                f"{_e(s.comparison_label)}' src='data:image/png;base64,{figure(s)}'>")
+    else:  # a cohort's root finding: the members carry the readings
+        members = ", ".join(str(m) for m in (f.get("context") or {}).get("members") or ())
+        plot = f"<p>No readings of its own; see its members: {_e(members or '-')}.</p>"
     return (f"<div class=stream id='{_anchor(f)}'><h3>{_e(f['device'])} / {_e(f['sensor'])} "
             f"<span class='sev {_e(f.get('severity'))}'>{_e(f.get('severity'))}</span></h3>"
             f"<p>Site {_e(f['site'])}, compared with {_e(s.comparison_label)}, window "
             f"{_e(f['window']['start'])} to {_e(f['window']['end'])}; {_e(figures)} "
             f"({_e(unit)}); onset {_e(f.get('onset') or 'not estimated')}.</p>"
-            f"<ul>{causes}</ul>"
-            f"<img alt='{_e(f['device'])} {_e(f['sensor'])} against "
-            f"{_e(s.comparison_label)}' src='data:image/png;base64,{figure(s)}'>"
+            f"<ul>{causes}</ul>{plot}"
             f"<h4>Metadata timeline</h4>"
             + (f"<table><tr><th>at</th><th>what</th><th>detail</th></tr>{rows}</table>"
                if rows else "<p>No metadata or events recorded.</p>")

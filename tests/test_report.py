@@ -157,8 +157,9 @@ def test_demo_runs_the_fleet_live_and_leaves_a_report(tmp_path: Path) -> None:
         cwd=REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "(a private mosquitto)" in result.stdout
-    assert "failing streams (current verdicts)" in result.stdout
-    assert "unit_mismatch" in result.stdout and "reference_fault" in result.stdout
+    assert "open alerts:" in result.stdout
+    for cause in ("unit_mismatch", "reference_fault", "firmware_regression"):
+        assert cause in result.stdout
     assert "scored against the simulation's truth" in result.stdout
     page = tmp_path / "demo" / "report.html"
     assert f"calibration report: {page}" in result.stdout

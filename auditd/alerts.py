@@ -32,13 +32,11 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from auditd.model import AlertPolicy, Finding, Severity, Status
+from auditd.model import SEVERITIES, SEVERITY_RANK, AlertPolicy, Finding, Severity, Status
 
 State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
 Event = Literal["open", "escalate", "resolve"]
 
-SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major", "critical")
-RANK: Mapping[str, int] = {name: i for i, name in enumerate(SEVERITIES)}
 ACTIVE: frozenset[str] = frozenset({"open", "acknowledged"})
 """Alert states that still need someone: ``findings`` lists them."""
 
@@ -53,7 +51,7 @@ evidence, so it opens or resolves an alert at once, whatever the profile's hyste
 
 def weighted(severity: Severity, impact: float) -> Severity:
     """A finding's severity weighted by its profile's impact (``none`` stays ``none``)."""
-    rank = RANK[severity]
+    rank = SEVERITY_RANK[severity]
     if rank == 0:
         return "none"
     return SEVERITIES[min(3, max(1, math.floor(rank * impact + 0.5)))]
@@ -105,7 +103,7 @@ def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Ev
 def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
     fails = track.fails + 1
     if track.state in ACTIVE:
-        if RANK[obs.severity] > RANK[track.peak]:
+        if SEVERITY_RANK[obs.severity] > SEVERITY_RANK[track.peak]:
             return replace(track, state="open", fails=fails, passes=0, severity=obs.severity,
                            peak=obs.severity), "escalate"
         return replace(track, fails=fails, passes=0, severity=obs.severity), None

@@ -32,7 +32,7 @@ from auditd.metadata import (
     parse_date,
     reference_anomalies,
 )
-from auditd.model import Cause, Finding, Severity
+from auditd.model import Cause, Finding, worst_severity
 
 if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
     from auditd.core.cohorts import Cohort
@@ -46,7 +46,6 @@ REGRESSION_EXPLAINS = frozenset({"offset_drift", "gain_drift", "unit_mismatch", 
                                  "stuck"})
 """A stream's own causes that a firmware regression accounts for: they describe how the
 regression shows, so they stay after it as its symptoms rather than being dropped."""
-_SEVERITY_ORDER: Mapping[str, int] = {"none": 0, "minor": 1, "major": 2, "critical": 3}
 
 
 # --------------------------------------------------------------------------- context
@@ -196,8 +195,7 @@ def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) ->
     model, version = _split_firmware(cohort.value)
     affected = [f for f in members if f.device in cohort.following]
     sites = [f.site for f in affected]
-    severity: Severity = max((f.severity for f in affected), key=_SEVERITY_ORDER.__getitem__,
-                             default="major")
+    severity = worst_severity((f.severity for f in affected), default="major")
     onsets = [f.onset for f in affected if f.onset is not None]
     unit = affected[0].unit if affected else None
     return Finding(
@@ -241,7 +239,7 @@ def _blame_firmware(f: Finding, cohort: Cohort, sensor: str, root: Finding) -> F
 def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
                       models: Mapping[str, str | None],
                       previous: Mapping[str, Mapping[str, Any]], now: float,
-                      fleet: FleetView,
+                      firmware: FleetView,
                       policy: MetadataPolicy = DEFAULT_POLICY) -> list[Finding]:
     """The metadata findings worth saving this run: a device's first anomalies, a change in
     them, or their end. ``previous``: device -> its latest metadata finding as stored."""
@@ -251,7 +249,7 @@ def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
         history = histories.get(device) or DeviceHistory(device, _ref_site(catalog, device))
         model = models.get(device)
         profile = catalog.profile(model) if model else None
-        found: list[Anomaly] = anomalies(history, profile, model, fleet, now, policy)
+        found: list[Anomaly] = anomalies(history, profile, model, firmware, now, policy)
         ref = catalog.reference(device)
         if ref is not None:
             certificate = reference_anomalies(ref, now)

@@ -22,7 +22,16 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from auditd.model import Cause, EventRecord, Finding, Profile, Reference, Severity, iso
+from auditd.model import (
+    Cause,
+    EventRecord,
+    Finding,
+    Profile,
+    Reference,
+    Severity,
+    iso,
+    worst_severity,
+)
 
 DAY = 86_400.0
 
@@ -78,7 +87,6 @@ _SEVERITY: Mapping[str, Severity] = {
     COHORT_OUTLIER: "minor",
 }
 _RANK = {name: i for i, name in enumerate(ANOMALIES)}
-_SEVERITY_ORDER: Mapping[str, int] = {"none": 0, "minor": 1, "major": 2, "critical": 3}
 
 TRACKED_KEYS = ("model", "firmware", "hardware_rev", "serial", "location")
 """Meta keys whose change is a change worth laying beside a deviation."""
@@ -601,8 +609,7 @@ def identity(found: Sequence[Anomaly]) -> list[list[str]]:
 def metadata_finding(device: str, site: str, found: Sequence[Anomaly], now: float) -> Finding:
     """One device's metadata verdict: ``fail`` with each anomaly a cause, or ``pass`` (the
     anomalies are gone)."""
-    severity: Severity = max((a.severity for a in found), key=_SEVERITY_ORDER.__getitem__,
-                             default="none")
+    severity = worst_severity(a.severity for a in found)
     since = min((a.since for a in found if a.since is not None), default=None)
     return Finding(
         kind="metadata", site=site, device=device, sensor=None,

@@ -9,7 +9,7 @@ the code; they become RFC 3339 strings only at the JSON edge (``iso``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,6 +21,14 @@ MessageKind = Literal["telemetry", "meta", "event"]
 FindingKind = Literal["calibration", "data_quality", "metadata"]
 Status = Literal["pass", "fail", "insufficient_data"]
 Severity = Literal["none", "minor", "major", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major", "critical")
+"""Mildest first: a severity's index is its rank."""
+SEVERITY_RANK: Mapping[str, int] = {name: i for i, name in enumerate(SEVERITIES)}
+
+
+def worst_severity(severities: Iterable[Severity], default: Severity = "none") -> Severity:
+    """The most severe of ``severities`` (``default`` when there are none)."""
+    return max(severities, key=SEVERITY_RANK.__getitem__, default=default)
 
 CAUSES = (
     "offset_drift",

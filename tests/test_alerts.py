@@ -38,7 +38,7 @@ from auditd.audit import Auditor
 from auditd.catalog import build_catalog
 from auditd.cli import main
 from auditd.config import TopicsConfig, load_profiles
-from auditd.model import AlertPolicy, Cause, Finding, Outcome, Reading, Reference
+from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
 from auditd.store import Store
 from auditd.store_alerts import AlertPlanner
 from auditd.tickets import ticket_payload
@@ -106,13 +106,13 @@ def test_escalation_only_on_a_new_peak_and_never_a_second_alert(
     for (status, severity), (track, event) in zip(sequence, history, strict=True):
         if event == "open":
             alerts_opened += 1
-            peak = alerts.RANK[severity]
+            peak = SEVERITY_RANK[severity]
         elif event == "escalate":
-            assert alerts.RANK[severity] > peak
-            peak = alerts.RANK[severity]
+            assert SEVERITY_RANK[severity] > peak
+            peak = SEVERITY_RANK[severity]
         elif track.state == "open" and status == "fail":
-            assert alerts.RANK[severity] <= peak
-        assert alerts.RANK[track.peak] == peak or track.state not in ("open",)
+            assert SEVERITY_RANK[severity] <= peak
+        assert SEVERITY_RANK[track.peak] == peak or track.state not in ("open",)
     resolves = sum(e == "resolve" for _, e in history)
     assert alerts_opened - resolves in (0, 1)
 
@@ -134,7 +134,7 @@ def test_impact_weight_is_monotonic_and_one_is_neutral(severity: str, a: float,
                                                        b: float) -> None:
     low, high = sorted((a, b))
     assert weighted(severity, 1.0) == severity  # type: ignore[arg-type]
-    assert alerts.RANK[weighted(severity, low)] <= alerts.RANK[weighted(severity, high)]  # type: ignore[arg-type]
+    assert SEVERITY_RANK[weighted(severity, low)] <= SEVERITY_RANK[weighted(severity, high)]  # type: ignore[arg-type]
     assert weighted("none", high) == "none"
 
 

@@ -39,7 +39,19 @@ class UnitError(AuditdError):
 
 
 class StoreError(AuditdError):
-    """The store cannot take a write now (disk full, locked): retry, do not acknowledge."""
+    """The store refused a write or a read, after rolling back.
+
+    ``transient`` says whose fault it is (``auditd.retry``): True for the environment's
+    (disk full, locked, an I/O error: retry the same write, acknowledge nothing), False for
+    the data's (a value the store cannot take: isolate the message and quarantine it).
+    ``code`` is SQLite's name for the error (``SQLITE_FULL``) when there is one.
+    """
+
+    def __init__(self, message: str, *, transient: bool = True,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.code = code
 
 
 class RecordingError(AuditdError):

@@ -1,20 +1,60 @@
-"""Validate a batch of raw messages and commit everything it carries in one transaction.
+"""Validate a batch of raw messages and commit everything it carries, one message's failure
+being that message's alone.
 
 This is the seam between the pure validation and the store, shared by every source: the
-MQTT adapter (which acknowledges a batch only after ``ingest`` returns), ``replay`` and
-CSV import. It knows nothing of the broker, so the live daemon and a replay cannot differ.
+MQTT adapter (which acknowledges a batch only after it is committed), ``replay`` and CSV
+import. It knows nothing of the broker, so the live daemon and a replay cannot differ.
+
+Two things are decided here because they need what the gateway already holds, not just
+the message:
+
+* **Admission.** A message from a device the gateway holds nothing of yet is refused
+  (``device_limit``) once ``Limits.max_devices`` devices are held, and a reading that would
+  start a new stream once ``Limits.max_streams`` streams exist (``stream_limit``): a
+  flood of invented ids costs a quarantine row each, never memory or store without bound.
+  Known devices and streams are never affected.
+* **Fault isolation** (:meth:`Ingestor.commit_isolated`). A batch is one transaction. If
+  it fails for a reason of the data's (``auditd.retry``), the batch is split in halves,
+  and so on, until the message the store cannot take is alone; it is then quarantined
+  (``store_rejected``, with the error) and the rest is committed. A failure of the
+  environment's (disk full, locked) is retried as it is, and nothing is given up.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from auditd import logs
 from auditd.catalog import Catalog
-from auditd.model import Outcome, Profile, RawMessage
+from auditd.errors import StoreError
+from auditd.model import Outcome, Profile, RawMessage, Rejection
+from auditd.retry import error_code, is_transient
 from auditd.store import Store, WriteResult
-from auditd.validate import Limits, validate_message
+from auditd.text import printable
+from auditd.validate import Limits, Reason, TopicError, parse_topic, validate_message
+
+log = logs.get("auditd.ingest")
+
+DETAIL_MAX = 300
+"""Characters of an exception's text kept in a ``store_rejected`` detail."""
+
+OnTransient = Callable[[BaseException, int], bool]
+"""Called with the error and the attempt number (from 0) when a commit failed for a
+reason of the environment's; returns True to try the same commit again (after waiting as
+long as it sees fit), False to give up (the rest stays uncommitted)."""
+
+Commit = Callable[[int, Sequence[Outcome]], WriteResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What :meth:`Ingestor.commit_isolated` got done."""
+
+    count: int
+    """Messages committed, from the first of the batch: only these may be acknowledged."""
+    result: WriteResult
 
 
 @dataclass
@@ -28,6 +68,8 @@ class IngestTotals:
     rejected: Counter[str] = field(default_factory=Counter)
     meta_versions: int = 0
     events: int = 0
+    isolated: int = 0
+    """Messages quarantined as ``store_rejected`` after isolating them from their batch."""
 
     def add(self, messages: int, result: WriteResult) -> None:
         self.messages += messages
@@ -51,7 +93,8 @@ class IngestTotals:
 
 
 class Ingestor:
-    """Owns the device directory (announced models) and the validate -> store step."""
+    """Owns the device directory (announced models, admitted devices and streams) and the
+    validate -> store step."""
 
     def __init__(self, store: Store, catalog: Catalog, *, prefix: str, limits: Limits) -> None:
         self._store = store
@@ -63,23 +106,36 @@ class Ingestor:
             for device, meta in store.latest_meta().items()
             if isinstance(meta.get("model"), str)
         }
+        self._devices: set[str] = store.known_devices()
+        self._streams: set[tuple[str, str, str]] = store.stream_keys()
         self.totals = IngestTotals()
 
     def reload(self, catalog: Catalog) -> None:
         """Swap in new profiles and references; the next batch is validated against them."""
         self._catalog = catalog
 
+    @property
+    def devices(self) -> int:
+        """Devices admitted (an upper bound of those the store holds: a message admitted and
+        then quarantined by the store still counts until the next start)."""
+        return len(self._devices)
+
+    @property
+    def streams(self) -> int:
+        return len(self._streams)
+
     def profile_for(self, site: str, device: str) -> Profile | None:
         model = self._catalog.model_for(device, self._announced.get(device))
         return self._catalog.profile(model) if model else None
 
     def validate(self, messages: Sequence[RawMessage]) -> list[Outcome]:
-        """Validate in arrival order; a meta message names the model for the ones after it."""
+        """Validate and admit in arrival order, one outcome per message; a meta message
+        names the model for the ones after it."""
         outcomes = []
         for message in messages:
-            outcome = validate_message(
-                message, prefix=self._prefix, profile_for=self.profile_for, limits=self._limits
-            )
+            outcome = self._admit(message, validate_message(
+                message, prefix=self._prefix, profile_for=self.profile_for,
+                limits=self._limits))
             if outcome.meta is not None:
                 model = outcome.meta.data.get("model")
                 if isinstance(model, str):
@@ -87,14 +143,128 @@ class Ingestor:
             outcomes.append(outcome)
         return outcomes
 
+    def _admit(self, message: RawMessage, outcome: Outcome) -> Outcome:
+        """Refuse what would add a device or a stream beyond the limits."""
+        device = (outcome.readings[0].device if outcome.readings
+                  else outcome.meta.device if outcome.meta is not None
+                  else outcome.event.device if outcome.event is not None else None)
+        if device is None:
+            return outcome  # nothing to store: rejections only
+        if device not in self._devices:
+            if len(self._devices) >= self._limits.max_devices:
+                return Outcome(rejections=(Rejection(
+                    message.topic, Reason.DEVICE_LIMIT,
+                    f"the gateway holds {len(self._devices)} devices, the limit "
+                    f"(ingest.max_devices); {device!r} is new",
+                    message.payload[: self._limits.quarantine_payload_cap],
+                    message.received_at, device),))
+            self._devices.add(device)
+        if not outcome.readings:
+            return outcome
+        refused: list[Rejection] = []
+        kept = []
+        for reading in outcome.readings:
+            key = (reading.site, reading.device, reading.sensor)
+            if key not in self._streams:
+                if len(self._streams) >= self._limits.max_streams:
+                    refused.append(Rejection(
+                        message.topic, Reason.STREAM_LIMIT,
+                        f"the gateway holds {len(self._streams)} streams, the limit "
+                        f"(ingest.max_streams); {reading.sensor!r} of {device!r} is new",
+                        message.payload[: self._limits.quarantine_payload_cap],
+                        message.received_at, device, reading.sensor))
+                    continue
+                self._streams.add(key)
+            kept.append(reading)
+        if not refused:
+            return outcome
+        return Outcome(readings=tuple(kept), rejections=(*outcome.rejections, *refused),
+                       meta=outcome.meta, event=outcome.event, message=outcome.message)
+
     def commit(self, messages: int, outcomes: Sequence[Outcome]) -> WriteResult:
-        """One transaction; raises StoreError and leaves nothing behind when it fails."""
+        """One transaction; raises and leaves nothing behind when it fails."""
         result = self._store.write_outcomes(outcomes)
         self.totals.add(messages, result)
         return result
+
+    def commit_isolated(self, messages: Sequence[RawMessage], outcomes: Sequence[Outcome], *,
+                        on_transient: OnTransient | None = None,
+                        commit: Commit | None = None) -> Committed:
+        """Commit the outcomes of ``messages`` (one each, in order), isolating any message
+        the store refuses for a reason of its own: it is quarantined as ``store_rejected``
+        and the others are committed, in as few transactions as the failures allow.
+
+        Returns how many messages, from the first, are committed (stored or quarantined):
+        all of them unless ``on_transient`` gave up, and then a prefix, since the batch is
+        worked through in order. Only those may be acknowledged. Without ``on_transient`` an
+        error of the environment's is raised. ``commit`` replaces :meth:`commit` (the
+        command router applies its commands first).
+        """
+        if len(messages) != len(outcomes):
+            raise ValueError("one outcome per message")
+        write = commit or self.commit
+        work = list(outcomes)
+        replaced: dict[int, int] = {}  # index -> times its outcome was replaced
+        pending: deque[tuple[int, int]] = deque([(0, len(work))] if work else [])
+        total = WriteResult()
+        attempt = 0
+        while pending:
+            lo, hi = pending[0]
+            try:
+                total = total.plus(write(hi - lo, work[lo:hi]))
+            except Exception as exc:
+                if hi - lo == 1 and replaced.get(lo, 0) >= 2:
+                    # Not even a bare quarantine row goes in: not the message's doing.
+                    exc = StoreError(f"the store refuses a bare quarantine row: {exc}",
+                                     transient=True, code=error_code(exc))
+                if is_transient(exc):
+                    if on_transient is None:
+                        raise exc from None
+                    if not on_transient(exc, attempt):
+                        return Committed(lo, total)
+                    attempt += 1
+                    continue
+                attempt = 0
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    pending[0] = (mid, hi)
+                    pending.appendleft((lo, mid))
+                    continue
+                work[lo] = self._quarantine_instead(messages[lo], exc, replaced.get(lo, 0))
+                replaced[lo] = replaced.get(lo, 0) + 1
+                continue
+            pending.popleft()
+            attempt = 0
+        return Committed(len(work), total)
+
+    def _quarantine_instead(self, message: RawMessage, exc: BaseException,
+                            tried: int) -> Outcome:
+        """The quarantine row that stands for a message the store refused; should that be
+        refused too, a bare one (no topic, no payload)."""
+        detail = printable(f"{type(exc).__name__}: {exc}")[:DETAIL_MAX]
+        code = error_code(exc)
+        if code and code not in detail:
+            detail = f"{code}: {detail}"[:DETAIL_MAX]
+        if tried:
+            return Outcome(rejections=(Rejection(
+                "", Reason.STORE_REJECTED, detail, b"", message.received_at),))
+        self.totals.isolated += 1
+        log.error("message_isolated", topic=printable(message.topic[:200]), error=detail,
+                  quarantined=True)
+        try:
+            device: str | None = parse_topic(message.topic, self._prefix).device
+        except TopicError:
+            device = None
+        return Outcome(rejections=(Rejection(
+            printable(message.topic[: self._limits.quarantine_payload_cap]),
+            Reason.STORE_REJECTED, detail,
+            message.payload[: self._limits.quarantine_payload_cap],
+            message.received_at, device),))
 
     def totals_dict(self) -> dict[str, object]:
         return self.totals.as_dict()
 
     def ingest(self, messages: Sequence[RawMessage]) -> WriteResult:
-        return self.commit(len(messages), self.validate(messages))
+        """Validate and commit ``messages``, isolating what the store refuses; an error of
+        the environment's is raised (no retry). Returns what the commits changed."""
+        return self.commit_isolated(messages, self.validate(messages)).result

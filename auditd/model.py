@@ -212,6 +212,9 @@ class Outcome:
     rejections: tuple[Rejection, ...] = ()
     meta: MetaRecord | None = None
     event: EventRecord | None = None
+    message: RawMessage | None = None
+    """The message its readings came from, for a rejection decided later (a conflicting
+    duplicate found by the store names the message's topic and keeps its payload)."""
 
 
 # --------------------------------------------------------------------------- findings

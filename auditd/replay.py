@@ -55,7 +55,11 @@ def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
             raise ValueError("topic is not a string")
         received_at = parse_timestamp(record["received_at"])
         payload = record.get("payload")
-        raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        # A string is the raw text as it arrived; one holding a lone surrogate (a "\\ud800"
+        # escape in the recording) stands for bytes that are not UTF-8, which is what the
+        # gate sees from a live device sending them (json_invalid), so keep them as such.
+        raw = (payload.encode("utf-8", "surrogatepass") if isinstance(payload, str)
+               else json.dumps(payload).encode())
         return RawMessage(topic, raw, received_at)
     except (ValueError, KeyError, TypeError) as exc:
         problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)

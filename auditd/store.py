@@ -17,6 +17,14 @@ Why it looks the way it does:
   ``BEGIN IMMEDIATE`` transaction; any SQLite error rolls it back and surfaces as
   :class:`~auditd.errors.StoreError`, so the caller can withhold the ack and retry the
   very same batch. In-memory caches are only updated after the commit for the same reason.
+* **The store fits its volume.** The write-ahead log is bounded (``Bounds.wal_limit``,
+  shrunk at start to a quarter of the free space): SQLite checkpoints at half of it, a
+  ``TRUNCATE`` checkpoint follows when the file passes it anyway (a reader held the old
+  pages) and after every ``SQLITE_FULL``, which is what frees a full volume. The
+  quarantine is bounded by rows and bytes: a flood of one device's garbage becomes one row
+  a minute (the first payload and a count), and the oldest rows go beyond the cap.
+* **A failure says whose it is.** :class:`~auditd.errors.StoreError` carries
+  ``transient`` (``auditd.retry``): the environment's (full, locked, I/O) or the data's.
 * **SQL is never built from data.** Every value is a bound parameter. The only formatted
   SQL are pragmas whose values come from code (a whitelist or the migration number).
 
@@ -30,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -48,8 +57,10 @@ from sqlite_utils import Database
 
 from auditd.alerts import Changes
 from auditd.errors import StoreError
-from auditd.model import EventRecord, Finding, MetaRecord, Outcome, Reading, Rejection
+from auditd.model import EventRecord, Finding, MetaRecord, Outcome, Reading, Rejection, iso
+from auditd.retry import is_transient
 from auditd.store_alerts import AlertPlanner, AlertTables, migration_alerts
+from auditd.text import printable
 
 log = structlog.get_logger("auditd.store")
 
@@ -62,17 +73,34 @@ BUSY_TIMEOUT_MS: Final = 5000
 """How long a connection waits for a lock held by another process (a CLI inspecting the
 file) before SQLite reports ``database is locked``."""
 
-JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
-"""Truncate the WAL back to this size after a checkpoint, so an edge disk is not left
-holding a WAL the size of the largest burst ever seen."""
+MIN_WAL_LIMIT: Final = 512 * 1024
+"""The smallest write-ahead log the store works with, however little space is free."""
 
-WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
-"""Checkpoint the WAL every ~40 MB (4 KiB pages) instead of SQLite's 1000 pages.
+CHECKPOINT_BUSY_MS: Final = 200
+"""How long a ``TRUNCATE`` checkpoint waits for readers (an audit) before trying later: a
+commit is never held up by more."""
 
-Ingest rewrites the tail page of every stream it touches, over and over; a longer WAL
-lets one checkpoint copy each such page once instead of many times. Measured: about +40%
-readings/s at steady state with thousands of interleaved streams (see the store's report).
-"""
+WAL_CHECK_INTERVAL_S: Final = 1.0
+"""How often, at most, a commit looks at the write-ahead log's size."""
+
+QUARANTINE_BUCKET_S: Final = 60
+"""Rejections of one device, sensor and reason within one such interval share a row (the
+first payload and detail, a count, the last time), so a flood costs a row a minute and the
+audit can still count out-of-range readings per window to the minute."""
+
+QUARANTINE_ROW_BYTES: Final = 100
+"""What a quarantine row costs beyond its topic, detail and payload (keys, index entries)."""
+
+QUARANTINE_SHED: Final = 0.9
+"""Beyond a quarantine cap, the oldest rows go until this share of it is used, so that
+the cap is not enforced again at every batch."""
+
+ISOLATED_REASONS: Final = ("duplicate_conflict", "store_rejected")
+"""Rejections kept one row each, never merged: each is one reading or message of its own
+(both values of a conflict, the error of a refused message)."""
+
+_FULL: Final = 13
+"""SQLite's primary result code SQLITE_FULL."""
 
 _MS_LIMIT: Final = 2**62
 """Stand-in for an infinite time bound, in milliseconds (fits a SQLite INTEGER)."""
@@ -101,6 +129,52 @@ class WriteResult:
     rejected: Mapping[str, int] = field(default_factory=dict)
     meta_versions_added: int = 0
     events_added: int = 0
+    quarantine_dropped: int = 0
+    """Oldest quarantine rows deleted to keep within ``Bounds``."""
+
+    def plus(self, other: WriteResult) -> WriteResult:
+        """Both batches' changes (a batch committed in parts, ``auditd.ingest``)."""
+        rejected = Counter(self.rejected)
+        rejected.update(other.rejected)
+        return WriteResult(
+            self.readings_inserted + other.readings_inserted,
+            self.readings_duplicate + other.readings_duplicate,
+            self.nulls + other.nulls, dict(rejected),
+            self.meta_versions_added + other.meta_versions_added,
+            self.events_added + other.events_added,
+            self.quarantine_dropped + other.quarantine_dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the store may take of its volume (``[store]`` in the daemon's configuration)."""
+
+    wal_limit: int = 16 * 1024 * 1024
+    """The write-ahead log: checkpointed at half, truncated when it passes all of it."""
+    quarantine_max_rows: int = 50_000
+    quarantine_max_bytes: int = 32 * 1024 * 1024
+    """Topic, detail and payload of the quarantined rows, plus ``QUARANTINE_ROW_BYTES``
+    each; beyond either cap the oldest rows are deleted (their counts stay in the
+    per-reason totals)."""
+    payload_cap: int = 4096
+    """Bytes of the message payload kept with a rejection the store makes itself
+    (``duplicate_conflict``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """The store's footprint and its volume's free space, in bytes."""
+
+    free: int
+    needed: int
+    """What the store needs free to make progress: a full write-ahead log, and as much
+    again for the database to take its pages at a checkpoint."""
+    wal_limit: int
+    """The write-ahead log limit in force (the configured one, or less on a small volume)."""
+
+    @property
+    def low(self) -> bool:
+        return self.free < self.needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +198,23 @@ class RejectedDevice:
     site: str
     """The site level of its topic (``{prefix}/{site}/{device}/{kind}``), as sent."""
     sensors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A quarantine row: the first rejection of its kind (device, sensor, reason) within
+    its minute, and how many there were (``duplicate_conflict`` and ``store_rejected`` rows
+    stand for one each)."""
+
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    received_at: float
+    device: str | None = None
+    sensor: str | None = None
+    count: int = 1
+    last_received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +428,43 @@ def _migration_imports(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_bounded_quarantine(conn: sqlite3.Connection) -> None:
+    """Quarantine rows that merge (``grp``: device, sensor, reason and minute), with their
+    count, last arrival and size; ``quarantine_usage`` keeps the totals the caps are
+    checked against, exact through every insert and delete (retention included)."""
+    for statement in (
+        "ALTER TABLE quarantine ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE quarantine ADD COLUMN last_received_at REAL",
+        "ALTER TABLE quarantine ADD COLUMN grp TEXT",
+        "ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        f"UPDATE quarantine SET size = length(CAST(topic AS BLOB)) + "
+        f"length(CAST(detail AS BLOB)) + length(payload) + {QUARANTINE_ROW_BYTES:d}",
+        "CREATE UNIQUE INDEX quarantine_grp ON quarantine (grp) WHERE grp IS NOT NULL",
+        """
+        CREATE TABLE quarantine_usage (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rows INTEGER NOT NULL,
+            bytes INTEGER NOT NULL
+        )
+        """,
+        "INSERT INTO quarantine_usage (id, rows, bytes) "
+        "SELECT 1, count(*), coalesce(sum(size), 0) FROM quarantine",
+        """
+        CREATE TRIGGER quarantine_after_insert AFTER INSERT ON quarantine BEGIN
+            UPDATE quarantine_usage SET rows = rows + 1, bytes = bytes + NEW.size;
+        END
+        """,
+        """
+        CREATE TRIGGER quarantine_after_delete AFTER DELETE ON quarantine BEGIN
+            UPDATE quarantine_usage SET rows = rows - 1, bytes = bytes - OLD.size;
+        END
+        """,
+    ):
+        conn.execute(statement)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
-    _migration_1, migration_alerts, _migration_imports)
+    _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -385,6 +511,11 @@ def _ms_or_none(ms: int | None) -> float | None:
     return None if ms is None else ms / 1000.0
 
 
+def _iso_ms(ts_ms: int) -> str:
+    ts = ts_ms / 1000.0
+    return iso(ts) or str(ts) if abs(ts) < 2.5e11 else f"{ts_ms} ms"
+
+
 def _describe(exc: BaseException) -> str:
     name = getattr(exc, "sqlite_errorname", None)
     return f"{name}: {exc}" if name else f"{type(exc).__name__}: {exc}"
@@ -426,11 +557,14 @@ class Store(AlertTables):
         synchronous: str = "full",
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        bounds: Bounds | None = None,
     ) -> None:
         """Open (creating and migrating as needed) the database at ``path``.
 
         ``read_only`` opens an existing file for looking only (``sensor-auditd status``):
         nothing is created or migrated, and every write fails with :class:`StoreError`.
+        Otherwise a first write is made at once, so that a read-only file, directory or
+        file system fails here, naming the path, and not at the first batch.
 
         ``clock`` stamps findings and outbox rows when :meth:`save_findings` is given no
         ``now``; a replay can pass its simulated clock so that a recording produces the
@@ -449,21 +583,98 @@ class Store(AlertTables):
         self._closed = False
         self._stream_ids: dict[tuple[str, str, str], int] = {}
         self._read_only = read_only
+        self._bounds = bounds or Bounds()
+        self.checkpoints = 0
+        """``TRUNCATE`` checkpoints that emptied the write-ahead log (size or SQLITE_FULL)."""
+        self._wal_checked_at = 0.0
         if read_only:
             if not self._path.is_file():
                 raise StoreError(f"{self._path}: no database here")
+            self.space = Space(0, 0, self._bounds.wal_limit)
         else:
             _ensure_state_dir(self._path.parent)
+            self.space = self._measure_space()
         self._writer = self._open_writer()
         try:
             if read_only:
                 self._check_version()
             else:
                 self._migrate()
+                self._check_writable()
             self._load_stream_ids()
         except BaseException:
             self._writer.close()
             raise
+        if self.space.low:
+            log.warning("store.low_space", path=str(self._path), free_bytes=self.space.free,
+                        needed_bytes=self.space.needed, wal_limit=self.space.wal_limit,
+                        hint="free space on the volume or lower store.wal_limit")
+
+    # ----------------------------------------------------------------- space
+
+    def _measure_space(self) -> Space:
+        """Free space now, and the write-ahead log limit that fits it: at most a quarter of
+        the free space beside what the store already holds, so that a full log and the
+        checkpoint that empties it both fit."""
+        free = self.free_bytes()
+        held = sum(f.stat().st_size for f in (self._path, Path(f"{self._path}-wal"))
+                   if f.exists())
+        configured = self._bounds.wal_limit
+        limit = max(MIN_WAL_LIMIT, min(configured, (free + held) // 4))
+        return Space(free=free, needed=2 * configured, wal_limit=limit)
+
+    def free_bytes(self) -> int:
+        """Bytes free for the store on its volume (what an unprivileged process may use)."""
+        try:
+            stat = os.statvfs(self._path.parent)
+        except OSError:
+            return shutil.disk_usage(self._path.parent).free
+        return stat.f_bavail * stat.f_frsize
+
+    def wal_bytes(self) -> int:
+        try:
+            return Path(f"{self._path}-wal").stat().st_size
+        except OSError:
+            return 0
+
+    def _check_writable(self) -> None:
+        """One real write at start-up (the store's open count): a read-only file, directory
+        or file system refuses it now, with the path, rather than every batch later."""
+        with self._write("the start-up write check") as conn:
+            self._add_counters(conn, {"store_opened": 1})
+
+    def _truncate_wal(self, why: str) -> bool:
+        """Copy the write-ahead log into the database and truncate it to zero bytes, waiting
+        at most ``CHECKPOINT_BUSY_MS`` for readers. Called with the writer lock held and no
+        transaction open. True when the log was emptied."""
+        conn = self._writer
+        before = self.wal_bytes()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS:d}")
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("store.checkpoint_failed", path=str(self._path), why=why,
+                        error=_describe(exc), wal_bytes=before)
+            return False
+        finally:
+            with suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        emptied = not busy
+        if emptied:
+            self.checkpoints += 1
+        log.info("store.checkpoint", path=str(self._path), why=why, wal_bytes_before=before,
+                 wal_bytes=self.wal_bytes(), frames=frames, checkpointed=done, emptied=emptied)
+        return emptied
+
+    def _after_commit(self) -> None:
+        """At most once a second: a log past its limit (a long reader kept SQLite's own
+        checkpoints from resetting it) is emptied now."""
+        now = time.monotonic()
+        if now - self._wal_checked_at < WAL_CHECK_INTERVAL_S:
+            return
+        self._wal_checked_at = now
+        if self.wal_bytes() > self.space.wal_limit:
+            self._truncate_wal("size")
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -526,8 +737,11 @@ class Store(AlertTables):
             # Whitelisted above; pragmas cannot take bound parameters.
             conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT:d}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
+            # Whole numbers computed above; pragmas cannot take bound parameters.
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0]) or 4096
+            conn.execute(f"PRAGMA journal_size_limit = {self.space.wal_limit:d}")
+            conn.execute(
+                f"PRAGMA wal_autocheckpoint = {max(16, self.space.wal_limit // 2 // page):d}")
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(
@@ -573,10 +787,18 @@ class Store(AlertTables):
             except BaseException as exc:
                 self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
+                    code = getattr(exc, "sqlite_errorcode", None)
+                    if code is not None and int(code) & 0xFF == _FULL:
+                        # What frees a full volume: the log's pages into the database
+                        # (mostly rewrites of pages it has) and the log cut to nothing.
+                        self._truncate_wal("SQLITE_FULL")
                     raise StoreError(
-                        f"{self._path}: {what} failed and was rolled back: {_describe(exc)}"
+                        f"{self._path}: {what} failed and was rolled back: {_describe(exc)}",
+                        transient=is_transient(exc),
+                        code=getattr(exc, "sqlite_errorname", None),
                     ) from exc
                 raise
+            self._after_commit()
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -659,10 +881,22 @@ class Store(AlertTables):
         ``rejected.<reason>``, ``meta_versions``, ``events``) plus any extra ``counters``
         the caller passes, in the same transaction, so totals and data never disagree.
 
-        Raises :class:`StoreError` after a rollback on any SQLite error: the caller must
-        not acknowledge the batch and should retry it as is (the retry is idempotent).
+        A reading whose stream and timestamp are stored already is a duplicate when its
+        value is the same (a redelivery: counted, nothing stored) and a
+        ``duplicate_conflict`` rejection naming both values when it is not (the stored
+        value is kept). Rejections go to the bounded quarantine (:class:`Bounds`).
+
+        Raises :class:`StoreError` after a rollback on any SQLite error (``transient``
+        says whether to retry the batch as is, which is idempotent, or to isolate the
+        message the store cannot take, ``auditd.ingest``); an error raised while encoding
+        a value (``UnicodeEncodeError``...) is raised as it is, after the rollback.
         """
-        readings = [r for o in outcomes for r in o.readings]
+        readings: list[Reading] = []
+        origins: list[Outcome] = []
+        for outcome in outcomes:
+            if outcome.readings:
+                readings.extend(outcome.readings)
+                origins.extend([outcome] * len(outcome.readings))
         rejections = [j for o in outcomes for j in o.rejections]
         metas = [o.meta for o in outcomes if o.meta is not None]
         events = [o.event for o in outcomes if o.event is not None]
@@ -670,16 +904,20 @@ class Store(AlertTables):
         with self._write("write_outcomes") as conn:
             rows, nulls = self._reading_rows(conn, readings, new_streams)
             inserted = self._insert_readings(conn, rows)
-            rejected = self._insert_rejections(conn, rejections)
+            conflicts = (self._conflicts(conn, rows, readings, origins)
+                         if inserted < len(rows) else [])
+            rejected = self._insert_rejections(conn, [*rejections, *conflicts], merge=True)
+            dropped = self._keep_quarantine_bounded(conn) if rejected else 0
             meta_added = sum(self._upsert_meta(conn, m) for m in metas)
             events_added = self._insert_events(conn, events)
             result = WriteResult(
                 readings_inserted=inserted,
-                readings_duplicate=len(rows) - inserted,
+                readings_duplicate=len(rows) - inserted - len(conflicts),
                 nulls=nulls,
                 rejected=dict(rejected),
                 meta_versions_added=meta_added,
                 events_added=events_added,
+                quarantine_dropped=dropped,
             )
             self._add_counters(conn, self._batch_counters(len(outcomes), result))
             if counters:
@@ -739,21 +977,84 @@ class Store(AlertTables):
         )
         return int(cur.rowcount)
 
+    def _conflicts(self, conn: sqlite3.Connection,
+                   rows: Sequence[tuple[int, int, float | None, int | None]],
+                   readings: Sequence[Reading], origins: Sequence[Outcome]) -> list[Rejection]:
+        """The rows not inserted whose stored value differs: conflicting duplicates. Only
+        run when some row was not inserted (a redelivery), so ingest pays nothing for it."""
+        out = []
+        for (sid, ts_ms, value, _), reading, origin in zip(rows, readings, origins,
+                                                           strict=True):
+            found = conn.execute("SELECT value FROM readings WHERE stream_id = ? AND ts_ms = ?",
+                                 (sid, ts_ms)).fetchone()
+            if found is None or found[0] == value or (found[0] is None and value is None):
+                continue  # inserted just now, or the same value again
+            message = origin.message
+            out.append(Rejection(
+                topic=message.topic if message else f"{reading.site}/{reading.device}",
+                reason="duplicate_conflict",
+                detail=(f"{reading.sensor} at {_iso_ms(ts_ms)}: stored {found[0]!r}, this "
+                        f"message says {value!r} ({reading.unit}); the stored value is kept"),
+                payload=message.payload[: self._bounds.payload_cap] if message else b"",
+                received_at=message.received_at if message else self._clock(),
+                device=reading.device, sensor=reading.sensor))
+        return out
+
     @staticmethod
-    def _insert_rejections(
-        conn: sqlite3.Connection, rejections: Sequence[Rejection]
-    ) -> Counter[str]:
+    def _insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection], *,
+                           merge: bool) -> Counter[str]:
+        """Quarantine rows, their text made storable (``auditd.text``). With ``merge``, a
+        rejection of the same device, sensor and reason within the same minute as an
+        earlier one only adds to that row's count (``QUARANTINE_BUCKET_S``)."""
         if rejections:
+            rows = []
+            for j in rejections:
+                topic, detail = printable(j.topic), printable(j.detail)
+                device = printable(j.device) if j.device is not None else None
+                sensor = printable(j.sensor) if j.sensor is not None else None
+                payload = bytes(j.payload)
+                size = (len(topic.encode()) + len(detail.encode()) + len(payload)
+                        + QUARANTINE_ROW_BYTES)
+                group = None
+                if merge and j.reason not in ISOLATED_REASONS and math.isfinite(j.received_at):
+                    bucket = math.floor(j.received_at / QUARANTINE_BUCKET_S)
+                    group = f"{device or ''}|{sensor or ''}|{j.reason}|{bucket}"
+                rows.append((j.received_at, topic, j.reason, detail, device, sensor, payload,
+                             j.received_at, group, size))
             conn.executemany(
                 "INSERT INTO quarantine (received_at, topic, reason, detail, device, sensor, "
-                "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (j.received_at, j.topic, j.reason, j.detail, j.device, j.sensor,
-                     bytes(j.payload))
-                    for j in rejections
-                ],
+                "payload, last_received_at, grp, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (grp) WHERE grp IS NOT NULL DO UPDATE SET count = count + 1, "
+                "last_received_at = max(coalesce(last_received_at, received_at), "
+                "excluded.last_received_at)",
+                rows,
             )
         return Counter(j.reason for j in rejections)
+
+    def _keep_quarantine_bounded(self, conn: sqlite3.Connection) -> int:
+        """Delete the oldest quarantine rows beyond either cap, down to ``QUARANTINE_SHED``
+        of it; returns how many (also counted as ``quarantine_dropped``)."""
+        rows, size = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
+        bounds = self._bounds
+        if rows <= bounds.quarantine_max_rows and size <= bounds.quarantine_max_bytes:
+            return 0
+        shed_rows = rows - int(bounds.quarantine_max_rows * QUARANTINE_SHED)
+        shed_bytes = size - int(bounds.quarantine_max_bytes * QUARANTINE_SHED)
+        last = -1
+        if shed_rows > 0:
+            row = conn.execute("SELECT id FROM quarantine ORDER BY id LIMIT 1 OFFSET ?",
+                               (shed_rows - 1,)).fetchone()
+            last = max(last, row[0]) if row else last
+        if shed_bytes > 0:
+            row = conn.execute(
+                "SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) AS total "
+                "FROM quarantine) WHERE total >= ? ORDER BY id LIMIT 1", (shed_bytes,)).fetchone()
+            last = max(last, row[0]) if row else last
+        if last < 0:
+            return 0
+        dropped = int(conn.execute("DELETE FROM quarantine WHERE id <= ?", (last,)).rowcount)
+        self._add_counters(conn, {"quarantine_dropped": dropped})
+        return dropped
 
     @staticmethod
     def _upsert_meta(conn: sqlite3.Connection, meta: MetaRecord) -> int:
@@ -875,7 +1176,9 @@ class Store(AlertTables):
                         (n, lo, lo, hi, hi, sid))
             if trigger is not None:
                 conn.execute(trigger[0])
-            rejected = self._insert_rejections(conn, rejections)
+            rejected = self._insert_rejections(conn, rejections, merge=False)
+            if rejected:
+                self._keep_quarantine_bounded(conn)
             conn.execute(
                 "INSERT INTO imports (sha256, path, site, device, mapping, imported_at, "
                 "readings, quarantined) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -901,7 +1204,7 @@ class Store(AlertTables):
         """(sensor, reason) -> quarantined rows of one device, over the whole store."""
         with self._read("quarantine_counts") as conn:
             rows = conn.execute(
-                "SELECT sensor, reason, count(*) FROM quarantine WHERE device = ? "
+                "SELECT sensor, reason, sum(count) FROM quarantine WHERE device = ? "
                 "GROUP BY sensor, reason", (device,)).fetchall()
         return {(sensor, reason): int(n) for sensor, reason, n in rows}
 
@@ -931,10 +1234,11 @@ class Store(AlertTables):
 
     def rejected_between(self, device: str, sensor: str, start: float,
                          end: float) -> dict[str, int]:
-        """Quarantined readings of one stream received in [start, end), by reason."""
+        """Quarantined readings of one stream received in [start, end), by reason (rows
+        merged within a minute count where their first arrival falls)."""
         with self._read("rejected_between") as conn:
             rows = conn.execute(
-                "SELECT reason, count(*) FROM quarantine WHERE device = ? AND sensor = ?"
+                "SELECT reason, sum(count) FROM quarantine WHERE device = ? AND sensor = ?"
                 " AND received_at >= ? AND received_at < ? GROUP BY reason",
                 (device, sensor, start, end)).fetchall()
         return {reason: int(n) for reason, n in rows}
@@ -1027,6 +1331,25 @@ class Store(AlertTables):
         values = np.array([r[1] for r in rows], dtype=np.float64)
         return ts, values
 
+    def stream_keys(self) -> set[tuple[str, str, str]]:
+        """Every (site, device, sensor) stream held (ingest admits new ones up to a cap)."""
+        with self._read("stream_keys") as conn:
+            return {(site, device, sensor) for site, device, sensor in
+                    conn.execute("SELECT site, device, sensor FROM streams")}
+
+    def known_devices(self) -> set[str]:
+        """Every device the store holds anything of: readings, meta or events."""
+        with self._read("known_devices") as conn:
+            return {device for (device,) in conn.execute(
+                "SELECT device FROM streams UNION SELECT device FROM meta_versions "
+                "UNION SELECT device FROM events")}
+
+    def quarantine_usage(self) -> tuple[int, int]:
+        """(rows, bytes) of the quarantine, as its caps count them."""
+        with self._read("quarantine_usage") as conn:
+            row = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def streams(self) -> list[StreamInfo]:
         """Every stream with its time span and reading count (kept by triggers: no scan)."""
         with self._read("streams") as conn:
@@ -1085,18 +1408,19 @@ class Store(AlertTables):
             for site, dev, ts, received_at, type_, data in rows
         ]
 
-    def quarantined(self, reason: str | None = None, limit: int = 100) -> list[Rejection]:
-        """The most recent quarantined messages (optionally of one reason), newest first."""
+    def quarantined(self, reason: str | None = None, limit: int = 100) -> list[Quarantined]:
+        """The most recent quarantine rows (optionally of one reason), newest first."""
         with self._read("quarantined") as conn:
             rows = conn.execute(
-                "SELECT topic, reason, detail, payload, received_at, device, sensor "
-                "FROM quarantine WHERE (?1 IS NULL OR reason = ?1) ORDER BY id DESC LIMIT ?2",
+                "SELECT topic, reason, detail, payload, received_at, device, sensor, count, "
+                "coalesce(last_received_at, received_at) FROM quarantine "
+                "WHERE (?1 IS NULL OR reason = ?1) ORDER BY id DESC LIMIT ?2",
                 (reason, limit),
             ).fetchall()
         return [
-            Rejection(topic=t, reason=r, detail=d, payload=bytes(p), received_at=at,
-                      device=dev, sensor=sen)
-            for t, r, d, p, at, dev, sen in rows
+            Quarantined(topic=t, reason=r, detail=d, payload=bytes(p), received_at=at,
+                        device=dev, sensor=sen, count=int(n), last_received_at=last)
+            for t, r, d, p, at, dev, sen, n, last in rows
         ]
 
     # ----------------------------------------------------------------- findings, outbox
@@ -1353,6 +1677,7 @@ class Store(AlertTables):
                 "(SELECT count(*) FROM ticket_deliveries WHERE state = 'dead')").fetchone()
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+            usage = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
         wal = Path(f"{self._path}-wal")
         return {
             "path": str(self._path),
@@ -1367,4 +1692,5 @@ class Store(AlertTables):
             "tickets_dead": int(tickets_dead),
             "file_size": self._path.stat().st_size if self._path.exists() else 0,
             "wal_size": wal.stat().st_size if wal.exists() else 0,
+            "quarantine_bytes": int(usage[1]) if usage else 0,
         }

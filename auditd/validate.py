@@ -38,6 +38,7 @@ from auditd.model import (
     Rejection,
     SensorSpec,
 )
+from auditd.text import TextProblem, check_document, may_hold_bad_text, printable
 from auditd.units import MAX_UNIT_CHARS, Converter, converter, dimensionality, parse_unit
 
 
@@ -57,11 +58,18 @@ class Reason:
     telemetry array of more than ``Limits.max_batch_items`` messages."""
 
     JSON_INVALID = "json_invalid"
-    """The payload is not UTF-8 text holding one JSON value (a byte-order mark included)."""
+    """The payload is not UTF-8 text holding one JSON value (a byte-order mark included;
+    invalid UTF-8 bytes, such as an encoded surrogate, included)."""
+
+    TEXT_INVALID = "text_invalid"
+    """A string of the payload, an object key included, holds a lone surrogate (JSON
+    ``"\\ud800"``) or a NUL (``"\\u0000"``): valid JSON, but not text that a store, a log
+    or an MQTT topic can carry (``auditd.text``)."""
 
     SCHEMA_INVALID = "schema_invalid"
     """Valid JSON of the wrong shape: not an object, ``readings`` missing or not an object,
-    ``seq`` not an integer in the signed 64-bit range."""
+    ``seq`` not an integer in the signed 64-bit range, a meta or event nested more than
+    ``Limits.max_depth`` levels deep."""
 
     TS_INVALID = "ts_invalid"
     """``ts`` missing, or neither RFC 3339 with an offset nor finite Unix epoch seconds.
@@ -91,7 +99,9 @@ class Reason:
 
     VALUE_INVALID = "value_invalid"
     """One reading's value is not a finite number or null: a string, a boolean, NaN,
-    an infinity, a number too large for a float, or a missing ``value`` key."""
+    an infinity, a number too large for a float, or a missing ``value`` key. For a meta
+    or event message (refused whole): a ``NaN``, ``Infinity`` or a number beyond a
+    double's range anywhere in it, which would be re-published as invalid JSON."""
 
     OUT_OF_RANGE = "out_of_range"
     """One reading, converted to the canonical unit, lies outside the sensor's physically
@@ -100,10 +110,33 @@ class Reason:
     EVENT_TYPE_INVALID = "event_type_invalid"
     """An event's ``type`` is missing or not one of ``model.EVENT_TYPES``."""
 
-    ALL = (
+    # Decided after the gate, by what the gateway already holds (``auditd.ingest``,
+    # ``auditd.store``), with the same quarantine, counting and acknowledgement.
+
+    DEVICE_LIMIT = "device_limit"
+    """A message from a device the gateway holds nothing of yet, while it already holds
+    ``Limits.max_devices`` devices (``[ingest] max_devices``): a flood of invented ids
+    cannot grow memory and the store without bound. Known devices are unaffected."""
+
+    STREAM_LIMIT = "stream_limit"
+    """One reading that would start a new (site, device, sensor) stream while there are
+    already ``Limits.max_streams`` (``[ingest] max_streams``). Known streams are unaffected."""
+
+    DUPLICATE_CONFLICT = "duplicate_conflict"
+    """One reading for a (device, sensor, timestamp) that is stored already with another
+    value: the stored value is kept, and the detail names both. (An identical reading, a
+    broker's redelivery, is no rejection: it is counted as a duplicate.)"""
+
+    STORE_REJECTED = "store_rejected"
+    """A message that passed the gate but that the store could not take, for a reason of
+    the message's own (not a full disk or a lock): isolated from its batch, kept here with
+    the error's class and text, and acknowledged, so that it cannot hold back the others."""
+
+    GATE = (
         TOPIC_INVALID,
         PAYLOAD_TOO_LARGE,
         JSON_INVALID,
+        TEXT_INVALID,
         SCHEMA_INVALID,
         TS_INVALID,
         TS_FUTURE,
@@ -116,7 +149,11 @@ class Reason:
         OUT_OF_RANGE,
         EVENT_TYPE_INVALID,
     )
-    """Every reason, e.g. to report zero counts for the ones that did not occur."""
+    """The reasons ``validate_message`` gives."""
+
+    ALL = (*GATE, DEVICE_LIMIT, STREAM_LIMIT, DUPLICATE_CONFLICT, STORE_REJECTED)
+    """Every reason of live ingest, e.g. to report zero counts for the ones that did not
+    occur (``replay`` adds ``recording_invalid``, the command topic ``command_invalid``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +167,14 @@ class Limits:
     quarantine_payload_cap: int = 4096
     """Bytes of a rejected payload (and of a rejected topic) kept as evidence."""
     max_batch_items: int = 1000
+    max_depth: int = 32
+    """Containers nested in a meta or event payload (stored and re-published as JSON)."""
+    max_devices: int = 5000
+    """Devices the gateway keeps anything of (readings, meta, events); a message from a new
+    one beyond it is refused as ``device_limit`` (``auditd.ingest``)."""
+    max_streams: int = 50_000
+    """(site, device, sensor) streams; a reading that would start one more is refused as
+    ``stream_limit``."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -260,7 +305,7 @@ def validate_message(
     try:
         address = parse_topic(msg.topic, prefix)
     except TopicError as exc:
-        topic = _printable(msg.topic[: limits.quarantine_payload_cap])
+        topic = printable(msg.topic[: limits.quarantine_payload_cap])
         return _refused(msg, limits, Reason.TOPIC_INVALID, str(exc), topic=topic)
     try:
         if len(msg.payload) > limits.max_payload_bytes:
@@ -271,6 +316,7 @@ def validate_message(
         if address.kind == "telemetry":
             return _telemetry(msg, address, profile_for, limits)
         document = _load_json(msg.payload)
+        _check_text(document, limits, msg.payload, meta_or_event=True)
         if address.kind == "meta":
             return Outcome(meta=_meta(document, address, msg.received_at, limits))
         return Outcome(event=_event(document, address, msg.received_at, limits))
@@ -308,6 +354,23 @@ def _load_json(payload: bytes) -> Any:
         raise _Problem(Reason.JSON_INVALID, f"not UTF-8 at byte {exc.start}") from None
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise _Problem(Reason.JSON_INVALID, f"not JSON: {exc}"[:200]) from None
+
+
+_TEXT_REASONS = {"text": Reason.TEXT_INVALID, "number": Reason.VALUE_INVALID,
+                 "depth": Reason.SCHEMA_INVALID}
+
+
+def _check_text(document: Any, limits: Limits, payload: bytes, *, meta_or_event: bool) -> None:
+    """Every string storable, keys included (``auditd.text``); for meta and events, which
+    are stored and re-published as JSON, also no non-finite number and bounded nesting.
+    Telemetry keeps only checked numbers, so its walk runs only when an escape is there."""
+    if not meta_or_event and not may_hold_bad_text(payload):
+        return
+    problem: TextProblem | None = check_document(
+        document, max_depth=limits.max_depth if meta_or_event else 1 << 30,
+        finite_numbers=meta_or_event)
+    if problem is not None:
+        raise _Problem(_TEXT_REASONS[problem.kind], str(problem))
 
 
 def _object(document: Any, what: str) -> dict[str, Any]:
@@ -370,6 +433,7 @@ def _telemetry(
     document = _load_json(msg.payload)
     batch = _Batch(msg, address, profile.sensors, limits)
     if not isinstance(document, list):
+        _check_text(document, limits, msg.payload, meta_or_event=False)
         batch.add(document)  # its problems are the message's: they propagate
         return batch.outcome()
     if len(document) > limits.max_batch_items:
@@ -379,6 +443,7 @@ def _telemetry(
         )
     for index, item in enumerate(document):
         try:
+            _check_text(item, limits, msg.payload, meta_or_event=False)
             batch.add(item)
         except _Problem as problem:
             batch.reject(problem.reason, f"element {index}: {problem.detail}", None)
@@ -446,7 +511,8 @@ class _Batch:
         )
 
     def outcome(self) -> Outcome:
-        return Outcome(readings=tuple(self.readings), rejections=tuple(self.rejections))
+        return Outcome(readings=tuple(self.readings), rejections=tuple(self.rejections),
+                       message=self.msg if self.readings else None)
 
 
 _SEQ_MIN, _SEQ_MAX = -(2**63), 2**63 - 1  # what an SQLite INTEGER holds
@@ -554,11 +620,6 @@ def _show(value: object, limit: int = 48) -> str:
         text = repr(value)
         return text if len(text) <= limit else text[:limit] + "..."
     return _json_type(value)
-
-
-def _printable(text: str) -> str:
-    """The text with lone surrogates escaped, so any store can encode it as UTF-8."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_type(value: object) -> str:

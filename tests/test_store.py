@@ -366,12 +366,20 @@ def test_any_batches_with_duplicates_store_each_key_once(
             outcomes = [readings_outcome(reading(T0 + ms / 1000, v, device=d, sensor=n))
                         for d, n, ms, v in batch]
             result = s.write_outcomes(outcomes)
-            new = {}
+            new: dict[tuple[str, str, int], float | None] = {}
+            same = conflicting = 0
             for d, n, ms, v in batch:
-                if (d, n, ms) not in seen and (d, n, ms) not in new:
-                    new[(d, n, ms)] = v
+                key = (d, n, ms)
+                if key not in seen and key not in new:
+                    new[key] = v
+                elif {**seen, **new}[key] == v:
+                    same += 1  # a redelivery: counted, stored once
+                else:
+                    conflicting += 1  # another value for a stored key: quarantined
             assert result.readings_inserted == len(new)
-            assert result.readings_duplicate == len(batch) - len(new)
+            assert result.readings_duplicate == same
+            assert dict(result.rejected) == ({"duplicate_conflict": conflicting}
+                                             if conflicting else {})
             seen.update(new)
         assert sum(i.count for i in s.streams()) == len(seen)
         for info in s.streams():
@@ -416,14 +424,16 @@ def test_rejections_are_quarantined_and_counted(store: Store) -> None:
     assert store.rejection_counts() == {"bad_json": 2, "unit_mismatch": 1}
     [latest] = store.quarantined(reason="unit_mismatch")
     assert latest.payload == b"{not json" and latest.device == "th-0001"
-    assert len(store.quarantined()) == 3
+    # The same device and reason within a minute: one row, the first payload, a count.
+    assert sorted((q.reason, q.count) for q in store.quarantined()) == [
+        ("bad_json", 2), ("unit_mismatch", 1)]
     assert store.counters()["readings_rejected"] == 3
 
 
 def test_purge_quarantine_in_chunks_keeps_the_totals(store: Store) -> None:
-    store.write_outcomes([Outcome(rejections=tuple(rejection("bad_json", T0 + i)
+    store.write_outcomes([Outcome(rejections=tuple(rejection("bad_json", T0 + 60 * i)
                                                    for i in range(25)))])
-    assert store.purge_quarantine(T0 + 20, chunk=7) == 20
+    assert store.purge_quarantine(T0 + 60 * 20, chunk=7) == 20
     assert len(store.quarantined(limit=100)) == 5
     assert store.rejection_counts() == {"bad_json": 25}
 

@@ -211,6 +211,23 @@ MESSAGE_LEVEL = [
     (Reason.TS_INVALID, "fleet/north/th-0042/event", {"type": "cleaning"}),
     (Reason.EVENT_TYPE_INVALID, "fleet/north/th-0042/event", {"ts": TS, "type": "reboot"}),
     (Reason.EVENT_TYPE_INVALID, "fleet/north/th-0042/event", {"ts": TS}),
+    # Text that no store, log or topic can carry: a lone surrogate or a NUL, keys included.
+    (Reason.TEXT_INVALID, "fleet/north/th-0042/meta",
+     {"ts": TS, "model": "th-200", "firmware": "\ud800"}),
+    (Reason.TEXT_INVALID, "fleet/north/th-0042/meta", {"ts": TS, "lo\udfffc": 1}),
+    (Reason.TEXT_INVALID, "fleet/north/th-0042/event",
+     {"ts": TS, "type": "maintenance", "detail": "\udc00 swapped"}),
+    (Reason.TEXT_INVALID, "fleet/north/th-0042/event",
+     {"ts": TS, "type": "cleaning", "by": ["ana", {"x": "nul\x00here"}]}),
+    (Reason.TEXT_INVALID, TOPIC, telemetry({"temperature": {"value": 20, "unit": "deg\ud800"}})),
+    (Reason.TEXT_INVALID, TOPIC, telemetry({"pressure\x00": 1000})),
+    (Reason.JSON_INVALID, "fleet/north/th-0042/meta", b'{"ts": 1, "firmware": "\xed\xa0\x80"}'),
+    # Stored and re-published as JSON: no NaN or infinity, no absurd nesting.
+    (Reason.VALUE_INVALID, "fleet/north/th-0042/meta", b'{"ts": %d, "x": NaN}' % TS),
+    (Reason.VALUE_INVALID, "fleet/north/th-0042/event",
+     b'{"ts": %d, "type": "cleaning", "n": [1e999]}' % TS),
+    (Reason.SCHEMA_INVALID, "fleet/north/th-0042/meta",
+     {"ts": TS, "location": json.loads("[" * 40 + "]" * 40)}),
 ]
 
 READING_LEVEL = [
@@ -271,15 +288,19 @@ def test_non_finite_values_are_invalid(literal: bytes, template: bytes) -> None:
 
 def test_every_reason_has_an_example() -> None:
     covered = {reason for reason, *_ in MESSAGE_LEVEL} | {reason for reason, *_ in READING_LEVEL}
-    assert covered == set(Reason.ALL)
+    assert covered == set(Reason.GATE)
+    assert set(Reason.GATE) < set(Reason.ALL)
     assert len(set(Reason.ALL)) == len(Reason.ALL)
     assert all(isinstance(r, str) and r == r.lower() for r in Reason.ALL)
 
 
 def test_unknown_sensor_with_a_hostile_name_is_not_echoed_as_a_sensor() -> None:
-    outcome = run(telemetry({"../../etc/passwd\x00": 1}))
+    outcome = run(telemetry({"../../etc/passwd": 1}))
     (rejection,) = outcome.rejections
     assert rejection.reason == Reason.SENSOR_UNKNOWN and rejection.sensor is None
+    # With a NUL in it, the name is not text at all: the whole message is refused.
+    (rejection,) = run(telemetry({"../../etc/passwd\x00": 1})).rejections
+    assert rejection.reason == Reason.TEXT_INVALID and rejection.sensor is None
 
 
 def test_several_bad_readings_each_get_a_rejection() -> None:

@@ -101,7 +101,7 @@ def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> 
     from auditd import status as view
 
     with _open_store(config_path, store_path, writes=False) as store:
-        report = view.gather(store)
+        report = view.gather(store, time.time())
     click.echo(json.dumps(view.as_json(report), indent=2) if as_json
                else view.render(report, time.time()))
 

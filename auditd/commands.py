@@ -18,7 +18,7 @@ command is quarantined with reason ``command_invalid``, never fatal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,9 @@ from auditd import logs
 from auditd.config import parse_duration
 from auditd.ingest import Ingestor
 from auditd.model import ID_PATTERN, Outcome, RawMessage, Rejection
+from auditd.retry import is_transient
 from auditd.store import Store, WriteResult
+from auditd.text import check_document, printable
 from auditd.validate import parse_timestamp
 
 log = logs.get("auditd.commands")
@@ -72,10 +74,13 @@ def parse(payload: bytes, received_at: float) -> Command:
     """One command message -> the command, or ``ValueError`` saying what is wrong."""
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}"[:200]) from None
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
+    problem = check_document(body, max_depth=8, finite_numbers=True)
+    if problem is not None:
+        raise ValueError(f"not storable text: {problem}")
     kind = body.get("command")
     if kind == "ack":
         alert = _text(body, "alert", required=True)
@@ -114,29 +119,43 @@ class CommandRouter:
         self._pending: list[tuple[Command, float]] = []
 
     def validate(self, messages: Sequence[RawMessage]) -> list[Outcome]:
+        """One outcome per message, in order (the writer acknowledges by position): an
+        empty one for a command, which is applied at the commit."""
+        ordinary = iter(self._ingestor.validate(
+            [m for m in messages if m.topic != self._topic]))
         out: list[Outcome] = []
-        ordinary: list[RawMessage] = []
         for message in messages:
             if message.topic != self._topic:
-                ordinary.append(message)
+                out.append(next(ordinary))
                 continue
             try:
                 self._pending.append((parse(message.payload, message.received_at),
                                       message.received_at))
+                out.append(Outcome())
             except ValueError as exc:
                 out.append(Outcome(rejections=(Rejection(
                     message.topic, COMMAND_INVALID, str(exc), message.payload[:4096],
                     message.received_at),)))
                 log.warning("command_refused", problem=str(exc))
-        return [*out, *self._ingestor.validate(ordinary)]
+        return out
 
-    def commit(self, messages: int, outcomes: Sequence[Outcome]) -> WriteResult:
+    def commit(self, messages: int, outcomes: Sequence[Outcome], *,
+               counters: Mapping[str, int] | None = None) -> WriteResult:
         """Commands first (each idempotent, so a retried batch repeats them harmlessly),
         then the batch's readings in their one transaction."""
-        for command, at in self._pending:
-            self._apply(command, at)
-        self._pending.clear()
-        return self._ingestor.commit(messages, outcomes)
+        while self._pending:
+            command, at = self._pending[0]
+            try:
+                self._apply(command, at)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # kept: the retried batch applies it again
+                # Not the batch's fault: a command the store refuses is dropped, loudly,
+                # rather than failing every part of the batch it came with.
+                log.error("command_failed", command=type(command).__name__,
+                          error=printable(str(exc))[:200])
+            self._pending.pop(0)
+        return self._ingestor.commit(messages, outcomes, counters=counters)
 
     def _apply(self, command: Command, at: float) -> None:
         if isinstance(command, Ack):

@@ -76,6 +76,7 @@ __all__ = [
     "load_reference_file",
     "load_references",
     "parse_duration",
+    "parse_size",
 ]
 
 T = TypeVar("T")
@@ -143,6 +144,38 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
+
+
+# --------------------------------------------------------------------------- sizes
+
+_SIZE_UNITS: Mapping[str, int] = {
+    "": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+_SIZE_TEXT = re.compile(rf"\s*({_NUMBER})\s*([A-Za-z]*)\s*")
+
+
+def parse_size(value: str | int) -> int:
+    """A size in bytes: ``"16MiB"``, ``"512 KiB"``, ``"2GB"``, ``65536``.
+
+    Binary (KiB, MiB, GiB) and decimal (kB, MB, GB) units, case-insensitive; a bare
+    number, or a string of one, is bytes. Raises ``ValueError`` with a readable reason.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be a size such as \"16MiB\" or a number of bytes, "
+                         f"not {_describe(value)}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_TEXT.fullmatch(value)
+        unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+        if match is None or unit is None:
+            raise ValueError(f"{value!r} is not a size: write a number of bytes or one with "
+                             f"a unit (KiB, MiB, GiB, kB, MB, GB) such as \"16MiB\"")
+        size = int(float(match.group(1)) * unit)
+    if size < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return size
 
 
 # --------------------------------------------------------------------------- units
@@ -353,6 +386,19 @@ def _duration(positive: bool = False, high: float | None = None) -> Callable[[An
         if high is not None and seconds > high:
             raise _Invalid(f"must be at most {format_duration(high)}, got {value!r}")
         return seconds
+
+    return convert
+
+
+def _size(low: int = 0) -> Callable[[Any], int]:
+    def convert(value: object) -> int:
+        try:
+            size = parse_size(value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        if size < low:
+            raise _Invalid(f"must be at least {low} bytes, got {value!r}")
+        return size
 
     return convert
 
@@ -680,11 +726,11 @@ BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_ex
                "receive_maximum", "tls")
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future_skew_s",
-               "quarantine_payload_cap")
+               "quarantine_payload_cap", "max_devices", "max_streams", "stall_after")
 AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
-              "retention_interval")
+              "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes")
 TOPICS_KEYS = ("prefix", "commands")
 LOG_KEYS = ("level", "format")
 METRICS_KEYS = ("enabled", "bind", "port")
@@ -747,6 +793,14 @@ class IngestConfig:
     max_payload_bytes: int = 65536
     max_future_skew_s: float = 300.0
     quarantine_payload_cap: int = 4096
+    max_devices: int = 5000
+    """Devices the gateway keeps data of; a new one beyond it is quarantined
+    (``device_limit``)."""
+    max_streams: int = 50_000
+    """(site, device, sensor) streams; a reading starting one more is ``stream_limit``."""
+    stall_after_s: float = 300.0
+    """A writer that has committed nothing for this long while it holds messages makes the
+    daemon unhealthy (metrics, ``status``, the systemd watchdog no longer fed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -778,6 +832,10 @@ class StoreConfig:
     retention_days: float = 90.0
     quarantine_retention_days: float = 30.0
     retention_interval_s: float = 3600.0
+    wal_limit: int = 16 * 1024 * 1024
+    """The write-ahead log's size limit (a quarter of the free space at most)."""
+    quarantine_max_rows: int = 50_000
+    quarantine_max_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -1010,6 +1068,9 @@ def _ingest(table: _Table) -> IngestConfig:
         max_payload_bytes=table.get("max_payload_bytes", _integer(1, MQTT_MAX_PACKET), 65536),
         max_future_skew_s=table.get("max_future_skew_s", _duration(), 300.0),
         quarantine_payload_cap=table.get("quarantine_payload_cap", _integer(0), 4096),
+        max_devices=table.get("max_devices", _integer(1), 5000),
+        max_streams=table.get("max_streams", _integer(1), 50_000),
+        stall_after_s=table.get("stall_after", _duration(positive=True), 300.0),
     )
 
 
@@ -1036,6 +1097,10 @@ def _store(table: _Table, base: Path) -> StoreConfig:
         quarantine_retention_days=table.get("quarantine_retention_days",
                                             _number(0, positive=True), 30.0),
         retention_interval_s=table.get("retention_interval", _duration(positive=True), 3600.0),
+        wal_limit=table.get("wal_limit", _size(512 * 1024), 16 * 1024 * 1024),
+        quarantine_max_rows=table.get("quarantine_max_rows", _integer(1), 50_000),
+        quarantine_max_bytes=table.get("quarantine_max_bytes", _size(64 * 1024),
+                                       32 * 1024 * 1024),
     )
 
 

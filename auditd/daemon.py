@@ -2,11 +2,19 @@
 
 Threads: paho's network thread (receives, queues), the batch writer (validates, commits,
 acknowledges), the outbox publisher, and APScheduler's worker (audits, retention). The main
-thread only handles signals, the systemd watchdog and shutdown.
+thread only handles signals, the systemd watchdog, the state it shows (systemd's STATUS
+line, the run-state file ``status`` reads, metrics) and shutdown.
+
+Start-up order is what systemd sees: the store is opened and written to first (a store
+that cannot be written ends the start with exit 1, naming the path); ``READY=1`` follows
+at once, whether or not the broker answers, since the broker's messages wait for us and a
+start that waited for them would be killed by ``TimeoutStartSec`` and restarted in a loop.
+The broker's state is on the STATUS line instead ("broker unreachable (...), retrying").
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -19,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import health, logs, sdnotify
+from auditd.adapters.runstate import RunState, RunStateFile
 from auditd.alerting import AlertSettings
 from auditd.audit import Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
@@ -28,7 +37,7 @@ from auditd.errors import AuditdError, ConfigError
 from auditd.ingest import Ingestor
 from auditd.mqtt import MqttLink
 from auditd.publisher import OutboxPublisher
-from auditd.store import Store
+from auditd.store import Bounds, Store
 from auditd.validate import Limits
 from auditd.writer import BatchWriter
 
@@ -40,6 +49,17 @@ def limits_from(cfg: DaemonConfig) -> Limits:
         max_payload_bytes=cfg.ingest.max_payload_bytes,
         max_future_skew_s=cfg.ingest.max_future_skew_s,
         quarantine_payload_cap=cfg.ingest.quarantine_payload_cap,
+        max_devices=cfg.ingest.max_devices,
+        max_streams=cfg.ingest.max_streams,
+    )
+
+
+def bounds_from(cfg: DaemonConfig) -> Bounds:
+    return Bounds(
+        wal_limit=cfg.store.wal_limit,
+        quarantine_max_rows=cfg.store.quarantine_max_rows,
+        quarantine_max_bytes=cfg.store.quarantine_max_bytes,
+        payload_cap=cfg.ingest.quarantine_payload_cap,
     )
 
 
@@ -57,9 +77,12 @@ class Daemon:
         self.metrics: Any = None
         """``auditd.metrics.Metrics`` when ``[metrics] enabled``; imported only then."""
         self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {},
-                                            "alerts": {}, "tickets": {}}
+                                            "alerts": {}, "tickets": {}, "quarantine": (0, 0)}
         self._store_view_at = 0.0
-        self._persisted: dict[str, int] = {}
+        self._started_at = clock()
+        self._status_line = ""
+        self._runstate: RunStateFile | None = None
+        self._stalled_logged = False
 
     # ------------------------------------------------------------------ signals
 
@@ -120,14 +143,16 @@ class Daemon:
 
     def _build(self) -> None:
         cfg = self.cfg
-        self.store = Store(cfg.store.path, synchronous=cfg.store.synchronous)
+        self.store = Store(cfg.store.path, synchronous=cfg.store.synchronous,
+                           bounds=bounds_from(cfg))
         self.ingestor = Ingestor(self.store, self.catalog, prefix=cfg.topics.prefix,
                                  limits=limits_from(cfg))
         commands = ((cfg.topics.command(cfg.site, cfg.gateway),) if cfg.topics.commands
                     else ())
         self.link = MqttLink(cfg.broker, subscriptions=(*cfg.topics.subscriptions(), *commands),
                              status_topic=cfg.topics.status(cfg.site, cfg.gateway),
-                             clock=self.clock)
+                             clock=self.clock, on_count=lambda name: self.writer.count(
+                                 **{name: 1}))
         self.writer = BatchWriter(
             self.link.deliveries, self._commands_or(self.ingestor), self.link.ack,
             batch_max=min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
@@ -135,6 +160,7 @@ class Daemon:
             on_progress=self._writer_beat.beat,
             on_commit=self._on_commit,
         )
+        self._runstate = RunStateFile(cfg.store.path)
         self.publisher = OutboxPublisher(self.store, self.link,
                                          on_progress=self._publisher_beat.beat)
         self.auditor = Auditor(self.store, self.catalog, cfg.topics, gateway=cfg.gateway,
@@ -190,6 +216,8 @@ class Daemon:
 
         totals, link, view = self.ingestor.totals, self.link.stats, self._store_view
         depth, oldest = view["outbox"]
+        rows, size = view["quarantine"]
+        store_cfg = self.cfg.store
         return Snapshot(
             messages_received=link.received, messages_committed=totals.messages,
             readings_accepted=totals.readings_accepted,
@@ -200,52 +228,66 @@ class Daemon:
             broker_connect_failures=link.connect_failures, outbox_depth=depth,
             outbox_oldest_age_s=None if oldest is None else max(0.0, self.clock() - oldest),
             streams=view["streams"], verdicts=view["verdicts"], alerts_open=view["alerts"],
-            healthy=not self._withheld, tickets=view["tickets"])
+            healthy=not self._withheld, tickets=view["tickets"],
+            writer_stalled_s=self.writer.stalled_for(), writer_holding=self.writer.holding,
+            messages_dropped=link.dropped_qos0,
+            broker_down_s=self._broker_down_s(),
+            devices=self.ingestor.devices,
+            quarantine_rows=rows, quarantine_bytes=size,
+            wal_bytes=view.get("wal_bytes", 0), free_bytes=view.get("free_bytes", 0),
+            store_checkpoints=self.store.checkpoints,
+            limits={"devices": self.cfg.ingest.max_devices,
+                    "streams": self.cfg.ingest.max_streams,
+                    "quarantine_rows": store_cfg.quarantine_max_rows,
+                    "quarantine_bytes": store_cfg.quarantine_max_bytes,
+                    "wal_bytes": self.store.space.wal_limit})
+
+    def _broker_down_s(self) -> float:
+        since = self.link.stats.down_since
+        return 0.0 if since is None or self.link.connected else max(0.0, self.clock() - since)
 
     def _refresh_store_view(self) -> None:
-        """Every few seconds on the main thread: what metrics read from the store."""
-        if self.metrics is None or time.monotonic() - self._store_view_at < 5.0:
+        """Every few seconds on the main thread: what metrics and the run-state file read
+        from the store."""
+        if time.monotonic() - self._store_view_at < 5.0:
             return
         self._store_view_at = time.monotonic()
+        view = dict(self._store_view)
+        view["wal_bytes"] = self.store.wal_bytes()
         try:
-            from auditd.status import alerts_open
+            view["free_bytes"] = self.store.free_bytes()
+        except OSError:
+            view["free_bytes"] = 0
+        try:
+            view["quarantine"] = self.store.quarantine_usage()
+            view["streams"] = self.ingestor.streams
+            if self.metrics is not None:
+                from auditd.status import alerts_open
 
-            self._store_view = {"outbox": self.store.outbox_depth(),
-                                "streams": len(self.store.streams()),
-                                "verdicts": self.store.verdict_counts(),
-                                "alerts": alerts_open(self.store),
-                                "tickets": self.store.delivery_counts()}
+                view.update(outbox=self.store.outbox_depth(),
+                            verdicts=self.store.verdict_counts(),
+                            alerts=alerts_open(self.store),
+                            tickets=self.store.delivery_counts())
         except AuditdError as exc:
             log.warning("metrics_store_read_failed", error=str(exc))
-
-    def _persist_counters(self) -> None:
-        """Connection and store-failure totals into the store's counters, for ``status``.
-        A full disk refuses this too; the difference is kept and written later."""
-        now = {"broker_connects": self.link.stats.connects,
-               "broker_disconnects": self.link.stats.disconnects,
-               "broker_connect_failures": self.link.stats.connect_failures,
-               "store_write_failures": self.writer.stats.store_failures}
-        deltas = {k: v - self._persisted.get(k, 0) for k, v in now.items()}
-        if not any(deltas.values()):
-            return
-        try:
-            self.store.incr_counters(**deltas)
-        except AuditdError:
-            return
-        self._persisted = now
+        self._store_view = view
 
     def _healthy(self) -> bool:
-        """Loops that turn, not merely threads that exist: a blocked thread is still alive.
+        """Loops that turn, and a writer that commits: a blocked thread is still alive, and
+        a writer retrying a full disk still turns.
 
         The network's heartbeat is paho's thread while connected and the reconnecting
         supervisor otherwise, so a broker outage (the broker's problem, which a restart
-        would not fix) keeps the watchdog fed while a stalled network thread does not.
+        would not fix) keeps the watchdog fed while a stalled network thread does not. A
+        writer that has held messages without committing any for ``[ingest] stall_after``
+        is a stall: it is never silent, and the watchdog may act on it.
         """
         problems = health.stale(
             {"writer": self._writer_beat.age(), "publisher": self._publisher_beat.age(),
-             "network": self.link.heartbeat.age()},
+             "network": self.link.heartbeat.age(), "commit": self.writer.stalled_for()},
             {"writer": health.WRITER_LIMIT_S, "publisher": health.PUBLISHER_LIMIT_S,
-             "network": health.network_limit_s(self.cfg.broker.keepalive)})
+             "network": health.network_limit_s(self.cfg.broker.keepalive),
+             "commit": self.cfg.ingest.stall_after_s})
         dead = [name for name, thread in (("writer", self.writer),
                                           ("publisher", self.publisher),
                                           ("tickets", self.dispatcher),
@@ -253,6 +295,15 @@ class Daemon:
                 if thread is not None and not thread.is_alive()
                 and not (name == "network" and not self.link.connected)]
         problems += [health.Stale(name, -1.0, 0.0) for name in dead]
+        stalled = any(p.name == "commit" for p in problems)
+        if stalled and not self._stalled_logged:
+            log.error("writer_stalled", stalled_s=round(self.writer.stalled_for(), 1),
+                      limit_s=self.cfg.ingest.stall_after_s, holding=self.writer.holding,
+                      error=self.writer.stats.last_error,
+                      hint="nothing is acknowledged meanwhile; see store_write_failed")
+        elif not stalled and self._stalled_logged:
+            log.info("writer_recovered")
+        self._stalled_logged = stalled
         if problems != self._withheld:
             if problems:
                 log.error("watchdog_withheld", loops=[
@@ -261,6 +312,67 @@ class Daemon:
                 log.info("watchdog_resumed")
             self._withheld = problems
         return not problems
+
+    def _problems(self) -> tuple[str, ...]:
+        """The reasons the daemon is unhealthy, as a person reads them."""
+        out = []
+        for p in self._withheld:
+            if p.name == "commit":
+                out.append(f"writer stalled {p.age_s:.0f} s (limit {p.limit_s:g} s) holding "
+                           f"{self.writer.holding} messages: {self.writer.stats.last_error}")
+            elif p.age_s < 0:
+                out.append(f"{p.name} thread has stopped")
+            else:
+                out.append(f"{p.name} loop has not turned for {p.age_s:.0f} s "
+                           f"(limit {p.limit_s:g} s)")
+        return tuple(out)
+
+    def _broker_state(self) -> tuple[str, str]:
+        """(state, text) of the broker connection for STATUS and the run-state file."""
+        link = self.link
+        where = f"{self.cfg.broker.host}:{self.cfg.broker.port}"
+        if link.connected:
+            if link.subscribed.is_set():
+                return "connected", f"broker {where} connected"
+            return "subscribing", f"broker {where} connected, subscribing"
+        if link.stats.connect_failures or link.stats.disconnects:
+            error = link.stats.last_error or "no connection"
+            return "unreachable", f"broker {where} unreachable ({error}), retrying"
+        return "connecting", f"broker {where} connecting"
+
+    def _show_state(self) -> None:
+        """systemd's STATUS line (when it changes) and the run-state file (every turn)."""
+        broker, broker_text = self._broker_state()
+        problems = self._problems()
+        health_text = f"UNHEALTHY: {problems[0]}" if problems else "ingesting"
+        line = f"{health_text}; {broker_text}"
+        if line != self._status_line:
+            # X_BROKER (sd_notify(3): custom variables start with X_) is for programs.
+            sdnotify.notify(f"STATUS={line[:400]}\nX_BROKER={broker}")
+            self._status_line = line
+        if self._runstate is None:
+            return
+        rows, size = self._store_view["quarantine"]
+        store_cfg = self.cfg.store
+        last = self.writer.stats.last_commit_at
+        self._runstate.write(RunState(
+            pid=os.getpid(), started_at=self._started_at, updated_at=self.clock(),
+            healthy=not problems, problems=problems, broker=broker,
+            broker_error=self.link.stats.last_error if broker == "unreachable" else "",
+            broker_down_since=self.link.stats.down_since if broker != "connected" else None,
+            writer_holding=self.writer.holding,
+            writer_stalled_s=round(self.writer.stalled_for(), 1),
+            writer_error=self.writer.stats.last_error if self.writer.holding else "",
+            last_commit_at=last or None,
+            bounds={"devices": self.ingestor.devices,
+                    "max_devices": self.cfg.ingest.max_devices,
+                    "streams": self.ingestor.streams, "max_streams": self.cfg.ingest.max_streams,
+                    "quarantine_rows": rows, "max_quarantine_rows": store_cfg.quarantine_max_rows,
+                    "quarantine_bytes": size,
+                    "max_quarantine_bytes": store_cfg.quarantine_max_bytes,
+                    "wal_bytes": self._store_view.get("wal_bytes", 0),
+                    "wal_limit": self.store.space.wal_limit,
+                    "free_bytes": self._store_view.get("free_bytes", 0)}))
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until SIGTERM/SIGINT (or :meth:`request_stop`); ``install_signals=False`` lets
@@ -271,27 +383,29 @@ class Daemon:
         log.info("starting", site=self.cfg.site, gateway=self.cfg.gateway,
                  store=str(self.cfg.store.path), broker=f"{self.cfg.broker.host}:"
                  f"{self.cfg.broker.port}", profiles=len(self.catalog.profiles),
-                 references=len(self.catalog.references))
+                 references=len(self.catalog.references),
+                 wal_limit=self.store.space.wal_limit, free_bytes=self.store.space.free)
         self.writer.start()
         self.publisher.start()
         self.dispatcher.start()
         self.link.start()
-        ready = False
         watchdog = sdnotify.watchdog_interval_s()
         self.scheduler.start()
+        # The store is open and writable, every loop is running: ready, broker or not.
+        self._refresh_store_view()
+        broker, broker_text = self._broker_state()
+        sdnotify.notify(f"READY=1\nSTATUS=ingesting; {broker_text}\nX_BROKER={broker}")
+        self._status_line = f"ingesting; {broker_text}"
+        log.info("ready", broker=broker_text)
         try:
             while not self._stop.wait(min(1.0, watchdog or 1.0)):
-                if not ready and self.link.subscribed.is_set():
-                    ready = True
-                    sdnotify.notify("READY=1\nSTATUS=ingesting")
-                    log.info("ready")
                 if self._reload.is_set():
                     self._reload_catalog()
                 healthy = self._healthy()
                 if watchdog and healthy:
                     sdnotify.notify("WATCHDOG=1")
-                self._persist_counters()
                 self._refresh_store_view()
+                self._show_state()
         finally:
             self._shutdown()
         return 0
@@ -307,8 +421,12 @@ class Daemon:
         self.dispatcher.stop()
         self.dispatcher.join(timeout=5)
         self.link.stop()
-        self._persist_counters()
+        self.writer.flush_counters()
         if self.metrics is not None:
             self.metrics.close()
+        if self._runstate is not None:
+            self._runstate.write(RunState(pid=os.getpid(), started_at=self._started_at,
+                                          updated_at=self.clock(), stopped=True))
+            self._runstate.close()
         self.store.close()
         log.info("stopped", **self.ingestor.totals_dict())

@@ -214,18 +214,24 @@ def watch_reports(host: str, port: int, watch: Watch) -> Callable[[], None]:
 
 def wait_ready(sock: socket.socket, proc: subprocess.Popen[Any], log: Path,
                timeout: float = 60.0) -> None:
-    """Until the daemon says READY=1 (store open, subscriptions acknowledged)."""
+    """Until the daemon has said READY=1 (store open) and that the broker has granted its
+    subscriptions (``X_BROKER=connected``), so that the fleet published next is received."""
     deadline = time.monotonic() + timeout
     sock.settimeout(0.5)
+    ready = connected = False
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DemoError(f"the daemon exited with status {proc.returncode}:\n"
                             f"{log.read_text()[-1500:] if log.exists() else ''}")
         try:
-            if b"READY=1" in sock.recv(4096):
-                return
+            state = sock.recv(4096)
         except TimeoutError:
             continue
+        ready = ready or b"READY=1" in state
+        if b"X_BROKER=" in state:
+            connected = b"X_BROKER=connected" in state
+        if ready and connected:
+            return
     raise DemoError(f"the daemon was not ready within {timeout:.0f} s; see {log}")
 
 

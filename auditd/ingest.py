@@ -23,7 +23,7 @@ the message:
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from auditd import logs
@@ -181,9 +181,11 @@ class Ingestor:
         return Outcome(readings=tuple(kept), rejections=(*outcome.rejections, *refused),
                        meta=outcome.meta, event=outcome.event, message=outcome.message)
 
-    def commit(self, messages: int, outcomes: Sequence[Outcome]) -> WriteResult:
-        """One transaction; raises and leaves nothing behind when it fails."""
-        result = self._store.write_outcomes(outcomes)
+    def commit(self, messages: int, outcomes: Sequence[Outcome], *,
+               counters: Mapping[str, int] | None = None) -> WriteResult:
+        """One transaction (with ``counters`` added to the persistent ones in it); raises
+        and leaves nothing behind when it fails."""
+        result = self._store.write_outcomes(outcomes, counters=counters)
         self.totals.add(messages, result)
         return result
 

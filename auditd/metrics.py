@@ -54,6 +54,21 @@ class Snapshot:
     healthy: bool = True
     tickets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     """Ticket deliveries: sink -> state (pending, delivered, dead) -> count, from the store."""
+    writer_stalled_s: float = 0.0
+    """How long the writer has held a batch it could not commit (0 when it holds none)."""
+    writer_holding: int = 0
+    messages_dropped: int = 0
+    """QoS 0 messages dropped while the writer's queue was full."""
+    broker_down_s: float = 0.0
+    devices: int = 0
+    quarantine_rows: int = 0
+    quarantine_bytes: int = 0
+    wal_bytes: int = 0
+    free_bytes: int = 0
+    store_checkpoints: int = 0
+    limits: Mapping[str, int] = field(default_factory=dict)
+    """Each bounded resource's limit: devices, streams, quarantine_rows, quarantine_bytes,
+    wal_bytes."""
 
 
 def families(snap: Snapshot) -> list[Metric]:
@@ -83,6 +98,11 @@ def families(snap: Snapshot) -> list[Metric]:
     for sink, states in sorted(snap.tickets.items()):
         for state in ("pending", "delivered", "dead"):
             tickets.add_metric([sink, state], states.get(state, 0))
+    limits = GaugeMetricFamily(f"{PREFIX}_limit", "The configured bound of each resource "
+                               "(compare with devices, streams, quarantine_rows, "
+                               "quarantine_bytes, store_wal_bytes).", labels=["resource"])
+    for resource, bound in sorted(snap.limits.items()):
+        limits.add_metric([resource], bound)
     out: list[Metric] = [
         counter("messages_received", "MQTT messages delivered by the broker.",
                 snap.messages_received),
@@ -108,8 +128,29 @@ def families(snap: Snapshot) -> list[Metric]:
         by_status,
         alerts,
         tickets,
-        gauge("healthy", "1 while every loop makes progress (what feeds the systemd "
-              "watchdog).", int(snap.healthy)),
+        gauge("healthy", "1 while every loop makes progress and the writer commits (what "
+              "feeds the systemd watchdog).", int(snap.healthy)),
+        gauge("writer_stalled_seconds", "How long the writer has held messages it could not "
+              "commit (0 when it holds none); past ingest.stall_after the daemon is unhealthy.",
+              snap.writer_stalled_s),
+        gauge("writer_pending_messages", "Messages the writer holds, not yet committed nor "
+              "acknowledged.", snap.writer_holding),
+        counter("messages_dropped", "QoS 0 messages dropped while the writer's queue was full "
+                "(QoS 1 messages are never dropped: the broker keeps them).",
+                snap.messages_dropped),
+        gauge("broker_down_seconds", "How long the broker has been unreachable (0 while "
+              "connected).", snap.broker_down_s),
+        gauge("devices", "Devices the gateway holds data of (ingest.max_devices bounds it).",
+              snap.devices),
+        gauge("quarantine_rows", "Rows in the quarantine (store.quarantine_max_rows bounds "
+              "it).", snap.quarantine_rows),
+        gauge("quarantine_bytes", "Bytes of the quarantine's rows (store.quarantine_max_bytes "
+              "bounds it).", snap.quarantine_bytes),
+        gauge("store_wal_bytes", "Size of the store's write-ahead log.", snap.wal_bytes),
+        gauge("store_free_bytes", "Free space on the store's volume.", snap.free_bytes),
+        counter("store_checkpoints", "Checkpoints that emptied the write-ahead log because it "
+                "passed its limit or the volume was full.", snap.store_checkpoints),
+        limits,
     ]
     return out
 

@@ -69,7 +69,17 @@ class LinkStats:
     publish_refused: int = 0
     connect_failures: int = 0
     topics_not_utf8: int = 0
+    dropped_qos0: int = 0
+    """QoS 0 messages dropped because the writer held ``QOS0_QUEUE_LIMIT`` deliveries."""
     last_error: str = ""
+    down_since: float | None = None
+    """When the broker was last lost (or the link started), while not connected."""
+
+
+QOS0_QUEUE_LIMIT = 10_000
+"""Deliveries queued for the writer beyond which a QoS 0 message is dropped (counted).
+QoS 1 deliveries are bounded by the Receive Maximum the broker honours; QoS 0 ones are
+not, and a writer waiting for a full disk must not turn a QoS 0 flood into memory."""
 
 
 def _read_password(cfg: BrokerConfig) -> str | None:
@@ -115,14 +125,16 @@ class MqttLink:
         status_topic: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_count: Callable[[str], None] = lambda name: None,
     ) -> None:
         self._cfg = cfg
+        self._on_count = on_count
         self._subscriptions = subscriptions
         self._status_topic = status_topic
         self._clock = clock
         self.deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self.subscribed = threading.Event()
-        self.stats = LinkStats()
+        self.stats = LinkStats(down_since=clock())
         self._generation = 0
         self._connected = threading.Event()
         self._pending_sub_mid: int | None = None
@@ -248,8 +260,16 @@ class MqttLink:
             log.info("broker_reconnect_scheduled", retry_in_s=round(wait, 2), attempt=attempt)
             self._pause(wait)
 
+    def _count(self, name: str) -> None:
+        """A persistent counter's event, handed to whoever commits them (the writer)."""
+        try:
+            self._on_count(name)
+        except Exception as exc:  # never let bookkeeping break the link
+            log.error("count_failed", counter=name, error=repr(exc))
+
     def _connect_failed(self, exc: BaseException, attempt: int, wait: float) -> None:
         self.stats.connect_failures += 1
+        self._count("broker_connect_failures")
         reason = describe_connect_error(exc)
         self.stats.last_error = reason
         (log.error if isinstance(exc, ssl.SSLError | ConfigError) else log.warning)(
@@ -298,6 +318,8 @@ class MqttLink:
         with self._lock:
             self._generation += 1
             self.stats.connects += 1
+        self.stats.down_since = None
+        self._count("broker_connects")
         self._connected.set()
         log.info("broker_connected", host=self._cfg.host, port=self._cfg.port,
                  session_present=bool(getattr(flags, "session_present", False)),
@@ -315,8 +337,12 @@ class MqttLink:
                        props: Any = None) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self.subscribed.clear()
         if was_connected:
             self.stats.disconnects += 1
+            self.stats.down_since = self._clock()
+            self.stats.last_error = f"disconnected: {rc}"
+            self._count("broker_disconnects")
         self._lost.set()
         (log.warning if rc.is_failure else log.info)("broker_disconnected", reason=str(rc))
 
@@ -334,6 +360,9 @@ class MqttLink:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             self.stats.received += 1
+            if msg.qos == 0 and self.deliveries.qsize() >= QOS0_QUEUE_LIMIT:
+                self.stats.dropped_qos0 += 1
+                return
             self.deliveries.put(
                 Delivery(RawMessage(self._topic_of(msg), bytes(msg.payload), self._clock()),
                          msg.mid, msg.qos, self._generation)
@@ -484,12 +513,3 @@ def describe_connect_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "connection timed out"
     return f"{type(exc).__name__}: {exc}"
-
-
-def backoff_delays(first: float, cap: float) -> Callable[[int], float]:
-    """Exponential backoff with full jitter: attempt n waits up to min(cap, first * 2**n)."""
-
-    def delay(attempt: int) -> float:
-        return random.uniform(0, min(cap, first * (2 ** min(attempt, 20))))
-
-    return delay

@@ -77,10 +77,14 @@ def read_recording(path: Path) -> Iterator[RawMessage | BadLine]:
                 yield parse_line(line, line_no)
 
 
-def _quarantine(bad: BadLine, path: Path, now: float, cap: int) -> Outcome:
-    return Outcome(rejections=(Rejection(
+def _quarantine(bad: BadLine, path: Path, now: float,
+                cap: int) -> tuple[RawMessage, Outcome]:
+    """The line as a message (so that the store could refuse it like any other) and its
+    rejection."""
+    raw = RawMessage("", bad.text.encode("utf-8", "surrogatepass")[:cap], now)
+    return raw, Outcome(rejections=(Rejection(
         topic="", reason=RECORDING_INVALID, detail=f"{path.name}:{bad.line_no}: {bad.problem}",
-        payload=bad.text.encode()[:cap], received_at=now),))
+        payload=raw.payload, received_at=now),))
 
 
 class Replayer:
@@ -135,14 +139,17 @@ class Replayer:
 
     def run(self, path: Path) -> dict[str, Any]:
         batch: list[RawMessage] = []
-        pending: list[Outcome] = []
+        pending: list[tuple[RawMessage, Outcome]] = []
         next_tick: float | None = None
         clock = 0.0
 
         def flush() -> None:
+            """What the live writer does with a batch: what the store refuses for a reason of
+            its own is isolated and quarantined; a full disk or a lock is raised."""
             if batch or pending:
-                self.ingestor.commit(len(batch) + len(pending),
-                                     [*pending, *self.ingestor.validate(batch)])
+                self.ingestor.commit_isolated(
+                    [*(raw for raw, _ in pending), *batch],
+                    [*(outcome for _, outcome in pending), *self.ingestor.validate(batch)])
                 batch.clear()
                 pending.clear()
 

@@ -1,9 +1,13 @@
 """``sensor-auditd status``: the daemon's state at a glance, read from its store.
 
 For someone with a shell on the gateway and no Prometheus: the store is the one thing
-that outlives the process, so everything here comes from it (opened read-only, so a look
-never migrates, creates or locks anything). Totals are the store's persistent counters
-(since the database was created), not the running process's.
+that outlives the process, so the figures come from it (opened read-only, so a look never
+migrates, creates or locks anything). Totals are the store's persistent counters (since
+the database was created), not the running process's.
+
+What the store cannot say (the daemon is running but stuck, the broker is unreachable
+now) comes from the run-state file the daemon keeps beside it
+(``auditd.adapters.runstate``), with its age, so a dead daemon is not shown as alive.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from auditd.adapters.runstate import RunState, read_state
 from auditd.store import COUNTER_REJECTED_PREFIX, Store
 
 
@@ -56,9 +61,14 @@ class Status:
     counters: dict[str, int] = field(default_factory=dict)
     tickets: dict[str, int] = field(default_factory=dict)
     """Ticket deliveries ``pending`` and ``dead`` (dead-lettered, docs/alerts.md)."""
+    quarantine_rows: int = 0
+    quarantine_bytes: int = 0
+    daemon: dict[str, Any] | None = None
+    """The daemon's last run state (``RunState``), with ``running`` and ``age_s`` added;
+    None when it never ran beside this store."""
 
 
-def gather(store: Store) -> Status:
+def gather(store: Store, now: float) -> Status:
     """Everything ``status`` prints, from cheap queries (no scan of the readings)."""
     summary = store.summary()
     counters = store.counters()
@@ -83,7 +93,15 @@ def gather(store: Store) -> Status:
                   if not k.startswith(COUNTER_REJECTED_PREFIX)},
         tickets={"pending": summary.get("tickets_pending", 0),
                  "dead": summary.get("tickets_dead", 0)},
+        quarantine_rows=summary["quarantine"], quarantine_bytes=summary["quarantine_bytes"],
+        daemon=_daemon(read_state(store.path), now),
     )
+
+
+def _daemon(state: RunState | None, now: float) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {**asdict(state), "running": state.running(now), "age_s": round(state.age(now), 1)}
 
 
 def as_json(status: Status) -> dict[str, Any]:
@@ -113,6 +131,52 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _daemon_line(d: dict[str, Any] | None, now: float) -> str:
+    if d is None:
+        return "no state beside this store (never run here, or before this version)"
+    if d["stopped"]:
+        return f"stopped {_when(d['updated_at'], now)}"
+    if not d["running"]:
+        return (f"not running: last state {_when(d['updated_at'], now)} (pid {d['pid']}; "
+                f"killed, or hung)")
+    up = _ago(now - d["started_at"]).removesuffix(" ago")
+    if d["healthy"]:
+        return f"running, healthy (pid {d['pid']}, up {up})"
+    return f"running, UNHEALTHY (pid {d['pid']}, up {up}): " + "; ".join(d["problems"])
+
+
+def _broker_line(d: dict[str, Any] | None, c: Mapping[str, int], now: float) -> str:
+    history = (f"{c.get('broker_connects', 0)} connects, "
+               f"{c.get('broker_disconnects', 0)} disconnects, "
+               f"{c.get('broker_connect_failures', 0)} failed attempts")
+    if d is None or not d["running"]:
+        return history
+    state = d["broker"]
+    if state == "unreachable":
+        state = (f"UNREACHABLE since {_when(d['broker_down_since'], now)} "
+                 f"({d['broker_error'] or 'no connection'}), retrying")
+    return f"{state}; {history}"
+
+
+def _bounds_line(status: Status) -> str:
+    d = status.daemon
+    b: dict[str, int] = d["bounds"] if d and d["running"] else {}
+
+    def of(used: int, limit_key: str, size: bool = False) -> str:
+        text = _size(used) if size else str(used)
+        limit = b.get(limit_key)
+        return f"{text} of {_size(limit) if size else limit}" if limit else text
+
+    parts = [f"devices {of(b['devices'], 'max_devices')}"] if "devices" in b else []
+    parts.append(f"streams {of(b.get('streams', status.streams), 'max_streams')}")
+    parts.append(f"quarantine {of(status.quarantine_rows, 'max_quarantine_rows')} rows, "
+                 f"{of(status.quarantine_bytes, 'max_quarantine_bytes', size=True)}")
+    parts.append(f"WAL {of(status.wal_bytes, 'wal_limit', size=True)}")
+    if "free_bytes" in b:
+        parts.append(f"{_size(b['free_bytes'])} free")
+    return ", ".join(parts)
+
+
 def render(status: Status, now: float) -> str:
     """The text a person reads: one line a subject, the failing streams listed last."""
     c = status.counters
@@ -120,6 +184,7 @@ def render(status: Status, now: float) -> str:
     alerts = ", ".join(f"{name} {n}" for name, n in status.alerts_open.items())
     rejected = ", ".join(f"{reason} {n}" for reason, n in status.rejected.items()) or "none"
     lines = [
+        f"daemon:         {_daemon_line(status.daemon, now)}",
         f"store:          {status.store} (schema {status.schema_version}, "
         f"{_size(status.file_bytes)}, WAL {_size(status.wal_bytes)})",
         f"streams:        {status.streams} ({verdicts}; "
@@ -134,9 +199,8 @@ def render(status: Status, now: float) -> str:
         f"{status.tickets.get('dead', 0)} dead-lettered (sensor-auditd findings, tickets)",
         f"outbox:         {status.outbox_depth} waiting"
         + (f", oldest {_when(status.outbox_oldest_at, now)}" if status.outbox_depth else ""),
-        f"broker:         {c.get('broker_connects', 0)} connects, "
-        f"{c.get('broker_disconnects', 0)} disconnects, "
-        f"{c.get('broker_connect_failures', 0)} failed attempts",
+        f"broker:         {_broker_line(status.daemon, c, now)}",
+        f"bounds:         {_bounds_line(status)}",
         f"store failures: {c.get('store_write_failures', 0)} write transactions refused "
         "(disk full, locked); none of their messages was acknowledged",
     ]

@@ -1,12 +1,22 @@
-"""The single writer: deliveries -> validate -> one transaction -> acknowledgements.
+"""The single writer: deliveries -> validate -> transactions -> acknowledgements.
 
 Batches are bounded by count (never more than the broker's in-flight window, or the batch
 could not fill and every batch would wait out its timer) and by time. There is no linger:
 the writer takes what is queued now, so under light load a message is committed as soon as
 it arrives and under heavy load commits grow into group commits by themselves.
 
-A failed commit (disk full, database locked) is retried with backoff on the same batch and
-nothing is acknowledged meanwhile: the broker keeps the rest queued for us.
+A message's failure is that message's alone (``Ingestor.commit_isolated``): a batch the
+store refuses for a reason of the data's is split until the message is isolated and
+quarantined, and the rest is committed. A failure of the environment's (disk full,
+database locked) is retried with backoff on the same batch and nothing is acknowledged
+meanwhile: the broker keeps the rest queued for us. How long the writer has held a batch
+it could not commit is :meth:`BatchWriter.stalled_for`; past ``[ingest] stall_after`` the
+daemon reports itself unhealthy and stops feeding the watchdog.
+
+Counters that describe the daemon rather than a batch (broker connects, failed writes)
+are handed to the writer and committed in the transaction of the next batch, or alone
+within a turn when there is none: nothing acknowledged on a connection is on disk before
+the connection's count is.
 """
 
 from __future__ import annotations
@@ -14,12 +24,17 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from auditd import logs
 from auditd.ingest import Ingestor
-from auditd.mqtt import Delivery, backoff_delays
+from auditd.model import Outcome
+from auditd.mqtt import Delivery
+from auditd.retry import backoff_delays, error_code
+from auditd.store import WriteResult
+from auditd.text import printable
 
 log = logs.get("auditd.writer")
 
@@ -30,6 +45,8 @@ class WriterStats:
     store_failures: int = 0
     last_commit_at: float = 0.0
     last_batch_s: float = 0.0
+    last_error: str = ""
+    """The last failure of the environment's, for the log, health and ``status``."""
 
 
 class BatchWriter(threading.Thread):
@@ -43,6 +60,8 @@ class BatchWriter(threading.Thread):
         batch_max_wait_s: float,
         on_commit: Callable[[], None] = lambda: None,
         on_progress: Callable[[], None] = lambda: None,
+        retry_first_s: float = 0.2,
+        retry_max_s: float = 10.0,
     ) -> None:
         super().__init__(name="sensor-auditd-writer", daemon=True)
         self._deliveries = deliveries
@@ -53,13 +72,31 @@ class BatchWriter(threading.Thread):
         self._on_commit = on_commit
         self._on_progress = on_progress
         self._stop_requested = threading.Event()
-        self._idle = threading.Event()
-        self._retry_delay = backoff_delays(0.2, 10.0)
+        self._retry_delay = backoff_delays(retry_first_s, retry_max_s)
+        self._counters: Counter[str] = Counter()
+        self._counters_lock = threading.Lock()
+        self._holding_since: float | None = None
+        self._batch_len = 0
         self.stats = WriterStats()
 
     def stop(self) -> None:
         """Finish the batch in hand, commit and acknowledge it, then return."""
         self._stop_requested.set()
+
+    def count(self, **deltas: int) -> None:
+        """Add to persistent counters, committed with the next transaction (thread-safe)."""
+        with self._counters_lock:
+            self._counters.update({k: v for k, v in deltas.items() if v})
+
+    def stalled_for(self) -> float:
+        """Seconds the batch in hand has waited to be committed (0 when there is none)."""
+        since = self._holding_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    @property
+    def holding(self) -> int:
+        """Messages in the batch in hand, not yet committed."""
+        return self._batch_len if self._holding_since is not None else 0
 
     def run(self) -> None:
         while not self._stop_requested.is_set():
@@ -67,6 +104,8 @@ class BatchWriter(threading.Thread):
             batch = self._take()
             if batch:
                 self._commit(batch)
+            elif self._counters:
+                self._commit_counters_only()
         self._drain_remaining()
 
     def _take(self) -> list[Delivery]:
@@ -91,32 +130,70 @@ class BatchWriter(threading.Thread):
                     break
         return batch
 
+    def _write(self, messages: int, outcomes: Sequence[Outcome]) -> WriteResult:
+        """One transaction, with the counters pending now; they are cleared only once it
+        has committed."""
+        with self._counters_lock:
+            pending = dict(self._counters)
+        result = self._ingestor.commit(messages, outcomes, counters=pending or None)
+        if pending:
+            with self._counters_lock:
+                self._counters.subtract(pending)
+                self._counters = +self._counters  # drop the zeros
+        return result
+
     def _commit(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
-        outcomes = self._ingestor.validate([d.message for d in batch])
-        attempt = 0
-        while True:
-            try:
-                self._ingestor.commit(len(batch), outcomes)
-                break
-            except Exception as exc:
-                self.stats.store_failures += 1
-                log.error("store_write_failed", error=str(exc), kind=type(exc).__name__,
-                          batch=len(batch), attempt=attempt, acknowledged=False)
-                self._on_progress()  # retrying on purpose: a restart would not free the disk
-                if self._stop_requested.wait(self._retry_delay(attempt)):
-                    log.warning("stopping_with_uncommitted_batch", batch=len(batch))
-                    return
-                self._on_progress()
-                attempt += 1
-        self._ack(batch)
+        self._holding_since, self._batch_len = time.monotonic(), len(batch)
+        try:
+            messages = [d.message for d in batch]
+            outcomes = self._ingestor.validate(messages)
+            done = self._ingestor.commit_isolated(
+                messages, outcomes, on_transient=self._wait_out, commit=self._write)
+        finally:
+            self._holding_since = None
+        if done.count < len(batch):
+            log.warning("stopping_with_uncommitted_batch", batch=len(batch) - done.count)
+        if done.count:
+            self._ack(batch[: done.count])
+        if done.count < len(batch):
+            return
         self.stats.batches += 1
         self.stats.last_commit_at = time.time()
         self.stats.last_batch_s = time.perf_counter() - started
         self._on_commit()
 
+    def _wait_out(self, exc: BaseException, attempt: int) -> bool:
+        """A failure of the environment's: log it, count it, wait, and try the same again
+        unless stopping. Beats while waiting, on purpose: the writer is not blocked, and a
+        stall is reported by its own measure (``stalled_for``), not as a dead loop."""
+        self.stats.store_failures += 1
+        self.stats.last_error = printable(str(exc))[:500]
+        self.count(store_write_failures=1)
+        log.error("store_write_failed", error=self.stats.last_error, kind=type(exc).__name__,
+                  code=error_code(exc), batch=self._batch_len, attempt=attempt,
+                  acknowledged=False, stalled_s=round(self.stalled_for(), 1))
+        self._on_progress()
+        if self._stop_requested.wait(self._retry_delay(attempt)):
+            return False
+        self._on_progress()
+        return True
+
+    def flush_counters(self) -> None:
+        """Commit the pending counters now (after :meth:`stop` and ``join``: the last
+        disconnect is counted after the writer's loop has ended)."""
+        if self._counters:
+            self._commit_counters_only()
+
+    def _commit_counters_only(self) -> None:
+        try:
+            self._write(0, [])
+        except Exception as exc:  # kept pending; retried at the next turn or batch
+            log.warning("counters_not_committed", error=printable(str(exc))[:200])
+
     def _drain_remaining(self) -> None:
-        """On shutdown, commit what paho already handed over so it is acked, not redelivered."""
+        """On shutdown, commit what paho already handed over so it is acked, not redelivered,
+        and the counters still pending."""
         while True:
             batch: list[Delivery] = []
             while len(batch) < self._batch_max:
@@ -125,5 +202,7 @@ class BatchWriter(threading.Thread):
                 except queue.Empty:
                     break
             if not batch:
-                return
+                break
             self._commit(batch)
+        if self._counters:
+            self._commit_counters_only()

@@ -1,7 +1,9 @@
 """Run ``sensor-auditd run`` as a real subprocess against a private broker, for tests.
 
 The daemon is started the way systemd starts it: a config file, JSON logs on stdout.
-Readiness is the ``ready`` log event (READY=1 follows it), never a sleep.
+It is waited for by a log event, never a sleep: ``ready`` (READY=1: the store is open,
+whether or not the broker answers) or, by default, ``subscribed`` (the broker has granted
+the subscriptions, so a message published now reaches the daemon).
 """
 
 from __future__ import annotations
@@ -69,14 +71,18 @@ class DaemonProcess:
         self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.lines: list[str] = []
 
-    def start(self, ready_timeout: float = 30.0, *, wait_ready: bool = True) -> DaemonProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start(self, ready_timeout: float = 30.0, *, wait_ready: bool = True,
+              until: str = "subscribed", env: dict[str, str] | None = None,
+              prefix: tuple[str, ...] = ()) -> DaemonProcess:
+        """Start it and wait for the ``until`` event (``ready`` or ``subscribed``);
+        ``prefix`` goes before the command (``taskset -c 1``)."""
+        environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "auditd.cli", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            [*prefix, sys.executable, "-m", "auditd.cli", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
         threading.Thread(target=self._pump, daemon=True).start()
         if wait_ready:
-            self.wait_event(lambda e: e.get("event") == "ready", ready_timeout)
+            self.wait_event(lambda e: e.get("event") == until, ready_timeout)
         return self
 
     def _pump(self) -> None:

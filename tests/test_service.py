@@ -169,6 +169,16 @@ def _wait_for(sock: socket.socket, prefix: str, timeout: float) -> str:
     raise AssertionError(f"no {prefix!r} from the daemon within {timeout}s")
 
 
+def _wait_for_broker(sock: socket.socket, state: str, timeout: float) -> str:
+    """The next notification that says the broker is in ``state`` (X_BROKER=...)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = _next_state(sock, max(0.1, deadline - time.monotonic()))
+        if message is not None and f"X_BROKER={state}" in message.split("\n"):
+            return message
+    raise AssertionError(f"the daemon never said the broker is {state!r} within {timeout}s")
+
+
 def _silence(sock: socket.socket, what: str, quiet_s: float, within_s: float) -> None:
     """Wait until ``what`` has not been sent for ``quiet_s`` (it is sent every second when
     things are well), giving up after ``within_s``."""
@@ -183,7 +193,7 @@ def _silence(sock: socket.socket, what: str, quiet_s: float, within_s: float) ->
     raise AssertionError(f"{what!r} kept coming for {within_s}s")
 
 
-def test_ready_after_store_and_subscription_and_watchdog_only_while_progressing(
+def test_ready_after_store_then_broker_state_and_watchdog_only_while_progressing(
         mosquitto, tmp_path: Path, notify_socket: tuple[socket.socket, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     sock, path = notify_socket
@@ -198,11 +208,13 @@ def test_ready_after_store_and_subscription_and_watchdog_only_while_progressing(
     runner.start()
     release = threading.Event()
     try:
-        assert _wait_for(sock, "READY=1", 30).startswith("READY=1")
-        # At READY the store is open and migrated and the broker has granted the
-        # subscription: a reading published now is stored.
-        assert daemon.link.subscribed.is_set()
+        ready = _wait_for(sock, "READY=1", 30)
+        # At READY the store is open, migrated and written to; the broker's state follows
+        # on the STATUS line, and once it says connected a reading published is stored.
+        assert "STATUS=ingesting; broker 127.0.0.1:" in ready
         assert daemon.store.schema_version == SCHEMA_VERSION
+        _wait_for_broker(sock, "connected", 30)
+        assert daemon.link.subscribed.is_set()
         device = Publisher(mosquitto.port)
         device.publish_many([("fleet/north/ref-north/telemetry",
                               telemetry(time.time() - 5, {"temperature": 12.0}))])

@@ -1,0 +1,1 @@
+"""Adapters: the parts that touch files, sockets and databases."""

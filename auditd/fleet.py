@@ -15,9 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from auditd import logs
 from auditd.catalog import Catalog
 from auditd.metadata import (
     DEFAULT_POLICY,
+    METADATA_INVALID,
     Anomaly,
     Change,
     DeviceHistory,
@@ -32,10 +34,12 @@ from auditd.metadata import (
     parse_date,
     reference_anomalies,
 )
-from auditd.model import Cause, Finding, worst_severity
+from auditd.model import Cause, Finding, Profile, worst_severity
 
 if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
     from auditd.core.cohorts import Cohort
+
+log = logs.get("auditd.fleet")
 
 FIRMWARE_REGRESSION = "firmware_regression"
 FIRMWARE = "firmware"
@@ -249,7 +253,7 @@ def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
         history = histories.get(device) or DeviceHistory(device, _ref_site(catalog, device))
         model = models.get(device)
         profile = catalog.profile(model) if model else None
-        found: list[Anomaly] = anomalies(history, profile, model, firmware, now, policy)
+        found = _judged(history, profile, model, firmware, now, policy)
         ref = catalog.reference(device)
         if ref is not None:
             certificate = reference_anomalies(ref, now)
@@ -259,6 +263,20 @@ def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
         if site and needs_saving(previous.get(device), found):
             out.append(metadata_finding(device, site, found, now))
     return out
+
+
+def _judged(history: DeviceHistory, profile: Profile | None, model: str | None,
+            firmware: FleetView, now: float, policy: MetadataPolicy) -> list[Anomaly]:
+    """The device's anomalies; metadata its checks cannot judge (a value of a shape no
+    check expects) is that device's ``metadata_invalid``, never the end of every other
+    device's findings."""
+    try:
+        return anomalies(history, profile, model, firmware, now, policy)
+    except Exception as exc:
+        log.error("metadata_unjudgeable", device=history.device, error=repr(exc)[:300])
+        return [Anomaly(METADATA_INVALID, f"its metadata could not be judged "
+                        f"({type(exc).__name__}): fix the device's meta payload",
+                        key="unjudgeable")]
 
 
 def _ref_site(catalog: Catalog, device: str) -> str:

@@ -243,10 +243,10 @@ class Ingestor:
                             tried: int) -> Outcome:
         """The quarantine row that stands for a message the store refused; should that be
         refused too, a bare one (no topic, no payload)."""
-        detail = printable(f"{type(exc).__name__}: {exc}")[:DETAIL_MAX]
+        root = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
         code = error_code(exc)
-        if code and code not in detail:
-            detail = f"{code}: {detail}"[:DETAIL_MAX]
+        detail = printable(f"{type(root).__name__}{f' ({code})' if code else ''}: "
+                           f"{root}")[:DETAIL_MAX]
         if tried:
             return Outcome(rejections=(Rejection(
                 "", Reason.STORE_REJECTED, detail, b"", message.received_at),))

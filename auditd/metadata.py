@@ -422,6 +422,14 @@ def _rare(model: str | None, firmware: str, fleet: FleetView,
                    f"(most run {common}: {counts[common]})", key=firmware)
 
 
+def _comparable(value: object) -> object:
+    """A meta value as something hashable: a device may send an object or a list where a
+    string belongs, and must not stop the audit of every other device by doing so."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
 def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anomaly]:
     """A serial change with no replacement event to explain it. Each event explains one
     change: the first one after it (a replacement last year does not excuse today's swap).
@@ -432,7 +440,7 @@ def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anoma
     used: set[int] = set()
     seen_serials: set[object] = set()
     for before, after in pairwise(history.versions):
-        old, new = before.data.get("serial"), after.data.get("serial")
+        old, new = _comparable(before.data.get("serial")), _comparable(after.data.get("serial"))
         seen_serials.add(old)
         if old is None or new is None or old == new:
             continue

@@ -1,0 +1,456 @@
+"""Nothing a device sends can stop ingest: the real Ingestor into a real SQLite store.
+
+Property tests draw arbitrary JSON documents for each topic kind (lone surrogates and NUL
+in values and keys, NaN and infinities, huge numbers, deep nesting, invalid UTF-8 bytes) and
+check that no exception escapes, that every message is stored or quarantined with a reason,
+and that a valid message sent after it is stored. The other tests pin down fault isolation
+(a message the store itself refuses, with a real SQLite constraint), the classification of
+errors, conflicting duplicates, the device and stream caps and the bounded quarantine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from auditd.audit import read_histories
+from auditd.catalog import Catalog, load_catalog
+from auditd.config import default_config
+from auditd.errors import StoreError
+from auditd.ingest import Ingestor
+from auditd.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
+from auditd.model import EVENT_TYPES, RawMessage
+from auditd.retry import error_code, is_transient
+from auditd.store import QUARANTINE_BUCKET_S, Bounds, Store
+from auditd.validate import Limits, Reason
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = 1_796_000_000.0  # 2026-11-29
+MODELS = {"hx-*": "th-200", "th-*": "th-200"}
+
+
+def _catalog() -> Catalog:
+    return load_catalog(default_config(profiles_dir=REPO / "device_profiles",
+                                       references_dir=REPO / "references", models=MODELS))
+
+
+CATALOG = _catalog()
+_ids = itertools.count()
+
+
+def _device() -> str:
+    return f"hx-{next(_ids)}"
+
+
+def _telemetry(device: str, ts: float, value: float = 21.5) -> RawMessage:
+    return RawMessage(f"fleet/north/{device}/telemetry",
+                      json.dumps({"ts": ts, "readings": {"temperature": value}}).encode(), ts + 1)
+
+
+# --------------------------------------------------------------------------- strategies
+
+HOSTILE_CHARS = st.one_of(
+    st.characters(codec=None, categories=None),
+    st.integers(0xD800, 0xDFFF).map(chr),  # hypothesis never draws surrogates by itself
+    st.sampled_from(["\x00", "\ufeff", "\u2028", "\U0001f600"]),
+)
+HOSTILE_TEXT = st.text(HOSTILE_CHARS, max_size=12)
+NUMBERS = st.one_of(
+    st.floats(),  # NaN and infinities included
+    st.integers(),
+    st.integers(min_value=-(10**60), max_value=10**60),
+    st.sampled_from([10**400, -(10**300), 2**63, -(2**63) - 1, 1e308, 5e-324]),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | NUMBERS | HOSTILE_TEXT,
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(HOSTILE_TEXT, children, max_size=4)),
+    max_leaves=16,
+)
+DEEP = st.integers(30, 120).map(lambda n: json.loads("[" * n + "1" + "]" * n))
+ANY_JSON = JSON_VALUES | DEEP
+VALID_TS = st.sampled_from([NOW, NOW - 3600, "2026-11-29T00:00:00Z"])
+TS = st.one_of(VALID_TS, VALID_TS, VALID_TS, ANY_JSON)  # mostly past the time check
+SENSORS = st.sampled_from(["temperature", "humidity", "pressure", "co2"]) | HOSTILE_TEXT
+UNITS = st.sampled_from(["degC", "degF", "K", "percent", "hPa"]) | HOSTILE_TEXT | ANY_JSON
+READING = ANY_JSON | st.fixed_dictionaries({"value": ANY_JSON, "unit": UNITS})
+TELEMETRY = st.fixed_dictionaries(
+    {"ts": TS, "readings": st.dictionaries(SENSORS, READING, max_size=4) | ANY_JSON},
+    optional={"seq": NUMBERS | ANY_JSON})
+META = st.builds(lambda base, extra: {**extra, **base},
+                 st.fixed_dictionaries({"ts": TS}, optional={
+                     "model": st.just("th-200") | ANY_JSON, "firmware": HOSTILE_TEXT | ANY_JSON}),
+                 st.dictionaries(HOSTILE_TEXT, ANY_JSON, max_size=4))
+EVENT = st.builds(lambda base, extra: {**extra, **base},
+                  st.fixed_dictionaries({"ts": TS, "type": st.sampled_from(EVENT_TYPES) | ANY_JSON},
+                                        optional={"detail": HOSTILE_TEXT | ANY_JSON}),
+                  st.dictionaries(HOSTILE_TEXT, ANY_JSON, max_size=4))
+DOCUMENTS = {
+    "telemetry": st.one_of(TELEMETRY, TELEMETRY, st.lists(TELEMETRY | ANY_JSON, max_size=3),
+                           ANY_JSON),
+    "meta": st.one_of(META, META, META, ANY_JSON),
+    "event": st.one_of(EVENT, EVENT, EVENT, ANY_JSON),
+}
+ENCODINGS = st.sampled_from(["ascii-escapes", "ascii-escapes", "utf-8", "surrogatepass"])
+
+
+def _encode(document: Any, encoding: str) -> bytes:
+    """JSON text as a device could send it: escaped (``\\ud800``), raw UTF-8, or raw bytes
+    that are not UTF-8 at all (a surrogate encoded as if it were a character)."""
+    try:
+        text = json.dumps(document, ensure_ascii=encoding == "ascii-escapes")
+    except (ValueError, RecursionError):
+        return b"[1"
+    return text.encode("utf-8", "surrogatepass" if encoding != "ascii-escapes" else "strict")
+
+
+# --------------------------------------------------------------------------- the property
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Ingestor]]:
+    """One store for all examples (each example uses devices of its own)."""
+    store = Store(tmp_path_factory.mktemp("hostile") / "audit.db", synchronous="off")
+    yield store, Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    store.close()
+
+
+def _quarantined_reasons(store: Store, device: str) -> dict[str, int]:
+    return {reason: n for (_, reason), n in store.quarantine_counts(device).items()}
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(kind=st.sampled_from(["telemetry", "meta", "event"]), data=st.data(),
+       encoding=ENCODINGS)
+def test_any_document_is_stored_or_quarantined_and_the_next_message_is_stored(
+        shared: tuple[Store, Ingestor], kind: str, data: st.DataObject, encoding: str) -> None:
+    store, ingestor = shared
+    document = data.draw(DOCUMENTS[kind], label="document")
+    hostile_device, next_device = _device(), _device()
+    hostile = RawMessage(f"fleet/north/{hostile_device}/{kind}", _encode(document, encoding),
+                         NOW)
+    valid = _telemetry(next_device, NOW - 60)
+    before = store.counters()
+
+    outcomes = ingestor.validate([hostile, valid])
+    done = ingestor.commit_isolated([hostile, valid], outcomes)  # nothing escapes
+
+    assert done.count == 2
+    after = store.counters()
+    assert after["messages"] - before.get("messages", 0) == 2
+    outcome = outcomes[0]
+    for reason in {r.reason for r in outcome.rejections} or {"accepted"}:
+        event(f"{kind}: {reason}")
+    quarantined = _quarantined_reasons(store, hostile_device)
+    for rejection in outcome.rejections:
+        assert rejection.reason in Reason.ALL
+        assert quarantined.get(rejection.reason, 0) >= 1, (rejection, quarantined)
+    for reading in outcome.readings:
+        ts, values = store.read_window("north", hostile_device, reading.sensor, reading.ts,
+                                       reading.ts + 0.001)
+        assert len(ts) == 1
+        assert (math.isnan(values[0]) if reading.value is None else values[0] == reading.value)
+    if outcome.meta is not None:
+        assert hostile_device in store.latest_meta()
+        json.dumps(store.latest_meta()[hostile_device], allow_nan=False)  # re-publishable
+    if outcome.event is not None:
+        [stored] = store.events(hostile_device)
+        json.dumps(stored.data, allow_nan=False)
+    if not (outcome.rejections or outcome.readings or outcome.meta or outcome.event):
+        # Nothing to store and nothing wrong: telemetry with no readings in it.
+        assert kind == "telemetry" and not quarantined
+    # The message after it is stored, whatever came before.
+    ts, values = store.read_window("north", next_device, "temperature", NOW - 60, NOW)
+    assert values.tolist() == [21.5]
+
+
+# --------------------------------------------------------------------------- fault isolation
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "audit.db", synchronous="off") as s:
+        yield s
+
+
+def _poison_the_store(path: Path, device: str) -> None:
+    """A rule the store enforces on content, as a CHECK constraint would: meta of
+    ``device`` is refused with SQLITE_CONSTRAINT_TRIGGER, a real SQLite error."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TRIGGER poison BEFORE INSERT ON meta_versions "
+                     f"WHEN NEW.device = '{device}' BEGIN SELECT RAISE(ABORT, 'poisoned'); END")
+
+
+def _meta(device: str, ts: float = NOW, **data: Any) -> RawMessage:
+    return RawMessage(f"fleet/north/{device}/meta",
+                      json.dumps({"ts": ts, "model": "th-200", **data}).encode(), ts)
+
+
+def test_a_message_the_store_refuses_is_isolated_quarantined_and_the_rest_committed(
+        store: Store) -> None:
+    _poison_the_store(store.path, "hx-poison")
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    calls: list[int] = []
+
+    def counting(messages: int, outcomes: Any) -> Any:
+        calls.append(messages)
+        return ingestor.commit(messages, outcomes)
+
+    batch = [_telemetry(f"hx-a{i}", NOW - i) for i in range(40)]
+    batch.insert(23, _meta("hx-poison"))
+    done = ingestor.commit_isolated(batch, ingestor.validate(batch), commit=counting)
+
+    assert done.count == len(batch)
+    assert sum(1 for i in range(40) if store.read_window(
+        "north", f"hx-a{i}", "temperature", NOW - 100, NOW + 1)[0].size) == 40
+    [row] = store.quarantined(Reason.STORE_REJECTED)
+    assert row.device == "hx-poison" and row.topic == "fleet/north/hx-poison/meta"
+    assert "IntegrityError" in row.detail and "poisoned" in row.detail
+    assert "SQLITE_CONSTRAINT_TRIGGER" in row.detail
+    assert row.payload == batch[23].payload  # kept, not lost
+    assert store.rejection_counts() == {Reason.STORE_REJECTED: 1}
+    assert ingestor.totals.isolated == 1
+    # Bisection, not one transaction per message: 41 messages take a handful of tries.
+    assert len(calls) <= 2 * math.ceil(math.log2(41)) + 2, calls
+
+
+def test_an_error_of_the_environment_is_retried_as_is_and_nothing_is_given_up(
+        store: Store) -> None:
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    batch = [_telemetry(f"hx-b{i}", NOW - i) for i in range(10)]
+    outcomes = ingestor.validate(batch)
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    seen: list[BaseException] = []
+
+    def give_up(exc: BaseException, attempt: int) -> bool:
+        seen.append(exc)
+        return False
+
+    store._writer.execute("PRAGMA busy_timeout = 50")
+    try:
+        done = ingestor.commit_isolated(batch, outcomes, on_transient=give_up)
+        assert done.count == 0  # nothing may be acknowledged
+        [error] = seen
+        assert isinstance(error, StoreError) and error.transient
+        assert error.code == "SQLITE_BUSY"
+        assert store.counters() == {"store_opened": 1}  # nothing of the batch
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    def retry_once(exc: BaseException, attempt: int) -> bool:
+        return attempt < 1
+
+    assert ingestor.commit_isolated(batch, outcomes, on_transient=retry_once).count == 10
+    assert store.rejection_counts() == {}
+
+
+def test_errors_are_classified_by_sqlite_result_code_not_by_text(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None, timeout=0.05)
+    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL)")
+    errors: dict[str, BaseException] = {}
+    for name, sql, args in [("notnull", "INSERT INTO t VALUES (1, NULL)", ()),
+                            ("overflow", "INSERT INTO t VALUES (?, 'x')", (2**70,)),
+                            ("surrogate", "INSERT INTO t VALUES (2, ?)", ("\ud800",)),
+                            ("binding", "INSERT INTO t VALUES (3, ?)", ({},))]:
+        try:
+            conn.execute(sql, args)
+        except Exception as exc:
+            errors[name] = exc
+    other = sqlite3.connect(tmp_path / "x.db", isolation_level=None, timeout=0.05)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        errors["busy"] = exc
+    other.execute("ROLLBACK")
+    assert error_code(errors["notnull"]) == "SQLITE_CONSTRAINT_NOTNULL"
+    assert error_code(errors["busy"]) == "SQLITE_BUSY"
+    assert not any(is_transient(errors[n]) for n in ("notnull", "overflow", "surrogate",
+                                                     "binding"))
+    assert is_transient(errors["busy"])
+    assert is_transient(MemoryError())
+    assert is_transient(StoreError("full", transient=True))
+    assert not is_transient(StoreError("too big", transient=False))
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_a_redelivery_is_a_duplicate_and_another_value_is_a_quarantined_conflict(
+        store: Store) -> None:
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    first = _telemetry("hx-dup", NOW - 60, 20.25)
+    ingestor.ingest([first])
+    again = ingestor.ingest([first])  # the broker's redelivery
+    assert (again.readings_inserted, again.readings_duplicate, dict(again.rejected)) == (
+        0, 1, {})
+    other = RawMessage(first.topic, first.payload.replace(b"20.25", b"22.75"), NOW + 5)
+    conflict = ingestor.ingest([other])
+    assert (conflict.readings_inserted, conflict.readings_duplicate) == (0, 0)
+    assert dict(conflict.rejected) == {Reason.DUPLICATE_CONFLICT: 1}
+    _, values = store.read_window("north", "hx-dup", "temperature", NOW - 61, NOW)
+    assert values.tolist() == [20.25]  # the first value stays
+    [row] = store.quarantined(Reason.DUPLICATE_CONFLICT)
+    assert "20.25" in row.detail and "22.75" in row.detail  # both values
+    assert (row.device, row.sensor, row.topic) == ("hx-dup", "temperature", first.topic)
+    assert row.payload == other.payload
+    assert store.counters()["readings_duplicate"] == 1
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_new_devices_and_streams_beyond_the_caps_are_quarantined_known_ones_unaffected(
+        tmp_path: Path) -> None:
+    limits = Limits(max_devices=3, max_streams=4)
+    with Store(tmp_path / "a.db", synchronous="off") as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=limits)
+        ingestor.ingest([_telemetry(f"hx-k{i}", NOW - 100) for i in range(3)])
+        late = [_telemetry(f"hx-new{i}", NOW - 90) for i in range(5)]
+        result = ingestor.ingest([*late, _meta("hx-new9"), _telemetry("hx-k0", NOW - 80)])
+        assert dict(result.rejected) == {Reason.DEVICE_LIMIT: 6}
+        assert result.readings_inserted == 1  # the known device goes on
+        # A fourth stream fits, a fifth does not; the known streams go on.
+        two = RawMessage("fleet/north/hx-k1/telemetry", json.dumps(
+            {"ts": NOW - 70, "readings": {"temperature": 20, "humidity": 40,
+                                          "pressure": 1000}}).encode(), NOW)
+        result = ingestor.ingest([two])
+        assert result.readings_inserted == 2 and dict(result.rejected) == {
+            Reason.STREAM_LIMIT: 1}
+        assert len(store.streams()) == 4 and ingestor.streams == 4 and ingestor.devices == 3
+        [row] = store.quarantined(Reason.STREAM_LIMIT)
+        assert row.device == "hx-k1" and row.sensor in ("humidity", "pressure")
+    # After a restart the caps count what the store holds.
+    with Store(tmp_path / "a.db", synchronous="off") as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=limits)
+        assert (ingestor.devices, ingestor.streams) == (3, 4)
+        result = ingestor.ingest([_telemetry("hx-other", NOW - 60)])
+        assert dict(result.rejected) == {Reason.DEVICE_LIMIT: 1}
+
+
+def _garbage(device: str, at: float, size: int = 200) -> RawMessage:
+    return RawMessage(f"fleet/north/{device}/telemetry", b"{" + b"x" * size, at)
+
+
+def test_a_flood_of_one_device_is_one_quarantine_row_a_minute_with_its_count(
+        store: Store) -> None:
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    start = math.floor(NOW / QUARANTINE_BUCKET_S) * QUARANTINE_BUCKET_S
+    flood = [_garbage("hx-noisy", start + i * 0.1) for i in range(1200)]  # 10/s for 2 min
+    for i in range(0, len(flood), 100):
+        ingestor.ingest(flood[i:i + 100])
+    rows = store.quarantined(Reason.JSON_INVALID)
+    assert [r.count for r in rows] == [600, 600]
+    assert all(r.payload == flood[0].payload for r in rows)  # each row's first payload
+    assert store.rejection_counts() == {Reason.JSON_INVALID: 1200}
+    assert store.rejected_between("hx-noisy", None, start, start + 60) == {}  # type: ignore[arg-type]
+
+
+def test_the_quarantine_keeps_within_its_row_and_byte_caps_dropping_the_oldest(
+        tmp_path: Path) -> None:
+    bounds = Bounds(quarantine_max_rows=200, quarantine_max_bytes=64 * 1024)
+    with Store(tmp_path / "q.db", synchronous="off", bounds=bounds) as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits(max_devices=10**6))
+        # A flood of invented ids, each its own row: rows cap first.
+        for chunk in range(10):
+            ingestor.ingest([_garbage(f"hx-f{chunk}-{i}", NOW + chunk, size=50)
+                             for i in range(100)])
+            rows, size = store.quarantine_usage()
+            assert rows <= 200 and size <= 64 * 1024
+        newest = store.quarantined(limit=1)[0]
+        assert newest.device == "hx-f9-99"
+        assert store.rejection_counts() == {Reason.JSON_INVALID: 1000}  # totals kept
+        dropped = store.counters()["quarantine_dropped"]
+        assert dropped >= 800
+        # Large payloads: the byte cap binds before the row cap.
+        ingestor.ingest([_garbage(f"hx-big{i}", NOW + 20, size=4000) for i in range(40)])
+        rows, size = store.quarantine_usage()
+        assert size <= 64 * 1024 and rows < 40
+        # The usage the caps are checked against is exact, through deletes too.
+        with sqlite3.connect(store.path) as conn:
+            exact = conn.execute("SELECT count(*), sum(size) FROM quarantine").fetchone()
+        assert (rows, size) == exact
+
+
+def test_the_write_ahead_log_is_emptied_once_past_its_limit(tmp_path: Path) -> None:
+    limit = 512 * 1024
+    with Store(tmp_path / "w.db", synchronous="off", bounds=Bounds(wal_limit=limit)) as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+        # Alone, SQLite's own checkpoints (at half the limit) keep the log within it.
+        for batch in range(40):
+            ingestor.ingest([_telemetry(f"hx-w{i}", NOW - batch * 60 - i) for i in range(50)])
+            assert store.wal_bytes() <= limit
+        # A long reader (an audit) keeps them from resetting it, so it grows past the limit.
+        reader = sqlite3.connect(store.path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM readings").fetchone()
+        for batch in range(40, 80):
+            ingestor.ingest([_telemetry(f"hx-w{i}", NOW - batch * 60 - i) for i in range(50)])
+        assert store.wal_bytes() > limit
+        reader.execute("COMMIT")
+        reader.close()
+        # The first commit that looks (at most once a second) empties it at once.
+        store._wal_checked_at = 0.0
+        ingestor.ingest([_telemetry("hx-w-last", NOW)])
+        assert store.checkpoints == 1
+        assert store.wal_bytes() == 0
+        _, values = store.read_window("north", "hx-w-last", "temperature", NOW - 1, NOW + 1)
+        assert values.tolist() == [21.5]
+
+
+# --------------------------------------------------------------------------- the audit
+
+META_VALUES = JSON_VALUES | st.sampled_from(
+    ["2.3.1", "2.4.0", "th-200", "pm-25", "2025-01-01", "2027-01-01", "B", "SN-1",
+     {"lat": 45.1, "lon": 7.6}])
+META_KEYS = ("model", "firmware", "hardware_rev", "serial", "installed_at", "calibrated_at",
+             "calibration_due", "location")
+HOSTILE_META = st.fixed_dictionaries({}, optional={k: META_VALUES for k in META_KEYS})
+HOSTILE_EVENT = st.fixed_dictionaries(
+    {"type": st.sampled_from(EVENT_TYPES)},
+    optional={k: META_VALUES for k in ("from", "to", "by", "detail", "location")})
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(metas=st.lists(HOSTILE_META, min_size=1, max_size=4),
+       events=st.lists(HOSTILE_EVENT, max_size=3))
+def test_metadata_checks_judge_whatever_meta_and_events_were_stored(
+        metas: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """What passed the gate may still be of a shape no check expects (a serial that is an
+    object, a date that is a list): each check must judge it or call it invalid, since a
+    check that raises loses the metadata findings of every device of the run."""
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "m.db",
+                                                     synchronous="off") as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+        t = NOW - 30 * 86400
+        messages = []
+        for i, data in enumerate(metas):
+            messages.append(RawMessage("fleet/north/th-north-01/meta", json.dumps(
+                {**data, "ts": t + i * 86400}).encode(), t + i * 86400))
+        for i, data in enumerate(events):
+            messages.append(RawMessage("fleet/north/th-north-01/event", json.dumps(
+                {**data, "ts": t + i * 43200 + 600}).encode(), t + i * 43200 + 600))
+        messages.append(_telemetry("th-north-01", NOW - 3600))
+        ingestor.ingest(messages)
+        histories = read_histories(store, CATALOG, {}, NOW, DEFAULT_POLICY)
+        firmware = FleetView.of((None, h.latest.get("firmware")) for h in histories.values())
+        for history in histories.values():
+            found = anomalies(history, CATALOG.profile("th-200"), "th-200", firmware, NOW)
+            timeline = changes(history)
+            context = context_for(timeline, NOW - 86400, NOW - 2 * 86400)
+            json.dumps([a.evidence for a in found], allow_nan=False)
+            json.dumps(context, allow_nan=False, default=str)

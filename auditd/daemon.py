@@ -299,7 +299,7 @@ class Daemon:
         if stalled and not self._stalled_logged:
             log.error("writer_stalled", stalled_s=round(self.writer.stalled_for(), 1),
                       limit_s=self.cfg.ingest.stall_after_s, holding=self.writer.holding,
-                      error=self.writer.stats.last_error,
+                      error=self.writer.stats.batch_error,
                       hint="nothing is acknowledged meanwhile; see store_write_failed")
         elif not stalled and self._stalled_logged:
             log.info("writer_recovered")
@@ -318,8 +318,12 @@ class Daemon:
         out = []
         for p in self._withheld:
             if p.name == "commit":
-                out.append(f"writer stalled {p.age_s:.0f} s (limit {p.limit_s:g} s) holding "
-                           f"{self.writer.holding} messages: {self.writer.stats.last_error}")
+                since = datetime.fromtimestamp(self.clock() - p.age_s, UTC)
+                why = (self.writer.stats.batch_error
+                       or "its first write has not returned yet (a lock? a slow disk?)")
+                out.append(f"writer stalled: nothing committed since {since:%H:%M:%S}Z "
+                           f"(limit {p.limit_s:g} s), {self.writer.holding} messages held: "
+                           f"{why}")
             elif p.age_s < 0:
                 out.append(f"{p.name} thread has stopped")
             else:
@@ -340,15 +344,16 @@ class Daemon:
             return "unreachable", f"broker {where} unreachable ({error}), retrying"
         return "connecting", f"broker {where} connecting"
 
-    def _show_state(self) -> None:
-        """systemd's STATUS line (when it changes) and the run-state file (every turn)."""
+    def _show_state(self, notify_first: str = "") -> None:
+        """systemd's STATUS line (when it changes, or with ``notify_first``, e.g. READY=1,
+        in front) and the run-state file (every turn)."""
         broker, broker_text = self._broker_state()
         problems = self._problems()
         health_text = f"UNHEALTHY: {problems[0]}" if problems else "ingesting"
         line = f"{health_text}; {broker_text}"
-        if line != self._status_line:
+        if line != self._status_line or notify_first:
             # X_BROKER (sd_notify(3): custom variables start with X_) is for programs.
-            sdnotify.notify(f"STATUS={line[:400]}\nX_BROKER={broker}")
+            sdnotify.notify(f"{notify_first}STATUS={line[:400]}\nX_BROKER={broker}")
             self._status_line = line
         if self._runstate is None:
             return
@@ -362,7 +367,7 @@ class Daemon:
             broker_down_since=self.link.stats.down_since if broker != "connected" else None,
             writer_holding=self.writer.holding,
             writer_stalled_s=round(self.writer.stalled_for(), 1),
-            writer_error=self.writer.stats.last_error if self.writer.holding else "",
+            writer_error=self.writer.stats.batch_error if self.writer.holding else "",
             last_commit_at=last or None,
             bounds={"devices": self.ingestor.devices,
                     "max_devices": self.cfg.ingest.max_devices,
@@ -393,10 +398,8 @@ class Daemon:
         self.scheduler.start()
         # The store is open and writable, every loop is running: ready, broker or not.
         self._refresh_store_view()
-        broker, broker_text = self._broker_state()
-        sdnotify.notify(f"READY=1\nSTATUS=ingesting; {broker_text}\nX_BROKER={broker}")
-        self._status_line = f"ingesting; {broker_text}"
-        log.info("ready", broker=broker_text)
+        self._show_state("READY=1\n")
+        log.info("ready", broker=self._broker_state()[1])
         try:
             while not self._stop.wait(min(1.0, watchdog or 1.0)):
                 if self._reload.is_set():

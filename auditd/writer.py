@@ -46,7 +46,9 @@ class WriterStats:
     last_commit_at: float = 0.0
     last_batch_s: float = 0.0
     last_error: str = ""
-    """The last failure of the environment's, for the log, health and ``status``."""
+    """The last failure of the environment's, for the log."""
+    batch_error: str = ""
+    """The failure that holds the batch in hand, if any (health and ``status``)."""
 
 
 class BatchWriter(threading.Thread):
@@ -145,6 +147,7 @@ class BatchWriter(threading.Thread):
     def _commit(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
         self._holding_since, self._batch_len = time.monotonic(), len(batch)
+        self.stats.batch_error = ""
         try:
             messages = [d.message for d in batch]
             outcomes = self._ingestor.validate(messages)
@@ -168,7 +171,7 @@ class BatchWriter(threading.Thread):
         unless stopping. Beats while waiting, on purpose: the writer is not blocked, and a
         stall is reported by its own measure (``stalled_for``), not as a dead loop."""
         self.stats.store_failures += 1
-        self.stats.last_error = printable(str(exc))[:500]
+        self.stats.last_error = self.stats.batch_error = printable(str(exc))[:500]
         self.count(store_write_failures=1)
         log.error("store_write_failed", error=self.stats.last_error, kind=type(exc).__name__,
                   code=error_code(exc), batch=self._batch_len, attempt=attempt,

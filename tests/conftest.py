@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +44,18 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET: (socket, its path)."""
+    # A short directory: AF_UNIX paths are limited to 108 bytes.
+    directory = tempfile.mkdtemp(prefix="sa-notify-", dir="/tmp")
+    path = str(Path(directory) / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(directory, ignore_errors=True)

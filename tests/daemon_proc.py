@@ -31,7 +31,7 @@ def write_config(path: Path, *, port: int, store: Path, site: str = "north",
                  first_run_delay: str = "1h", profiles: Path | None = None,
                  references: Path | None = None, client_id: str | None = None,
                  protocol: str = "5", extra: str = "", keepalive: int = 10,
-                 broker_extra: str = "") -> Path:
+                 broker_extra: str = "", store_extra: str = "") -> Path:
     client = client_id or f"sensor-auditd-{gateway}"
     path.write_text(f"""
 site = "{site}"
@@ -51,6 +51,7 @@ reconnect_max_s = 2
 
 [store]
 path = "{store}"
+{store_extra}
 
 [audit]
 interval = "{audit_interval}"

@@ -12,10 +12,8 @@ import random
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -136,20 +134,6 @@ def test_a_topic_that_is_not_utf8_is_quarantined_and_acknowledged(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- sd_notify
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[tuple[socket.socket, str]]:
-    # A short directory: AF_UNIX paths are limited to 108 bytes.
-    directory = tempfile.mkdtemp(prefix="sa-notify-", dir="/tmp")
-    path = str(Path(directory) / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    try:
-        yield sock, path
-    finally:
-        sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _next_state(sock: socket.socket, timeout: float) -> str | None:

@@ -28,6 +28,7 @@ from auditd.config import (
     load_profiles,
     load_references,
     parse_duration,
+    parse_size,
 )
 from auditd.errors import ConfigError
 from auditd.model import ID_PATTERN, Reference
@@ -522,6 +523,10 @@ def test_defaults() -> None:
     assert cfg.store.path == Path("/var/lib/sensor-auditd/audit.db")
     assert (cfg.store.synchronous, cfg.store.retention_days) == ("full", 90)
     assert (cfg.store.quarantine_retention_days, cfg.store.retention_interval_s) == (30, 3600)
+    assert (cfg.ingest.max_devices, cfg.ingest.max_streams, cfg.ingest.stall_after_s) == (
+        5000, 50_000, 300)
+    assert (cfg.store.wal_limit, cfg.store.quarantine_max_rows,
+            cfg.store.quarantine_max_bytes) == (16 * 2**20, 50_000, 32 * 2**20)
     assert cfg.topics.prefix == "fleet"
     assert (cfg.log.level, cfg.log.format) == ("info", "auto")
     assert dict(cfg.models) == {}
@@ -597,6 +602,35 @@ def test_default_gateway_is_a_valid_id(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("16MiB", 16 * 2**20), ("512 KiB", 512 * 1024), ("2GB", 2 * 10**9), ("1.5mib", 1572864),
+    ("65536", 65536), (65536, 65536), ("10kB", 10_000), ("7 b", 7)])
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["", "MiB", "16 MiBs", "-1", "-1KiB", "1e3", True, None, 1.5,
+                                 [1]])
+def test_parse_size_refuses(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("table", "line", "key", "fragment"), [
+    ("store", 'wal_limit = "16 megabytes"', "store.wal_limit", "not a size"),
+    ("store", 'wal_limit = "100KiB"', "store.wal_limit", "at least 524288 bytes"),
+    ("store", "quarantine_max_rows = 0", "store.quarantine_max_rows", "at least 1"),
+    ("store", 'quarantine_max_bytes = "1KiB"', "store.quarantine_max_bytes", "at least"),
+    ("ingest", "max_devices = 0", "ingest.max_devices", "at least 1"),
+    ("ingest", 'max_streams = "many"', "ingest.max_streams", "must be an integer"),
+    ("ingest", 'stall_after = "0s"', "ingest.stall_after", "longer than zero"),
+])
+def test_bounds_are_refused_naming_the_key(tmp_path: Path, table: str, line: str, key: str,
+                                           fragment: str) -> None:
+    path = write(tmp_path, "config.toml", f"[{table}]\n{line}\n")
+    expect_error(lambda: load_daemon_config(path), path, key, fragment)
 
 
 @pytest.mark.parametrize("bad", ["", " ", "h", "5x", "24 hours", "-5s", "-5", "1h-30m",

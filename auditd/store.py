@@ -102,6 +102,18 @@ ISOLATED_REASONS: Final = ("duplicate_conflict", "store_rejected")
 _FULL: Final = 13
 """SQLite's primary result code SQLITE_FULL."""
 
+
+def wal_pragmas(wal_limit: int, page_size: int = 4096) -> tuple[int, int]:
+    """(``wal_autocheckpoint`` in pages, ``journal_size_limit`` in bytes) for a log limit.
+
+    SQLite checkpoints once the log holds half the limit, so that one burst of commits
+    between two checkpoints fits in the other half; after a checkpoint the file is cut back
+    to the limit. Ingest rewrites the tail page of every stream it touches, so a longer log
+    lets one checkpoint copy such a page once instead of many times: the limit trades
+    throughput for room on the volume (bench/README.md has the figures).
+    """
+    return max(16, wal_limit // 2 // max(page_size, 512)), wal_limit
+
 _MS_LIMIT: Final = 2**62
 """Stand-in for an infinite time bound, in milliseconds (fits a SQLite INTEGER)."""
 
@@ -737,11 +749,11 @@ class Store(AlertTables):
             # Whitelisted above; pragmas cannot take bound parameters.
             conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
-            # Whole numbers computed above; pragmas cannot take bound parameters.
-            page = int(conn.execute("PRAGMA page_size").fetchone()[0]) or 4096
-            conn.execute(f"PRAGMA journal_size_limit = {self.space.wal_limit:d}")
-            conn.execute(
-                f"PRAGMA wal_autocheckpoint = {max(16, self.space.wal_limit // 2 // page):d}")
+            # Whole numbers computed here; pragmas cannot take bound parameters.
+            pages, size_limit = wal_pragmas(
+                self.space.wal_limit, int(conn.execute("PRAGMA page_size").fetchone()[0]))
+            conn.execute(f"PRAGMA journal_size_limit = {size_limit:d}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(

@@ -61,7 +61,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from auditd.config import DaemonConfig, load_daemon_config  # noqa: E402
-from auditd.store import JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
+from auditd.store import wal_pragmas  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
 
 SITE = "north"
@@ -514,6 +514,7 @@ class Tuning:
 
     receive_maximum: int | None = None
     batch_max: int | None = None
+    wal_limit: int | None = None
 
 
 def daemon_config(path: Path, *, port: int, store: Path, client_id: str, synchronous: str,
@@ -526,6 +527,7 @@ def daemon_config(path: Path, *, port: int, store: Path, client_id: str, synchro
     """
     broker_extra = f"receive_maximum = {tuning.receive_maximum}\n" if tuning.receive_maximum else ""
     ingest_extra = f"\n[ingest]\nbatch_max = {tuning.batch_max}\n" if tuning.batch_max else ""
+    store_extra = f"wal_limit = {tuning.wal_limit}\n" if tuning.wal_limit else ""
     path.write_text(f"""
 site = "{SITE}"
 gateway = "gw-bench"
@@ -540,7 +542,7 @@ client_id = "{client_id}"
 [store]
 path = "{store}"
 synchronous = "{synchronous}"
-
+{store_extra}
 [audit]
 interval = "24h"
 first_run_delay = "24h"
@@ -616,7 +618,8 @@ def settings_of(cfg: DaemonConfig) -> dict[str, Any]:
         "batch_bound": min(cfg.ingest.batch_max, cfg.broker.receive_maximum),
         "batch_max_wait_s": cfg.ingest.batch_max_wait_s,
         "synchronous": cfg.store.synchronous,
-        "wal_autocheckpoint_pages": WAL_AUTOCHECKPOINT_PAGES,
+        "wal_autocheckpoint_pages": wal_pragmas(cfg.store.wal_limit)[0],
+        "wal_limit_bytes": cfg.store.wal_limit,
         "log": f"{cfg.log.level}/{cfg.log.format}",
     }
 
@@ -643,8 +646,10 @@ def floor_argv(cfg: DaemonConfig, port: int, db: Path) -> list[str]:
         "--batch-max", str(min(cfg.ingest.batch_max, cfg.broker.receive_maximum)),
         "--batch-max-wait", str(cfg.ingest.batch_max_wait_s),
         "--session-expiry", str(cfg.broker.session_expiry_s),
-        "--wal-autocheckpoint", str(WAL_AUTOCHECKPOINT_PAGES),
-        "--journal-size-limit", str(JOURNAL_SIZE_LIMIT),
+        # The daemon's write-ahead log settings for its wal_limit (on a volume with less
+        # than four times that free it would lower them; the bench's has plenty).
+        "--wal-autocheckpoint", str(wal_pragmas(cfg.store.wal_limit)[0]),
+        "--journal-size-limit", str(wal_pragmas(cfg.store.wal_limit)[1]),
     ]
 
 
@@ -760,9 +765,11 @@ def main() -> None:
                         help="override the daemon's (and so the floor's) MQTT Receive Maximum")
     parser.add_argument("--batch-max", type=int, default=None,
                         help="override the daemon's (and so the floor's) ingest.batch_max")
+    parser.add_argument("--wal-limit", type=int, default=None,
+                        help="override the daemon's (and so the floor's) store.wal_limit, bytes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    tuning = Tuning(args.receive_maximum, args.batch_max)
+    tuning = Tuning(args.receive_maximum, args.batch_max, args.wal_limit)
     syncs = [s.strip() for s in args.sync.split(",") if s.strip()]
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; the consumer shares its core", file=sys.stderr)

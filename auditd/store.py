@@ -599,6 +599,7 @@ class Store(AlertTables):
         self.checkpoints = 0
         """``TRUNCATE`` checkpoints that emptied the write-ahead log (size or SQLITE_FULL)."""
         self._wal_checked_at = 0.0
+        self._busy_logged_at = 0.0
         if read_only:
             if not self._path.is_file():
                 raise StoreError(f"{self._path}: no database here")
@@ -674,8 +675,12 @@ class Store(AlertTables):
         emptied = not busy
         if emptied:
             self.checkpoints += 1
-        log.info("store.checkpoint", path=str(self._path), why=why, wal_bytes_before=before,
-                 wal_bytes=self.wal_bytes(), frames=frames, checkpointed=done, emptied=emptied)
+        now = time.monotonic()
+        if emptied or now - self._busy_logged_at >= 60:  # a long audit: once a minute
+            self._busy_logged_at = 0.0 if emptied else now
+            log.info("store.checkpoint", path=str(self._path), why=why,
+                     wal_bytes_before=before, wal_bytes=self.wal_bytes(), frames=frames,
+                     checkpointed=done, emptied=emptied)
         return emptied
 
     def _after_commit(self) -> None:

@@ -144,42 +144,45 @@ class Ingestor:
         return outcomes
 
     def _admit(self, message: RawMessage, outcome: Outcome) -> Outcome:
-        """Refuse what would add a device or a stream beyond the limits."""
+        """Refuse what would add a device or a stream beyond the limits. A new device takes
+        a place only if something of it is stored (a reading within the stream cap, a meta
+        or an event), so a flood refused stream by stream does not use up the devices."""
         device = (outcome.readings[0].device if outcome.readings
                   else outcome.meta.device if outcome.meta is not None
                   else outcome.event.device if outcome.event is not None else None)
         if device is None:
             return outcome  # nothing to store: rejections only
-        if device not in self._devices:
-            if len(self._devices) >= self._limits.max_devices:
-                return Outcome(rejections=(Rejection(
-                    message.topic, Reason.DEVICE_LIMIT,
-                    f"the gateway holds {len(self._devices)} devices, the limit "
-                    f"(ingest.max_devices); {device!r} is new",
-                    message.payload[: self._limits.quarantine_payload_cap],
-                    message.received_at, device),))
-            self._devices.add(device)
-        if not outcome.readings:
-            return outcome
+        new_device = device not in self._devices
+        if new_device and len(self._devices) >= self._limits.max_devices:
+            return Outcome(rejections=(self._refusal(
+                message, Reason.DEVICE_LIMIT, device, None,
+                f"the gateway holds {len(self._devices)} devices, the limit "
+                f"(ingest.max_devices); {device!r} is new"),))
         refused: list[Rejection] = []
         kept = []
         for reading in outcome.readings:
             key = (reading.site, reading.device, reading.sensor)
             if key not in self._streams:
                 if len(self._streams) >= self._limits.max_streams:
-                    refused.append(Rejection(
-                        message.topic, Reason.STREAM_LIMIT,
+                    refused.append(self._refusal(
+                        message, Reason.STREAM_LIMIT, device, reading.sensor,
                         f"the gateway holds {len(self._streams)} streams, the limit "
-                        f"(ingest.max_streams); {reading.sensor!r} of {device!r} is new",
-                        message.payload[: self._limits.quarantine_payload_cap],
-                        message.received_at, device, reading.sensor))
+                        f"(ingest.max_streams); {reading.sensor!r} of {device!r} is new"))
                     continue
                 self._streams.add(key)
             kept.append(reading)
+        if new_device and (kept or outcome.meta is not None or outcome.event is not None):
+            self._devices.add(device)
         if not refused:
             return outcome
         return Outcome(readings=tuple(kept), rejections=(*outcome.rejections, *refused),
                        meta=outcome.meta, event=outcome.event, message=outcome.message)
+
+    def _refusal(self, message: RawMessage, reason: str, device: str, sensor: str | None,
+                 detail: str) -> Rejection:
+        return Rejection(message.topic, reason, detail,
+                         message.payload[: self._limits.quarantine_payload_cap],
+                         message.received_at, device, sensor)
 
     def commit(self, messages: int, outcomes: Sequence[Outcome], *,
                counters: Mapping[str, int] | None = None) -> WriteResult:

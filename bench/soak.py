@@ -242,6 +242,7 @@ def file_size(path: Path) -> int:
 @dataclass
 class Samples:
     t: list[float] = field(default_factory=list)
+    pid: list[int] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     store: list[int] = field(default_factory=list)
     wal: list[int] = field(default_factory=list)
@@ -296,6 +297,7 @@ class Soak:
         m = scrape(self.metrics_port) if self.daemon.alive else {}
         s = self.samples
         s.t.append(round(t, 1))
+        s.pid.append(pid)
         s.rss.append(rss or float("nan"))
         s.store.append(sum(file_size(self.db.parent / f"audit.db{x}")
                            for x in ("", "-wal", "-shm")))
@@ -450,10 +452,15 @@ def main() -> None:
         result = check_store(soak.db, fleet)
         soak.broker.stop()
         s = soak.samples
-        third = max(1, len(s.t) // 3)
         finite = [x for x in s.rss if not math.isnan(x)]
-        early = sorted(x for x in s.rss[third:2 * third] if not math.isnan(x))
-        late = sorted(x for x in s.rss[-third:] if not math.isnan(x))
+        # Each life of the daemon (between SIGKILLs) loads the audit's numerics at its first
+        # audit, so RSS is compared life against life: the peak of each, in order.
+        lives: dict[int, list[float]] = {}
+        for pid, rss in zip(s.pid, s.rss, strict=True):
+            if not math.isnan(rss):
+                lives.setdefault(pid, []).append(rss)
+        life_peaks = [round(max(v), 1) for v in lives.values()]
+        life_s = [round(len(v) * 0.5) for v in lives.values()]
         stalls = [x for x in s.stalled if not math.isnan(x)]
         report = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -468,9 +475,8 @@ def main() -> None:
             "fleet": result,
             "daemon_exit_status": exit_status,
             "drain_after_end_s": round(drain_s, 1),
-            "rss_mib": {"peak": round(max(finite), 1), "median_middle_third":
-                        round(early[len(early) // 2], 1) if early else None,
-                        "median_last_third": round(late[len(late) // 2], 1) if late else None},
+            "rss_mib": {"peak": round(max(finite), 1), "peak_per_life": life_peaks,
+                        "life_seconds": life_s, "first": round(finite[0], 1)},
             "store_bytes_peak": max(s.store), "store_bytes_end": s.store[-1],
             "wal_bytes_peak": max(s.wal),
             "quarantine_rows_peak": max((x for x in s.quarantine_rows if not math.isnan(x)),
@@ -497,13 +503,16 @@ def main() -> None:
                 result["quarantine_rows"] <= BOUNDS["quarantine_max_rows"]
                 and result["quarantine_bytes"] <= BOUNDS["quarantine_max_bytes"]),
             "wal_within_bound": report["wal_bytes_peak"] <= BOUNDS["wal_limit"],
-            "rss_flat": (report["rss_mib"]["median_last_third"] or 0)
-            <= 1.1 * (report["rss_mib"]["median_middle_third"] or 0),
+            # No growth from life to life (a leak would show in the later, equally long ones).
+            "rss_flat": max(life_peaks[1:], default=0) <= 1.15 * max(life_peaks[0], 1.0),
             "no_stall_beyond_limit": report["writer_stalled_s_peak"] < BOUNDS["stall_after_s"]
             and report["log_events"]["writer_stalled"] == 0,
         }
         report["goals"] = goals
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        report["samples"] = {"t": s.t, "rss_mib": [None if math.isnan(x) else round(x, 1)
+                                                  for x in s.rss],
+                             "store_bytes": s.store, "wal_bytes": s.wal}
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("fleet", "rss_mib", "wal_bytes_peak",
                                              "store_bytes_peak", "writer_stalled_s_peak",
                                              "log_events", "chaos", "goals")}, indent=2))

@@ -333,6 +333,14 @@ def test_new_devices_and_streams_beyond_the_caps_are_quarantined_known_ones_unaf
         assert len(store.streams()) == 4 and ingestor.streams == 4 and ingestor.devices == 3
         [row] = store.quarantined(Reason.STREAM_LIMIT)
         assert row.device == "hx-k1" and row.sensor in ("humidity", "pressure")
+    # A new device whose every reading the stream cap refuses takes no device's place.
+    with Store(tmp_path / "b.db", synchronous="off") as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits(max_devices=2,
+                                                                          max_streams=1))
+        result = ingestor.ingest([_telemetry("hx-s1", NOW - 100), _telemetry("hx-s2", NOW - 90),
+                                  _meta("hx-s3")])
+        assert dict(result.rejected) == {Reason.STREAM_LIMIT: 1}
+        assert ingestor.devices == 2 and store.known_devices() == {"hx-s1", "hx-s3"}
     # After a restart the caps count what the store holds.
     with Store(tmp_path / "a.db", synchronous="off") as store:
         ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=limits)

@@ -10,9 +10,9 @@ Usage: ``python bench/soak.py [--minutes 12] [--devices 300] [--period 5] [--hos
 * **The hostile device** sends ``--hostile-rate`` messages a second: lone surrogates in meta,
   events and keys, NUL, invalid UTF-8, NaN and infinities, numbers beyond a double, nesting
   hundreds deep, payloads over the size limit, topics that are not topics, random bytes, a
-  flood of new device ids (valid readings: the device cap is what stops them), garbage from
-  a new id each time (the quarantine cap is what bounds it). Some of it on the fleet's own
-  device ids, so that a poison cannot hide in a corner.
+  flood of new device ids (valid readings and valid meta: the stream and device caps are
+  what stop them), garbage from a new id each time (the quarantine cap is what bounds it).
+  Some of it on the fleet's own device ids, so that a poison cannot hide in a corner.
 * **Chaos**: the daemon is SIGKILLed and restarted at fixed points, the broker restarted
   (its persistence keeps the daemon's queued session) at others.
 * **The daemon** is ``sensor-auditd run`` pinned to core 1 (``taskset -c 1``); the broker,
@@ -71,8 +71,8 @@ BOUNDS = {
     "stall_after_s": 60,
 }
 """Low enough that each is reached within the run: the fleet's 300 devices of 3 streams are
-admitted first, then ~100 devices of the flood until the device cap, whose streams reach the
-stream cap; the rest of the flood is refused."""
+admitted first; the flood's new ids then fill the streams to their cap (readings) and the
+devices to theirs (meta); the rest of the flood is refused."""
 
 
 def value_of(device: int, ts_ms: int) -> float:
@@ -186,6 +186,8 @@ def hostile_messages(rng: random.Random, fleet: int) -> list[tuple[str, str, byt
         ("random_bytes", f"fleet/north/{junk}/telemetry", rng.randbytes(rng.randrange(1, 600)), 0),
         ("new_id_flood", f"fleet/north/{new}/telemetry", json.dumps({"ts": now, "readings": {
             "temperature": 20.0, "humidity": 50, "pressure": 1000}}).encode(), 1),
+        ("new_id_meta", f"fleet/north/{new}/meta",
+         json.dumps({"ts": now, "model": "th-200", "serial": new}).encode(), 1),
         ("garbage_new_id", f"fleet/north/{junk}/event", b"<garbage>" * rng.randrange(1, 50), 1),
     ]
 

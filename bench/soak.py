@@ -28,6 +28,7 @@ writer stall longer than ``stall_after``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -273,9 +274,19 @@ class Soak:
     daemons: list[DaemonProcess] = field(default_factory=list)
 
     def start_daemon(self, until: str = "ready") -> None:
-        self.daemon = DaemonProcess(self.config).start(
-            ready_timeout=60, until=until, prefix=("taskset", "-c", str(DAEMON_CORE)))
-        self.daemons.append(self.daemon)
+        self.daemon = DaemonProcess(self.config)
+        self.daemons.append(self.daemon)  # before it starts: cleanup must find it
+        self.daemon.start(ready_timeout=60, until=until,
+                          prefix=("taskset", "-c", str(DAEMON_CORE)))
+
+    def cleanup(self) -> None:
+        """Whatever happened: no daemon and no broker of this run is left running."""
+        for daemon in self.daemons:
+            if daemon.alive:
+                daemon.kill()
+        broker = getattr(self, "broker", None)
+        if broker is not None:
+            broker.stop()
 
     def setup(self) -> None:
         self.broker = Mosquitto(self.work / "broker").start()
@@ -392,8 +403,10 @@ def main() -> None:
     # Chaos at fixed shares of the run: kills and broker restarts, never at the same time.
     kills = [duration * f for f in (0.17, 0.42, 0.66, 0.87)]
     broker_restarts = [duration * f for f in (0.29, 0.55, 0.78)]
-    with tempfile.TemporaryDirectory(prefix="sensor-auditd-soak-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="sensor-auditd-soak-") as tmp,
+          contextlib.ExitStack() as stack):
         soak = Soak(args, Path(tmp))
+        stack.callback(soak.cleanup)
         soak.setup()
         fleet_client = Client(soak.broker.port, "soak-fleet")
         hostile_client = Client(soak.broker.port, "soak-hostile")

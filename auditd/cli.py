@@ -19,7 +19,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from auditd import __version__, logs
-from auditd.errors import AuditdError, ConfigError
+from auditd.errors import AuditdError, ConfigError, InputError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,7 +174,7 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
     from auditd import simulate as sim
 
     if (out_path is None) == (broker is None):
-        raise ConfigError("-", "--out/--mqtt", "give exactly one of --out FILE or --mqtt HOST:PORT")
+        raise UsageError("give exactly one of --out FILE or --mqtt HOST:PORT", "--out/--mqtt")
     cfg, catalog = _load(config_path, profiles, references)
     scenario = sim.load_scenario(scenario_path) if scenario_path else sim.default_scenario()
     if seed is not None:
@@ -229,9 +229,11 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
     path = db_path or (load_daemon_config(config_path) if config_path
                        else default_config()).store.path
     if not path.is_file():
-        raise ConfigError(str(path), "--db" if db_path else "store.path",
-                          "no database here (has the daemon, or a replay with --store, "
-                          "run with this configuration?)")
+        problem = ("no database here (has the daemon, or a replay with --store, run with this "
+                   "configuration?)")
+        if db_path:
+            raise InputError(str(path), "--db", problem)
+        raise ConfigError(str(path), "store.path", problem)
     return Store(path, read_only=True) if not writes else Store(path)
 
 
@@ -265,7 +267,7 @@ def history(device: str, config_path: Path | None, db_path: Path | None,
     with _open_store(config_path, db_path, writes=False) as store:
         entries = inventory.read_timeline(store, device)
     if not entries:
-        raise ConfigError("<store>", "DEVICE", f"no history for device {device!r}")
+        raise UsageError(f"no history for device {device!r}", "DEVICE")
     click.echo(json.dumps(inventory.as_json(entries), indent=2) if as_json
                else inventory.format_timeline(entries))
 
@@ -358,9 +360,9 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
 
         require_matplotlib()
     if (from_store or apply_) and store_path is None:
-        raise ConfigError("", "--store", "--from-store and --apply need --store DB")
+        raise UsageError("--from-store and --apply need --store DB", "--store")
     if not from_store and not sensor_exports:
-        raise ConfigError("", "SENSOR_EXPORT", "name at least one unit's export")
+        raise UsageError("name at least one unit's export", "SENSOR_EXPORT")
     options = co.Options(site=site, day_origin_s=-parse_offset(day_offset, "--day-offset"),
                          train_fraction=train_fraction, humidity_term=humidity_term,
                          correct=correct or None)
@@ -412,7 +414,7 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
     from auditd.store import Store
 
     if not (html_path or json_path or csv_path):
-        raise ConfigError("-", "--html/--json/--csv", "name at least one output")
+        raise UsageError("name at least one output", "--html/--json/--csv")
     logs.configure("warning", "auto", stream=sys.stderr)
     _, catalog = _load(config_path, profiles, references)
     for path, option in ((html_path, "--html"), (json_path, "--json"), (csv_path, "--csv")):
@@ -445,7 +447,7 @@ def demo(broker: str | None, seconds: float, days: float, out_dir: Path,
     from auditd.demo import run_demo
 
     if seconds <= 0 or days <= 0:
-        raise ConfigError("-", "--seconds/--days", "must be positive")
+        raise UsageError("must be positive", "--seconds/--days")
     try:
         status = run_demo(out_dir=out_dir, broker=broker, seconds=seconds, days=days,
                           profiles=profiles, references=references, echo=click.echo)
@@ -460,7 +462,7 @@ def _open_for_writing(path: Path, option: str) -> IO[str]:
     try:
         return path.open("w", encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), option, exc.strerror or str(exc)) from exc
+        raise InputError(str(path), option, exc.strerror or str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- alerts
@@ -503,7 +505,6 @@ def ack(alert_ids: tuple[str, ...], by: str | None, note: str | None,
     """Acknowledge open alerts by id (a unique prefix such as sa-1f2e3d4c is enough)."""
     import time
 
-    from auditd.errors import UsageError
 
     with _open_store(config_path, store_path) as store:
         for prefix in alert_ids:
@@ -533,7 +534,6 @@ def silence(ctx: click.Context, device: str | None, sensor: str | None,
     import time
 
     from auditd.alert_view import parse_until
-    from auditd.errors import UsageError
 
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, store_path=store_path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from auditd.colocate import ColocationRun, causes_text
 from auditd.colocation import paired
-from auditd.errors import ConfigError
+from auditd.errors import UsageError
 from auditd.model import iso
 
 PLOTTED_INTERVAL = "1h"
@@ -33,8 +33,8 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ConfigError("", "--html", f"needs matplotlib, which is not installed: "
-                          f"{INSTALL_HINT}") from None
+        raise UsageError(f"needs matplotlib, which is not installed: {INSTALL_HINT}",
+                         "--html") from None
 
 
 def _svg(fig: Any) -> str:

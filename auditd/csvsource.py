@@ -38,7 +38,7 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
                           ("sensor", ("sensor",)), ("value", ("value",))):
         found = next((names.index(a) for a in aliases if a in names), None)
         if found is None:
-            raise RecordingError(f"{path}: CSV header has no {want!r} column "
+            raise RecordingError(str(path), f"CSV header has no {want!r} column "
                                  f"(found: {', '.join(names) or 'nothing'})")
         out[want] = found
     for optional in ("unit", "site"):
@@ -61,7 +61,7 @@ def read_csv(path: Path, *, prefix: str, site: str) -> Iterator[RawMessage | Bad
     try:
         handle = path.open(encoding="utf-8", errors="replace", newline="")
     except OSError as exc:
-        raise RecordingError(f"{path}: {exc.strerror or exc}") from exc
+        raise RecordingError(str(path), exc.strerror or str(exc)) from exc
     with handle:
         rows = csv.reader(handle)
         try:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditd.errors import AuditdError, ConfigError
+from auditd.errors import IOFailure, UsageError
 
 MOSQUITTO_HINT = ("no MQTT broker: install mosquitto (Debian/Ubuntu: sudo apt-get install "
                   "mosquitto; macOS: brew install mosquitto), or the pure-Python fallback "
@@ -46,7 +46,7 @@ SETTLE_AUDITS = 2
 the backlog when the first one runs."""
 
 
-class DemoError(AuditdError):
+class DemoError(IOFailure):
     """The demo cannot run here (no broker, the daemon did not start)."""
 
 
@@ -150,9 +150,8 @@ def locate(name: str, given: Path | None) -> Path:
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         if (base / name).is_dir():
             return (base / name).resolve()
-    raise ConfigError(name, f"--{name.split('_')[-1]}",
-                      f"no {name}/ directory here or beside the package; run the demo from "
-                      f"the sensor-auditd checkout or pass the option")
+    raise UsageError(f"no {name}/ directory here or beside the package; run the demo from "
+                     f"the sensor-auditd checkout or pass the option", f"--{name.split('_')[-1]}")
 
 
 def daemon_config(path: Path, *, host: str, port: int, store: Path, profiles: Path,

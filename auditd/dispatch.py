@@ -28,6 +28,7 @@ import urllib3
 
 from auditd import __version__, logs
 from auditd.config import CommandConfig, TicketsConfig, WebhookConfig
+from auditd.errors import SinkError
 from auditd.store import Store
 from auditd.tickets import backoff_s
 
@@ -39,14 +40,6 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 """Client errors that say "later", not "never": timeout, too early, too many requests."""
 ALREADY_THERE = 409
 """A receiver that already has this idempotency key may answer Conflict: delivered."""
-
-
-class SinkError(Exception):
-    """A delivery failed; ``permanent`` when repeating the same request cannot help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Sink(Protocol):

@@ -1,8 +1,21 @@
-"""Errors a caller can act on.
+"""Errors a caller can act on: one hierarchy, one base, an exit status on each class.
 
-Each carries the context needed to fix the problem; the CLI turns them into one line on
-stderr and an exit status (2 for configuration and usage, 1 for the rest), never a
-traceback.
+Each carries the context needed to fix the problem; the CLI turns every one of them into
+one line on stderr and its class's exit status, never a traceback::
+
+    AuditdError                  1  base of every error sensor-auditd raises on purpose
+    ├── UsageError               2  the command line cannot be acted on
+    │   └── InputError           2  a file named on the command line is unusable: file, key
+    │       ├── RecordingError   2  a replay file or historian CSV
+    │       └── ExportError      2  an instrument or agency export (``auditd.adapters.sources``)
+    ├── ConfigError              2  configuration, profile, reference or mapping: file, key
+    ├── UnitError                2  a unit string pint cannot parse, or of the wrong dimension
+    └── IOFailure                1  the outside world failed: retry, or fix the machine
+        ├── StoreError           1  the store refused a write or a read (transient or not)
+        └── SinkError            1  a ticket sink refused or failed a delivery
+
+Exit status 2 means "change what you typed or wrote" (CONTRACT.md: bad usage or
+configuration); 1 means anything else.
 """
 
 from __future__ import annotations
@@ -14,8 +27,44 @@ class AuditdError(Exception):
     exit_status = 1
 
 
+class UsageError(AuditdError):
+    """The command line cannot be acted on: options that exclude each other, an unknown
+    alert, a time in the past. ``option`` names what to change."""
+
+    exit_status = 2
+
+    def __init__(self, problem: str, option: str = "") -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"{option}: {problem}" if option else problem)
+
+
+class InputError(UsageError):
+    """A data file named on the command line cannot be used: names the file, where in it
+    (``key``: a column, an option, a key; may be empty) and the problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        super().__init__(problem, ": ".join(part for part in (file, key) if part))
+
+
+class RecordingError(InputError):
+    """A replay file (or a historian's CSV) cannot be read at all: missing, unreadable, no
+    header. Bad lines are not errors: they are quarantined."""
+
+    def __init__(self, file: str, problem: str, key: str = "") -> None:
+        super().__init__(file, key, problem)
+
+
+class ExportError(InputError):
+    """An instrument or agency export that cannot be imported as a whole: names the file,
+    the column (or key) and the problem. Bad rows are not errors: they are quarantined."""
+
+
 class ConfigError(AuditdError):
-    """A configuration, profile or reference file is unusable: names file, key and problem."""
+    """A configuration, profile, reference or mapping file is unusable: names file, key and
+    problem."""
 
     exit_status = 2
 
@@ -28,7 +77,8 @@ class ConfigError(AuditdError):
 
 
 class UnitError(AuditdError):
-    """A unit string pint cannot parse, or one of the wrong dimension."""
+    """A unit string pint cannot parse, or one of the wrong dimension. Callers at the edges
+    turn it into a ConfigError (a profile), a rejection (a message) or an ExportError."""
 
     exit_status = 2
 
@@ -38,7 +88,12 @@ class UnitError(AuditdError):
         super().__init__(f"unit {unit!r}: {problem}")
 
 
-class StoreError(AuditdError):
+class IOFailure(AuditdError):
+    """The outside world failed us (a disk, a database lock, a receiver): nothing the user
+    typed is wrong."""
+
+
+class StoreError(IOFailure):
     """The store refused a write or a read, after rolling back.
 
     ``transient`` says whose fault it is (``auditd.retry``): True for the environment's
@@ -54,13 +109,10 @@ class StoreError(AuditdError):
         self.code = code
 
 
-class RecordingError(AuditdError):
-    """A replay file cannot be read at all (missing, unreadable); bad lines are quarantined."""
+class SinkError(IOFailure):
+    """A ticket delivery failed; ``permanent`` when repeating the same request cannot help
+    (a 4xx answer): the dispatcher dead-letters it at once instead of backing off."""
 
-    exit_status = 2
-
-
-class UsageError(AuditdError):
-    """A command was given arguments it cannot act on (an unknown alert, a bad time)."""
-
-    exit_status = 2
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent

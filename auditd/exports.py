@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from auditd.config import _read_toml, parse_duration
-from auditd.errors import ConfigError, UnitError
+from auditd.errors import ConfigError, ExportError, UnitError
 from auditd.model import ID_PATTERN
 from auditd.units import converter, dimensionality, parse_unit
 
@@ -55,11 +55,6 @@ DETECT_LINES = 64
 FORMS = ("wide", "long")
 MAPPING_KEYS = ("name", "form", "detect", "layout", "preamble", "time", "columns", "long",
                 "unit_spellings")
-
-
-class ExportError(ConfigError):
-    """An export that cannot be imported as a whole: names the file, the column (or key)
-    and the problem. Exit status 2, like every input the user must fix."""
 
 
 # --------------------------------------------------------------------------- mappings

@@ -70,7 +70,7 @@ def read_recording(path: Path) -> Iterator[RawMessage | BadLine]:
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise RecordingError(f"{path}: {exc.strerror or exc}") from exc
+        raise RecordingError(str(path), exc.strerror or str(exc)) from exc
     with handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():

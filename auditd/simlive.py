@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from auditd.config import DaemonConfig
-from auditd.errors import AuditdError, ConfigError
+from auditd.errors import IOFailure, UsageError
 from auditd.simulate import Simulation, paced, shift_to
 
 Progress = Callable[[int, int, float], None]
@@ -28,7 +28,7 @@ Progress = Callable[[int, int, float], None]
 def parse_broker(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError("-", "--mqtt", f"expected HOST:PORT, got {text!r}")
+        raise UsageError(f"expected HOST:PORT, got {text!r}", "--mqtt")
     return host, int(port)
 
 
@@ -47,7 +47,7 @@ def publish(sim: Simulation, broker: str, speed: float, truth_path: Path | None,
     The truth (with the shifted times) is written first, so a run stopped early can still
     be scored against what was sent."""
     if speed <= 0:
-        raise ConfigError("-", "--speed", "must be positive")
+        raise UsageError("must be positive", "--speed")
     host, port = parse_broker(broker)
     sim = live(sim, speed, time.time())
     if truth_path is not None:
@@ -59,7 +59,7 @@ def publish(sim: Simulation, broker: str, speed: float, truth_path: Path | None,
     try:
         client.connect(host, port, keepalive=30)
     except OSError as exc:
-        raise AuditdError(f"cannot reach the broker at {host}:{port}: {exc}") from exc
+        raise IOFailure(f"cannot reach the broker at {host}:{port}: {exc}") from exc
     client.loop_start()
     sent = 0
     total = len(sim.messages)

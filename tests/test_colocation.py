@@ -222,12 +222,12 @@ def test_html_section_marks_every_verdict_or_says_how_to_get_matplotlib(epa_run)
     from html.parser import HTMLParser
 
     from auditd.colocation_html import render
-    from auditd.errors import ConfigError
+    from auditd.errors import UsageError
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        with pytest.raises(ConfigError, match="matplotlib"):
+        with pytest.raises(UsageError, match="matplotlib"):
             render(epa_run)
         return
 

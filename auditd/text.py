@@ -1,12 +1,17 @@
-"""What counts as text: every string that gets past the gate can be stored and re-sent.
+"""Text: what a string may hold, and how figures are written in it.
 
+What counts as text: every string that gets past the gate can be stored and re-sent.
 JSON can carry things that are not Unicode text: ``"\\ud800"`` decodes to a lone
 surrogate, which no UTF-8 encoder (SQLite's, the MQTT client's, the log's) will take, and
 ``"\\u0000"`` to a NUL, which C strings (SQLite's text functions, the sqlite3 shell,
 journald) cut short. Both are refused at the edge, keys as well as values, so nothing
 downstream ever sees them; the rule is here once, for the live daemon and ``replay`` alike.
+The walk is iterative, so a deeply nested document cannot exhaust the stack.
 
-Pure: no I/O. The walk is iterative, so a deeply nested document cannot exhaust the stack.
+Numbers and durations as a technician reads them: ``num``, ``qty``, ``duration``, ``bins``
+and ``percent`` write the figures of evidence and action sentences.
+
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 """NUL or any surrogate code point. ``json.loads`` joins a valid escaped pair into one
@@ -96,3 +103,48 @@ def printable(text: str) -> str:
     if _BAD_CHAR.search(text) is None:
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+# --------------------------------------------------------------------------- figures
+
+_BIN_NAMES = {1.0: "seconds", 60.0: "minutes", 3600.0: "hours", 86400.0: "days"}
+
+
+def num(x: float, digits: int = 3, *, sign: bool = False) -> str:
+    """``x`` to ``digits`` significant digits, never in exponent form (1440, not 1.44e+03)."""
+    if not math.isfinite(x):
+        return "n/a"
+    text = np.format_float_positional(
+        float(x), precision=digits, unique=False, fractional=False, trim="-"
+    )
+    if sign and x >= 0:
+        text = "+" + text
+    return text
+
+
+def qty(x: float, unit: str, digits: int = 3, *, sign: bool = False) -> str:
+    return f"{num(x, digits, sign=sign)} {unit}"
+
+
+def duration(seconds: float) -> str:
+    s = abs(seconds)
+    if not math.isfinite(s):
+        return "n/a"
+    if s < 120:
+        return f"{num(s, 3)} s"
+    if s < 7200:
+        return f"{num(s / 60, 3)} min"
+    return f"{num(s / 3600, 3)} h"
+
+
+def bins(count: int, interval_s: float, adjective: str = "") -> str:
+    """``1440 paired minutes`` for 1-minute bins; ``96 paired 15 min bins`` otherwise."""
+    words = f"{adjective} " if adjective else ""
+    name = _BIN_NAMES.get(float(interval_s))
+    if name is not None:
+        return f"{count} {words}{name}"
+    return f"{count} {words}{duration(interval_s)} bins"
+
+
+def percent(fraction: float) -> str:
+    return f"{num(100 * fraction, 3)}%"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from auditd.core import text
+from auditd import text
 from auditd.core.align import Aligned
 from auditd.core.diagnose import Case
 from auditd.model import Cause, SensorSpec

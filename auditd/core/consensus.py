@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from auditd.core import text
+from auditd import text
 from auditd.core.align import align, choose_edge_phase
 from auditd.core.diagnose import strength
 from auditd.core.onset import step_onset

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditd.core import text
+from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.checks import exceedances, ratio
 from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line_consuming

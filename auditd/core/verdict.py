@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditd.core import text
+from auditd import text
 from auditd.core.actions import action_for_failure, action_for_insufficient
 from auditd.core.align import Aligned, align, coarsen
 from auditd.core.checks import exceedances, failed_checks

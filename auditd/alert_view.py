@@ -131,7 +131,7 @@ def silence_table(silences: Sequence[Silence], now: float) -> str:
 def parse_until(until: str | None, duration: str | None, now: float) -> float:
     """``--until`` (RFC 3339, or a date meaning its UTC midnight) or ``--for`` (a duration
     from ``now``) as epoch seconds; a time already past is refused."""
-    from auditd.config import parse_duration
+    from auditd.text import parse_duration
     from auditd.validate import parse_timestamp
 
     if duration is not None:

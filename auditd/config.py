@@ -23,8 +23,7 @@ import socket
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
@@ -42,6 +41,8 @@ from auditd.model import (
     SensorSpec,
     Tolerance,
 )
+from auditd.text import describe_value as _describe
+from auditd.text import format_duration, parse_duration, parse_size
 
 __all__ = [
     "AUDIT_KEYS",
@@ -69,14 +70,11 @@ __all__ = [
     "TopicsConfig",
     "default_config",
     "default_gateway",
-    "format_duration",
     "load_daemon_config",
     "load_profile",
     "load_profiles",
     "load_reference_file",
     "load_references",
-    "parse_duration",
-    "parse_size",
 ]
 
 T = TypeVar("T")
@@ -85,98 +83,6 @@ MqttProtocol = Literal["5", "3.1.1"]
 Synchronous = Literal["full", "normal"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["auto", "json", "console"]
-
-# --------------------------------------------------------------------------- durations
-
-_DURATION_UNITS: Mapping[str, float] = {
-    "w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001,
-}
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|[wdhms])")
-_DURATION_TEXT = re.compile(rf"(?:\s*{_NUMBER}\s*(?:ms|[wdhms]))+\s*")
-_PLAIN_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
-
-
-def parse_duration(value: str | float) -> float:
-    """A duration as seconds: ``"24h"``, ``"15m"``, ``"90s"``, ``"7d"``, ``"1h30m"``, ``60``.
-
-    Units are ``w d h m s ms`` (lowercase: ``M`` would be ambiguous with months);
-    components add up in any order; a bare number, or a string of one, is seconds.
-    Raises ``ValueError`` with a readable reason: the caller adds the file and key.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"must be a duration such as \"24h\" or a number of seconds, "
-                         f"not {_describe(value)}")
-    seconds = _parse_duration_text(value) if isinstance(value, str) else float(value)
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"must be a finite duration, not {value!r}")
-    if seconds < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
-    return seconds
-
-
-def _parse_duration_text(text: str) -> float:
-    if _PLAIN_NUMBER.fullmatch(text):
-        return float(text)
-    if text.strip().startswith("-"):
-        raise ValueError(f"must not be negative, got {text!r}")
-    if not _DURATION_TEXT.fullmatch(text):
-        raise ValueError(f"{text!r} is not a duration: write a number with a unit "
-                         f"(w, d, h, m, s, ms) such as \"24h\", \"1h30m\" or \"90s\"")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def format_duration(seconds: float) -> str:
-    """A compact text that ``parse_duration`` reads back as exactly ``seconds``.
-
-    Whole seconds become ``"1d2h3m4s"``-style text; anything fractional is written as
-    plain decimal seconds (``"0.05s"``) so that the round trip is exact.
-    """
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"cannot format {seconds!r} as a duration")
-    if seconds != int(seconds) or seconds >= 2**53:
-        return f"{format(Decimal(repr(float(seconds))), 'f')}s"
-    rest = int(seconds)
-    parts = []
-    for unit in ("d", "h", "m", "s"):
-        size = int(_DURATION_UNITS[unit])
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
-# --------------------------------------------------------------------------- sizes
-
-_SIZE_UNITS: Mapping[str, int] = {
-    "": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-}
-_SIZE_TEXT = re.compile(rf"\s*({_NUMBER})\s*([A-Za-z]*)\s*")
-
-
-def parse_size(value: str | int) -> int:
-    """A size in bytes: ``"16MiB"``, ``"512 KiB"``, ``"2GB"``, ``65536``.
-
-    Binary (KiB, MiB, GiB) and decimal (kB, MB, GB) units, case-insensitive; a bare
-    number, or a string of one, is bytes. Raises ``ValueError`` with a readable reason.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"must be a size such as \"16MiB\" or a number of bytes, "
-                         f"not {_describe(value)}")
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE_TEXT.fullmatch(value)
-        unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
-        if match is None or unit is None:
-            raise ValueError(f"{value!r} is not a size: write a number of bytes or one with "
-                             f"a unit (KiB, MiB, GiB, kB, MB, GB) such as \"16MiB\"")
-        size = int(float(match.group(1)) * unit)
-    if size < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
-    return size
-
 
 # --------------------------------------------------------------------------- units
 
@@ -198,20 +104,6 @@ def _check_unit(unit: str, quantity: str) -> None:
 
 class _Invalid(ValueError):
     """A value is wrong; ``_Table`` adds the file and the key to make a ConfigError."""
-
-
-def _describe(value: object) -> str:
-    """``a string ('abc')``: what was found, for "must be X, not Y" messages."""
-    kinds: list[tuple[type | tuple[type, ...], str]] = [
-        (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
-        (datetime, "a date-time"), (date, "a date"), (time, "a time"),
-        (list, "an array"), (dict, "a table"),
-    ]
-    kind = next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
-    if isinstance(value, list | dict):
-        return kind
-    shown = repr(value)
-    return f"{kind} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
 
 
 def _dotted(prefix: str, key: str) -> str:

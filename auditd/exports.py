@@ -38,9 +38,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from auditd.config import _read_toml, parse_duration
+from auditd.config import _read_toml
 from auditd.errors import ConfigError, ExportError, UnitError
 from auditd.model import ID_PATTERN
+from auditd.text import parse_duration
 from auditd.units import converter, dimensionality, parse_unit
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]

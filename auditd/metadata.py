@@ -32,6 +32,7 @@ from auditd.model import (
     iso,
     worst_severity,
 )
+from auditd.text import duration
 
 DAY = 86_400.0
 
@@ -315,8 +316,8 @@ def reference_anomalies(ref: Reference, now: float) -> list[Anomaly]:
     return [Anomaly(CALIBRATION_OVERDUE,
                     f"reference {ref.id} was due for calibration on "
                     f"{_day(ref.calibration_due)} (certificate {ref.certificate or 'unknown'}), "
-                    f"{_days(now - ref.calibration_due)} ago; its devices are judged against "
-                    f"their peers where enough of them report",
+                    f"{duration(now - ref.calibration_due)} ago; its devices are judged "
+                    f"against their peers where enough of them report",
                     key=f"due {_day(ref.calibration_due)}", since=ref.calibration_due)]
 
 
@@ -494,7 +495,8 @@ def _calibration_checks(history: DeviceHistory, profile: Profile | None,
         return problems
     last = max((t for t in (calibrated_at, last_event) if t is not None), default=None)
     problems.append(Anomaly(CALIBRATION_OVERDUE,
-                            f"calibration was due {_day(due)} ({basis}), {_days(now - due)} ago"
+                            f"calibration was due {_day(due)} ({basis}), "
+                            f"{duration(now - due)} ago"
                             + (f"; last calibrated {_day(last)}" if last else ""),
                             key=f"due {_day(due)}", since=due))
     return problems
@@ -536,8 +538,8 @@ def _silence_checks(history: DeviceHistory, profile: Profile | None, now: float,
     if quiet <= limit:
         return []
     return [Anomaly(DEVICE_SILENT,
-                    f"no reading for {_duration(quiet)} (last {iso(last)}); it reports every "
-                    f"{history.interval_s:g} s, and silence beyond {_duration(limit)} is "
+                    f"no reading for {duration(quiet)} (last {iso(last)}); it reports every "
+                    f"{history.interval_s:g} s, and silence beyond {duration(limit)} is "
                     f"flagged", key=f"since {iso(last)}", since=last)]
 
 
@@ -590,19 +592,6 @@ def parse_date(value: object) -> float:
 
 def _day(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).date().isoformat() if ts is not None else "?"
-
-
-def _days(seconds: float) -> str:
-    days = seconds / DAY
-    return f"{days:.0f} days" if days >= 2 else _duration(seconds)
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 2 * DAY:
-        return f"{seconds / DAY:.1f} days"
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min"
 
 
 # --------------------------------------------------------------------------- findings

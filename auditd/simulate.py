@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from auditd.catalog import Catalog
-from auditd.config import parse_duration
 from auditd.errors import ConfigError
 from auditd.model import Profile, SensorSpec, iso
+from auditd.text import parse_duration
 from auditd.units import converter
 from auditd.validate import parse_timestamp
 

@@ -1,15 +1,19 @@
-"""Text: what a string may hold, and how figures are written in it.
+"""Text: what a string may hold, and how figures and durations are written in it.
 
 What counts as text: every string that gets past the gate can be stored and re-sent.
-JSON can carry things that are not Unicode text: ``"\\ud800"`` decodes to a lone
+JSON can carry things that are not Unicode text: ``"\ud800"`` decodes to a lone
 surrogate, which no UTF-8 encoder (SQLite's, the MQTT client's, the log's) will take, and
-``"\\u0000"`` to a NUL, which C strings (SQLite's text functions, the sqlite3 shell,
+``"\u0000"`` to a NUL, which C strings (SQLite's text functions, the sqlite3 shell,
 journald) cut short. Both are refused at the edge, keys as well as values, so nothing
 downstream ever sees them; the rule is here once, for the live daemon and ``replay`` alike.
 The walk is iterative, so a deeply nested document cannot exhaust the stack.
 
-Numbers and durations as a technician reads them: ``num``, ``qty``, ``duration``, ``bins``
-and ``percent`` write the figures of evidence and action sentences.
+For people: ``num``, ``qty``, ``duration``, ``bins`` and ``percent`` write the figures of
+evidence sentences, actions, anomalies and the status page, so that a duration reads the
+same wherever it appears. For files: ``parse_duration`` and ``parse_size`` read what a user
+writes in a configuration or on the command line (``"24h"``, ``"1h30m"``, ``"16MiB"``) and
+``format_duration`` writes a duration back in that form (exactly, so that an error message
+quotes a value the way the user would write it).
 
 Pure: no I/O.
 """
@@ -18,7 +22,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -126,15 +133,20 @@ def qty(x: float, unit: str, digits: int = 3, *, sign: bool = False) -> str:
     return f"{num(x, digits, sign=sign)} {unit}"
 
 
-def duration(seconds: float) -> str:
+def duration(seconds: float, digits: int = 3) -> str:
+    """``90 s``, ``15 min``, ``36 h``, ``12.5 days``: the unit that keeps the number
+    between 2 and 120 (hours up to two days), to ``digits`` significant digits. The sign
+    is dropped: the sentence says which way ("behind", "ago")."""
     s = abs(seconds)
     if not math.isfinite(s):
         return "n/a"
     if s < 120:
-        return f"{num(s, 3)} s"
+        return f"{num(s, digits)} s"
     if s < 7200:
-        return f"{num(s / 60, 3)} min"
-    return f"{num(s / 3600, 3)} h"
+        return f"{num(s / 60, digits)} min"
+    if s < 2 * 86400:
+        return f"{num(s / 3600, digits)} h"
+    return f"{num(s / 86400, digits)} days"
 
 
 def bins(count: int, interval_s: float, adjective: str = "") -> str:
@@ -148,3 +160,110 @@ def bins(count: int, interval_s: float, adjective: str = "") -> str:
 
 def percent(fraction: float) -> str:
     return f"{num(100 * fraction, 3)}%"
+
+
+# --------------------------------------------------------------------------- values in files
+
+
+def describe_value(value: object) -> str:
+    """``a string ('abc')``: what was found, for "must be X, not Y" messages."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+        (datetime, "a date-time"), (date, "a date"), (time, "a time"),
+        (list, "an array"), (dict, "a table"),
+    ]
+    kind = next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
+    if isinstance(value, list | dict):
+        return kind
+    shown = repr(value)
+    return f"{kind} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
+
+
+_DURATION_UNITS: Mapping[str, float] = {
+    "w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001,
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|[wdhms])")
+_DURATION_TEXT = re.compile(rf"(?:\s*{_NUMBER}\s*(?:ms|[wdhms]))+\s*")
+_PLAIN_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
+
+
+def parse_duration(value: str | float) -> float:
+    """A duration as seconds: ``"24h"``, ``"15m"``, ``"90s"``, ``"7d"``, ``"1h30m"``, ``60``.
+
+    Units are ``w d h m s ms`` (lowercase: ``M`` would be ambiguous with months);
+    components add up in any order; a bare number, or a string of one, is seconds.
+    Raises ``ValueError`` with a readable reason: the caller adds the file and key.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be a duration such as \"24h\" or a number of seconds, "
+                         f"not {describe_value(value)}")
+    seconds = _parse_duration_text(value) if isinstance(value, str) else float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"must be a finite duration, not {value!r}")
+    if seconds < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
+    if _PLAIN_NUMBER.fullmatch(text):
+        return float(text)
+    if text.strip().startswith("-"):
+        raise ValueError(f"must not be negative, got {text!r}")
+    if not _DURATION_TEXT.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration: write a number with a unit "
+                         f"(w, d, h, m, s, ms) such as \"24h\", \"1h30m\" or \"90s\"")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """A compact text that ``parse_duration`` reads back as exactly ``seconds``.
+
+    Whole seconds become ``"1d2h3m4s"``-style text; anything fractional is written as
+    plain decimal seconds (``"0.05s"``) so that the round trip is exact.
+    """
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"cannot format {seconds!r} as a duration")
+    if seconds != int(seconds) or seconds >= 2**53:
+        return f"{format(Decimal(repr(float(seconds))), 'f')}s"
+    rest = int(seconds)
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        size = int(_DURATION_UNITS[unit])
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# --------------------------------------------------------------------------- sizes
+
+_SIZE_UNITS: Mapping[str, int] = {
+    "": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+_SIZE_TEXT = re.compile(rf"\s*({_NUMBER})\s*([A-Za-z]*)\s*")
+
+
+def parse_size(value: str | int) -> int:
+    """A size in bytes: ``"16MiB"``, ``"512 KiB"``, ``"2GB"``, ``65536``.
+
+    Binary (KiB, MiB, GiB) and decimal (kB, MB, GB) units, case-insensitive; a bare
+    number, or a string of one, is bytes. Raises ``ValueError`` with a readable reason.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be a size such as \"16MiB\" or a number of bytes, "
+                         f"not {describe_value(value)}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_TEXT.fullmatch(value)
+        unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+        if match is None or unit is None:
+            raise ValueError(f"{value!r} is not a size: write a number of bytes or one with "
+                             f"a unit (KiB, MiB, GiB, kB, MB, GB) such as \"16MiB\"")
+        size = int(float(match.group(1)) * unit)
+    if size < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return size

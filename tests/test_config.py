@@ -23,15 +23,13 @@ from auditd.config import (
     DaemonConfig,
     TopicsConfig,
     default_config,
-    format_duration,
     load_daemon_config,
     load_profiles,
     load_references,
-    parse_duration,
-    parse_size,
 )
 from auditd.errors import ConfigError
 from auditd.model import ID_PATTERN, Reference
+from auditd.text import format_duration, parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "device_profiles"

@@ -13,10 +13,10 @@ the two stand three rules, all pure functions of their inputs (no store, no cloc
   weighted) severity rises above the highest it has reached escalates that alert; it never
   opens a second one.
 * **Grouping and inhibition** (:func:`group_members`, after Alertmanager). A *root*
-  finding (its top cause is in :data:`ROOT_CAUSES` and its ``context.members`` names
-  devices) takes over the alerts of the members that name the same cause: they are
-  tracked, but their tickets are held back and the root's ticket lists them. A new root
-  cause needs one line in :data:`ROOT_CAUSES`, no code.
+  finding (its top cause has a ``group`` in the cause registry, ``core.causes``, and its
+  ``context.members`` names devices) takes over the alerts of the members that name the
+  same cause: they are tracked, but their tickets are held back and the root's ticket
+  lists them. A new root cause needs a ``group`` on its registry entry, no code here.
 
 :func:`plan` applies all three to one audit's findings, given the tracks, alerts and
 silences the store holds, and returns what to write back in the audit's transaction:
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
+from auditd.core.causes import ROOT_CAUSES
 from auditd.model import SEVERITIES, SEVERITY_RANK, AlertPolicy, Finding, Severity, Status
 
 State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
@@ -134,27 +135,6 @@ def acknowledge(track: Track) -> Track:
 
 
 # --------------------------------------------------------------------------- grouping
-
-
-@dataclass(frozen=True, slots=True)
-class GroupRule:
-    """How a root cause's finding names the alerts it explains."""
-
-    members_key: str = "members"
-    """The ``context`` key that lists the member devices."""
-    same_sensor: bool = True
-    """Members are the same sensor as the root (both roots today are per sensor); False:
-    any sensor of the member devices."""
-    same_site: bool = True
-    """Members are at the root's site (a reference serves one site); False: anywhere (a
-    firmware cohort spans sites, and its root names the site most members are at)."""
-
-
-ROOT_CAUSES: Mapping[str, GroupRule] = {
-    "reference_fault": GroupRule(same_sensor=True, same_site=True),
-    "firmware_regression": GroupRule(same_sensor=True, same_site=False),
-}
-"""Causes whose finding stands for a group: add a line here for a new kind of root."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

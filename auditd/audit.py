@@ -24,6 +24,7 @@ from auditd import fleet, logs
 from auditd.alerting import AlertSettings, planner_for
 from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
+from auditd.core.causes import REGISTRY
 from auditd.errors import UnitError
 from auditd.metadata import (
     DEFAULT_POLICY,
@@ -478,8 +479,7 @@ def unit_confusions(canonical: str) -> tuple[tuple[str, float, float], ...] | No
 # --------------------------------------------------------------------------- reference groups
 
 PEER_LABEL = "peer_consensus"
-REFERENCE_EXPLAINS = frozenset({"reference_fault", "offset_drift", "gain_drift"})
-REFERENCE_ACTION = "Inspect/recalibrate the reference, not the device"
+REFERENCE_FAULT = REGISTRY["reference_fault"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,9 +601,9 @@ def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: floa
         causes=(cause,), onset=decision.onset,
         context={"comparison": PEER_LABEL, "members": list(decision.members),
                  "others": list(decision.others)},
-        action=(f"{REFERENCE_ACTION}: {group.reference} reads "
-                f"{-decision.deviation:+.3g} {unit} off {len(decision.members)} of "
-                f"{decision.devices} devices it serves; recalibrate it and re-audit."))
+        action=REFERENCE_FAULT.action.format(
+            reference=group.reference, deviation=f"{-decision.deviation:+.3g}", unit=unit,
+            deviating=len(decision.members), devices=decision.devices))
 
 
 def blame_reference(finding: Finding, decision: ConsensusDecision, reference: str,
@@ -614,7 +614,8 @@ def blame_reference(finding: Finding, decision: ConsensusDecision, reference: st
     ``context``."""
     cause = Cause("reference_fault", decision.confidence, decision.evidence(reference,
                                                                             finding.unit or ""))
-    own = tuple(c for c in finding.causes if c.cause not in REFERENCE_EXPLAINS)
+    own = tuple(c for c in finding.causes if c.cause != REFERENCE_FAULT.name
+                and c.cause not in REFERENCE_FAULT.explains_away)
     context: dict[str, Any] = {**finding.context, "comparison": "reference",
                                "reference_fault": reference}
     if peer is not None:
@@ -624,4 +625,4 @@ def blame_reference(finding: Finding, decision: ConsensusDecision, reference: st
                    if finding.severity != "none" else "minor", causes=(cause, *own),
                    onset=decision.onset if decision.onset is not None else finding.onset,
                    context=context,
-                   action=f"{REFERENCE_ACTION}: {reference} has drifted, not this device.")
+                   action=REFERENCE_FAULT.member_action.format(reference=reference))

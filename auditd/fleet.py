@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from auditd import logs
 from auditd.catalog import Catalog
+from auditd.core.causes import REGISTRY
 from auditd.metadata import (
     DEFAULT_POLICY,
     METADATA_INVALID,
@@ -46,10 +47,7 @@ FIRMWARE = "firmware"
 """The cohort attribute of a firmware version (``auditd.core.cohorts.FIRMWARE``)."""
 COHORT = "cohort"
 """``context.comparison`` of a cohort's root finding: it judges a group, not a stream."""
-REGRESSION_EXPLAINS = frozenset({"offset_drift", "gain_drift", "unit_mismatch", "noise",
-                                 "stuck"})
-"""A stream's own causes that a firmware regression accounts for: they describe how the
-regression shows, so they stay after it as its symptoms rather than being dropped."""
+REGRESSION = REGISTRY[FIRMWARE_REGRESSION]
 
 
 # --------------------------------------------------------------------------- context
@@ -218,9 +216,7 @@ def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) ->
                                                     "version": version},
                  "members": list(cohort.following),
                  "others": sorted(set(cohort.failing) - set(cohort.following))},
-        action=(f"Roll back {model} firmware {version} on the affected devices (or hold the "
-                f"rollout) and report the regression to the firmware team; recalibration "
-                f"will not fix it."),
+        action=REGRESSION.action.format(model=model, version=version),
     )
 
 
@@ -233,8 +229,7 @@ def _blame_firmware(f: Finding, cohort: Cohort, sensor: str, root: Finding) -> F
             "model": model, "version": version, "root": root.device,
             "affected": len(cohort.following),
             "unaffected": cohort.rest_healthy + len(cohort.healthy)}},
-        action=(f"Firmware {version} regression: roll back or hold the update on this "
-                f"device rather than recalibrating it. {f.action}").strip())
+        action=(f"{REGRESSION.member_action.format(version=version)} {f.action}").strip())
 
 
 # --------------------------------------------------------------------------- metadata

@@ -22,6 +22,8 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from auditd.core.causes import ANOMALIES
+from auditd.core.causes import spec as cause_spec
 from auditd.model import (
     Cause,
     EventRecord,
@@ -36,8 +38,9 @@ from auditd.text import duration
 
 DAY = 86_400.0
 
-# The anomaly vocabulary (CONTRACT.md names the first five; the rest are documented in
-# docs/metadata.md). Never rename one: they are keys in findings, tickets and silences.
+# The anomaly vocabulary (CONTRACT.md names five; docs/metadata.md the rest): the names
+# the checks below raise. What each one is, its severity and its action are its entry in
+# the cause registry (``auditd.core.causes``).
 FIRMWARE_NOT_ALLOWED = "firmware_not_allowed"
 FIRMWARE_DOWNGRADE = "firmware_downgrade"
 CALIBRATION_OVERDUE = "calibration_overdue"
@@ -51,43 +54,8 @@ SENSOR_NOT_IN_PROFILE = "sensor_not_in_profile"
 DEVICE_SILENT = "device_silent"
 FIRMWARE_RARE = "firmware_rare"
 
-ANOMALIES: tuple[str, ...] = (
-    FIRMWARE_NOT_ALLOWED, FIRMWARE_DOWNGRADE, SERIAL_CHANGED, MODEL_UNKNOWN, DEVICE_SILENT,
-    CALIBRATION_OVERDUE, SENSOR_NOT_IN_PROFILE, INSTALLED_IN_FUTURE,
-    INSTALLED_AFTER_TELEMETRY, FIRMWARE_RARE, METADATA_INVALID, COHORT_OUTLIER,
-)
-"""Every metadata anomaly, in the order a finding ranks them (most consequential first)."""
-
-ACTIONS: Mapping[str, str] = {
-    FIRMWARE_NOT_ALLOWED: "Update or roll back the firmware to a version the profile allows "
-                          "(allowed_firmware), or extend the profile if the version is vetted.",
-    FIRMWARE_DOWNGRADE: "Find out who or what rolled the firmware back; re-apply the release "
-                        "version unless the rollback was deliberate.",
-    SERIAL_CHANGED: "The hardware was swapped without a replacement event: confirm on site, "
-                    "record the replacement and recalibrate the new unit.",
-    MODEL_UNKNOWN: "Add a device profile for this model (device_profiles/), or correct the "
-                   "model the device announces; until then none of its readings is audited.",
-    DEVICE_SILENT: "Check power, network and the device's MQTT client: it has stopped reporting.",
-    CALIBRATION_OVERDUE: "Schedule a calibration; findings on this instrument lean on an "
-                         "expired certificate until then.",
-    SENSOR_NOT_IN_PROFILE: "Add the sensor to the model's profile or stop the device sending "
-                           "it; its readings are quarantined, not audited.",
-    INSTALLED_IN_FUTURE: "Correct installed_at in the device's metadata.",
-    INSTALLED_AFTER_TELEMETRY: "Correct installed_at, or check whether this id was reused by "
-                               "another unit before the installation.",
-    FIRMWARE_RARE: "Check whether this firmware was installed on purpose; align it with "
-                   "the rest of the fleet.",
-    METADATA_INVALID: "Fix the device's metadata payload (see the evidence for the key).",
-}
-
-_SEVERITY: Mapping[str, Severity] = {
-    FIRMWARE_NOT_ALLOWED: "major", FIRMWARE_DOWNGRADE: "major", SERIAL_CHANGED: "major",
-    MODEL_UNKNOWN: "major", DEVICE_SILENT: "major", CALIBRATION_OVERDUE: "minor",
-    SENSOR_NOT_IN_PROFILE: "minor", INSTALLED_IN_FUTURE: "minor",
-    INSTALLED_AFTER_TELEMETRY: "minor", FIRMWARE_RARE: "minor", METADATA_INVALID: "minor",
-    COHORT_OUTLIER: "minor",
-}
 _RANK = {name: i for i, name in enumerate(ANOMALIES)}
+"""A finding lists its anomalies in the registry's order (most consequential first)."""
 
 TRACKED_KEYS = ("model", "firmware", "hardware_rev", "serial", "location")
 """Meta keys whose change is a change worth laying beside a deviation."""
@@ -275,7 +243,8 @@ class Anomaly:
 
     @property
     def severity(self) -> Severity:
-        return _SEVERITY.get(self.name, "minor")
+        entry = cause_spec(self.name)
+        return entry.severity if entry is not None and entry.severity else "minor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,7 +584,8 @@ def metadata_finding(device: str, site: str, found: Sequence[Anomaly], now: floa
         causes=tuple(Cause(a.name, 1.0, a.evidence) for a in found),
         onset=since,
         context={"anomalies": identity(found)},
-        action=" ".join(dict.fromkeys(ACTIONS[a.name] for a in found if a.name in ACTIONS)),
+        action=" ".join(dict.fromkeys(entry.action for a in found
+                                      if (entry := cause_spec(a.name)) and entry.action)),
     )
 
 

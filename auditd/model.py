@@ -30,20 +30,6 @@ def worst_severity(severities: Iterable[Severity], default: Severity = "none") -
     """The most severe of ``severities`` (``default`` when there are none)."""
     return max(severities, key=SEVERITY_RANK.__getitem__, default=default)
 
-CAUSES = (
-    "offset_drift",
-    "gain_drift",
-    "unit_mismatch",
-    "stuck",
-    "noise",
-    "dropout",
-    "time_lag",
-    "out_of_range",
-    "reference_fault",
-    "firmware_regression",
-)
-"""CONTRACT.md's cause vocabulary for calibration and data-quality findings."""
-
 EVENT_TYPES = (
     "maintenance",
     "calibration",

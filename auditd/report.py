@@ -32,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from auditd.catalog import Catalog
+from auditd.core.causes import spec as cause_spec
 from auditd.errors import AuditdError
 from auditd.model import EventRecord, iso
 from auditd.store import Store
@@ -161,8 +162,8 @@ def due_for_calibration(calibration: Sequence[Mapping[str, Any]],
     out: dict[str, dict[str, Any]] = {}
     for f in calibration:
         causes = [c["cause"] for c in f.get("causes") or ()]
-        if f.get("status") == "fail" and causes and causes[0] in ("offset_drift",
-                                                                  "gain_drift"):
+        top = cause_spec(causes[0]) if causes else None
+        if f.get("status") == "fail" and top is not None and top.recalibration_fixes:
             out.setdefault(f["device"], {"site": f["site"], "device": f["device"],
                                          "why": [], "due": None})["why"].append(
                 f"{f['sensor']}: {causes[0]}")

@@ -2,8 +2,8 @@
 
 Written for the technician who drives to the site, not for a statistician: each probable
 cause, best first, with the evidence sentence the audit wrote and the concrete steps that
-fix it (the wording of ``docs/causes.md``'s last column, made specific with the device's
-figures). The finding's own ``action`` (``core/actions.py``'s sentence for the top cause)
+fix it (each cause's ``steps`` in the registry, ``core.causes``, made specific with the
+device's figures). The finding's own ``action`` (``core/actions.py``'s sentence for the top cause)
 leads the top cause's steps.
 
 Pure: a finding's published JSON in, a :class:`Runbook` out, so a ticket built now and one
@@ -16,90 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CAUSE_STEPS: Mapping[str, tuple[str, ...]] = {
-    "offset_drift": (
-        "On site, compare the {sensor} reading with {reference} to confirm the offset "
-        "({bias}).",
-        "Re-zero or recalibrate the {sensor} sensor against {reference} or a transfer "
-        "standard, then record a `calibration` event for {device}.",
-        "If the offset comes back within weeks, replace the {sensor} sensor element.",
-    ),
-    "gain_drift": (
-        "Run a two-point (span) calibration of the {sensor} sensor at the low and the high "
-        "end of its range (its gain against the reference is {gain}).",
-        "Check the sensing element for dirt, condensation or ageing; replace it if the span "
-        "cannot be restored.",
-    ),
-    "unit_mismatch": (
-        "Check the unit setting for {sensor} in the device's configuration and firmware"
-        "{firmware_text}: the numbers it sends are not in {unit}.",
-        "Correct the unit setting (or the unit the payload declares); do NOT recalibrate the "
-        "sensor, it is not out of calibration.",
-        "If a firmware update changed the unit, report it against that firmware version.",
-    ),
-    "stuck": (
-        "Inspect the {sensor} sensor on site: its value stopped following the reference.",
-        "Power-cycle {device}; if the value stays frozen, replace the sensor.",
-    ),
-    "noise": (
-        "Check the {sensor} sensor's wiring and connectors, and its cable shielding.",
-        "Check the mounting (radiation shield, vibration, airflow) and the stability of the "
-        "power supply.",
-        "Replace the sensor if the readings still scatter after these checks.",
-    ),
-    "dropout": (
-        "Check {device}'s power supply or battery.",
-        "Check its network link (signal strength, reachability of the gateway) and its logs "
-        "for resets.",
-    ),
-    "time_lag": (
-        "Fix {device}'s clock: check its NTP / time synchronisation (its timestamps are "
-        "{lag} off the reference).",
-        "Check for buffering that sends old readings late, or stamps them when sent instead "
-        "of when measured.",
-    ),
-    "out_of_range": (
-        "Check the {sensor} sensor and its unit setting: it reports physically impossible "
-        "values.",
-        "Replace the sensor if the impossible values persist.",
-    ),
-    "reference_fault": (
-        "Inspect the reference instrument {reference} on site: the devices it serves agree "
-        "with each other, not with it.",
-        "Recalibrate {reference} (or send it for calibration and put a calibrated spare in "
-        "its place); do not recalibrate the devices it serves.",
-        "After the reference is back in tolerance, check that the next audit passes.",
-    ),
-    "firmware_regression": (
-        "Roll back firmware {firmware} on the affected devices to the last version that "
-        "passed its audits.",
-        "Report the regression against firmware {firmware} to the vendor, with this ticket's "
-        "evidence.",
-        "Hold further roll-outs of firmware {firmware} until a fix is released.",
-    ),
-    "firmware_not_allowed": (
-        "Update or roll back {device}'s firmware{firmware_text} to a version its profile "
-        "allows.",
-    ),
-    "firmware_downgrade": (
-        "Find out who downgraded {device}'s firmware{firmware_text} and why; restore the "
-        "released version unless the downgrade was deliberate.",
-    ),
-    "calibration_overdue": (
-        "Calibrate {device} (its calibration is overdue) and record a `calibration` event.",
-    ),
-    "metadata_invalid": (
-        "Correct {device}'s metadata (model, firmware, dates) at the device or in its "
-        "provisioning.",
-    ),
-    "cohort_outlier": (
-        "Compare {device} with the other devices of its model and firmware: check its "
-        "configuration and installation for what differs.",
-    ),
-}
-"""Steps per cause; ``{name}`` fields are filled from the finding (see :func:`_fields`)."""
-
-FALLBACK_STEP = "Investigate {device} {sensor}: {evidence}"
+from auditd.core.causes import FALLBACK_STEP
+from auditd.core.causes import spec as cause_spec
 
 METRICS_SHOWN = ("n", "bias", "gain", "offset", "rmse", "r2", "lag_s", "devices", "deviating",
                  "spread")
@@ -191,9 +109,11 @@ def _fields(finding: Mapping[str, Any], evidence: str) -> dict[str, str]:
 
 
 def steps_for(cause: str, finding: Mapping[str, Any], evidence: str) -> tuple[str, ...]:
+    """The registry's steps for ``cause`` (``core.causes``), with the finding's figures."""
     fields = _fields(finding, evidence)
-    return tuple(template.format_map(fields)
-                 for template in CAUSE_STEPS.get(cause, (FALLBACK_STEP,)))
+    entry = cause_spec(cause)
+    templates = entry.steps if entry is not None and entry.steps else (FALLBACK_STEP,)
+    return tuple(template.format_map(fields) for template in templates)
 
 
 def build(finding: Mapping[str, Any],

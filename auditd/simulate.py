@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 
 from auditd.catalog import Catalog
+from auditd.core.causes import FINDING_CAUSES
 from auditd.errors import ConfigError
 from auditd.model import Profile, SensorSpec, iso
 from auditd.text import parse_duration
 from auditd.units import converter
 from auditd.validate import parse_timestamp
 
-CAUSES = ("offset_drift", "gain_drift", "unit_mismatch", "stuck", "noise", "dropout",
-          "time_lag", "out_of_range", "reference_fault", "firmware_regression")
-"""CONTRACT.md's cause vocabulary: every one can be injected."""
+CAUSES = FINDING_CAUSES
+"""CONTRACT.md's cause vocabulary (the cause registry's): every one can be injected."""
 
 DEFAULT_MAGNITUDE_TOL = {"offset_drift": 3.0, "firmware_regression": 3.0,
                          "reference_fault": 3.0, "noise": 2.5}

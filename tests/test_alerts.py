@@ -38,6 +38,7 @@ from auditd.audit import Auditor
 from auditd.catalog import build_catalog
 from auditd.cli import main
 from auditd.config import TopicsConfig, load_profiles
+from auditd.core import causes
 from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
 from auditd.store import Store
 from auditd.store_alerts import AlertPlanner
@@ -238,7 +239,7 @@ def test_a_firmware_cohort_groups_its_members_across_sites() -> None:
 
 
 def test_a_new_root_cause_groups_by_its_table_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(alerts.ROOT_CAUSES, "stuck", alerts.GroupRule(  # type: ignore[index]
+    monkeypatch.setitem(alerts.ROOT_CAUSES, "stuck", causes.GroupRule(  # type: ignore[index]
         members_key="devices", same_sensor=False))
     root = replace(finding("gw-power", cause="stuck", sensor="supply"),
                    context={"devices": ["th-02"]})

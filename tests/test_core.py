@@ -34,8 +34,9 @@ from auditd.core import (
     step_onset,
     unit_candidates,
 )
+from auditd.core.causes import FINDING_CAUSES
 from auditd.core.lag import lag_correlation
-from auditd.model import CAUSES, SensorSpec, Tolerance
+from auditd.model import SensorSpec, Tolerance
 
 START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
 DAY = 86_400.0
@@ -168,7 +169,7 @@ def judge(scene: Scene, fault: Fault = Fault(), spec: SensorSpec = SPEC,
 def check_shape(v: StreamVerdict) -> None:
     """What every verdict must look like, whatever the data."""
     assert v.status in ("pass", "fail", "insufficient_data")
-    assert all(c.cause in CAUSES for c in v.causes)
+    assert all(c.cause in FINDING_CAUSES for c in v.causes)
     assert all(0.0 <= c.confidence <= 1.0 for c in v.causes)
     assert [c.confidence for c in v.causes] == sorted((c.confidence for c in v.causes),
                                                       reverse=True)

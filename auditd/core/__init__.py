@@ -4,6 +4,7 @@ No broker, database, clock, file or logging: everything here is a function of it
 arguments, so the daemon, ``replay`` and ``colocate`` get the same answer from the same
 data. One module per responsibility, each meant to grow on its own:
 
+- ``causes``    the one cause registry (pure data: what each cause is and what to do)
 - ``series``    the input value (``Series``)
 - ``align``     both streams on one time base (``align``, ``Aligned``)
 - ``lag``       prewhitened FFT cross-correlation (``estimate_lag``, ``LagEstimate``)
@@ -15,18 +16,52 @@ data. One module per responsibility, each meant to grow on its own:
 - ``drift``     residuals against a known-good baseline (``drift``, ``Drift``)
 - ``actions``   the technician's sentence
 - ``verdict``   the composition (``evaluate_stream``, ``StreamVerdict``)
+- ``cohorts``, ``consensus``  what a group of streams shows that one cannot
+
+The names below are loaded on first use (PEP 562): a gateway that only ingests imports
+``auditd.core.causes`` (a table) with the alerting, and pays for numpy and scipy only when
+its first audit asks for a verdict. The functions ``diagnose.diagnose`` and ``drift.drift``
+are not among them: their names are their modules' (``from auditd.core.drift import
+drift``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Bound now, not on first use: ``align`` is also the name of its module, which the import
+# system would otherwise leave in its place once anything imported ``auditd.core.align``.
+# Both need numpy only, which the store has loaded anyway.
 from auditd.core.align import Aligned, align
-from auditd.core.checks import exceedances, failed_checks
-from auditd.core.diagnose import DETECTORS, Case, build_case, diagnose
-from auditd.core.drift import Drift, baseline_residuals, drift, residuals
-from auditd.core.fit import LineFit, Metrics, compute_metrics, fit_line
-from auditd.core.lag import LagEstimate, estimate_lag
-from auditd.core.onset import step_onset
 from auditd.core.series import Series
-from auditd.core.units import UnitCandidate, UnitMatch, default_unit_candidates, unit_candidates
-from auditd.core.verdict import StreamVerdict, evaluate_aligned, evaluate_stream
+
+if TYPE_CHECKING:
+    from auditd.core.checks import exceedances, failed_checks
+    from auditd.core.diagnose import DETECTORS, Case, build_case
+    from auditd.core.drift import Drift, baseline_residuals, residuals
+    from auditd.core.fit import LineFit, Metrics, compute_metrics, fit_line
+    from auditd.core.lag import LagEstimate, estimate_lag
+    from auditd.core.onset import step_onset
+    from auditd.core.units import (
+        UnitCandidate,
+        UnitMatch,
+        default_unit_candidates,
+        unit_candidates,
+    )
+    from auditd.core.verdict import StreamVerdict, evaluate_aligned, evaluate_stream
+
+_HOME = {
+    "exceedances": "checks", "failed_checks": "checks",
+    "DETECTORS": "diagnose", "Case": "diagnose", "build_case": "diagnose",
+    "Drift": "drift", "baseline_residuals": "drift", "residuals": "drift",
+    "LineFit": "fit", "Metrics": "fit", "compute_metrics": "fit", "fit_line": "fit",
+    "LagEstimate": "lag", "estimate_lag": "lag",
+    "step_onset": "onset",
+    "UnitCandidate": "units", "UnitMatch": "units", "default_unit_candidates": "units",
+    "unit_candidates": "units",
+    "StreamVerdict": "verdict", "evaluate_aligned": "verdict", "evaluate_stream": "verdict",
+}
 
 __all__ = [
     "DETECTORS",
@@ -45,8 +80,6 @@ __all__ = [
     "build_case",
     "compute_metrics",
     "default_unit_candidates",
-    "diagnose",
-    "drift",
     "estimate_lag",
     "evaluate_aligned",
     "evaluate_stream",
@@ -57,3 +90,10 @@ __all__ = [
     "step_onset",
     "unit_candidates",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'auditd.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"auditd.core.{home}"), name)

@@ -24,6 +24,7 @@ import numpy as np
 
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
+from auditd.core.causes import EXPLAINS_AWAY
 from auditd.core.checks import exceedances, ratio
 from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line_consuming
 from auditd.core.lag import UNDEFINED, LagEstimate
@@ -463,12 +464,8 @@ DETECTORS: tuple[Detector, ...] = (
     stuck, unit_mismatch, time_lag, offset_drift, gain_drift, noise, dropout,
 )
 
-EXPLAINS_AWAY: dict[str, frozenset[str]] = {
-    "stuck": frozenset({"unit_mismatch", "time_lag", "offset_drift", "gain_drift", "noise"}),
-    # in the wrong unit every figure is scaled: the scatter too
-    "unit_mismatch": frozenset({"offset_drift", "gain_drift", "noise"}),
-}
 EXPLAIN_MIN_CONFIDENCE = 0.5
+"""A cause hides those it explains away (``causes.EXPLAINS_AWAY``) from this confidence."""
 
 
 def rank(causes: Sequence[Cause]) -> tuple[Cause, ...]:

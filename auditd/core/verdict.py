@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditd import text
-from auditd.core.actions import action_for_failure, action_for_insufficient
+from auditd.core.actions import action_for_dropout, action_for_failure, action_for_insufficient
 from auditd.core.align import Aligned, align, coarsen
+from auditd.core.causes import of_kind
 from auditd.core.checks import exceedances, failed_checks
 from auditd.core.diagnose import (
     DROPOUT_FAIL,
@@ -36,7 +36,9 @@ LAG_SEARCH_MAX_SHARE = 0.25
 """The lag search spans ten lag tolerances (at least ten bins) but at most a quarter of
 the window, so that every lag tried still has three quarters of the data to compare."""
 
-CRITICAL_CAUSES = frozenset({"stuck", "unit_mismatch"})
+CRITICAL_CAUSES = frozenset(c.name for c in of_kind("calibration", "data_quality")
+                            if c.severity == "critical")
+"""A device that cannot be trusted at all, however small its numbers look."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +147,7 @@ def _pass_or_dropout(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
     if drop is None or dropout_share(aligned) < DROPOUT_FAIL:
         return StreamVerdict("pass", "none", metrics, (), None, "", drift=figures)
     severity: Severity = "major" if dropout_share(aligned) >= DROPOUT_MAJOR else "minor"
-    action = (f"Check the device's power and network link: it delivered {spec.name} data "
-              f"for only {text.percent(aligned.device_coverage)} of the window.")
+    action = action_for_dropout(aligned, spec)
     return StreamVerdict("fail", severity, metrics, (drop,), None, action, ("coverage",),
                          figures)
 

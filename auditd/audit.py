@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from auditd import fleet, logs
+from auditd import logs
 from auditd.alerting import AlertSettings, planner_for
 from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
 from auditd.core.causes import REGISTRY
+from auditd.domain import run_context
 from auditd.errors import UnitError
 from auditd.metadata import (
     DEFAULT_POLICY,
@@ -157,7 +158,7 @@ def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
     findings (one per stream); metadata findings appear only when they are news."""
     metadata = [f for f in findings if f.kind == "metadata"]
     findings = [f for f in findings if f.kind != "metadata"
-                and f.context.get("comparison") != fleet.COHORT]  # cohorts: listed below
+                and f.context.get("comparison") != run_context.COHORT]  # cohorts: listed below
     by_status = Counter(f.status for f in findings)
     return {
         "kind": "audit_report",
@@ -249,16 +250,16 @@ class Auditor:
                                        self._policy)
             models = {device: self._catalog.model_for(device, announced.get(device))
                       for device in histories}
-            with_changes = fleet.with_context(findings, histories, self._policy)
+            with_changes = run_context.with_context(findings, histories, self._policy)
             roots = [f for f in self._store.latest_findings(kind="calibration")
-                     if f.get("context", {}).get("comparison") == fleet.COHORT]
-            outcome = fleet.apply_cohorts(with_changes, histories, models, self._cohort_alpha,
+                     if f.get("context", {}).get("comparison") == run_context.COHORT]
+            outcome = run_context.apply_cohorts(with_changes, histories, models, self._cohort_alpha,
                                           self._policy, now=now, previous_roots=roots)
             previous = {f["device"]: f for f in self._store.latest_findings(kind="metadata")}
             firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
                                     for d, h in histories.items()
                                     if not self._catalog.is_reference(d))
-            metadata = fleet.metadata_findings(histories, self._catalog, models, previous,
+            metadata = run_context.metadata_findings(histories, self._catalog, models, previous,
                                                now, firmware, self._policy)
         except Exception:
             log.exception("audit.fleet_step_failed")

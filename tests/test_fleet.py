@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditd.fleet import COHORT, apply_cohorts
+from auditd.domain.run_context import COHORT, apply_cohorts
 from auditd.metadata import DeviceHistory, MetaVersion
 from auditd.model import Cause, Finding
 

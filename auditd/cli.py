@@ -171,7 +171,7 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
              speed: float, profiles: Path | None, references: Path | None,
              config_path: Path | None) -> None:
     """Generate a synthetic fleet with known faults: a replay file or live MQTT, plus truth."""
-    from auditd import simulate as sim
+    from auditd.sim import simulate as sim
 
     if (out_path is None) == (broker is None):
         raise UsageError("give exactly one of --out FILE or --mqtt HOST:PORT", "--out/--mqtt")
@@ -187,7 +187,7 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
         click.echo(f"wrote {out_path} ({len(result.messages)} messages, "
                    f"{len(result.truth['faults'])} faults)")
         return
-    from auditd.simlive import publish
+    from auditd.sim.live import publish
 
     publish(result, broker or "", speed, truth_path, cfg)
 
@@ -202,7 +202,7 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
 @_errors_to_exit
 def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> None:
     """Score findings against a simulation's truth: recall, precision, onset, false alarms."""
-    from auditd import evaluate as ev
+    from auditd.sim import evaluate as ev
 
     scores = ev.score(ev.load_truth(truth_path), ev.load_findings(findings_path))
     if out_path is not None:
@@ -444,7 +444,7 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
 def demo(broker: str | None, seconds: float, days: float, out_dir: Path,
          profiles: Path | None, references: Path | None) -> None:
     """A simulated fleet, live, through the real daemon: failing streams and a report."""
-    from auditd.demo import run_demo
+    from auditd.sim.demo import run_demo
 
     if seconds <= 0 or days <= 0:
         raise UsageError("must be positive", "--seconds/--days")

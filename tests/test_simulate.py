@@ -14,11 +14,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditd import evaluate, simulate
 from auditd.catalog import build_catalog
 from auditd.config import load_profiles, load_references
 from auditd.model import RawMessage
 from auditd.replay import BadLine
+from auditd.sim import evaluate, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 

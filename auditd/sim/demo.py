@@ -147,7 +147,7 @@ def locate(name: str, given: Path | None) -> Path:
     beside the package (an editable install of a checkout)."""
     if given is not None:
         return given.resolve()
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (base / name).is_dir():
             return (base / name).resolve()
     raise UsageError(f"no {name}/ directory here or beside the package; run the demo from "
@@ -250,10 +250,11 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
              profiles: Path | None, references: Path | None, echo: Callable[[str], None],
              ) -> int:
     """The demo; returns the exit status (0, or 130 after Ctrl-C)."""
-    from auditd import evaluate, report, simulate
+    from auditd import report
     from auditd.catalog import load_catalog
     from auditd.config import load_daemon_config
-    from auditd.simlive import publish
+    from auditd.sim import evaluate, simulate
+    from auditd.sim.live import publish
     from auditd.store import Store
 
     profiles_dir, references_dir = locate("device_profiles", profiles), locate("references",
@@ -357,7 +358,7 @@ def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]
     """(host, port, MQTT protocol for the daemon, what it is): the named broker, else a
     private mosquitto, else a private amqtt (3.1.1 only), else a clear error."""
     if broker:
-        from auditd.simlive import parse_broker
+        from auditd.sim.live import parse_broker
 
         host, port = parse_broker(broker)
         if not _listening(host, port, timeout=2.0):

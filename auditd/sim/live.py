@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from auditd.config import DaemonConfig
 from auditd.errors import IOFailure, UsageError
-from auditd.simulate import Simulation, paced, shift_to
+from auditd.sim.simulate import Simulation, paced, shift_to
 
 Progress = Callable[[int, int, float], None]
 """(messages sent, messages in all, simulated time of the last one)."""

@@ -244,7 +244,7 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
 @_errors_to_exit
 def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> None:
     """List devices: model, firmware, install and calibration dates, last seen, open findings."""
-    from auditd import inventory
+    from auditd.views import inventory
 
     _, catalog = _load(config_path)
     with _open_store(config_path, db_path, writes=False) as store:
@@ -262,7 +262,7 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
 def history(device: str, config_path: Path | None, db_path: Path | None,
             as_json: bool) -> None:
     """One device's timeline: metadata versions, events and changes of verdict, in order."""
-    from auditd import inventory
+    from auditd.views import inventory
 
     with _open_store(config_path, db_path, writes=False) as store:
         entries = inventory.read_timeline(store, device)
@@ -356,7 +356,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     cfg = load_daemon_config(config_path) if config_path else default_config()
     site = site or cfg.site
     if html_path is not None:
-        from auditd.colocation_html import require_matplotlib
+        from auditd.views.colocation import require_matplotlib
 
         require_matplotlib()
     if (from_store or apply_) and store_path is None:
@@ -388,7 +388,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
             body["not_applied"] = skipped
         out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         if html is not None:
-            from auditd.colocation_html import render
+            from auditd.views.colocation import render
 
             html.write(render(result))
     click.echo(co.summary_table(result))
@@ -410,8 +410,8 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
            csv_path: Path | None, profiles: Path | None, references: Path | None,
            config_path: Path | None) -> None:
     """The calibration report of a store: fleet summary, then every failing stream."""
-    from auditd import report as rep
     from auditd.store import Store
+    from auditd.views import report as rep
 
     if not (html_path or json_path or csv_path):
         raise UsageError("name at least one output", "--html/--json/--csv")
@@ -481,7 +481,7 @@ def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -
     """Open alerts: most severe first, grouped alerts with their members."""
     import time
 
-    from auditd import alert_view
+    from auditd.views import alerts as alert_view
 
     with _open_store(config_path, store_path, writes=False) as store:
         now = time.time()
@@ -533,7 +533,7 @@ def silence(ctx: click.Context, device: str | None, sensor: str | None,
     """Hold back tickets for a device's alerts until a time (`list`, `expire ID`)."""
     import time
 
-    from auditd.alert_view import parse_until
+    from auditd.views.alerts import parse_until
 
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, store_path=store_path)
@@ -577,7 +577,7 @@ def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
     """Silences still active (all of them with --all)."""
     import time
 
-    from auditd import alert_view
+    from auditd.views import alerts as alert_view
 
     now = time.time()
     with _group_store(ctx, config_path, store_path, writes=False) as store:

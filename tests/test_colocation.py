@@ -221,8 +221,8 @@ def test_precision_uses_only_intervals_where_every_unit_reports() -> None:
 def test_html_section_marks_every_verdict_or_says_how_to_get_matplotlib(epa_run) -> None:
     from html.parser import HTMLParser
 
-    from auditd.colocation_html import render
     from auditd.errors import UsageError
+    from auditd.views.colocation import render
 
     try:
         import matplotlib  # noqa: F401

@@ -250,12 +250,12 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
              profiles: Path | None, references: Path | None, echo: Callable[[str], None],
              ) -> int:
     """The demo; returns the exit status (0, or 130 after Ctrl-C)."""
-    from auditd import report
     from auditd.catalog import load_catalog
     from auditd.config import load_daemon_config
     from auditd.sim import evaluate, simulate
     from auditd.sim.live import publish
     from auditd.store import Store
+    from auditd.views import report
 
     profiles_dir, references_dir = locate("device_profiles", profiles), locate("references",
                                                                              references)
@@ -379,7 +379,7 @@ def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]
 def open_alerts(store: Any) -> str | None:
     """The open alerts as ``sensor-auditd findings`` shows them; None when none opened
     (a fault must fail ``open_after`` audits in a row first)."""
-    from auditd import alert_view
+    from auditd.views import alerts as alert_view
 
     now = time.time()
     alerts = store.alerts()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from auditd import PACKAGE_DATA
 from auditd.core.align import align, coarsen
 from auditd.core.checks import r2_judgeable
 from auditd.core.diagnose import build_case
@@ -50,7 +51,7 @@ INTERVALS: Mapping[str, float] = {"1h": 3600.0, "24h": 86400.0}
 COMPLETENESS = 0.75
 """The EPA's rule: an average counts only with more than this share of expected values."""
 
-TARGETS_FILE = Path(__file__).parent / "data" / "epa_targets.toml"
+TARGETS_FILE = PACKAGE_DATA / "data" / "epa_targets.toml"
 TARGET_KEYS = ("slope", "intercept", "r2_min", "rmse_max", "nrmse_max", "sd_max", "cv_max")
 DEMING_VARIANCE_RATIO = 1.0
 """The errors-in-variables line beside OLS is orthogonal regression (equal error

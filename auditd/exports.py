@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from auditd import PACKAGE_DATA
 from auditd.config import _read_toml
 from auditd.errors import ConfigError, ExportError, UnitError
 from auditd.model import ID_PATTERN
@@ -48,8 +49,8 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
-MAPPINGS_DIR = Path(__file__).with_name("mappings")
-SENSOR_UNITS_FILE = Path(__file__).parent / "data" / "sensor_units.toml"
+MAPPINGS_DIR = PACKAGE_DATA / "mappings"
+SENSOR_UNITS_FILE = PACKAGE_DATA / "data" / "sensor_units.toml"
 DETECT_LINES = 64
 """How much of a file's head content recognition reads."""
 

@@ -19,15 +19,15 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import cast
 
 import pint
 from pint.util import UnitsContainer
 
+from auditd import PACKAGE_DATA
 from auditd.errors import UnitError
 
-DEFINITIONS = Path(__file__).with_name("units.txt")
+DEFINITIONS = PACKAGE_DATA / "units.txt"
 """Extra spellings (ppb, ppt, agency capitals), in pint's own definitions syntax."""
 
 MAX_UNIT_CHARS = 64

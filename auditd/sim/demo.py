@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from auditd import PACKAGE_DATA
 from auditd.errors import IOFailure, UsageError
 
 MOSQUITTO_HINT = ("no MQTT broker: install mosquitto (Debian/Ubuntu: sudo apt-get install "
@@ -147,7 +148,7 @@ def locate(name: str, given: Path | None) -> Path:
     beside the package (an editable install of a checkout)."""
     if given is not None:
         return given.resolve()
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for base in (Path.cwd(), PACKAGE_DATA.parent):
         if (base / name).is_dir():
             return (base / name).resolve()
     raise UsageError(f"no {name}/ directory here or beside the package; run the demo from "

@@ -26,14 +26,14 @@ from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
 from auditd.core.causes import REGISTRY
 from auditd.domain import run_context
-from auditd.errors import UnitError
-from auditd.metadata import (
+from auditd.domain.metadata import (
     DEFAULT_POLICY,
     DeviceHistory,
     FleetView,
     MetadataPolicy,
     MetaVersion,
 )
+from auditd.errors import UnitError
 from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
 from auditd.store import OutboxMessage, Store, StreamInfo
 from auditd.units import converter, same_dimension_units
@@ -344,7 +344,7 @@ class Auditor:
         """A window as the audit judges it: through the corrections recorded as calibration
         events of the device (``auditd.calibration``; the store keeps the raw readings)."""
         from auditd import core
-        from auditd.calibration import apply, corrections
+        from auditd.domain.calibration import apply, corrections
 
         ts, values = self._store.read_window(site, device, sensor, start, end)
         found = corrections(self._store.events(device), sensor)

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from auditd.audit import unit_confusions
-from auditd.calibration import correction_payload
-from auditd.colocation import (
+from auditd.domain.calibration import correction_payload
+from auditd.domain.colocation import (
     COMPLETENESS,
     INTERVALS,
     Averages,

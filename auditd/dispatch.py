@@ -28,9 +28,9 @@ import urllib3
 
 from auditd import __version__, logs
 from auditd.config import CommandConfig, TicketsConfig, WebhookConfig
+from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
 from auditd.store import Store
-from auditd.tickets import backoff_s
 
 log = logs.get("auditd.dispatch")
 

@@ -55,7 +55,7 @@ import numpy.typing as npt
 import structlog
 from sqlite_utils import Database
 
-from auditd.alerts import Changes
+from auditd.domain.alerts import Changes
 from auditd.errors import StoreError
 from auditd.model import EventRecord, Finding, MetaRecord, Outcome, Reading, Rejection, iso
 from auditd.retry import is_transient

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from auditd.alerts import (
+from auditd.domain.alerts import (
     Alert,
     Changes,
     Silence,

@@ -88,7 +88,7 @@ def floor(db: Path) -> int:
 
 def import_and_evaluate(db: Path) -> dict[str, Any]:
     from auditd.colocate import Options, run, sources_from_store
-    from auditd.colocation import load_targets
+    from auditd.domain.colocation import load_targets
     from auditd.importer import import_file
     from auditd.store import Store
 
@@ -102,7 +102,7 @@ def import_and_evaluate(db: Path) -> dict[str, Any]:
 
 def colocate_files(_db: Path) -> dict[str, Any]:
     from auditd.colocate import Options, run, sources_from_files
-    from auditd.colocation import load_targets
+    from auditd.domain.colocation import load_targets
 
     result = run(sources_from_files(f"ref={REFERENCE}", [f"{d}={p}" for d, p in UNITS.items()]),
                  load_targets(), Options())

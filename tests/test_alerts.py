@@ -20,9 +20,14 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditd import alerts
 from auditd.alerting import AlertSettings
-from auditd.alerts import (
+from auditd.audit import Auditor
+from auditd.catalog import build_catalog
+from auditd.cli import main
+from auditd.config import TopicsConfig, load_profiles
+from auditd.core import causes
+from auditd.domain import alerts
+from auditd.domain.alerts import (
     DEFAULT_POLICY,
     Observation,
     Snapshot,
@@ -34,15 +39,10 @@ from auditd.alerts import (
     step,
     weighted,
 )
-from auditd.audit import Auditor
-from auditd.catalog import build_catalog
-from auditd.cli import main
-from auditd.config import TopicsConfig, load_profiles
-from auditd.core import causes
+from auditd.domain.tickets import ticket_payload
 from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
 from auditd.store import Store
 from auditd.store_alerts import AlertPlanner
-from auditd.tickets import ticket_payload
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_764_028_800.0  # 2025-11-25T00:00:00Z

@@ -150,11 +150,11 @@ def test_commands_from_an_authorised_client_only(tmp_path: Path) -> None:
     from brokers import Mosquitto
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from auditd.alerts import plan
+    from auditd.domain.alerts import plan
+    from auditd.domain.tickets import ticket_payload
     from auditd.model import Cause, Finding
     from auditd.store import Store
     from auditd.store_alerts import AlertPlanner
-    from auditd.tickets import ticket_payload
 
     if shutil.which("mosquitto_passwd") is None:
         pytest.fail("mosquitto_passwd is needed (apt-get install mosquitto)")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from auditd.audit import Auditor
-from auditd.calibration import apply, corrections
 from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles
+from auditd.domain.calibration import apply, corrections
 from auditd.ingest import Ingestor
 from auditd.model import EventRecord, RawMessage, Reference
 from auditd.store import Store

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from auditd.colocate import Options, run, sources_from_files
-from auditd.colocation import (
+from auditd.domain.colocation import (
     Averages,
     Targets,
     compare,

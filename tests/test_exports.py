@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from auditd.cli import main
 from auditd.colocate import Options, run, sources_from_files, sources_from_store
-from auditd.colocation import load_targets
+from auditd.domain.colocation import load_targets
 from auditd.errors import ConfigError
 from auditd.exports import ExportError, TimeParser, load_mapping, read_export
 from auditd.importer import import_file

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from auditd.domain.metadata import DeviceHistory, MetaVersion
 from auditd.domain.run_context import COHORT, apply_cohorts
-from auditd.metadata import DeviceHistory, MetaVersion
 from auditd.model import Cause, Finding
 
 T0 = 1_764_028_800.0

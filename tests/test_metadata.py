@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from auditd.audit import Auditor
 from auditd.catalog import Catalog, build_catalog
 from auditd.config import TopicsConfig, load_profiles, load_references
-from auditd.ingest import Ingestor
-from auditd.metadata import (
+from auditd.domain.metadata import (
     DAY,
     DeviceHistory,
     FleetView,
@@ -29,6 +28,7 @@ from auditd.metadata import (
     needs_saving,
     parse_date,
 )
+from auditd.ingest import Ingestor
 from auditd.model import EventRecord, RawMessage
 from auditd.store import Store
 from auditd.validate import Limits
@@ -260,7 +260,7 @@ def test_each_anomaly_is_raised_once_and_its_end_once(tmp_path: Path) -> None:
 def test_needs_saving_is_a_change_of_the_anomaly_set() -> None:
     h = history(version(NOW - 200 * DAY, firmware="1.0"))
     found = anomalies(h, TH200, "th-200", FleetView(), NOW)
-    from auditd.metadata import metadata_finding
+    from auditd.domain.metadata import metadata_finding
 
     first = metadata_finding("dev-1", "north", found, NOW).to_json()
     assert needs_saving(None, found)

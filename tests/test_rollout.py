@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import rollout
 
-from auditd.metadata import changes, firmware_since
+from auditd.domain.metadata import changes, firmware_since
 from auditd.store import Store
 
 
@@ -91,7 +91,7 @@ def test_retained_meta_redelivered_every_hour_is_one_version_per_firmware(
 
 def test_the_update_is_one_change_whether_announced_by_event_and_meta(
         replayed: dict[str, Any]) -> None:
-    from auditd.metadata import DeviceHistory, MetaVersion
+    from auditd.domain.metadata import DeviceHistory, MetaVersion
 
     with Store(replayed["tmp"] / "store.db") as store:
         history = DeviceHistory(

@@ -22,14 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ticket_server import TicketServer
 
-from auditd.alerts import plan
 from auditd.cli import main
 from auditd.config import CommandConfig, WebhookConfig
 from auditd.dispatch import CommandSink, FileSink, RetryPolicy, TicketDispatcher, WebhookSink
+from auditd.domain.alerts import plan
+from auditd.domain.tickets import backoff_s, ticket_payload
 from auditd.model import Cause, Finding
 from auditd.store import Store
 from auditd.store_alerts import AlertPlanner
-from auditd.tickets import backoff_s, ticket_payload
 
 T0 = 1_764_028_800.0
 HOUR = 3600.0

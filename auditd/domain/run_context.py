@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from auditd import logs
 from auditd.catalog import Catalog
 from auditd.core.causes import REGISTRY
-from auditd.metadata import (
+from auditd.domain.metadata import (
     DEFAULT_POLICY,
     METADATA_INVALID,
     Anomaly,

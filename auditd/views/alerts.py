@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from auditd.alerts import Alert, Silence, silenced
+from auditd.domain.alerts import Alert, Silence, silenced
 from auditd.model import iso
 
 COLUMNS = ("ALERT", "STATE", "SEVERITY", "DEVICE", "SENSOR", "CAUSE", "OPENED", "NOTE")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from auditd.colocate import ColocationRun, causes_text
-from auditd.colocation import paired
+from auditd.domain.colocation import paired
 from auditd.errors import UsageError
 from auditd.model import iso
 

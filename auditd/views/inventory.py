@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from auditd.catalog import Catalog
-from auditd.metadata import MetaVersion, parse_date
+from auditd.domain.metadata import MetaVersion, parse_date
 from auditd.model import EventRecord, iso
 from auditd.store import Store, StreamInfo
 

@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from auditd import runbook
-from auditd.alerts import TicketRequest
+from auditd.domain import runbook
+from auditd.domain.alerts import TicketRequest
 from auditd.model import iso
 
 TICKET_KIND = "ticket"

@@ -28,8 +28,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import health, logs, sdnotify
 from auditd.adapters.runstate import RunState, RunStateFile
-from auditd.alerting import AlertSettings
-from auditd.audit import Auditor, metadata_policy
+from auditd.app.alerting import AlertSettings
+from auditd.app.auditor import Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
 from auditd.dispatch import RetryPolicy, TicketDispatcher, sinks_from
@@ -186,7 +186,7 @@ class Daemon:
         topic's messages (``auditd.commands``) and passes the rest on."""
         if not self.cfg.topics.commands:
             return ingestor
-        from auditd.commands import CommandRouter
+        from auditd.app.commands import CommandRouter
 
         return cast(Ingestor, CommandRouter(ingestor, self.store, self.cfg.topics.command(
             self.cfg.site, self.cfg.gateway)))

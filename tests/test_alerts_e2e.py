@@ -117,7 +117,7 @@ def test_sigkill_before_and_during_sending_still_gives_exactly_one_ticket(
 
 
 def test_parse_commands_and_refuse_bad_ones() -> None:
-    from auditd.commands import Ack, Expire, SilenceCommand, parse
+    from auditd.app.commands import Ack, Expire, SilenceCommand, parse
 
     at = 1_764_028_800.0
     assert parse(b'{"command": "ack", "alert": "sa-12ab", "by": "ana"}', at) == Ack(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditd.audit import Auditor
+from auditd.app.auditor import Auditor
 from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles
 from auditd.ingest import Ingestor

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from auditd.colocate import Options, run, sources_from_files
+from auditd.app.colocate import Options, run, sources_from_files
 from auditd.domain.colocation import (
     Averages,
     Targets,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditd.audit import Auditor
+from auditd.app.auditor import Auditor
 from auditd.catalog import Catalog, build_catalog
 from auditd.config import TopicsConfig, load_profiles
 from auditd.core import Series

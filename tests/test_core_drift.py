@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.signal import lfilter
 
-from auditd.audit import baseline_window, unit_confusions
+from auditd.app.auditor import baseline_window, unit_confusions
 from auditd.core import Series, evaluate_stream, step_onset
 from auditd.core.drift import (
     PSI_SIGNIFICANT,
@@ -311,7 +311,7 @@ def test_audit_passes_the_last_passing_window_as_baseline(tmp_path: Path) -> Non
     """Two days of one device beside its reference; the device gains +1.5 degC on day 2.
     The day-1 audit passes and becomes the baseline of the day-2 audit, whose offset
     finding then carries the drift figures."""
-    from auditd.audit import Auditor
+    from auditd.app.auditor import Auditor
     from auditd.catalog import build_catalog
     from auditd.config import TopicsConfig, load_profiles
     from auditd.model import Outcome, Reading, Reference

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditd.audit import Auditor
+from auditd.app.auditor import Auditor
 from auditd.catalog import Catalog, build_catalog
 from auditd.config import TopicsConfig, load_profiles, load_references
 from auditd.domain.metadata import (

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from auditd.colocate import ColocationRun, causes_text
+from auditd.app.colocate import ColocationRun, causes_text
 from auditd.domain.colocation import paired
 from auditd.errors import UsageError
 from auditd.model import iso

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from auditd import logs
-from auditd.alerting import AlertSettings, planner_for
+from auditd.app.alerting import AlertSettings, planner_for
 from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
 from auditd.core.causes import REGISTRY
@@ -38,7 +38,7 @@ from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
 from auditd.store import OutboxMessage, Store, StreamInfo
 from auditd.units import converter, same_dimension_units
 
-log = logs.get("auditd.audit")
+log = logs.get("auditd.app.auditor")
 
 if TYPE_CHECKING:  # scipy is imported on the first audit, not at start-up
     from auditd.core import Series

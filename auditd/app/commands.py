@@ -30,7 +30,7 @@ from auditd.store import Store, WriteResult
 from auditd.text import check_document, parse_duration, printable
 from auditd.validate import parse_timestamp
 
-log = logs.get("auditd.commands")
+log = logs.get("auditd.app.commands")
 
 COMMAND_INVALID = "command_invalid"
 TEXT_MAX = 500

@@ -1,81 +1,22 @@
-"""The catalog: profiles, references and model globs, cross-checked and looked up.
+"""Building the catalog: profiles, references and model globs, cross-checked.
 
 ``config`` reads each file on its own; only here are they checked against each other (a
 reference naming a model no profile defines, a reference sensor its model lacks, a
 ``[models]`` glob pointing at nothing). ``build_catalog`` does that once, at start-up and on
-reload, so that the pure lookups the ingest and audit paths call per message or per stream
-never have to fail.
+reload, so that the pure lookups of the ``Catalog`` it returns (``auditd.domain.catalog``),
+which the ingest and audit paths call per message or per stream, never have to fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from types import MappingProxyType
 
 from auditd.config import DaemonConfig, load_profiles, load_references
+from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
 from auditd.model import Profile, Reference
 
-__all__ = ["Catalog", "build_catalog", "load_catalog"]
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What the daemon knows about models and reference instruments; immutable.
-
-    A reload builds a new Catalog and swaps it in whole, so a reader never sees a half
-    updated one. Globs match case-sensitively (``fnmatchcase``) because device ids are.
-    """
-
-    profiles: Mapping[str, Profile] = field(default_factory=dict)
-    references: tuple[Reference, ...] = ()
-    models: Mapping[str, str] = field(default_factory=dict)
-    """Device-id glob -> model, tried in order, for devices whose meta names no model."""
-    _by_id: Mapping[str, Reference] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))
-        object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
-        object.__setattr__(self, "_by_id", MappingProxyType(
-            {ref.id: ref for ref in self.references}))
-
-    def profile(self, model: str) -> Profile | None:
-        return self.profiles.get(model)
-
-    def reference(self, device: str) -> Reference | None:
-        """The reference entry whose id is ``device``, if it is one."""
-        return self._by_id.get(device)
-
-    def is_reference(self, device: str) -> bool:
-        return device in self._by_id
-
-    def model_for(self, device: str, announced_model: str | None = None) -> str | None:
-        """The model whose profile applies to ``device``, or None when nothing says.
-
-        Precedence: what the device announces in its meta (it knows best, and a new variant
-        must not be audited against an older model's tolerances just because a glob
-        matches), then the model of a reference entry with this id, then the first
-        ``models`` glob that matches. The result may have no profile: ``profile()`` says.
-        """
-        if announced_model and announced_model.strip():
-            return announced_model.strip()
-        ref = self._by_id.get(device)
-        if ref is not None and ref.model:
-            return ref.model
-        return next((model for glob, model in self.models.items()
-                     if fnmatchcase(device, glob)), None)
-
-    def references_for(self, site: str, device: str) -> tuple[Reference, ...]:
-        """The reference instruments co-located with ``device`` at ``site``, in file order.
-
-        A reference never serves itself, even when its own id matches one of its globs.
-        """
-        return tuple(ref for ref in self.references
-                     if ref.site == site and ref.id != device
-                     and any(fnmatchcase(device, glob) for glob in ref.serves))
+__all__ = ["build_catalog", "load_catalog"]
 
 
 def build_catalog(profiles: Mapping[str, Profile], references: Iterable[Reference],

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditd import config
-from auditd.catalog import Catalog, build_catalog, load_catalog
+from auditd.catalog import build_catalog, load_catalog
 from auditd.config import (
     BrokerConfig,
     DaemonConfig,
@@ -27,6 +27,7 @@ from auditd.config import (
     load_profiles,
     load_references,
 )
+from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
 from auditd.model import ID_PATTERN, Reference
 from auditd.text import format_duration, parse_duration, parse_size

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditd.app.auditor import Auditor
-from auditd.catalog import Catalog, build_catalog
+from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles
 from auditd.core import Series
 from auditd.core.consensus import (
@@ -27,6 +27,7 @@ from auditd.core.consensus import (
     judge_reference,
     peer_consensus,
 )
+from auditd.domain.catalog import Catalog
 from auditd.model import Finding, Outcome, Reading, Reference
 from auditd.store import Store
 

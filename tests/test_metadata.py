@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditd.app.auditor import Auditor
-from auditd.catalog import Catalog, build_catalog
+from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles, load_references
+from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DAY,
     DeviceHistory,

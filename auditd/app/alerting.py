@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from auditd.catalog import Catalog
 from auditd.config import DaemonConfig, TopicsConfig
 from auditd.domain import alerts, tickets
+from auditd.domain.catalog import Catalog
 from auditd.model import AlertPolicy, Finding
 from auditd.store_alerts import AlertPlanner
 

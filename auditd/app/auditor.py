@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from auditd import logs
 from auditd.app.alerting import AlertSettings, planner_for
-from auditd.catalog import Catalog
 from auditd.config import AuditConfig, TopicsConfig
 from auditd.core.causes import REGISTRY
 from auditd.domain import run_context
+from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DEFAULT_POLICY,
     DeviceHistory,

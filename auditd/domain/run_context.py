@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from auditd import logs
-from auditd.catalog import Catalog
 from auditd.core.causes import REGISTRY
+from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DEFAULT_POLICY,
     METADATA_INVALID,

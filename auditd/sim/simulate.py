@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from auditd.catalog import Catalog
 from auditd.core.causes import FINDING_CAUSES
+from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
 from auditd.model import Profile, SensorSpec, iso
 from auditd.text import parse_duration

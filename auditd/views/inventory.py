@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from auditd.catalog import Catalog
+from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import MetaVersion, parse_date
 from auditd.model import EventRecord, iso
 from auditd.store import Store, StreamInfo

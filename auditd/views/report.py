@@ -31,8 +31,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from auditd.catalog import Catalog
 from auditd.core.causes import spec as cause_spec
+from auditd.domain.catalog import Catalog
 from auditd.errors import AuditdError
 from auditd.model import EventRecord, iso
 from auditd.store import Store

@@ -28,8 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import health, logs, sdnotify
 from auditd.adapters.runstate import RunState, RunStateFile
-from auditd.app.alerting import AlertSettings
-from auditd.app.auditor import Auditor, metadata_policy
+from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
 from auditd.dispatch import RetryPolicy, TicketDispatcher, sinks_from

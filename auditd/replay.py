@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from auditd.app.alerting import AlertSettings
-from auditd.app.auditor import Auditor, AuditRun, metadata_policy
+from auditd.app.auditor import AlertSettings, Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
 from auditd.dispatch import FileSink, RetryPolicy, TicketDispatcher

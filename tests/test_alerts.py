@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditd.app.alerting import AlertSettings
-from auditd.app.auditor import Auditor
+from auditd.app.auditor import AlertSettings, Auditor
 from auditd.catalog import build_catalog
 from auditd.cli import main
 from auditd.config import TopicsConfig, load_profiles

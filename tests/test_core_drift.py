@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.signal import lfilter
 
-from auditd.app.auditor import baseline_window, unit_confusions
 from auditd.core import Series, evaluate_stream, step_onset
 from auditd.core.drift import (
     PSI_SIGNIFICANT,
@@ -31,6 +30,7 @@ from auditd.core.drift import (
 )
 from auditd.core.stats import effective_n
 from auditd.core.units import default_unit_candidates
+from auditd.domain.audit_plan import baseline_window, unit_confusions
 from auditd.model import Finding, SensorSpec, Status, Tolerance
 from auditd.store import Store
 

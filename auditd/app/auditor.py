@@ -1,8 +1,9 @@
 """One audit run: plan which streams to compare, read their windows, let the core judge.
 
-``plan`` is pure (streams + catalog -> tasks). ``Auditor.run`` is the thin adapter that
-reads the store, calls ``auditd.core`` and writes findings and their outbox messages in one
-transaction. The daemon's scheduler and ``replay``'s recording clock both call
+``Auditor.run`` is the thin adapter around the pure plan (``auditd.domain.audit_plan``): it
+reads the store, calls ``auditd.core``, and writes findings, their outbox messages and the
+run's alerts (decided by ``domain.alerts.plan`` with the policies and sinks wired here) in
+one transaction. The daemon's scheduler and ``replay``'s recording clock both call
 ``Auditor.run(now)``; nothing here knows which clock it is.
 
 ``auditd.core`` (numpy + scipy) is imported on the first audit, not at start-up, so the
@@ -12,19 +13,31 @@ ingest path of a gateway never pays scipy's memory.
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from auditd import logs
-from auditd.app.alerting import AlertSettings, planner_for
-from auditd.config import AuditConfig, TopicsConfig
-from auditd.core.causes import REGISTRY
-from auditd.domain import run_context
+from auditd.config import AuditConfig, DaemonConfig, TopicsConfig
+from auditd.domain import alerts, run_context, tickets
+from auditd.domain.audit_plan import (
+    OUT_OF_RANGE,
+    AuditTask,
+    TaskGroup,
+    add_out_of_range,
+    baseline_window,
+    distrust,
+    finding_for,
+    group_findings,
+    group_tasks,
+    on_peers,
+    overdue_note,
+    plan,
+    report_for,
+    unit_confusions,
+)
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DEFAULT_POLICY,
@@ -33,32 +46,15 @@ from auditd.domain.metadata import (
     MetadataPolicy,
     MetaVersion,
 )
-from auditd.errors import UnitError
-from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
+from auditd.model import AlertPolicy, Finding
 from auditd.store import OutboxMessage, Store, StreamInfo
-from auditd.units import converter, same_dimension_units
+from auditd.store_alerts import AlertPlanner
 
 log = logs.get("auditd.app.auditor")
 
 if TYPE_CHECKING:  # scipy is imported on the first audit, not at start-up
     from auditd.core import Series
-    from auditd.core.consensus import ConsensusDecision
     from auditd.core.series import FloatArray
-
-
-@dataclass(frozen=True, slots=True)
-class AuditTask:
-    """Compare one field stream with the reference instrument co-located with it."""
-
-    site: str
-    device: str
-    sensor: str
-    spec: SensorSpec
-    reference: str
-    window_s: float
-    trusted: bool = True
-    """False: ``reference`` stands beside the device but is not trusted for (or does not
-    report) this sensor; it only names the co-located group whose peer median judges it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,116 +67,44 @@ class AuditRun:
     """``alerts.Changes`` of this run, when the auditor has alerting on."""
 
 
-def plan(
-    streams: Sequence[StreamInfo],
-    catalog: Catalog,
-    announced_models: Mapping[str, str],
-    window_override_s: float | None = None,
-) -> list[AuditTask]:
-    """Every field stream that a reference serves, and whose reference reports that sensor;
-    failing that, an untrusted task under the first reference that serves the device at all,
-    so that its co-located peers can stand in (``Auditor._audit_peers``)."""
-    reference_streams = {(s.site, s.device, s.sensor) for s in streams
-                         if catalog.is_reference(s.device)}
-    tasks = []
-    for stream in streams:
-        if catalog.is_reference(stream.device):
-            continue
-        model = catalog.model_for(stream.device, announced_models.get(stream.device))
-        profile = catalog.profile(model) if model else None
-        spec = profile.sensors.get(stream.sensor) if profile else None
-        if spec is None:
-            continue
-        window = window_override_s or spec.tolerance.window_s
-        refs = catalog.references_for(stream.site, stream.device)
-        trusted = [ref for ref in refs if stream.sensor in ref.sensors
-                   and (stream.site, ref.id, stream.sensor) in reference_streams]
-        if trusted or refs:
-            tasks.append(AuditTask(stream.site, stream.device, stream.sensor, spec,
-                                   (trusted or refs)[0].id, window, trusted=bool(trusted)))
-    tasks.sort(key=lambda t: (t.site, t.device, t.sensor))
-    return tasks
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    gateway: str
+    topics: TopicsConfig
+    sinks: tuple[str, ...] = ()
+    mqtt: bool = True
+
+    @classmethod
+    def of(cls, cfg: DaemonConfig, *, sinks: Sequence[str] | None = None,
+           mqtt: bool | None = None) -> AlertSettings:
+        return cls(cfg.gateway, cfg.topics,
+                   tuple(cfg.tickets.sinks() if sinks is None else sinks),
+                   cfg.tickets.mqtt if mqtt is None else mqtt)
 
 
-def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Finding:
-    return Finding(
-        kind="calibration",
-        site=task.site,
-        device=task.device,
-        sensor=task.sensor,
-        reference=task.reference,
-        status=verdict.status,
-        severity=verdict.severity,
-        window_start=start,
-        window_end=end,
-        unit=task.spec.unit,
-        metrics={**verdict.metrics.as_dict(),
-                 **(verdict.drift.as_dict() if verdict.drift is not None else {})},
-        causes=tuple(verdict.causes),
-        onset=verdict.onset,
-        action=verdict.action,
-    )
+def policy_for(catalog: Catalog, announced: Mapping[str, str], finding: Finding) -> AlertPolicy:
+    """The ``[alerts]`` of the finding's device profile, or the defaults."""
+    model = catalog.model_for(finding.device, announced.get(finding.device))
+    profile = catalog.profile(model) if model else None
+    return profile.alerts if profile is not None else alerts.DEFAULT_POLICY
 
 
-OUT_OF_RANGE = "out_of_range"
-OUT_OF_RANGE_MAX_SHARE = 0.01
-"""Above this share of a window's readings outside the physically plausible range, the
-stream fails on ``out_of_range`` whatever its comparison with the reference says: the
-values that did pass are the survivors of a sensor that reports the impossible."""
+def planner_for(settings: AlertSettings, catalog: Catalog, announced: Mapping[str, str],
+                findings: Sequence[Finding], now: float) -> AlertPlanner:
+    def topic(site: str) -> str:
+        return settings.topics.ticket(site, settings.gateway)
+
+    return AlertPlanner(
+        decide=partial(_decide, findings=tuple(findings), now=now, catalog=catalog,
+                       announced=dict(announced)),
+        render=partial(tickets.ticket_payload, gateway=settings.gateway),
+        sinks=settings.sinks,
+        mqtt_topic=topic if settings.mqtt else None)
 
 
-def add_out_of_range(finding: Finding, rejected: int, stored: int,
-                     plausible: tuple[float, float] | None) -> Finding:
-    """Fold the readings ingest quarantined as out of range into the stream's verdict.
-
-    Validation drops impossible values before they reach the store, so the comparison with
-    the reference never sees them; the cause lives here, where both counts are known.
-    """
-    share = rejected / max(rejected + stored, 1)
-    bounds = f" [{plausible[0]:g}, {plausible[1]:g}] {finding.unit}" if plausible else ""
-    cause = Cause(
-        OUT_OF_RANGE, min(0.5 + share * 5, 0.99),
-        f"{rejected} of {rejected + stored} readings in the window ({share:.1%}) were outside"
-        f" the plausible range{bounds} and were quarantined")
-    if share < OUT_OF_RANGE_MAX_SHARE:
-        return replace(finding, causes=(*finding.causes, cause))
-    severity = finding.severity if finding.status == "fail" else "major"
-    action = finding.action or ("Inspect the sensor and its wiring: it reports physically "
-                                "impossible values; replace it if they persist.")
-    return replace(finding, status="fail", severity=severity,
-                   causes=(cause, *finding.causes) if finding.status != "fail"
-                   else (*finding.causes, cause), action=action)
-
-
-def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
-               duration_s: float, cohorts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """The summary published on the report topic after each run. Counts are of calibration
-    findings (one per stream); metadata findings appear only when they are news."""
-    metadata = [f for f in findings if f.kind == "metadata"]
-    findings = [f for f in findings if f.kind != "metadata"
-                and f.context.get("comparison") != run_context.COHORT]  # cohorts: listed below
-    by_status = Counter(f.status for f in findings)
-    return {
-        "kind": "audit_report",
-        "site": site,
-        "gateway": gateway,
-        "at": iso(at),
-        "duration_s": round(duration_s, 3),
-        "streams": len(findings),
-        "pass": by_status.get("pass", 0),
-        "fail": by_status.get("fail", 0),
-        "insufficient_data": by_status.get("insufficient_data", 0),
-        "failing": [
-            {"device": f.device, "sensor": f.sensor, "severity": f.severity,
-             "cause": f.causes[0].cause if f.causes else None}
-            for f in findings if f.status == "fail"
-        ],
-        "metadata": [
-            {"device": f.device, "status": f.status, "anomalies": [c.cause for c in f.causes]}
-            for f in metadata
-        ],
-        "cohorts": list(cohorts),
-    }
+def _decide(snapshot: alerts.Snapshot, *, findings: tuple[Finding, ...], now: float,
+            catalog: Catalog, announced: Mapping[str, str]) -> alerts.Changes:
+    return alerts.plan(snapshot, findings, now, partial(policy_for, catalog, announced))
 
 
 def _dumps(obj: Any) -> bytes:
@@ -438,192 +362,8 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
     return out
 
 
-# --------------------------------------------------------------------------- baseline, units
-
 
 def last_calibration(store: Store, device: str, before: float) -> float | None:
     """Time of the device's latest ``calibration`` event before ``before``."""
     times = [e.ts for e in store.events(device) if e.type == "calibration" and e.ts < before]
     return max(times, default=None)
-
-
-def baseline_window(passing: tuple[float, float] | None, calibrated: float | None,
-                    window_s: float, start: float) -> tuple[float, float] | None:
-    """The known-good window the current one (from ``start``) is compared with.
-
-    The last passing audit's window (ending by ``start``, so the two share no data), unless
-    the device was calibrated since that window began: a calibration resets what "good"
-    looks like, so the window after it is the baseline, once it is complete before
-    ``start``; until then there is none (a pre-calibration baseline would be stale)."""
-    if calibrated is not None and (passing is None or calibrated > passing[0]):
-        end = calibrated + window_s
-        return (calibrated, end) if end <= start else None
-    return passing
-
-
-@lru_cache(maxsize=64)
-def unit_confusions(canonical: str) -> tuple[tuple[str, float, float], ...] | None:
-    """(name, scale, offset) for each common unit X of ``canonical``'s dimension, from pint:
-    a device that sends numbers in X while declaring ``canonical`` reports
-    ``converter(canonical -> X)`` of the true value. ``None`` (the core's fallback table)
-    if pint does not know ``canonical``."""
-    try:
-        out = []
-        for name in same_dimension_units(canonical):
-            conv = converter(canonical, name)
-            out.append((name, conv.scale, conv.offset))
-        return tuple(out)
-    except UnitError:
-        return None
-
-
-# --------------------------------------------------------------------------- reference groups
-
-PEER_LABEL = "peer_consensus"
-REFERENCE_FAULT = REGISTRY["reference_fault"]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskGroup:
-    """The streams of one sensor that one reference instrument serves at one site: the
-    devices that can out-vote their reference, and each other."""
-
-    site: str
-    reference: str
-    sensor: str
-    tasks: tuple[AuditTask, ...]
-
-    @property
-    def trusted(self) -> bool:
-        """The reference is trusted for this sensor (the same for every task of a group)."""
-        return all(t.trusted for t in self.tasks)
-
-    @property
-    def window_s(self) -> float:
-        """The longest window of the group: the common grid covers every device's own."""
-        return max(t.window_s for t in self.tasks)
-
-    @property
-    def interval_s(self) -> float:
-        """The coarsest reporting interval, so every device has a value in most bins."""
-        return max(t.spec.interval_s for t in self.tasks)
-
-    @property
-    def bias_tolerance(self) -> float:
-        """The strictest bias tolerance among the group's models."""
-        return min(t.spec.tolerance.bias for t in self.tasks)
-
-    @property
-    def min_samples(self) -> int:
-        return min(t.spec.tolerance.min_samples for t in self.tasks)
-
-
-def group_tasks(tasks: Sequence[AuditTask]) -> list[TaskGroup]:
-    """Tasks by (site, reference, sensor), in a stable order."""
-    groups: dict[tuple[str, str, str], list[AuditTask]] = {}
-    for task in tasks:
-        groups.setdefault((task.site, task.reference, task.sensor), []).append(task)
-    return [TaskGroup(*key, tuple(sorted(ts, key=lambda t: t.device)))
-            for key, ts in sorted(groups.items())]
-
-
-def reference_overdue(ref: Reference | None, now: float) -> bool:
-    """Past its calibration due date: its certificate no longer vouches for it."""
-    return ref is not None and ref.calibration_due is not None and ref.calibration_due < now
-
-
-def distrust(ref: Reference | None, group: TaskGroup, decision: ConsensusDecision,
-             now: float) -> str:
-    """Why the reference cannot serve as the comparison ("" when it can)."""
-    if decision.reference_fault:
-        return (f"reference {group.reference} judged faulty: {len(decision.members)} of "
-                f"{decision.devices} devices moved together against it")
-    if ref is not None and reference_overdue(ref, now):
-        return (f"reference {group.reference} is past its calibration due date "
-                f"{iso(ref.calibration_due)}")
-    return ""
-
-
-def overdue_note(finding: Finding, ref: Reference | None, now: float) -> Finding:
-    """Too few peers to replace an overdue reference: still judged against it, but the
-    finding says the reference's certificate has expired."""
-    if ref is None or not reference_overdue(ref, now):
-        return finding
-    return replace(finding, context={**finding.context, "comparison": "reference",
-                                     "reference_calibration_due": iso(ref.calibration_due)})
-
-
-def on_peers(finding: Finding, why: str, peers: int) -> Finding:
-    """A finding judged against the leave-one-out peer median. ``reference`` is null: the
-    field names an instrument, and no instrument stood in; ``context`` says what did."""
-    return replace(finding, reference=None, context={
-        **finding.context, "comparison": PEER_LABEL, "why": why, "peers": peers})
-
-
-def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
-                   peers: Mapping[str, Finding], decision: ConsensusDecision,
-                   start: float, end: float, ref: Reference | None) -> list[Finding]:
-    """The group's findings after the consensus: the reference's own finding when it is at
-    fault, its members blamed on it, everyone else judged against their peers where the
-    reference is distrusted and enough peers exist, and the reference's verdict otherwise."""
-    out: list[Finding] = []
-    if decision.reference_fault:
-        out.append(reference_finding(group, decision, start, end))
-    for task in group.tasks:
-        finding = findings[task.device]
-        if decision.reference_fault and task.device in decision.members:
-            out.append(blame_reference(finding, decision, group.reference,
-                                       peers.get(task.device)))
-        elif task.device in peers:
-            out.append(peers[task.device])
-        else:
-            out.append(overdue_note(finding, ref, end))
-    return out
-
-
-def _severity(deviation: float, tolerance: float) -> Severity:
-    """As a stream's: minor below twice the tolerance, major to five times, then critical."""
-    times = abs(deviation) / tolerance if tolerance > 0 else math.inf
-    return "critical" if times > 5.0 else "major" if times >= 2.0 else "minor"
-
-
-def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: float,
-                      end: float) -> Finding:
-    """The reference's own finding: the group's evidence against it."""
-    unit = group.tasks[0].spec.unit
-    cause = Cause("reference_fault", decision.confidence,
-                  decision.evidence(group.reference, unit))
-    return Finding(
-        kind="calibration", site=group.site, device=group.reference, sensor=group.sensor,
-        status="fail", severity=_severity(decision.deviation, group.bias_tolerance),
-        window_start=start, window_end=end, unit=unit, reference=None,
-        metrics={"devices": decision.devices, "deviating": len(decision.members),
-                 "bias": round(-decision.deviation, 6), "spread": round(decision.spread, 6)},
-        causes=(cause,), onset=decision.onset,
-        context={"comparison": PEER_LABEL, "members": list(decision.members),
-                 "others": list(decision.others)},
-        action=REFERENCE_FAULT.action.format(
-            reference=group.reference, deviation=f"{-decision.deviation:+.3g}", unit=unit,
-            deviating=len(decision.members), devices=decision.devices))
-
-
-def blame_reference(finding: Finding, decision: ConsensusDecision, reference: str,
-                    peer: Finding | None) -> Finding:
-    """A member's finding: ``reference_fault`` first; the offset or gain it would otherwise
-    be blamed for is the reference's drift seen from the device, so those go; causes of its
-    own (noise, lag, dropout, ...) stay after it. The peers' verdict corroborates in
-    ``context``."""
-    cause = Cause("reference_fault", decision.confidence, decision.evidence(reference,
-                                                                            finding.unit or ""))
-    own = tuple(c for c in finding.causes if c.cause != REFERENCE_FAULT.name
-                and c.cause not in REFERENCE_FAULT.explains_away)
-    context: dict[str, Any] = {**finding.context, "comparison": "reference",
-                               "reference_fault": reference}
-    if peer is not None:
-        context["peer_consensus"] = {"status": peer.status, "peers": peer.context.get("peers"),
-                                     "causes": [c.cause for c in peer.causes]}
-    return replace(finding, status="fail", severity=finding.severity
-                   if finding.severity != "none" else "minor", causes=(cause, *own),
-                   onset=decision.onset if decision.onset is not None else finding.onset,
-                   context=context,
-                   action=REFERENCE_FAULT.member_action.format(reference=reference))

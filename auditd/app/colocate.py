@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from auditd.app.auditor import unit_confusions
+from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
 from auditd.domain.colocation import (
     COMPLETENESS,

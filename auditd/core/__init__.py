@@ -49,7 +49,13 @@ if TYPE_CHECKING:
         default_unit_candidates,
         unit_candidates,
     )
-    from auditd.core.verdict import StreamVerdict, evaluate_aligned, evaluate_stream
+    from auditd.core.verdict import (
+        StreamVerdict,
+        detector_causes,
+        evaluate_aligned,
+        evaluate_stream,
+        window_lag,
+    )
 
 _HOME = {
     "exceedances": "checks", "failed_checks": "checks",
@@ -60,7 +66,8 @@ _HOME = {
     "step_onset": "onset",
     "UnitCandidate": "units", "UnitMatch": "units", "default_unit_candidates": "units",
     "unit_candidates": "units",
-    "StreamVerdict": "verdict", "evaluate_aligned": "verdict", "evaluate_stream": "verdict",
+    "StreamVerdict": "verdict", "detector_causes": "verdict", "evaluate_aligned": "verdict",
+    "evaluate_stream": "verdict", "window_lag": "verdict",
 }
 
 __all__ = [
@@ -80,6 +87,7 @@ __all__ = [
     "build_case",
     "compute_metrics",
     "default_unit_candidates",
+    "detector_causes",
     "estimate_lag",
     "evaluate_aligned",
     "evaluate_stream",
@@ -89,6 +97,7 @@ __all__ = [
     "residuals",
     "step_onset",
     "unit_candidates",
+    "window_lag",
 ]
 
 

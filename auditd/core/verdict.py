@@ -25,7 +25,7 @@ from auditd.core.diagnose import (
 )
 from auditd.core.drift import Drift, drift, residuals, support
 from auditd.core.fit import Metrics, compute_metrics
-from auditd.core.lag import estimate_lag
+from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray, Series
 from auditd.core.units import UnitCandidate, default_unit_candidates
 from auditd.model import Cause, SensorSpec, Severity, Status
@@ -98,6 +98,25 @@ def onset_of(case: Case, top: str) -> float | None:
     return None
 
 
+def window_lag(aligned: Aligned, spec: SensorSpec) -> LagEstimate:
+    """The lag search of one window, as every verdict makes it (``lag_coarsening``,
+    ``lag_search_s``)."""
+    return estimate_lag(coarsen(aligned, lag_coarsening(spec, aligned.interval_s)),
+                        lag_search_s(spec, aligned.end - aligned.start))
+
+
+def detector_causes(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
+                    units: Sequence[UnitCandidate] | None = None) -> tuple[Cause, ...]:
+    """What the cause detectors read of a window whether or not its checks fail, ranked.
+
+    For a caller that judges by targets of its own (co-location's EPA targets) and wants
+    the core's reading of a miss its tolerance does not call a failure. ``units`` as for
+    ``evaluate_stream``."""
+    case = build_case(spec, aligned, metrics, window_lag(aligned, spec),
+                      default_unit_candidates(spec.unit) if units is None else units)
+    return diagnose(case)
+
+
 def evaluate_aligned(
     aligned: Aligned,
     spec: SensorSpec,
@@ -116,8 +135,7 @@ def evaluate_aligned(
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
-    lag = estimate_lag(coarsen(aligned, lag_coarsening(spec, aligned.interval_s)),
-                       lag_search_s(spec, aligned.end - aligned.start))
+    lag = window_lag(aligned, spec)
     metrics = compute_metrics(aligned, lag=lag, reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
         drop = dropout_cause(aligned)

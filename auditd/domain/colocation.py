@@ -31,16 +31,12 @@ from typing import Any
 import numpy as np
 
 from auditd import PACKAGE_DATA
-from auditd.core.align import align, coarsen
+from auditd.core.align import align
 from auditd.core.checks import r2_judgeable
-from auditd.core.diagnose import build_case
-from auditd.core.diagnose import diagnose as run_detectors
 from auditd.core.fit import fit_line
-from auditd.core.lag import estimate_lag
 from auditd.core.series import Series
 from auditd.core.stats import deming
-from auditd.core.units import default_unit_candidates
-from auditd.core.verdict import StreamVerdict, evaluate_stream, lag_coarsening, lag_search_s
+from auditd.core.verdict import StreamVerdict, detector_causes, evaluate_stream
 from auditd.errors import ConfigError
 from auditd.model import Cause, SensorSpec, Tolerance
 
@@ -640,12 +636,7 @@ def diagnose_failure(
     a = ev.averages[device][sensor][interval]
     r = ev.reference[sensor][interval]
     aligned = align(Series.of(a.start, a.mean), Series.of(r.start, r.mean), width, start, end)
-    lag = estimate_lag(coarsen(aligned, lag_coarsening(spec, width)),
-                       lag_search_s(spec, end - start))
-    case = build_case(spec, aligned, m, lag,
-                      default_unit_candidates(spec.unit) if unit_candidates is None
-                      else unit_candidates)
-    causes = run_detectors(case)
+    causes = detector_causes(aligned, spec, m, unit_candidates)
     notes.append("the core's own checks pass (bias and gain within tolerance beyond their "
                  "standard errors); causes are its detectors' reading of the same averages")
     return Diagnosis(verdict, causes, tuple(notes))

@@ -6,8 +6,9 @@ run's alerts (decided by ``domain.alerts.plan`` with the policies and sinks wire
 one transaction. The daemon's scheduler and ``replay``'s recording clock both call
 ``Auditor.run(now)``; nothing here knows which clock it is.
 
-``auditd.core`` (numpy + scipy) is imported on the first audit, not at start-up, so the
-ingest path of a gateway never pays scipy's memory.
+``auditd.core``'s numerics (numpy + scipy) load on the first audit, not at start-up (the
+package loads them on first use), so the ingest path of a gateway never pays scipy's
+memory.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from auditd import logs
+from auditd import core, logs
 from auditd.config import AuditConfig, DaemonConfig, TopicsConfig
+from auditd.core.series import Series
 from auditd.domain import alerts, run_context, tickets
 from auditd.domain.audit_plan import (
     OUT_OF_RANGE,
@@ -38,6 +40,7 @@ from auditd.domain.audit_plan import (
     report_for,
     unit_confusions,
 )
+from auditd.domain.calibration import apply, corrections
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DEFAULT_POLICY,
@@ -52,8 +55,7 @@ from auditd.store_alerts import AlertPlanner
 
 log = logs.get("auditd.app.auditor")
 
-if TYPE_CHECKING:  # scipy is imported on the first audit, not at start-up
-    from auditd.core import Series
+if TYPE_CHECKING:
     from auditd.core.series import FloatArray
 
 
@@ -211,9 +213,6 @@ class Auditor:
         """Judge every stream of ``group`` against the reference, ask the group whether the
         reference itself is at fault, and re-judge against the peers where it cannot be
         trusted (see ``group_findings``)."""
-        from auditd import core  # scipy and friends: only once an audit needs them
-        from auditd.core import consensus
-
         if not group.trusted:
             return self._audit_peers(group, now)
         start = now - group.window_s
@@ -223,18 +222,18 @@ class Auditor:
         findings = {t.device: finding_for(t, self._judge(t, devices[t.device], reference, now,
                                                          baseline=True),
                                           now - t.window_s, now) for t in group.tasks}
-        if len(group.tasks) < consensus.MIN_DEVICES:
+        if len(group.tasks) < core.consensus.MIN_DEVICES:
             return [overdue_note(f, self._catalog.reference(group.reference), now)
                     for f in findings.values()]
-        grid = consensus.common_grid(devices, reference, group.interval_s, start, now)
-        decision = consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
+        grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now)
+        decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
                                              min_bins=group.min_samples)
         why = distrust(self._catalog.reference(group.reference), group, decision, now)
         peers: dict[str, Finding] = {}
         for task in group.tasks if why else ():
-            built = consensus.peer_consensus(grid.values, task.device)
+            built = core.consensus.peer_consensus(grid.values, task.device)
             if built is not None:
-                verdict = self._judge(task, devices[task.device], core.Series(grid.t, built[0]),
+                verdict = self._judge(task, devices[task.device], Series(grid.t, built[0]),
                                       now)
                 peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
                                                           now), why, built[1])
@@ -245,20 +244,17 @@ class Auditor:
         """No trusted reference for this sensor: each device against its peers' median, or
         no finding at all where fewer than three peers report (as before: nothing to judge
         against is not a verdict)."""
-        from auditd import core
-        from auditd.core import consensus
-
         start = now - group.window_s
         devices = {t.device: self._read(t.site, t.device, t.sensor, start, now)
                    for t in group.tasks}
-        grid = consensus.common_grid(devices, core.Series.of([], []), group.interval_s, start,
+        grid = core.consensus.common_grid(devices, Series.of([], []), group.interval_s, start,
                                      now)
         why = f"reference {group.reference} is not trusted for {group.sensor} or does not report it"
         out = []
         for task in group.tasks:
-            built = consensus.peer_consensus(grid.values, task.device)
+            built = core.consensus.peer_consensus(grid.values, task.device)
             if built is not None:
-                verdict = self._judge(task, devices[task.device], core.Series(grid.t, built[0]),
+                verdict = self._judge(task, devices[task.device], Series(grid.t, built[0]),
                                       now)
                 out.append(on_peers(finding_for(task, verdict, now - task.window_s, now), why,
                                     built[1]))
@@ -267,12 +263,9 @@ class Auditor:
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
         """A window as the audit judges it: through the corrections recorded as calibration
         events of the device (``auditd.calibration``; the store keeps the raw readings)."""
-        from auditd import core
-        from auditd.domain.calibration import apply, corrections
-
         ts, values = self._store.read_window(site, device, sensor, start, end)
         found = corrections(self._store.events(device), sensor)
-        return core.Series(ts, apply(ts, values, found) if found else values)
+        return Series(ts, apply(ts, values, found) if found else values)
 
     def _judge(self, task: AuditTask, device: Series, comparison: Series, now: float, *,
                baseline: bool = False) -> Any:
@@ -280,8 +273,6 @@ class Auditor:
 
         ``baseline``: also compare the residuals with a known-good window's (only against
         the reference: residuals against the peers' median are a different quantity)."""
-        from auditd import core
-
         start = now - task.window_s
         return core.evaluate_stream(
             device, comparison, task.spec, start, now, units=unit_confusions(task.spec.unit),
@@ -295,8 +286,6 @@ class Auditor:
 
     def _baseline_residuals(self, task: AuditTask, start: float) -> FloatArray | None:
         """The device - reference residuals of the stream's baseline window, if it has one."""
-        from auditd import core
-
         window = baseline_window(
             self._store.last_passing_window("calibration", task.device, task.sensor,
                                             before=start),

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from auditd.config import load_profiles
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
 from auditd.domain.colocation import (
@@ -90,8 +91,6 @@ def sensor_units_with(profiles: Path | None) -> dict[str, SensorUnit]:
     """Canonical units: the shipped table, overridden by any profile's sensors."""
     units = default_sensor_units()
     if profiles is not None:
-        from auditd.config import load_profiles
-
         for profile in load_profiles(profiles).values():
             for name, spec in profile.sensors.items():
                 units[name] = SensorUnit(spec.quantity, spec.unit)
@@ -104,8 +103,6 @@ def targets_with(profiles: Path | None) -> dict[tuple[str, str], Targets]:
     targets = load_targets()
     if profiles is None:
         return targets
-    from auditd.config import load_profiles
-
     set_by: dict[tuple[str, str], tuple[str, Targets]] = {}
     for profile in load_profiles(profiles).values():
         data = tomllib.loads(Path(profile.source).read_text(encoding="utf-8"))

@@ -37,6 +37,7 @@ from auditd.core.align import Aligned, align
 from auditd.core.series import Series
 
 if TYPE_CHECKING:
+    from auditd.core import cohorts, consensus
     from auditd.core.checks import exceedances, failed_checks
     from auditd.core.diagnose import DETECTORS, Case, build_case
     from auditd.core.drift import Drift, baseline_residuals, residuals
@@ -85,7 +86,9 @@ __all__ = [
     "align",
     "baseline_residuals",
     "build_case",
+    "cohorts",
     "compute_metrics",
+    "consensus",
     "default_unit_candidates",
     "detector_causes",
     "estimate_lag",
@@ -101,7 +104,14 @@ __all__ = [
 ]
 
 
+_LAZY_MODULES = frozenset({"cohorts", "consensus"})
+"""Submodules reachable as ``core.consensus`` before anything imported them: what a group
+of streams shows (reference faults, firmware cohorts), loaded with the first audit too."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"auditd.core.{name}")
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'auditd.core' has no attribute {name!r}")

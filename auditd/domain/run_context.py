@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from auditd import logs
+from auditd import core, logs
 from auditd.core.causes import REGISTRY
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
@@ -115,15 +115,13 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
     Streams already explained by their reference's fault are left out of the population:
     their deviation is the reference's, and would make every cohort at that site look bad.
     """
-    from auditd.core.cohorts import Member, significant_cohorts
-
-    by_sensor: dict[str, list[tuple[Finding, Member]]] = {}
+    by_sensor: dict[str, list[tuple[Finding, core.cohorts.Member]]] = {}
     for f in findings:
         if (f.kind != "calibration" or f.sensor is None or f.status not in ("pass", "fail")
                 or f.device not in models or _explained_by_reference(f)):
             continue
         history = histories.get(f.device)
-        member = Member(f.device, f.status == "fail", f.onset, f.window_start,
+        member = core.cohorts.Member(f.device, f.status == "fail", f.onset, f.window_start,
                         attributes(history, models[f.device], f.site),
                         firmware_since(history) if history is not None else None)
         by_sensor.setdefault(f.sensor, []).append((f, member))
@@ -135,7 +133,8 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
     roots: list[Finding] = []
     report: list[dict[str, Any]] = []
     for sensor, pairs in sorted(by_sensor.items()):
-        cohorts = significant_cohorts([m for _, m in pairs], alpha, policy.onset_slack_s)
+        cohorts = core.cohorts.significant_cohorts([m for _, m in pairs], alpha,
+                                                   policy.onset_slack_s)
         for cohort in cohorts:
             members = [f for f, m in pairs if m.device in cohort.failing]
             report.append(_cohort_json(sensor, cohort, members))
@@ -192,8 +191,6 @@ def _split_firmware(value: str) -> tuple[str, str]:
 
 def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) -> Finding:
     """The cohort's own finding: the one alert its members group under."""
-    from auditd.core.cohorts import cohort_id
-
     model, version = _split_firmware(cohort.value)
     affected = [f for f in members if f.device in cohort.following]
     sites = [f.site for f in affected]
@@ -201,8 +198,8 @@ def _regression_root(sensor: str, cohort: Cohort, members: Sequence[Finding]) ->
     onsets = [f.onset for f in affected if f.onset is not None]
     unit = affected[0].unit if affected else None
     return Finding(
-        kind="calibration", site=max(set(sites), key=sites.count), device=cohort_id(model,
-                                                                                    version),
+        kind="calibration", site=max(set(sites), key=sites.count),
+        device=core.cohorts.cohort_id(model, version),
         sensor=sensor, status="fail", severity=severity,
         window_start=min(f.window_start for f in affected),
         window_end=max(f.window_end for f in affected), unit=unit, reference=None,

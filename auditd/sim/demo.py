@@ -17,6 +17,7 @@ process id) and exits with status 130.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -33,8 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
 from auditd import PACKAGE_DATA
+from auditd.catalog import load_catalog
+from auditd.config import load_daemon_config
 from auditd.errors import IOFailure, UsageError
+from auditd.model import iso
+from auditd.sim import evaluate, simulate
+from auditd.sim.live import parse_broker, publish
+from auditd.store import Store
+from auditd.views import alerts as alert_view
+from auditd.views import report
 
 MOSQUITTO_HINT = ("no MQTT broker: install mosquitto (Debian/Ubuntu: sudo apt-get install "
                   "mosquitto; macOS: brew install mosquitto), or the pure-Python fallback "
@@ -101,8 +113,6 @@ def private_mosquitto(directory: Path) -> Iterator[tuple[str, int]]:
 
 
 def amqtt_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("amqtt") is not None
 
 
@@ -183,9 +193,6 @@ class Watch:
 
 def watch_reports(host: str, port: int, watch: Watch) -> Callable[[], None]:
     """Subscribe to the daemon's report topic (as an upstream consumer would)."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
     client = paho.Client(CallbackAPIVersion.VERSION2,
                          client_id=f"sensor-auditd-demo-watch-{os.getpid()}")
 
@@ -236,8 +243,6 @@ def wait_ready(sock: socket.socket, proc: subprocess.Popen[Any], log: Path,
 
 
 def progress_line(sent: int, total: int, fleet_t: float, watch: Watch) -> str:
-    from auditd.model import iso
-
     report = watch.report or {}
     audit = (f"audits {watch.reports}: {report.get('pass', 0)} pass, "
              f"{report.get('fail', 0)} fail, {report.get('insufficient_data', 0)} no data"
@@ -251,13 +256,6 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
              profiles: Path | None, references: Path | None, echo: Callable[[str], None],
              ) -> int:
     """The demo; returns the exit status (0, or 130 after Ctrl-C)."""
-    from auditd.catalog import load_catalog
-    from auditd.config import load_daemon_config
-    from auditd.sim import evaluate, simulate
-    from auditd.sim.live import publish
-    from auditd.store import Store
-    from auditd.views import report
-
     profiles_dir, references_dir = locate("device_profiles", profiles), locate("references",
                                                                              references)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,8 +357,6 @@ def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]
     """(host, port, MQTT protocol for the daemon, what it is): the named broker, else a
     private mosquitto, else a private amqtt (3.1.1 only), else a clear error."""
     if broker:
-        from auditd.sim.live import parse_broker
-
         host, port = parse_broker(broker)
         if not _listening(host, port, timeout=2.0):
             raise DemoError(f"no broker answers at {host}:{port}")
@@ -380,8 +376,6 @@ def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]
 def open_alerts(store: Any) -> str | None:
     """The open alerts as ``sensor-auditd findings`` shows them; None when none opened
     (a fault must fail ``open_after`` audits in a row first)."""
-    from auditd.views import alerts as alert_view
-
     now = time.time()
     alerts = store.alerts()
     if not alerts:

@@ -14,6 +14,8 @@ from typing import Any
 
 from auditd.domain.alerts import Alert, Silence, silenced
 from auditd.model import iso
+from auditd.text import parse_duration
+from auditd.validate import parse_timestamp
 
 COLUMNS = ("ALERT", "STATE", "SEVERITY", "DEVICE", "SENSOR", "CAUSE", "OPENED", "NOTE")
 SHORT_ID = 11
@@ -131,9 +133,6 @@ def silence_table(silences: Sequence[Silence], now: float) -> str:
 def parse_until(until: str | None, duration: str | None, now: float) -> float:
     """``--until`` (RFC 3339, or a date meaning its UTC midnight) or ``--for`` (a duration
     from ``now``) as epoch seconds; a time already past is refused."""
-    from auditd.text import parse_duration
-    from auditd.validate import parse_timestamp
-
     if duration is not None:
         end = now + parse_duration(duration)
     elif until is not None:

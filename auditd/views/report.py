@@ -21,6 +21,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from auditd.core import Series, align
 from auditd.core.causes import spec as cause_spec
 from auditd.domain.catalog import Catalog
 from auditd.errors import AuditdError
@@ -76,8 +78,6 @@ class Report:
 
 def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
     """Read what the report needs from ``store`` (adapter; everything after is pure)."""
-    from auditd.core import Series, align
-
     latest = store.latest_findings()
     if not latest:
         raise ReportError(f"{source or store.path}: the store holds no findings yet "
@@ -455,8 +455,6 @@ def _stream_html(s: StreamData) -> str:
 def write(report: Report, *, html_path: Path | None = None, json_path: Path | None = None,
           csv_path: Path | None = None) -> None:
     """Write the requested forms (matplotlib is needed for ``html_path`` only)."""
-    import json
-
     if html_path is not None:
         html_path.write_text(render_html(report), encoding="utf-8")
     if json_path is not None:

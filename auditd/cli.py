@@ -172,11 +172,12 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
              config_path: Path | None) -> None:
     """Generate a synthetic fleet with known faults: a replay file or live MQTT, plus truth."""
     from auditd.sim import simulate as sim
+    from auditd.sim.scenario import default_scenario, load_scenario
 
     if (out_path is None) == (broker is None):
         raise UsageError("give exactly one of --out FILE or --mqtt HOST:PORT", "--out/--mqtt")
     cfg, catalog = _load(config_path, profiles, references)
-    scenario = sim.load_scenario(scenario_path) if scenario_path else sim.default_scenario()
+    scenario = load_scenario(scenario_path) if scenario_path else default_scenario()
     if seed is not None:
         scenario = replace(scenario, seed=seed)
     result = sim.generate(scenario, catalog)

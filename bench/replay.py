@@ -43,11 +43,12 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from auditd import simulate  # noqa: E402
 from auditd.catalog import build_catalog  # noqa: E402
 from auditd.config import default_config, load_profiles, load_references  # noqa: E402
 from auditd.daemon import limits_from  # noqa: E402
 from auditd.replay import Replayer  # noqa: E402
+from auditd.sim import scenario as sim_scenario  # noqa: E402
+from auditd.sim import simulate  # noqa: E402
 from auditd.store import Store  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -55,9 +56,9 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results-replay.json"
 
 
-def scenario(hours: float, devices: int) -> simulate.Scenario:
+def scenario(hours: float, devices: int) -> sim_scenario.Scenario:
     at = hours * 3600 * 0.6
-    return simulate.scenario_from({
+    return sim_scenario.scenario_from({
         "seed": 2026, "start": "2026-11-20T00:00:00Z", "duration": hours * 3600,
         "hostile": 40,
         "site": [{"name": "north", "reference": "ref-north", "devices": {"th-200": devices}}],

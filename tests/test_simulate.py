@@ -18,7 +18,7 @@ from auditd.catalog import build_catalog
 from auditd.config import load_profiles, load_references
 from auditd.model import RawMessage
 from auditd.replay import BadLine
-from auditd.sim import evaluate, simulate
+from auditd.sim import evaluate, scenario, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def test_every_injected_fault_is_found_with_its_cause_first_and_no_false_alarm(
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
     injected = {f["cause"] for f in json.loads(truth.read_text())["faults"]}
-    assert injected == set(simulate.CAUSES)
+    assert injected == set(scenario.CAUSES)
     misses = [p for p in scores["per_fault"] if p["top"] != p["cause"]]
     assert not misses, result.stdout
     assert scores["false_alarms"] == [], result.stdout
@@ -159,25 +159,25 @@ def test_every_injected_fault_is_found_with_its_cause_first_and_no_false_alarm(
 
 
 def test_same_seed_same_bytes_other_seed_other_fleet() -> None:
-    scenario = simulate.scenario_from({
+    chosen = scenario.scenario_from({
         "seed": 5, "duration": "3h", "hostile": 0,
         "site": [{"name": "north", "devices": {"th-200": 3}}],
         "fault": [{"cause": "stuck", "device": "th-north-02", "sensor": "pressure",
                    "at": "1h"}]})
     cat = catalog()
-    a = simulate.generate(scenario, cat)
-    b = simulate.generate(scenario, cat)
+    a = simulate.generate(chosen, cat)
+    b = simulate.generate(chosen, cat)
     assert [m.to_line() for m in a.messages] == [m.to_line() for m in b.messages]
-    c = simulate.generate(simulate.scenario_from({
+    c = simulate.generate(scenario.scenario_from({
         "seed": 6, "duration": "3h", "site": [{"name": "north", "devices": {"th-200": 3}}]}),
         cat)
     assert [m.to_line() for m in a.messages[:50]] != [m.to_line() for m in c.messages[:50]]
     telemetry = [m for m in a.messages if m.topic == "fleet/north/th-north-02/telemetry"
                  and isinstance(m.payload, dict)]
     after = [m.payload["readings"]["pressure"] for m in telemetry
-             if m.payload["ts"] >= scenario.start + 3600 + 60]
+             if m.payload["ts"] >= chosen.start + 3600 + 60]
     before = [m.payload["readings"]["pressure"] for m in telemetry
-              if m.payload["ts"] < scenario.start + 3600]
+              if m.payload["ts"] < chosen.start + 3600]
     assert len(set(after)) == 1 and len(set(before)) > 10
 
 

@@ -44,6 +44,7 @@ from auditd.errors import IOFailure, UsageError
 from auditd.model import iso
 from auditd.sim import evaluate, simulate
 from auditd.sim.live import parse_broker, publish
+from auditd.sim.scenario import default_scenario
 from auditd.store import Store
 from auditd.views import alerts as alert_view
 from auditd.views import report
@@ -273,7 +274,7 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
                           audit_every_s=max(5.0, seconds / 8), protocol=protocol)
             cfg = load_daemon_config(config)
             catalog = load_catalog(cfg)
-            scenario = simulate.default_scenario(days=days)
+            scenario = default_scenario(days=days)
             sim = simulate.generate(scenario, catalog)
             echo(f"fleet: site north, {len(sim.truth['devices'])} instruments, "
                  f"{len(sim.truth['faults'])} injected faults, {len(sim.messages):,} messages "

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from auditd.adapters.sinks.dispatch import FileSink, RetryPolicy, TicketDispatcher
 from auditd.app.auditor import AlertSettings, Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
-from auditd.dispatch import FileSink, RetryPolicy, TicketDispatcher
 from auditd.errors import RecordingError
 from auditd.ingest import Ingestor
 from auditd.model import Outcome, RawMessage, Rejection

@@ -269,7 +269,7 @@ def test_a_broker_outage_keeps_the_watchdog_fed(
 def test_outbox_keeps_within_the_brokers_receive_maximum(tmp_path: Path) -> None:
     from brokers import Mosquitto
 
-    from auditd.publisher import OutboxPublisher
+    from auditd.adapters.sinks.publisher import OutboxPublisher
     from auditd.store import OutboxMessage
 
     broker = Mosquitto(tmp_path / "broker", extra_config="max_inflight_messages 3\n").start()

@@ -22,9 +22,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ticket_server import TicketServer
 
+from auditd.adapters.sinks.dispatch import (
+    CommandSink,
+    FileSink,
+    RetryPolicy,
+    TicketDispatcher,
+    WebhookSink,
+)
 from auditd.cli import main
 from auditd.config import CommandConfig, WebhookConfig
-from auditd.dispatch import CommandSink, FileSink, RetryPolicy, TicketDispatcher, WebhookSink
 from auditd.domain.alerts import plan
 from auditd.domain.tickets import backoff_s, ticket_payload
 from auditd.model import Cause, Finding

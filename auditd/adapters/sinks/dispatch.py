@@ -32,7 +32,7 @@ from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
 from auditd.store import Store
 
-log = logs.get("auditd.dispatch")
+log = logs.get("auditd.adapters.sinks.dispatch")
 
 KEY_HEADER = "Idempotency-Key"
 KEY_ENV = "SENSOR_AUDITD_IDEMPOTENCY_KEY"

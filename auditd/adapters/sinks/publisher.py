@@ -16,7 +16,7 @@ from auditd import logs
 from auditd.mqtt import MqttLink
 from auditd.store import Store
 
-log = logs.get("auditd.publisher")
+log = logs.get("auditd.adapters.sinks.publisher")
 
 
 RETRY_CAP_S = 300.0

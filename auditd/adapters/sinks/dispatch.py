@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Protocol
 import urllib3
 
 from auditd import __version__, logs
+from auditd.adapters.sinks.drain import DrainThread
 from auditd.config import CommandConfig, TicketsConfig, WebhookConfig
 from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
@@ -156,42 +156,22 @@ class DispatchStats:
     dead: int = 0
 
 
-class TicketDispatcher(threading.Thread):
+class TicketDispatcher(DrainThread):
     """The daemon's ticket thread; ``drain_once`` is also what a replay calls per audit."""
+
+    failure_event = "ticket_dispatch_failed"
 
     def __init__(self, store: Store, sinks: Sequence[Sink], retry: RetryPolicy, *,
                  clock: Callable[[], float] = time.time, poll_s: float = 5.0,
                  rand: Callable[[], float] = random.random,
                  on_progress: Callable[[], None] = lambda: None) -> None:
-        super().__init__(name="sensor-auditd-tickets", daemon=True)
+        super().__init__("sensor-auditd-tickets", poll_s=poll_s, on_progress=on_progress)
         self._store = store
         self._sinks = list(sinks)
         self._retry = retry
         self._clock = clock
-        self._poll_s = poll_s
         self._rand = rand
-        self._on_progress = on_progress
-        self._wake = threading.Event()
-        self._stop_requested = threading.Event()
         self.stats = DispatchStats()
-
-    def wake(self) -> None:
-        """New requests were committed: look now rather than at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-        self._wake.set()
-
-    def run(self) -> None:
-        while not self._stop_requested.is_set():
-            try:
-                self.drain_once()
-            except Exception as exc:  # the thread must outlive a bad day of the store
-                log.error("ticket_dispatch_failed", error=repr(exc))
-            self._on_progress()
-            self._wake.wait(self._sleep_s())
-            self._wake.clear()
 
     def _sleep_s(self) -> float:
         due = [t for t in (self._store.next_delivery_at(s.name) for s in self._sinks)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from auditd import logs
+from auditd.adapters.sinks.drain import DrainThread
 from auditd.mqtt import MqttLink
 from auditd.store import Store
 
@@ -23,17 +24,15 @@ RETRY_CAP_S = 300.0
 """Longest wait before a row the broker refused is offered again."""
 
 
-class OutboxPublisher(threading.Thread):
+class OutboxPublisher(DrainThread):
+    failure_event = "outbox_drain_failed"
+
     def __init__(self, store: Store, link: MqttLink, *, max_in_flight: int = 50,
                  poll_s: float = 1.0, on_progress: Callable[[], None] = lambda: None) -> None:
-        super().__init__(name="sensor-auditd-publisher", daemon=True)
+        super().__init__("sensor-auditd-publisher", poll_s=poll_s, on_progress=on_progress)
         self._store = store
         self._link = link
         self._max_in_flight = max_in_flight
-        self._poll_s = poll_s
-        self._on_progress = on_progress
-        self._wake = threading.Event()
-        self._stop_requested = threading.Event()
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
         self._confirmations: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
@@ -41,23 +40,7 @@ class OutboxPublisher(threading.Thread):
         self._attempts: dict[int, int] = {}
         self.delivered = 0
 
-    def wake(self) -> None:
-        """Something was added to the outbox: publish it now rather than at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-        self._wake.set()
-
-    def run(self) -> None:
-        while not self._stop_requested.is_set():
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
-            try:
-                self.drain_once()
-            except Exception as exc:
-                log.error("outbox_drain_failed", error=repr(exc))
-            self._on_progress()
+    def _finish(self) -> None:
         try:
             self._settle()  # what the broker confirmed before the stop is not sent again
         except Exception as exc:

@@ -28,6 +28,7 @@ import csv
 import io
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -467,6 +468,10 @@ class Export:
     rows: int = 0
     ignored_columns: tuple[str, ...] = ()
     ignored_parameters: Mapping[str, int] = field(default_factory=dict)
+
+    def rejected(self) -> dict[str, int]:
+        """Rows (or cells) left out, by reason: what the import's summary reports."""
+        return dict(Counter(p.reason for p in self.problems))
 
     def excluded(self, reason: str = "reference_qc_flagged") -> dict[str, int]:
         """Values left out for ``reason``, by sensor."""

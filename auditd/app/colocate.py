@@ -131,11 +131,8 @@ def _streams(export: Export) -> dict[str, Stream]:
 
 
 def _describe(export: Export) -> dict[str, Any]:
-    rejected: dict[str, int] = {}
-    for p in export.problems:
-        rejected[p.reason] = rejected.get(p.reason, 0) + 1
     return {"file": export.path, "mapping": export.mapping, "serial": export.serial,
-            "zone": export.zone, "rows": export.rows, "rejected": rejected,
+            "zone": export.zone, "rows": export.rows, "rejected": export.rejected(),
             "sensors": {s: {"unit": c.unit, "source_unit": c.source_unit,
                             "column": c.column, "values": int(c.ts.size)}
                         for s, c in export.channels.items()}}
@@ -481,20 +478,14 @@ def summary_table(run: ColocationRun) -> str:
     ev = run.evaluation
     lines = [f"{'unit':<8}{'sensor':<8}{'avg':<5}{'N':>5}{'slope':>8}{'icpt':>8}{'R2':>6}"
              f"{'RMSE':>7}{'NRMSE%':>8}  status  failed"]
-    for device in sorted(ev.comparisons):
-        for sensor in sorted(ev.comparisons[device]):
-            for interval, c in ev.comparisons[device][sensor].items():
-                if c.status is None:
-                    continue
-                lines.append(
-                    f"{device:<8}{sensor:<8}{interval:<5}{c.n:>5}{c.slope:>8.2f}"
-                    f"{c.intercept:>8.2f}{c.r2:>6.2f}{c.rmse:>7.2f}{c.nrmse:>8.1f}  "
-                    f"{c.status:<6}  {', '.join(c.failed()) or '-'}")
-    for sensor in sorted(ev.precision):
-        for interval, p in ev.precision[sensor].items():
-            if p.status is not None:
-                lines.append(f"precision {sensor} {interval}: N {p.n}, SD {p.sd:.2f} "
-                             f"{ev.units[sensor]}, CV {p.cv:.1f} % ({p.status})")
+    for device, sensor, interval, c in ev.judged():
+        lines.append(
+            f"{device:<8}{sensor:<8}{interval:<5}{c.n:>5}{c.slope:>8.2f}"
+            f"{c.intercept:>8.2f}{c.r2:>6.2f}{c.rmse:>7.2f}{c.nrmse:>8.1f}  "
+            f"{c.status:<6}  {', '.join(c.failed()) or '-'}")
+    for sensor, interval, p in ev.judged_precision():
+        lines.append(f"precision {sensor} {interval}: N {p.n}, SD {p.sd:.2f} "
+                     f"{ev.units[sensor]}, CV {p.cv:.1f} % ({p.status})")
     for f in run.findings:
         lines.append(f"finding {f.device} {f.sensor}: {f.severity}; causes "
                      f"{causes_text(f.causes)}")

@@ -30,15 +30,12 @@ class ImportOutcome:
     export: Export
 
     def to_json(self) -> dict[str, object]:
-        rejected: dict[str, int] = {}
-        for p in self.export.problems:
-            rejected[p.reason] = rejected.get(p.reason, 0) + 1
         return {
             "file": self.record.path, "device": self.record.device, "site": self.record.site,
             "mapping": self.record.mapping, "serial": self.export.serial,
             "zone": self.export.zone, "rows": self.export.rows,
             "readings": {s: int(c.ts.size) for s, c in self.export.channels.items()},
-            "readings_stored": self.record.readings, "quarantined": rejected,
+            "readings_stored": self.record.readings, "quarantined": self.export.rejected(),
             "ignored_columns": list(self.export.ignored_columns),
             "already_imported": self.already,
         }

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,6 +491,22 @@ class Evaluation:
     """sensor -> canonical unit."""
     origins: Mapping[str, float]
     targets: TargetTable
+
+    def judged(self) -> Iterator[tuple[str, str, str, Comparison]]:
+        """(device, sensor, interval, comparison) of every comparison a target judged, by
+        device and sensor: the rows of the targets table."""
+        for device in sorted(self.comparisons):
+            for sensor in sorted(self.comparisons[device]):
+                for interval, c in self.comparisons[device][sensor].items():
+                    if c.status is not None:
+                        yield device, sensor, interval, c
+
+    def judged_precision(self) -> Iterator[tuple[str, str, Precision]]:
+        """(sensor, interval, precision) of every precision a target judged, by sensor."""
+        for sensor in sorted(self.precision):
+            for interval, p in self.precision[sensor].items():
+                if p.status is not None:
+                    yield sensor, interval, p
 
 
 def evaluate(

@@ -108,28 +108,20 @@ def render_section(run: ColocationRun) -> str:
            "<th>interval</th><th>N</th><th>slope</th><th>intercept</th><th>R²</th>"
            "<th>RMSE</th><th>NRMSE %</th><th>slope</th><th>intercept</th><th>R²</th>"
            "<th>RMSE</th><th>status</th></tr></thead><tbody>"]
-    for device in sorted(ev.comparisons):
-        for sensor in sorted(ev.comparisons[device]):
-            for interval, c in ev.comparisons[device][sensor].items():
-                if c.status is None:
-                    continue
-                out.append(
-                    f"<tr><td>{e(device)}</td><td>{e(sensor)} ({e(ev.units[sensor])})</td>"
-                    f"<td>{e(interval)}</td><td>{c.n}</td><td>{_fmt(c.slope)}</td>"
-                    f"<td>{_fmt(c.intercept)}</td><td>{_fmt(c.r2)}</td><td>{_fmt(c.rmse)}</td>"
-                    f"<td>{_fmt(c.nrmse, 1)}</td>"
-                    + "".join(_mark(c.targets.get(k)) for k in ("slope", "intercept", "r2",
-                                                               "rmse"))
-                    + _mark(c.status) + "</tr>")
+    for device, sensor, interval, c in ev.judged():
+        out.append(
+            f"<tr><td>{e(device)}</td><td>{e(sensor)} ({e(ev.units[sensor])})</td>"
+            f"<td>{e(interval)}</td><td>{c.n}</td><td>{_fmt(c.slope)}</td>"
+            f"<td>{_fmt(c.intercept)}</td><td>{_fmt(c.r2)}</td><td>{_fmt(c.rmse)}</td>"
+            f"<td>{_fmt(c.nrmse, 1)}</td>"
+            + "".join(_mark(c.targets.get(k)) for k in ("slope", "intercept", "r2", "rmse"))
+            + _mark(c.status) + "</tr>")
     out.append("</tbody></table>")
     out.append('<table class="precision"><thead><tr><th>quantity</th><th>interval</th>'
                "<th>N</th><th>SD</th><th>CV %</th><th>precision</th></tr></thead><tbody>")
-    for sensor in sorted(ev.precision):
-        for interval, p in ev.precision[sensor].items():
-            if p.status is None:
-                continue
-            out.append(f"<tr><td>{e(sensor)}</td><td>{e(interval)}</td><td>{p.n}</td>"
-                       f"<td>{_fmt(p.sd)}</td><td>{_fmt(p.cv, 1)}</td>{_mark(p.status)}</tr>")
+    for sensor, interval, p in ev.judged_precision():
+        out.append(f"<tr><td>{e(sensor)}</td><td>{e(interval)}</td><td>{p.n}</td>"
+                   f"<td>{_fmt(p.sd)}</td><td>{_fmt(p.cv, 1)}</td>{_mark(p.status)}</tr>")
     out.append("</tbody></table>")
     if run.findings:
         out.append('<ul class="findings">')

@@ -291,10 +291,10 @@ def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
     """Import instrument or agency exports (ID=PATH or PATH) into the store."""
     import time
 
+    from auditd.adapters.sources.exports import device_and_path, load_mapping
     from auditd.app.colocate import sensor_units_with
     from auditd.app.importer import import_file
     from auditd.config import default_config, load_daemon_config
-    from auditd.exports import device_and_path, load_mapping
     from auditd.store import Store
 
     cfg = load_daemon_config(config_path) if config_path else default_config()
@@ -349,9 +349,9 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     """Judge co-located units against a reference monitor (EPA performance targets)."""
     import time
 
+    from auditd.adapters.sources.exports import load_mapping, parse_offset
     from auditd.app import colocate as co
     from auditd.config import default_config, load_daemon_config
-    from auditd.exports import load_mapping, parse_offset
     from auditd.store import Store
 
     cfg = load_daemon_config(config_path) if config_path else default_config()

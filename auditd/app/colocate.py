@@ -18,6 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from auditd.adapters.sources.exports import (
+    Export,
+    ExportMapping,
+    SensorUnit,
+    default_sensor_units,
+    device_and_path,
+    read_export,
+)
 from auditd.config import load_profiles
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
@@ -41,14 +49,6 @@ from auditd.domain.colocation import (
     value_range,
 )
 from auditd.errors import ConfigError
-from auditd.exports import (
-    Export,
-    ExportMapping,
-    SensorUnit,
-    default_sensor_units,
-    device_and_path,
-    read_export,
-)
 from auditd.model import Cause, EventRecord, Finding, Outcome, iso
 from auditd.store import Store
 

@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditd.exports import Export, ExportError, ExportMapping, SensorUnit, read_export
+from auditd.adapters.sources.exports import (
+    Export,
+    ExportError,
+    ExportMapping,
+    SensorUnit,
+    read_export,
+)
 from auditd.model import ID_PATTERN, Rejection
 from auditd.store import ImportRecord, Store
 

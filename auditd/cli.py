@@ -291,7 +291,8 @@ def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
     """Import instrument or agency exports (ID=PATH or PATH) into the store."""
     import time
 
-    from auditd.adapters.sources.exports import device_and_path, load_mapping
+    from auditd.adapters.sources.export_mappings import load_mapping
+    from auditd.adapters.sources.exports import device_and_path
     from auditd.app.colocate import sensor_units_with
     from auditd.app.importer import import_file
     from auditd.config import default_config, load_daemon_config
@@ -349,7 +350,8 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     """Judge co-located units against a reference monitor (EPA performance targets)."""
     import time
 
-    from auditd.adapters.sources.exports import load_mapping, parse_offset
+    from auditd.adapters.sources.export_mappings import load_mapping
+    from auditd.adapters.sources.export_times import parse_offset
     from auditd.app import colocate as co
     from auditd.config import default_config, load_daemon_config
     from auditd.store import Store

@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from auditd.adapters.sources.exports import (
-    Export,
+from auditd.adapters.sources.export_mappings import (
     ExportMapping,
     SensorUnit,
     default_sensor_units,
-    device_and_path,
-    read_export,
 )
+from auditd.adapters.sources.exports import Export, device_and_path, read_export
 from auditd.config import load_profiles
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload

@@ -14,13 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditd.adapters.sources.exports import (
-    Export,
-    ExportError,
-    ExportMapping,
-    SensorUnit,
-    read_export,
-)
+from auditd.adapters.sources.export_mappings import ExportMapping, SensorUnit
+from auditd.adapters.sources.exports import Export, read_export
+from auditd.errors import ExportError
 from auditd.model import ID_PATTERN, Rejection
 from auditd.store import ImportRecord, Store
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
@@ -19,7 +20,27 @@ from typing import IO, Any, TypeVar
 import click
 
 from auditd import __version__, logs
+from auditd import status as status_view
+from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_with
+from auditd.adapters.sources.export_times import parse_offset
+from auditd.adapters.sources.exports import device_and_path
+from auditd.app.importer import import_file
+from auditd.catalog import load_catalog
+from auditd.config import default_config, load_daemon_config
+from auditd.daemon import Daemon, limits_from
 from auditd.errors import AuditdError, ConfigError, InputError, UsageError
+from auditd.model import iso
+from auditd.replay import Replayer
+from auditd.sim import evaluate as ev
+from auditd.sim import simulate as sim
+from auditd.sim.demo import run_demo
+from auditd.sim.live import publish
+from auditd.sim.scenario import default_scenario, load_scenario
+from auditd.store import Store
+from auditd.views import alerts as alert_view
+from auditd.views import inventory
+from auditd.views import report as rep
+from auditd.views.alerts import parse_until
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,9 +66,6 @@ CONFIG_OPTION = click.option(
 
 def _load(config_path: Path | None, profiles: Path | None = None,
           references: Path | None = None) -> tuple[Any, Any]:
-    from auditd.catalog import load_catalog
-    from auditd.config import default_config, load_daemon_config
-
     cfg = load_daemon_config(config_path) if config_path else default_config()
     if profiles is not None:
         cfg = replace(cfg, profiles_dir=profiles)
@@ -81,8 +99,6 @@ def check_config(config_path: Path | None, profiles: Path | None,
 @_errors_to_exit
 def run(config_path: Path | None) -> None:
     """Run the daemon: ingest over MQTT, audit on schedule, publish findings."""
-    from auditd.daemon import Daemon
-
     cfg, catalog = _load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
     sys.exit(Daemon(cfg, catalog).run())
@@ -96,14 +112,11 @@ def run(config_path: Path | None) -> None:
 @_errors_to_exit
 def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
     """The daemon's state at a glance, read (read-only) from its store."""
-    import time
-
-    from auditd import status as view
 
     with _open_store(config_path, store_path, writes=False) as store:
-        report = view.gather(store, time.time())
-    click.echo(json.dumps(view.as_json(report), indent=2) if as_json
-               else view.render(report, time.time()))
+        report = status_view.gather(store, time.time())
+    click.echo(json.dumps(status_view.as_json(report), indent=2) if as_json
+               else status_view.render(report, time.time()))
 
 
 @main.command()
@@ -126,10 +139,6 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
            summary_path: Path | None, store_path: Path | None,
            config_path: Path | None, tickets_path: Path | None = None) -> None:
     """Run a recorded JSON Lines file through the live pipeline, offline."""
-    from auditd.daemon import limits_from
-    from auditd.replay import Replayer
-    from auditd.store import Store
-
     logs.configure("warning", "auto", stream=sys.stderr)
     cfg, catalog = _load(config_path, profiles, references)
     with ExitStack() as stack:
@@ -171,9 +180,6 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
              speed: float, profiles: Path | None, references: Path | None,
              config_path: Path | None) -> None:
     """Generate a synthetic fleet with known faults: a replay file or live MQTT, plus truth."""
-    from auditd.sim import simulate as sim
-    from auditd.sim.scenario import default_scenario, load_scenario
-
     if (out_path is None) == (broker is None):
         raise UsageError("give exactly one of --out FILE or --mqtt HOST:PORT", "--out/--mqtt")
     cfg, catalog = _load(config_path, profiles, references)
@@ -188,8 +194,6 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
         click.echo(f"wrote {out_path} ({len(result.messages)} messages, "
                    f"{len(result.truth['faults'])} faults)")
         return
-    from auditd.sim.live import publish
-
     publish(result, broker or "", speed, truth_path, cfg)
 
 
@@ -203,8 +207,6 @@ def simulate(scenario_path: Path | None, seed: int | None, out_path: Path | None
 @_errors_to_exit
 def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> None:
     """Score findings against a simulation's truth: recall, precision, onset, false alarms."""
-    from auditd.sim import evaluate as ev
-
     scores = ev.score(ev.load_truth(truth_path), ev.load_findings(findings_path))
     if out_path is not None:
         with _open_for_writing(out_path, "--out") as handle:
@@ -224,9 +226,6 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
     mistake. ``writes=False`` for the commands that only look (``status``, ``devices``,
     ``history``, ``findings``): read-only, so looking never migrates or writes a live
     daemon's file."""
-    from auditd.config import default_config, load_daemon_config
-    from auditd.store import Store
-
     path = db_path or (load_daemon_config(config_path) if config_path
                        else default_config()).store.path
     if not path.is_file():
@@ -245,8 +244,6 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
 @_errors_to_exit
 def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> None:
     """List devices: model, firmware, install and calibration dates, last seen, open findings."""
-    from auditd.views import inventory
-
     _, catalog = _load(config_path)
     with _open_store(config_path, db_path, writes=False) as store:
         rows = inventory.read_devices(store, catalog)
@@ -263,8 +260,6 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
 def history(device: str, config_path: Path | None, db_path: Path | None,
             as_json: bool) -> None:
     """One device's timeline: metadata versions, events and changes of verdict, in order."""
-    from auditd.views import inventory
-
     with _open_store(config_path, db_path, writes=False) as store:
         entries = inventory.read_timeline(store, device)
     if not entries:
@@ -289,14 +284,6 @@ def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
             mapping_paths: tuple[Path, ...], profiles: Path | None,
             config_path: Path | None) -> None:
     """Import instrument or agency exports (ID=PATH or PATH) into the store."""
-    import time
-
-    from auditd.adapters.sources.export_mappings import load_mapping
-    from auditd.adapters.sources.exports import device_and_path
-    from auditd.app.colocate import sensor_units_with
-    from auditd.app.importer import import_file
-    from auditd.config import default_config, load_daemon_config
-    from auditd.store import Store
 
     cfg = load_daemon_config(config_path) if config_path else default_config()
     mappings = [load_mapping(p) for p in mapping_paths]
@@ -348,18 +335,15 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
              train_fraction: float, humidity_term: bool, correct: tuple[str, ...],
              apply_: bool, config_path: Path | None) -> None:
     """Judge co-located units against a reference monitor (EPA performance targets)."""
-    import time
-
-    from auditd.adapters.sources.export_mappings import load_mapping
-    from auditd.adapters.sources.export_times import parse_offset
+    # Imported here, not at the top: co-location's arithmetic needs the calibration core
+    # (scipy), which nothing else the command line starts may load (a daemon pays for it
+    # on its first audit only).
     from auditd.app import colocate as co
-    from auditd.config import default_config, load_daemon_config
-    from auditd.store import Store
 
     cfg = load_daemon_config(config_path) if config_path else default_config()
     site = site or cfg.site
     if html_path is not None:
-        from auditd.views.colocation import require_matplotlib
+        from auditd.views.colocation import require_matplotlib  # imports co-location
 
         require_matplotlib()
     if (from_store or apply_) and store_path is None:
@@ -380,7 +364,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
         else:
             sources = co.sources_from_files(
                 reference, sensor_exports, mappings=[load_mapping(p) for p in mapping_paths],
-                sensor_units=co.sensor_units_with(profiles))
+                sensor_units=sensor_units_with(profiles))
         result = co.run(sources, targets, options)
         body = dict(result.result)
         if apply_:
@@ -413,9 +397,6 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
            csv_path: Path | None, profiles: Path | None, references: Path | None,
            config_path: Path | None) -> None:
     """The calibration report of a store: fleet summary, then every failing stream."""
-    from auditd.store import Store
-    from auditd.views import report as rep
-
     if not (html_path or json_path or csv_path):
         raise UsageError("name at least one output", "--html/--json/--csv")
     logs.configure("warning", "auto", stream=sys.stderr)
@@ -447,8 +428,6 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
 def demo(broker: str | None, seconds: float, days: float, out_dir: Path,
          profiles: Path | None, references: Path | None) -> None:
     """A simulated fleet, live, through the real daemon: failing streams and a report."""
-    from auditd.sim.demo import run_demo
-
     if seconds <= 0 or days <= 0:
         raise UsageError("must be positive", "--seconds/--days")
     try:
@@ -482,9 +461,6 @@ STORE_OPTION = click.option(
 @_errors_to_exit
 def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
     """Open alerts: most severe first, grouped alerts with their members."""
-    import time
-
-    from auditd.views import alerts as alert_view
 
     with _open_store(config_path, store_path, writes=False) as store:
         now = time.time()
@@ -506,8 +482,6 @@ def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -
 def ack(alert_ids: tuple[str, ...], by: str | None, note: str | None,
         config_path: Path | None, store_path: Path | None) -> None:
     """Acknowledge open alerts by id (a unique prefix such as sa-1f2e3d4c is enough)."""
-    import time
-
 
     with _open_store(config_path, store_path) as store:
         for prefix in alert_ids:
@@ -534,9 +508,6 @@ def silence(ctx: click.Context, device: str | None, sensor: str | None,
             until_text: str | None, for_text: str | None, reason: str | None, by: str | None,
             config_path: Path | None, store_path: Path | None) -> None:
     """Hold back tickets for a device's alerts until a time (`list`, `expire ID`)."""
-    import time
-
-    from auditd.views.alerts import parse_until
 
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, store_path=store_path)
@@ -553,13 +524,7 @@ def silence(ctx: click.Context, device: str | None, sensor: str | None,
     with _open_store(config_path, store_path) as store:
         ident = store.add_silence(device, sensor, until, at=now, by=by, reason=reason)
     click.echo(f"silence {ident}: {device} {sensor or '(all sensors)'} until "
-               f"{iso_text(until)}")
-
-
-def iso_text(ts: float) -> str:
-    from auditd.model import iso
-
-    return iso(ts) or ""
+               f"{iso(until) or ''}")
 
 
 def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path | None, *,
@@ -578,9 +543,6 @@ def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path 
 def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
                  store_path: Path | None) -> None:
     """Silences still active (all of them with --all)."""
-    import time
-
-    from auditd.views import alerts as alert_view
 
     now = time.time()
     with _group_store(ctx, config_path, store_path, writes=False) as store:
@@ -597,8 +559,6 @@ def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
 def silence_expire(ctx: click.Context, silence_id: int, config_path: Path | None,
                    store_path: Path | None) -> None:
     """End a silence now."""
-    import time
-
     with _group_store(ctx, config_path, store_path) as store:
         done = store.expire_silence(silence_id, at=time.time())
     click.echo(f"silence {silence_id}: {'expired' if done else 'not active, unchanged'}")
@@ -613,8 +573,6 @@ def silence_expire(ctx: click.Context, silence_id: int, config_path: Path | None
 def tickets(retry_dead: bool, as_json: bool, config_path: Path | None,
             store_path: Path | None) -> None:
     """Ticket deliveries by sink and state, and the dead-lettered ones."""
-    import time
-
     with _open_store(config_path, store_path, writes=retry_dead) as store:
         if retry_dead:
             click.echo(f"{store.retry_dead(at=time.time())} deliveries queued again")

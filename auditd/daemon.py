@@ -36,8 +36,7 @@ from auditd.config import DaemonConfig
 from auditd.errors import AuditdError, ConfigError
 from auditd.ingest import Ingestor
 from auditd.mqtt import MqttLink
-from auditd.publisher import OutboxPublisher
-from auditd.store import Store
+from auditd.store import Bounds, Store
 from auditd.validate import Limits
 from auditd.writer import BatchWriter
 

@@ -85,16 +85,6 @@ class Sources:
 # --------------------------------------------------------------------------- sources
 
 
-def sensor_units_with(profiles: Path | None) -> dict[str, SensorUnit]:
-    """Canonical units: the shipped table, overridden by any profile's sensors."""
-    units = default_sensor_units()
-    if profiles is not None:
-        for profile in load_profiles(profiles).values():
-            for name, spec in profile.sensors.items():
-                units[name] = SensorUnit(spec.quantity, spec.unit)
-    return units
-
-
 def targets_with(profiles: Path | None) -> dict[tuple[str, str], Targets]:
     """The EPA's default targets, replaced per (sensor, interval) by profiles that set
     ``[colocation.<sensor>.<interval>]``. Two profiles that disagree are refused."""

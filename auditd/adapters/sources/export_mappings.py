@@ -20,7 +20,7 @@ from typing import Any
 
 from auditd import PACKAGE_DATA
 from auditd.adapters.sources.export_times import zone_of
-from auditd.config import _read_toml
+from auditd.config import _read_toml, load_profiles
 from auditd.errors import ConfigError, ExportError, UnitError
 from auditd.model import ID_PATTERN
 from auditd.text import parse_duration
@@ -245,3 +245,13 @@ def default_sensor_units() -> dict[str, SensorUnit]:
     """``auditd/data/sensor_units.toml``: CONTRACT.md's sensor names and their units."""
     data = _read_toml(SENSOR_UNITS_FILE)
     return {name: SensorUnit(t["quantity"], t["unit"]) for name, t in data.items()}
+
+
+def sensor_units_with(profiles: Path | None) -> dict[str, SensorUnit]:
+    """Canonical units: the shipped table, overridden by any profile's sensors."""
+    units = default_sensor_units()
+    if profiles is not None:
+        for profile in load_profiles(profiles).values():
+            for name, spec in profile.sensors.items():
+                units[name] = SensorUnit(spec.quantity, spec.unit)
+    return units

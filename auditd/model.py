@@ -49,6 +49,15 @@ def iso(ts: float | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+def from_iso(text: str | None) -> float | None:
+    """The inverse of ``iso``, for what sensor-auditd itself wrote (a finding file, a stored
+    finding): RFC 3339 with ``Z`` or an offset. Input from devices goes through
+    ``validate.parse_timestamp``, which is stricter."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -216,6 +225,11 @@ class Cause:
         return {"cause": self.cause, "confidence": round(self.confidence, 3),
                 "evidence": self.evidence}
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cause:
+        return cls(str(data["cause"]), float(data.get("confidence") or 0.0),
+                   str(data.get("evidence") or ""))
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -254,3 +268,38 @@ class Finding:
             "context": dict(self.context),
             "action": self.action,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """A finding in its published form (a finding file, the finding topic): times to
+        the millisecond and confidences to three decimals, as ``to_json`` wrote them."""
+        window = data.get("window") or {}
+        return cls(
+            kind=data["kind"], site=str(data["site"]), device=str(data["device"]),
+            sensor=data.get("sensor"), status=data["status"], severity=data["severity"],
+            window_start=from_iso(window.get("start")) or 0.0,
+            window_end=from_iso(window.get("end")) or 0.0,
+            unit=data.get("unit"), reference=data.get("reference"),
+            metrics=dict(data.get("metrics") or {}),
+            causes=tuple(Cause.from_json(c) for c in data.get("causes") or ()),
+            onset=from_iso(data.get("onset")), context=dict(data.get("context") or {}),
+            action=str(data.get("action") or ""))
+
+    def to_record(self) -> dict[str, Any]:
+        """Every field as it is (epoch seconds, unrounded confidences): what the store keeps
+        beside the published JSON, so that a finding read back is the value saved."""
+        return {
+            "kind": self.kind, "site": self.site, "device": self.device,
+            "sensor": self.sensor, "status": self.status, "severity": self.severity,
+            "window_start": self.window_start, "window_end": self.window_end,
+            "unit": self.unit, "reference": self.reference, "metrics": dict(self.metrics),
+            "causes": [[c.cause, c.confidence, c.evidence] for c in self.causes],
+            "onset": self.onset, "context": dict(self.context), "action": self.action,
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Finding:
+        """The inverse of ``to_record``."""
+        return cls(**{**data, "metrics": dict(data["metrics"]),
+                      "causes": tuple(Cause(c, conf, ev) for c, conf, ev in data["causes"]),
+                      "context": dict(data["context"])})

@@ -231,6 +231,11 @@ class Cause:
                    str(data.get("evidence") or ""))
 
 
+_JSON_PARTS = ("sensor", "window", "unit", "reference", "metrics", "causes", "onset", "context",
+               "action")
+"""The optional parts of a finding's JSON form (``Finding.from_json``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """CONTRACT.md's finding: one verdict on one stream (or device) over one window."""
@@ -273,17 +278,17 @@ class Finding:
     def from_json(cls, data: Mapping[str, Any]) -> Finding:
         """A finding in its published form (a finding file, the finding topic): times to
         the millisecond and confidences to three decimals, as ``to_json`` wrote them."""
-        window = data.get("window") or {}
+        part = {name: data.get(name) for name in _JSON_PARTS}
+        window = part["window"] or {}
         return cls(
             kind=data["kind"], site=str(data["site"]), device=str(data["device"]),
-            sensor=data.get("sensor"), status=data["status"], severity=data["severity"],
+            sensor=part["sensor"], status=data["status"], severity=data["severity"],
             window_start=from_iso(window.get("start")) or 0.0,
             window_end=from_iso(window.get("end")) or 0.0,
-            unit=data.get("unit"), reference=data.get("reference"),
-            metrics=dict(data.get("metrics") or {}),
-            causes=tuple(Cause.from_json(c) for c in data.get("causes") or ()),
-            onset=from_iso(data.get("onset")), context=dict(data.get("context") or {}),
-            action=str(data.get("action") or ""))
+            unit=part["unit"], reference=part["reference"], metrics=dict(part["metrics"] or {}),
+            causes=tuple(Cause.from_json(c) for c in part["causes"] or ()),
+            onset=from_iso(part["onset"]), context=dict(part["context"] or {}),
+            action=str(part["action"] or ""))
 
     def to_record(self) -> dict[str, Any]:
         """Every field as it is (epoch seconds, unrounded confidences): what the store keeps

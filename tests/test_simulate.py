@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from auditd.catalog import build_catalog
 from auditd.config import load_profiles, load_references
-from auditd.model import RawMessage
+from auditd.model import Cause, Finding, RawMessage, Status
 from auditd.replay import BadLine
 from auditd.sim import evaluate, scenario, simulate
+from auditd.validate import parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,10 +255,12 @@ def test_scores_count_a_wrong_cause_and_a_false_alarm() -> None:
                          "onset": "2026-01-01T06:00:00Z"}],
              "streams": [{"device": d, "sensor": "t", "reference": False} for d in "abc"]}
 
-    def finding(device: str, end: str, status: str, cause: str | None) -> dict:
-        return {"kind": "calibration", "device": device, "sensor": "t", "status": status,
-                "window": {"start": "2026-01-01T00:00:00Z", "end": end},
-                "causes": [{"cause": cause}] if cause else [], "onset": None}
+    def finding(device: str, end: str, status: Status, cause: str | None) -> Finding:
+        return Finding(kind="calibration", site="s", device=device, sensor="t", status=status,
+                       severity="minor" if status == "fail" else "none",
+                       window_start=parse_timestamp("2026-01-01T00:00:00Z"),
+                       window_end=parse_timestamp(end),
+                       causes=(Cause(cause, 0.9, ""),) if cause else ())
 
     right = [finding("a", "2026-01-01T08:00:00Z", "fail", "offset_drift"),
              finding("b", "2026-01-01T08:00:00Z", "pass", None)]

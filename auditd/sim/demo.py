@@ -41,7 +41,7 @@ from auditd import PACKAGE_DATA
 from auditd.catalog import load_catalog
 from auditd.config import load_daemon_config
 from auditd.errors import IOFailure, UsageError
-from auditd.model import iso
+from auditd.model import Finding, iso
 from auditd.sim import evaluate, simulate
 from auditd.sim.live import parse_broker, publish
 from auditd.sim.scenario import default_scenario
@@ -338,7 +338,8 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
         data = report.collect(store, catalog, source=str(out_dir / "audit.db"))
         alerts = open_alerts(store)
     echo(alerts if alerts is not None else failing_table(latest))
-    scores = evaluate.score(json.loads((out_dir / "truth.json").read_text()), history)
+    scores = evaluate.score(json.loads((out_dir / "truth.json").read_text()),
+                            [Finding.from_json(f) for f in history])
     echo(f"scored against the simulation's truth: {scores['detected']}/{scores['faults']} "
          f"injected faults flagged, {scores['top1']} with the right cause first, "
          f"{scores['false_alarm_streams']} false alarms on {scores['healthy_streams']} "

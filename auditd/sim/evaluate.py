@@ -1,7 +1,8 @@
 """Score findings against the truth of a simulation: did the audit catch what was injected?
 
-Pure: ``score(truth, findings)`` is a function of two parsed documents (``simulate``'s
-truth JSON and the findings JSON Lines of ``replay`` or of the live daemon). Findings over
+Pure: ``score(truth, findings)`` is a function of ``simulate``'s truth JSON and findings
+(typed, as ``load_findings`` reads them from the JSON Lines of ``replay``, or as the store
+holds them). Findings over
 a run come from many audits; a stream is judged by its *verdict*: its latest flagged
 finding (failed, or ``insufficient_data`` with a cause such as ``dropout``), because an
 audit keeps re-judging the same fault and the latest one has seen the most of it; no
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from auditd.errors import ConfigError
+from auditd.model import Finding
 from auditd.validate import parse_timestamp
 
 Key = tuple[str, str]
@@ -54,65 +56,57 @@ def load_truth(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_findings(path: Path) -> list[dict[str, Any]]:
+def load_findings(path: Path) -> list[Finding]:
+    """A findings file (CONTRACT.md's form, one JSON object a line) as typed findings."""
     out = []
     try:
         with path.open(encoding="utf-8") as handle:
             for n, line in enumerate(handle, start=1):
                 if line.strip():
                     try:
-                        out.append(json.loads(line))
-                    except ValueError as exc:
-                        raise ConfigError(str(path), f"line {n}", f"not JSON: {exc}") from exc
+                        out.append(Finding.from_json(json.loads(line)))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise ConfigError(str(path), f"line {n}",
+                                          f"not a finding: {exc!r}") from exc
     except OSError as exc:
         raise ConfigError(str(path), "--findings", exc.strerror or str(exc)) from exc
     return out
 
 
-def _t(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        return None
+def _top(finding: Finding) -> str | None:
+    return finding.causes[0].cause if finding.causes else None
 
 
-def _top(finding: Mapping[str, Any]) -> str | None:
-    causes = finding.get("causes") or []
-    return str(causes[0]["cause"]) if causes else None
-
-
-def _history(findings: Iterable[Mapping[str, Any]]) -> dict[Key, list[Mapping[str, Any]]]:
+def _history(findings: Iterable[Finding]) -> dict[Key, list[Finding]]:
     """Calibration findings per (device, sensor), in window-end order."""
-    out: dict[Key, list[Mapping[str, Any]]] = defaultdict(list)
+    out: dict[Key, list[Finding]] = defaultdict(list)
     for f in findings:
-        if f.get("kind", "calibration") != "calibration" or not f.get("sensor"):
+        if f.kind != "calibration" or not f.sensor:
             continue
-        out[(str(f["device"]), str(f["sensor"]))].append(f)
+        out[(f.device, f.sensor)].append(f)
     for items in out.values():
-        items.sort(key=lambda f: _t((f.get("window") or {}).get("end")) or 0.0)
+        items.sort(key=lambda f: f.window_end)
     return out
 
 
-def _end(finding: Mapping[str, Any]) -> float:
-    return _t((finding.get("window") or {}).get("end")) or 0.0
-
-
-def flagged(finding: Mapping[str, Any]) -> bool:
+def flagged(finding: Finding) -> bool:
     """A finding that says something is wrong: a failure, or too little data with a cause
     (a device gone silent is ``insufficient_data`` with ``dropout``, not a failure)."""
-    status = finding.get("status")
-    return status == "fail" or (status == "insufficient_data" and bool(finding.get("causes")))
+    return finding.status == "fail" or (finding.status == "insufficient_data"
+                                        and bool(finding.causes))
 
 
-def _verdict(items: Sequence[Mapping[str, Any]], after: float | None = None,
-             ) -> Mapping[str, Any] | None:
-    failing = [f for f in items if flagged(f) and (after is None or _end(f) > after)]
+def _verdict(items: Sequence[Finding], after: float | None = None) -> Finding | None:
+    failing = [f for f in items if flagged(f) and (after is None or f.window_end > after)]
     return failing[-1] if failing else None
 
 
-def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _cohort_version(finding: Finding) -> object:
+    cohort = finding.context.get("cohort")
+    return cohort.get("version") if isinstance(cohort, Mapping) else None
+
+
+def score(truth: Mapping[str, Any], findings: Sequence[Finding]) -> dict[str, Any]:
     """The evaluation of ``findings`` against ``truth`` (see the module docstring)."""
     history = _history(findings)
     expected: dict[Key, str] = {}
@@ -138,10 +132,11 @@ def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> di
         onset = onsets[key]
         items = history.get(key, [])
         verdict = _verdict(items, after=onset)
-        estimated = next((_t(f.get("onset")) for f in items if flagged(f)
-                          and _end(f) > onset and f.get("onset")), None)
-        first = next((_end(f) for f in items if flagged(f) and _end(f) > onset), None)
-        causes = [c["cause"] for c in (verdict or {}).get("causes", [])]
+        estimated = next((f.onset for f in items if flagged(f)
+                          and f.window_end > onset and f.onset is not None), None)
+        first = next((f.window_end for f in items if flagged(f) and f.window_end > onset),
+                     None)
+        causes = [c.cause for c in verdict.causes] if verdict is not None else []
         per_fault.append({
             "device": key[0], "sensor": key[1], "cause": fault["cause"],
             "detected": verdict is not None,
@@ -204,9 +199,9 @@ def score(truth: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> di
     for fault in faults:
         if fault["cause"] == "firmware_regression" and fault.get("firmware") not in {
                 f["firmware"] for f in firmware}:
-            roots = sorted({str(f["device"]) for f in findings
-                            if (f.get("context") or {}).get("cohort", {}).get("version")
-                            == fault.get("firmware") and _top(f) == "firmware_regression"})
+            roots = sorted({f.device for f in findings
+                            if _cohort_version(f) == fault.get("firmware")
+                            and _top(f) == "firmware_regression"})
             firmware.append({"firmware": fault.get("firmware"), "root_findings": roots})
 
     errors = [p["onset_error_s"] for p in per_fault if p["onset_error_s"] is not None]

@@ -30,12 +30,12 @@ from auditd import health, logs, sdnotify
 from auditd.adapters.runstate import RunState, RunStateFile
 from auditd.adapters.sinks.dispatch import RetryPolicy, TicketDispatcher, sinks_from
 from auditd.adapters.sinks.publisher import OutboxPublisher
+from auditd.adapters.sources.mqtt import MqttLink
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
 from auditd.errors import AuditdError, ConfigError
 from auditd.ingest import Ingestor
-from auditd.mqtt import MqttLink
 from auditd.store import Bounds, Store
 from auditd.validate import Limits
 from auditd.writer import BatchWriter

@@ -131,7 +131,7 @@ class Replayer:
     def _source(self, path: Path) -> Iterator[RawMessage | BadLine]:
         """A ``.csv`` file is a historian export of readings (``auditd.csvsource``)."""
         if path.suffix.lower() == ".csv":
-            from auditd.csvsource import read_csv
+            from auditd.adapters.sources.recordings import read_csv
 
             return read_csv(path, prefix=self.cfg.topics.prefix, site=self.cfg.site)
         return read_recording(path)

@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from auditd import logs
+from auditd.adapters.sources.mqtt import Delivery
 from auditd.ingest import Ingestor
 from auditd.model import Outcome
-from auditd.mqtt import Delivery
 from auditd.retry import backoff_delays, error_code
 from auditd.store import WriteResult
 from auditd.text import printable

@@ -22,11 +22,11 @@ from daemon_proc import Publisher, telemetry, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditd.adapters.sources.mqtt import MqttLink, reconnect_delays
 from auditd.catalog import load_catalog
 from auditd.config import load_daemon_config
 from auditd.daemon import Daemon
 from auditd.ingest import Ingestor
-from auditd.mqtt import MqttLink, reconnect_delays
 from auditd.store import SCHEMA_VERSION, Store
 from auditd.validate import Limits
 

@@ -239,7 +239,7 @@ def test_csv_export_is_audited_like_the_recording(tmp_path: Path) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.text(max_size=12), max_size=7), max_size=12))
 def test_csv_source_never_raises_on_any_row(tmp_path_factory, rows) -> None:  # type: ignore[no-untyped-def]
-    from auditd.csvsource import read_csv
+    from auditd.adapters.sources.recordings import read_csv
 
     path = tmp_path_factory.mktemp("csv") / "x.csv"
     with path.open("w", newline="") as handle:

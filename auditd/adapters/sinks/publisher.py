@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from auditd import logs
 from auditd.adapters.sinks.drain import DrainThread
-from auditd.mqtt import MqttLink
+from auditd.adapters.sources.mqtt import MqttLink
 from auditd.store import Store
 
 log = logs.get("auditd.adapters.sinks.publisher")

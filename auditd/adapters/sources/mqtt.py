@@ -43,7 +43,7 @@ from auditd.errors import ConfigError
 from auditd.health import Heartbeat
 from auditd.model import RawMessage
 
-log = logs.get("auditd.mqtt")
+log = logs.get("auditd.adapters.sources.mqtt")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,64 +16,18 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from auditd.adapters.sinks.dispatch import FileSink, RetryPolicy, TicketDispatcher
+from auditd.adapters.sources.recordings import RECORDING_INVALID, BadLine, read_messages
 from auditd.app.auditor import AlertSettings, Auditor, AuditRun, metadata_policy
 from auditd.catalog import Catalog
 from auditd.config import DaemonConfig
-from auditd.errors import RecordingError
 from auditd.ingest import Ingestor
 from auditd.model import Outcome, RawMessage, Rejection
 from auditd.store import Store
-from auditd.validate import Limits, parse_timestamp
-
-RECORDING_INVALID = "recording_invalid"
-"""A line of the recording that is not a recorded message at all (quarantined, counted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    line_no: int
-    problem: str
-    text: str
-    received_at: float | None
-
-
-def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
-    """One JSON Lines record -> the message as it arrived (a JSON string payload is raw)."""
-    try:
-        record = json.loads(line)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        topic = record["topic"]
-        if not isinstance(topic, str):
-            raise ValueError("topic is not a string")
-        received_at = parse_timestamp(record["received_at"])
-        payload = record.get("payload")
-        # A string is the raw text as it arrived; one holding a lone surrogate (a "\\ud800"
-        # escape in the recording) stands for bytes that are not UTF-8, which is what the
-        # gate sees from a live device sending them (json_invalid), so keep them as such.
-        raw = (payload.encode("utf-8", "surrogatepass") if isinstance(payload, str)
-               else json.dumps(payload).encode())
-        return RawMessage(topic, raw, received_at)
-    except (ValueError, KeyError, TypeError) as exc:
-        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        return BadLine(line_no, problem, line, None)
-
-
-def read_recording(path: Path) -> Iterator[RawMessage | BadLine]:
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise RecordingError(str(path), exc.strerror or str(exc)) from exc
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                yield parse_line(line, line_no)
+from auditd.validate import Limits
 
 
 def _quarantine(bad: BadLine, path: Path, now: float,
@@ -128,14 +82,6 @@ class Replayer:
         if self._tickets is not None:
             self._tickets.drain_once(now=at)
 
-    def _source(self, path: Path) -> Iterator[RawMessage | BadLine]:
-        """A ``.csv`` file is a historian export of readings (``auditd.csvsource``)."""
-        if path.suffix.lower() == ".csv":
-            from auditd.adapters.sources.recordings import read_csv
-
-            return read_csv(path, prefix=self.cfg.topics.prefix, site=self.cfg.site)
-        return read_recording(path)
-
     def run(self, path: Path) -> dict[str, Any]:
         batch: list[RawMessage] = []
         pending: list[tuple[RawMessage, Outcome]] = []
@@ -152,7 +98,7 @@ class Replayer:
                 batch.clear()
                 pending.clear()
 
-        for item in self._source(path):
+        for item in read_messages(path, prefix=self.cfg.topics.prefix, site=self.cfg.site):
             self.lines += 1
             if isinstance(item, BadLine):
                 pending.append(_quarantine(item, path, clock, self._limits.quarantine_payload_cap))

@@ -14,10 +14,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditd.adapters.sources.recordings import BadLine
 from auditd.catalog import build_catalog
 from auditd.config import load_profiles, load_references
 from auditd.model import Cause, Finding, RawMessage, Status
-from auditd.replay import BadLine
 from auditd.sim import evaluate, scenario, simulate
 from auditd.validate import parse_timestamp
 

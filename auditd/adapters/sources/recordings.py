@@ -1,4 +1,7 @@
-"""Readings exported from a historian as plain CSV -> the messages the live pipeline takes.
+"""Recordings for ``replay``: what the live pipeline would have received, from a file.
+
+Two forms. A JSON Lines recording (CONTRACT.md: one MQTT message a line, with the time it
+was received) is read as it was recorded. A CSV file is a historian's export of readings.
 
 Fleets keep history in historians that export rows of ``time, device, sensor, value,
 unit``; a team wants to audit that history with today's rules although it never went
@@ -19,13 +22,64 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from auditd.errors import RecordingError
 from auditd.model import RawMessage
-from auditd.replay import BadLine
 from auditd.validate import parse_timestamp
+
+RECORDING_INVALID = "recording_invalid"
+"""A line of the recording that is not a recorded message at all (quarantined, counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line_no: int
+    problem: str
+    text: str
+    received_at: float | None
+
+
+def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
+    """One JSON Lines record -> the message as it arrived (a JSON string payload is raw)."""
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        topic = record["topic"]
+        if not isinstance(topic, str):
+            raise ValueError("topic is not a string")
+        received_at = parse_timestamp(record["received_at"])
+        payload = record.get("payload")
+        # A string is the raw text as it arrived; one holding a lone surrogate (a "\\ud800"
+        # escape in the recording) stands for bytes that are not UTF-8, which is what the
+        # gate sees from a live device sending them (json_invalid), so keep them as such.
+        raw = (payload.encode("utf-8", "surrogatepass") if isinstance(payload, str)
+               else json.dumps(payload).encode())
+        return RawMessage(topic, raw, received_at)
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        return BadLine(line_no, problem, line, None)
+
+
+def read_recording(path: Path) -> Iterator[RawMessage | BadLine]:
+    try:
+        handle = path.open(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RecordingError(str(path), exc.strerror or str(exc)) from exc
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line.strip():
+                yield parse_line(line, line_no)
+
+
+def read_messages(path: Path, *, prefix: str, site: str) -> Iterator[RawMessage | BadLine]:
+    """The messages of a recording, or of a historian's CSV export (a ``.csv`` file)."""
+    if path.suffix.lower() == ".csv":
+        return read_csv(path, prefix=prefix, site=site)
+    return read_recording(path)
 
 TIME_NAMES = ("time", "ts", "timestamp")
 NULLS = frozenset({"", "null", "nan", "none", "na"})

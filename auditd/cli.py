@@ -20,17 +20,16 @@ from typing import IO, Any, TypeVar
 import click
 
 from auditd import __version__, logs
-from auditd import status as status_view
 from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_with
 from auditd.adapters.sources.export_times import parse_offset
 from auditd.adapters.sources.exports import device_and_path
+from auditd.app.daemon import Daemon, limits_from
 from auditd.app.importer import import_file
+from auditd.app.replay import Replayer
 from auditd.catalog import load_catalog
 from auditd.config import default_config, load_daemon_config
-from auditd.daemon import Daemon, limits_from
 from auditd.errors import AuditdError, ConfigError, InputError, UsageError
 from auditd.model import iso
-from auditd.replay import Replayer
 from auditd.sim import evaluate as ev
 from auditd.sim import simulate as sim
 from auditd.sim.demo import run_demo
@@ -40,6 +39,7 @@ from auditd.store import Store
 from auditd.views import alerts as alert_view
 from auditd.views import inventory
 from auditd.views import report as rep
+from auditd.views import status as status_view
 from auditd.views.alerts import parse_until
 
 F = TypeVar("F", bound=Callable[..., Any])

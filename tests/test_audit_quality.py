@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from auditd.app.auditor import Auditor
+from auditd.app.ingest import Ingestor
 from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles
-from auditd.ingest import Ingestor
+from auditd.domain.validate import Limits
 from auditd.model import RawMessage, Reference
 from auditd.store import Store
-from auditd.validate import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1_764_028_800.0

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from auditd.app.auditor import Auditor
+from auditd.app.ingest import Ingestor
 from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles
 from auditd.domain.calibration import apply, corrections
-from auditd.ingest import Ingestor
+from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage, Reference
 from auditd.store import Store
-from auditd.validate import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1_764_028_800.0

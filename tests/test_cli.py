@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from auditd import sdnotify
+from auditd.adapters.sinks import sdnotify
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample-recording.jsonl"
@@ -135,7 +135,7 @@ def test_the_daemon_starts_without_the_calibration_core() -> None:
     scipy.signal), whatever module grows an import. What may load: the cause registry (a
     table the alerting reads) and the core's input values (``series``, ``align``: numpy
     only, which the store needs anyway)."""
-    probe = ("import sys, auditd.daemon, auditd.cli, auditd.replay; "
+    probe = ("import sys, auditd.app.daemon, auditd.cli, auditd.app.replay; "
              "print(sorted(m for m in sys.modules if m in ('scipy.stats', 'scipy.signal') "
              "or (m.startswith('auditd.core.') and m not in ('auditd.core.causes', "
              "'auditd.core.series', 'auditd.core.align'))))")

@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditd.audit import read_histories
+from auditd.ingest import Ingestor
+from auditd.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
+from auditd.validate import Limits, Reason
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from auditd.audit import read_histories
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import default_config
 from auditd.errors import StoreError
-from auditd.ingest import Ingestor
-from auditd.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
 from auditd.model import EVENT_TYPES, RawMessage
 from auditd.retry import error_code, is_transient
 from auditd.store import QUARANTINE_BUCKET_S, Bounds, Store
-from auditd.validate import Limits, Reason
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_796_000_000.0  # 2026-11-29

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditd.app.auditor import Auditor
+from auditd.app.ingest import Ingestor
 from auditd.catalog import build_catalog
 from auditd.config import TopicsConfig, load_profiles, load_references
 from auditd.domain.catalog import Catalog
@@ -29,10 +30,9 @@ from auditd.domain.metadata import (
     needs_saving,
     parse_date,
 )
-from auditd.ingest import Ingestor
+from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage
 from auditd.store import Store
-from auditd.validate import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 25, tzinfo=UTC).timestamp()

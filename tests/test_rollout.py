@@ -145,7 +145,7 @@ def test_history_of_an_unknown_device_or_store_is_a_clear_usage_error(
 
 
 def _epoch(text: str) -> float:
-    from auditd.validate import parse_timestamp
+    from auditd.domain.validate import parse_timestamp
 
     return parse_timestamp(text)
 

@@ -23,12 +23,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditd.adapters.sources.mqtt import MqttLink, reconnect_delays
+from auditd.app.daemon import Daemon
+from auditd.app.ingest import Ingestor
 from auditd.catalog import load_catalog
 from auditd.config import load_daemon_config
-from auditd.daemon import Daemon
-from auditd.ingest import Ingestor
+from auditd.domain.validate import Limits
 from auditd.store import SCHEMA_VERSION, Store
-from auditd.validate import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "sensor-auditd.service"

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from auditd.adapters.sources.recordings import BadLine
 from auditd.catalog import build_catalog
 from auditd.config import load_profiles, load_references
+from auditd.domain.validate import parse_timestamp
 from auditd.model import Cause, Finding, RawMessage, Status
 from auditd.sim import evaluate, scenario, simulate
-from auditd.validate import parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -140,7 +140,7 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_can_be_retried(
 def test_dead_letters_are_a_metric(tmp_path: Path) -> None:
     from prometheus_client.core import GaugeMetricFamily
 
-    from auditd.metrics import Snapshot, families
+    from auditd.adapters.sinks.metrics import Snapshot, families
 
     snap = Snapshot(messages_received=0, messages_committed=0, readings_accepted=0,
                     readings_duplicate=0, rejected={}, store_write_failures=0,

@@ -1,4 +1,4 @@
-"""auditd.validate: topics, timestamps, and one raw message -> readings and rejections.
+"""auditd.domain.validate: topics, timestamps, and one raw message -> readings and rejections.
 
 Profiles are built directly from the model dataclasses. Expected values come from
 ``datetime``, written-out arithmetic and pint's ``Quantity.to``, never from validate.
@@ -16,6 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditd.domain.validate import (
+    Limits,
+    Reason,
+    TimestampError,
+    TopicError,
+    parse_timestamp,
+    parse_topic,
+    validate_message,
+)
 from auditd.model import (
     EVENT_TYPES,
     Address,
@@ -27,15 +36,6 @@ from auditd.model import (
     Tolerance,
 )
 from auditd.units import registry
-from auditd.validate import (
-    Limits,
-    Reason,
-    TimestampError,
-    TopicError,
-    parse_timestamp,
-    parse_topic,
-    validate_message,
-)
 
 TOLERANCE = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.9, lag_s=300, window_s=86400,
                       min_samples=60)  # fmt: skip

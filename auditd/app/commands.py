@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditd import logs
-from auditd.ingest import Ingestor
+from auditd.app.ingest import Ingestor
+from auditd.domain.validate import parse_timestamp
 from auditd.model import ID_PATTERN, Outcome, RawMessage, Rejection
 from auditd.retry import is_transient
 from auditd.store import Store, WriteResult
 from auditd.text import check_document, parse_duration, printable
-from auditd.validate import parse_timestamp
 
 log = logs.get("auditd.app.commands")
 

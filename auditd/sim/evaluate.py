@@ -37,9 +37,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from auditd.domain.validate import parse_timestamp
 from auditd.errors import ConfigError
 from auditd.model import Finding
-from auditd.validate import parse_timestamp
 
 Key = tuple[str, str]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from auditd.core.causes import FINDING_CAUSES
+from auditd.domain.validate import parse_timestamp
 from auditd.errors import ConfigError
 from auditd.text import parse_duration
-from auditd.validate import parse_timestamp
 
 CAUSES = FINDING_CAUSES
 """CONTRACT.md's cause vocabulary (the cause registry's): every one can be injected."""

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from auditd.domain.catalog import Catalog
+from auditd.domain.validate import parse_timestamp
 from auditd.errors import ConfigError
 from auditd.model import Profile, SensorSpec, iso
 from auditd.sim.scenario import Fault, Scenario
 from auditd.units import converter
-from auditd.validate import parse_timestamp
 
 DEFAULT_MAGNITUDE_TOL = {"offset_drift": 3.0, "firmware_regression": 3.0,
                          "reference_fault": 3.0, "noise": 2.5}

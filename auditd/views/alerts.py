@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auditd.domain.alerts import Alert, Silence, silenced
+from auditd.domain.validate import parse_timestamp
 from auditd.model import iso
 from auditd.text import parse_duration
-from auditd.validate import parse_timestamp
 
 COLUMNS = ("ALERT", "STATE", "SEVERITY", "DEVICE", "SENSOR", "CAUSE", "OPENED", "NOTE")
 SHORT_ID = 11

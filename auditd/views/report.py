@@ -35,10 +35,10 @@ import numpy as np
 from auditd.core import Series, align
 from auditd.core.causes import spec as cause_spec
 from auditd.domain.catalog import Catalog
+from auditd.domain.validate import parse_timestamp
 from auditd.errors import AuditdError
 from auditd.model import EventRecord, iso
 from auditd.store import Store
-from auditd.validate import parse_timestamp
 
 DUE_SOON_DAYS = 30.0
 """A device whose calibration falls due within this many days is listed as due."""

@@ -38,9 +38,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from auditd import logs
+from auditd.app.health import Heartbeat
 from auditd.config import BrokerConfig
 from auditd.errors import ConfigError
-from auditd.health import Heartbeat
 from auditd.model import RawMessage
 
 log = logs.get("auditd.adapters.sources.mqtt")

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from auditd.domain.validate import parse_timestamp
 from auditd.errors import RecordingError
 from auditd.model import RawMessage
-from auditd.validate import parse_timestamp
 
 RECORDING_INVALID = "recording_invalid"
 """A line of the recording that is not a recorded message at all (quarantined, counted)."""

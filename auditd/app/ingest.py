@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 from auditd import logs
 from auditd.catalog import Catalog
+from auditd.domain.validate import Limits, Reason, TopicError, parse_topic, validate_message
 from auditd.errors import StoreError
 from auditd.model import Outcome, Profile, RawMessage, Rejection
 from auditd.retry import error_code, is_transient
 from auditd.store import Store, WriteResult
 from auditd.text import printable
-from auditd.validate import Limits, Reason, TopicError, parse_topic, validate_message
 
 log = logs.get("auditd.ingest")
 

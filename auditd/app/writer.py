@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 from auditd import logs
 from auditd.adapters.sources.mqtt import Delivery
-from auditd.ingest import Ingestor
+from auditd.app.ingest import Ingestor
 from auditd.model import Outcome
 from auditd.retry import backoff_delays, error_code
 from auditd.store import WriteResult
 from auditd.text import printable
 
-log = logs.get("auditd.writer")
+log = logs.get("auditd.app.writer")
 
 
 @dataclass

@@ -26,21 +26,23 @@ from typing import Any, cast
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from auditd import health, logs, sdnotify
+from auditd import logs
 from auditd.adapters.runstate import RunState, RunStateFile
+from auditd.adapters.sinks import sdnotify
 from auditd.adapters.sinks.dispatch import RetryPolicy, TicketDispatcher, sinks_from
 from auditd.adapters.sinks.publisher import OutboxPublisher
 from auditd.adapters.sources.mqtt import MqttLink
+from auditd.app import health
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
+from auditd.app.ingest import Ingestor
+from auditd.app.writer import BatchWriter
 from auditd.catalog import Catalog, load_catalog
 from auditd.config import DaemonConfig
+from auditd.domain.validate import Limits
 from auditd.errors import AuditdError, ConfigError
-from auditd.ingest import Ingestor
 from auditd.store import Bounds, Store
-from auditd.validate import Limits
-from auditd.writer import BatchWriter
 
-log = logs.get("auditd.daemon")
+log = logs.get("auditd.app.daemon")
 
 
 def limits_from(cfg: DaemonConfig) -> Limits:
@@ -193,7 +195,7 @@ class Daemon:
     # ------------------------------------------------------------------ health, metrics
 
     def _start_metrics(self) -> None:
-        from auditd.metrics import Metrics
+        from auditd.adapters.sinks.metrics import Metrics
 
         self.metrics = Metrics(self._snapshot)
         try:
@@ -211,7 +213,7 @@ class Daemon:
     def _snapshot(self) -> Any:
         """For a scrape: live counters plus the store's figures as of the last refresh (the
         scrape's thread never opens a database connection of its own)."""
-        from auditd.metrics import Snapshot
+        from auditd.adapters.sinks.metrics import Snapshot
 
         totals, link, view = self.ingestor.totals, self.link.stats, self._store_view
         depth, oldest = view["outbox"]
@@ -261,7 +263,7 @@ class Daemon:
             view["quarantine"] = self.store.quarantine_usage()
             view["streams"] = self.ingestor.streams
             if self.metrics is not None:
-                from auditd.status import alerts_open
+                from auditd.views.status import alerts_open
 
                 view.update(outbox=self.store.outbox_depth(),
                             verdicts=self.store.verdict_counts(),

@@ -143,7 +143,9 @@ class AlertPlanner:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class TicketDelivery:
+    """One sink's pending delivery of one ticket request, with its attempts so far."""
+
     ticket_id: int
     sink: str
     idempotency_key: str
@@ -341,7 +343,7 @@ class AlertTables:
                 (alert,)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def due_delivery(self, sink: str, now: float) -> Delivery | None:
+    def due_delivery(self, sink: str, now: float) -> TicketDelivery | None:
         """The oldest pending delivery of ``sink``, if its next attempt is due.
 
         One at a time and in order: the ``resolve`` of an alert never reaches a ticket
@@ -356,7 +358,8 @@ class AlertTables:
         if row is None or row[5] > now:
             return None
         ticket_id, name, key, payload, attempts, next_at = row
-        return Delivery(ticket_id, name, key, payload.encode(), int(attempts), float(next_at))
+        return TicketDelivery(ticket_id, name, key, payload.encode(), int(attempts),
+                              float(next_at))
 
     def next_delivery_at(self, sink: str) -> float | None:
         with self._read("next_delivery_at") as conn:

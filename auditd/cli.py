@@ -338,6 +338,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     # Imported here, not at the top: co-location's arithmetic needs the calibration core
     # (scipy), which nothing else the command line starts may load (a daemon pays for it
     # on its first audit only).
+    from auditd.adapters.config.targets import targets_with
     from auditd.app import colocate as co
 
     cfg = load_daemon_config(config_path) if config_path else default_config()
@@ -353,7 +354,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
     options = co.Options(site=site, day_origin_s=-parse_offset(day_offset, "--day-offset"),
                          train_fraction=train_fraction, humidity_term=humidity_term,
                          correct=correct or None)
-    targets = co.targets_with(profiles)
+    targets = targets_with(profiles)
     with ExitStack() as stack:
         out = stack.enter_context(_open_for_writing(out_path, "--out"))
         html = stack.enter_context(_open_for_writing(html_path, "--html")) if html_path else None

@@ -395,7 +395,7 @@ def _range(value: object) -> tuple[float, float]:
 PROFILE_KEYS = ("model", "allowed_firmware", "calibration_interval_days", "sensors", "alerts",
                 "colocation")
 """``colocation`` (performance targets of ``sensor-auditd colocate``) is read by
-``auditd.colocate.targets_with``; the daemon ignores it."""
+``auditd.adapters.config.targets.targets_with``; the daemon ignores it."""
 ALERT_POLICY_KEYS = ("open_after", "resolve_after", "impact")
 SENSOR_KEYS = ("quantity", "unit", "range", "interval_s", "tolerance")
 TOLERANCE_KEYS = ("bias", "gain", "rmse", "r2_min", "lag_s", "window", "min_samples")

@@ -87,9 +87,9 @@ def floor(db: Path) -> int:
 
 
 def import_and_evaluate(db: Path) -> dict[str, Any]:
+    from auditd.adapters.config.targets import load_targets
     from auditd.app.colocate import Options, run, sources_from_store
     from auditd.app.importer import import_file
-    from auditd.domain.colocation import load_targets
     from auditd.store import Store
 
     with Store(db, synchronous="normal") as store:
@@ -101,8 +101,8 @@ def import_and_evaluate(db: Path) -> dict[str, Any]:
 
 
 def colocate_files(_db: Path) -> dict[str, Any]:
+    from auditd.adapters.config.targets import load_targets
     from auditd.app.colocate import Options, run, sources_from_files
-    from auditd.domain.colocation import load_targets
 
     result = run(sources_from_files(f"ref={REFERENCE}", [f"{d}={p}" for d, p in UNITS.items()]),
                  load_targets(), Options())

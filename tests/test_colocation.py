@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from auditd.adapters.config.targets import load_targets
 from auditd.app.colocate import Options, run, sources_from_files
 from auditd.domain.colocation import (
     Averages,
     Targets,
     compare,
     interval_means,
-    load_targets,
     precision,
     precision_of,
     recording_interval,

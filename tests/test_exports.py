@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditd.adapters.config.targets import load_targets
 from auditd.adapters.sources.export_mappings import load_mapping
 from auditd.adapters.sources.export_times import TimeParser
 from auditd.adapters.sources.exports import read_export
 from auditd.app.colocate import Options, run, sources_from_files, sources_from_store
 from auditd.app.importer import import_file
 from auditd.cli import main
-from auditd.domain.colocation import load_targets
 from auditd.errors import ConfigError, ExportError
 from auditd.store import Store
 

@@ -10,10 +10,8 @@ calibration events of ``--apply``.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,6 @@ from auditd.adapters.sources.export_mappings import (
     default_sensor_units,
 )
 from auditd.adapters.sources.exports import Export, device_and_path, read_export
-from auditd.config import load_profiles
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
 from auditd.domain.colocation import (
@@ -42,8 +39,6 @@ from auditd.domain.colocation import (
     error_dependence,
     evaluate,
     judge_correction,
-    load_targets,
-    parse_targets,
     value_range,
 )
 from auditd.errors import ConfigError
@@ -83,35 +78,6 @@ class Sources:
 
 
 # --------------------------------------------------------------------------- sources
-
-
-def targets_with(profiles: Path | None) -> dict[tuple[str, str], Targets]:
-    """The EPA's default targets, replaced per (sensor, interval) by profiles that set
-    ``[colocation.<sensor>.<interval>]``. Two profiles that disagree are refused."""
-    targets = load_targets()
-    if profiles is None:
-        return targets
-    set_by: dict[tuple[str, str], tuple[str, Targets]] = {}
-    for profile in load_profiles(profiles).values():
-        data = tomllib.loads(Path(profile.source).read_text(encoding="utf-8"))
-        table = data.get("colocation")
-        if table is None:
-            continue
-        if not isinstance(table, dict):
-            raise ConfigError(profile.source, "colocation", "must be a table")
-        for key, value in parse_targets(table, profile.source, "colocation.").items():
-            earlier = set_by.get(key)
-            if earlier is not None and _same_targets(earlier[1], value) is False:
-                raise ConfigError(profile.source, f"colocation.{key[0]}.{key[1]}",
-                                  f"differs from the targets {earlier[0]} sets")
-            set_by[key] = (profile.source, value)
-            targets[key] = value
-    return targets
-
-
-def _same_targets(a: Targets, b: Targets) -> bool:
-    return (a.slope, a.intercept, a.r2_min, a.rmse_max, a.nrmse_max, a.sd_max, a.cv_max) == (
-        b.slope, b.intercept, b.r2_min, b.rmse_max, b.nrmse_max, b.sd_max, b.cv_max)
 
 
 def _streams(export: Export) -> dict[str, Stream]:

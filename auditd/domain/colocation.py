@@ -22,22 +22,18 @@ Pure: arrays in, frozen values out. The calibration core is asked for the diagno
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from auditd import PACKAGE_DATA
 from auditd.core.align import align
 from auditd.core.checks import r2_judgeable
 from auditd.core.fit import fit_line
 from auditd.core.series import Series
 from auditd.core.stats import deming
 from auditd.core.verdict import StreamVerdict, detector_causes, evaluate_stream
-from auditd.errors import ConfigError
 from auditd.model import Cause, SensorSpec, Tolerance
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -47,8 +43,6 @@ INTERVALS: Mapping[str, float] = {"1h": 3600.0, "24h": 86400.0}
 COMPLETENESS = 0.75
 """The EPA's rule: an average counts only with more than this share of expected values."""
 
-TARGETS_FILE = PACKAGE_DATA / "data" / "epa_targets.toml"
-TARGET_KEYS = ("slope", "intercept", "r2_min", "rmse_max", "nrmse_max", "sd_max", "cv_max")
 DEMING_VARIANCE_RATIO = 1.0
 """The errors-in-variables line beside OLS is orthogonal regression (equal error
 variances): where it differs much from the OLS slope, the data do not pin the slope down."""
@@ -153,66 +147,6 @@ class Targets:
 
 
 TargetTable = Mapping[tuple[str, str], Targets]
-
-
-def load_targets(path: str | Path = TARGETS_FILE) -> dict[tuple[str, str], Targets]:
-    """``{(sensor, interval): Targets}`` from a targets file (``auditd/data/epa_targets.toml``)."""
-    file = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read it: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"TOML syntax error: {exc}") from None
-    return parse_targets(data, file, "")
-
-
-def parse_targets(data: Mapping[str, Any], file: str, prefix: str) -> dict[tuple[str, str],
-                                                                          Targets]:
-    """Targets from ``{sensor: {interval: {key: value}}}``, every problem a ConfigError."""
-    out: dict[tuple[str, str], Targets] = {}
-    for sensor, by_interval in data.items():
-        if not isinstance(by_interval, dict):
-            raise ConfigError(file, f"{prefix}{sensor}", "must be a table of intervals")
-        for interval, table in by_interval.items():
-            key = f"{prefix}{sensor}.{interval}"
-            if interval not in INTERVALS:
-                raise ConfigError(file, key, f"interval must be one of {', '.join(INTERVALS)}")
-            if not isinstance(table, dict):
-                raise ConfigError(file, key, "must be a table")
-            out[(sensor, interval)] = _targets(table, file, key)
-    return out
-
-
-def _targets(table: Mapping[str, Any], file: str, key: str) -> Targets:
-    for name in table:
-        if name not in TARGET_KEYS:
-            raise ConfigError(file, f"{key}.{name}",
-                              f"unknown key (known: {', '.join(TARGET_KEYS)})")
-
-    def number(name: str) -> float | None:
-        value = table.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-                value):
-            raise ConfigError(file, f"{key}.{name}", "must be a finite number")
-        return float(value)
-
-    def bounds(name: str) -> tuple[float, float] | None:
-        value = table.get(name)
-        if value is None:
-            return None
-        if (not isinstance(value, list) or len(value) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                           for v in value) or value[0] > value[1]):
-            raise ConfigError(file, f"{key}.{name}", "must be [low, high] with low <= high")
-        return float(value[0]), float(value[1])
-
-    return Targets(slope=bounds("slope"), intercept=bounds("intercept"),
-                   r2_min=number("r2_min"), rmse_max=number("rmse_max"),
-                   nrmse_max=number("nrmse_max"), sd_max=number("sd_max"),
-                   cv_max=number("cv_max"), source=file)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -20,14 +20,14 @@ from typing import IO, Any, TypeVar
 import click
 
 from auditd import __version__, logs
+from auditd.adapters.config.catalog import load_catalog
+from auditd.adapters.config.daemon import default_config, load_daemon_config
 from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_with
 from auditd.adapters.sources.export_times import parse_offset
 from auditd.adapters.sources.exports import device_and_path
 from auditd.app.daemon import Daemon, limits_from
 from auditd.app.importer import import_file
 from auditd.app.replay import Replayer
-from auditd.catalog import load_catalog
-from auditd.config import default_config, load_daemon_config
 from auditd.errors import AuditdError, ConfigError, InputError, UsageError
 from auditd.model import iso
 from auditd.sim import evaluate as ev

@@ -60,7 +60,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from auditd.config import DaemonConfig, load_daemon_config  # noqa: E402
+from auditd.adapters.config.daemon import DaemonConfig, load_daemon_config  # noqa: E402
 from auditd.store import wal_pragmas  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
 

@@ -43,10 +43,14 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from auditd.adapters.config.catalog import (  # noqa: E402
+    build_catalog,
+    load_profiles,
+    load_references,
+)
+from auditd.adapters.config.daemon import default_config  # noqa: E402
 from auditd.app.daemon import limits_from  # noqa: E402
 from auditd.app.replay import Replayer  # noqa: E402
-from auditd.catalog import build_catalog  # noqa: E402
-from auditd.config import default_config, load_profiles, load_references  # noqa: E402
 from auditd.sim import scenario as sim_scenario  # noqa: E402
 from auditd.sim import simulate  # noqa: E402
 from auditd.store import Store  # noqa: E402

@@ -20,10 +20,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditd.adapters.config.catalog import build_catalog, load_profiles
 from auditd.app.auditor import AlertSettings, Auditor
-from auditd.catalog import build_catalog
 from auditd.cli import main
-from auditd.config import TopicsConfig, load_profiles
 from auditd.core import causes
 from auditd.domain import alerts
 from auditd.domain.alerts import (
@@ -42,6 +41,7 @@ from auditd.domain.tickets import ticket_payload
 from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
 from auditd.store import Store
 from auditd.store_alerts import AlertPlanner
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_764_028_800.0  # 2025-11-25T00:00:00Z
@@ -424,7 +424,7 @@ def test_a_reference_fault_over_twenty_devices_is_one_grouped_alert(tmp_path: Pa
 
 
 def test_profiles_may_set_the_policy_and_need_not(tmp_path: Path) -> None:
-    from auditd.config import load_profile
+    from auditd.adapters.config.catalog import load_profile
     from auditd.errors import ConfigError
 
     base = (REPO / "device_profiles" / "th-200.toml").read_text()
@@ -444,7 +444,7 @@ def test_profiles_may_set_the_policy_and_need_not(tmp_path: Path) -> None:
 
 
 def test_ticket_sinks_are_configured_and_typos_refused(tmp_path: Path) -> None:
-    from auditd.config import load_daemon_config
+    from auditd.adapters.config.daemon import load_daemon_config
     from auditd.errors import ConfigError
 
     token = tmp_path / "token"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from auditd.adapters.config.catalog import build_catalog, load_profiles
 from auditd.app.auditor import Auditor
 from auditd.app.ingest import Ingestor
-from auditd.catalog import build_catalog
-from auditd.config import TopicsConfig, load_profiles
 from auditd.domain.calibration import apply, corrections
 from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage, Reference
 from auditd.store import Store
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1_764_028_800.0

@@ -16,21 +16,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditd import config
-from auditd.catalog import build_catalog, load_catalog
-from auditd.config import (
-    BrokerConfig,
-    DaemonConfig,
-    TopicsConfig,
-    default_config,
-    load_daemon_config,
+from auditd.adapters.config import catalog as profiles_config
+from auditd.adapters.config import daemon as config
+from auditd.adapters.config.catalog import (
+    build_catalog,
+    load_catalog,
     load_profiles,
     load_references,
+)
+from auditd.adapters.config.daemon import (
+    BrokerConfig,
+    DaemonConfig,
+    default_config,
+    load_daemon_config,
 )
 from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
 from auditd.model import ID_PATTERN, Reference
 from auditd.text import format_duration, parse_duration, parse_size
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "device_profiles"
@@ -323,13 +327,13 @@ def test_profile_defaults(tmp_path: Path) -> None:
     profile = load_profiles(tmp_path / "p")["th-test"]
     assert profile.calibration_interval_days == 365
     pressure = profile.sensors["pressure"]
-    assert pressure.interval_s == config.DEFAULT_INTERVAL_S == 60
+    assert pressure.interval_s == profiles_config.DEFAULT_INTERVAL_S == 60
     tol = pressure.tolerance
-    assert tol.gain == config.DEFAULT_GAIN
-    assert tol.r2_min == config.DEFAULT_R2_MIN
-    assert tol.lag_s == config.DEFAULT_LAG_S
+    assert tol.gain == profiles_config.DEFAULT_GAIN
+    assert tol.r2_min == profiles_config.DEFAULT_R2_MIN
+    assert tol.lag_s == profiles_config.DEFAULT_LAG_S
     assert tol.window_s == 86400
-    assert tol.min_samples == config.DEFAULT_MIN_SAMPLES == 60
+    assert tol.min_samples == profiles_config.DEFAULT_MIN_SAMPLES == 60
     assert profile.sensors["temperature"].tolerance.window_s == 86400
     minimal = 'model = "m"\n[sensors.t]\nquantity = "[temperature]"\nunit = "K"\n' \
               'range = [0, 400]\ninterval_s = "10m"\n[sensors.t.tolerance]\nbias = 1\n' \

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditd.adapters.config.catalog import build_catalog, load_profiles
 from auditd.app.auditor import Auditor
-from auditd.catalog import build_catalog
-from auditd.config import TopicsConfig, load_profiles
 from auditd.core import Series
 from auditd.core.consensus import (
     MIN_DEVICES,
@@ -30,6 +29,7 @@ from auditd.core.consensus import (
 from auditd.domain.catalog import Catalog
 from auditd.model import Finding, Outcome, Reading, Reference
 from auditd.store import Store
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1_764_028_800.0  # 2025-11-25T00:00:00Z

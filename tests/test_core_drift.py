@@ -311,10 +311,10 @@ def test_audit_passes_the_last_passing_window_as_baseline(tmp_path: Path) -> Non
     """Two days of one device beside its reference; the device gains +1.5 degC on day 2.
     The day-1 audit passes and becomes the baseline of the day-2 audit, whose offset
     finding then carries the drift figures."""
+    from auditd.adapters.config.catalog import build_catalog, load_profiles
     from auditd.app.auditor import Auditor
-    from auditd.catalog import build_catalog
-    from auditd.config import TopicsConfig, load_profiles
     from auditd.model import Outcome, Reading, Reference
+    from auditd.topics import TopicsConfig
 
     repo = Path(__file__).resolve().parents[1]
     ref = Reference(id="ref-north", site="north", serves=("th-north-*",),

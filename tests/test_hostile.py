@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auditd.audit import read_histories
-from auditd.ingest import Ingestor
-from auditd.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
-from auditd.validate import Limits, Reason
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from auditd.catalog import Catalog, load_catalog
-from auditd.config import default_config
+from auditd.adapters.config.catalog import load_catalog
+from auditd.adapters.config.daemon import default_config
+from auditd.app.auditor import read_histories
+from auditd.app.ingest import Ingestor
+from auditd.domain.catalog import Catalog
+from auditd.domain.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
+from auditd.domain.validate import Limits, Reason
 from auditd.errors import StoreError
 from auditd.model import EVENT_TYPES, RawMessage
 from auditd.retry import error_code, is_transient

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditd.adapters.config.catalog import build_catalog, load_profiles, load_references
 from auditd.app.auditor import Auditor
 from auditd.app.ingest import Ingestor
-from auditd.catalog import build_catalog
-from auditd.config import TopicsConfig, load_profiles, load_references
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
     DAY,
@@ -33,6 +32,7 @@ from auditd.domain.metadata import (
 from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage
 from auditd.store import Store
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 25, tzinfo=UTC).timestamp()

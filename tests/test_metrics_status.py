@@ -17,7 +17,7 @@ from daemon_proc import Collector, DaemonProcess, Publisher, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from test_e2e import _fleet, _meta
 
-from auditd.config import default_config
+from auditd.adapters.config.daemon import default_config
 
 pytestmark = pytest.mark.broker
 

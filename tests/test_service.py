@@ -22,11 +22,11 @@ from daemon_proc import Publisher, telemetry, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditd.adapters.config.catalog import load_catalog
+from auditd.adapters.config.daemon import load_daemon_config
 from auditd.adapters.sources.mqtt import MqttLink, reconnect_delays
 from auditd.app.daemon import Daemon
 from auditd.app.ingest import Ingestor
-from auditd.catalog import load_catalog
-from auditd.config import load_daemon_config
 from auditd.domain.validate import Limits
 from auditd.store import SCHEMA_VERSION, Store
 

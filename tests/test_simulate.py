@@ -14,9 +14,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditd.adapters.config.catalog import build_catalog, load_profiles, load_references
 from auditd.adapters.sources.recordings import BadLine
-from auditd.catalog import build_catalog
-from auditd.config import load_profiles, load_references
 from auditd.domain.validate import parse_timestamp
 from auditd.model import Cause, Finding, RawMessage, Status
 from auditd.sim import evaluate, scenario, simulate

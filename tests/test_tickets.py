@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ticket_server import TicketServer
 
+from auditd.adapters.config.daemon import CommandConfig, WebhookConfig
 from auditd.adapters.sinks.dispatch import (
     CommandSink,
     FileSink,
@@ -30,7 +31,6 @@ from auditd.adapters.sinks.dispatch import (
     WebhookSink,
 )
 from auditd.cli import main
-from auditd.config import CommandConfig, WebhookConfig
 from auditd.domain.alerts import plan
 from auditd.domain.tickets import backoff_s, ticket_payload
 from auditd.model import Cause, Finding

@@ -21,7 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from auditd import core, logs
-from auditd.config import AuditConfig, DaemonConfig, TopicsConfig
+from auditd.adapters.config.daemon import AuditConfig, DaemonConfig
 from auditd.core.series import Series
 from auditd.domain import alerts, run_context, tickets
 from auditd.domain.audit_plan import (
@@ -52,6 +52,7 @@ from auditd.domain.metadata import (
 from auditd.model import AlertPolicy, Finding
 from auditd.store import OutboxMessage, Store, StreamInfo
 from auditd.store_alerts import AlertPlanner
+from auditd.topics import TopicsConfig
 
 log = logs.get("auditd.app.auditor")
 

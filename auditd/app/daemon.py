@@ -27,6 +27,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from auditd import logs
+from auditd.adapters.config.catalog import load_catalog
+from auditd.adapters.config.daemon import DaemonConfig
 from auditd.adapters.runstate import RunState, RunStateFile
 from auditd.adapters.sinks import sdnotify
 from auditd.adapters.sinks.dispatch import RetryPolicy, TicketDispatcher, sinks_from
@@ -36,8 +38,7 @@ from auditd.app import health
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.app.ingest import Ingestor
 from auditd.app.writer import BatchWriter
-from auditd.catalog import Catalog, load_catalog
-from auditd.config import DaemonConfig
+from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.errors import AuditdError, ConfigError
 from auditd.store import Bounds, Store

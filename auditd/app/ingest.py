@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from auditd import logs
-from auditd.catalog import Catalog
+from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits, Reason, TopicError, parse_topic, validate_message
 from auditd.errors import StoreError
 from auditd.model import Outcome, Profile, RawMessage, Rejection
@@ -35,7 +35,7 @@ from auditd.retry import error_code, is_transient
 from auditd.store import Store, WriteResult
 from auditd.text import printable
 
-log = logs.get("auditd.ingest")
+log = logs.get("auditd.app.ingest")
 
 DETAIL_MAX = 300
 """Characters of an exception's text kept in a ``store_rejected`` detail."""

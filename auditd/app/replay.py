@@ -19,12 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+from auditd.adapters.config.daemon import DaemonConfig
 from auditd.adapters.sinks.dispatch import FileSink, RetryPolicy, TicketDispatcher
 from auditd.adapters.sources.recordings import RECORDING_INVALID, BadLine, read_messages
 from auditd.app.auditor import AlertSettings, Auditor, AuditRun, metadata_policy
 from auditd.app.ingest import Ingestor
-from auditd.catalog import Catalog
-from auditd.config import DaemonConfig
+from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.model import Outcome, RawMessage, Rejection
 from auditd.store import Store

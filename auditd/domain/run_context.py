@@ -40,7 +40,7 @@ from auditd.model import Cause, Finding, Profile, worst_severity
 if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
     from auditd.core.cohorts import Cohort
 
-log = logs.get("auditd.fleet")
+log = logs.get("auditd.domain.run_context")
 
 FIRMWARE_REGRESSION = "firmware_regression"
 FIRMWARE = "firmware"

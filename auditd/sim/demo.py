@@ -38,8 +38,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from auditd import PACKAGE_DATA
-from auditd.catalog import load_catalog
-from auditd.config import load_daemon_config
+from auditd.adapters.config.catalog import load_catalog
+from auditd.adapters.config.daemon import load_daemon_config
 from auditd.errors import IOFailure, UsageError
 from auditd.model import Finding, iso
 from auditd.sim import evaluate, simulate

@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from auditd.config import DaemonConfig
+from auditd.adapters.config.daemon import DaemonConfig
 from auditd.errors import IOFailure, UsageError
 from auditd.sim.simulate import Simulation, paced, shift_to
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from auditd import PACKAGE_DATA
-from auditd.config import load_profiles
+from auditd.adapters.config.catalog import load_profiles
 from auditd.domain.colocation import INTERVALS, Targets
 from auditd.errors import ConfigError
 

@@ -26,8 +26,8 @@ from typing import Protocol
 import urllib3
 
 from auditd import __version__, logs
+from auditd.adapters.config.daemon import CommandConfig, TicketsConfig, WebhookConfig
 from auditd.adapters.sinks.drain import DrainThread
-from auditd.config import CommandConfig, TicketsConfig, WebhookConfig
 from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
 from auditd.store import Store

@@ -19,8 +19,9 @@ from types import MappingProxyType
 from typing import Any
 
 from auditd import PACKAGE_DATA
+from auditd.adapters.config.catalog import load_profiles
+from auditd.adapters.config.toml import read_toml
 from auditd.adapters.sources.export_times import zone_of
-from auditd.config import _read_toml, load_profiles
 from auditd.errors import ConfigError, ExportError, UnitError
 from auditd.model import ID_PATTERN
 from auditd.text import parse_duration
@@ -75,7 +76,7 @@ def builtin_mappings() -> list[ExportMapping]:
 def load_mapping(path: str | Path) -> ExportMapping:
     """Read and check one mapping file; every problem is a ``ConfigError`` naming the key."""
     file = str(path)
-    data = _read_toml(Path(path))
+    data = read_toml(Path(path))
     _only(file, "", data, MAPPING_KEYS)
 
     def table(name: str) -> dict[str, Any]:
@@ -243,7 +244,7 @@ class SensorUnit:
 
 def default_sensor_units() -> dict[str, SensorUnit]:
     """``auditd/data/sensor_units.toml``: CONTRACT.md's sensor names and their units."""
-    data = _read_toml(SENSOR_UNITS_FILE)
+    data = read_toml(SENSOR_UNITS_FILE)
     return {name: SensorUnit(t["quantity"], t["unit"]) for name, t in data.items()}
 
 

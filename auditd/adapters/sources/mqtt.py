@@ -38,8 +38,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from auditd import logs
+from auditd.adapters.config.daemon import BrokerConfig
 from auditd.app.health import Heartbeat
-from auditd.config import BrokerConfig
 from auditd.errors import ConfigError
 from auditd.model import RawMessage
 

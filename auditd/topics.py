@@ -1,0 +1,48 @@
+"""CONTRACT.md's topic layout, under a configurable prefix: one definition of every topic
+the daemon subscribes to or publishes on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditd.model import MessageKind
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsConfig:
+    """CONTRACT.md's topic layout under a configurable prefix."""
+
+    prefix: str = "fleet"
+    commands: bool = False
+    """Subscribe to the command topic (``ack``/``silence`` over MQTT, ``auditd.commands``);
+    off unless the broker's ACL restricts who may write it."""
+
+    def subscriptions(self) -> tuple[str, ...]:
+        """The filters the daemon subscribes to: every site and device, three kinds."""
+        return tuple(self.subscription(kind) for kind in ("telemetry", "meta", "event"))
+
+    def subscription(self, kind: MessageKind) -> str:
+        return f"{self.prefix}/+/+/{kind}"
+
+    def finding(self, site: str, gateway: str, device: str, sensor: str) -> str:
+        return self._out(site, gateway, "finding", device, sensor)
+
+    def report(self, site: str, gateway: str) -> str:
+        return self._out(site, gateway, "report")
+
+    def ticket(self, site: str, gateway: str) -> str:
+        return self._out(site, gateway, "ticket")
+
+    def status(self, site: str, gateway: str) -> str:
+        return self._out(site, gateway, "status")
+
+    def command(self, site: str, gateway: str) -> str:
+        return self._out(site, gateway, "command")
+
+    def _out(self, site: str, gateway: str, *rest: str) -> str:
+        """Refuse levels that would change the topic's shape (``/``, wildcards, empty)."""
+        levels = (site, "audit", gateway, *rest)
+        for level in levels:
+            if not level or any(c in level for c in "/+#\0"):
+                raise ValueError(f"{level!r} cannot be a topic level")
+        return "/".join((self.prefix, *levels))

@@ -25,6 +25,7 @@ from auditd.adapters.config.daemon import default_config, load_daemon_config
 from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_with
 from auditd.adapters.sources.export_times import parse_offset
 from auditd.adapters.sources.exports import device_and_path
+from auditd.adapters.store import Store
 from auditd.app.daemon import Daemon, limits_from
 from auditd.app.importer import import_file
 from auditd.app.replay import Replayer
@@ -35,7 +36,6 @@ from auditd.sim import simulate as sim
 from auditd.sim.demo import run_demo
 from auditd.sim.live import publish
 from auditd.sim.scenario import default_scenario, load_scenario
-from auditd.store import Store
 from auditd.views import alerts as alert_view
 from auditd.views import inventory
 from auditd.views import report as rep
@@ -221,7 +221,7 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scr
 
 
 def _open_store(config_path: Path | None, db_path: Path | None, *,
-                writes: bool = True) -> Any:
+                writes: bool = True) -> Store:
     """The store; a missing one is a usage error, not a new empty database created by
     mistake. ``writes=False`` for the commands that only look (``status``, ``devices``,
     ``history``, ``findings``): read-only, so looking never migrates or writes a live
@@ -465,11 +465,11 @@ def findings(config_path: Path | None, store_path: Path | None, as_json: bool) -
 
     with _open_store(config_path, store_path, writes=False) as store:
         now = time.time()
-        alerts, silences = store.alerts(), store.silences(active_at=now)
+        alerts, silences = store.alerts.select(), store.alerts.silences(active_at=now)
         if as_json:
             click.echo(json.dumps(alert_view.as_json(alerts, silences, now), indent=2))
         else:
-            click.echo(alert_view.table(alerts, silences, now, store.delivery_counts()),
+            click.echo(alert_view.table(alerts, silences, now, store.tickets.counts()),
                        nl=False)
 
 
@@ -486,11 +486,11 @@ def ack(alert_ids: tuple[str, ...], by: str | None, note: str | None,
 
     with _open_store(config_path, store_path) as store:
         for prefix in alert_ids:
-            hits = store.find_alerts(prefix)
+            hits = store.alerts.find(prefix)
             if len(hits) != 1:
                 raise UsageError(f"{prefix}: {'no alert' if not hits else 'ambiguous'} "
                                  f"({len(hits)} alerts match)")
-            done = store.acknowledge(hits[0].id, at=time.time(), by=by, note=note)
+            done = store.alerts.acknowledge(hits[0].id, at=time.time(), by=by, note=note)
             click.echo(f"{hits[0].id}: {'acknowledged' if done else 'not open, unchanged'}")
 
 
@@ -523,13 +523,13 @@ def silence(ctx: click.Context, device: str | None, sensor: str | None,
     except ValueError as exc:
         raise UsageError(f"--until/--for: {exc}") from None
     with _open_store(config_path, store_path) as store:
-        ident = store.add_silence(device, sensor, until, at=now, by=by, reason=reason)
+        ident = store.alerts.add_silence(device, sensor, until, at=now, by=by, reason=reason)
     click.echo(f"silence {ident}: {device} {sensor or '(all sensors)'} until "
                f"{iso(until) or ''}")
 
 
 def _group_store(ctx: click.Context, config_path: Path | None, store_path: Path | None, *,
-                 writes: bool = True) -> Any:
+                 writes: bool = True) -> Store:
     """A subcommand's own --config/--store, else those given before it."""
     return _open_store(config_path or ctx.obj.get("config_path"),
                        store_path or ctx.obj.get("store_path"), writes=writes)
@@ -547,8 +547,8 @@ def silence_list(ctx: click.Context, show_all: bool, config_path: Path | None,
 
     now = time.time()
     with _group_store(ctx, config_path, store_path, writes=False) as store:
-        click.echo(alert_view.silence_table(store.silences(active_at=None if show_all else now),
-                                            now), nl=False)
+        silences = store.alerts.silences(active_at=None if show_all else now)
+        click.echo(alert_view.silence_table(silences, now), nl=False)
 
 
 @silence.command("expire")
@@ -561,7 +561,7 @@ def silence_expire(ctx: click.Context, silence_id: int, config_path: Path | None
                    store_path: Path | None) -> None:
     """End a silence now."""
     with _group_store(ctx, config_path, store_path) as store:
-        done = store.expire_silence(silence_id, at=time.time())
+        done = store.alerts.expire_silence(silence_id, at=time.time())
     click.echo(f"silence {silence_id}: {'expired' if done else 'not active, unchanged'}")
 
 
@@ -576,16 +576,16 @@ def tickets(retry_dead: bool, as_json: bool, config_path: Path | None,
     """Ticket deliveries by sink and state, and the dead-lettered ones."""
     with _open_store(config_path, store_path, writes=retry_dead) as store:
         if retry_dead:
-            click.echo(f"{store.retry_dead(at=time.time())} deliveries queued again")
-        counts, dead = store.delivery_counts(), list(store.dead_letters())
+            click.echo(f"{store.tickets.retry_dead(at=time.time())} deliveries queued again")
+        counts, dead = store.tickets.counts(), store.tickets.dead_letters()
     if as_json:
-        click.echo(json.dumps({"sinks": counts, "dead": dead}, indent=2))
+        click.echo(json.dumps({"sinks": counts, "dead": [d.to_json() for d in dead]}, indent=2))
         return
     for sink, states in sorted(counts.items()):
         click.echo(f"{sink}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
     for item in dead:
-        click.echo(f"dead: {item['sink']} {item['idempotency_key']} after {item['attempts']} "
-                   f"attempts: {item['error']}")
+        click.echo(f"dead: {item.sink} {item.idempotency_key} after {item.attempts} "
+                   f"attempts: {item.error}")
     if not counts:
         click.echo("No ticket deliveries.")
 

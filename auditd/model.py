@@ -134,6 +134,20 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One (site, device, sensor) stream; first/last times are epoch seconds."""
+
+    id: int
+    site: str
+    device: str
+    sensor: str
+    unit: str
+    first_ts: float | None
+    last_ts: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class RawMessage:
     """One message as it came off the wire or out of a recording."""
 

@@ -88,9 +88,9 @@ def floor(db: Path) -> int:
 
 def import_and_evaluate(db: Path) -> dict[str, Any]:
     from auditd.adapters.config.targets import load_targets
+    from auditd.adapters.store import Store
     from auditd.app.colocate import Options, run, sources_from_store
     from auditd.app.importer import import_file
-    from auditd.store import Store
 
     with Store(db, synchronous="normal") as store:
         stored = import_file(store, REFERENCE, "ref", SITE, 0.0).record.readings

@@ -61,7 +61,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from auditd.adapters.config.daemon import DaemonConfig, load_daemon_config  # noqa: E402
-from auditd.store import wal_pragmas  # noqa: E402
+from auditd.adapters.store.database import wal_pragmas  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
 
 SITE = "north"

@@ -49,11 +49,11 @@ from auditd.adapters.config.catalog import (  # noqa: E402
     load_references,
 )
 from auditd.adapters.config.daemon import default_config  # noqa: E402
+from auditd.adapters.store import Store  # noqa: E402
 from auditd.app.daemon import limits_from  # noqa: E402
 from auditd.app.replay import Replayer  # noqa: E402
 from auditd.sim import scenario as sim_scenario  # noqa: E402
 from auditd.sim import simulate  # noqa: E402
-from auditd.store import Store  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

@@ -21,6 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles
+from auditd.adapters.store import Store
+from auditd.adapters.store.alerts import AlertPlanner
 from auditd.app.auditor import AlertSettings, Auditor
 from auditd.cli import main
 from auditd.core import causes
@@ -28,6 +30,7 @@ from auditd.domain import alerts
 from auditd.domain.alerts import (
     DEFAULT_POLICY,
     Observation,
+    Silence,
     Snapshot,
     StreamKey,
     Track,
@@ -39,8 +42,6 @@ from auditd.domain.alerts import (
 )
 from auditd.domain.tickets import ticket_payload
 from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
-from auditd.store import Store
-from auditd.store_alerts import AlertPlanner
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def test_a_root_no_longer_raised_resolves_after_m_audits() -> None:
     assert [(i, t.alert.device, t.event) for i, c in enumerate(changes) for t in c.tickets] \
         == [(1, "ref-north", "open"), (4, "ref-north", "resolve")]
     resolved = changes[4].tickets[0]
-    assert resolved.alert.finding["causes"][0]["cause"] == "reference_fault"  # its evidence
+    assert resolved.alert.finding.causes[0].cause == "reference_fault"  # its evidence
 
 
 def test_a_member_failing_for_its_own_reason_is_not_grouped() -> None:
@@ -317,7 +318,7 @@ def save_rounds(store: Store, rounds: list[list[Finding]], start: float,
                                               policy_for=lambda f: policy),
                                render=partial(ticket_payload, gateway="gw"), sinks=sinks,
                                mqtt_topic=lambda site: f"fleet/{site}/audit/gw/ticket")
-        changes = store.save_findings(round_, [], now=now, alerts=planner)
+        changes = store.findings.save(round_, [], now=now, alerts=planner)
         assert changes is not None
         out.append(changes)
     return out
@@ -332,38 +333,61 @@ def test_a_flapping_stream_over_a_day_of_audits_opens_at_most_one_alert(tmp_path
         save_rounds(store, flapping, T0)
         save_rounds(store, [[finding("th-02")], *late], T0 + 2 * DAY)
         by_device: dict[str, int] = {}
-        for alert in store.alerts(states=("open", "acknowledged", "resolved")):
+        for alert in store.alerts.select(states=("open", "acknowledged", "resolved")):
             by_device[alert.device] = by_device.get(alert.device, 0) + 1
         assert by_device == {"th-02": 1}
-        assert len(store.tickets()) == 1
-        assert store.summary()["alerts_open"] == 1
+        assert len(store.tickets.requests()) == 1
+        assert store.summary().alerts_open == 1
 
 
 def test_the_transaction_keeps_one_request_per_event_and_a_delivery_per_sink(
         tmp_path: Path) -> None:
     with Store(tmp_path / "a.db") as store:
         save_rounds(store, [[finding("th-01")]] * 3, T0, sinks=("webhook", "file"))
-        [ticket] = store.tickets()
-        assert ticket["event"] == "open"
-        assert store.delivery_counts() == {"webhook": {"pending": 1}, "file": {"pending": 1}}
-        [outbox] = store.outbox_peek()
+        [ticket] = store.tickets.requests()
+        assert ticket.event == "open"
+        assert store.tickets.counts() == {"webhook": {"pending": 1}, "file": {"pending": 1}}
+        [outbox] = store.outbox.peek()
         assert outbox.topic == "fleet/north/audit/gw/ticket"
-        assert json.loads(outbox.payload)["idempotency_key"] == ticket["idempotency_key"]
+        assert json.loads(outbox.payload)["idempotency_key"] == ticket.idempotency_key
 
 
 def test_acknowledged_alerts_stay_quiet_until_they_escalate(tmp_path: Path) -> None:
     with Store(tmp_path / "a.db") as store:
         save_rounds(store, [[finding("th-01", severity="minor")]] * 2, T0)
-        [alert] = store.alerts()
-        assert store.acknowledge(alert.id, at=T0 + 2 * HOUR, by="ana")
-        assert not store.acknowledge(alert.id, at=T0 + 2 * HOUR)  # already acknowledged
+        [alert] = store.alerts.select()
+        assert store.alerts.acknowledge(alert.id, at=T0 + 2 * HOUR, by="ana")
+        assert not store.alerts.acknowledge(alert.id, at=T0 + 2 * HOUR)  # already acknowledged
         save_rounds(store, [[finding("th-01", severity="minor")]] * 3, T0 + 3 * HOUR)
-        assert [a.state for a in store.alerts()] == ["acknowledged"]
-        assert len(store.tickets()) == 1
+        assert [a.state for a in store.alerts.select()] == ["acknowledged"]
+        assert len(store.tickets.requests()) == 1
         save_rounds(store, [[finding("th-01", severity="critical")]], T0 + 6 * HOUR)
-        [again] = store.alerts()
+        [again] = store.alerts.select()
         assert (again.id, again.state, again.peak) == (alert.id, "open", "critical")
-        assert [t["event"] for t in store.tickets()] == ["open", "escalate"]
+        assert [t.event for t in store.tickets.requests()] == ["open", "escalate"]
+
+
+def test_alerts_tickets_and_silences_come_back_from_the_store_as_they_went_in(
+        tmp_path: Path) -> None:
+    """The store keeps typed values: what an audit decided is what a later read returns,
+    field for field (the finding inside an alert included)."""
+    rounds = [[finding("th-01", severity="minor")]] * 2 + [[finding("th-01", severity="critical")]]
+    rounds += [[finding("th-01", status="pass")]] * 3
+    with Store(tmp_path / "a.db") as store:
+        silence = store.alerts.add_silence("th-02*", None, T0 + DAY, at=T0, by="ana",
+                                           reason="maintenance")
+        changes = save_rounds(store, rounds, T0, sinks=("webhook",))
+        last = {a.id: a for c in changes for a in c.alerts}
+        stored = store.alerts.select(states=("open", "acknowledged", "resolved"))
+        assert last and {a.id: a for a in stored} == last
+        assert stored[0].finding == rounds[-1][0]
+        requests = [t for c in changes for t in c.tickets]
+        assert [(t.event, t.idempotency_key) for t in requests] == [
+            (r.event, r.idempotency_key) for r in store.tickets.requests()]
+        assert [t.payload for t in store.tickets.requests()] == [
+            json.loads(json.dumps(ticket_payload(t, "gw"))) for t in requests]
+        assert store.alerts.silences() == [
+            Silence(silence, "th-02*", None, T0 + DAY, T0, "ana", "maintenance")]
 
 
 # --------------------------------------------------------------------------- a real fault
@@ -389,7 +413,7 @@ def reference_fault_store(path: Path) -> tuple[Store, Auditor]:
     catalog = build_catalog(load_profiles(REPO / "device_profiles"), [ref],
                             {"th-north-*": "th-200"})
     store = Store(path)
-    store.write_outcomes([Outcome(readings=readings)])
+    store.readings.write_outcomes([Outcome(readings=readings)])
     auditor = Auditor(store, catalog, TopicsConfig(), gateway="gw",
                       alerting=AlertSettings("gw", TopicsConfig(), ("file",), mqtt=True))
     return store, auditor
@@ -400,15 +424,15 @@ def test_a_reference_fault_over_twenty_devices_is_one_grouped_alert(tmp_path: Pa
     with store:
         for hour in range(2):
             auditor.run(T0 + DAY + hour * HOUR)
-        top = store.alerts(include_members=False)
+        top = store.alerts.select(include_members=False)
         assert [(a.device, a.cause) for a in top] == [("ref-north", "reference_fault")]
         assert sorted(top[0].members) == FLEET
-        [ticket] = store.tickets()
-        assert ticket["device"] == "ref-north"
-        assert sorted(m["device"] for m in ticket["members"]) == FLEET
+        [ticket] = store.tickets.requests()
+        assert ticket.payload["device"] == "ref-north"
+        assert sorted(m["device"] for m in ticket.payload["members"]) == FLEET
         assert any("Recalibrate ref-north" in a
-                   for a in ticket["runbook"]["causes"][0]["actions"])
-        assert store.summary()["alerts_open"] == 1
+                   for a in ticket.payload["runbook"]["causes"][0]["actions"])
+        assert store.summary().alerts_open == 1
     result = CliRunner().invoke(main, ["findings", "--store", str(tmp_path / "audit.db")])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("sa-")]

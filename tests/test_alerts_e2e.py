@@ -150,11 +150,11 @@ def test_commands_from_an_authorised_client_only(tmp_path: Path) -> None:
     from brokers import Mosquitto
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from auditd.adapters.store import Store
+    from auditd.adapters.store.alerts import AlertPlanner
     from auditd.domain.alerts import plan
     from auditd.domain.tickets import ticket_payload
     from auditd.model import Cause, Finding
-    from auditd.store import Store
-    from auditd.store_alerts import AlertPlanner
 
     if shutil.which("mosquitto_passwd") is None:
         pytest.fail("mosquitto_passwd is needed (apt-get install mosquitto)")
@@ -176,10 +176,10 @@ def test_commands_from_an_authorised_client_only(tmp_path: Path) -> None:
                       window_start=0.0, window_end=1.0, causes=(Cause("stuck", 0.9, "flat"),))
     with Store(store) as s:
         for now in (1.0, 2.0):
-            s.save_findings([failing], [], now=now, alerts=AlertPlanner(
+            s.findings.save([failing], [], now=now, alerts=AlertPlanner(
                 decide=partial(plan, findings=[failing], now=now),
                 render=partial(ticket_payload, gateway="gw-test")))
-        [alert] = s.alerts()
+        [alert] = s.alerts.select()
     config = write_config(tmp_path / "config.toml", port=broker.port, store=store,
                           extra='\n[topics]\ncommands = true\n')
     daemon = DaemonProcess(config).start()

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles
+from auditd.adapters.store import Store
 from auditd.app.auditor import Auditor
 from auditd.app.ingest import Ingestor
 from auditd.domain.validate import Limits
 from auditd.model import RawMessage, Reference
-from auditd.store import Store
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]

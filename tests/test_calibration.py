@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles
+from auditd.adapters.store import Store
 from auditd.app.auditor import Auditor
 from auditd.app.ingest import Ingestor
 from auditd.domain.calibration import apply, corrections
 from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage, Reference
-from auditd.store import Store
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]

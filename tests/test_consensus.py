@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles
+from auditd.adapters.store import Store
 from auditd.app.auditor import Auditor
 from auditd.core import Series
 from auditd.core.consensus import (
@@ -28,7 +29,6 @@ from auditd.core.consensus import (
 )
 from auditd.domain.catalog import Catalog
 from auditd.model import Finding, Outcome, Reading, Reference
-from auditd.store import Store
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
     readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
                      for device, values in streams.items() for t, v in zip(ts, values, strict=True))
     with Store(tmp_path / "audit.db") as store:
-        store.write_outcomes([Outcome(readings=readings)])
+        store.readings.write_outcomes([Outcome(readings=readings)])
         run = Auditor(store, cat, TopicsConfig(), gateway="gw").run(START + DAY)
     return list(run.findings)
 

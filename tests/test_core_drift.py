@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.signal import lfilter
 
+from auditd.adapters.store import Store
 from auditd.core import Series, evaluate_stream, step_onset
 from auditd.core.drift import (
     PSI_SIGNIFICANT,
@@ -32,7 +33,6 @@ from auditd.core.stats import effective_n
 from auditd.core.units import default_unit_candidates
 from auditd.domain.audit_plan import baseline_window, unit_confusions
 from auditd.model import Finding, SensorSpec, Status, Tolerance
-from auditd.store import Store
 
 START = 1_764_028_800.0
 DAY = 86_400.0
@@ -294,17 +294,17 @@ def test_store_last_passing_window(tmp_path: Path) -> None:
                        window_start=start, window_end=start + DAY)
 
     with Store(tmp_path / "s.db") as store:
-        store.save_findings([finding("pass", START - 3 * DAY), finding("pass", START - 2 * DAY),
+        store.findings.save([finding("pass", START - 3 * DAY), finding("pass", START - 2 * DAY),
                              finding("fail", START - DAY), finding("pass", START - DAY, "rh")],
                             [], now=START)
-        got = store.last_passing_window("calibration", "th-1", "temperature")
+        got = store.findings.last_passing_window("calibration", "th-1", "temperature")
         assert got == (START - 2 * DAY, START - DAY)
-        assert store.last_passing_window("calibration", "th-1", "temperature",
-                                         before=START - 1.5 * DAY) == (START - 3 * DAY,
-                                                                       START - 2 * DAY)
-        assert store.last_passing_window("calibration", "th-2", "temperature") is None
-        assert store.last_passing_window("calibration", "th-1'; DROP TABLE findings; --",
-                                         "temperature") is None
+        assert store.findings.last_passing_window("calibration", "th-1", "temperature",
+                                                  before=START - 1.5 * DAY) == (START - 3 * DAY,
+                                                                                START - 2 * DAY)
+        assert store.findings.last_passing_window("calibration", "th-2", "temperature") is None
+        assert store.findings.last_passing_window(
+            "calibration", "th-1'; DROP TABLE findings; --", "temperature") is None
 
 
 def test_audit_passes_the_last_passing_window_as_baseline(tmp_path: Path) -> None:
@@ -330,7 +330,7 @@ def test_audit_passes_the_last_passing_window_as_baseline(tmp_path: Path) -> Non
                      for name, values in (("ref-north", weather), ("th-north-01", device))
                      for t, v in zip(ts, values, strict=True))
     with Store(tmp_path / "audit.db") as store:
-        store.write_outcomes([Outcome(readings=readings)])
+        store.readings.write_outcomes([Outcome(readings=readings)])
         auditor = Auditor(store, cat, TopicsConfig(), gateway="gw")
         first = auditor.run(START + DAY).findings
         second = auditor.run(START + 2 * DAY).findings

@@ -17,11 +17,11 @@ from auditd.adapters.config.targets import load_targets
 from auditd.adapters.sources.export_mappings import load_mapping
 from auditd.adapters.sources.export_times import TimeParser
 from auditd.adapters.sources.exports import read_export
+from auditd.adapters.store import Store
 from auditd.app.colocate import Options, run, sources_from_files, sources_from_store
 from auditd.app.importer import import_file
 from auditd.cli import main
 from auditd.errors import ConfigError, ExportError
-from auditd.store import Store
 
 EPA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "epa-sensortoolkit"
 REFERENCE = EPA / "airnowtech_example_reference_data.csv"
@@ -202,7 +202,7 @@ def test_importing_the_same_file_twice_stores_nothing_twice(imported: Path) -> N
 
 def test_flagged_reference_values_are_quarantined_with_file_and_line(imported: Path) -> None:
     with Store(imported) as store:
-        rows = store.quarantined("reference_qc_flagged")
+        rows = store.quarantine.recent("reference_qc_flagged")
     assert len(rows) == 6
     assert all(str(REFERENCE) in r.detail and r.device == "ref" for r in rows)
 
@@ -227,7 +227,7 @@ def test_colocate_apply_records_calibration_events(imported: Path, tmp_path: Pat
     assert res.exit_code == 0, res.output
     body = json.loads(out.read_text())
     with Store(imported) as store:
-        events = store.events("RT02")
+        events = store.devices.events("RT02")
     # O3 follows the reference at the wrong gain: corrected. NO2 does not follow it at all
     # (R² 0.07): a line fitted to it would only pull its readings to the reference's mean.
     assert [e.type for e in events] == ["calibration"]
@@ -265,11 +265,11 @@ def test_an_import_keeps_the_streams_totals_and_the_store_its_trigger(tmp_path: 
 
     with Store(tmp_path / "a.db", synchronous="normal") as store:
         import_file(store, excerpt(RT01, tmp_path / "rt.csv", 4), "RT01", "s", 1.0)
-        info = {s.sensor: s for s in store.streams()}["pm2_5"]
+        info = {s.sensor: s for s in store.readings.streams()}["pm2_5"]
         assert (info.count, info.first_ts, info.last_ts) == (4, 1_564_661_460.0,
                                                              1_564_661_640.0)
         # A reading ingested later is still counted by the trigger the import suspended.
-        store.write_outcomes([Outcome(readings=(
+        store.readings.write_outcomes([Outcome(readings=(
             Reading("s", "RT01", "pm2_5", "ug/m^3", 1_564_661_700.0, 5.0),))])
-        info = {s.sensor: s for s in store.streams()}["pm2_5"]
+        info = {s.sensor: s for s in store.readings.streams()}["pm2_5"]
         assert (info.count, info.last_ts) == (5, 1_564_661_700.0)

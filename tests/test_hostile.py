@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import load_catalog
 from auditd.adapters.config.daemon import default_config
+from auditd.adapters.store import Store
+from auditd.adapters.store.database import Bounds
+from auditd.adapters.store.quarantine import QUARANTINE_BUCKET_S
 from auditd.app.auditor import read_histories
 from auditd.app.ingest import Ingestor
 from auditd.domain.catalog import Catalog
@@ -33,7 +36,6 @@ from auditd.domain.validate import Limits, Reason
 from auditd.errors import StoreError
 from auditd.model import EVENT_TYPES, RawMessage
 from auditd.retry import error_code, is_transient
-from auditd.store import QUARANTINE_BUCKET_S, Bounds, Store
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_796_000_000.0  # 2026-11-29
@@ -127,7 +129,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, In
 
 
 def _quarantined_reasons(store: Store, device: str) -> dict[str, int]:
-    return {reason: n for (_, reason), n in store.quarantine_counts(device).items()}
+    return {reason: n for (_, reason), n in store.quarantine.counts_of(device).items()}
 
 
 @settings(max_examples=300, deadline=None,
@@ -142,13 +144,13 @@ def test_any_document_is_stored_or_quarantined_and_the_next_message_is_stored(
     hostile = RawMessage(f"fleet/north/{hostile_device}/{kind}", _encode(document, encoding),
                          NOW)
     valid = _telemetry(next_device, NOW - 60)
-    before = store.counters()
+    before = store.counters.all()
 
     outcomes = ingestor.validate([hostile, valid])
     done = ingestor.commit_isolated([hostile, valid], outcomes)  # nothing escapes
 
     assert done.count == 2
-    after = store.counters()
+    after = store.counters.all()
     assert after["messages"] - before.get("messages", 0) == 2
     outcome = outcomes[0]
     for reason in {r.reason for r in outcome.rejections} or {"accepted"}:
@@ -158,21 +160,22 @@ def test_any_document_is_stored_or_quarantined_and_the_next_message_is_stored(
         assert rejection.reason in Reason.ALL
         assert quarantined.get(rejection.reason, 0) >= 1, (rejection, quarantined)
     for reading in outcome.readings:
-        ts, values = store.read_window("north", hostile_device, reading.sensor, reading.ts,
-                                       reading.ts + 0.001)
+        ts, values = store.readings.read_window("north", hostile_device, reading.sensor, reading.ts,
+                                                reading.ts + 0.001)
         assert len(ts) == 1
         assert (math.isnan(values[0]) if reading.value is None else values[0] == reading.value)
     if outcome.meta is not None:
-        assert hostile_device in store.latest_meta()
-        json.dumps(store.latest_meta()[hostile_device], allow_nan=False)  # re-publishable
+        assert hostile_device in store.devices.latest_meta()
+        json.dumps(store.devices.latest_meta()[hostile_device].data,  # re-publishable
+                   allow_nan=False)
     if outcome.event is not None:
-        [stored] = store.events(hostile_device)
+        [stored] = store.devices.events(hostile_device)
         json.dumps(stored.data, allow_nan=False)
     if not (outcome.rejections or outcome.readings or outcome.meta or outcome.event):
         # Nothing to store and nothing wrong: telemetry with no readings in it.
         assert kind == "telemetry" and not quarantined
     # The message after it is stored, whatever came before.
-    ts, values = store.read_window("north", next_device, "temperature", NOW - 60, NOW)
+    ts, values = store.readings.read_window("north", next_device, "temperature", NOW - 60, NOW)
     assert values.tolist() == [21.5]
 
 
@@ -213,14 +216,14 @@ def test_a_message_the_store_refuses_is_isolated_quarantined_and_the_rest_commit
     done = ingestor.commit_isolated(batch, ingestor.validate(batch), commit=counting)
 
     assert done.count == len(batch)
-    assert sum(1 for i in range(40) if store.read_window(
+    assert sum(1 for i in range(40) if store.readings.read_window(
         "north", f"hx-a{i}", "temperature", NOW - 100, NOW + 1)[0].size) == 40
-    [row] = store.quarantined(Reason.STORE_REJECTED)
+    [row] = store.quarantine.recent(Reason.STORE_REJECTED)
     assert row.device == "hx-poison" and row.topic == "fleet/north/hx-poison/meta"
     assert "IntegrityError" in row.detail and "poisoned" in row.detail
     assert "SQLITE_CONSTRAINT_TRIGGER" in row.detail
     assert row.payload == batch[23].payload  # kept, not lost
-    assert store.rejection_counts() == {Reason.STORE_REJECTED: 1}
+    assert store.counters.rejections() == {Reason.STORE_REJECTED: 1}
     assert ingestor.totals.isolated == 1
     # Bisection, not one transaction per message: 41 messages take a handful of tries.
     assert len(calls) <= 2 * math.ceil(math.log2(41)) + 2, calls
@@ -239,14 +242,14 @@ def test_an_error_of_the_environment_is_retried_as_is_and_nothing_is_given_up(
         seen.append(exc)
         return False
 
-    store._writer.execute("PRAGMA busy_timeout = 50")
+    store._db._writer.execute("PRAGMA busy_timeout = 50")
     try:
         done = ingestor.commit_isolated(batch, outcomes, on_transient=give_up)
         assert done.count == 0  # nothing may be acknowledged
         [error] = seen
         assert isinstance(error, StoreError) and error.transient
         assert error.code == "SQLITE_BUSY"
-        assert store.counters() == {"store_opened": 1}  # nothing of the batch
+        assert store.counters.all() == {"store_opened": 1}  # nothing of the batch
     finally:
         locker.execute("ROLLBACK")
         locker.close()
@@ -255,7 +258,7 @@ def test_an_error_of_the_environment_is_retried_as_is_and_nothing_is_given_up(
         return attempt < 1
 
     assert ingestor.commit_isolated(batch, outcomes, on_transient=retry_once).count == 10
-    assert store.rejection_counts() == {}
+    assert store.counters.rejections() == {}
 
 
 def test_errors_are_classified_by_sqlite_result_code_not_by_text(tmp_path: Path) -> None:
@@ -302,13 +305,13 @@ def test_a_redelivery_is_a_duplicate_and_another_value_is_a_quarantined_conflict
     conflict = ingestor.ingest([other])
     assert (conflict.readings_inserted, conflict.readings_duplicate) == (0, 0)
     assert dict(conflict.rejected) == {Reason.DUPLICATE_CONFLICT: 1}
-    _, values = store.read_window("north", "hx-dup", "temperature", NOW - 61, NOW)
+    _, values = store.readings.read_window("north", "hx-dup", "temperature", NOW - 61, NOW)
     assert values.tolist() == [20.25]  # the first value stays
-    [row] = store.quarantined(Reason.DUPLICATE_CONFLICT)
+    [row] = store.quarantine.recent(Reason.DUPLICATE_CONFLICT)
     assert "20.25" in row.detail and "22.75" in row.detail  # both values
     assert (row.device, row.sensor, row.topic) == ("hx-dup", "temperature", first.topic)
     assert row.payload == other.payload
-    assert store.counters()["readings_duplicate"] == 1
+    assert store.counters.all()["readings_duplicate"] == 1
 
 
 # --------------------------------------------------------------------------- bounds
@@ -331,8 +334,9 @@ def test_new_devices_and_streams_beyond_the_caps_are_quarantined_known_ones_unaf
         result = ingestor.ingest([two])
         assert result.readings_inserted == 2 and dict(result.rejected) == {
             Reason.STREAM_LIMIT: 1}
-        assert len(store.streams()) == 4 and ingestor.streams == 4 and ingestor.devices == 3
-        [row] = store.quarantined(Reason.STREAM_LIMIT)
+        assert len(store.readings.streams()) == 4
+        assert ingestor.streams == 4 and ingestor.devices == 3
+        [row] = store.quarantine.recent(Reason.STREAM_LIMIT)
         assert row.device == "hx-k1" and row.sensor in ("humidity", "pressure")
     # A new device whose every reading the stream cap refuses takes no device's place.
     with Store(tmp_path / "b.db", synchronous="off") as store:
@@ -341,7 +345,7 @@ def test_new_devices_and_streams_beyond_the_caps_are_quarantined_known_ones_unaf
         result = ingestor.ingest([_telemetry("hx-s1", NOW - 100), _telemetry("hx-s2", NOW - 90),
                                   _meta("hx-s3")])
         assert dict(result.rejected) == {Reason.STREAM_LIMIT: 1}
-        assert ingestor.devices == 2 and store.known_devices() == {"hx-s1", "hx-s3"}
+        assert ingestor.devices == 2 and store.readings.known_devices() == {"hx-s1", "hx-s3"}
     # After a restart the caps count what the store holds.
     with Store(tmp_path / "a.db", synchronous="off") as store:
         ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=limits)
@@ -361,11 +365,11 @@ def test_a_flood_of_one_device_is_one_quarantine_row_a_minute_with_its_count(
     flood = [_garbage("hx-noisy", start + i * 0.1) for i in range(1200)]  # 10/s for 2 min
     for i in range(0, len(flood), 100):
         ingestor.ingest(flood[i:i + 100])
-    rows = store.quarantined(Reason.JSON_INVALID)
+    rows = store.quarantine.recent(Reason.JSON_INVALID)
     assert [r.count for r in rows] == [600, 600]
     assert all(r.payload == flood[0].payload for r in rows)  # each row's first payload
-    assert store.rejection_counts() == {Reason.JSON_INVALID: 1200}
-    assert store.rejected_between("hx-noisy", None, start, start + 60) == {}  # type: ignore[arg-type]
+    assert store.counters.rejections() == {Reason.JSON_INVALID: 1200}
+    assert store.quarantine.rejected_between("hx-noisy", None, start, start + 60) == {}  # type: ignore[arg-type]
 
 
 def test_the_quarantine_keeps_within_its_row_and_byte_caps_dropping_the_oldest(
@@ -377,16 +381,16 @@ def test_the_quarantine_keeps_within_its_row_and_byte_caps_dropping_the_oldest(
         for chunk in range(10):
             ingestor.ingest([_garbage(f"hx-f{chunk}-{i}", NOW + chunk, size=50)
                              for i in range(100)])
-            rows, size = store.quarantine_usage()
+            rows, size = store.quarantine.usage()
             assert rows <= 200 and size <= 64 * 1024
-        newest = store.quarantined(limit=1)[0]
+        newest = store.quarantine.recent(limit=1)[0]
         assert newest.device == "hx-f9-99"
-        assert store.rejection_counts() == {Reason.JSON_INVALID: 1000}  # totals kept
-        dropped = store.counters()["quarantine_dropped"]
+        assert store.counters.rejections() == {Reason.JSON_INVALID: 1000}  # totals kept
+        dropped = store.counters.all()["quarantine_dropped"]
         assert dropped >= 800
         # Large payloads: the byte cap binds before the row cap.
         ingestor.ingest([_garbage(f"hx-big{i}", NOW + 20, size=4000) for i in range(40)])
-        rows, size = store.quarantine_usage()
+        rows, size = store.quarantine.usage()
         assert size <= 64 * 1024 and rows < 40
         # The usage the caps are checked against is exact, through deletes too.
         with sqlite3.connect(store.path) as conn:
@@ -412,11 +416,12 @@ def test_the_write_ahead_log_is_emptied_once_past_its_limit(tmp_path: Path) -> N
         reader.execute("COMMIT")
         reader.close()
         # The first commit that looks (at most once a second) empties it at once.
-        store._wal_checked_at = 0.0
+        store._db._wal_checked_at = 0.0
         ingestor.ingest([_telemetry("hx-w-last", NOW)])
         assert store.checkpoints == 1
         assert store.wal_bytes() == 0
-        _, values = store.read_window("north", "hx-w-last", "temperature", NOW - 1, NOW + 1)
+        _, values = store.readings.read_window("north", "hx-w-last", "temperature",
+                                               NOW - 1, NOW + 1)
         assert values.tolist() == [21.5]
 
 

@@ -28,7 +28,7 @@ from brokers import free_port
 from daemon_proc import DaemonProcess, Publisher, telemetry, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from auditd.store import Store
+from auditd.adapters.store import Store
 
 pytestmark = pytest.mark.broker
 

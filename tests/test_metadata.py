@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles, load_references
+from auditd.adapters.store import Store
 from auditd.app.auditor import Auditor
 from auditd.app.ingest import Ingestor
 from auditd.domain.catalog import Catalog
@@ -26,12 +27,12 @@ from auditd.domain.metadata import (
     changes,
     changes_before,
     context_for,
+    metadata_finding,
     needs_saving,
     parse_date,
 )
 from auditd.domain.validate import Limits
 from auditd.model import EventRecord, RawMessage
-from auditd.store import Store
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,11 +230,12 @@ def test_each_anomaly_is_raised_once_and_its_end_once(tmp_path: Path) -> None:
                                     meta("th-north-02", t), telemetry("th-north-01", t),
                                     telemetry("th-north-02", t)])
             auditor.run(t + 60)
-        saved = [f for f in store.findings_of("th-north-01") if f["kind"] == "metadata"]
+        saved = [s.finding for s in store.findings.of_device("th-north-01")
+                 if s.finding.kind == "metadata"]
         assert len(saved) == 1
-        assert [c["cause"] for c in saved[0]["causes"]] == ["firmware_not_allowed"]
-        assert store.findings_of("th-north-02") == [], "a clean device raises nothing"
-        assert len(store.meta_history("th-north-01")) == 1
+        assert [c.cause for c in saved[0].causes] == ["firmware_not_allowed"]
+        assert store.findings.of_device("th-north-02") == [], "a clean device raises nothing"
+        assert len(store.devices.meta_history("th-north-01")) == 1
 
         # the firmware is fixed (no downgrade: 3.1.0 was never allowed) and, in the same
         # change, the unit is swapped without notice
@@ -242,8 +244,9 @@ def test_each_anomaly_is_raised_once_and_its_end_once(tmp_path: Path) -> None:
                                 telemetry("th-north-01", t)])
         auditor.run(t + 60)
         auditor.run(t + 3600)
-        saved = [f for f in store.findings_of("th-north-01") if f["kind"] == "metadata"]
-        assert [[c["cause"] for c in f["causes"]] for f in saved] == [
+        saved = [s.finding for s in store.findings.of_device("th-north-01")
+                 if s.finding.kind == "metadata"]
+        assert [[c.cause for c in f.causes] for f in saved] == [
             ["firmware_not_allowed"], ["serial_changed"]]
 
         # the replacement is reported late, with its true time: one "pass", then quiet
@@ -253,17 +256,16 @@ def test_each_anomaly_is_raised_once_and_its_end_once(tmp_path: Path) -> None:
             telemetry("th-north-01", t + 7200)])
         auditor.run(t + 7260)
         auditor.run(t + 9000)
-        saved = [f for f in store.findings_of("th-north-01") if f["kind"] == "metadata"]
-        assert [f["status"] for f in saved] == ["fail", "fail", "pass"]
-        assert saved[-1]["causes"] == []
+        saved = [s.finding for s in store.findings.of_device("th-north-01")
+                 if s.finding.kind == "metadata"]
+        assert [f.status for f in saved] == ["fail", "fail", "pass"]
+        assert saved[-1].causes == ()
 
 
 def test_needs_saving_is_a_change_of_the_anomaly_set() -> None:
     h = history(version(NOW - 200 * DAY, firmware="1.0"))
     found = anomalies(h, TH200, "th-200", FleetView(), NOW)
-    from auditd.domain.metadata import metadata_finding
-
-    first = metadata_finding("dev-1", "north", found, NOW).to_json()
+    first = metadata_finding("dev-1", "north", found, NOW)
     assert needs_saving(None, found)
     assert not needs_saving(first, found)
     assert needs_saving(first, [])
@@ -345,8 +347,9 @@ def test_a_late_copy_of_a_superseded_meta_does_not_become_current(tmp_path: Path
         ingest(store, catalog, [meta("th-north-01", t0, firmware="2.3.1")])
         ingest(store, catalog, [meta("th-north-01", t0 + 60, firmware="2.4.0")])
         ingest(store, catalog, [meta("th-north-01", t0 + 10, firmware="2.3.1")])  # queued
-        assert [v["firmware"] for v in store.meta_history("th-north-01")] == ["2.3.1", "2.4.0"]
-        assert store.latest_meta()["th-north-01"]["firmware"] == "2.4.0"
+        history = store.devices.meta_history("th-north-01")
+        assert [v.data["firmware"] for v in history] == ["2.3.1", "2.4.0"]
+        assert store.devices.latest_meta()["th-north-01"].data["firmware"] == "2.4.0"
 
 
 def test_a_device_that_announced_itself_and_never_reported_goes_silent(tmp_path: Path) -> None:

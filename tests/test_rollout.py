@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import rollout
 
-from auditd.domain.metadata import changes, firmware_since
-from auditd.store import Store
+from auditd.adapters.store import Store
+from auditd.domain.metadata import DeviceHistory, changes, firmware_since
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -84,20 +84,18 @@ def test_retained_meta_redelivered_every_hour_is_one_version_per_firmware(
     # 13 first versions (12 devices + the reference) and 6 updates, out of 13 x 26 metas.
     assert summary["meta_versions"] == 13 + len(rollout.REGRESSED) + len(rollout.BYSTANDERS)
     with Store(replayed["tmp"] / "store.db") as store:
-        assert len(store.meta_history("th-north-07")) == 1
-        assert [v["firmware"] for v in store.meta_history("th-north-01")] == [
+        assert len(store.devices.meta_history("th-north-07")) == 1
+        assert [v.data["firmware"] for v in store.devices.meta_history("th-north-01")] == [
             rollout.OLD, rollout.BAD]
 
 
 def test_the_update_is_one_change_whether_announced_by_event_and_meta(
         replayed: dict[str, Any]) -> None:
-    from auditd.domain.metadata import DeviceHistory, MetaVersion
-
     with Store(replayed["tmp"] / "store.db") as store:
         history = DeviceHistory(
             "th-north-01", "north",
-            tuple(MetaVersion.from_view(v) for v in store.meta_history("th-north-01")),
-            tuple(store.events("th-north-01")))
+            tuple(store.devices.meta_history("th-north-01")),
+            tuple(store.devices.events("th-north-01")))
     timeline = changes(history)
     assert [(c.type, c.source) for c in timeline] == [("firmware_update", "event")]
     assert firmware_since(history) == rollout.START + rollout.ROLLOUT_H * 3600

@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 from auditd.adapters.config.catalog import load_catalog
 from auditd.adapters.config.daemon import load_daemon_config
 from auditd.adapters.sources.mqtt import MqttLink, reconnect_delays
+from auditd.adapters.store import Store
+from auditd.adapters.store.schema import SCHEMA_VERSION
 from auditd.app.daemon import Daemon
 from auditd.app.ingest import Ingestor
 from auditd.domain.validate import Limits
-from auditd.store import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "sensor-auditd.service"
@@ -123,7 +124,7 @@ def test_a_topic_that_is_not_utf8_is_quarantined_and_acknowledged(tmp_path: Path
         ingestor = Ingestor(store, load_catalog(cfg), prefix="fleet", limits=Limits())
         result = ingestor.ingest([delivery.message])
         assert dict(result.rejected) == {"topic_invalid": 1}
-        [row] = store.quarantined()
+        [row] = store.quarantine.recent()
     assert row.reason == "topic_invalid"
     assert "\\udcff" in row.topic  # the byte is kept, escaped, for whoever investigates
     acked: list[int] = []
@@ -205,7 +206,7 @@ def test_ready_after_store_then_broker_state_and_watchdog_only_while_progressing
                               telemetry(time.time() - 5, {"temperature": 12.0}))])
         device.close()
         deadline = time.monotonic() + 20
-        while daemon.store.summary()["readings"] < 1:
+        while daemon.store.summary().readings < 1:
             assert time.monotonic() < deadline, "a reading sent after READY was not stored"
             time.sleep(0.05)
         for _ in range(3):
@@ -270,7 +271,7 @@ def test_outbox_keeps_within_the_brokers_receive_maximum(tmp_path: Path) -> None
     from brokers import Mosquitto
 
     from auditd.adapters.sinks.publisher import OutboxPublisher
-    from auditd.store import OutboxMessage
+    from auditd.adapters.store.outbox import OutboxMessage
 
     broker = Mosquitto(tmp_path / "broker", extra_config="max_inflight_messages 3\n").start()
     cfg = load_daemon_config(write_config(tmp_path / "c.toml", port=broker.port,
@@ -279,7 +280,7 @@ def test_outbox_keeps_within_the_brokers_receive_maximum(tmp_path: Path) -> None
                     status_topic="fleet/north/audit/gw-test/status")
     try:
         with Store(tmp_path / "s.db") as store:
-            store.save_findings([], [OutboxMessage(f"fleet/north/audit/gw-test/t{i}", b"{}")
+            store.findings.save([], [OutboxMessage(f"fleet/north/audit/gw-test/t{i}", b"{}")
                                      for i in range(10)])
             publisher = OutboxPublisher(store, link)
             link.start()
@@ -288,7 +289,7 @@ def test_outbox_keeps_within_the_brokers_receive_maximum(tmp_path: Path) -> None
             # One place stays free for the link's own status message.
             assert publisher.drain_once() == 2
             deadline = time.monotonic() + 20
-            while store.outbox_depth()[0]:
+            while store.outbox.depth()[0]:
                 assert time.monotonic() < deadline, "outbox did not drain"
                 publisher.drain_once()
                 time.sleep(0.02)

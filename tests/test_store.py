@@ -23,7 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from auditd import store as store_mod
+from auditd.adapters.store import Store
+from auditd.adapters.store import database as store_mod
+from auditd.adapters.store.outbox import OutboxMessage
+from auditd.adapters.store.readings import WriteResult
+from auditd.adapters.store.schema import SCHEMA_VERSION
 from auditd.errors import StoreError
 from auditd.model import (
     Cause,
@@ -33,12 +37,6 @@ from auditd.model import (
     Outcome,
     Reading,
     Rejection,
-)
-from auditd.store import (
-    SCHEMA_VERSION,
-    OutboxMessage,
-    Store,
-    WriteResult,
 )
 
 T0 = 1_764_064_800.0  # 2025-11-25T10:00:00Z
@@ -165,7 +163,7 @@ def test_invalid_synchronous_is_refused(db_path: Path) -> None:
 @pytest.mark.parametrize(("mode", "level"), [("full", 2), ("normal", 1), ("FULL", 2)])
 def test_pragmas_of_the_writer(db_path: Path, mode: str, level: int) -> None:
     with Store(db_path, synchronous=mode) as s:
-        w = s._writer
+        w = s._db._writer
         assert w.execute("PRAGMA synchronous").fetchone()[0] == level
         assert w.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert w.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -195,22 +193,23 @@ def test_migrates_an_empty_file(tmp_path: Path) -> None:
 
 def test_reopen_keeps_data_and_stream_ids(db_path: Path) -> None:
     with Store(db_path) as s:
-        s.write_outcomes([readings_outcome(reading(T0, 1.0))])
-        first_id = s.streams()[0].id
+        s.readings.write_outcomes([readings_outcome(reading(T0, 1.0))])
+        first_id = s.readings.streams()[0].id
     with Store(db_path) as s:
         assert s.schema_version == SCHEMA_VERSION
-        result = s.write_outcomes([readings_outcome(reading(T0, 1.0), reading(T0 + 60, 2.0))])
+        result = s.readings.write_outcomes(
+            [readings_outcome(reading(T0, 1.0), reading(T0 + 60, 2.0))])
         assert (result.readings_inserted, result.readings_duplicate) == (1, 1)
-        [info] = s.streams()
+        [info] = s.readings.streams()
         assert (info.id, info.count) == (first_id, 2)
-        assert s.counters()["messages"] == 2
+        assert s.counters.all()["messages"] == 2
 
 
 def test_later_migrations_run_in_order_from_the_stored_version(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Store(db_path) as s:
-        s.write_outcomes([readings_outcome(reading(T0, 1.0))])
+        s.readings.write_outcomes([readings_outcome(reading(T0, 1.0))])
     applied: list[int] = []
     shipped = len(store_mod.MIGRATIONS)
 
@@ -225,7 +224,7 @@ def test_later_migrations_run_in_order_from_the_stored_version(
     monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, migration_a, migration_b))
     with Store(db_path) as s:
         assert s.schema_version == shipped + 2
-        assert s.streams()[0].count == 1
+        assert s.readings.streams()[0].count == 1
     with Store(db_path):
         pass  # nothing left to apply
     assert applied == [shipped + 1, shipped + 2]
@@ -250,7 +249,7 @@ def test_failed_migration_leaves_the_previous_version(
     monkeypatch.undo()
     with Store(db_path) as s:
         assert s.schema_version == SCHEMA_VERSION
-        cols = [row[1] for row in s._writer.execute("PRAGMA table_info(streams)")]
+        cols = [row[1] for row in s._db._writer.execute("PRAGMA table_info(streams)")]
         assert "half_done" not in cols
 
 
@@ -269,76 +268,77 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
 
 def test_redelivered_readings_do_not_duplicate(store: Store) -> None:
     batch = [readings_outcome(reading(T0 + i * 60, float(i), seq=i)) for i in range(10)]
-    first = store.write_outcomes(batch)
-    again = store.write_outcomes(batch)
+    first = store.readings.write_outcomes(batch)
+    again = store.readings.write_outcomes(batch)
     assert (first.readings_inserted, first.readings_duplicate) == (10, 0)
     assert (again.readings_inserted, again.readings_duplicate) == (0, 10)
-    [info] = store.streams()
+    [info] = store.readings.streams()
     assert info.count == 10
     assert (info.first_ts, info.last_ts) == (T0, T0 + 540)
 
 
 def test_redelivery_keeps_the_first_value(store: Store) -> None:
-    store.write_outcomes([readings_outcome(reading(T0, 1.0))])
-    store.write_outcomes([readings_outcome(reading(T0, 99.0))])
-    _, values = store.read_window("north", "th-0001", "temperature", T0, T0 + 1)
+    store.readings.write_outcomes([readings_outcome(reading(T0, 1.0))])
+    store.readings.write_outcomes([readings_outcome(reading(T0, 99.0))])
+    _, values = store.readings.read_window("north", "th-0001", "temperature", T0, T0 + 1)
     assert values.tolist() == [1.0]
 
 
 def test_timestamps_are_kept_to_the_millisecond(store: Store) -> None:
     # 0.0004 s apart round to the same millisecond: the same reading, redelivered.
-    result = store.write_outcomes([readings_outcome(reading(T0 + 0.1234), reading(T0 + 0.1238),
-                                                    reading(T0 + 0.1236))])
+    result = store.readings.write_outcomes([readings_outcome(
+        reading(T0 + 0.1234), reading(T0 + 0.1238), reading(T0 + 0.1236))])
     assert (result.readings_inserted, result.readings_duplicate) == (2, 1)
-    ts, _ = store.read_window("north", "th-0001", "temperature", T0, T0 + 1)
+    ts, _ = store.readings.read_window("north", "th-0001", "temperature", T0, T0 + 1)
     assert ts.tolist() == [T0 + 0.123, T0 + 0.124]
 
 
 def test_nulls_are_counted_and_read_back_as_nan(store: Store) -> None:
-    result = store.write_outcomes([
+    result = store.readings.write_outcomes([
         readings_outcome(reading(T0, None), reading(T0 + 60, 2.0), reading(T0 + 120, math.nan))
     ])
     assert (result.readings_inserted, result.nulls) == (3, 2)
-    ts, values = store.read_window("north", "th-0001", "temperature", T0, T0 + 3600)
+    ts, values = store.readings.read_window("north", "th-0001", "temperature", T0, T0 + 3600)
     assert ts.dtype == values.dtype == np.float64
     assert np.isnan(values[0]) and values[1] == 2.0 and np.isnan(values[2])
-    assert store.counters()["readings_null"] == 2
+    assert store.counters.all()["readings_null"] == 2
 
 
 def test_read_window_sorts_and_applies_half_open_bounds(store: Store) -> None:
     times = [T0 + 300, T0, T0 + 120, T0 + 60, T0 + 240, T0 + 180]
-    store.write_outcomes([readings_outcome(*[reading(t, t - T0) for t in times])])
-    ts, values = store.read_window("north", "th-0001", "temperature", T0 + 60, T0 + 240)
+    store.readings.write_outcomes([readings_outcome(*[reading(t, t - T0) for t in times])])
+    ts, values = store.readings.read_window("north", "th-0001", "temperature", T0 + 60, T0 + 240)
     assert ts.tolist() == [T0 + 60, T0 + 120, T0 + 180]  # start included, end excluded
     assert values.tolist() == [60.0, 120.0, 180.0]
-    everything, _ = store.read_window("north", "th-0001", "temperature", -math.inf, math.inf)
+    everything, _ = store.readings.read_window("north", "th-0001", "temperature",
+                                               -math.inf, math.inf)
     assert everything.tolist() == sorted(times)
 
 
 def test_read_window_of_unknown_stream_or_empty_range(store: Store) -> None:
-    store.write_outcomes([readings_outcome(reading(T0))])
+    store.readings.write_outcomes([readings_outcome(reading(T0))])
     for args in [("north", "th-9999", "temperature", T0 - 1, T0 + 1),
                  ("south", "th-0001", "temperature", T0 - 1, T0 + 1),
                  ("north", "th-0001", "temperature", T0 + 1, T0 - 1),
                  ("north", "th-0001", "temperature", T0 + 1, T0 + 2)]:
-        ts, values = store.read_window(*args)
+        ts, values = store.readings.read_window(*args)
         assert ts.shape == values.shape == (0,)
         assert ts.dtype == np.float64
 
 
 def test_read_window_sees_streams_written_by_another_store(db_path: Path) -> None:
     with Store(db_path) as reader_store, Store(db_path) as writer_store:
-        writer_store.write_outcomes([readings_outcome(reading(T0, 5.0))])
-        _, values = reader_store.read_window("north", "th-0001", "temperature", T0, T0 + 1)
+        writer_store.readings.write_outcomes([readings_outcome(reading(T0, 5.0))])
+        _, values = reader_store.readings.read_window("north", "th-0001", "temperature", T0, T0 + 1)
         assert values.tolist() == [5.0]
 
 
 def test_streams_reports_span_and_count_per_stream(store: Store) -> None:
-    store.write_outcomes([
+    store.readings.write_outcomes([
         readings_outcome(reading(T0, sensor="temperature"), reading(T0, sensor="humidity")),
         readings_outcome(reading(T0 + 60, sensor="temperature"), reading(T0 + 60, device="b")),
     ])
-    infos = {(i.device, i.sensor): i for i in store.streams()}
+    infos = {(i.device, i.sensor): i for i in store.readings.streams()}
     assert set(infos) == {("th-0001", "temperature"), ("th-0001", "humidity"), ("b", "temperature")}
     temp = infos[("th-0001", "temperature")]
     assert (temp.count, temp.first_ts, temp.last_ts, temp.unit) == (2, T0, T0 + 60, "degC")
@@ -365,7 +365,7 @@ def test_any_batches_with_duplicates_store_each_key_once(
         for batch in batches:
             outcomes = [readings_outcome(reading(T0 + ms / 1000, v, device=d, sensor=n))
                         for d, n, ms, v in batch]
-            result = s.write_outcomes(outcomes)
+            result = s.readings.write_outcomes(outcomes)
             new: dict[tuple[str, str, int], float | None] = {}
             same = conflicting = 0
             for d, n, ms, v in batch:
@@ -381,11 +381,11 @@ def test_any_batches_with_duplicates_store_each_key_once(
             assert dict(result.rejected) == ({"duplicate_conflict": conflicting}
                                              if conflicting else {})
             seen.update(new)
-        assert sum(i.count for i in s.streams()) == len(seen)
-        for info in s.streams():
+        assert sum(i.count for i in s.readings.streams()) == len(seen)
+        for info in s.readings.streams():
             expected = sorted((ms, v) for (d, n, ms), v in seen.items()
                               if (d, n) == (info.device, info.sensor))
-            ts, values = s.read_window("north", info.device, info.sensor, T0, T0 + 10)
+            ts, values = s.readings.read_window("north", info.device, info.sensor, T0, T0 + 10)
             assert ts.tolist() == [T0 + ms / 1000 for ms, _ in expected]
             assert [None if math.isnan(x) else x for x in values.tolist()] == [
                 v for _, v in expected]
@@ -403,11 +403,11 @@ def test_read_window_bounds_are_exact_at_millisecond_edges(
     hi = lo + width
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "a.db",
                                                      synchronous="off") as s:
-        s.write_outcomes([readings_outcome(*[reading(t) for t in stamps])])
+        s.readings.write_outcomes([readings_outcome(*[reading(t) for t in stamps])])
         stored = sorted({round(t * 1000) / 1000 for t in stamps})
         for start, end in [(lo, hi), (stored[0], stored[-1]), (stored[0], math.nextafter(
                 stored[-1], math.inf))]:
-            ts, _ = s.read_window("north", "th-0001", "temperature", start, end)
+            ts, _ = s.readings.read_window("north", "th-0001", "temperature", start, end)
             assert ts.tolist() == [t for t in stored if start <= t < end]
 
 
@@ -415,27 +415,27 @@ def test_read_window_bounds_are_exact_at_millisecond_edges(
 
 
 def test_rejections_are_quarantined_and_counted(store: Store) -> None:
-    result = store.write_outcomes([
+    result = store.readings.write_outcomes([
         Outcome(rejections=(rejection("bad_json"),)),
         Outcome(readings=(reading(T0),), rejections=(rejection("unit_mismatch"),
                                                      rejection("bad_json"))),
     ])
     assert dict(result.rejected) == {"bad_json": 2, "unit_mismatch": 1}
-    assert store.rejection_counts() == {"bad_json": 2, "unit_mismatch": 1}
-    [latest] = store.quarantined(reason="unit_mismatch")
+    assert store.counters.rejections() == {"bad_json": 2, "unit_mismatch": 1}
+    [latest] = store.quarantine.recent(reason="unit_mismatch")
     assert latest.payload == b"{not json" and latest.device == "th-0001"
     # The same device and reason within a minute: one row, the first payload, a count.
-    assert sorted((q.reason, q.count) for q in store.quarantined()) == [
+    assert sorted((q.reason, q.count) for q in store.quarantine.recent()) == [
         ("bad_json", 2), ("unit_mismatch", 1)]
-    assert store.counters()["readings_rejected"] == 3
+    assert store.counters.all()["readings_rejected"] == 3
 
 
 def test_purge_quarantine_in_chunks_keeps_the_totals(store: Store) -> None:
-    store.write_outcomes([Outcome(rejections=tuple(rejection("bad_json", T0 + 60 * i)
-                                                   for i in range(25)))])
-    assert store.purge_quarantine(T0 + 60 * 20, chunk=7) == 20
-    assert len(store.quarantined(limit=100)) == 5
-    assert store.rejection_counts() == {"bad_json": 25}
+    store.readings.write_outcomes([Outcome(rejections=tuple(rejection("bad_json", T0 + 60 * i)
+                                                            for i in range(25)))])
+    assert store.quarantine.purge(T0 + 60 * 20, chunk=7) == 20
+    assert len(store.quarantine.recent(limit=100)) == 5
+    assert store.counters.rejections() == {"bad_json": 25}
 
 
 # --------------------------------------------------------------------------- meta, events
@@ -444,57 +444,57 @@ def test_purge_quarantine_in_chunks_keeps_the_totals(store: Store) -> None:
 def test_retained_meta_redelivered_is_not_a_new_version(store: Store) -> None:
     data = {"ts": "2026-11-24T10:00:00Z", "model": "th-200", "firmware": "2.3.1",
             "location": {"lat": 45.1, "lon": 7.6}}
-    first = store.write_outcomes([meta(data, received_at=T0)])
+    first = store.readings.write_outcomes([meta(data, received_at=T0)])
     # Reconnect: the broker re-sends the retained message; keys in another order, new ts.
     reordered = {"location": {"lon": 7.6, "lat": 45.1}, "firmware": "2.3.1", "model": "th-200",
                  "ts": "2026-11-25T10:00:00Z"}
-    again = store.write_outcomes([meta(reordered, received_at=T0 + 3600)])
+    again = store.readings.write_outcomes([meta(reordered, received_at=T0 + 3600)])
     assert (first.meta_versions_added, again.meta_versions_added) == (1, 0)
-    [version] = store.meta_history("th-0001")
-    assert (version["first_seen"], version["last_seen"]) == (T0, T0 + 3600)
-    assert store.latest_meta()["th-0001"]["firmware"] == "2.3.1"
+    [version] = store.devices.meta_history("th-0001")
+    assert (version.first_seen, version.last_seen) == (T0, T0 + 3600)
+    assert store.devices.latest_meta()["th-0001"].data["firmware"] == "2.3.1"
 
 
 def test_a_changed_key_is_a_new_version(store: Store) -> None:
     base = {"model": "th-200", "firmware": "2.3.1"}
-    store.write_outcomes([meta(base, received_at=T0)])
-    store.write_outcomes([meta({**base, "firmware": "2.4.0"}, received_at=T0 + 60)])
-    store.write_outcomes([meta({**base, "firmware": "2.4.0"}, received_at=T0 + 120)])
-    store.write_outcomes([meta(base, received_at=T0 + 180)])  # a downgrade is history too
-    history = store.meta_history("th-0001")
-    assert [v["firmware"] for v in history] == ["2.3.1", "2.4.0", "2.3.1"]
-    assert [v["first_seen"] for v in history] == [T0, T0 + 60, T0 + 180]
-    latest = store.latest_meta()["th-0001"]
-    assert (latest["firmware"], latest["site"], latest["first_seen"]) == ("2.3.1", "north",
-                                                                          T0 + 180)
-    assert store.meta_history("nobody") == []
+    store.readings.write_outcomes([meta(base, received_at=T0)])
+    store.readings.write_outcomes([meta({**base, "firmware": "2.4.0"}, received_at=T0 + 60)])
+    store.readings.write_outcomes([meta({**base, "firmware": "2.4.0"}, received_at=T0 + 120)])
+    store.readings.write_outcomes([meta(base, received_at=T0 + 180)])  # a downgrade is history too
+    history = store.devices.meta_history("th-0001")
+    assert [v.data["firmware"] for v in history] == ["2.3.1", "2.4.0", "2.3.1"]
+    assert [v.first_seen for v in history] == [T0, T0 + 60, T0 + 180]
+    latest = store.devices.latest_meta()["th-0001"]
+    assert (latest.data["firmware"], latest.site, latest.first_seen) == ("2.3.1", "north",
+                                                                         T0 + 180)
+    assert store.devices.meta_history("nobody") == []
 
 
 def test_meta_of_several_devices_in_one_batch(store: Store) -> None:
-    result = store.write_outcomes([
+    result = store.readings.write_outcomes([
         meta({"model": "a"}, received_at=T0, device="d1"),
         meta({"model": "b"}, received_at=T0, device="d2"),
         meta({"model": "a"}, received_at=T0 + 1, device="d1"),
         meta({"model": "c"}, received_at=T0 + 2, device="d1"),
     ])
     assert result.meta_versions_added == 3
-    assert {d: m["model"] for d, m in store.latest_meta().items()} == {"d1": "c", "d2": "b"}
+    assert {d: m.model for d, m in store.devices.latest_meta().items()} == {"d1": "c", "d2": "b"}
 
 
 def test_events_are_idempotent_and_filterable(store: Store) -> None:
     fw = event("firmware_update", T0, received_at=T0 + 1, **{"from": "2.3.1", "to": "2.4.0"})
-    first = store.write_outcomes([fw, fw])
+    first = store.readings.write_outcomes([fw, fw])
     redelivered = event("firmware_update", T0, received_at=T0 + 99,
                         **{"from": "2.3.1", "to": "2.4.0"})
-    again = store.write_outcomes([redelivered])
-    other = store.write_outcomes([
+    again = store.readings.write_outcomes([redelivered])
+    other = store.readings.write_outcomes([
         event("cleaning", T0 + 3600, received_at=T0 + 3600),
         event("cleaning", T0 + 7200, received_at=T0 + 7200, device="th-0002"),
     ])
     assert (first.events_added, again.events_added, other.events_added) == (1, 0, 2)
-    assert [e.type for e in store.events()] == ["firmware_update", "cleaning", "cleaning"]
-    assert [e.ts for e in store.events(device="th-0001", since=T0 + 1)] == [T0 + 3600]
-    [fw_back] = store.events(device="th-0001", since=T0 - 1)[:1]
+    assert [e.type for e in store.devices.events()] == ["firmware_update", "cleaning", "cleaning"]
+    assert [e.ts for e in store.devices.events(device="th-0001", since=T0 + 1)] == [T0 + 3600]
+    [fw_back] = store.devices.events(device="th-0001", since=T0 - 1)[:1]
     assert fw_back.data["to"] == "2.4.0" and fw_back.received_at == T0 + 1
 
 
@@ -512,35 +512,36 @@ def full_batch(n_devices: int = 40) -> list[Outcome]:
 
 
 def test_disk_full_mid_batch_leaves_nothing_and_recovers(store: Store, db_path: Path) -> None:
-    store.write_outcomes([readings_outcome(reading(T0)), meta({"model": "x"}, received_at=T0)])
+    store.readings.write_outcomes(
+        [readings_outcome(reading(T0)), meta({"model": "x"}, received_at=T0)])
     before = table_counts(db_path)
-    counters_before = store.counters()
-    pages = store._writer.execute("PRAGMA page_count").fetchone()[0]
-    store._writer.execute(f"PRAGMA max_page_count = {pages + 2}")  # a nearly full disk
+    counters_before = store.counters.all()
+    pages = store._db._writer.execute("PRAGMA page_count").fetchone()[0]
+    store._db._writer.execute(f"PRAGMA max_page_count = {pages + 2}")  # a nearly full disk
 
     with pytest.raises(StoreError, match="SQLITE_FULL"):
-        store.write_outcomes(full_batch())
+        store.readings.write_outcomes(full_batch())
     assert table_counts(db_path) == before
-    assert store.counters() == counters_before
-    assert [s.device for s in store.streams()] == ["th-0001"]
+    assert store.counters.all() == counters_before
+    assert [s.device for s in store.readings.streams()] == ["th-0001"]
 
-    store._writer.execute("PRAGMA max_page_count = 1073741823")  # space freed
-    result = store.write_outcomes(full_batch())  # the caller's retry of the same batch
+    store._db._writer.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    result = store.readings.write_outcomes(full_batch())  # the caller's retry of the same batch
     assert (result.readings_inserted, result.meta_versions_added, result.events_added) == (
         4000, 1, 1)
-    assert len(store.streams()) == 41
-    _, values = store.read_window("north", "new-39", "temperature", T0, T0 + 100)
+    assert len(store.readings.streams()) == 41
+    _, values = store.readings.read_window("north", "new-39", "temperature", T0, T0 + 100)
     assert values.tolist() == [float(j) for j in range(100)]
 
 
 def test_read_only_database_is_a_store_error_and_recovers(store: Store, db_path: Path) -> None:
     before = table_counts(db_path)
-    store._writer.execute("PRAGMA query_only = ON")
+    store._db._writer.execute("PRAGMA query_only = ON")
     with pytest.raises(StoreError, match="readonly"):
-        store.write_outcomes(full_batch(2))
+        store.readings.write_outcomes(full_batch(2))
     assert table_counts(db_path) == before
-    store._writer.execute("PRAGMA query_only = OFF")
-    assert store.write_outcomes(full_batch(2)).readings_inserted == 200
+    store._db._writer.execute("PRAGMA query_only = OFF")
+    assert store.readings.write_outcomes(full_batch(2)).readings_inserted == 200
 
 
 def test_locked_database_is_a_store_error(db_path: Path,
@@ -551,29 +552,29 @@ def test_locked_database_is_a_store_error(db_path: Path,
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:
             with pytest.raises(StoreError, match="locked"):
-                s.write_outcomes([readings_outcome(reading(T0))])
+                s.readings.write_outcomes([readings_outcome(reading(T0))])
         finally:
             other.execute("ROLLBACK")
             other.close()
-        assert s.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
+        assert s.readings.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
 
 
 def test_non_sqlite_errors_roll_back_and_propagate(store: Store, db_path: Path) -> None:
     before = table_counts(db_path)
     bad = Outcome(readings=(reading(T0), reading(math.inf)))  # a bug upstream
     with pytest.raises(OverflowError):
-        store.write_outcomes([bad])
+        store.readings.write_outcomes([bad])
     assert table_counts(db_path) == before
-    assert store.streams() == []
-    assert store.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
+    assert store.readings.streams() == []
+    assert store.readings.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
 
 
 def test_counters_commit_with_the_batch(store: Store) -> None:
-    store.write_outcomes([readings_outcome(reading(T0), reading(T0 + 1, None))],
-                         counters={"batches": 1})
-    store.write_outcomes([readings_outcome(reading(T0))], counters={"batches": 1})
-    store.incr_counters(reconnects=2, **{"custom.name": 5})
-    counters = store.counters()
+    store.readings.write_outcomes([readings_outcome(reading(T0), reading(T0 + 1, None))],
+                                  counters={"batches": 1})
+    store.readings.write_outcomes([readings_outcome(reading(T0))], counters={"batches": 1})
+    store.counters.add(reconnects=2, **{"custom.name": 5})
+    counters = store.counters.all()
     assert counters["batches"] == 2
     assert counters["messages"] == 2
     assert counters["readings_inserted"] == 2
@@ -583,7 +584,7 @@ def test_counters_commit_with_the_batch(store: Store) -> None:
 
 
 def test_empty_batch_is_harmless(store: Store) -> None:
-    assert store.write_outcomes([]) == WriteResult()
+    assert store.readings.write_outcomes([]) == WriteResult()
 
 
 # --------------------------------------------------------------------------- findings, outbox
@@ -592,65 +593,68 @@ def test_empty_batch_is_harmless(store: Store) -> None:
 def test_save_findings_and_outbox_then_drain_in_order(store: Store) -> None:
     messages = [OutboxMessage(f"fleet/north/audit/gw/finding/th-0001/s{i}", f"{i}".encode(),
                               retain=True) for i in range(5)]
-    store.save_findings([finding()], messages[:3])
-    store.save_findings([], messages[3:], now=T0 + 60)
-    assert store.outbox_depth() == (5, T0)
-    rows = store.outbox_peek(10)
+    store.findings.save([finding()], messages[:3])
+    store.findings.save([], messages[3:], now=T0 + 60)
+    assert store.outbox.depth() == (5, T0)
+    rows = store.outbox.peek(10)
     assert [r.payload for r in rows] == [b"0", b"1", b"2", b"3", b"4"]
     assert rows[0].retain is True and rows[0].qos == 1 and rows[0].attempts == 0
     assert [r.created_at for r in rows] == [T0, T0, T0, T0 + 60, T0 + 60]
 
-    store.outbox_failed(rows[0].id, "broker refused the publish")
-    store.outbox_failed(rows[0].id, "timeout")
-    store.outbox_done([rows[1].id, rows[2].id])
-    rows = store.outbox_peek(2)
+    store.outbox.failed(rows[0].id, "broker refused the publish")
+    store.outbox.failed(rows[0].id, "timeout")
+    store.outbox.done([rows[1].id, rows[2].id])
+    rows = store.outbox.peek(2)
     assert [r.payload for r in rows] == [b"0", b"3"]
     assert (rows[0].attempts, rows[0].last_error) == (2, "timeout")
-    store.outbox_done(r.id for r in store.outbox_peek(10))
-    store.outbox_done([])
-    assert store.outbox_depth() == (0, None)
+    store.outbox.done(r.id for r in store.outbox.peek(10))
+    store.outbox.done([])
+    assert store.outbox.depth() == (0, None)
 
 
 def test_outbox_ids_are_never_reused(store: Store) -> None:
-    store.save_findings([], [OutboxMessage("t", b"a")])
-    [row] = store.outbox_peek(1)
-    store.outbox_done([row.id])
-    store.save_findings([], [OutboxMessage("t", b"b")])
-    assert store.outbox_peek(1)[0].id > row.id
+    store.findings.save([], [OutboxMessage("t", b"a")])
+    [row] = store.outbox.peek(1)
+    store.outbox.done([row.id])
+    store.findings.save([], [OutboxMessage("t", b"b")])
+    assert store.outbox.peek(1)[0].id > row.id
 
 
 def test_save_findings_is_all_or_nothing(store: Store, db_path: Path) -> None:
     broken = OutboxMessage("t", None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        store.save_findings([finding()], [OutboxMessage("t", b"ok"), broken])
-    assert store.latest_findings() == [] and store.outbox_depth() == (0, None)
+        store.findings.save([finding()], [OutboxMessage("t", b"ok"), broken])
+    assert store.findings.latest() == [] and store.outbox.depth() == (0, None)
     assert table_counts(db_path)["findings"] == 0
 
 
 def test_latest_findings_per_kind_device_sensor(store: Store) -> None:
-    store.save_findings([finding(status="pass"), finding("th-0002"),
+    store.findings.save([finding(status="pass"), finding("th-0002"),
                          finding(sensor=None, kind="metadata")], [], now=T0)
-    store.save_findings([finding(status="fail")], [], now=T0 + 3600)
-    latest = store.latest_findings()
-    assert [(f["kind"], f["device"], f["sensor"], f["status"]) for f in latest] == [
+    store.findings.save([finding(status="fail")], [], now=T0 + 3600)
+    latest = store.findings.latest()
+    assert [(s.finding.kind, s.finding.device, s.finding.sensor, s.finding.status)
+            for s in latest] == [
         ("metadata", "th-0001", None, "pass"),
         ("calibration", "th-0001", "temperature", "fail"),
         ("calibration", "th-0002", "temperature", "pass"),
     ]
-    assert latest[1]["created_at"] == T0 + 3600
-    assert latest[1]["causes"][0]["cause"] == "offset_drift"
-    assert [f["device"] for f in store.latest_findings(device="th-0002")] == ["th-0002"]
-    assert len(store.latest_findings(kind="metadata")) == 1
-    assert len(store.findings_since(T0)) == 4
-    assert [f["status"] for f in store.findings_since(T0 + 1)] == ["fail"]
+    assert latest[1].created_at == T0 + 3600
+    assert latest[1].finding.causes[0].cause == "offset_drift"
+    assert latest[1].finding == finding(status="fail")  # the same typed value comes back
+    assert latest[1].to_json()["created_at"] == T0 + 3600
+    assert [f.finding.device for f in store.findings.latest(device="th-0002")] == ["th-0002"]
+    assert len(store.findings.latest(kind="metadata")) == 1
+    assert len(store.findings.since(T0)) == 4
+    assert [f.finding.status for f in store.findings.since(T0 + 1)] == ["fail"]
 
 
 def test_purge_findings_keeps_current_verdicts(store: Store) -> None:
-    store.save_findings([finding(status="pass"), finding("th-0002")], [], now=T0)
-    store.save_findings([finding(status="fail")], [], now=T0 + 3600)
-    assert store.purge_findings(T0 + 7200, chunk=1) == 1
-    assert len(store.latest_findings()) == 2
-    assert len(store.findings_since(0)) == 2
+    store.findings.save([finding(status="pass"), finding("th-0002")], [], now=T0)
+    store.findings.save([finding(status="fail")], [], now=T0 + 3600)
+    assert store.findings.purge(T0 + 7200, chunk=1) == 1
+    assert len(store.findings.latest()) == 2
+    assert len(store.findings.since(0)) == 2
 
 
 # --------------------------------------------------------------------------- retention
@@ -658,31 +662,31 @@ def test_purge_findings_keeps_current_verdicts(store: Store) -> None:
 
 def test_purge_readings_in_chunks(store: Store) -> None:
     for device in ("a", "b", "c"):
-        store.write_outcomes([readings_outcome(*[reading(T0 + i, device=device)
-                                                 for i in range(1000)])])
+        store.readings.write_outcomes([readings_outcome(*[reading(T0 + i, device=device)
+                                                          for i in range(1000)])])
     transactions: list[str] = []
-    store._writer.set_trace_callback(
+    store._db._writer.set_trace_callback(
         lambda sql: transactions.append(sql) if sql.startswith("BEGIN") else None)
-    deleted = store.purge_readings(T0 + 600, chunk=100)
-    store._writer.set_trace_callback(None)
+    deleted = store.readings.purge(T0 + 600, chunk=100)
+    store._db._writer.set_trace_callback(None)
     assert deleted == 3 * 600
     assert len(transactions) >= 3 * 6  # at most `chunk` rows per transaction
-    for info in store.streams():
+    for info in store.readings.streams():
         assert (info.count, info.first_ts, info.last_ts) == (400, T0 + 600, T0 + 999)
-    ts, _ = store.read_window("north", "a", "temperature", 0, math.inf)
+    ts, _ = store.readings.read_window("north", "a", "temperature", 0, math.inf)
     assert ts[0] == T0 + 600 and len(ts) == 400
-    assert store.summary()["readings"] == 1200
+    assert store.summary().readings == 1200
 
 
 def test_purge_everything_empties_the_span(store: Store) -> None:
-    store.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(10)])])
-    assert store.purge_readings(T0 + 100) == 10
-    [info] = store.streams()
+    store.readings.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(10)])])
+    assert store.readings.purge(T0 + 100) == 10
+    [info] = store.readings.streams()
     assert (info.count, info.first_ts, info.last_ts) == (0, None, None)
-    assert store.purge_readings(T0 + 100) == 0
+    assert store.readings.purge(T0 + 100) == 0
     # A late redelivery of a purged reading is stored again: the stream is still usable.
-    assert store.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
-    assert store.streams()[0].count == 1
+    assert store.readings.write_outcomes([readings_outcome(reading(T0))]).readings_inserted == 1
+    assert store.readings.streams()[0].count == 1
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -698,7 +702,7 @@ def test_audit_reads_while_ingest_writes(store: Store) -> None:
     def ingest() -> None:
         try:
             for b in range(batches):
-                store.write_outcomes([readings_outcome(*[
+                store.readings.write_outcomes([readings_outcome(*[
                     reading(T0 + b * per_batch + i, float(b)) for i in range(per_batch)])])
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -709,23 +713,23 @@ def test_audit_reads_while_ingest_writes(store: Store) -> None:
     writer.start()
     seen: list[int] = []
     while not done.is_set() or not seen:
-        ts, _ = store.read_window("north", "th-0001", "temperature", 0, math.inf)
+        ts, _ = store.readings.read_window("north", "th-0001", "temperature", 0, math.inf)
         assert len(ts) % per_batch == 0  # whole batches only
         assert np.all(np.diff(ts) > 0)
         seen.append(len(ts))
     writer.join()
     assert not errors
     assert seen == sorted(seen)
-    ts, _ = store.read_window("north", "th-0001", "temperature", 0, math.inf)
+    ts, _ = store.readings.read_window("north", "th-0001", "temperature", 0, math.inf)
     assert len(ts) == batches * per_batch
 
 
 def test_readers_on_many_threads(store: Store) -> None:
-    store.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(100)])])
+    store.readings.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(100)])])
     results: list[int] = []
 
     def read() -> None:
-        ts, _ = store.read_window("north", "th-0001", "temperature", T0, T0 + 50)
+        ts, _ = store.readings.read_window("north", "th-0001", "temperature", T0, T0 + 50)
         results.append(len(ts))
 
     threads = [threading.Thread(target=read) for _ in range(8)]
@@ -734,40 +738,40 @@ def test_readers_on_many_threads(store: Store) -> None:
     for t in threads:
         t.join()
     assert results == [50] * 8
-    assert len(store._readers) >= 8
+    assert len(store._db._readers) >= 8
 
 
 # --------------------------------------------------------------------------- overview, lifecycle
 
 
 def test_summary(store: Store, db_path: Path) -> None:
-    store.write_outcomes([readings_outcome(reading(T0), reading(T0, sensor="h")),
-                          Outcome(rejections=(rejection("bad_json"),))])
-    store.save_findings([finding()], [OutboxMessage("t", b"x")])
+    store.readings.write_outcomes([readings_outcome(reading(T0), reading(T0, sensor="h")),
+                                   Outcome(rejections=(rejection("bad_json"),))])
+    store.findings.save([finding()], [OutboxMessage("t", b"x")])
     summary = store.summary()
-    assert {k: summary[k] for k in ("streams", "readings", "quarantine", "findings", "outbox",
-                                    "schema_version", "journal_mode")} == {
+    assert {k: getattr(summary, k) for k in ("streams", "readings", "quarantine", "findings",
+                                             "outbox", "schema_version", "journal_mode")} == {
         "streams": 2, "readings": 2, "quarantine": 1, "findings": 1, "outbox": 1,
         "schema_version": SCHEMA_VERSION, "journal_mode": "wal"}
-    assert summary["file_size"] > 0 and summary["path"] == str(db_path)
+    assert summary.file_size > 0 and summary.path == str(db_path)
 
 
 def test_closed_store_refuses_work(db_path: Path) -> None:
     s = Store(db_path)
-    s.write_outcomes([readings_outcome(reading(T0))])
-    s.streams()  # opens this thread's reader
+    s.readings.write_outcomes([readings_outcome(reading(T0))])
+    s.readings.streams()  # opens this thread's reader
     s.close()
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        s.write_outcomes([readings_outcome(reading(T0 + 1))])
+        s.readings.write_outcomes([readings_outcome(reading(T0 + 1))])
     with pytest.raises(StoreError, match="closed"):
-        s.streams()
+        s.readings.streams()
 
 
 def test_acknowledged_batch_survives_reopen_without_close(db_path: Path) -> None:
     """What returned from write_outcomes is in the file, even if the process dies now."""
     s = Store(db_path)
-    s.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(10)])])
+    s.readings.write_outcomes([readings_outcome(*[reading(T0 + i) for i in range(10)])])
     # No close(): read the file through a fresh, independent connection.
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10

@@ -30,12 +30,12 @@ from auditd.adapters.sinks.dispatch import (
     TicketDispatcher,
     WebhookSink,
 )
+from auditd.adapters.store import Store
+from auditd.adapters.store.alerts import AlertPlanner
 from auditd.cli import main
 from auditd.domain.alerts import plan
 from auditd.domain.tickets import backoff_s, ticket_payload
 from auditd.model import Cause, Finding
-from auditd.store import Store
-from auditd.store_alerts import AlertPlanner
 
 T0 = 1_764_028_800.0
 HOUR = 3600.0
@@ -54,7 +54,7 @@ def open_alerts(store: Store, devices: list[str], sinks: tuple[str, ...]) -> Non
     for i in range(2):
         now = T0 + i * HOUR
         round_ = [failing(d) for d in devices]
-        store.save_findings(round_, [], now=now, alerts=AlertPlanner(
+        store.findings.save(round_, [], now=now, alerts=AlertPlanner(
             decide=partial(plan, findings=round_, now=now),
             render=partial(ticket_payload, gateway="gw"), sinks=sinks))
 
@@ -87,7 +87,7 @@ def test_webhook_down_then_up_gets_exactly_one_ticket_per_alert(tmp_path: Path) 
             for step in range(1, 30):
                 delivered += dispatcher.drain_once(now=now + step * 700)
             assert delivered == 3
-            assert sorted(server.tickets) == sorted(a.id for a in store.alerts())
+            assert sorted(server.tickets) == sorted(a.id for a in store.alerts.select())
             for ticket_id, filed in server.tickets.items():
                 [body] = filed
                 assert body["ticket_id"] == ticket_id and body["event"] == "open"
@@ -96,7 +96,7 @@ def test_webhook_down_then_up_gets_exactly_one_ticket_per_alert(tmp_path: Path) 
             assert all(r.headers["Idempotency-Key"] == r.body["idempotency_key"]
                        for r in server.requests)
             assert len(server.requests) == 3 + 2  # each once, plus the two 503s
-            assert store.delivery_counts() == {"webhook": {"delivered": 3}}
+            assert store.tickets.counts() == {"webhook": {"delivered": 3}}
             assert dispatcher.drain_once(now=now + 10 * HOUR) == 0  # nothing sent twice
             assert len(server.requests) == 5
         finally:
@@ -117,8 +117,8 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_can_be_retried(
             for step in range(20):
                 dispatcher.drain_once(now=T0 + 2 * HOUR + step * 10)
             assert len(server.requests) == 4
-            assert store.delivery_counts() == {"webhook": {"dead": 1}}
-            assert store.summary()["tickets_dead"] == 1
+            assert store.tickets.counts() == {"webhook": {"dead": 1}}
+            assert store.summary().tickets_dead == 1
         out = CliRunner().invoke(main, ["findings", "--store", str(db)]).output
         assert "1 dead-lettered" in out
         out = CliRunner().invoke(main, ["tickets", "--store", str(db)]).output
@@ -162,7 +162,7 @@ def test_a_refused_request_is_dead_lettered_at_once(tmp_path: Path) -> None:
                                           RetryPolicy(max_attempts=10))
             assert dispatcher.drain_once(now=T0 + 3 * HOUR) == 0  # the first is refused
             assert dispatcher.drain_once(now=T0 + 3 * HOUR) == 1  # the queue moves on
-            assert store.delivery_counts() == {"webhook": {"dead": 1, "delivered": 1}}
+            assert store.tickets.counts() == {"webhook": {"dead": 1, "delivered": 1}}
     finally:
         server.stop()
 

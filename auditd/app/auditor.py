@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from auditd import core, logs
 from auditd.adapters.config.daemon import AuditConfig, DaemonConfig
+from auditd.adapters.store import Store
+from auditd.adapters.store.alerts import AlertPlanner
+from auditd.adapters.store.outbox import OutboxMessage
 from auditd.core.series import Series
 from auditd.domain import alerts, run_context, tickets
 from auditd.domain.audit_plan import (
@@ -47,11 +50,8 @@ from auditd.domain.metadata import (
     DeviceHistory,
     FleetView,
     MetadataPolicy,
-    MetaVersion,
 )
-from auditd.model import AlertPolicy, Finding
-from auditd.store import OutboxMessage, Store, StreamInfo
-from auditd.store_alerts import AlertPlanner
+from auditd.model import AlertPolicy, Finding, StreamInfo
 from auditd.topics import TopicsConfig
 
 log = logs.get("auditd.app.auditor")
@@ -138,9 +138,10 @@ class Auditor:
         if self._next_catalog is not None:
             self._catalog, self._next_catalog = self._next_catalog, None
         started = time.perf_counter()
-        announced = {device: str(meta["model"]) for device, meta in
-                     self._store.latest_meta().items() if isinstance(meta.get("model"), str)}
-        tasks = plan(self._store.streams(), self._catalog, announced, self._window_override_s)
+        announced = {device: version.model for device, version in
+                     self._store.devices.latest_meta().items() if version.model is not None}
+        tasks = plan(self._store.readings.streams(), self._catalog, announced,
+                     self._window_override_s)
         findings = []
         for group in group_tasks(tasks):
             findings.extend(self._audit_group(group, now))
@@ -160,7 +161,7 @@ class Auditor:
                                         _dumps(report), qos=1, retain=False))
         planner = (planner_for(self._alerting, self._catalog, announced, findings, now)
                    if self._alerting is not None else None)
-        changes = self._store.save_findings(findings, outbox, now=now, alerts=planner)
+        changes = self._store.findings.save(findings, outbox, now=now, alerts=planner)
         run = AuditRun(now, tuple(findings), report, duration, changes)
         self.last_run = run
         return run
@@ -178,16 +179,17 @@ class Auditor:
             models = {device: self._catalog.model_for(device, announced.get(device))
                       for device in histories}
             with_changes = run_context.with_context(findings, histories, self._policy)
-            roots = [f for f in self._store.latest_findings(kind="calibration")
-                     if f.get("context", {}).get("comparison") == run_context.COHORT]
+            roots = [s.finding for s in self._store.findings.latest(kind="calibration")
+                     if s.finding.context.get("comparison") == run_context.COHORT]
             outcome = run_context.apply_cohorts(with_changes, histories, models, self._cohort_alpha,
-                                          self._policy, now=now, previous_roots=roots)
-            previous = {f["device"]: f for f in self._store.latest_findings(kind="metadata")}
+                                                self._policy, now=now, previous_roots=roots)
+            previous = {s.finding.device: s.finding
+                        for s in self._store.findings.latest(kind="metadata")}
             firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
                                     for d, h in histories.items()
                                     if not self._catalog.is_reference(d))
             metadata = run_context.metadata_findings(histories, self._catalog, models, previous,
-                                               now, firmware, self._policy)
+                                                     now, firmware, self._policy)
         except Exception:
             log.exception("audit.fleet_step_failed")
             return findings, []
@@ -196,13 +198,13 @@ class Auditor:
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:
             return finding
-        rejected = self._store.rejected_between(finding.device, finding.sensor,
-                                                finding.window_start, finding.window_end)
+        rejected = self._store.quarantine.rejected_between(finding.device, finding.sensor,
+                                                           finding.window_start, finding.window_end)
         out = rejected.get(OUT_OF_RANGE, 0)
         if not out:
             return finding
-        stored = self._store.count_between(finding.site, finding.device, finding.sensor,
-                                           finding.window_start, finding.window_end)
+        stored = self._store.readings.count_between(finding.site, finding.device, finding.sensor,
+                                                    finding.window_start, finding.window_end)
         model = self._catalog.model_for(finding.device, announced.get(finding.device))
         profile = self._catalog.profile(model) if model else None
         spec = profile.sensors.get(finding.sensor) if profile else None
@@ -228,7 +230,7 @@ class Auditor:
                     for f in findings.values()]
         grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now)
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
-                                             min_bins=group.min_samples)
+                                                  min_bins=group.min_samples)
         why = distrust(self._catalog.reference(group.reference), group, decision, now)
         peers: dict[str, Finding] = {}
         for task in group.tasks if why else ():
@@ -249,7 +251,7 @@ class Auditor:
         devices = {t.device: self._read(t.site, t.device, t.sensor, start, now)
                    for t in group.tasks}
         grid = core.consensus.common_grid(devices, Series.of([], []), group.interval_s, start,
-                                     now)
+                                          now)
         why = f"reference {group.reference} is not trusted for {group.sensor} or does not report it"
         out = []
         for task in group.tasks:
@@ -264,8 +266,8 @@ class Auditor:
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
         """A window as the audit judges it: through the corrections recorded as calibration
         events of the device (``auditd.calibration``; the store keeps the raw readings)."""
-        ts, values = self._store.read_window(site, device, sensor, start, end)
-        found = corrections(self._store.events(device), sensor)
+        ts, values = self._store.readings.read_window(site, device, sensor, start, end)
+        found = corrections(self._store.devices.events(device), sensor)
         return Series(ts, apply(ts, values, found) if found else values)
 
     def _judge(self, task: AuditTask, device: Series, comparison: Series, now: float, *,
@@ -288,8 +290,8 @@ class Auditor:
     def _baseline_residuals(self, task: AuditTask, start: float) -> FloatArray | None:
         """The device - reference residuals of the stream's baseline window, if it has one."""
         window = baseline_window(
-            self._store.last_passing_window("calibration", task.device, task.sensor,
-                                            before=start),
+            self._store.findings.last_passing_window("calibration", task.device, task.sensor,
+                                                     before=start),
             last_calibration(self._store, task.device, start), task.window_s, start)
         if window is None:
             return None
@@ -315,15 +317,15 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
     """Every device the store knows of (by its meta, events, telemetry or quarantined
     telemetry), with what ``auditd.metadata`` needs to judge it."""
     streams: dict[str, list[StreamInfo]] = {}
-    for stream in store.streams():
+    for stream in store.readings.streams():
         streams.setdefault(stream.device, []).append(stream)
     events: dict[str, list[Any]] = {}
-    for event in store.events():
+    for event in store.devices.events():
         events.setdefault(event.device, []).append(event)
     since = now - policy.context_lookback_s
-    unknown_sensors = store.rejected_devices("sensor_unknown", since)
-    unknown_model = store.rejected_devices("unknown_device_model", since)
-    latest = store.latest_meta()
+    unknown_sensors = store.quarantine.rejected_devices("sensor_unknown", since)
+    unknown_model = store.quarantine.rejected_devices("unknown_device_model", since)
+    latest = store.devices.latest_meta()
     devices = sorted(set(streams) | set(latest) | set(events) | set(unknown_model))
     out = {}
     for device in devices:
@@ -334,8 +336,7 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
                      if profile is not None and s.sensor in profile.sensors]
         if not intervals and profile is not None:  # announced itself, never reported
             intervals = [spec.interval_s for spec in profile.sensors.values()]
-        versions = tuple(MetaVersion.from_view(v) for v in store.meta_history(device)) \
-            if device in latest else ()
+        versions = tuple(store.devices.meta_history(device)) if device in latest else ()
         firsts = [s.first_ts for s in own if s.first_ts is not None]
         lasts = [s.last_ts for s in own if s.last_ts is not None]
         site = (versions[-1].site if versions else own[0].site if own
@@ -355,5 +356,6 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
 
 def last_calibration(store: Store, device: str, before: float) -> float | None:
     """Time of the device's latest ``calibration`` event before ``before``."""
-    times = [e.ts for e in store.events(device) if e.type == "calibration" and e.ts < before]
+    times = [e.ts for e in store.devices.events(device)
+             if e.type == "calibration" and e.ts < before]
     return max(times, default=None)

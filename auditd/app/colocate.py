@@ -22,6 +22,7 @@ from auditd.adapters.sources.export_mappings import (
     default_sensor_units,
 )
 from auditd.adapters.sources.exports import Export, device_and_path, read_export
+from auditd.adapters.store import Store
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
 from auditd.domain.colocation import (
@@ -43,7 +44,6 @@ from auditd.domain.colocation import (
 )
 from auditd.errors import ConfigError
 from auditd.model import Cause, EventRecord, Finding, Outcome, iso
-from auditd.store import Store
 
 SIGNIFICANT_DIGITS = 6
 CONDITIONS = ("temperature", "humidity")
@@ -124,7 +124,7 @@ def sources_from_store(store: Store, site: str, reference: str,
     """The same evaluation from what a gateway ingested (live or by ``import``):
     ``devices`` default to every other device of the site that shares a sensor with the
     reference."""
-    streams = [s for s in store.streams() if s.site == site]
+    streams = [s for s in store.readings.streams() if s.site == site]
     by_device: dict[str, list[Any]] = {}
     for s in streams:
         by_device.setdefault(s.device, []).append(s)
@@ -144,13 +144,13 @@ def sources_from_store(store: Store, site: str, reference: str,
         for info in by_device[device]:
             if info.first_ts is None or info.last_ts is None:
                 continue
-            ts, values = store.read_window(site, device, info.sensor, info.first_ts,
-                                           info.last_ts + 1.0)
+            ts, values = store.readings.read_window(site, device, info.sensor, info.first_ts,
+                                                    info.last_ts + 1.0)
             out[info.sensor] = Stream(ts, values, info.unit)
         return out
 
     su = default_sensor_units()
-    excluded = {sensor: n for (sensor, reason), n in store.quarantine_counts(reference).items()
+    excluded = {sensor: n for (sensor, reason), n in store.quarantine.counts_of(reference).items()
                 if reason == "reference_qc_flagged" and sensor is not None}
     return Sources(reference_id=reference, reference=read(reference),
                    units={d: read(d) for d in wanted},
@@ -320,7 +320,7 @@ def calibration_events(run: ColocationRun, site: str, now: float
 def record_events(store: Store, events: Sequence[EventRecord]) -> None:
     """Commit the calibration events in one transaction, as if the devices had sent them."""
     if events:
-        store.write_outcomes([Outcome(event=e) for e in events])
+        store.readings.write_outcomes([Outcome(event=e) for e in events])
 
 
 # --------------------------------------------------------------------------- RESULT.json

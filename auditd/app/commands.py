@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditd import logs
+from auditd.adapters.store import Store
+from auditd.adapters.store.readings import WriteResult
 from auditd.app.ingest import Ingestor
 from auditd.domain.validate import parse_timestamp
 from auditd.model import ID_PATTERN, Outcome, RawMessage, Rejection
 from auditd.retry import is_transient
-from auditd.store import Store, WriteResult
 from auditd.text import check_document, parse_duration, printable
 
 log = logs.get("auditd.app.commands")
@@ -158,19 +159,19 @@ class CommandRouter:
 
     def _apply(self, command: Command, at: float) -> None:
         if isinstance(command, Ack):
-            hits = self._store.find_alerts(command.alert)
-            done = len(hits) == 1 and self._store.acknowledge(hits[0].id, at=at, by=command.by,
-                                                              note=command.note)
+            hits = self._store.alerts.find(command.alert)
+            done = len(hits) == 1 and self._store.alerts.acknowledge(
+                hits[0].id, at=at, by=command.by, note=command.note)
             log.info("command_ack", alert=command.alert, by=command.by, applied=done,
                      matches=len(hits))
         elif isinstance(command, SilenceCommand):
-            ident = self._store.add_silence(command.device, command.sensor, command.until,
-                                            at=at, by=command.by, reason=command.reason,
-                                            unless_present=True)
+            ident = self._store.alerts.add_silence(command.device, command.sensor, command.until,
+                                                   at=at, by=command.by, reason=command.reason,
+                                                   unless_present=True)
             log.info("command_silence", device=command.device, sensor=command.sensor,
                      until=command.until, by=command.by, silence=ident)
         else:
-            done = self._store.expire_silence(command.silence, at=at)
+            done = self._store.alerts.expire_silence(command.silence, at=at)
             log.info("command_expire", silence=command.silence, applied=done)
 
     def __getattr__(self, name: str) -> Any:

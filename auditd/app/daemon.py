@@ -34,6 +34,8 @@ from auditd.adapters.sinks import sdnotify
 from auditd.adapters.sinks.dispatch import RetryPolicy, TicketDispatcher, sinks_from
 from auditd.adapters.sinks.publisher import OutboxPublisher
 from auditd.adapters.sources.mqtt import MqttLink
+from auditd.adapters.store import Store
+from auditd.adapters.store.database import Bounds
 from auditd.app import health
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.app.ingest import Ingestor
@@ -41,7 +43,6 @@ from auditd.app.writer import BatchWriter
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.errors import AuditdError, ConfigError
-from auditd.store import Bounds, Store
 
 log = logs.get("auditd.app.daemon")
 
@@ -120,8 +121,8 @@ class Daemon:
     def _retention_job(self) -> None:
         now = self.clock()
         try:
-            readings = self.store.purge_readings(now - self.cfg.store.retention_days * 86400)
-            rejects = self.store.purge_quarantine(
+            readings = self.store.readings.purge(now - self.cfg.store.retention_days * 86400)
+            rejects = self.store.quarantine.purge(
                 now - self.cfg.store.quarantine_retention_days * 86400)
         except AuditdError as exc:
             log.error("retention_failed", error=str(exc))
@@ -261,15 +262,13 @@ class Daemon:
         except OSError:
             view["free_bytes"] = 0
         try:
-            view["quarantine"] = self.store.quarantine_usage()
+            view["quarantine"] = self.store.quarantine.usage()
             view["streams"] = self.ingestor.streams
             if self.metrics is not None:
-                from auditd.views.status import alerts_open
-
-                view.update(outbox=self.store.outbox_depth(),
-                            verdicts=self.store.verdict_counts(),
-                            alerts=alerts_open(self.store),
-                            tickets=self.store.delivery_counts())
+                view.update(outbox=self.store.outbox.depth(),
+                            verdicts=self.store.findings.verdict_counts(),
+                            alerts=self.store.alerts.open_by_severity(),
+                            tickets=self.store.tickets.counts())
         except AuditdError as exc:
             log.warning("metrics_store_read_failed", error=str(exc))
         self._store_view = view

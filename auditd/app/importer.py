@@ -16,9 +16,10 @@ from pathlib import Path
 
 from auditd.adapters.sources.export_mappings import ExportMapping, SensorUnit
 from auditd.adapters.sources.exports import Export, read_export
+from auditd.adapters.store import Store
+from auditd.adapters.store.readings import ImportRecord
 from auditd.errors import ExportError
 from auditd.model import ID_PATTERN, Rejection
-from auditd.store import ImportRecord, Store
 
 QUARANTINE_TOPIC = "import/{device}"
 """The quarantine's ``topic`` of an imported row: imports have no MQTT topic."""
@@ -80,9 +81,9 @@ def import_file(
     record = ImportRecord(sha256=file_sha256(path), path=str(path), site=site, device=device,
                           mapping=export.mapping, imported_at=now)
     series = [(c.sensor, c.unit, c.ts, c.values) for c in export.channels.values()]
-    earlier = store.write_import(record, series, rejections_of(export, now))
+    earlier = store.readings.write_import(record, series, rejections_of(export, now))
     if earlier is not None:
         return ImportOutcome(earlier, True, export)
-    stored = store.imports()
+    stored = store.readings.imports()
     mine = next((r for r in stored if r.sha256 == record.sha256), record)
     return ImportOutcome(mine, False, export)

@@ -27,12 +27,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from auditd import logs
+from auditd.adapters.store import Store
+from auditd.adapters.store.readings import WriteResult
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits, Reason, TopicError, parse_topic, validate_message
 from auditd.errors import StoreError
 from auditd.model import Outcome, Profile, RawMessage, Rejection
 from auditd.retry import error_code, is_transient
-from auditd.store import Store, WriteResult
 from auditd.text import printable
 
 log = logs.get("auditd.app.ingest")
@@ -102,12 +103,12 @@ class Ingestor:
         self._prefix = prefix
         self._limits = limits
         self._announced: dict[str, str] = {
-            device: str(meta["model"])
-            for device, meta in store.latest_meta().items()
-            if isinstance(meta.get("model"), str)
+            device: version.model
+            for device, version in store.devices.latest_meta().items()
+            if version.model is not None
         }
-        self._devices: set[str] = store.known_devices()
-        self._streams: set[tuple[str, str, str]] = store.stream_keys()
+        self._devices: set[str] = store.readings.known_devices()
+        self._streams: set[tuple[str, str, str]] = store.readings.stream_keys()
         self.totals = IngestTotals()
 
     def reload(self, catalog: Catalog) -> None:
@@ -188,7 +189,7 @@ class Ingestor:
                counters: Mapping[str, int] | None = None) -> WriteResult:
         """One transaction (with ``counters`` added to the persistent ones in it); raises
         and leaves nothing behind when it fails."""
-        result = self._store.write_outcomes(outcomes, counters=counters)
+        result = self._store.readings.write_outcomes(outcomes, counters=counters)
         self.totals.add(messages, result)
         return result
 

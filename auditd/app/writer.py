@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from auditd import logs
 from auditd.adapters.sources.mqtt import Delivery
+from auditd.adapters.store.readings import WriteResult
 from auditd.app.ingest import Ingestor
 from auditd.model import Outcome
 from auditd.retry import backoff_delays, error_code
-from auditd.store import WriteResult
 from auditd.text import printable
 
 log = logs.get("auditd.app.writer")

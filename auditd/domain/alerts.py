@@ -243,8 +243,8 @@ class Alert:
     severity: Severity
     peak: Severity
     updated_at: float
-    finding: Mapping[str, Any]
-    """The latest finding of the stream while the alert lives (its published JSON)."""
+    finding: Finding
+    """The latest finding of the stream while the alert lives."""
     resolved_at: float | None = None
     group: str | None = None
     """The root stream (``StreamKey.text``) whose alert stands for this one."""
@@ -346,7 +346,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
             current = Alert(id=ident, kind=finding.kind, site=finding.site,
                             device=finding.device, sensor=finding.sensor, cause=track.cause,
                             opened_at=opened_at, state="open", severity=track.severity,
-                            peak=track.peak, updated_at=now, finding=finding.to_json())
+                            peak=track.peak, updated_at=now, finding=finding)
         tracks[key] = (finding.site, track)
         if current is None or (current.state == "resolved" and event is None):
             continue
@@ -355,7 +355,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
             current, state=track.state if track.state != "ok" else current.state,
             severity=track.severity if track.state in ACTIVE else current.severity,
             peak=track.peak, updated_at=now,
-            finding=finding.to_json() if finding.status != "insufficient_data"
+            finding=finding if finding.status != "insufficient_data"
             and key not in implicit else current.finding,
             resolved_at=now if event == "resolve" else current.resolved_at,
             group=root.text() if root is not None else None,

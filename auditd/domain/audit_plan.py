@@ -22,8 +22,7 @@ from auditd.core.causes import REGISTRY
 from auditd.domain import run_context
 from auditd.domain.catalog import Catalog
 from auditd.errors import UnitError
-from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, iso
-from auditd.store import StreamInfo
+from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, StreamInfo, iso
 from auditd.units import converter, same_dimension_units
 
 if TYPE_CHECKING:  # auditd.core's numerics load on the first audit, not at start-up
@@ -155,6 +154,15 @@ def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
         ],
         "cohorts": list(cohorts),
     }
+
+
+def streams_by_status(verdicts: Mapping[tuple[str, str, str], int]) -> dict[str, int]:
+    """Calibration verdicts by status (pass, fail, insufficient_data)."""
+    out = {"pass": 0, "fail": 0, "insufficient_data": 0}
+    for (kind, status, _), n in verdicts.items():
+        if kind == "calibration":
+            out[status] = out.get(status, 0) + n
+    return out
 
 
 # --------------------------------------------------------------------------- baseline, units

@@ -104,13 +104,11 @@ class MetaVersion:
     last_seen: float
     site: str = ""
 
-    @classmethod
-    def from_view(cls, view: Mapping[str, Any]) -> MetaVersion:
-        """From ``Store.meta_history``'s shape (device keys plus the store's)."""
-        store_keys = {"site", "ts", "first_seen", "last_seen"}
-        return cls(data={k: v for k, v in view.items() if k not in store_keys},
-                   ts=float(view["ts"]), first_seen=float(view["first_seen"]),
-                   last_seen=float(view["last_seen"]), site=str(view.get("site", "")))
+    @property
+    def model(self) -> str | None:
+        """The model the device announces, when it names one (as text)."""
+        model = self.data.get("model")
+        return model if isinstance(model, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,10 +587,10 @@ def metadata_finding(device: str, site: str, found: Sequence[Anomaly], now: floa
     )
 
 
-def needs_saving(previous: Mapping[str, Any] | None, found: Sequence[Anomaly]) -> bool:
+def needs_saving(previous: Finding | None, found: Sequence[Anomaly]) -> bool:
     """Whether this audit's metadata verdict on a device is news: the first anomaly, a
     changed set of anomalies, or their end. A clean device with no history says nothing."""
     if previous is None:
         return bool(found)
-    before = previous.get("context", {}).get("anomalies", [])
+    before = previous.context.get("anomalies", [])
     return [list(x) for x in before] != identity(found)

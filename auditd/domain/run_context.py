@@ -2,7 +2,7 @@
 cohorts fail together, and which devices' metadata is anomalous.
 
 Pure: the run's calibration findings and each device's history in, findings out. The
-``Auditor`` reads the histories from the store (``auditd.audit.read_histories``) and
+``Auditor`` reads the histories from the store (``auditd.app.auditor.read_histories``) and
 calls these after every stream has been judged, because each of them needs the whole
 fleet's verdicts or the whole fleet's metadata, not one stream's.
 """
@@ -105,7 +105,7 @@ def attributes(history: DeviceHistory | None, model: str | None, site: str) -> d
 def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHistory],
                   models: Mapping[str, str | None], alpha: float = 0.05,
                   policy: MetadataPolicy = DEFAULT_POLICY, *, now: float,
-                  previous_roots: Sequence[Mapping[str, Any]] = ()) -> CohortOutcome:
+                  previous_roots: Sequence[Finding] = ()) -> CohortOutcome:
     """Test every sensor's cohorts; name ``firmware_regression`` first on the members of a
     regressed firmware cohort and add the cohort's own finding (the root its members'
     alerts group under); note other significant cohorts in their failing members' context.
@@ -154,19 +154,19 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
                                                                 "cohorts": noted})
     raised = {(r.device, r.sensor) for r in roots}
     cleared = [_cleared_root(p, now) for p in previous_roots
-               if p.get("status") == "fail" and (p["device"], p["sensor"]) not in raised]
+               if p.status == "fail" and (p.device, p.sensor) not in raised]
     out = [updated[key(f)] for f in findings]
     return CohortOutcome(tuple(out + roots + cleared), tuple(report))
 
 
-def _cleared_root(previous: Mapping[str, Any], now: float) -> Finding:
+def _cleared_root(previous: Finding, now: float) -> Finding:
     """A regressed cohort no longer regressed (rolled back, fixed, or its members gone)."""
     return Finding(
-        kind="calibration", site=previous["site"], device=previous["device"],
-        sensor=previous["sensor"], status="pass", severity="none", window_start=now,
-        window_end=now, unit=previous.get("unit"), reference=None,
-        context={"comparison": COHORT, "cohort": previous.get("context", {}).get("cohort"),
-                 "members": [], "cleared": previous.get("context", {}).get("members", [])},
+        kind="calibration", site=previous.site, device=previous.device,
+        sensor=previous.sensor, status="pass", severity="none", window_start=now,
+        window_end=now, unit=previous.unit, reference=None,
+        context={"comparison": COHORT, "cohort": previous.context.get("cohort"),
+                 "members": [], "cleared": previous.context.get("members", [])},
         action="")
 
 
@@ -234,11 +234,11 @@ def _blame_firmware(f: Finding, cohort: Cohort, sensor: str, root: Finding) -> F
 
 def metadata_findings(histories: Mapping[str, DeviceHistory], catalog: Catalog,
                       models: Mapping[str, str | None],
-                      previous: Mapping[str, Mapping[str, Any]], now: float,
+                      previous: Mapping[str, Finding], now: float,
                       firmware: FleetView,
                       policy: MetadataPolicy = DEFAULT_POLICY) -> list[Finding]:
     """The metadata findings worth saving this run: a device's first anomalies, a change in
-    them, or their end. ``previous``: device -> its latest metadata finding as stored."""
+    them, or their end. ``previous``: device -> its latest metadata finding."""
     out = []
     devices = sorted(set(histories) | {ref.id for ref in catalog.references})
     for device in devices:

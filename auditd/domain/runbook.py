@@ -6,8 +6,8 @@ fix it (each cause's ``steps`` in the registry, ``core.causes``, made specific w
 device's figures). The finding's own ``action`` (``core/actions.py``'s sentence for the top cause)
 leads the top cause's steps.
 
-Pure: a finding's published JSON in, a :class:`Runbook` out, so a ticket built now and one
-rebuilt from the store later say the same.
+Pure: a finding in, a :class:`Runbook` out, so a ticket built now and one rebuilt from the
+store later say the same.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from auditd.core.causes import FALLBACK_STEP
 from auditd.core.causes import spec as cause_spec
+from auditd.model import Finding, iso
 
 METRICS_SHOWN = ("n", "bias", "gain", "offset", "rmse", "r2", "lag_s", "devices", "deviating",
                  "spread")
@@ -82,23 +83,21 @@ def _firmware(context: Mapping[str, Any]) -> str | None:
     return firmware if isinstance(firmware, str) else None
 
 
-def _fields(finding: Mapping[str, Any], evidence: str) -> dict[str, str]:
+def _fields(finding: Finding, evidence: str) -> dict[str, str]:
     """The values the step templates may quote, always all present."""
-    context = finding.get("context") or {}
-    metrics = finding.get("metrics") or {}
-    unit = str(finding.get("unit") or "")
+    context, metrics = finding.context, finding.metrics
+    unit = finding.unit or ""
     firmware = _firmware(context)
-    reference = (context.get("reference_fault") if isinstance(context.get("reference_fault"),
-                                                              str) else None)
-    if reference is None and any(c.get("cause") == "reference_fault"
-                                 for c in finding.get("causes") or []):
-        reference = finding.get("reference") or finding.get("device")
+    named = context.get("reference_fault")
+    reference = named if isinstance(named, str) else None
+    if reference is None and any(c.cause == "reference_fault" for c in finding.causes):
+        reference = finding.reference or finding.device
     lag = metrics.get("lag_s")
     return {
-        "device": str(finding.get("device") or ""),
-        "sensor": str(finding.get("sensor") or "device"),
+        "device": finding.device,
+        "sensor": finding.sensor or "device",
         "unit": unit or "its canonical unit",
-        "reference": str(reference or finding.get("reference") or "the reference instrument"),
+        "reference": str(reference or finding.reference or "the reference instrument"),
         "bias": _num(metrics.get("bias"), unit, sign=True),
         "gain": _num(metrics.get("gain")),
         "lag": f"{lag:+.0f} s" if isinstance(lag, int | float) else "unknown",
@@ -108,7 +107,7 @@ def _fields(finding: Mapping[str, Any], evidence: str) -> dict[str, str]:
     }
 
 
-def steps_for(cause: str, finding: Mapping[str, Any], evidence: str) -> tuple[str, ...]:
+def steps_for(cause: str, finding: Finding, evidence: str) -> tuple[str, ...]:
     """The registry's steps for ``cause`` (``core.causes``), with the finding's figures."""
     fields = _fields(finding, evidence)
     entry = cause_spec(cause)
@@ -116,33 +115,30 @@ def steps_for(cause: str, finding: Mapping[str, Any], evidence: str) -> tuple[st
     return tuple(template.format_map(fields) for template in templates)
 
 
-def build(finding: Mapping[str, Any],
-          members: Sequence[Mapping[str, Any]] = ()) -> Runbook:
-    """The runbook for a finding (its published JSON), and the members it stands for."""
-    causes = [c for c in finding.get("causes") or [] if isinstance(c, Mapping)]
+def build(finding: Finding, members: Sequence[Mapping[str, Any]] = ()) -> Runbook:
+    """The runbook for a finding, and the members it stands for. Its figures are the
+    published finding's (confidences to three decimals, times in RFC 3339)."""
+    own = finding.action.strip()
     steps = []
-    for index, cause in enumerate(causes):
-        name = str(cause.get("cause"))
-        evidence = str(cause.get("evidence") or "")
-        actions = steps_for(name, finding, evidence)
-        own = str(finding.get("action") or "").strip()
+    for index, cause in enumerate(finding.causes):
+        actions = steps_for(cause.cause, finding, cause.evidence)
         if index == 0 and own and own not in actions:
             actions = (own, *actions)
-        steps.append(Step(name, cause.get("confidence"), evidence, actions))
-    device, sensor = finding.get("device"), finding.get("sensor")
+        steps.append(Step(cause.cause, round(cause.confidence, 3), cause.evidence, actions))
+    device, sensor = finding.device, finding.sensor
     top = steps[0].cause if steps else "no recognised cause"
-    title = (f"{device} {sensor or ''}: {top} ({finding.get('severity')})").replace("  ", " ")
+    title = (f"{device} {sensor or ''}: {top} ({finding.severity})").replace("  ", " ")
     if members:
         title += f", {len(members)} devices affected"
-    summary = str(finding.get("action") or "") or (
+    summary = finding.action or (
         f"{device} {sensor or ''} failed its audit without a recognised cause: review it by "
         "hand.")
-    metrics = finding.get("metrics") or {}
+    metrics = finding.metrics
     facts = {
-        "window": finding.get("window"),
-        "onset": finding.get("onset"),
-        "reference": finding.get("reference"),
-        "unit": finding.get("unit"),
+        "window": {"start": iso(finding.window_start), "end": iso(finding.window_end)},
+        "onset": iso(finding.onset),
+        "reference": finding.reference,
+        "unit": finding.unit,
         "metrics": {k: metrics[k] for k in METRICS_SHOWN if k in metrics},
     }
     return Runbook(title, summary, tuple(steps), facts, tuple(members))

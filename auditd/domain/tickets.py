@@ -46,7 +46,7 @@ def ticket_payload(request: TicketRequest, gateway: str) -> dict[str, Any]:
         "title": book.title if request.event != "resolve" else f"Resolved: {book.title}",
         "members": [dict(m) for m in request.members],
         "runbook": book.to_json(),
-        "finding": dict(alert.finding),
+        "finding": alert.finding.to_json(),
     }
 
 

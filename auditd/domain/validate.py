@@ -110,8 +110,8 @@ class Reason:
     EVENT_TYPE_INVALID = "event_type_invalid"
     """An event's ``type`` is missing or not one of ``model.EVENT_TYPES``."""
 
-    # Decided after the gate, by what the gateway already holds (``auditd.ingest``,
-    # ``auditd.store``), with the same quarantine, counting and acknowledgement.
+    # Decided after the gate, by what the gateway already holds (``auditd.app.ingest``,
+    # ``auditd.adapters.store``), with the same quarantine, counting and acknowledgement.
 
     DEVICE_LIMIT = "device_limit"
     """A message from a device the gateway holds nothing of yet, while it already holds

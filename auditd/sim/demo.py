@@ -40,12 +40,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from auditd import PACKAGE_DATA
 from auditd.adapters.config.catalog import load_catalog
 from auditd.adapters.config.daemon import load_daemon_config
+from auditd.adapters.store import Store
 from auditd.errors import IOFailure, UsageError
 from auditd.model import Finding, iso
 from auditd.sim import evaluate, simulate
 from auditd.sim.live import parse_broker, publish
 from auditd.sim.scenario import default_scenario
-from auditd.store import Store
 from auditd.views import alerts as alert_view
 from auditd.views import report
 
@@ -333,13 +333,13 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
     if interrupted:
         return 130
     with Store(out_dir / "audit.db") as store:
-        latest = store.latest_findings(kind="calibration")
-        history = store.findings_since(0.0)
+        latest = [s.finding for s in store.findings.latest(kind="calibration")]
+        history = [s.finding for s in store.findings.since(0.0)]
         data = report.collect(store, catalog, source=str(out_dir / "audit.db"))
         alerts = open_alerts(store)
     echo(alerts if alerts is not None else failing_table(latest))
     scores = evaluate.score(json.loads((out_dir / "truth.json").read_text()),
-                            [Finding.from_json(f) for f in history])
+                            history)
     echo(f"scored against the simulation's truth: {scores['detected']}/{scores['faults']} "
          f"injected faults flagged, {scores['top1']} with the right cause first, "
          f"{scores['false_alarm_streams']} false alarms on {scores['healthy_streams']} "
@@ -375,33 +375,31 @@ def _broker(broker: str | None, tmp: Path) -> Iterator[tuple[str, int, str, str]
     raise DemoError(MOSQUITTO_HINT)
 
 
-def open_alerts(store: Any) -> str | None:
+def open_alerts(store: Store) -> str | None:
     """The open alerts as ``sensor-auditd findings`` shows them; None when none opened
     (a fault must fail ``open_after`` audits in a row first)."""
     now = time.time()
-    alerts = store.alerts()
+    alerts = store.alerts.select()
     if not alerts:
         return None
-    return "\nopen alerts:\n" + alert_view.table(alerts, store.silences(active_at=now), now,
-                                                 store.delivery_counts())
+    return "\nopen alerts:\n" + alert_view.table(alerts, store.alerts.silences(active_at=now), now,
+                                                 store.tickets.counts())
 
 
-def failing_table(findings: list[dict[str, Any]]) -> str:
+def failing_table(findings: list[Finding]) -> str:
     """The streams whose current verdict fails (or lacks data for a reason), worst first."""
     order = {"critical": 0, "major": 1, "minor": 2, "none": 3}
-    rows = [f for f in findings if f.get("status") == "fail"
-            or (f.get("status") == "insufficient_data" and f.get("causes"))]
-    rows.sort(key=lambda f: (order.get(str(f.get("severity")), 4), f["device"],
-                             f.get("sensor") or ""))
+    rows = [f for f in findings if evaluate.flagged(f)]
+    rows.sort(key=lambda f: (order.get(f.severity, 4), f.device, f.sensor or ""))
     if not rows:
         return "\nno failing streams"
     lines = [f"\n{len(rows)} failing streams (current verdicts):",
              f"{'severity':<9} {'device':<16} {'sensor':<12} {'cause':<20} {'since':<17} "
              f"action"]
     for f in rows:
-        cause = f["causes"][0]["cause"] if f.get("causes") else "-"
-        since = (f.get("onset") or "-")[:16]
-        action = (f.get("action") or "")[:60]
-        lines.append(f"{f.get('severity', '-'):<9} {f['device']:<16} "
-                     f"{f.get('sensor') or '-':<12} {cause:<20} {since:<17} {action}")
+        cause = f.causes[0].cause if f.causes else "-"
+        since = (iso(f.onset) or "-")[:16]
+        action = f.action[:60]
+        lines.append(f"{f.severity:<9} {f.device:<16} "
+                     f"{f.sensor or '-':<12} {cause:<20} {since:<17} {action}")
     return "\n".join(lines)

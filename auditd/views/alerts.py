@@ -114,7 +114,7 @@ def _alert_json(alert: Alert, silences: Sequence[Silence], now: float) -> dict[s
         "members": list(alert.members), "notified": alert.notified,
         "acked_at": iso(alert.acked_at), "acked_by": alert.acked_by, "note": alert.note,
         "silenced_until": iso(hold.until) if hold else None,
-        "finding": dict(alert.finding),
+        "finding": alert.finding.to_json(),
     }
 
 

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from auditd.adapters.store import Store
+from auditd.adapters.store.findings import StoredFinding
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import MetaVersion, parse_date
-from auditd.model import EventRecord, iso
-from auditd.store import Store, StreamInfo
+from auditd.model import EventRecord, Finding, StreamInfo, iso
 
 EMPTY = "-"
 
@@ -44,44 +45,45 @@ class TimelineEntry:
 
 
 def read_devices(store: Store, catalog: Catalog) -> list[DeviceRow]:
-    latest = store.latest_meta()
+    latest = store.devices.latest_meta()
     streams: dict[str, list[StreamInfo]] = {}
-    for s in store.streams():
+    for s in store.readings.streams():
         streams.setdefault(s.device, []).append(s)
-    verdicts: dict[str, list[Mapping[str, Any]]] = {}
-    for f in store.latest_findings():
-        verdicts.setdefault(f["device"], []).append(f)
+    verdicts: dict[str, list[Finding]] = {}
+    for stored in store.findings.latest():
+        verdicts.setdefault(stored.finding.device, []).append(stored.finding)
     calibrations: dict[str, float] = {}
-    for e in store.events():
+    for e in store.devices.events():
         if e.type == "calibration":
             calibrations[e.device] = max(e.ts, calibrations.get(e.device, e.ts))
     devices = sorted(set(latest) | set(streams) | {r.id for r in catalog.references})
     return device_rows(devices, latest, streams, verdicts, calibrations, catalog)
 
 
-def device_rows(devices: Sequence[str], latest: Mapping[str, Mapping[str, Any]],
+def device_rows(devices: Sequence[str], latest: Mapping[str, MetaVersion],
                 streams: Mapping[str, Sequence[StreamInfo]],
-                verdicts: Mapping[str, Sequence[Mapping[str, Any]]],
+                verdicts: Mapping[str, Sequence[Finding]],
                 calibrations: Mapping[str, float], catalog: Catalog) -> list[DeviceRow]:
     rows = []
     for device in devices:
-        meta = latest.get(device, {})
+        version = latest.get(device)
+        meta = version.data if version is not None else {}
         own = streams.get(device, ())
         ref = catalog.reference(device)
-        model = catalog.model_for(device, meta.get("model") if isinstance(meta.get("model"),
-                                                                          str) else None)
+        model = catalog.model_for(device, version.model if version is not None else None)
         lasts = [s.last_ts for s in own if s.last_ts is not None]
-        failing = [f for f in verdicts.get(device, ()) if f.get("status") == "fail"]
+        failing = [f for f in verdicts.get(device, ()) if f.status == "fail"]
         rows.append(DeviceRow(
             device=device,
-            site=str(meta.get("site") or (own[0].site if own else ref.site if ref else "")),
+            site=(version.site if version is not None else "")
+            or (own[0].site if own else ref.site if ref else ""),
             model=model,
             firmware=_text(meta.get("firmware")),
             installed=_date(meta.get("installed_at")),
             calibrated=_latest_calibration(meta.get("calibrated_at"), calibrations.get(device)),
             last_seen=iso(max(lasts)) if lasts else None,
             open_findings=len(failing),
-            causes=tuple(f["causes"][0]["cause"] for f in failing if f.get("causes")),
+            causes=tuple(f.causes[0].cause for f in failing if f.causes),
             reference=ref is not None,
         ))
     return rows
@@ -117,12 +119,12 @@ def _day(ts: float) -> str:
 
 
 def read_timeline(store: Store, device: str) -> list[TimelineEntry]:
-    versions = [MetaVersion.from_view(v) for v in store.meta_history(device)]
-    return timeline(versions, store.events(device), store.findings_of(device))
+    return timeline(store.devices.meta_history(device), store.devices.events(device),
+                    store.findings.of_device(device))
 
 
 def timeline(versions: Sequence[MetaVersion], events: Sequence[EventRecord],
-             findings: Sequence[Mapping[str, Any]]) -> list[TimelineEntry]:
+             findings: Sequence[StoredFinding]) -> list[TimelineEntry]:
     """Meta versions (what changed), events, and findings where a stream's verdict changed
     (status or first cause), in time order: the audit repeats a verdict every run, and a
     history that lists each repetition hides the changes it exists to show."""
@@ -141,32 +143,33 @@ def timeline(versions: Sequence[MetaVersion], events: Sequence[EventRecord],
                                              f"{e.type}" + (f": {_pairs(extra)}" if extra
                                                             else ""))))
     last: dict[tuple[str, str], tuple[str, str | None]] = {}
-    for f in findings:
-        key = (str(f.get("kind")), str(f.get("sensor") or EMPTY))
-        causes = [c["cause"] for c in f.get("causes", [])]
-        state = (str(f.get("status")), causes[0] if causes else None)
+    for stored in findings:
+        f = stored.finding
+        key = (f.kind, f.sensor or EMPTY)
+        causes = [c.cause for c in f.causes]
+        state = (f.status, causes[0] if causes else None)
         if last.get(key) == state:
             continue
         last[key] = state
-        timed.append((float(f["created_at"]), 2,
-                      TimelineEntry(iso(float(f["created_at"])), "finding",
+        timed.append((stored.created_at, 2,
+                      TimelineEntry(iso(stored.created_at), "finding",
                                     _finding_line(f, key, causes))))
     timed.sort(key=lambda x: (x[0], x[1]))
     return [entry for _, _, entry in timed]
 
 
-def _finding_line(f: Mapping[str, Any], key: tuple[str, str], causes: list[str]) -> str:
+def _finding_line(f: Finding, key: tuple[str, str], causes: list[str]) -> str:
     kind, sensor = key
     what = sensor if kind == "calibration" else kind
-    text = f"{what}: {f.get('status')}"
-    if f.get("status") == "fail":
-        text += f" ({f.get('severity')})"
+    text = f"{what}: {f.status}"
+    if f.status == "fail":
+        text += f" ({f.severity})"
     if causes:
         text += " " + ", ".join(causes)
-    if f.get("onset"):
-        text += f"; onset {f['onset']}"
-    change = (f.get("context") or {}).get("firmware_change")
-    if change:
+    if f.onset is not None:
+        text += f"; onset {iso(f.onset)}"
+    change = f.context.get("firmware_change")
+    if isinstance(change, Mapping):
         text += f"; after firmware {change.get('from')} -> {change.get('to')} at {change.get('at')}"
     return text
 

@@ -32,13 +32,15 @@ from typing import IO, Any
 
 import numpy as np
 
+from auditd.adapters.store import Store
+from auditd.adapters.store.findings import StoredFinding
 from auditd.core import Series, align
 from auditd.core.causes import spec as cause_spec
 from auditd.domain.catalog import Catalog
+from auditd.domain.metadata import MetaVersion
 from auditd.domain.validate import parse_timestamp
 from auditd.errors import AuditdError
-from auditd.model import EventRecord, iso
-from auditd.store import Store
+from auditd.model import EventRecord, Finding, SensorSpec, iso
 
 DUE_SOON_DAYS = 30.0
 """A device whose calibration falls due within this many days is listed as due."""
@@ -52,14 +54,18 @@ class ReportError(AuditdError):
 class StreamData:
     """A failing stream with what explains it: its aligned readings and its history."""
 
-    finding: Mapping[str, Any]
+    stored: StoredFinding
     t: np.ndarray
     device: np.ndarray
     comparison: np.ndarray
     comparison_label: str
     bias_tolerance: float | None
-    meta: tuple[Mapping[str, Any], ...] = ()
+    meta: tuple[MetaVersion, ...] = ()
     events: tuple[EventRecord, ...] = ()
+
+    @property
+    def finding(self) -> Finding:
+        return self.stored.finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +74,9 @@ class Report:
     source: str
     sites: tuple[Mapping[str, Any], ...]
     due: tuple[Mapping[str, Any], ...]
-    findings: tuple[Mapping[str, Any], ...]
+    findings: tuple[StoredFinding, ...]
     failing: tuple[StreamData, ...]
-    other: tuple[Mapping[str, Any], ...] = field(default=())
+    other: tuple[StoredFinding, ...] = field(default=())
 
 
 # --------------------------------------------------------------------------- collect
@@ -78,30 +84,30 @@ class Report:
 
 def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
     """Read what the report needs from ``store`` (adapter; everything after is pure)."""
-    latest = store.latest_findings()
+    latest = store.findings.latest()
     if not latest:
         raise ReportError(f"{source or store.path}: the store holds no findings yet "
                           "(run an audit or a replay first)")
-    calibration = [f for f in latest if f.get("kind") == "calibration"]
-    other = [f for f in latest if f.get("kind") != "calibration"]
-    at = max(parse_timestamp(f["window"]["end"]) for f in latest)
-    meta = store.latest_meta()
+    calibration = [s for s in latest if s.finding.kind == "calibration"]
+    other = [s for s in latest if s.finding.kind != "calibration"]
+    at = max(s.finding.window_end for s in latest)
+    meta = store.devices.latest_meta()
     failing = []
-    for f in calibration:
-        if f.get("status") != "fail" or not f.get("sensor"):
+    for stored in calibration:
+        f = stored.finding
+        if f.status != "fail" or not f.sensor:
             continue
-        start, end = parse_timestamp(f["window"]["start"]), parse_timestamp(f["window"]["end"])
-        spec = _spec(catalog, f["device"], f["sensor"], meta)
+        start, end = f.window_start, f.window_end
+        spec = _spec(catalog, f.device, f.sensor, meta)
         interval = spec.interval_s if spec is not None else 60.0
-        device = Series(*store.read_window(f["site"], f["device"], f["sensor"], start, end))
-        members = list((f.get("context") or {}).get("members") or [])
-        if f.get("reference"):
-            comparison = Series(*store.read_window(f["site"], f["reference"], f["sensor"],
-                                                   start, end))
-            label = f"reference {f['reference']}"
+        window = store.readings.read_window
+        device = Series(*window(f.site, f.device, f.sensor, start, end))
+        members = [str(m) for m in f.context.get("members") or ()]
+        if f.reference:
+            comparison = Series(*window(f.site, f.reference, f.sensor, start, end))
+            label = f"reference {f.reference}"
         elif members:
-            aligned_members = [align(Series(*store.read_window(f["site"], m, f["sensor"],
-                                                               start, end)),
+            aligned_members = [align(Series(*window(f.site, m, f.sensor, start, end)),
                                      device, interval, start, end).device for m in members]
             stacked = np.vstack(aligned_members)
             grid = align(device, device, interval, start, end)
@@ -114,18 +120,18 @@ def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
             label = "its peers"
         aligned = align(device, comparison, interval, start, end)
         failing.append(StreamData(
-            finding=f, t=aligned.t, device=aligned.device, comparison=aligned.reference,
+            stored=stored, t=aligned.t, device=aligned.device, comparison=aligned.reference,
             comparison_label=label,
             bias_tolerance=spec.tolerance.bias if spec is not None else None,
-            meta=tuple(store.meta_history(f["device"])),
-            events=tuple(store.events(f["device"]))))
+            meta=tuple(store.devices.meta_history(f.device)),
+            events=tuple(store.devices.events(f.device))))
     return build(calibration, other, failing, meta, catalog, at, source or str(store.path))
 
 
 def _spec(catalog: Catalog, device: str, sensor: str,
-          meta: Mapping[str, Mapping[str, Any]]) -> Any:
-    announced = (meta.get(device) or {}).get("model")
-    model = catalog.model_for(device, announced if isinstance(announced, str) else None)
+          meta: Mapping[str, MetaVersion]) -> SensorSpec | None:
+    version = meta.get(device)
+    model = catalog.model_for(device, version.model if version is not None else None)
     profile = catalog.profile(model) if model else None
     return profile.sensors.get(sensor) if profile else None
 
@@ -133,43 +139,41 @@ def _spec(catalog: Catalog, device: str, sensor: str,
 # --------------------------------------------------------------------------- build (pure)
 
 
-def build(calibration: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]],
-          failing: Sequence[StreamData], meta: Mapping[str, Mapping[str, Any]],
+def build(calibration: Sequence[StoredFinding], other: Sequence[StoredFinding],
+          failing: Sequence[StreamData], meta: Mapping[str, MetaVersion],
           catalog: Catalog, at: float, source: str) -> Report:
     """The report's data: summaries first, then the failing streams, worst first."""
+    findings = [s.finding for s in calibration]
     sites = []
-    for site in sorted({str(f["site"]) for f in calibration}):
-        mine = [f for f in calibration if f["site"] == site]
-        counts = Counter(str(f["status"]) for f in mine)
+    for site in sorted({f.site for f in findings}):
+        mine = [f for f in findings if f.site == site]
+        counts = Counter(f.status for f in mine)
         sites.append({"site": site, "streams": len(mine), "pass": counts.get("pass", 0),
                       "fail": counts.get("fail", 0),
                       "insufficient_data": counts.get("insufficient_data", 0),
-                      "devices": len({f["device"] for f in mine})})
+                      "devices": len({f.device for f in mine})})
     order = {"critical": 0, "major": 1, "minor": 2}
-    ranked = sorted(failing, key=lambda s: (order.get(str(s.finding.get("severity")), 3),
-                                            s.finding["site"], s.finding["device"],
-                                            s.finding["sensor"]))
+    ranked = sorted(failing, key=lambda s: (order.get(s.finding.severity, 3), s.finding.site,
+                                            s.finding.device, s.finding.sensor or ""))
     return Report(at=at, source=source, sites=tuple(sites),
-                  due=tuple(due_for_calibration(calibration, meta, catalog, at)),
+                  due=tuple(due_for_calibration(findings, meta, catalog, at)),
                   findings=tuple(calibration), failing=tuple(ranked), other=tuple(other))
 
 
-def due_for_calibration(calibration: Sequence[Mapping[str, Any]],
-                        meta: Mapping[str, Mapping[str, Any]], catalog: Catalog,
-                        at: float) -> list[dict[str, Any]]:
+def due_for_calibration(calibration: Sequence[Finding], meta: Mapping[str, MetaVersion],
+                        catalog: Catalog, at: float) -> list[dict[str, Any]]:
     """Devices to recalibrate: failing on a cause a calibration fixes, or past (or within
     ``DUE_SOON_DAYS`` of) the due date their metadata states or their profile implies."""
     out: dict[str, dict[str, Any]] = {}
     for f in calibration:
-        causes = [c["cause"] for c in f.get("causes") or ()]
-        top = cause_spec(causes[0]) if causes else None
-        if f.get("status") == "fail" and top is not None and top.recalibration_fixes:
-            out.setdefault(f["device"], {"site": f["site"], "device": f["device"],
-                                         "why": [], "due": None})["why"].append(
-                f"{f['sensor']}: {causes[0]}")
-    devices = {str(f["device"]): str(f["site"]) for f in calibration}
+        top = cause_spec(f.causes[0].cause) if f.causes else None
+        if f.status == "fail" and top is not None and top.recalibration_fixes:
+            out.setdefault(f.device, {"site": f.site, "device": f.device,
+                                      "why": [], "due": None})["why"].append(
+                f"{f.sensor}: {f.causes[0].cause}")
+    devices = {f.device: f.site for f in calibration}
     for device, site in devices.items():
-        due = _due_date(meta.get(device) or {}, catalog, device)
+        due = _due_date(meta.get(device), catalog, device)
         if due is None:
             continue
         days = (due - at) / 86400.0
@@ -182,17 +186,16 @@ def due_for_calibration(calibration: Sequence[Mapping[str, Any]],
     return sorted(out.values(), key=lambda e: (e["site"], e["device"]))
 
 
-def _due_date(meta: Mapping[str, Any], catalog: Catalog, device: str) -> float | None:
-    for key in ("calibration_due",):
-        value = meta.get(key)
-        if value:
-            try:
-                return parse_timestamp(_as_time(value))
-            except ValueError:
-                pass
+def _due_date(version: MetaVersion | None, catalog: Catalog, device: str) -> float | None:
+    meta = version.data if version is not None else {}
+    value = meta.get("calibration_due")
+    if value:
+        try:
+            return parse_timestamp(_as_time(value))
+        except ValueError:
+            pass
     calibrated = meta.get("calibrated_at")
-    model = catalog.model_for(device, meta.get("model") if isinstance(meta.get("model"), str)
-                              else None)
+    model = catalog.model_for(device, version.model if version is not None else None)
     profile = catalog.profile(model) if model else None
     if calibrated and profile is not None and profile.calibration_interval_days:
         try:
@@ -214,14 +217,13 @@ def meta_timeline(stream: StreamData) -> list[dict[str, Any]]:
     """Metadata versions (what changed) and events of the stream's device, in time order."""
     rows: list[dict[str, Any]] = []
     previous: Mapping[str, Any] = {}
-    skip = {"ts", "site", "first_seen", "last_seen"}
     for version in stream.meta:
         changed = [f"{k}: {previous.get(k)!s} -> {v!s}" if previous else f"{k}: {v!s}"
-                   for k, v in version.items()
-                   if k not in skip and previous.get(k) != v and not isinstance(v, dict)]
-        rows.append({"at": iso(float(version["first_seen"])), "what": "metadata",
+                   for k, v in version.data.items()
+                   if previous.get(k) != v and not isinstance(v, dict)]
+        rows.append({"at": iso(version.first_seen), "what": "metadata",
                      "detail": "; ".join(changed) or "(no change)"})
-        previous = version
+        previous = version.data
     for event in stream.events:
         data = dict(event.data)
         detail = ", ".join(f"{k} {data[k]}" for k in ("from", "to", "by", "detail") if k in data)
@@ -235,9 +237,10 @@ def to_json(report: Report) -> dict[str, Any]:
     return {
         "kind": "calibration_report", "at": iso(report.at), "source": report.source,
         "sites": list(report.sites), "due_for_calibration": list(report.due),
-        "failing": [{"finding": dict(s.finding), "compared_with": s.comparison_label,
+        "failing": [{"finding": s.stored.to_json(), "compared_with": s.comparison_label,
                      "timeline": meta_timeline(s)} for s in report.failing],
-        "streams": list(report.findings), "other_findings": list(report.other),
+        "streams": [s.to_json() for s in report.findings],
+        "other_findings": [s.to_json() for s in report.other],
     }
 
 
@@ -249,18 +252,15 @@ CSV_FIELDS = ("site", "device", "sensor", "status", "severity", "cause", "confid
 def csv_rows(report: Report) -> list[dict[str, Any]]:
     """One row per stream's current calibration verdict."""
     rows = []
-    for f in report.findings:
-        causes = f.get("causes") or []
-        metrics = f.get("metrics") or {}
+    for f in (s.finding for s in report.findings):
+        top = f.causes[0] if f.causes else None
         rows.append({
-            "site": f["site"], "device": f["device"], "sensor": f.get("sensor"),
-            "status": f["status"], "severity": f.get("severity"),
-            "cause": causes[0]["cause"] if causes else "",
-            "confidence": causes[0].get("confidence", "") if causes else "",
-            "unit": f.get("unit"), **{k: metrics.get(k) for k in ("n", "bias", "gain", "rmse",
-                                                                   "r2", "lag_s")},
-            "onset": f.get("onset") or "", "window_start": f["window"]["start"],
-            "window_end": f["window"]["end"], "action": f.get("action") or ""})
+            "site": f.site, "device": f.device, "sensor": f.sensor, "status": f.status,
+            "severity": f.severity, "cause": top.cause if top else "",
+            "confidence": round(top.confidence, 3) if top else "", "unit": f.unit,
+            **{k: f.metrics.get(k) for k in ("n", "bias", "gain", "rmse", "r2", "lag_s")},
+            "onset": iso(f.onset) or "", "window_start": iso(f.window_start),
+            "window_end": iso(f.window_end), "action": f.action})
     return rows
 
 
@@ -290,7 +290,7 @@ def figure(stream: StreamData) -> str:
     """Scatter against the comparison and residual over time, as a base64 PNG."""
     plt = _pyplot()
     f = stream.finding
-    unit = f.get("unit") or ""
+    unit = f.unit or ""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=80,
                                    gridspec_kw={"width_ratios": [1, 2]})
     paired = np.isfinite(stream.device) & np.isfinite(stream.comparison)
@@ -303,8 +303,7 @@ def figure(stream: StreamData) -> str:
         ax1.set_xlim(lo - pad, hi + pad)
         ax1.set_ylim(lo - pad, hi + pad)
         ax1.plot([lo, hi], [lo, hi], color="#444", lw=1, ls="--", label="1:1")
-        metrics = f.get("metrics") or {}
-        gain, offset = metrics.get("gain"), metrics.get("offset")
+        gain, offset = f.metrics.get("gain"), f.metrics.get("offset")
         if isinstance(gain, int | float) and isinstance(offset, int | float) \
                 and math.isfinite(gain) and math.isfinite(offset):
             ax1.plot([lo, hi], [gain * lo + offset, gain * hi + offset], color="#d62728",
@@ -314,7 +313,7 @@ def figure(stream: StreamData) -> str:
         ax1.text(0.5, 0.5, "no paired readings", ha="center", va="center",
                  transform=ax1.transAxes)
     ax1.set_xlabel(f"{stream.comparison_label} [{unit}]", fontsize=8)
-    ax1.set_ylabel(f"{f['device']} [{unit}]", fontsize=8)
+    ax1.set_ylabel(f"{f.device} [{unit}]", fontsize=8)
     ax1.set_title("device against comparison", fontsize=9)
     hours = (stream.t - stream.t[0]) / 3600.0 if stream.t.size else stream.t
     residual = stream.device - stream.comparison
@@ -324,10 +323,9 @@ def figure(stream: StreamData) -> str:
     if tol is not None:
         ax2.axhspan(-tol, tol, color="#2ca02c", alpha=0.12, label=f"±{tol:g} {unit} tolerance")
     start = stream.t[0] if stream.t.size else 0.0
-    onset = f.get("onset")
-    if onset and stream.t.size:
-        ax2.axvline((parse_timestamp(onset) - start) / 3600.0, color="#d62728", lw=1.5,
-                    label=f"onset {onset}")
+    if f.onset is not None and stream.t.size:
+        ax2.axvline((f.onset - start) / 3600.0, color="#d62728", lw=1.5,
+                    label=f"onset {iso(f.onset)}")
     for row in meta_timeline(stream):
         t = parse_timestamp(row["at"])
         if stream.t.size and stream.t[0] <= t <= stream.t[-1] and row["what"] != "metadata":
@@ -395,61 +393,60 @@ def render_html(report: Report) -> str:
                      "<th>cause</th><th>since</th></tr>")
         for stream in report.failing:
             f = stream.finding
-            parts.append(f"<tr><td><span class='sev {_e(f.get('severity'))}'>"
-                         f"{_e(f.get('severity'))}</span></td><td><a href='#{_anchor(f)}'>"
-                         f"{_e(f['device'])}</a></td><td>{_e(f['sensor'])}</td>"
-                         f"<td>{_e(_top(f))}</td><td>{_e(f.get('onset') or '-')}</td></tr>")
+            parts.append(f"<tr><td><span class='sev {_e(f.severity)}'>"
+                         f"{_e(f.severity)}</span></td><td><a href='#{_anchor(f)}'>"
+                         f"{_e(f.device)}</a></td><td>{_e(f.sensor)}</td>"
+                         f"<td>{_e(_top(f))}</td><td>{_e(iso(f.onset) or '-')}</td></tr>")
         parts.append("</table>")
     for stream in report.failing:
         parts.append(_stream_html(stream))
     if report.other:
         parts.append("<h2>Other findings</h2><table><tr><th>kind</th><th>device</th>"
                      "<th>status</th><th>cause</th><th>action</th></tr>")
-        for f in report.other:
-            parts.append(f"<tr><td>{_e(f.get('kind'))}</td><td>{_e(f.get('device'))}</td>"
-                         f"<td class={_e(f.get('status'))}>{_e(f.get('status'))}</td>"
-                         f"<td>{_e(_top(f))}</td><td>{_e(f.get('action'))}</td></tr>")
+        for f in (s.finding for s in report.other):
+            parts.append(f"<tr><td>{_e(f.kind)}</td><td>{_e(f.device)}</td>"
+                         f"<td class={_e(f.status)}>{_e(f.status)}</td>"
+                         f"<td>{_e(_top(f))}</td><td>{_e(f.action)}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def _top(f: Mapping[str, Any]) -> str:
-    causes = f.get("causes") or []
-    return str(causes[0]["cause"]) if causes else "-"
+def _top(f: Finding) -> str:
+    return f.causes[0].cause if f.causes else "-"
 
 
-def _anchor(f: Mapping[str, Any]) -> str:
-    return html.escape(f"s-{f['device']}-{f['sensor']}", quote=True)
+def _anchor(f: Finding) -> str:
+    return html.escape(f"s-{f.device}-{f.sensor}", quote=True)
 
 
 def _stream_html(s: StreamData) -> str:
     f = s.finding
-    m = f.get("metrics") or {}
-    unit = f.get("unit") or ""
+    m = f.metrics
+    unit = f.unit or ""
     figures = ", ".join(f"{k} {m[k]:.4g}" for k in ("n", "bias", "gain", "rmse", "r2", "lag_s")
                         if isinstance(m.get(k), int | float))
-    causes = "".join(f"<li><b>{_e(c['cause'])}</b> ({float(c.get('confidence', 0)):.2f}): "
-                     f"{_e(c.get('evidence'))}</li>" for c in f.get("causes") or [])
+    causes = "".join(f"<li><b>{_e(c.cause)}</b> ({round(c.confidence, 3):.2f}): "
+                     f"{_e(c.evidence)}</li>" for c in f.causes)
     timeline = meta_timeline(s)
     rows = "".join(f"<tr><td>{_e(r['at'])}</td><td>{_e(r['what'])}</td>"
                    f"<td>{_e(r['detail'])}</td></tr>" for r in timeline)
     if np.isfinite(s.device).any():
-        plot = (f"<img alt='{_e(f['device'])} {_e(f['sensor'])} against "
+        plot = (f"<img alt='{_e(f.device)} {_e(f.sensor)} against "
                 f"{_e(s.comparison_label)}' src='data:image/png;base64,{figure(s)}'>")
     else:  # a cohort's root finding: the members carry the readings
-        members = ", ".join(str(m) for m in (f.get("context") or {}).get("members") or ())
+        members = ", ".join(str(m) for m in f.context.get("members") or ())
         plot = f"<p>No readings of its own; see its members: {_e(members or '-')}.</p>"
-    return (f"<div class=stream id='{_anchor(f)}'><h3>{_e(f['device'])} / {_e(f['sensor'])} "
-            f"<span class='sev {_e(f.get('severity'))}'>{_e(f.get('severity'))}</span></h3>"
-            f"<p>Site {_e(f['site'])}, compared with {_e(s.comparison_label)}, window "
-            f"{_e(f['window']['start'])} to {_e(f['window']['end'])}; {_e(figures)} "
-            f"({_e(unit)}); onset {_e(f.get('onset') or 'not estimated')}.</p>"
+    return (f"<div class=stream id='{_anchor(f)}'><h3>{_e(f.device)} / {_e(f.sensor)} "
+            f"<span class='sev {_e(f.severity)}'>{_e(f.severity)}</span></h3>"
+            f"<p>Site {_e(f.site)}, compared with {_e(s.comparison_label)}, window "
+            f"{_e(iso(f.window_start))} to {_e(iso(f.window_end))}; {_e(figures)} "
+            f"({_e(unit)}); onset {_e(iso(f.onset) or 'not estimated')}.</p>"
             f"<ul>{causes}</ul>{plot}"
             f"<h4>Metadata timeline</h4>"
             + (f"<table><tr><th>at</th><th>what</th><th>detail</th></tr>{rows}</table>"
                if rows else "<p>No metadata or events recorded.</p>")
-            + f"<h4>Runbook</h4><p class=runbook>{_e(f.get('action') or '-')}</p></div>")
+            + f"<h4>Runbook</h4><p class=runbook>{_e(f.action or '-')}</p></div>")
 
 
 def write(report: Report, *, html_path: Path | None = None, json_path: Path | None = None,

@@ -18,25 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auditd.adapters.runstate import RunState, read_state
-from auditd.store import COUNTER_REJECTED_PREFIX, Store
-
-
-def alerts_open(store: Store) -> dict[str, int]:
-    """Alerts still open or acknowledged (not resolved), by current severity; an alert that
-    stands for a group counts once, its members not again."""
-    out = {"minor": 0, "major": 0, "critical": 0}
-    for alert in store.alerts(include_members=False):
-        out[alert.severity] = out.get(alert.severity, 0) + 1
-    return out
-
-
-def streams_by_status(verdicts: Mapping[tuple[str, str, str], int]) -> dict[str, int]:
-    """Calibration verdicts by status (pass, fail, insufficient_data)."""
-    out = {"pass": 0, "fail": 0, "insufficient_data": 0}
-    for (kind, status, _), n in verdicts.items():
-        if kind == "calibration":
-            out[status] = out.get(status, 0) + n
-    return out
+from auditd.adapters.store import Store
+from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX
+from auditd.domain.audit_plan import streams_by_status
+from auditd.text import duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,29 +56,28 @@ class Status:
 def gather(store: Store, now: float) -> Status:
     """Everything ``status`` prints, from cheap queries (no scan of the readings)."""
     summary = store.summary()
-    counters = store.counters()
-    verdicts = store.verdict_counts()
-    depth, oldest = store.outbox_depth()
+    counters = store.counters.all()
+    verdicts = store.findings.verdict_counts()
+    depth, oldest = store.outbox.depth()
     failing = [
-        {"device": f["device"], "sensor": f.get("sensor"), "severity": f["severity"],
-         "cause": (f.get("causes") or [{}])[0].get("cause")}
-        for f in store.latest_findings() if f["status"] == "fail"]
+        {"device": f.device, "sensor": f.sensor, "severity": f.severity,
+         "cause": f.causes[0].cause if f.causes else None}
+        for f in (s.finding for s in store.findings.latest()) if f.status == "fail"]
     return Status(
-        store=summary["path"], schema_version=summary["schema_version"],
-        file_bytes=summary["file_size"], wal_bytes=summary["wal_size"],
-        streams=summary["streams"], readings=summary["readings"],
-        by_status=streams_by_status(verdicts), alerts_open=alerts_open(store),
-        failing=failing, last_audit_at=store.last_finding_at(),
-        last_reading_at=store.last_reading_at(), messages=counters.get("messages", 0),
+        store=summary.path, schema_version=summary.schema_version,
+        file_bytes=summary.file_size, wal_bytes=summary.wal_size,
+        streams=summary.streams, readings=summary.readings,
+        by_status=streams_by_status(verdicts), alerts_open=store.alerts.open_by_severity(),
+        failing=failing, last_audit_at=store.findings.last_at(),
+        last_reading_at=store.readings.last_reading_at(), messages=counters.get("messages", 0),
         readings_accepted=counters.get("readings_inserted", 0)
         + counters.get("readings_duplicate", 0),
         readings_duplicate=counters.get("readings_duplicate", 0),
-        rejected=store.rejection_counts(), outbox_depth=depth, outbox_oldest_at=oldest,
+        rejected=store.counters.rejections(), outbox_depth=depth, outbox_oldest_at=oldest,
         counters={k: v for k, v in sorted(counters.items())
                   if not k.startswith(COUNTER_REJECTED_PREFIX)},
-        tickets={"pending": summary.get("tickets_pending", 0),
-                 "dead": summary.get("tickets_dead", 0)},
-        quarantine_rows=summary["quarantine"], quarantine_bytes=summary["quarantine_bytes"],
+        tickets={"pending": summary.tickets_pending, "dead": summary.tickets_dead},
+        quarantine_rows=summary.quarantine, quarantine_bytes=summary.quarantine_bytes,
         daemon=_daemon(read_state(store.path), now),
     )
 
@@ -116,12 +100,7 @@ def _when(ts: float | None, now: float) -> str:
 
 
 def _ago(seconds: float) -> str:
-    if seconds < 0:
-        return "in the future"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit} ago"
-    return f"{seconds:.0f} s ago"
+    return "in the future" if seconds < 0 else f"{duration(seconds)} ago"
 
 
 def _size(n: int) -> str:

@@ -1,6 +1,6 @@
 """Delivers ticket requests from the store to the webhook, command and file sinks.
 
-The requests were written in the audit's transaction (``store_alerts``); this thread only
+The requests were written in the audit's transaction (``adapters.store.alerts``); this thread only
 moves them out, one sink at a time, each sink's queue in order, recording every attempt
 before it looks at the next. A crash between sending and recording means one resend with
 the same ``Idempotency-Key`` after the restart, which the receiver absorbs; a crash before
@@ -28,9 +28,9 @@ import urllib3
 from auditd import __version__, logs
 from auditd.adapters.config.daemon import CommandConfig, TicketsConfig, WebhookConfig
 from auditd.adapters.sinks.drain import DrainThread
+from auditd.adapters.store import Store
 from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
-from auditd.store import Store
 
 log = logs.get("auditd.adapters.sinks.dispatch")
 
@@ -174,7 +174,7 @@ class TicketDispatcher(DrainThread):
         self.stats = DispatchStats()
 
     def _sleep_s(self) -> float:
-        due = [t for t in (self._store.next_delivery_at(s.name) for s in self._sinks)
+        due = [t for t in (self._store.tickets.next_due_at(s.name) for s in self._sinks)
                if t is not None]
         if not due:
             return self._poll_s
@@ -191,7 +191,7 @@ class TicketDispatcher(DrainThread):
                 if self._stop_requested.is_set():
                     return delivered
                 at = self._clock() if now is None else now
-                due = self._store.due_delivery(sink.name, at)
+                due = self._store.tickets.due(sink.name, at)
                 if due is None:
                     break
                 try:
@@ -200,7 +200,7 @@ class TicketDispatcher(DrainThread):
                     self._failed(sink.name, due.ticket_id, due.idempotency_key,
                                  due.attempts + 1, exc, at)
                     break
-                self._store.delivery_done(due.ticket_id, sink.name, at)
+                self._store.tickets.delivered(due.ticket_id, sink.name, at)
                 self.stats.delivered += 1
                 delivered += 1
                 log.info("ticket_delivered", sink=sink.name, key=due.idempotency_key,
@@ -211,13 +211,13 @@ class TicketDispatcher(DrainThread):
                 at: float) -> None:
         self.stats.failed += 1
         if exc.permanent or attempts >= self._retry.max_attempts:
-            self._store.delivery_failed(ticket_id, sink, str(exc), retry_at=None)
+            self._store.tickets.failed(ticket_id, sink, str(exc), retry_at=None)
             self.stats.dead += 1
             log.error("ticket_dead_lettered", sink=sink, key=key, attempts=attempts,
                       error=str(exc), permanent=exc.permanent)
             return
         wait = backoff_s(attempts, self._retry.backoff_min_s, self._retry.backoff_max_s,
                          self._rand)
-        self._store.delivery_failed(ticket_id, sink, str(exc), retry_at=at + wait)
+        self._store.tickets.failed(ticket_id, sink, str(exc), retry_at=at + wait)
         log.warning("ticket_delivery_failed", sink=sink, key=key, attempts=attempts,
                     retry_in_s=round(wait, 1), error=str(exc))

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from auditd.views.status import streams_by_status
+from auditd.domain.audit_plan import streams_by_status
 
 PREFIX = "sensor_auditd"
 

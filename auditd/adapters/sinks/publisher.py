@@ -15,7 +15,7 @@ from collections.abc import Callable
 from auditd import logs
 from auditd.adapters.sinks.drain import DrainThread
 from auditd.adapters.sources.mqtt import MqttLink
-from auditd.store import Store
+from auditd.adapters.store import Store
 
 log = logs.get("auditd.adapters.sinks.publisher")
 
@@ -60,7 +60,7 @@ class OutboxPublisher(DrainThread):
                 self._retry_at.pop(row_id, None)
                 self._attempts.pop(row_id, None)
                 continue
-            self._store.outbox_failed(row_id, "broker refused the publish")
+            self._store.outbox.failed(row_id, "broker refused the publish")
             attempts = self._attempts.get(row_id, 0) + 1
             self._attempts[row_id] = attempts
             # A refusal (an ACL, a quota) will not change in a millisecond: back off.
@@ -68,7 +68,7 @@ class OutboxPublisher(DrainThread):
             with self._lock:
                 self._in_flight.discard(row_id)
         if done:
-            self._store.outbox_done(done)
+            self._store.outbox.done(done)
             self.delivered += len(done)
             with self._lock:
                 self._in_flight.difference_update(done)
@@ -89,7 +89,7 @@ class OutboxPublisher(DrainThread):
         sent = 0
         now = time.monotonic()
         waiting = {i for i, at in self._retry_at.items() if at > now}
-        for row in self._store.outbox_peek(room + len(busy) + len(waiting)):
+        for row in self._store.outbox.peek(room + len(busy) + len(waiting)):
             if row.id in busy or row.id in waiting:
                 continue
             with self._lock:

@@ -1,0 +1,120 @@
+"""What devices said about themselves: every version of their metadata, and their events.
+
+Idempotent under redelivery: meta versions are compared by content (without ``ts``: a
+retained message re-sent with a new ``ts`` is the same version), events are keyed by
+(device, ts, type, content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from auditd.adapters.store.database import Database
+from auditd.adapters.store.encoding import canonical_json, content_hash
+from auditd.domain.metadata import MetaVersion
+from auditd.model import EventRecord, MetaRecord
+
+
+def meta_content(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Meta without ``ts``: a retained message re-sent with a new ``ts`` is the same version."""
+    return {k: v for k, v in data.items() if k != "ts"}
+
+
+def upsert_meta(conn: sqlite3.Connection, meta: MetaRecord) -> int:
+    """Add a version only if the content (without ``ts``) differs from the latest one.
+
+    Returns 1 if a version was added, 0 if the device's latest version was merely
+    seen again (its ``last_seen`` moves forward).
+    """
+    content = meta_content(meta.data)
+    digest = content_hash(content)
+    latest = conn.execute(
+        "SELECT id, hash, ts FROM meta_versions WHERE device = ? ORDER BY id DESC LIMIT 1",
+        (meta.device,),
+    ).fetchone()
+    if latest is not None and latest[1] == digest:
+        conn.execute(
+            "UPDATE meta_versions SET last_seen = max(last_seen, ?) WHERE id = ?",
+            (meta.received_at, latest[0]),
+        )
+        return 0
+    if latest is not None and meta.ts < latest[2] and conn.execute(
+            "SELECT 1 FROM meta_versions WHERE device = ? AND hash = ? LIMIT 1",
+            (meta.device, digest)).fetchone():
+        # An older message of a version already superseded (a queued retained meta
+        # delivered late): history already has it, and it must not become current.
+        return 0
+    conn.execute(
+        "INSERT INTO meta_versions (device, site, first_seen, last_seen, ts, data, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (meta.device, meta.site, meta.received_at, meta.received_at, meta.ts,
+         canonical_json(content), digest),
+    )
+    return 1
+
+
+def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord]) -> int:
+    if not events:
+        return 0
+    rows = []
+    for e in events:
+        text = canonical_json(e.data)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        rows.append((e.device, e.site, e.ts, e.received_at, e.type, text, digest))
+    cur = conn.executemany(
+        "INSERT OR IGNORE INTO events (device, site, ts, received_at, type, data, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return int(cur.rowcount)
+
+
+def _version(data: str, site: str, ts: float, first_seen: float,
+             last_seen: float) -> MetaVersion:
+    return MetaVersion(data=json.loads(data), ts=ts, first_seen=first_seen, last_seen=last_seen,
+                       site=site)
+
+
+class Devices:
+    """Devices' metadata versions and events, as typed values."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def latest_meta(self) -> dict[str, MetaVersion]:
+        """Device -> its current metadata version."""
+        with self._db.read("latest_meta") as conn:
+            rows = conn.execute(
+                "SELECT device, data, site, ts, first_seen, last_seen FROM meta_versions "
+                "WHERE id IN (SELECT max(id) FROM meta_versions GROUP BY device)"
+            ).fetchall()
+        return {device: _version(*rest) for device, *rest in rows}
+
+    def meta_history(self, device: str) -> list[MetaVersion]:
+        """Every metadata version of ``device``, oldest first."""
+        with self._db.read("meta_history") as conn:
+            rows = conn.execute(
+                "SELECT data, site, ts, first_seen, last_seen FROM meta_versions "
+                "WHERE device = ? ORDER BY id",
+                (device,),
+            ).fetchall()
+        return [_version(*row) for row in rows]
+
+    def events(self, device: str | None = None, since: float | None = None) -> list[EventRecord]:
+        """Events (optionally of one device, with ``ts >= since``), in time order."""
+        with self._db.read("events") as conn:
+            rows = conn.execute(
+                "SELECT site, device, ts, received_at, type, data FROM events "
+                "WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR ts >= ?2) "
+                "ORDER BY ts, id",
+                (device, since),
+            ).fetchall()
+        return [
+            EventRecord(site=site, device=dev, ts=ts, received_at=received_at, type=type_,
+                        data=json.loads(data))
+            for site, dev, ts, received_at, type_, data in rows
+        ]

@@ -1,0 +1,165 @@
+"""Findings: every verdict an audit saved, the latest one per stream, and the transaction
+that saves an audit's findings with their outbox messages and its alerts.
+
+A finding goes in as a typed value and comes back as the same value (``StoredFinding``):
+the store keeps its record (``Finding.to_record``, every field exact) beside its published
+JSON (``Finding.to_json``, what the finding topic carried and what other tools read).
+Findings saved before the record existed are read from their JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from auditd.adapters.store.alerts import AlertPlanner, apply_alerts
+from auditd.adapters.store.database import Database
+from auditd.adapters.store.encoding import finding_of
+from auditd.adapters.store.outbox import OutboxMessage, insert_outbox
+from auditd.domain.alerts import Changes
+from auditd.model import Finding
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFinding:
+    """A finding as the store holds it: the value, its row id and when it was saved."""
+
+    id: int
+    created_at: float
+    finding: Finding
+
+    def to_json(self) -> dict[str, Any]:
+        """The finding's published JSON plus the store's ``id`` and ``created_at``."""
+        return {**self.finding.to_json(), "id": self.id, "created_at": self.created_at}
+
+
+def _stored(published: str, record: str | None, finding_id: int,
+            created_at: float) -> StoredFinding:
+    return StoredFinding(int(finding_id), float(created_at), finding_of(published, record))
+
+
+def _insert_finding(conn: sqlite3.Connection, f: Finding, now: float) -> None:
+    cur = conn.execute(
+        "INSERT INTO findings (created_at, kind, site, device, sensor, status, severity, "
+        "window_start, window_end, json, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, f.kind, f.site, f.device, f.sensor, f.status, f.severity, f.window_start,
+         f.window_end, json.dumps(f.to_json(), separators=(",", ":"), ensure_ascii=False),
+         json.dumps(f.to_record(), separators=(",", ":"), ensure_ascii=False)),
+    )
+    conn.execute(
+        "INSERT INTO findings_latest (kind, device, sensor, finding_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (kind, device, sensor) DO UPDATE SET finding_id = excluded.finding_id",
+        (f.kind, f.device, f.sensor or "", cur.lastrowid),
+    )
+
+
+class Findings:
+    """Saved verdicts, as typed values."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def save(
+        self,
+        findings: Sequence[Finding],
+        outbox: Sequence[OutboxMessage],
+        *,
+        now: float | None = None,
+        alerts: AlertPlanner | None = None,
+    ) -> Changes | None:
+        """Store findings and the messages announcing them in one transaction.
+
+        The transactional outbox: either both are durable or neither is, so a crash can
+        never publish a finding that was not recorded, nor record one never published.
+        ``now`` (default: the store's clock) stamps both; an audit passes its own time so
+        a replay's findings carry the recording's time, not the wall clock's. ``alerts``
+        decides the audit's alerts and ticket requests in the same transaction
+        (``adapters.store.alerts``); what it changed is returned.
+        """
+        if now is None:
+            now = self._db.clock()
+        changes = None
+        with self._db.write("save_findings") as conn:
+            for finding in findings:
+                _insert_finding(conn, finding, now)
+            if alerts is not None:
+                changes, tickets = apply_alerts(conn, alerts, now)
+                outbox = [*outbox, *tickets]
+            insert_outbox(conn, outbox, now)
+        return changes
+
+    def latest(
+        self, *, kind: str | None = None, site: str | None = None, device: str | None = None
+    ) -> list[StoredFinding]:
+        """The current verdict per (kind, device, sensor), optionally filtered, by device."""
+        with self._db.read("latest_findings") as conn:
+            rows = conn.execute(
+                "SELECT f.json, f.record, f.id, f.created_at FROM findings_latest AS l "
+                "JOIN findings AS f ON f.id = l.finding_id "
+                "WHERE (?1 IS NULL OR l.kind = ?1) AND (?2 IS NULL OR f.site = ?2) "
+                "AND (?3 IS NULL OR l.device = ?3) "
+                "ORDER BY l.device, l.sensor, l.kind",
+                (kind, site, device),
+            ).fetchall()
+        return [_stored(*row) for row in rows]
+
+    def of_device(self, device: str) -> list[StoredFinding]:
+        """Every stored finding on ``device`` (all kinds and sensors), oldest first."""
+        with self._db.read("findings_of") as conn:
+            rows = conn.execute(
+                "SELECT json, record, id, created_at FROM findings WHERE device = ? "
+                "ORDER BY created_at, id", (device,)).fetchall()
+        return [_stored(*row) for row in rows]
+
+    def since(self, ts: float) -> list[StoredFinding]:
+        """Every finding created at or after ``ts``, in the order they were saved."""
+        with self._db.read("findings_since") as conn:
+            rows = conn.execute(
+                "SELECT json, record, id, created_at FROM findings WHERE created_at >= ? "
+                "ORDER BY id", (ts,),
+            ).fetchall()
+        return [_stored(*row) for row in rows]
+
+    def last_passing_window(
+        self, kind: str, device: str, sensor: str, *, before: float | None = None
+    ) -> tuple[float, float] | None:
+        """(start, end) of the latest passing finding's window for one stream, ending at or
+        before ``before`` when given: the known-good baseline a drift check compares with
+        (ending before the current window, so that the two do not share data)."""
+        with self._db.read("last_passing_window") as conn:
+            row = conn.execute(
+                "SELECT window_start, window_end FROM findings "
+                "WHERE kind = ?1 AND device = ?2 AND sensor = ?3 AND status = 'pass' "
+                "AND (?4 IS NULL OR window_end <= ?4) "
+                "ORDER BY window_end DESC, id DESC LIMIT 1",
+                (kind, device, sensor, before),
+            ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
+
+    def verdict_counts(self) -> dict[tuple[str, str, str], int]:
+        """Current verdicts counted by (kind, status, severity): streams by status and what
+        is failing at which severity, one row per stream however long the history."""
+        with self._db.read("verdict_counts") as conn:
+            rows = conn.execute(
+                "SELECT f.kind, f.status, f.severity, count(*) FROM findings_latest AS l "
+                "JOIN findings AS f ON f.id = l.finding_id GROUP BY 1, 2, 3").fetchall()
+        return {(kind, status, severity): int(n) for kind, status, severity, n in rows}
+
+    def last_at(self) -> float | None:
+        """When the latest finding was saved: the last audit that produced one."""
+        with self._db.read("last_finding_at") as conn:
+            row = conn.execute("SELECT max(created_at) FROM findings").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def purge(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete findings created before ``older_than``, keeping every current verdict."""
+        return self._db.purge_chunks(
+            "purge_findings",
+            "DELETE FROM findings WHERE id IN (SELECT id FROM findings WHERE created_at < ? "
+            "AND id NOT IN (SELECT finding_id FROM findings_latest) ORDER BY id LIMIT ?)",
+            older_than,
+            chunk,
+        )

@@ -1,0 +1,196 @@
+"""The quarantine: every message or reading refused, with its reason, kept as evidence.
+
+Bounded by rows and bytes (``Bounds``): a flood of one device's garbage becomes one row a
+minute (the first payload and a count), and the oldest rows go beyond the cap. The
+per-reason totals are counters (``Counters.rejections``), so they stay right after a purge.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from auditd.adapters.store.counters import add_counters
+from auditd.adapters.store.database import Bounds, Database
+from auditd.adapters.store.schema import QUARANTINE_ROW_BYTES
+from auditd.model import Rejection
+from auditd.text import printable
+
+QUARANTINE_BUCKET_S: Final = 60
+"""Rejections of one device, sensor and reason within one such interval share a row (the
+first payload and detail, a count, the last time), so a flood costs a row a minute and the
+audit can still count out-of-range readings per window to the minute."""
+
+QUARANTINE_SHED: Final = 0.9
+"""Beyond a quarantine cap, the oldest rows go until this share of it is used, so that
+the cap is not enforced again at every batch."""
+
+ISOLATED_REASONS: Final = ("duplicate_conflict", "store_rejected")
+"""Rejections kept one row each, never merged: each is one reading or message of its own
+(both values of a conflict, the error of a refused message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedDevice:
+    """A device seen only through quarantined messages of one reason."""
+
+    site: str
+    """The site level of its topic (``{prefix}/{site}/{device}/{kind}``), as sent."""
+    sensors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A quarantine row: the first rejection of its kind (device, sensor, reason) within
+    its minute, and how many there were (``duplicate_conflict`` and ``store_rejected`` rows
+    stand for one each)."""
+
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    received_at: float
+    device: str | None = None
+    sensor: str | None = None
+    count: int = 1
+    last_received_at: float | None = None
+
+
+def insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection], *,
+                      merge: bool) -> Counter[str]:
+    """Quarantine rows, their text made storable (``auditd.text``). With ``merge``, a
+    rejection of the same device, sensor and reason within the same minute as an
+    earlier one only adds to that row's count (``QUARANTINE_BUCKET_S``)."""
+    if rejections:
+        rows = []
+        for j in rejections:
+            topic, detail = printable(j.topic), printable(j.detail)
+            device = printable(j.device) if j.device is not None else None
+            sensor = printable(j.sensor) if j.sensor is not None else None
+            payload = bytes(j.payload)
+            size = (len(topic.encode()) + len(detail.encode()) + len(payload)
+                    + QUARANTINE_ROW_BYTES)
+            group = None
+            if merge and j.reason not in ISOLATED_REASONS and math.isfinite(j.received_at):
+                bucket = math.floor(j.received_at / QUARANTINE_BUCKET_S)
+                group = f"{device or ''}|{sensor or ''}|{j.reason}|{bucket}"
+            rows.append((j.received_at, topic, j.reason, detail, device, sensor, payload,
+                         j.received_at, group, size))
+        conn.executemany(
+            "INSERT INTO quarantine (received_at, topic, reason, detail, device, sensor, "
+            "payload, last_received_at, grp, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (grp) WHERE grp IS NOT NULL DO UPDATE SET count = count + 1, "
+            "last_received_at = max(coalesce(last_received_at, received_at), "
+            "excluded.last_received_at)",
+            rows,
+        )
+    return Counter(j.reason for j in rejections)
+
+
+def keep_bounded(conn: sqlite3.Connection, bounds: Bounds) -> int:
+    """Delete the oldest quarantine rows beyond either cap, down to ``QUARANTINE_SHED``
+    of it; returns how many (also counted as ``quarantine_dropped``)."""
+    rows, size = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
+    if rows <= bounds.quarantine_max_rows and size <= bounds.quarantine_max_bytes:
+        return 0
+    shed_rows = rows - int(bounds.quarantine_max_rows * QUARANTINE_SHED)
+    shed_bytes = size - int(bounds.quarantine_max_bytes * QUARANTINE_SHED)
+    last = -1
+    if shed_rows > 0:
+        row = conn.execute("SELECT id FROM quarantine ORDER BY id LIMIT 1 OFFSET ?",
+                           (shed_rows - 1,)).fetchone()
+        last = max(last, row[0]) if row else last
+    if shed_bytes > 0:
+        row = conn.execute(
+            "SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) AS total "
+            "FROM quarantine) WHERE total >= ? ORDER BY id LIMIT 1", (shed_bytes,)).fetchone()
+        last = max(last, row[0]) if row else last
+    if last < 0:
+        return 0
+    dropped = int(conn.execute("DELETE FROM quarantine WHERE id <= ?", (last,)).rowcount)
+    add_counters(conn, {"quarantine_dropped": dropped})
+    return dropped
+
+
+class Quarantine:
+    """The quarantined messages and readings, and what they say about devices."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def recent(self, reason: str | None = None, limit: int = 100) -> list[Quarantined]:
+        """The most recent quarantine rows (optionally of one reason), newest first."""
+        with self._db.read("quarantined") as conn:
+            rows = conn.execute(
+                "SELECT topic, reason, detail, payload, received_at, device, sensor, count, "
+                "coalesce(last_received_at, received_at) FROM quarantine "
+                "WHERE (?1 IS NULL OR reason = ?1) ORDER BY id DESC LIMIT ?2",
+                (reason, limit),
+            ).fetchall()
+        return [
+            Quarantined(topic=t, reason=r, detail=d, payload=bytes(p), received_at=at,
+                        device=dev, sensor=sen, count=int(n), last_received_at=last)
+            for t, r, d, p, at, dev, sen, n, last in rows
+        ]
+
+    def counts_of(self, device: str) -> dict[tuple[str | None, str], int]:
+        """(sensor, reason) -> quarantined rows of one device, over the whole store."""
+        with self._db.read("quarantine_counts") as conn:
+            rows = conn.execute(
+                "SELECT sensor, reason, sum(count) FROM quarantine WHERE device = ? "
+                "GROUP BY sensor, reason", (device,)).fetchall()
+        return {(sensor, reason): int(n) for sensor, reason, n in rows}
+
+    def rejected_between(self, device: str, sensor: str, start: float,
+                         end: float) -> dict[str, int]:
+        """Quarantined readings of one stream received in [start, end), by reason (rows
+        merged within a minute count where their first arrival falls)."""
+        with self._db.read("rejected_between") as conn:
+            rows = conn.execute(
+                "SELECT reason, sum(count) FROM quarantine WHERE device = ? AND sensor = ?"
+                " AND received_at >= ? AND received_at < ? GROUP BY reason",
+                (device, sensor, start, end)).fetchall()
+        return {reason: int(n) for reason, n in rows}
+
+    def rejected_devices(self, reason: str, since: float) -> dict[str, RejectedDevice]:
+        """Devices with messages quarantined for ``reason`` received since ``since``: the
+        site their topic named and the sensors the rejections name (none for a
+        whole-message rejection)."""
+        with self._db.read("rejected_devices") as conn:
+            rows = conn.execute(
+                "SELECT device, sensor, max(topic) FROM quarantine WHERE reason = ? "
+                "AND received_at >= ? AND device IS NOT NULL GROUP BY device, sensor "
+                "ORDER BY device, sensor", (reason, since)).fetchall()
+        sites: dict[str, str] = {}
+        sensors: dict[str, list[str]] = {}
+        for device, sensor, topic in rows:
+            levels = str(topic).split("/")
+            sites.setdefault(device, levels[-3] if len(levels) >= 3 else "")
+            names = sensors.setdefault(device, [])
+            if sensor is not None:
+                names.append(sensor)
+        return {device: RejectedDevice(sites[device], tuple(names))
+                for device, names in sensors.items()}
+
+    def usage(self) -> tuple[int, int]:
+        """(rows, bytes) of the quarantine, as its caps count them."""
+        with self._db.read("quarantine_usage") as conn:
+            row = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def purge(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete quarantined messages received before ``older_than``, in short transactions.
+
+        The per-reason totals in :meth:`rejection_counts` are unaffected.
+        """
+        return self._db.purge_chunks(
+            "purge_quarantine",
+            "DELETE FROM quarantine WHERE id IN "
+            "(SELECT id FROM quarantine WHERE received_at < ? ORDER BY id LIMIT ?)",
+            older_than,
+            chunk,
+        )

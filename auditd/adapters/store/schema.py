@@ -1,0 +1,329 @@
+"""The store's schema: every table, grown by appending migrations, never editing one.
+
+The file's version is ``PRAGMA user_version``; migration ``i`` (1-based) takes it from
+``i - 1`` to ``i`` in one transaction (``Database``). A file from a newer sensor-auditd is
+refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Final
+
+Migration = Callable[[sqlite3.Connection], None]
+
+INSERT_TRIGGER: Final = "readings_after_insert"
+"""The trigger that keeps a stream's count and time span; an import suspends it."""
+
+QUARANTINE_ROW_BYTES: Final = 100
+"""What a quarantine row costs beyond its topic, detail and payload (keys, index entries)."""
+
+
+_SCHEMA_V1: Final = (
+    # Streams get a small integer id so a reading row is (int, int, real, int): the
+    # readings table is by far the largest and this keeps it compact. first/last/n are
+    # kept up to date by triggers so listing streams never scans readings.
+    """
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        first_ts_ms INTEGER,
+        last_ts_ms INTEGER,
+        n INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (site, device, sensor)
+    )
+    """,
+    # WITHOUT ROWID: the primary key is the clustering key, so a window read is one
+    # range scan and a redelivered reading is ignored by the key itself.
+    """
+    CREATE TABLE readings (
+        stream_id INTEGER NOT NULL REFERENCES streams(id),
+        ts_ms INTEGER NOT NULL,
+        value REAL,
+        seq INTEGER,
+        PRIMARY KEY (stream_id, ts_ms)
+    ) WITHOUT ROWID
+    """,
+    # INSERT OR IGNORE does not fire the insert trigger for an ignored row, so n counts
+    # distinct readings exactly, duplicates never.
+    """
+    CREATE TRIGGER readings_after_insert AFTER INSERT ON readings BEGIN
+        UPDATE streams SET
+            n = n + 1,
+            first_ts_ms = min(coalesce(first_ts_ms, NEW.ts_ms), NEW.ts_ms),
+            last_ts_ms = max(coalesce(last_ts_ms, NEW.ts_ms), NEW.ts_ms)
+        WHERE id = NEW.stream_id;
+    END
+    """,
+    """
+    CREATE TRIGGER readings_after_delete AFTER DELETE ON readings BEGIN
+        UPDATE streams SET n = n - 1 WHERE id = OLD.stream_id;
+    END
+    """,
+    """
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        received_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        device TEXT,
+        sensor TEXT,
+        payload BLOB NOT NULL
+    )
+    """,
+    "CREATE INDEX quarantine_reason ON quarantine (reason)",
+    "CREATE INDEX quarantine_received_at ON quarantine (received_at)",
+    """
+    CREATE TABLE meta_versions (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        site TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        ts REAL NOT NULL,
+        data TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX meta_versions_device ON meta_versions (device, id)",
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        site TEXT NOT NULL,
+        ts REAL NOT NULL,
+        received_at REAL NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (device, ts, type, hash)
+    )
+    """,
+    "CREATE INDEX events_ts ON events (ts)",
+    """
+    CREATE TABLE findings (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        window_start REAL NOT NULL,
+        window_end REAL NOT NULL,
+        json TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX findings_stream ON findings (device, sensor, created_at)",
+    "CREATE INDEX findings_created_at ON findings (created_at)",
+    # The latest finding per (kind, device, sensor), so that "current verdicts" costs one
+    # row per stream however long the history grows. '' stands for "no sensor" because a
+    # primary key column cannot usefully be NULL.
+    """
+    CREATE TABLE findings_latest (
+        kind TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        finding_id INTEGER NOT NULL REFERENCES findings(id),
+        PRIMARY KEY (kind, device, sensor)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX findings_latest_finding ON findings_latest (finding_id)",
+    # AUTOINCREMENT: ids are never reused, so a publisher that remembers "done up to id N"
+    # can never confuse a new message with an old one.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL DEFAULT 1,
+        retain INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )
+    """,
+    """
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+)
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    """The initial schema.
+
+    Written as SQL rather than through sqlite-utils' ``create_table``: it needs
+    ``WITHOUT ROWID``, composite ``UNIQUE`` constraints, ``AUTOINCREMENT`` and triggers,
+    and sqlite-utils' writers commit on their own, which would split the migration.
+    """
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+def migration_alerts(conn: sqlite3.Connection) -> None:
+    """Alerts, silences, tickets and their deliveries."""
+    for statement in ALERT_TABLES:
+        conn.execute(statement)
+
+
+ALERT_TABLES: Final = (
+    # One row per audited stream: its lifecycle between audits (alerts.Track).
+    """
+    CREATE TABLE alert_tracks (
+        kind TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        site TEXT NOT NULL,
+        state TEXT NOT NULL,
+        fails INTEGER NOT NULL,
+        passes INTEGER NOT NULL,
+        since REAL,
+        severity TEXT NOT NULL,
+        peak TEXT NOT NULL,
+        cause TEXT,
+        opened_at REAL,
+        alert_id TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, device, sensor)
+    ) WITHOUT ROWID
+    """,
+    # One row per alert episode; id is alerts.alert_id (deterministic).
+    """
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        sensor TEXT,
+        cause TEXT,
+        opened_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        peak TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        resolved_at REAL,
+        group_key TEXT,
+        members TEXT NOT NULL DEFAULT '[]',
+        notified INTEGER NOT NULL DEFAULT 0,
+        acked_at REAL,
+        acked_by TEXT,
+        note TEXT,
+        finding TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX alerts_state ON alerts (state, opened_at)",
+    """
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        sensor TEXT,
+        until REAL NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT,
+        reason TEXT
+    )
+    """,
+    """
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        alert_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        payload TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE ticket_deliveries (
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+        sink TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT,
+        delivered_at REAL,
+        PRIMARY KEY (ticket_id, sink)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX ticket_deliveries_due ON ticket_deliveries (sink, state, ticket_id)",
+)
+
+
+def _migration_imports(conn: sqlite3.Connection) -> None:
+    """Imported export files, by content hash: importing the same file twice stores nothing
+    twice (its readings are keyed anyway; this also keeps its quarantined rows single)."""
+    conn.execute(
+        """
+        CREATE TABLE imports (
+            sha256 TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            mapping TEXT NOT NULL,
+            imported_at REAL NOT NULL,
+            readings INTEGER NOT NULL,
+            quarantined INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _migration_bounded_quarantine(conn: sqlite3.Connection) -> None:
+    """Quarantine rows that merge (``grp``: device, sensor, reason and minute), with their
+    count, last arrival and size; ``quarantine_usage`` keeps the totals the caps are
+    checked against, exact through every insert and delete (retention included)."""
+    for statement in (
+        "ALTER TABLE quarantine ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE quarantine ADD COLUMN last_received_at REAL",
+        "ALTER TABLE quarantine ADD COLUMN grp TEXT",
+        "ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        f"UPDATE quarantine SET size = length(CAST(topic AS BLOB)) + "
+        f"length(CAST(detail AS BLOB)) + length(payload) + {QUARANTINE_ROW_BYTES:d}",
+        "CREATE UNIQUE INDEX quarantine_grp ON quarantine (grp) WHERE grp IS NOT NULL",
+        """
+        CREATE TABLE quarantine_usage (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rows INTEGER NOT NULL,
+            bytes INTEGER NOT NULL
+        )
+        """,
+        "INSERT INTO quarantine_usage (id, rows, bytes) "
+        "SELECT 1, count(*), coalesce(sum(size), 0) FROM quarantine",
+        """
+        CREATE TRIGGER quarantine_after_insert AFTER INSERT ON quarantine BEGIN
+            UPDATE quarantine_usage SET rows = rows + 1, bytes = bytes + NEW.size;
+        END
+        """,
+        """
+        CREATE TRIGGER quarantine_after_delete AFTER DELETE ON quarantine BEGIN
+            UPDATE quarantine_usage SET rows = rows - 1, bytes = bytes - OLD.size;
+        END
+        """,
+    ):
+        conn.execute(statement)
+
+
+def _migration_records(conn: sqlite3.Connection) -> None:
+    """Each stored finding's record (``Finding.to_record``: every field exact) beside its
+    published JSON, and the same for the finding an alert carries: what goes in as a typed
+    value comes back as the same value. Rows written before have none; they are read from
+    their JSON."""
+    conn.execute("ALTER TABLE findings ADD COLUMN record TEXT")
+    conn.execute("ALTER TABLE alerts ADD COLUMN finding_record TEXT")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
+    _migration_records)
+"""Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -36,7 +36,7 @@ from auditd.adapters.sinks.publisher import OutboxPublisher
 from auditd.adapters.sources.mqtt import MqttLink
 from auditd.adapters.store import Store
 from auditd.adapters.store.database import Bounds
-from auditd.app import health
+from auditd import health
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.app.ingest import Ingestor
 from auditd.app.writer import BatchWriter

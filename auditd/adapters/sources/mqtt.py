@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties
 
 from auditd import logs
 from auditd.adapters.config.daemon import BrokerConfig
-from auditd.app.health import Heartbeat
+from auditd.health import Heartbeat
 from auditd.errors import ConfigError
 from auditd.model import RawMessage
 

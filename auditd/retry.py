@@ -1,6 +1,8 @@
 """When to try again, and how long to wait: one answer for every loop that retries.
 
-A failed write has one of two kinds of cause, and they call for opposite responses:
+How long is :class:`Backoff` (and, for ticket deliveries, :class:`RetryPolicy`, which also
+says when to give up). Whether to retry a failed write at all depends on whose fault it is,
+and the two kinds of cause call for opposite responses:
 
 * **The environment's** (the disk is full, another process holds the lock, an I/O error,
   the file became read-only): nothing is wrong with the data, so the very same write is
@@ -8,7 +10,7 @@ A failed write has one of two kinds of cause, and they call for opposite respons
 * **The message's** (a value the store cannot take: a constraint, a string or blob too
   big, a type or an encoding the driver refuses): retrying would fail for ever and hold
   back every message behind it, so the batch is split until the message is isolated,
-  and that message is quarantined (``auditd.ingest``).
+  and that message is quarantined (``auditd.app.ingest``).
 
 The decision is made on SQLite's result code (``sqlite3.Error.sqlite_errorcode``, Python
 3.11+), never on the text of a message, which changes between SQLite versions and locales.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 # SQLite's primary result codes (https://www.sqlite.org/rescode.html); an extended code
@@ -64,12 +67,49 @@ def error_code(exc: BaseException) -> str | None:
     return str(name) if name else None
 
 
-def backoff_delays(first: float, cap: float,
-                   rng: random.Random | None = None) -> Callable[[int], float]:
-    """Exponential backoff with full jitter: attempt n waits up to min(cap, first * 2**n)."""
-    draw = rng or random.Random()
+# --------------------------------------------------------------------------- how long to wait
 
-    def delay(attempt: int) -> float:
-        return draw.uniform(0, min(cap, first * (2 ** min(max(attempt, 0), 20))))
 
-    return delay
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential back-off with "equal jitter": retry ``n`` (from 0) waits between half and
+    all of ``min(cap_s, first_s * 2**n)``.
+
+    The one back-off of every loop that retries: the MQTT reconnects, the batch writer's
+    commit, the outbox's refused publishes and the ticket deliveries. Never zero, so a
+    refusal is not retried in a tight loop; never in step, so gateways restarted together
+    (or coming back to one ticket system after its outage) do not all return in the same
+    second, while each still waits at least half the nominal delay.
+    """
+
+    first_s: float
+    cap_s: float
+
+    def nominal(self, attempt: int) -> float:
+        """The ceiling of retry ``attempt``'s wait."""
+        return min(self.cap_s, self.first_s * 2.0 ** min(max(attempt, 0), 60))
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """The wait before retry ``attempt`` (0 for the first); ``rand`` draws from [0, 1)."""
+        ceiling = self.nominal(attempt)
+        return ceiling / 2 + rand() * ceiling / 2
+
+    def delays(self, rng: random.Random | None = None) -> Callable[[int], float]:
+        """``delay`` drawing from its own generator (seeded, in tests)."""
+        draw = (rng or random.Random()).random
+        return lambda attempt: self.delay(attempt, draw)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a ticket delivery is tried before it is dead-lettered, and how far apart
+    (``[tickets]`` ``max_attempts``, ``backoff_min``, ``backoff_max``)."""
+
+    max_attempts: int = 12
+    backoff_min_s: float = 10.0
+    backoff_max_s: float = 1800.0
+
+    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """The wait after ``attempts`` failed attempts (1 or more): ``backoff_min`` doubling
+        to ``backoff_max``."""
+        return Backoff(self.backoff_min_s, self.backoff_max_s).delay(attempts - 1, rand)

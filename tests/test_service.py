@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import load_catalog
 from auditd.adapters.config.daemon import load_daemon_config
-from auditd.adapters.sources.mqtt import MqttLink, reconnect_delays
+from auditd.adapters.sources.mqtt import MqttLink
 from auditd.adapters.store import Store
 from auditd.adapters.store.schema import SCHEMA_VERSION
 from auditd.app.daemon import Daemon
 from auditd.app.ingest import Ingestor
 from auditd.domain.validate import Limits
+from auditd.retry import Backoff
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "sensor-auditd.service"
@@ -96,13 +97,14 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
        seed=st.integers(0, 2**32))
 def test_reconnect_delay_is_jittered_within_half_to_all_of_the_capped_exponential(
         first: float, cap: float, attempt: int, seed: int) -> None:
-    delay = reconnect_delays(first, cap, random.Random(seed))(attempt)
+    delay = Backoff(first, cap).delays(random.Random(seed))(attempt)
     ceiling = min(cap, first * 2 ** min(attempt, 30))
     assert ceiling / 2 <= delay <= ceiling
 
 
 def test_reconnect_delays_differ_between_gateways() -> None:
-    a, b = reconnect_delays(1, 60, random.Random(1)), reconnect_delays(1, 60, random.Random(2))
+    backoff = Backoff(1, 60)  # [broker] reconnect_min_s, reconnect_max_s
+    a, b = backoff.delays(random.Random(1)), backoff.delays(random.Random(2))
     assert [a(n) for n in range(6)] != [b(n) for n in range(6)]
 
 

@@ -26,7 +26,6 @@ from auditd.adapters.config.daemon import CommandConfig, WebhookConfig
 from auditd.adapters.sinks.dispatch import (
     CommandSink,
     FileSink,
-    RetryPolicy,
     TicketDispatcher,
     WebhookSink,
 )
@@ -34,8 +33,9 @@ from auditd.adapters.store import Store
 from auditd.adapters.store.alerts import AlertPlanner
 from auditd.cli import main
 from auditd.domain.alerts import plan
-from auditd.domain.tickets import backoff_s, ticket_payload
+from auditd.domain.tickets import ticket_payload
 from auditd.model import Cause, Finding
+from auditd.retry import RetryPolicy
 
 T0 = 1_764_028_800.0
 HOUR = 3600.0
@@ -62,10 +62,11 @@ def open_alerts(store: Store, devices: list[str], sinks: tuple[str, ...]) -> Non
 @given(st.integers(1, 40), st.floats(0.1, 60), st.floats(1, 4000), st.floats(0, 1))
 def test_backoff_doubles_within_its_cap_and_jitters_in_the_upper_half(
         attempts: int, base: float, cap: float, r: float) -> None:
-    wait = backoff_s(attempts, base, cap, lambda: r)
+    policy = RetryPolicy(backoff_min_s=base, backoff_max_s=cap)
+    wait = policy.delay(attempts, lambda: r)
     nominal = min(cap, base * 2 ** (attempts - 1))
     assert nominal / 2 <= wait <= nominal
-    assert backoff_s(attempts + 1, base, cap, lambda: r) >= wait or nominal == cap
+    assert policy.delay(attempts + 1, lambda: r) >= wait or nominal == cap
 
 
 def test_webhook_down_then_up_gets_exactly_one_ticket_per_alert(tmp_path: Path) -> None:

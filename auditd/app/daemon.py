@@ -26,17 +26,16 @@ from typing import Any, cast
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from auditd import logs
+from auditd import health, logs
 from auditd.adapters.config.catalog import load_catalog
 from auditd.adapters.config.daemon import DaemonConfig
 from auditd.adapters.runstate import RunState, RunStateFile
 from auditd.adapters.sinks import sdnotify
-from auditd.adapters.sinks.dispatch import RetryPolicy, TicketDispatcher, sinks_from
+from auditd.adapters.sinks.dispatch import TicketDispatcher, sinks_from
 from auditd.adapters.sinks.publisher import OutboxPublisher
 from auditd.adapters.sources.mqtt import MqttLink
 from auditd.adapters.store import Store
 from auditd.adapters.store.database import Bounds
-from auditd import health
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.app.ingest import Ingestor
 from auditd.app.writer import BatchWriter
@@ -172,7 +171,7 @@ class Daemon:
                                cohort_alpha=cfg.audit.cohort_alpha,
                                alerting=AlertSettings.of(cfg))
         self.dispatcher = TicketDispatcher(self.store, sinks_from(cfg.tickets),
-                                           RetryPolicy.of(cfg.tickets), clock=self.clock)
+                                           cfg.tickets.retry, clock=self.clock)
         if cfg.metrics.enabled:
             self._start_metrics()
         self.scheduler = BackgroundScheduler(timezone=UTC)

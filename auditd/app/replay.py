@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from auditd.adapters.config.daemon import DaemonConfig
-from auditd.adapters.sinks.dispatch import FileSink, RetryPolicy, TicketDispatcher
+from auditd.adapters.sinks.dispatch import FileSink, TicketDispatcher
 from auditd.adapters.sources.recordings import RECORDING_INVALID, BadLine, read_messages
 from auditd.adapters.store import Store
 from auditd.app.auditor import AlertSettings, Auditor, AuditRun, metadata_policy
@@ -28,6 +28,7 @@ from auditd.app.ingest import Ingestor
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.model import Outcome, RawMessage, Rejection
+from auditd.retry import RetryPolicy
 
 
 def _quarantine(bad: BadLine, path: Path, now: float,

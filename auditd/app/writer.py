@@ -33,7 +33,7 @@ from auditd.adapters.sources.mqtt import Delivery
 from auditd.adapters.store.readings import WriteResult
 from auditd.app.ingest import Ingestor
 from auditd.model import Outcome
-from auditd.retry import backoff_delays, error_code
+from auditd.retry import Backoff, error_code
 from auditd.text import printable
 
 log = logs.get("auditd.app.writer")
@@ -74,7 +74,7 @@ class BatchWriter(threading.Thread):
         self._on_commit = on_commit
         self._on_progress = on_progress
         self._stop_requested = threading.Event()
-        self._retry_delay = backoff_delays(retry_first_s, retry_max_s)
+        self._retry_delay = Backoff(retry_first_s, retry_max_s).delays()
         self._counters: Counter[str] = Counter()
         self._counters_lock = threading.Lock()
         self._holding_since: float | None = None

@@ -14,8 +14,6 @@ Every sink (MQTT ticket topic, webhook, command hook, file) receives the same JS
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from typing import Any
 
 from auditd.domain import runbook
@@ -48,13 +46,3 @@ def ticket_payload(request: TicketRequest, gateway: str) -> dict[str, Any]:
         "runbook": book.to_json(),
         "finding": alert.finding.to_json(),
     }
-
-
-def backoff_s(attempts: int, base_s: float, cap_s: float,
-              rand: Callable[[], float] = random.random) -> float:
-    """Wait before attempt ``attempts + 1``: exponential from ``base_s``, capped at ``cap_s``,
-    with "equal jitter" (half fixed, half random) so that gateways retrying against one
-    ticket system after its outage do not all come back in the same second, while each
-    still waits at least half the nominal delay."""
-    nominal = min(cap_s, base_s * 2.0 ** max(attempts - 1, 0))
-    return nominal / 2 + rand() * nominal / 2

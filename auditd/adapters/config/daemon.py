@@ -35,6 +35,7 @@ from auditd.adapters.config.toml import (
 from auditd.errors import ConfigError
 from auditd.logs import LogFormat
 from auditd.model import ID_PATTERN
+from auditd.retry import RetryPolicy
 from auditd.text import describe_value, format_duration
 from auditd.topics import TopicsConfig
 
@@ -205,6 +206,10 @@ class TicketsConfig:
     command: CommandConfig | None = None
     file: Path | None = None
     """Append each ticket's JSON as one line (fsync'd): an audit trail, or a replay's."""
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_min_s, self.backoff_max_s)
 
     def sinks(self) -> tuple[str, ...]:
         """Names of the configured sinks that deliver from the ticket queue."""

@@ -4,7 +4,7 @@ The requests were written in the audit's transaction (``adapters.store.alerts``)
 moves them out, one sink at a time, each sink's queue in order, recording every attempt
 before it looks at the next. A crash between sending and recording means one resend with
 the same ``Idempotency-Key`` after the restart, which the receiver absorbs; a crash before
-sending loses nothing. Failures back off (``tickets.backoff_s``) and end, after
+sending loses nothing. Failures back off (``retry.RetryPolicy``) and end, after
 ``max_attempts``, in the dead-letter state, where ``sensor-auditd tickets --retry-dead``
 finds them.
 
@@ -29,8 +29,8 @@ from auditd import __version__, logs
 from auditd.adapters.config.daemon import CommandConfig, TicketsConfig, WebhookConfig
 from auditd.adapters.sinks.drain import DrainThread
 from auditd.adapters.store import Store
-from auditd.domain.tickets import backoff_s
 from auditd.errors import SinkError
+from auditd.retry import RetryPolicy
 
 log = logs.get("auditd.adapters.sinks.dispatch")
 
@@ -138,17 +138,6 @@ def sinks_from(cfg: TicketsConfig) -> list[Sink]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 12
-    backoff_min_s: float = 10.0
-    backoff_max_s: float = 1800.0
-
-    @classmethod
-    def of(cls, cfg: TicketsConfig) -> RetryPolicy:
-        return cls(cfg.max_attempts, cfg.backoff_min_s, cfg.backoff_max_s)
-
-
 @dataclass
 class DispatchStats:
     delivered: int = 0
@@ -216,8 +205,7 @@ class TicketDispatcher(DrainThread):
             log.error("ticket_dead_lettered", sink=sink, key=key, attempts=attempts,
                       error=str(exc), permanent=exc.permanent)
             return
-        wait = backoff_s(attempts, self._retry.backoff_min_s, self._retry.backoff_max_s,
-                         self._rand)
+        wait = self._retry.delay(attempts, self._rand)
         self._store.tickets.failed(ticket_id, sink, str(exc), retry_at=at + wait)
         log.warning("ticket_delivery_failed", sink=sink, key=key, attempts=attempts,
                     retry_in_s=round(wait, 1), error=str(exc))

@@ -16,12 +16,14 @@ from auditd import logs
 from auditd.adapters.sinks.drain import DrainThread
 from auditd.adapters.sources.mqtt import MqttLink
 from auditd.adapters.store import Store
+from auditd.retry import Backoff
 
 log = logs.get("auditd.adapters.sinks.publisher")
 
 
-RETRY_CAP_S = 300.0
-"""Longest wait before a row the broker refused is offered again."""
+REFUSED = Backoff(2.0, 300.0)
+"""How long a row the broker refused (an ACL, a quota) waits before it is offered again:
+that will not change in a millisecond."""
 
 
 class OutboxPublisher(DrainThread):
@@ -63,8 +65,7 @@ class OutboxPublisher(DrainThread):
             self._store.outbox.failed(row_id, "broker refused the publish")
             attempts = self._attempts.get(row_id, 0) + 1
             self._attempts[row_id] = attempts
-            # A refusal (an ACL, a quota) will not change in a millisecond: back off.
-            self._retry_at[row_id] = time.monotonic() + min(RETRY_CAP_S, 2.0 ** attempts)
+            self._retry_at[row_id] = time.monotonic() + REFUSED.delay(attempts - 1)
             with self._lock:
                 self._in_flight.discard(row_id)
         if done:

@@ -39,9 +39,10 @@ from paho.mqtt.properties import Properties
 
 from auditd import logs
 from auditd.adapters.config.daemon import BrokerConfig
-from auditd.health import Heartbeat
 from auditd.errors import ConfigError
+from auditd.health import Heartbeat
 from auditd.model import RawMessage
+from auditd.retry import Backoff
 
 log = logs.get("auditd.adapters.sources.mqtt")
 
@@ -145,7 +146,7 @@ class MqttLink:
         self._life = threading.Lock()
         self._stopping = threading.Event()
         self._lost = threading.Event()
-        self._delay = reconnect_delays(cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
+        self._delay = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s).delays(rng)
         self._supervisor: threading.Thread | None = None
         self._connack_ok = False
         self.network_thread: threading.Thread | None = None
@@ -472,20 +473,6 @@ class MqttLink:
             on_puback(ok)
 
         return confirmed
-
-
-def reconnect_delays(first: float, cap: float,
-                     rng: random.Random | None = None) -> Callable[[int], float]:
-    """Exponential backoff with "equal jitter": attempt n waits between half and all of
-    min(cap, first * 2**n). Never zero, so a refused connection is not retried in a tight
-    loop; never in step, so gateways restarted together do not reconnect together."""
-    draw = rng or random.Random()
-
-    def delay(attempt: int) -> float:
-        ceiling = min(cap, first * (2 ** min(max(attempt, 0), 30)))
-        return ceiling / 2 + draw.uniform(0, ceiling / 2)
-
-    return delay
 
 
 def refusal_hint(reason: str, username: str | None) -> str:

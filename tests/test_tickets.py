@@ -141,9 +141,9 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_can_be_retried(
 def test_dead_letters_are_a_metric(tmp_path: Path) -> None:
     from prometheus_client.core import GaugeMetricFamily
 
-    from auditd.adapters.sinks.metrics import Snapshot, families
+    from auditd.adapters.sinks.metrics import LiveFigures, families
 
-    snap = Snapshot(messages_received=0, messages_committed=0, readings_accepted=0,
+    snap = LiveFigures(messages_received=0, messages_committed=0, readings_accepted=0,
                     readings_duplicate=0, rejected={}, store_write_failures=0,
                     broker_connected=True, broker_connects=1, broker_disconnects=0,
                     broker_connect_failures=0, outbox_depth=0, outbox_oldest_age_s=None,

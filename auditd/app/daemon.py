@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -42,6 +42,9 @@ from auditd.app.writer import BatchWriter
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.errors import AuditdError, ConfigError
+
+if TYPE_CHECKING:  # prometheus-client is imported only when [metrics] enabled
+    from auditd.adapters.sinks.metrics import LiveFigures, MetricsServer
 
 log = logs.get("auditd.app.daemon")
 
@@ -76,8 +79,8 @@ class Daemon:
         self._writer_beat = health.Heartbeat()
         self._publisher_beat = health.Heartbeat()
         self._withheld: list[health.Stale] = []
-        self.metrics: Any = None
-        """``auditd.metrics.Metrics`` when ``[metrics] enabled``; imported only then."""
+        self.metrics: MetricsServer | None = None
+        """The Prometheus endpoint when ``[metrics] enabled``; its module is imported only then."""
         self._store_view: dict[str, Any] = {"outbox": (0, None), "streams": 0, "verdicts": {},
                                             "alerts": {}, "tickets": {}, "quarantine": (0, 0)}
         self._store_view_at = 0.0
@@ -196,31 +199,31 @@ class Daemon:
     # ------------------------------------------------------------------ health, metrics
 
     def _start_metrics(self) -> None:
-        from auditd.adapters.sinks.metrics import Metrics
+        from auditd.adapters.sinks.metrics import MetricsServer  # only when enabled
 
-        self.metrics = Metrics(self._snapshot)
+        self.metrics = metrics = MetricsServer(self._snapshot)
         try:
-            self.metrics.serve(self.cfg.metrics.bind, self.cfg.metrics.port)
+            metrics.serve(self.cfg.metrics.bind, self.cfg.metrics.port)
         except OSError as exc:
             raise ConfigError(self.cfg.source or "<default config>", "metrics.port",
                               f"cannot listen on {self.cfg.metrics.bind}:"
                               f"{self.cfg.metrics.port}: {exc.strerror or exc}") from exc
-        log.info("metrics_listening", bind=self.cfg.metrics.bind, port=self.metrics.port)
+        log.info("metrics_listening", bind=self.cfg.metrics.bind, port=metrics.port)
 
     def _on_commit(self) -> None:
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(self.writer.stats.last_batch_s)
 
-    def _snapshot(self) -> Any:
+    def _snapshot(self) -> LiveFigures:
         """For a scrape: live counters plus the store's figures as of the last refresh (the
         scrape's thread never opens a database connection of its own)."""
-        from auditd.adapters.sinks.metrics import Snapshot
+        from auditd.adapters.sinks.metrics import LiveFigures  # a scrape: metrics are enabled
 
         totals, link, view = self.ingestor.totals, self.link.stats, self._store_view
         depth, oldest = view["outbox"]
         rows, size = view["quarantine"]
         store_cfg = self.cfg.store
-        return Snapshot(
+        return LiveFigures(
             messages_received=link.received, messages_committed=totals.messages,
             readings_accepted=totals.readings_accepted,
             readings_duplicate=totals.readings_duplicate, rejected=dict(totals.rejected),

@@ -31,7 +31,7 @@ AUDIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class LiveFigures:
     """What the daemon knows right now, gathered at scrape time."""
 
     messages_received: int
@@ -71,7 +71,7 @@ class Snapshot:
     wal_bytes."""
 
 
-def families(snap: Snapshot) -> list[Metric]:
+def families(snap: LiveFigures) -> list[Metric]:
     """The scrape-time metrics of one snapshot (pure: a snapshot in, families out)."""
 
     def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -156,17 +156,17 @@ def families(snap: Snapshot) -> list[Metric]:
 
 
 class _Live(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], LiveFigures]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         yield from families(self._snapshot())
 
 
-class Metrics:
+class MetricsServer:
     """The registry, the two duration histograms, the last-audit gauge and the server."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], LiveFigures]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.batch_seconds = Histogram(
             f"{PREFIX}_batch_seconds", "Validating and committing one batch of messages.",

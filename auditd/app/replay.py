@@ -123,15 +123,9 @@ class Replayer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        totals = self.ingestor.totals
         return {
-            "messages": self.lines,
-            "readings_accepted": totals.readings_accepted,
-            "readings_duplicate": totals.readings_duplicate,
-            "nulls": totals.nulls,
-            "readings_rejected": dict(sorted(totals.rejected.items())),
-            "meta_versions": totals.meta_versions,
-            "events": totals.events,
+            **self.ingestor.totals.as_dict(),
+            "messages": self.lines,  # lines read, a bad one included
             "audits": self.audits,
             "findings": sum(self.findings.values()),
             "findings_by_status": dict(sorted(self.findings.items())),

@@ -44,18 +44,11 @@ class RejectedDevice:
 
 
 @dataclass(frozen=True, slots=True)
-class Quarantined:
+class Quarantined(Rejection):
     """A quarantine row: the first rejection of its kind (device, sensor, reason) within
     its minute, and how many there were (``duplicate_conflict`` and ``store_rejected`` rows
     stand for one each)."""
 
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    received_at: float
-    device: str | None = None
-    sensor: str | None = None
     count: int = 1
     last_received_at: float | None = None
 

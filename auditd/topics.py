@@ -14,7 +14,7 @@ class TopicsConfig:
 
     prefix: str = "fleet"
     commands: bool = False
-    """Subscribe to the command topic (``ack``/``silence`` over MQTT, ``auditd.commands``);
+    """Subscribe to the command topic (``ack``/``silence`` over MQTT, ``auditd.app.commands``);
     off unless the broker's ACL restricts who may write it."""
 
     def subscriptions(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ of ``../shared/data/epa-sensortoolkit`` (about 129,000 rows, 780,000 values).
   primary key, in WAL mode, ``synchronous=NORMAL``, one transaction per file. No time
   parsing, no units, no checks: the least any importer must do.
 * **import + evaluate** (the gateway path): ``sensor-auditd import`` of the four files into
-  a fresh store (``auditd.importer.import_file``: mapping recognition, time zones, pint
+  a fresh store (``auditd.app.importer.import_file``: mapping recognition, time zones, pint
   units, quarantine, one transaction per file), then ``colocate --from-store``'s work
   (``sources_from_store`` + ``colocate.run``: averaging, metrics, precision, diagnosis of
   every failing unit by the calibration core, corrections).

@@ -265,7 +265,7 @@ class Auditor:
 
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
         """A window as the audit judges it: through the corrections recorded as calibration
-        events of the device (``auditd.calibration``; the store keeps the raw readings)."""
+        events of the device (``auditd.domain.calibration``; the store keeps the raw readings)."""
         ts, values = self._store.readings.read_window(site, device, sensor, start, end)
         found = corrections(self._store.devices.events(device), sensor)
         return Series(ts, apply(ts, values, found) if found else values)
@@ -315,7 +315,7 @@ def metadata_policy(cfg: AuditConfig) -> MetadataPolicy:
 def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str], now: float,
                    policy: MetadataPolicy) -> dict[str, DeviceHistory]:
     """Every device the store knows of (by its meta, events, telemetry or quarantined
-    telemetry), with what ``auditd.metadata`` needs to judge it."""
+    telemetry), with what ``auditd.domain.metadata`` needs to judge it."""
     streams: dict[str, list[StreamInfo]] = {}
     for stream in store.readings.streams():
         streams.setdefault(stream.device, []).append(stream)

@@ -292,7 +292,7 @@ def calibration_events(run: ColocationRun, site: str, now: float
     corrections left out with the reason.
 
     Its ``correction`` object is what the audit applies to the sensor's readings from the
-    event's time on (``auditd.calibration``)."""
+    event's time on (``auditd.domain.calibration``)."""
     events = []
     skipped = []
     for (device, sensor), res in sorted(run.corrections.items()):

@@ -188,7 +188,7 @@ class Daemon:
 
     def _commands_or(self, ingestor: Ingestor) -> Ingestor:
         """The writer's ingestor: with ``[topics] commands`` on, one that applies the command
-        topic's messages (``auditd.commands``) and passes the rest on."""
+        topic's messages (``auditd.app.commands``) and passes the rest on."""
         if not self.cfg.topics.commands:
             return ingestor
         from auditd.app.commands import CommandRouter

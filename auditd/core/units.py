@@ -3,8 +3,8 @@
 A device sending degF where degC is expected looks like a gain of 1.8 with an offset of
 32; one sending Pa instead of hPa, like a gain of 100. Calling that "gain drift" would send
 a technician to recalibrate a healthy sensor. The candidates are data passed in by the
-caller: the audit derives them from pint (``auditd.audit.unit_confusions``), so every unit
-pint knows is covered without a table here. ``default_unit_candidates`` is a small
+caller: the audit derives them from pint (``auditd.domain.audit_plan.unit_confusions``), so
+every unit pint knows is covered without a table here. ``default_unit_candidates`` is a small
 hand-written fallback for callers that pass none (``evaluate_stream(units=None)``, tests,
 ``colocate``); it also tries bare decimal factors, which pint has no name for.
 """

@@ -20,7 +20,7 @@ the two stand three rules, all pure functions of their inputs (no store, no cloc
 
 :func:`plan` applies all three to one audit's findings, given the tracks, alerts and
 silences the store holds, and returns what to write back in the audit's transaction:
-new tracks, alert records and ticket requests (see ``auditd.tickets`` for their form).
+new tracks, alert records and ticket requests (see ``auditd.domain.tickets`` for their form).
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def alert_id(device: str, sensor: str | None, cause: str | None, opened_at: floa
 
 @dataclass(frozen=True, slots=True)
 class TicketRequest:
-    """An alert event to announce to the ticket sinks (``auditd.tickets`` shapes it)."""
+    """An alert event to announce to the ticket sinks (``auditd.domain.tickets`` shapes it)."""
 
     alert: Alert
     event: Event

@@ -3,7 +3,8 @@
 An immutable lookup over the profiles, the reference entries and the ``[models]`` globs,
 which the ingest and audit paths call per message or per stream and which therefore never
 fails. Reading the files and checking them against each other is the configuration
-adapter's job (``auditd.catalog.build_catalog``); a catalog it returns is consistent.
+adapter's job (``auditd.adapters.config.catalog.build_catalog``); a catalog it returns is
+consistent.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a device's metadata history says: its changes, and the anomalies in it.
 
 Pure: a device's meta versions, events and telemetry span in, a timeline of changes and a
-list of anomalies out. The audit (``auditd.audit``) reads the store, calls these, turns
+list of anomalies out. The audit (``auditd.app.auditor``) reads the store, calls these, turns
 anomalies into ``kind: "metadata"`` findings and lays the changes beside a calibration
 finding's onset. No store, clock or broker here; ``now`` is always an argument.
 

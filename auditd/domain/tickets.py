@@ -9,7 +9,7 @@ Every sink (MQTT ticket topic, webhook, command hook, file) receives the same JS
   or a restart never opens a second ticket (the webhook also sends it in the
   ``Idempotency-Key`` header);
 * ``event``, the alert's state and severity, the members of a grouped alert, the finding
-  it came from, and the ``runbook`` (``auditd.runbook``).
+  it came from, and the ``runbook`` (``auditd.domain.runbook``).
 """
 
 from __future__ import annotations

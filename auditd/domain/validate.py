@@ -171,7 +171,7 @@ class Limits:
     """Containers nested in a meta or event payload (stored and re-published as JSON)."""
     max_devices: int = 5000
     """Devices the gateway keeps anything of (readings, meta, events); a message from a new
-    one beyond it is refused as ``device_limit`` (``auditd.ingest``)."""
+    one beyond it is refused as ``device_limit`` (``auditd.app.ingest``)."""
     max_streams: int = 50_000
     """(site, device, sensor) streams; a reading that would start one more is refused as
     ``stream_limit``."""

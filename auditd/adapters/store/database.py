@@ -42,7 +42,7 @@ from auditd.adapters.store.schema import MIGRATIONS
 from auditd.errors import StoreError
 from auditd.retry import is_transient
 
-log = structlog.get_logger("auditd.store")
+log = structlog.get_logger("auditd.adapters.store")
 
 SYNCHRONOUS_MODES: Final = ("off", "normal", "full", "extra")
 """Accepted values of ``synchronous``; anything else is a configuration mistake."""

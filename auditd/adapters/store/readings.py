@@ -47,7 +47,7 @@ class WriteResult:
     """Oldest quarantine rows deleted to keep within ``Bounds``."""
 
     def plus(self, other: WriteResult) -> WriteResult:
-        """Both batches' changes (a batch committed in parts, ``auditd.ingest``)."""
+        """Both batches' changes (a batch committed in parts, ``auditd.app.ingest``)."""
         rejected = Counter(self.rejected)
         rejected.update(other.rejected)
         return WriteResult(
@@ -106,7 +106,7 @@ class Readings:
 
         Raises :class:`StoreError` after a rollback on any SQLite error (``transient``
         says whether to retry the batch as is, which is idempotent, or to isolate the
-        message the store cannot take, ``auditd.ingest``); an error raised while encoding
+        message the store cannot take, ``auditd.app.ingest``); an error raised while encoding
         a value (``UnicodeEncodeError``...) is raised as it is, after the rollback.
         """
         readings: list[Reading] = []

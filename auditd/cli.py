@@ -376,7 +376,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
             body["not_applied"] = skipped
         out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         if html is not None:
-            from auditd.views.colocation import render
+            from auditd.views.colocation import render  # matplotlib: only with --html
 
             html.write(render(result))
     click.echo(co.summary_table(result))

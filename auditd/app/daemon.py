@@ -37,6 +37,7 @@ from auditd.adapters.sources.mqtt import MqttLink
 from auditd.adapters.store import Store
 from auditd.adapters.store.database import Bounds
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
+from auditd.app.commands import CommandRouter
 from auditd.app.ingest import Ingestor
 from auditd.app.writer import BatchWriter
 from auditd.domain.catalog import Catalog
@@ -191,8 +192,6 @@ class Daemon:
         topic's messages (``auditd.app.commands``) and passes the rest on."""
         if not self.cfg.topics.commands:
             return ingestor
-        from auditd.app.commands import CommandRouter
-
         return cast(Ingestor, CommandRouter(ingestor, self.store, self.cfg.topics.command(
             self.cfg.site, self.cfg.gateway)))
 

@@ -79,7 +79,7 @@ class Simulation:
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, std: float) -> np.ndarray:
     """A stationary AR(1) series with the given lag-1 correlation and standard deviation."""
-    from scipy.signal import lfilter
+    from scipy.signal import lfilter  # scipy on the first simulation, not at CLI start
 
     eps = rng.normal(0.0, std * math.sqrt(1 - phi * phi), n)
     eps[0] = rng.normal(0.0, std)

@@ -31,7 +31,7 @@ INSTALL_HINT = "pip install 'sensor-auditd[report]' (matplotlib)"
 def require_matplotlib() -> None:
     """Stop with a clear error (exit 2) when the optional plotting library is missing."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (an optional extra: is it installed?)
     except ImportError:
         raise UsageError(f"needs matplotlib, which is not installed: {INSTALL_HINT}",
                          "--html") from None
@@ -46,7 +46,7 @@ def _svg(fig: Any) -> str:
 
 def _scatter(x: np.ndarray, y: np.ndarray, slope: float, intercept: float, unit: str,
              title: str) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # an optional extra: imported only to draw
 
     fig = Figure(figsize=(4.2, 4.0))
     ax = fig.add_subplot()
@@ -68,7 +68,7 @@ def _scatter(x: np.ndarray, y: np.ndarray, slope: float, intercept: float, unit:
 
 def _series(t_ref: np.ndarray, ref: np.ndarray, t_dev: np.ndarray, dev: np.ndarray,
             unit: str, title: str) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # an optional extra: imported only to draw
 
     fig = Figure(figsize=(7.5, 2.8))
     ax = fig.add_subplot()

@@ -274,6 +274,7 @@ def write_csv(report: Report, handle: IO[str]) -> None:
 
 
 def _pyplot() -> Any:
+    """matplotlib, an optional extra, imported on the first plot only."""
     try:
         import matplotlib
     except ImportError as exc:

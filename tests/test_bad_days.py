@@ -6,10 +6,8 @@ another process, and a SIGHUP with a broken profile. Nothing acknowledged is eve
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from daemon_proc import DaemonProcess, telemetry, write_config
+from disks import fill, tmpfs
 from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,33 +132,8 @@ def test_broker_restart_under_load_loses_nothing_and_reconnects_with_jitter(
 @pytest.fixture
 def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs: a real ENOSPC, not a simulated one."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI and the dev machines run as root)")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0755", "tmpfs",
-                    str(mount_point)], check=True, capture_output=True, timeout=30)
-    try:
+    with tmpfs(tmp_path / "small", "3m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
-
-
-def _fill(directory: Path) -> Path:
-    """Take every free byte of the filesystem (unbuffered, so nothing is left to flush)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            block = b"\0" * size
-            try:
-                while True:
-                    os.write(fd, block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_disk_full_stops_acknowledging_counts_it_and_recovers_without_loss(
@@ -175,7 +149,7 @@ def test_disk_full_stops_acknowledging_counts_it_and_recovers_without_loss(
         for i in range(first):
             device.client.publish(*_reading(i, start), qos=1)
         _wait(lambda: _count(db, "SELECT count(*) FROM readings") >= first, "no ingest", 30)
-        filler = _fill(tiny_filesystem)
+        filler = fill(tiny_filesystem)
         infos = [device.client.publish(*_reading(first + i, start), qos=1)
                  for i in range(second)]
         for info in infos:
@@ -194,7 +168,7 @@ def test_disk_full_stops_acknowledging_counts_it_and_recovers_without_loss(
         # And the same without a restart: full, then space returns, the writer recovers.
         # (The write-ahead log is reused in place once allocated, so a few hundred readings
         # still fit on a full volume: it takes more for the store to need a new block.)
-        filler = _fill(tiny_filesystem)
+        filler = fill(tiny_filesystem)
         more = 3000
         third = [device.client.publish(*_reading(first + second + i, start), qos=1)
                  for i in range(more)]

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from brokers import free_port
 from daemon_proc import DaemonProcess, Publisher, telemetry, write_config
+from disks import fill, tmpfs
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditd.adapters.store import Store
@@ -430,31 +431,8 @@ def test_broker_connects_survive_sigkill(mosquitto, tmp_path: Path) -> None:
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """A 5 MiB tmpfs: the issue's volume, where the old write-ahead log alone filled it."""
-    if not ROOT:
-        pytest.skip("mounting a tmpfs needs root (CI and the dev machines run as root)")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m,mode=0755", "tmpfs",
-                           str(mount_point)], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "5m", skip_if_refused=True) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_the_write_ahead_log_fits_a_small_volume_and_recovers_from_a_full_one(
@@ -489,7 +467,7 @@ def test_the_write_ahead_log_fits_a_small_volume_and_recovers_from_a_full_one(
         assert peak <= limit * 1.25, (peak, limit)
         # Full to the last byte: writes fail, nothing is acknowledged; space returns, it
         # recovers by itself.
-        filler = _fill(small_volume)
+        filler = fill(small_volume)
         device.publish_many([m for d in devices for m in _readings(d, start + 5000, 150)])
         daemon.wait_event(lambda e: e.get("event") == "store_write_failed", 60)
         tried = _events(daemon, "store.checkpoint") + _events(daemon, "store.checkpoint_failed")

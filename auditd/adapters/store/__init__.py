@@ -25,17 +25,16 @@ silences, tickets and meta versions. No caller sees a row or a JSON blob. The sc
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Unpack
 
 from sqlite_utils import Database as SqliteUtils
 
 from auditd.adapters.store.alerts import Alerts
 from auditd.adapters.store.counters import Counters, add_counters
-from auditd.adapters.store.database import Bounds, Database, Space
+from auditd.adapters.store.database import Bounds, Database, Options, Space
 from auditd.adapters.store.devices import Devices
 from auditd.adapters.store.findings import Findings
 from auditd.adapters.store.outbox import Outbox
@@ -71,24 +70,17 @@ class Store:
     """The daemon's database, as its repositories. Use as a context manager or call
     :meth:`close`."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "full",
-        clock: Callable[[], float] = time.time,
-        read_only: bool = False,
-        bounds: Bounds | None = None,
-    ) -> None:
-        """Open (creating and migrating as needed) the database at ``path``.
+    def __init__(self, path: str | os.PathLike[str], **options: Unpack[Options]) -> None:
+        """Open (creating and migrating as needed) the database at ``path``; ``options``
+        as :class:`Database` takes them.
 
         ``read_only`` opens an existing file for looking only (``sensor-auditd status``):
         nothing is created or migrated, and every write fails with ``StoreError``.
         Otherwise a first write is made at once, so that a read-only file, directory or
         file system fails here, naming the path, and not at the first batch.
         """
-        self._db = Database(path, synchronous=synchronous, clock=clock, read_only=read_only,
-                            bounds=bounds)
+        self._db = Database(path, **options)
+        read_only = options.get("read_only", False)
         try:
             if not read_only:
                 with self._db.write("the start-up write check") as conn:

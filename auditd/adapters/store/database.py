@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 import structlog
 
@@ -133,6 +133,15 @@ def _ensure_state_dir(directory: Path) -> None:
         raise StoreError(f"{directory}: the state directory is not writable")
 
 
+class Options(TypedDict, total=False):
+    """How a store is opened (the keyword arguments of :class:`Database` and ``Store``)."""
+
+    synchronous: str
+    clock: Callable[[], float]
+    read_only: bool
+    bounds: Bounds | None
+
+
 class Database:
     """The connections and transactions of one store file; the repositories share it.
 
@@ -140,15 +149,9 @@ class Database:
     thread. ``close`` closes them all.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "full",
-        clock: Callable[[], float] = time.time,
-        read_only: bool = False,
-        bounds: Bounds | None = None,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
+                 clock: Callable[[], float] = time.time, read_only: bool = False,
+                 bounds: Bounds | None = None) -> None:
         """Open (creating and migrating as needed) the database at ``path``.
 
         ``read_only`` opens an existing file for looking only (``sensor-auditd status``):

@@ -303,22 +303,3 @@ class Finding:
             causes=tuple(Cause.from_json(c) for c in part["causes"] or ()),
             onset=from_iso(part["onset"]), context=dict(part["context"] or {}),
             action=str(part["action"] or ""))
-
-    def to_record(self) -> dict[str, Any]:
-        """Every field as it is (epoch seconds, unrounded confidences): what the store keeps
-        beside the published JSON, so that a finding read back is the value saved."""
-        return {
-            "kind": self.kind, "site": self.site, "device": self.device,
-            "sensor": self.sensor, "status": self.status, "severity": self.severity,
-            "window_start": self.window_start, "window_end": self.window_end,
-            "unit": self.unit, "reference": self.reference, "metrics": dict(self.metrics),
-            "causes": [[c.cause, c.confidence, c.evidence] for c in self.causes],
-            "onset": self.onset, "context": dict(self.context), "action": self.action,
-        }
-
-    @classmethod
-    def from_record(cls, data: Mapping[str, Any]) -> Finding:
-        """The inverse of ``to_record``."""
-        return cls(**{**data, "metrics": dict(data["metrics"]),
-                      "causes": tuple(Cause(c, conf, ev) for c, conf, ev in data["causes"]),
-                      "context": dict(data["context"])})

@@ -14,6 +14,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,23 @@ def test_failed_migration_leaves_the_previous_version(
         assert s.schema_version == SCHEMA_VERSION
         cols = [row[1] for row in s._db._writer.execute("PRAGMA table_info(streams)")]
         assert "half_done" not in cols
+
+
+def test_a_finding_saved_before_schema_5_comes_back_as_published(db_path: Path) -> None:
+    """Rows from before the exact column hold only the published JSON (times to the
+    millisecond, confidences to three decimals): they are read as that JSON says."""
+    odd = replace(finding(), window_start=T0 + 0.0004, causes=(Cause("offset_drift", 0.12345,
+                                                                     "mean difference"),))
+    with Store(db_path) as s:
+        s.findings.save([odd], [], now=T0)
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE findings SET exact = NULL")
+    conn.close()
+    with Store(db_path) as s:
+        [stored] = s.findings.latest()
+    assert stored.finding == Finding.from_json(odd.to_json()) != odd
+    assert stored.finding.causes[0].confidence == 0.123
 
 
 def test_newer_schema_is_refused(db_path: Path) -> None:

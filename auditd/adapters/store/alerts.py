@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from auditd.adapters.store.database import Database
-from auditd.adapters.store.encoding import finding_of
+from auditd.adapters.store.encoding import finding_columns, finding_of
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.domain.alerts import (
     Alert,
@@ -48,7 +48,7 @@ class AlertPlanner:
 _ALERT_COLUMNS: Final = (
     "id, kind, site, device, sensor, cause, opened_at, state, severity, peak, updated_at, "
     "resolved_at, group_key, members, notified, acked_at, acked_by, note, finding, "
-    "finding_record")
+    "finding_exact")
 
 
 def _alert_row(alert: Alert) -> tuple[Any, ...]:
@@ -56,16 +56,15 @@ def _alert_row(alert: Alert) -> tuple[Any, ...]:
             alert.opened_at, alert.state, alert.severity, alert.peak, alert.updated_at,
             alert.resolved_at, alert.group, json.dumps(list(alert.members)),
             int(alert.notified), alert.acked_at, alert.acked_by, alert.note,
-            json.dumps(alert.finding.to_json(), separators=(",", ":"), ensure_ascii=False),
-            json.dumps(alert.finding.to_record(), separators=(",", ":"), ensure_ascii=False))
+            *finding_columns(alert.finding))
 
 
 def _alert_of(row: Sequence[Any]) -> Alert:
     (ident, kind, site, device, sensor, cause, opened_at, state, severity, peak, updated_at,
-     resolved_at, group, members, notified, acked_at, acked_by, note, finding, record) = row
+     resolved_at, group, members, notified, acked_at, acked_by, note, finding, exact) = row
     return Alert(id=ident, kind=kind, site=site, device=device, sensor=sensor, cause=cause,
                  opened_at=opened_at, state=state, severity=severity, peak=peak,
-                 updated_at=updated_at, finding=finding_of(finding, record),
+                 updated_at=updated_at, finding=finding_of(finding, exact),
                  resolved_at=resolved_at, group=group, members=tuple(json.loads(members)),
                  notified=bool(notified), acked_at=acked_at, acked_by=acked_by, note=note)
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from auditd.model import Finding, iso
@@ -53,9 +54,22 @@ def iso_ms(ts_ms: int) -> str:
     return iso(ts) or str(ts) if abs(ts) < 2.5e11 else f"{ts_ms} ms"
 
 
-def finding_of(published: str, record: str | None) -> Finding:
-    """A stored finding from its record (every field exact), or from its published JSON
-    when it was saved before records were kept."""
-    if record is not None:
-        return Finding.from_record(json.loads(record))
-    return Finding.from_json(json.loads(published))
+def finding_columns(finding: Finding) -> tuple[str, str]:
+    """A finding as the store writes it: its published JSON, and exactly what that JSON
+    rounds (the window and the onset to the millisecond, confidences to three decimals)."""
+    published = json.dumps(finding.to_json(), separators=(",", ":"), ensure_ascii=False)
+    exact = json.dumps([finding.window_start, finding.window_end, finding.onset,
+                        [c.confidence for c in finding.causes]])
+    return published, exact
+
+
+def finding_of(published: str, exact: str | None) -> Finding:
+    """The inverse of ``finding_columns``: the very value saved. A finding saved before
+    schema 5 has no exact part and comes back as it was published."""
+    finding = Finding.from_json(json.loads(published))
+    if exact is None:
+        return finding
+    start, end, onset, confidences = json.loads(exact)
+    causes = tuple(replace(c, confidence=x)
+                   for c, x in zip(finding.causes, confidences, strict=True))
+    return replace(finding, window_start=start, window_end=end, onset=onset, causes=causes)

@@ -2,14 +2,13 @@
 that saves an audit's findings with their outbox messages and its alerts.
 
 A finding goes in as a typed value and comes back as the same value (``StoredFinding``):
-the store keeps its record (``Finding.to_record``, every field exact) beside its published
-JSON (``Finding.to_json``, what the finding topic carried and what other tools read).
-Findings saved before the record existed are read from their JSON.
+the store keeps its published JSON (``Finding.to_json``, what the finding topic carried
+and what other tools read) and, beside it, exactly what that JSON rounds
+(``encoding.finding_columns``). Findings saved before schema 5 are read as published.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 from auditd.adapters.store.alerts import AlertPlanner, apply_alerts
 from auditd.adapters.store.database import Database
-from auditd.adapters.store.encoding import finding_of
+from auditd.adapters.store.encoding import finding_columns, finding_of
 from auditd.adapters.store.outbox import OutboxMessage, insert_outbox
 from auditd.domain.alerts import Changes
 from auditd.model import Finding
@@ -36,18 +35,17 @@ class StoredFinding:
         return {**self.finding.to_json(), "id": self.id, "created_at": self.created_at}
 
 
-def _stored(published: str, record: str | None, finding_id: int,
+def _stored(published: str, exact: str | None, finding_id: int,
             created_at: float) -> StoredFinding:
-    return StoredFinding(int(finding_id), float(created_at), finding_of(published, record))
+    return StoredFinding(int(finding_id), float(created_at), finding_of(published, exact))
 
 
 def _insert_finding(conn: sqlite3.Connection, f: Finding, now: float) -> None:
     cur = conn.execute(
         "INSERT INTO findings (created_at, kind, site, device, sensor, status, severity, "
-        "window_start, window_end, json, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "window_start, window_end, json, exact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (now, f.kind, f.site, f.device, f.sensor, f.status, f.severity, f.window_start,
-         f.window_end, json.dumps(f.to_json(), separators=(",", ":"), ensure_ascii=False),
-         json.dumps(f.to_record(), separators=(",", ":"), ensure_ascii=False)),
+         f.window_end, *finding_columns(f)),
     )
     conn.execute(
         "INSERT INTO findings_latest (kind, device, sensor, finding_id) VALUES (?, ?, ?, ?) "
@@ -97,7 +95,7 @@ class Findings:
         """The current verdict per (kind, device, sensor), optionally filtered, by device."""
         with self._db.read("latest_findings") as conn:
             rows = conn.execute(
-                "SELECT f.json, f.record, f.id, f.created_at FROM findings_latest AS l "
+                "SELECT f.json, f.exact, f.id, f.created_at FROM findings_latest AS l "
                 "JOIN findings AS f ON f.id = l.finding_id "
                 "WHERE (?1 IS NULL OR l.kind = ?1) AND (?2 IS NULL OR f.site = ?2) "
                 "AND (?3 IS NULL OR l.device = ?3) "
@@ -110,7 +108,7 @@ class Findings:
         """Every stored finding on ``device`` (all kinds and sensors), oldest first."""
         with self._db.read("findings_of") as conn:
             rows = conn.execute(
-                "SELECT json, record, id, created_at FROM findings WHERE device = ? "
+                "SELECT json, exact, id, created_at FROM findings WHERE device = ? "
                 "ORDER BY created_at, id", (device,)).fetchall()
         return [_stored(*row) for row in rows]
 
@@ -118,7 +116,7 @@ class Findings:
         """Every finding created at or after ``ts``, in the order they were saved."""
         with self._db.read("findings_since") as conn:
             rows = conn.execute(
-                "SELECT json, record, id, created_at FROM findings WHERE created_at >= ? "
+                "SELECT json, exact, id, created_at FROM findings WHERE created_at >= ? "
                 "ORDER BY id", (ts,),
             ).fetchall()
         return [_stored(*row) for row in rows]

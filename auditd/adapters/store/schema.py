@@ -312,18 +312,18 @@ def _migration_bounded_quarantine(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def _migration_records(conn: sqlite3.Connection) -> None:
-    """Each stored finding's record (``Finding.to_record``: every field exact) beside its
-    published JSON, and the same for the finding an alert carries: what goes in as a typed
-    value comes back as the same value. Rows written before have none; they are read from
-    their JSON."""
-    conn.execute("ALTER TABLE findings ADD COLUMN record TEXT")
-    conn.execute("ALTER TABLE alerts ADD COLUMN finding_record TEXT")
+def _migration_exact_findings(conn: sqlite3.Connection) -> None:
+    """Beside each stored finding's published JSON, exactly what that JSON rounds (window,
+    onset, confidences: ``encoding.finding_columns``), and the same for the finding an
+    alert carries: what goes in as a typed value comes back as the same value. Rows
+    written before have none; they are read as they were published."""
+    conn.execute("ALTER TABLE findings ADD COLUMN exact TEXT")
+    conn.execute("ALTER TABLE alerts ADD COLUMN finding_exact TEXT")
 
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
-    _migration_records)
+    _migration_exact_findings)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

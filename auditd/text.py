@@ -149,6 +149,18 @@ def duration(seconds: float, digits: int = 3) -> str:
     return f"{num(s / 86400, digits)} days"
 
 
+def ago(seconds: float) -> str:
+    """An age as ``sensor-auditd status`` prints it: one decimal in the largest unit
+    reached (``13.6 d ago``, ``2.0 h ago``, ``45 s ago``); ``in the future`` when negative.
+    Terser than ``duration``: a status line holds several."""
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
 def bins(count: int, interval_s: float, adjective: str = "") -> str:
     """``1440 paired minutes`` for 1-minute bins; ``96 paired 15 min bins`` otherwise."""
     words = f"{adjective} " if adjective else ""

@@ -21,7 +21,7 @@ from auditd.adapters.runstate import RunState, read_state
 from auditd.adapters.store import Store
 from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX
 from auditd.domain.audit_plan import streams_by_status
-from auditd.text import duration
+from auditd.text import ago
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +96,7 @@ def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "never"
     stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{stamp} ({_ago(now - ts)})"
-
-
-def _ago(seconds: float) -> str:
-    return "in the future" if seconds < 0 else f"{duration(seconds)} ago"
+    return f"{stamp} ({ago(now - ts)})"
 
 
 def _size(n: int) -> str:
@@ -118,7 +114,7 @@ def _daemon_line(d: dict[str, Any] | None, now: float) -> str:
     if not d["running"]:
         return (f"not running: last state {_when(d['updated_at'], now)} (pid {d['pid']}; "
                 f"killed, or hung)")
-    up = _ago(now - d["started_at"]).removesuffix(" ago")
+    up = ago(now - d["started_at"]).removesuffix(" ago")
     if d["healthy"]:
         return f"running, healthy (pid {d['pid']}, up {up})"
     return f"running, UNHEALTHY (pid {d['pid']}, up {up}): " + "; ".join(d["problems"])

@@ -26,7 +26,7 @@ from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_w
 from auditd.adapters.sources.export_times import parse_offset
 from auditd.adapters.sources.exports import device_and_path
 from auditd.adapters.store import Store
-from auditd.app.daemon import Daemon, limits_from
+from auditd.app.daemon import START_WITHOUT_CONFIG, Daemon, limits_from
 from auditd.app.importer import import_file
 from auditd.app.replay import Replayer
 from auditd.errors import AuditdError, ConfigError, InputError, UsageError
@@ -98,7 +98,9 @@ def check_config(config_path: Path | None, profiles: Path | None,
 @CONFIG_OPTION
 @_errors_to_exit
 def run(config_path: Path | None) -> None:
-    """Run the daemon: ingest over MQTT, audit on schedule, publish findings."""
+    """Run the daemon: ingest over MQTT, audit on schedule, publish findings (needs --config)."""
+    if config_path is None:
+        raise UsageError(START_WITHOUT_CONFIG, "--config")
     cfg, catalog = _load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
     sys.exit(Daemon(cfg, catalog).run())

@@ -51,6 +51,22 @@ def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_run_without_config_refuses_and_says_how_to_start(tmp_path: Path) -> None:
+    """No silent localhost:1883 and /var/lib/sensor-auditd: the daemon names what it needs
+    and where to start from, and touches nothing (not even the working directory)."""
+    result = cli("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert message.count("\n") == 0
+    assert message.startswith("sensor-auditd: error: --config:")
+    for how in ("examples/sensor-auditd.toml", "check-config", "systemd/sensor-auditd.service",
+                "run --config /etc/sensor-auditd/config.toml", "sensor-auditd demo"):
+        assert how in message
+    assert list(tmp_path.iterdir()) == []
+    assert result.stdout == ""
+
+
 def _replay(tmp_path: Path, name: str) -> tuple[dict, list[dict], str]:
     out = tmp_path / f"{name}.jsonl"
     summary = tmp_path / f"{name}.json"

@@ -50,6 +50,19 @@ if TYPE_CHECKING:  # prometheus-client is imported only when [metrics] enabled
 log = logs.get("auditd.app.daemon")
 
 
+START_WITHOUT_CONFIG = (
+    "the daemon needs its configuration file (run --config FILE): it publishes under its "
+    "site and gateway, keeps its store and reads its profiles where that file says, and no "
+    "built-in guess of those is safe to publish or write under. To start: copy "
+    "examples/sensor-auditd.toml (every key with its default) to "
+    "/etc/sensor-auditd/config.toml, set site, gateway and [broker], check it with "
+    "`sensor-auditd check-config --config /etc/sensor-auditd/config.toml`, and start the "
+    "unit systemd/sensor-auditd.service, which runs `sensor-auditd run --config "
+    "/etc/sensor-auditd/config.toml` (docs/operations.md); to try it without set-up: "
+    "`sensor-auditd demo`")
+"""Why ``run`` without ``--config`` is refused, and how to start (exit 2)."""
+
+
 def limits_from(cfg: DaemonConfig) -> Limits:
     return Limits(
         max_payload_bytes=cfg.ingest.max_payload_bytes,

@@ -38,6 +38,7 @@ from auditd.sim.live import publish
 from auditd.sim.scenario import default_scenario, load_scenario
 from auditd.views import alerts as alert_view
 from auditd.views import inventory
+from auditd.views import quarantine as quarantine_view
 from auditd.views import report as rep
 from auditd.views import status as status_view
 from auditd.views.alerts import parse_until
@@ -251,6 +252,25 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
         rows = inventory.read_devices(store, catalog)
     click.echo(json.dumps(inventory.as_json(rows), indent=2) if as_json
                else inventory.format_devices(rows))
+
+
+@main.command()
+@click.option("--device", help="Only this device (an fnmatch glob: th-north-*).")
+@click.option("--reason", help="Only this rejection reason (docs/operations.md lists them).")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="At most this many lines, most recently seen first.")
+@CONFIG_OPTION
+@STORE_OPTION
+@JSON_OPTION
+@_errors_to_exit
+def quarantine(device: str | None, reason: str | None, limit: int, config_path: Path | None,
+               db_path: Path | None, as_json: bool) -> None:
+    """What was refused: reason, device, topic, first and last seen, count, a sample."""
+    quarantine_view.check_reason(reason)
+    with _open_store(config_path, db_path, writes=False) as store:
+        groups = store.quarantine.groups(device=device, reason=reason, limit=limit)
+    click.echo(json.dumps(quarantine_view.as_json(groups), indent=2, ensure_ascii=False)
+               if as_json else quarantine_view.table(groups), nl=as_json)
 
 
 @main.command()

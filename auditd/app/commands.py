@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from auditd import logs
+from auditd import logs, reasons
 from auditd.adapters.store import Store
 from auditd.adapters.store.readings import WriteResult
 from auditd.app.ingest import Ingestor
@@ -33,7 +33,7 @@ from auditd.text import check_document, parse_duration, printable
 
 log = logs.get("auditd.app.commands")
 
-COMMAND_INVALID = "command_invalid"
+COMMAND_INVALID = reasons.COMMAND_INVALID
 TEXT_MAX = 500
 
 

@@ -39,6 +39,7 @@ from auditd.adapters.store.database import Bounds
 from auditd.app.auditor import AlertSettings, Auditor, metadata_policy
 from auditd.app.commands import CommandRouter
 from auditd.app.ingest import Ingestor
+from auditd.app.rejection_log import RejectionLog
 from auditd.app.writer import BatchWriter
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
@@ -67,6 +68,7 @@ def limits_from(cfg: DaemonConfig) -> Limits:
     return Limits(
         max_payload_bytes=cfg.ingest.max_payload_bytes,
         max_future_skew_s=cfg.ingest.max_future_skew_s,
+        max_age_s=cfg.ingest.max_age_s,
         quarantine_payload_cap=cfg.ingest.quarantine_payload_cap,
         max_devices=cfg.ingest.max_devices,
         max_streams=cfg.ingest.max_streams,
@@ -164,8 +166,9 @@ class Daemon:
         cfg = self.cfg
         self.store = Store(cfg.store.path, synchronous=cfg.store.synchronous,
                            bounds=bounds_from(cfg))
+        self.rejections = RejectionLog(cfg.log.rejections_interval_s, clock=self.clock)
         self.ingestor = Ingestor(self.store, self.catalog, prefix=cfg.topics.prefix,
-                                 limits=limits_from(cfg))
+                                 limits=limits_from(cfg), on_rejected=self.rejections.note)
         commands = ((cfg.topics.command(cfg.site, cfg.gateway),) if cfg.topics.commands
                     else ())
         self.link = MqttLink(cfg.broker, subscriptions=(*cfg.topics.subscriptions(), *commands),
@@ -424,6 +427,7 @@ class Daemon:
                     sdnotify.notify("WATCHDOG=1")
                 self._refresh_store_view()
                 self._show_state()
+                self.rejections.flush()
         finally:
             self._shutdown()
         return 0
@@ -440,6 +444,7 @@ class Daemon:
         self.dispatcher.join(timeout=5)
         self.link.stop()
         self.writer.flush_counters()
+        self.rejections.close()
         if self.metrics is not None:
             self.metrics.close()
         if self._runstate is not None:

@@ -97,8 +97,11 @@ class Ingestor:
     """Owns the device directory (announced models, admitted devices and streams) and the
     validate -> store step."""
 
-    def __init__(self, store: Store, catalog: Catalog, *, prefix: str, limits: Limits) -> None:
+    def __init__(self, store: Store, catalog: Catalog, *, prefix: str, limits: Limits,
+                 on_rejected: Callable[[Sequence[Rejection]], None] | None = None) -> None:
         self._store = store
+        self._on_rejected = on_rejected
+        """Told what each commit quarantined (the daemon's rate-limited rejection log)."""
         self._catalog = catalog
         self._prefix = prefix
         self._limits = limits
@@ -191,6 +194,8 @@ class Ingestor:
         and leaves nothing behind when it fails."""
         result = self._store.readings.write_outcomes(outcomes, counters=counters)
         self.totals.add(messages, result)
+        if result.rejections and self._on_rejected is not None:
+            self._on_rejected(result.rejections)
         return result
 
     def commit_isolated(self, messages: Sequence[RawMessage], outcomes: Sequence[Outcome], *,

@@ -3,17 +3,19 @@
 Pure (no I/O, no clock: "now" is the message's ``received_at``) so that the live daemon and
 ``replay`` judge a message identically, and so that it can be tested with arbitrary bytes.
 It never raises for any topic or payload: every problem becomes a ``Rejection`` with a
-reason from ``Reason``, kept in quarantine and counted, because a message that crashed
-the gate would be redelivered forever. (Exceptions raised by the injected ``profile_for``
-do propagate: a store that cannot answer now is not the message's fault.)
+reason from ``Reason`` (``auditd.reasons``), kept in quarantine and counted, because a
+message that crashed the gate would be redelivered forever. (Exceptions raised by the
+injected ``profile_for`` do propagate: a store that cannot answer now is not the
+message's fault.)
 
 It runs once per message, tens of thousands of times a second, so units are resolved
 through caches (pint is consulted once per distinct unit string and sensor), regexes are
 compiled at import, and exceptions are only raised on the rejection path.
 
 Why one file of some 640 lines: it is the gate, read top to bottom. Every refusal reason
-(``Reason``, each with what it promises the operator) sits beside the check that raises
-it, so that a reviewer can see that each byte of a message meets exactly one.
+(``Reason``: the codes of ``auditd.reasons``, which says what each promises the operator)
+is raised beside its check, so that a reviewer can see that each byte of a message meets
+exactly one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from auditd import reasons
 from auditd.errors import UnitError
 from auditd.model import (
     EVENT_TYPES,
@@ -47,115 +50,34 @@ from auditd.units import MAX_UNIT_CHARS, Converter, converter, dimensionality, p
 
 
 class Reason:
-    """Why a message or one of its readings was not accepted.
+    """Why a message or one of its readings was not accepted: the codes of the one registry
+    (``auditd.reasons``, which says what each means, where it is decided and which key
+    changes its limit), under the names the gate below uses."""
 
-    These strings are the quarantine's ``reason`` column and the keys of the replay
-    summary's ``readings_rejected``: they are part of the interface, so never rename one.
-    """
+    TOPIC_INVALID = reasons.TOPIC_INVALID
+    PAYLOAD_TOO_LARGE = reasons.PAYLOAD_TOO_LARGE
+    JSON_INVALID = reasons.JSON_INVALID
+    TEXT_INVALID = reasons.TEXT_INVALID
+    SCHEMA_INVALID = reasons.SCHEMA_INVALID
+    TS_INVALID = reasons.TS_INVALID
+    TS_FUTURE = reasons.TS_FUTURE
+    TS_TOO_OLD = reasons.TS_TOO_OLD
+    UNKNOWN_DEVICE_MODEL = reasons.UNKNOWN_DEVICE_MODEL
+    SENSOR_UNKNOWN = reasons.SENSOR_UNKNOWN
+    UNIT_INVALID = reasons.UNIT_INVALID
+    UNIT_INCOMPATIBLE = reasons.UNIT_INCOMPATIBLE
+    VALUE_INVALID = reasons.VALUE_INVALID
+    OUT_OF_RANGE = reasons.OUT_OF_RANGE
+    EVENT_TYPE_INVALID = reasons.EVENT_TYPE_INVALID
+    DEVICE_LIMIT = reasons.DEVICE_LIMIT
+    STREAM_LIMIT = reasons.STREAM_LIMIT
+    DUPLICATE_CONFLICT = reasons.DUPLICATE_CONFLICT
+    STORE_REJECTED = reasons.STORE_REJECTED
 
-    TOPIC_INVALID = "topic_invalid"
-    """The topic is not ``{prefix}/{site}/{device}/{telemetry|meta|event}`` with ids
-    matching ``model.ID_PATTERN`` (wildcards, ``..``, empty levels, non-ASCII...)."""
-
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    """More bytes than ``Limits.max_payload_bytes`` (refused before parsing), or a
-    telemetry array of more than ``Limits.max_batch_items`` messages."""
-
-    JSON_INVALID = "json_invalid"
-    """The payload is not UTF-8 text holding one JSON value (a byte-order mark included;
-    invalid UTF-8 bytes, such as an encoded surrogate, included)."""
-
-    TEXT_INVALID = "text_invalid"
-    """A string of the payload, an object key included, holds a lone surrogate (JSON
-    ``"\\ud800"``) or a NUL (``"\\u0000"``): valid JSON, but not text that a store, a log
-    or an MQTT topic can carry (``auditd.text``)."""
-
-    SCHEMA_INVALID = "schema_invalid"
-    """Valid JSON of the wrong shape: not an object, ``readings`` missing or not an object,
-    ``seq`` not an integer in the signed 64-bit range, a meta or event nested more than
-    ``Limits.max_depth`` levels deep."""
-
-    TS_INVALID = "ts_invalid"
-    """``ts`` missing, or neither RFC 3339 with an offset nor finite Unix epoch seconds.
-    A time without an offset is refused: it would be guessed in some time zone."""
-
-    TS_FUTURE = "ts_future"
-    """``ts`` later than reception by more than ``Limits.max_future_skew_s``: the device's
-    clock is wrong, and storing the value would place it where no window looks."""
-
-    TS_TOO_OLD = "ts_too_old"
-    """``ts`` earlier than reception by more than ``Limits.max_age_s``: a clock reset to
-    the epoch, or a value in milliseconds misread, rather than a flushed buffer."""
-
-    UNKNOWN_DEVICE_MODEL = "unknown_device_model"
-    """Telemetry from a device for which no profile is known, so no reading can be checked
-    (usually: no meta with a known ``model`` yet, or a model without a profile file)."""
-
-    SENSOR_UNKNOWN = "sensor_unknown"
-    """One reading names a sensor the device's profile does not have."""
-
-    UNIT_INVALID = "unit_invalid"
-    """One reading's ``unit`` is missing, not a string, or not a unit pint can parse."""
-
-    UNIT_INCOMPATIBLE = "unit_incompatible"
-    """One reading's unit parses but measures another dimension than the sensor's
-    ``quantity`` (or converts non-linearly, like dBm), so it cannot be converted."""
-
-    VALUE_INVALID = "value_invalid"
-    """One reading's value is not a finite number or null: a string, a boolean, NaN,
-    an infinity, a number too large for a float, or a missing ``value`` key. For a meta
-    or event message (refused whole): a ``NaN``, ``Infinity`` or a number beyond a
-    double's range anywhere in it, which would be re-published as invalid JSON."""
-
-    OUT_OF_RANGE = "out_of_range"
-    """One reading, converted to the canonical unit, lies outside the sensor's physically
-    plausible ``range`` (inclusive bounds)."""
-
-    EVENT_TYPE_INVALID = "event_type_invalid"
-    """An event's ``type`` is missing or not one of ``model.EVENT_TYPES``."""
-
-    # Decided after the gate, by what the gateway already holds (``auditd.app.ingest``,
-    # ``auditd.adapters.store``), with the same quarantine, counting and acknowledgement.
-
-    DEVICE_LIMIT = "device_limit"
-    """A message from a device the gateway holds nothing of yet, while it already holds
-    ``Limits.max_devices`` devices (``[ingest] max_devices``): a flood of invented ids
-    cannot grow memory and the store without bound. Known devices are unaffected."""
-
-    STREAM_LIMIT = "stream_limit"
-    """One reading that would start a new (site, device, sensor) stream while there are
-    already ``Limits.max_streams`` (``[ingest] max_streams``). Known streams are unaffected."""
-
-    DUPLICATE_CONFLICT = "duplicate_conflict"
-    """One reading for a (device, sensor, timestamp) that is stored already with another
-    value: the stored value is kept, and the detail names both. (An identical reading, a
-    broker's redelivery, is no rejection: it is counted as a duplicate.)"""
-
-    STORE_REJECTED = "store_rejected"
-    """A message that passed the gate but that the store could not take, for a reason of
-    the message's own (not a full disk or a lock): isolated from its batch, kept here with
-    the error's class and text, and acknowledged, so that it cannot hold back the others."""
-
-    GATE = (
-        TOPIC_INVALID,
-        PAYLOAD_TOO_LARGE,
-        JSON_INVALID,
-        TEXT_INVALID,
-        SCHEMA_INVALID,
-        TS_INVALID,
-        TS_FUTURE,
-        TS_TOO_OLD,
-        UNKNOWN_DEVICE_MODEL,
-        SENSOR_UNKNOWN,
-        UNIT_INVALID,
-        UNIT_INCOMPATIBLE,
-        VALUE_INVALID,
-        OUT_OF_RANGE,
-        EVENT_TYPE_INVALID,
-    )
+    GATE = reasons.GATE_REASONS
     """The reasons ``validate_message`` gives."""
 
-    ALL = (*GATE, DEVICE_LIMIT, STREAM_LIMIT, DUPLICATE_CONFLICT, STORE_REJECTED)
+    ALL = reasons.INGEST_REASONS
     """Every reason of live ingest, e.g. to report zero counts for the ones that did not
     occur (``replay`` adds ``recording_invalid``, the command topic ``command_invalid``)."""
 
@@ -166,7 +88,7 @@ class Limits:
 
     max_payload_bytes: int = 65536
     max_future_skew_s: float = 300.0
-    max_age_s: float = 10 * 365 * 86400.0
+    max_age_s: float = 3650 * 86400.0
     """Absurdly old on purpose: a device flushing a long outage's buffer is legitimate."""
     quarantine_payload_cap: int = 4096
     """Bytes of a rejected payload (and of a rejected topic) kept as evidence."""
@@ -393,9 +315,11 @@ def _timestamp(document: dict[str, Any], received_at: float, limits: Limits) -> 
     except TimestampError as exc:
         raise _Problem(Reason.TS_INVALID, str(exc)) from None
     if ts > received_at + limits.max_future_skew_s:
-        raise _Problem(Reason.TS_FUTURE, f"ts is {ts - received_at:.6g} s after reception")
+        raise _Problem(Reason.TS_FUTURE, f"ts is {ts - received_at:.6g} s after reception "
+                       f"(limit {limits.max_future_skew_s:g} s: [ingest] max_future_skew_s)")
     if ts < received_at - limits.max_age_s:
-        raise _Problem(Reason.TS_TOO_OLD, f"ts is {received_at - ts:.6g} s before reception")
+        raise _Problem(Reason.TS_TOO_OLD, f"ts is {received_at - ts:.6g} s before reception "
+                       f"(limit {limits.max_age_s:g} s: [ingest] max_age)")
     return ts
 
 

@@ -59,13 +59,13 @@ BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_ex
                "receive_maximum", "tls")
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future_skew_s",
-               "quarantine_payload_cap", "max_devices", "max_streams", "stall_after")
+               "max_age", "quarantine_payload_cap", "max_devices", "max_streams", "stall_after")
 AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
               "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes")
 TOPICS_KEYS = ("prefix", "commands")
-LOG_KEYS = ("level", "format")
+LOG_KEYS = ("level", "format", "rejections_interval")
 METRICS_KEYS = ("enabled", "bind", "port")
 
 MQTT_MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
@@ -125,6 +125,10 @@ class IngestConfig:
     batch_max_wait_s: float = 0.05
     max_payload_bytes: int = 65536
     max_future_skew_s: float = 300.0
+    max_age_s: float = 3650 * 86400.0
+    """Readings older than this when received are ``ts_too_old`` (a clock reset to the
+    epoch); ten years by default, so that a device flushing a long outage's buffer is not
+    refused."""
     quarantine_payload_cap: int = 4096
     max_devices: int = 5000
     """Devices the gateway keeps data of; a new one beyond it is quarantined
@@ -222,6 +226,9 @@ class LogConfig:
     level: LogLevel = "info"
     format: LogFormat = "auto"
     """``auto``: a readable console on a terminal, JSON lines otherwise (journald)."""
+    rejections_interval_s: float = 60.0
+    """At most one ``message_rejected`` line per reason and device in this interval, with
+    the count of the ones it stands for (``auditd.app.rejection_log``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +373,7 @@ def _ingest(table: Table) -> IngestConfig:
         batch_max_wait_s=table.get("batch_max_wait_s", as_duration(), 0.05),
         max_payload_bytes=table.get("max_payload_bytes", as_integer(1, MQTT_MAX_PACKET), 65536),
         max_future_skew_s=table.get("max_future_skew_s", as_duration(), 300.0),
+        max_age_s=table.get("max_age", as_duration(positive=True), 3650 * 86400.0),
         quarantine_payload_cap=table.get("quarantine_payload_cap", as_integer(0), 4096),
         max_devices=table.get("max_devices", as_integer(1), 5000),
         max_streams=table.get("max_streams", as_integer(1), 50_000),
@@ -466,6 +474,7 @@ def _log(table: Table) -> LogConfig:
         level=cast(LogLevel, table.get(
             "level", as_choice("debug", "info", "warning", "error", "critical"), "info")),
         format=cast(LogFormat, table.get("format", as_choice("auto", "json", "console"), "auto")),
+        rejections_interval_s=table.get("rejections_interval", as_duration(positive=True), 60.0),
     )
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from auditd import reasons
 from auditd.adapters.sources.export_mappings import (
     DETECT_LINES,
     ExportMapping,
@@ -284,7 +285,7 @@ def _split_rows(reader: Any, first_line: int, width: int
             lines.append(base + reader.line_num)
             good.append(row)
         else:
-            problems.append(RowProblem(base + reader.line_num, "row_invalid",
+            problems.append(RowProblem(base + reader.line_num, reasons.ROW_INVALID,
                                        f"{len(row)} cells where the header has {width}",
                                        _row_text(row)))
     return lines, good, problems, rows
@@ -297,7 +298,7 @@ def _times(parse_time: TimeParser, cols: Sequence[Sequence[str]], lines: Sequenc
     stamps = list(cols[0]) if len(cols) == 1 else [" ".join(p) for p in zip(*cols, strict=True)]
     t = parse_time.many(stamps)
     for i in np.flatnonzero(~np.isfinite(t)).tolist():
-        problems.append(RowProblem(lines[i], "ts_invalid",
+        problems.append(RowProblem(lines[i], reasons.TS_INVALID,
                                    f"time {stamps[i]!r}: {parse_time.why(stamps[i])}",
                                    _row_text(good[i]), None if sensors is None else sensors[i]))
     return t
@@ -337,7 +338,7 @@ def _read_wide(mapping: ExportMapping, header: list[str], reader: Any,
     for idx, sensor, unit, src, scale, offset in columns:
         values, invalid = parse_floats(cols[idx])
         for i in np.flatnonzero(invalid & timed).tolist():
-            problems.append(RowProblem(lines[i], "value_invalid", f"column {header[idx]!r}: "
+            problems.append(RowProblem(lines[i], reasons.VALUE_INVALID, f"column {header[idx]!r}: "
                                        f"{good[i][idx].strip()!r} is not a number",
                                        _row_text(good[i]), sensor))
         keep = timed & np.isfinite(values)
@@ -387,7 +388,7 @@ def _read_long(mapping: ExportMapping, header: list[str], reader: Any,
             source_units.setdefault(sensors[i], key[1])
         scale[i], offset[i] = conv
     for i in np.flatnonzero(invalid & np.isfinite(t)).tolist():
-        problems.append(RowProblem(lines[i], "value_invalid", f"{good[i][p_idx].strip()}: "
+        problems.append(RowProblem(lines[i], reasons.VALUE_INVALID, f"{good[i][p_idx].strip()}: "
                                    f"{good[i][v_idx].strip()!r} is not a number",
                                    _row_text(good[i]), sensors[i]))
     if q_idx is not None:
@@ -395,7 +396,7 @@ def _read_long(mapping: ExportMapping, header: list[str], reader: Any,
         flagged = np.array([row[q_idx].strip() not in valid_codes for row in good], dtype=bool)
         for i in np.flatnonzero(flagged & usable).tolist():
             problems.append(RowProblem(
-                lines[i], "reference_qc_flagged", f"{good[i][p_idx].strip()} at "
+                lines[i], reasons.REFERENCE_QC_FLAGGED, f"{good[i][p_idx].strip()} at "
                 f"{' '.join(good[i][j] for j in time_idx)}: QC code "
                 f"{good[i][q_idx].strip()!r}", _row_text(good[i]), sensors[i]))
         usable &= ~flagged

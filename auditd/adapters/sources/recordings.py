@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from auditd import reasons
 from auditd.domain.validate import parse_timestamp
 from auditd.errors import RecordingError
 from auditd.model import RawMessage
 
-RECORDING_INVALID = "recording_invalid"
+RECORDING_INVALID = reasons.RECORDING_INVALID
 """A line of the recording that is not a recorded message at all (quarantined, counted)."""
 
 

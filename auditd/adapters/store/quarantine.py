@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from auditd import reasons
 from auditd.adapters.store.counters import add_counters
 from auditd.adapters.store.database import Bounds, Database
 from auditd.adapters.store.schema import QUARANTINE_ROW_BYTES
@@ -29,7 +30,7 @@ QUARANTINE_SHED: Final = 0.9
 """Beyond a quarantine cap, the oldest rows go until this share of it is used, so that
 the cap is not enforced again at every batch."""
 
-ISOLATED_REASONS: Final = ("duplicate_conflict", "store_rejected")
+ISOLATED_REASONS: Final = (reasons.DUPLICATE_CONFLICT, reasons.STORE_REJECTED)
 """Rejections kept one row each, never merged: each is one reading or message of its own
 (both values of a conflict, the error of a refused message)."""
 
@@ -109,11 +110,48 @@ def keep_bounded(conn: sqlite3.Connection, bounds: Bounds) -> int:
     return dropped
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineGroup:
+    """What was refused for one reason from one device on one topic: first and last seen,
+    how many, and the latest of them as a sample (its detail and payload)."""
+
+    reason: str
+    device: str | None
+    topic: str
+    first_seen: float
+    last_seen: float
+    count: int
+    sample_detail: str
+    sample_payload: bytes
+
+
 class Quarantine:
     """The quarantined messages and readings, and what they say about devices."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def groups(self, *, device: str | None = None, reason: str | None = None,
+               limit: int | None = None) -> list[QuarantineGroup]:
+        """The quarantine by (reason, device, topic), most recently seen first; ``device``
+        is a glob (``th-north-*``), ``reason`` a code of ``auditd.reasons``. Counts are of
+        the rows the quarantine still holds (its caps and retention drop the oldest; the
+        totals since the store was created are ``Counters.rejections``)."""
+        with self._db.read("quarantine_groups") as conn:
+            rows = conn.execute(
+                "SELECT g.reason, g.device, g.topic, g.first, g.last, g.n, "
+                "q.detail, q.payload FROM (SELECT reason, device, topic, min(received_at) "
+                "AS first, max(coalesce(last_received_at, received_at)) AS last, "
+                "sum(count) AS n, max(id) AS "
+                "sample FROM quarantine WHERE (?1 IS NULL OR device GLOB ?1) "
+                "AND (?2 IS NULL OR reason = ?2) GROUP BY reason, device, topic) AS g "
+                "JOIN quarantine AS q ON q.id = g.sample "
+                "ORDER BY g.last DESC, g.reason, g.device, g.topic LIMIT ?3",
+                (device, reason, -1 if limit is None else limit)).fetchall()
+        return [QuarantineGroup(reason=r, device=dev, topic=t, first_seen=float(first),
+                                last_seen=float(last), count=int(n), sample_detail=d,
+                                sample_payload=bytes(p))
+                for r, dev, t, first, last, n, d, p in rows]
 
     def recent(self, reason: str | None = None, limit: int = 100) -> list[Quarantined]:
         """The most recent quarantine rows (optionally of one reason), newest first."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from auditd import reasons
 from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX, add_counters
 from auditd.adapters.store.database import Database
 from auditd.adapters.store.devices import insert_events, upsert_meta
@@ -45,6 +46,9 @@ class WriteResult:
     events_added: int = 0
     quarantine_dropped: int = 0
     """Oldest quarantine rows deleted to keep within ``Bounds``."""
+    rejections: tuple[Rejection, ...] = ()
+    """What was quarantined, as committed (``duplicate_conflict`` found here included),
+    for the rejection log (``auditd.app.rejection_log``)."""
 
     def plus(self, other: WriteResult) -> WriteResult:
         """Both batches' changes (a batch committed in parts, ``auditd.app.ingest``)."""
@@ -56,7 +60,8 @@ class WriteResult:
             self.nulls + other.nulls, dict(rejected),
             self.meta_versions_added + other.meta_versions_added,
             self.events_added + other.events_added,
-            self.quarantine_dropped + other.quarantine_dropped)
+            self.quarantine_dropped + other.quarantine_dropped,
+            (*self.rejections, *other.rejections))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ class Readings:
                 meta_versions_added=meta_added,
                 events_added=events_added,
                 quarantine_dropped=dropped,
+                rejections=(*rejections, *conflicts),
             )
             add_counters(conn, self._batch_counters(len(outcomes), result))
             if counters:
@@ -210,7 +216,7 @@ class Readings:
             message = origin.message
             out.append(Rejection(
                 topic=message.topic if message else f"{reading.site}/{reading.device}",
-                reason="duplicate_conflict",
+                reason=reasons.DUPLICATE_CONFLICT,
                 detail=(f"{reading.sensor} at {iso_ms(ts_ms)}: stored {found[0]!r}, this "
                         f"message says {value!r} ({reading.unit}); the stored value is kept"),
                 payload=message.payload[: self._db.bounds.payload_cap] if message else b"",

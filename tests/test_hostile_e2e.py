@@ -268,7 +268,9 @@ def test_ready_with_the_broker_down_then_connects_and_ingests_when_it_comes(
     sock, path = notify_socket
     mosquitto.stop()
     db = tmp_path / "state" / "audit.db"
-    config = write_config(tmp_path / "config.toml", port=mosquitto.port, store=db)
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", port=mosquitto.port, store=db,
+                          extra=f"[metrics]\nenabled = true\nport = {port}\n")
     started = time.monotonic()
     daemon = DaemonProcess(config).start(until="ready", env={"NOTIFY_SOCKET": path})
     try:
@@ -283,6 +285,22 @@ def test_ready_with_the_broker_down_then_connects_and_ingests_when_it_comes(
         assert "running, healthy" in text.stdout
         assert "UNREACHABLE since" in text.stdout and "retrying" in text.stdout
         assert _status(config)["daemon"]["broker"] == "unreachable"
+        # The log says it as the STATUS line does, and each failed attempt says when the
+        # next one is.
+        _wait(lambda: any(e["state"] == "unreachable" for e in _events(daemon, "broker_state")),
+              "no broker_state unreachable in the log", 15)
+        state = next(e for e in _events(daemon, "broker_state") if e["state"] == "unreachable")
+        assert state["level"] == "warning"
+        assert state["status"].startswith(f"broker 127.0.0.1:{mosquitto.port} unreachable "
+                                          "(connection refused")
+        assert state["status"].endswith("), retrying")
+        failed = _events(daemon, "broker_connect_failed")
+        assert failed and all(e["retry_in_s"] > 0 for e in failed)
+        down = _scrape(port)
+        assert down[("sensor_auditd_broker_connected", ())] == 0
+        assert down[("sensor_auditd_broker_down_seconds", ())] > 0
+        assert down[("sensor_auditd_broker_connect_failures_total", ())] >= 1
+        assert down[("sensor_auditd_healthy", ())] == 1  # an outage is not the daemon's fault
 
         mosquitto.start()
         _notifications(sock, lambda m: "X_BROKER=connected" in m, 20)
@@ -292,6 +310,11 @@ def test_ready_with_the_broker_down_then_connects_and_ingests_when_it_comes(
         device.close()
         _wait(lambda: _count(db, "SELECT count(*) FROM readings") == 100, "no ingest", 20)
         assert _status(config)["daemon"]["broker"] == "connected"
+        _wait(lambda: _events(daemon, "broker_state")[-1]["state"] == "connected",
+              "the log did not say the broker is connected", 10)
+        up = _scrape(port)
+        assert up[("sensor_auditd_broker_connected", ())] == 1
+        assert up[("sensor_auditd_broker_down_seconds", ())] == 0
     finally:
         assert daemon.terminate() == 0
     assert _events(daemon, "broker_connect_failed")

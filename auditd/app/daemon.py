@@ -102,6 +102,7 @@ class Daemon:
         self._store_view_at = 0.0
         self._started_at = clock()
         self._status_line = ""
+        self._broker_logged = ""
         self._runstate: RunStateFile | None = None
         self._stalled_logged = False
 
@@ -366,6 +367,12 @@ class Daemon:
         """systemd's STATUS line (when it changes, or with ``notify_first``, e.g. READY=1,
         in front) and the run-state file (every turn)."""
         broker, broker_text = self._broker_state()
+        if broker != self._broker_logged:
+            # The broker's state as the STATUS line says it, once per change: the log
+            # reads "broker ... unreachable (...), retrying" as systemctl status does.
+            (log.warning if broker == "unreachable" else log.info)(
+                "broker_state", state=broker, status=broker_text)
+            self._broker_logged = broker
         problems = self._problems()
         health_text = f"UNHEALTHY: {problems[0]}" if problems else "ingesting"
         line = f"{health_text}; {broker_text}"

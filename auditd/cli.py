@@ -430,9 +430,7 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
     with Store(store_path) as store:
         data = rep.collect(store, catalog, source=str(store_path))
     rep.write(data, html_path=html_path, json_path=json_path, csv_path=csv_path)
-    failing = len(data.failing)
-    click.echo(f"{sum(s['streams'] for s in data.sites)} streams, {failing} failing, "
-               f"{len(data.due)} devices due for calibration"
+    click.echo(rep.summary_line(data)
                + "".join(f"; wrote {p}" for p in (html_path, json_path, csv_path) if p))
 
 

@@ -50,6 +50,10 @@ class RunState:
     writer_stalled_s: float = 0.0
     writer_error: str = ""
     last_commit_at: float | None = None
+    next_audit_at: float | None = None
+    """When the scheduler runs the next audit (``[audit] first_run_delay`` after start,
+    then every ``interval``)."""
+    audit_interval_s: float | None = None
     bounds: dict[str, int] = field(default_factory=dict)
     """Each bounded resource's use and limit: ``devices``/``max_devices``, ``streams``,
     ``quarantine_rows``, ``quarantine_bytes``, ``wal_bytes``/``wal_limit``,

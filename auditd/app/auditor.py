@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from auditd import core, logs
 from auditd.adapters.config.daemon import AuditConfig, DaemonConfig
 from auditd.adapters.store import Store
 from auditd.adapters.store.alerts import AlertPlanner
+from auditd.adapters.store.findings import AuditRunRecord
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.core.series import Series
 from auditd.domain import alerts, run_context, tickets
@@ -51,6 +52,14 @@ from auditd.domain.metadata import (
     FleetView,
     MetadataPolicy,
 )
+from auditd.domain.streams import (
+    StreamCounts,
+    Unjudged,
+    count_streams,
+    counts_by_site,
+    verdicts_of,
+    waiting_reasons,
+)
 from auditd.model import AlertPolicy, Finding, StreamInfo
 from auditd.topics import TopicsConfig
 
@@ -68,6 +77,9 @@ class AuditRun:
     duration_s: float
     alerts: Any = None
     """``alerts.Changes`` of this run, when the auditor has alerting on."""
+    streams: StreamCounts = field(default_factory=StreamCounts)
+    """The run's streams (``domain.streams``): what the log and ``status`` count."""
+    unjudged: tuple[Unjudged, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +152,8 @@ class Auditor:
         started = time.perf_counter()
         announced = {device: version.model for device, version in
                      self._store.devices.latest_meta().items() if version.model is not None}
-        tasks = plan(self._store.readings.streams(), self._catalog, announced,
-                     self._window_override_s)
+        streams = self._store.readings.streams()
+        tasks = plan(streams, self._catalog, announced, self._window_override_s)
         findings = []
         for group in group_tasks(tasks):
             findings.extend(self._audit_group(group, now))
@@ -152,17 +164,27 @@ class Auditor:
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
                                                      f.sensor or "-"),
                                 _dumps(f.to_json()), qos=1, retain=True) for f in findings]
+        stored = [(s.site, s.device, s.sensor) for s in streams]
+        verdicts = verdicts_of(findings)
+        by_site = counts_by_site(stored, self._catalog.is_reference, verdicts)
         report = {}
         for site in sorted({t.site for t in tasks}):
             site_findings = [f for f in findings if f.site == site]
             report = report_for(site, self._gateway, now, site_findings, duration,
-                                [c for c in cohorts if site in c["sites"]])
+                                by_site[site], [c for c in cohorts if site in c["sites"]])
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
         planner = (planner_for(self._alerting, self._catalog, announced, findings, now)
                    if self._alerting is not None else None)
-        changes = self._store.findings.save(findings, outbox, now=now, alerts=planner)
-        run = AuditRun(now, tuple(findings), report, duration, changes)
+        counts = count_streams(stored, self._catalog.is_reference, verdicts)
+        unjudged = waiting_reasons(stored, self._catalog, announced, verdicts,
+                                   {(t.site, t.device, t.sensor): t.reference for t in tasks})
+        record = AuditRunRecord(now, duration, len(findings), counts.as_dict(),
+                                tuple(u.as_dict() for u in unjudged))
+        changes = self._store.findings.save(findings, outbox, now=now, alerts=planner,
+                                            run=record)
+        run = AuditRun(now, tuple(findings), report, duration, changes, counts,
+                       tuple(unjudged))
         self.last_run = run
         return run
 

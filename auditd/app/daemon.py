@@ -44,6 +44,7 @@ from auditd.app.writer import BatchWriter
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import Limits
 from auditd.errors import AuditdError, ConfigError
+from auditd.model import iso
 
 if TYPE_CHECKING:  # prometheus-client is imported only when [metrics] enabled
     from auditd.adapters.sinks.metrics import LiveFigures, MetricsServer
@@ -132,9 +133,9 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.audit_seconds.observe(run.duration_s)
             self.metrics.last_audit.set(time.time())
-        report = run.report
-        log.info("audit_done", streams=len(run.findings), fail=report.get("fail", 0),
-                 insufficient_data=report.get("insufficient_data", 0),
+        # Streams as domain.streams defines them, as status and the report count them;
+        # findings (cohorts and metadata included) are another count.
+        log.info("audit_done", **run.streams.as_dict(), findings=len(run.findings),
                  duration_s=round(run.duration_s, 3))
 
     def _retention_job(self) -> None:
@@ -394,6 +395,7 @@ class Daemon:
             writer_stalled_s=round(self.writer.stalled_for(), 1),
             writer_error=self.writer.stats.batch_error if self.writer.holding else "",
             last_commit_at=last or None,
+            next_audit_at=self._next_audit_at(), audit_interval_s=self.cfg.audit.interval_s,
             bounds={"devices": self.ingestor.devices,
                     "max_devices": self.cfg.ingest.max_devices,
                     "streams": self.ingestor.streams, "max_streams": self.cfg.ingest.max_streams,
@@ -403,6 +405,11 @@ class Daemon:
                     "wal_bytes": self._store_view.get("wal_bytes", 0),
                     "wal_limit": self.store.space.wal_limit,
                     "free_bytes": self._store_view.get("free_bytes", 0)}))
+
+    def _next_audit_at(self) -> float | None:
+        job = self.scheduler.get_job("audit")
+        when = job.next_run_time if job is not None else None
+        return when.timestamp() if when is not None else None
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until SIGTERM/SIGINT (or :meth:`request_stop`); ``install_signals=False`` lets
@@ -424,7 +431,8 @@ class Daemon:
         # The store is open and writable, every loop is running: ready, broker or not.
         self._refresh_store_view()
         self._show_state("READY=1\n")
-        log.info("ready", broker=self._broker_state()[1])
+        log.info("ready", broker=self._broker_state()[1], first_audit=iso(self._next_audit_at()),
+                 audit_interval_s=self.cfg.audit.interval_s)
         try:
             while not self._stop.wait(min(1.0, watchdog or 1.0)):
                 if self._reload.is_set():

@@ -12,15 +12,14 @@ about their reference. The auditor (``auditd.app.auditor``) reads the store and 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from auditd.core.causes import REGISTRY
-from auditd.domain import run_context
 from auditd.domain.catalog import Catalog
+from auditd.domain.streams import StreamCounts, is_stream_verdict
 from auditd.errors import UnitError
 from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, StreamInfo, iso
 from auditd.units import converter, same_dimension_units
@@ -126,23 +125,24 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
 
 
 def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
-               duration_s: float, cohorts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """The summary published on the report topic after each run. Counts are of calibration
-    findings (one per stream); metadata findings appear only when they are news."""
+               duration_s: float, counts: StreamCounts,
+               cohorts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The summary published on the report topic after each run. ``streams`` are the
+    site's field streams (``domain.streams``): ``pass + fail + insufficient_data +
+    waiting``; metadata findings appear only when they are news, cohorts below."""
     metadata = [f for f in findings if f.kind == "metadata"]
-    findings = [f for f in findings if f.kind != "metadata"
-                and f.context.get("comparison") != run_context.COHORT]  # cohorts: listed below
-    by_status = Counter(f.status for f in findings)
+    findings = [f for f in findings if is_stream_verdict(f)]
     return {
         "kind": "audit_report",
         "site": site,
         "gateway": gateway,
         "at": iso(at),
         "duration_s": round(duration_s, 3),
-        "streams": len(findings),
-        "pass": by_status.get("pass", 0),
-        "fail": by_status.get("fail", 0),
-        "insufficient_data": by_status.get("insufficient_data", 0),
+        "streams": counts.field,
+        "pass": counts.passing,
+        "fail": counts.failing,
+        "insufficient_data": counts.insufficient,
+        "waiting": counts.waiting,
         "failing": [
             {"device": f.device, "sensor": f.sensor, "severity": f.severity,
              "cause": f.causes[0].cause if f.causes else None}

@@ -23,7 +23,6 @@ import html
 import io
 import json
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from auditd.core import Series, align
 from auditd.core.causes import spec as cause_spec
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import MetaVersion
+from auditd.domain.streams import StreamKey, counts_by_site, is_stream_verdict, verdicts_of
 from auditd.domain.validate import parse_timestamp
 from auditd.errors import AuditdError
 from auditd.model import EventRecord, Finding, SensorSpec, iso
@@ -125,7 +125,9 @@ def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
             bias_tolerance=spec.tolerance.bias if spec is not None else None,
             meta=tuple(store.devices.meta_history(f.device)),
             events=tuple(store.devices.events(f.device))))
-    return build(calibration, other, failing, meta, catalog, at, source or str(store.path))
+    keys = [(s.site, s.device, s.sensor) for s in store.readings.streams()]
+    return build(calibration, other, failing, meta, catalog, at, source or str(store.path),
+                 stored=keys)
 
 
 def _spec(catalog: Catalog, device: str, sensor: str,
@@ -141,23 +143,35 @@ def _spec(catalog: Catalog, device: str, sensor: str,
 
 def build(calibration: Sequence[StoredFinding], other: Sequence[StoredFinding],
           failing: Sequence[StreamData], meta: Mapping[str, MetaVersion],
-          catalog: Catalog, at: float, source: str) -> Report:
-    """The report's data: summaries first, then the failing streams, worst first."""
+          catalog: Catalog, at: float, source: str,
+          stored: Sequence[StreamKey] = ()) -> Report:
+    """The report's data: summaries first, then the failing streams, worst first. A
+    site's streams are its field streams as ``domain.streams`` defines them (the log and
+    ``status`` count the same): judged, insufficient data, and ``waiting`` for a verdict."""
     findings = [s.finding for s in calibration]
+    verdicts = verdicts_of(findings)
     sites = []
-    for site in sorted({f.site for f in findings}):
-        mine = [f for f in findings if f.site == site]
-        counts = Counter(f.status for f in mine)
-        sites.append({"site": site, "streams": len(mine), "pass": counts.get("pass", 0),
-                      "fail": counts.get("fail", 0),
-                      "insufficient_data": counts.get("insufficient_data", 0),
-                      "devices": len({f.device for f in mine})})
+    for site, counts in counts_by_site(stored, catalog.is_reference, verdicts).items():
+        devices = {k[1] for k in (*stored, *verdicts)
+                   if k[0] == site and not catalog.is_reference(k[1])}
+        sites.append({"site": site, "devices": len(devices), **counts.as_dict()})
     order = {"critical": 0, "major": 1, "minor": 2}
     ranked = sorted(failing, key=lambda s: (order.get(s.finding.severity, 3), s.finding.site,
                                             s.finding.device, s.finding.sensor or ""))
     return Report(at=at, source=source, sites=tuple(sites),
                   due=tuple(due_for_calibration(findings, meta, catalog, at)),
                   findings=tuple(calibration), failing=tuple(ranked), other=tuple(other))
+
+
+def summary_line(report: Report) -> str:
+    """One line for the terminal, counting streams as the log and ``status`` do."""
+    total = {key: sum(site[key] for site in report.sites)
+             for key in ("streams", "judged", "fail", "unjudged")}
+    cohorts = sum(1 for s in report.failing if not is_stream_verdict(s.finding))
+    return (f"{total['streams']} streams: {total['judged']} judged ({total['fail']} "
+            f"failing), {total['unjudged']} not yet"
+            + (f"; {cohorts} failing cohorts" if cohorts else "")
+            + f"; {len(report.due)} devices due for calibration")
 
 
 def due_for_calibration(calibration: Sequence[Finding], meta: Mapping[str, MetaVersion],
@@ -372,12 +386,13 @@ def render_html(report: Report) -> str:
              f"<code>{_e(report.source)}</code>; generated "
              f"{_e(datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ'))}.</p>",
              "<h2>Fleet</h2><table><tr><th>site</th><th>devices</th><th>streams</th>"
-             "<th>pass</th><th>fail</th><th>insufficient data</th></tr>"]
+             "<th>pass</th><th>fail</th><th>insufficient data</th><th>waiting</th></tr>"]
     for site in report.sites:
         parts.append(f"<tr><td>{_e(site['site'])}</td><td>{site['devices']}</td>"
                      f"<td>{site['streams']}</td><td class=pass>{site['pass']}</td>"
                      f"<td class=fail>{site['fail']}</td>"
-                     f"<td class=insufficient_data>{site['insufficient_data']}</td></tr>")
+                     f"<td class=insufficient_data>{site['insufficient_data']}</td>"
+                     f"<td>{site['waiting']}</td></tr>")
     parts.append("</table><h2>Due for calibration</h2>")
     if report.due:
         parts.append("<table><tr><th>site</th><th>device</th><th>why</th><th>due</th></tr>")

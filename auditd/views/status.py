@@ -21,7 +21,7 @@ from auditd.adapters.runstate import RunState, read_state
 from auditd.adapters.store import Store
 from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX
 from auditd.domain.audit_plan import streams_by_status
-from auditd.text import ago
+from auditd.text import ago, duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,9 @@ class Status:
     daemon: dict[str, Any] | None = None
     """The daemon's last run state (``RunState``), with ``running`` and ``age_s`` added;
     None when it never ran beside this store."""
+    last_run: dict[str, Any] | None = None
+    """The latest audit run (``AuditRunRecord``): its stream counts (``domain.streams``)
+    and the unjudged streams with what each is waiting for; None before the first."""
 
 
 def gather(store: Store, now: float) -> Status:
@@ -63,12 +66,14 @@ def gather(store: Store, now: float) -> Status:
         {"device": f.device, "sensor": f.sensor, "severity": f.severity,
          "cause": f.causes[0].cause if f.causes else None}
         for f in (s.finding for s in store.findings.latest()) if f.status == "fail"]
+    run = store.findings.last_run()
     return Status(
         store=summary.path, schema_version=summary.schema_version,
         file_bytes=summary.file_size, wal_bytes=summary.wal_size,
         streams=summary.streams, readings=summary.readings,
         by_status=streams_by_status(verdicts), alerts_open=store.alerts.open_by_severity(),
-        failing=failing, last_audit_at=store.findings.last_at(),
+        failing=failing,
+        last_audit_at=run.at if run is not None else store.findings.last_at(),
         last_reading_at=store.readings.last_reading_at(), messages=counters.get("messages", 0),
         readings_accepted=counters.get("readings_inserted", 0)
         + counters.get("readings_duplicate", 0),
@@ -79,6 +84,7 @@ def gather(store: Store, now: float) -> Status:
         tickets={"pending": summary.tickets_pending, "dead": summary.tickets_dead},
         quarantine_rows=summary.quarantine, quarantine_bytes=summary.quarantine_bytes,
         daemon=_daemon(read_state(store.path), now),
+        last_run=asdict(run) if run is not None else None,
     )
 
 
@@ -133,6 +139,35 @@ def _broker_line(d: dict[str, Any] | None, c: Mapping[str, int], now: float) -> 
     return f"{state}; {history}"
 
 
+UNJUDGED_SHOWN = 20
+"""Unjudged streams ``status`` lists in text (``--json`` has every one the run kept)."""
+
+
+def _streams_line(status: Status, verdicts: str) -> str:
+    """Streams as ``domain.streams`` defines them: as of the last audit (which knows the
+    references), else only what the store holds."""
+    if status.last_run is None:
+        return (f"{status.streams} stored, none audited yet (latest verdicts: "
+                f"{verdicts or 'none'})")
+    c = status.last_run["streams"]
+    return (f"{status.streams} stored; at the last audit {c['streams']} field streams: "
+            f"{c['judged']} judged ({c['pass']} pass, {c['fail']} fail), {c['unjudged']} "
+            f"not ({c['insufficient_data']} insufficient data, {c['waiting']} waiting); "
+            f"{c['reference_streams']} of reference instruments")
+
+
+def _next_audit(d: dict[str, Any] | None, now: float) -> str:
+    if d is None or not d["running"]:
+        return "when the daemon runs ([audit] first_run_delay after its start)"
+    at = d.get("next_audit_at")
+    if at is None:
+        return "not scheduled"
+    every = d.get("audit_interval_s")
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"{stamp} (in {duration(max(0.0, at - now))}"
+            + (f"; then every {duration(every)}" if every else "") + ")")
+
+
 def _bounds_line(status: Status) -> str:
     d = status.daemon
     b: dict[str, int] = d["bounds"] if d and d["running"] else {}
@@ -162,10 +197,10 @@ def render(status: Status, now: float) -> str:
         f"daemon:         {_daemon_line(status.daemon, now)}",
         f"store:          {status.store} (schema {status.schema_version}, "
         f"{_size(status.file_bytes)}, WAL {_size(status.wal_bytes)})",
-        f"streams:        {status.streams} ({verdicts}; "
-        f"{status.streams - sum(status.by_status.values())} without a calibration verdict)",
+        f"streams:        {_streams_line(status, verdicts)}",
         f"alerts open:    {sum(status.alerts_open.values())} ({alerts})",
         f"last audit:     {_when(status.last_audit_at, now)}",
+        f"next audit:     {_next_audit(status.daemon, now)}",
         f"last reading:   {_when(status.last_reading_at, now)}",
         f"messages:       {status.messages} stored; readings accepted "
         f"{status.readings_accepted} (of which redelivered {status.readings_duplicate})",
@@ -179,6 +214,15 @@ def render(status: Status, now: float) -> str:
         f"store failures: {c.get('store_write_failures', 0)} write transactions refused "
         "(disk full, locked); none of their messages was acknowledged",
     ]
+    unjudged = status.last_run["unjudged"] if status.last_run else ()
+    if unjudged:
+        lines.append("waiting (not judged at the last audit, and what for):")
+        lines += [f"  {u['device']}/{u['sensor']}: {u['why']}"
+                  for u in unjudged[:UNJUDGED_SHOWN]]
+        more = status.last_run["streams"]["unjudged"] - min(len(unjudged), UNJUDGED_SHOWN) \
+            if status.last_run else 0
+        if more > 0:
+            lines.append(f"  ... and {more} more (status --json lists up to 200)")
     if status.failing:
         lines.append("failing:")
         lines += [f"  {f['device']}/{f['sensor'] or '-'}: {f['severity']} {f['cause'] or ''}"

@@ -9,6 +9,7 @@ and what other tools read) and, beside it, exactly what that JSON rounds
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,27 @@ class StoredFinding:
         return {**self.finding.to_json(), "id": self.id, "created_at": self.created_at}
 
 
+AUDIT_RUNS_KEPT = 100
+"""Audit runs kept (``audit_runs``): the newest; each is one small row."""
+
+UNJUDGED_KEPT = 200
+"""Unjudged streams a run's row lists (the count is exact; a fleet of thousands keeps the
+row small)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRunRecord:
+    """One audit run as ``status`` reads it: when, how long, how many findings, the
+    streams it counted (``domain.streams.StreamCounts.as_dict``) and the unjudged ones with
+    what each is waiting for (``Unjudged.as_dict``, at most ``UNJUDGED_KEPT``)."""
+
+    at: float
+    duration_s: float
+    findings: int
+    streams: dict[str, int]
+    unjudged: tuple[dict[str, str], ...] = ()
+
+
 def _stored(published: str, exact: str | None, finding_id: int,
             created_at: float) -> StoredFinding:
     return StoredFinding(int(finding_id), float(created_at), finding_of(published, exact))
@@ -54,6 +76,16 @@ def _insert_finding(conn: sqlite3.Connection, f: Finding, now: float) -> None:
     )
 
 
+def _insert_run(conn: sqlite3.Connection, run: AuditRunRecord) -> None:
+    cur = conn.execute(
+        "INSERT INTO audit_runs (at, duration_s, findings, streams, unjudged) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (run.at, run.duration_s, run.findings, json.dumps(run.streams),
+         json.dumps(list(run.unjudged[:UNJUDGED_KEPT]), ensure_ascii=False)))
+    conn.execute("DELETE FROM audit_runs WHERE id <= ?",
+                 (int(cur.lastrowid or 0) - AUDIT_RUNS_KEPT,))
+
+
 class Findings:
     """Saved verdicts, as typed values."""
 
@@ -67,6 +99,7 @@ class Findings:
         *,
         now: float | None = None,
         alerts: AlertPlanner | None = None,
+        run: AuditRunRecord | None = None,
     ) -> Changes | None:
         """Store findings and the messages announcing them in one transaction.
 
@@ -75,7 +108,8 @@ class Findings:
         ``now`` (default: the store's clock) stamps both; an audit passes its own time so
         a replay's findings carry the recording's time, not the wall clock's. ``alerts``
         decides the audit's alerts and ticket requests in the same transaction
-        (``adapters.store.alerts``); what it changed is returned.
+        (``adapters.store.alerts``); what it changed is returned. ``run`` records the audit
+        run itself, even one that judged nothing.
         """
         if now is None:
             now = self._db.clock()
@@ -87,7 +121,20 @@ class Findings:
                 changes, tickets = apply_alerts(conn, alerts, now)
                 outbox = [*outbox, *tickets]
             insert_outbox(conn, outbox, now)
+            if run is not None:
+                _insert_run(conn, run)
         return changes
+
+    def last_run(self) -> AuditRunRecord | None:
+        """The latest audit run recorded (None before the first, or in a store whose audits
+        ran before schema 6: then ``last_at`` is the best answer)."""
+        with self._db.read("last_audit_run") as conn:
+            row = conn.execute("SELECT at, duration_s, findings, streams, unjudged FROM "
+                               "audit_runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return AuditRunRecord(float(row[0]), float(row[1]), int(row[2]), json.loads(row[3]),
+                              tuple(json.loads(row[4])))
 
     def latest(
         self, *, kind: str | None = None, site: str | None = None, device: str | None = None

@@ -321,9 +321,27 @@ def _migration_exact_findings(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE alerts ADD COLUMN finding_exact TEXT")
 
 
+def _migration_audit_runs(conn: sqlite3.Connection) -> None:
+    """Each audit run, saved with its findings: when it ran, the streams it counted
+    (``domain.streams``) and what each unjudged one is waiting for, so that ``status``
+    knows the last audit even when it judged nothing. The newest ``AUDIT_RUNS_KEPT`` stay."""
+    conn.execute(
+        """
+        CREATE TABLE audit_runs (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            duration_s REAL NOT NULL,
+            findings INTEGER NOT NULL,
+            streams TEXT NOT NULL,
+            unjudged TEXT NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
-    _migration_exact_findings)
+    _migration_exact_findings, _migration_audit_runs)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -165,3 +165,54 @@ def test_the_daemon_starts_without_the_calibration_core() -> None:
     loaded = subprocess.run([sys.executable, "-c", audit], capture_output=True, text=True,
                             timeout=60)
     assert loaded.stdout.strip() == "True", loaded.stderr
+
+
+def _unknown_devices_recording(path: Path) -> None:
+    """Four hours of a reference and of two devices no profile applies to: one that never
+    says its model, one that announces a model without a profile."""
+    t0 = 1764057600
+    lines: list[dict] = [
+        {"topic": "fleet/north/ref-north/meta", "received_at": t0,
+         "payload": {"ts": t0, "model": "ref-station"}},
+        {"topic": "fleet/north/vx-north-08/meta", "received_at": t0,
+         "payload": {"ts": t0, "model": "vx-8", "firmware": "1.0"}}]
+    for i in range(4 * 60):
+        ts = t0 + 60 * i
+        for device in ("ref-north", "vx-north-08", "vx-north-09"):
+            lines.append({"topic": f"fleet/north/{device}/telemetry", "received_at": ts,
+                          "payload": {"ts": ts, "readings": {
+                              "temperature": {"value": 20.0, "unit": "degC"}}}})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_devices_lists_a_device_unknown_to_the_profiles_with_its_alert_and_why(
+        tmp_path: Path) -> None:
+    _unknown_devices_recording(tmp_path / "rec.jsonl")
+    config = tmp_path / "config.toml"
+    config.write_text(f'profiles_dir = "{REPO / "device_profiles"}"\n'
+                      f'references_dir = "{REPO / "references"}"\n[audit]\ninterval = "1h"\n')
+    db = tmp_path / "audit.db"
+    replay = cli("replay", str(tmp_path / "rec.jsonl"), "--config", str(config), "--out",
+                 str(tmp_path / "f.jsonl"), "--store", str(db))
+    assert replay.returncode == 0, replay.stderr
+    alerts = cli("findings", "--db", str(db), "--json")
+    alerted = {a["device"] for a in json.loads(alerts.stdout)}
+    assert {"vx-north-08", "vx-north-09"} <= alerted
+
+    result = cli("devices", "--config", str(config), "--db", str(db), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["device"]: r for r in json.loads(result.stdout)}
+    never = rows["vx-north-09"]  # nothing but refused telemetry and an alert
+    assert never["site"] == "north" and never["open_alerts"] == 1
+    assert never["unknown"].startswith("no model: no meta message announced one, and no "
+                                       "[models] glob in the config matches it; 240 messages "
+                                       "refused as unknown_device_model")
+    assert never["last_seen"] == "2025-11-25T11:59:00Z"
+    announced = rows["vx-north-08"]
+    assert announced["unknown"].startswith("model 'vx-8' has no profile in profiles_dir")
+    assert rows["ref-north"]["unknown"] is None
+
+    text = cli("devices", "--config", str(config), "--db", str(db)).stdout
+    assert "vx-north-09 (unknown)" in text
+    assert "\nunknown to the profiles (their telemetry is refused):\n" in text
+    assert f"  vx-north-09: {never['unknown']}" in text

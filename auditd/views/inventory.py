@@ -13,9 +13,13 @@ from typing import Any
 
 from auditd.adapters.store import Store
 from auditd.adapters.store.findings import StoredFinding
+from auditd.adapters.store.quarantine import QuarantineGroup
+from auditd.domain.alerts import Alert
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import MetaVersion, parse_date
+from auditd.domain.run_context import COHORT
 from auditd.model import EventRecord, Finding, StreamInfo, iso
+from auditd.reasons import UNKNOWN_DEVICE_MODEL
 
 EMPTY = "-"
 
@@ -34,6 +38,11 @@ class DeviceRow:
     causes: tuple[str, ...]
     """The first cause of each open finding."""
     reference: bool
+    open_alerts: int = 0
+    """Alerts open or acknowledged on the device (``findings`` lists them)."""
+    unknown: str | None = None
+    """Why no profile applies to the device (its telemetry is refused as
+    ``unknown_device_model``); None when one does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +65,28 @@ def read_devices(store: Store, catalog: Catalog) -> list[DeviceRow]:
     for e in store.devices.events():
         if e.type == "calibration":
             calibrations[e.device] = max(e.ts, calibrations.get(e.device, e.ts))
-    devices = sorted(set(latest) | set(streams) | {r.id for r in catalog.references})
-    return device_rows(devices, latest, streams, verdicts, calibrations, catalog)
+    alerts: dict[str, list[Alert]] = {}
+    for alert in store.alerts.select():
+        if alert.finding.context.get("comparison") != COHORT:  # a cohort is no device
+            alerts.setdefault(alert.device, []).append(alert)
+    refused = {g.device: g for g in store.quarantine.groups(reason=UNKNOWN_DEVICE_MODEL)
+               if g.device is not None}
+    devices = sorted(set(latest) | set(streams) | {r.id for r in catalog.references}
+                     | set(alerts) | set(refused))
+    return device_rows(devices, latest, streams, verdicts, calibrations, catalog,
+                       alerts=alerts, refused=refused)
 
 
 def device_rows(devices: Sequence[str], latest: Mapping[str, MetaVersion],
                 streams: Mapping[str, Sequence[StreamInfo]],
                 verdicts: Mapping[str, Sequence[Finding]],
-                calibrations: Mapping[str, float], catalog: Catalog) -> list[DeviceRow]:
+                calibrations: Mapping[str, float], catalog: Catalog, *,
+                alerts: Mapping[str, Sequence[Alert]] | None = None,
+                refused: Mapping[str, QuarantineGroup] | None = None) -> list[DeviceRow]:
+    """One row per device; ``alerts`` (open ones by device) and ``refused`` (its latest
+    telemetry refused as ``unknown_device_model``) add the devices nothing else knows."""
+    alerts = alerts or {}
+    refused = refused or {}
     rows = []
     for device in devices:
         version = latest.get(device)
@@ -73,20 +96,45 @@ def device_rows(devices: Sequence[str], latest: Mapping[str, MetaVersion],
         model = catalog.model_for(device, version.model if version is not None else None)
         lasts = [s.last_ts for s in own if s.last_ts is not None]
         failing = [f for f in verdicts.get(device, ()) if f.status == "fail"]
+        mine = alerts.get(device, ())
         rows.append(DeviceRow(
             device=device,
             site=(version.site if version is not None else "")
-            or (own[0].site if own else ref.site if ref else ""),
+            or (own[0].site if own else ref.site if ref else mine[0].site if mine
+                else _topic_site(refused[device].topic) if device in refused else ""),
             model=model,
             firmware=_text(meta.get("firmware")),
             installed=_date(meta.get("installed_at")),
             calibrated=_latest_calibration(meta.get("calibrated_at"), calibrations.get(device)),
-            last_seen=iso(max(lasts)) if lasts else None,
+            last_seen=iso(max([*lasts, refused[device].last_seen] if device in refused
+                              else lasts, default=None)),
             open_findings=len(failing),
             causes=tuple(f.causes[0].cause for f in failing if f.causes),
             reference=ref is not None,
+            open_alerts=len(mine),
+            unknown=_why_unknown(catalog, model, refused.get(device)),
         ))
     return rows
+
+
+def _why_unknown(catalog: Catalog, model: str | None,
+                 refused: QuarantineGroup | None) -> str | None:
+    """Why no profile applies, and what that costs, or None when one does."""
+    if model is not None and catalog.profile(model) is not None:
+        return None
+    why = (f"model {model!r} has no profile in profiles_dir" if model is not None
+           else "no model: no meta message announced one, and no [models] glob in the "
+                "config matches it")
+    if refused is not None:
+        why += (f"; {refused.count} messages refused as {UNKNOWN_DEVICE_MODEL}, the last "
+                f"{iso(refused.last_seen)}")
+    return why
+
+
+def _topic_site(topic: str) -> str:
+    """The site level of ``{prefix}/{site}/{device}/{kind}``."""
+    levels = topic.split("/")
+    return levels[-3] if len(levels) >= 3 else ""
 
 
 def _text(value: object) -> str | None:
@@ -205,12 +253,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 
 def format_devices(rows: Sequence[DeviceRow]) -> str:
+    """The table, then each device no profile applies to and why."""
     headers = ("DEVICE", "SITE", "MODEL", "FIRMWARE", "INSTALLED", "CALIBRATED", "LAST SEEN",
-               "OPEN", "CAUSES")
-    return format_table(headers, [
-        (r.device + (" (ref)" if r.reference else ""), r.site, r.model, r.firmware,
-         r.installed, r.calibrated, r.last_seen, r.open_findings,
-         ", ".join(r.causes) or None) for r in rows])
+               "OPEN", "ALERTS", "CAUSES")
+    text = format_table(headers, [
+        (r.device + (" (ref)" if r.reference else "") + (" (unknown)" if r.unknown else ""),
+         r.site, r.model, r.firmware, r.installed, r.calibrated, r.last_seen, r.open_findings,
+         r.open_alerts, ", ".join(r.causes) or None) for r in rows])
+    unknown = [r for r in rows if r.unknown]
+    if not unknown:
+        return text
+    return (text.rstrip("\n") + "\n\nunknown to the profiles (their telemetry is refused):\n"
+            + "".join(f"  {r.device}: {r.unknown}\n" for r in unknown))
 
 
 def format_timeline(entries: Sequence[TimelineEntry]) -> str:

@@ -151,6 +151,19 @@ def test_the_rejection_log_counts_what_it_holds_back_and_logs_it_when_the_interv
                                                           ("a", 1), ("a", 1)]
 
 
+def test_a_flood_of_invented_devices_costs_the_log_a_bounded_number_of_lines() -> None:
+    clock = [0.0]
+    log = RejectionLog(60.0, clock=lambda: clock[0], max_keys=10)
+    flood = [Rejection(f"fleet/s/fake-{i}/telemetry", "device_limit", "x", b"", 0.0,
+                       f"fake-{i}") for i in range(1000)]
+    with capture_logs() as events:
+        log.note(flood)
+        log.close()
+    assert len(events) == 12  # ten devices, then one line for the rest, and its count
+    assert sum(e["count"] for e in events) == 1000
+    assert [e["device"] for e in events[10:]] == ["*", "*"]
+
+
 def test_one_registry_names_every_reason_the_code_gives() -> None:
     from auditd.adapters.sources.recordings import RECORDING_INVALID
     from auditd.app.commands import COMMAND_INVALID

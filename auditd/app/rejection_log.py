@@ -7,7 +7,8 @@ within ``interval_s`` are only counted, and a line with that count (``count``: t
 rejections this line stands for, ``since``: when its interval began) is logged when the
 interval is over, by :meth:`RejectionLog.flush` (the daemon's main loop calls it every
 second) or by the next rejection after it. Nothing is lost on the way out:
-:meth:`RejectionLog.close` logs what is still counted.
+:meth:`RejectionLog.close` logs what is still counted. Beyond ``MAX_KEYS`` pairs at once
+(a flood of invented device ids) a reason's further devices share one line, device ``*``.
 
 The quarantine keeps every rejection (``sensor-auditd quarantine``); this is only what a
 person reading the journal sees.
@@ -28,6 +29,10 @@ log = logs.get("auditd.app.rejections")
 
 DEFAULT_INTERVAL_S = 60.0
 DETAIL_CHARS = 300
+MAX_KEYS = 200
+"""(reason, device) pairs followed at once; beyond them (a flood of invented device ids)
+a reason's rejections share one line, device ``*``, so that the log stays bounded too."""
+MANY = "*"
 
 
 @dataclass
@@ -44,8 +49,9 @@ class RejectionLog:
     Thread-safe: the writer thread notes, the main loop flushes."""
 
     def __init__(self, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_keys: int = MAX_KEYS) -> None:
         self.interval_s = interval_s
+        self.max_keys = max_keys
         self._clock = clock
         self._windows: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
@@ -57,6 +63,8 @@ class RejectionLog:
             for rejection in rejections:
                 now = self._clock()
                 key = (rejection.reason, rejection.device or "")
+                if key not in self._windows and len(self._windows) >= self.max_keys:
+                    key = (rejection.reason, MANY)
                 window = self._windows.get(key)
                 if window is not None and now - window.started < self.interval_s:
                     window.counted += 1
@@ -93,5 +101,5 @@ class RejectionLog:
                     interval_s=self.interval_s, topic=printable(window.topic[:200]),
                     detail=printable(window.detail[:DETAIL_CHARS]),
                     hint="sensor-auditd quarantine --reason " + reason
-                    + (f" --device {device}" if device else ""))
+                    + (f" --device {device}" if device and device != MANY else ""))
         window.counted = 0

@@ -113,7 +113,8 @@ def keep_bounded(conn: sqlite3.Connection, bounds: Bounds) -> int:
 @dataclass(frozen=True, slots=True)
 class QuarantineGroup:
     """What was refused for one reason from one device on one topic: first and last seen,
-    how many, and the latest of them as a sample (its detail and payload)."""
+    how many, and a recent one as a sample (the detail and payload of the newest row: the
+    first rejection of its minute)."""
 
     reason: str
     device: str | None

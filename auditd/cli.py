@@ -260,14 +260,15 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
               help="At most this many lines, most recently seen first.")
 @CONFIG_OPTION
-@STORE_OPTION
+@click.option("--store", "--db", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The daemon's SQLite store (default: the config's store.path).")
 @JSON_OPTION
 @_errors_to_exit
 def quarantine(device: str | None, reason: str | None, limit: int, config_path: Path | None,
-               db_path: Path | None, as_json: bool) -> None:
+               store_path: Path | None, as_json: bool) -> None:
     """What was refused: reason, device, topic, first and last seen, count, a sample."""
     quarantine_view.check_reason(reason)
-    with _open_store(config_path, db_path, writes=False) as store:
+    with _open_store(config_path, store_path, writes=False) as store:
         groups = store.quarantine.groups(device=device, reason=reason, limit=limit)
     click.echo(json.dumps(quarantine_view.as_json(groups), indent=2, ensure_ascii=False)
                if as_json else quarantine_view.table(groups), nl=as_json)

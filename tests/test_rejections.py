@@ -113,7 +113,7 @@ def test_rejections_are_logged_once_per_reason_and_device_with_counts_and_listed
     assert "(limit 86400 s: [ingest] max_age)" in too_old["sample"]["detail"]
     assert groups[("json_invalid", "th-north-01")]["sample"]["payload"] == "{not json"
 
-    one = _cli("quarantine", "--db", str(db), "--device", "th-north-0[12]", "--reason",
+    one = _cli("quarantine", "--store", str(db), "--device", "th-north-0[12]", "--reason",
                "out_of_range")
     assert one.returncode == 0, one.stderr
     lines = one.stdout.splitlines()

@@ -316,7 +316,10 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
                     done, before = time.time(), watch.reports
                     echo("\nfleet: all messages sent; waiting for the daemon's next audits")
                     every = max(5.0, seconds / 8)
-                    deadline = done + 6 * every + 60
+                    # The loop ends as soon as the audits are in; the deadline is only for
+                    # a daemon that stopped auditing. A loaded machine (CI beside other
+                    # work) takes tens of seconds an audit, so it is generous.
+                    deadline = done + 6 * every + 300
                     while watch.reports - before < SETTLE_AUDITS and time.time() < deadline:
                         if proc.poll() is not None:
                             raise DemoError(f"the daemon stopped: see {daemon_log}")

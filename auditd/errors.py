@@ -10,6 +10,8 @@ one line on stderr and its class's exit status, never a traceback::
     │       └── ExportError      2  an instrument or agency export (``auditd.adapters.sources``)
     ├── ConfigError              2  configuration, profile, reference or mapping: file, key
     ├── UnitError                2  a unit string pint cannot parse, or of the wrong dimension
+    ├── DatabaseError            2  the fleet's PostgreSQL cannot be used as given: host/port
+    │   └── SchemaError          2  its schema is newer than this sensor-auditd knows
     └── IOFailure                1  the outside world failed: retry, or fix the machine
         ├── StoreError           1  the store refused a write or a read (transient or not)
         └── SinkError            1  a ticket sink refused or failed a delivery
@@ -86,6 +88,22 @@ class UnitError(AuditdError):
         self.unit = unit
         self.problem = problem
         super().__init__(f"unit {unit!r}: {problem}")
+
+
+class DatabaseError(AuditdError):
+    """The fleet's PostgreSQL cannot be used as the DSN says (unreachable, refused,
+    authentication failed): names host and port, never the password."""
+
+    exit_status = 2
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = where
+        self.problem = problem
+        super().__init__(f"PostgreSQL at {where}: {problem}")
+
+
+class SchemaError(DatabaseError):
+    """The database was migrated by a newer sensor-auditd: this one would misread it."""
 
 
 class IOFailure(AuditdError):

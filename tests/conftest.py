@@ -59,3 +59,12 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     finally:
         sock.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet_dsn() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (tests/postgres.py), dropped afterwards."""
+    from postgres import scratch_database  # psycopg: the dev extra installs it
+
+    with scratch_database() as dsn:
+        yield dsn

@@ -1,0 +1,405 @@
+"""The fleet's PostgreSQL store (psycopg 3, psycopg_pool): open, migrate, write, read.
+
+One write path for everything: ``FleetStore.write`` takes a batch of records (what
+``auditd.fleet.upstream.parse`` makes of live messages, or what the import reads from a
+gateway's store), copies them with COPY into per-connection staging tables and moves them
+into the fleet's tables with ``INSERT ... SELECT ... ON CONFLICT``, all in ONE transaction.
+A live consumer acknowledges its messages after ``write`` returns; a crash before that
+rolls the whole batch back and the broker redelivers it. The keys (``schema``) make a
+redelivered, replayed or re-imported record change nothing, whatever order records arrive
+in, so any number of replicas can write side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from auditd.errors import DatabaseError, SchemaError, StoreError
+from auditd.fleet.adapters.schema import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    VERSION_TABLE,
+)
+from auditd.fleet.records import (
+    AuditReport,
+    FleetFinding,
+    GatewayStatus,
+    Inventory,
+    Origin,
+    Rejected,
+    ReplicaBeat,
+    TicketEvent,
+    Upstream,
+    WriteCounts,
+)
+from auditd.model import Finding
+
+CONNECT_TIMEOUT_S: Final = 10
+DSN_ENV: Final = "SENSOR_AUDITD_DSN"
+
+
+def where(dsn: str) -> str:
+    """``host:port`` (or the socket directory) the DSN points at, for messages: never the
+    password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or "5432")
+    return f"{host}:{port}"
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    """A connection, or ``DatabaseError`` naming host and port."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseError("(DSN)", f"the DSN cannot be parsed: {exc}") from None
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(where(dsn), f"cannot connect: {first}") from None
+
+
+def migrate(conn: psycopg.Connection[Any], where_: str = "") -> int:
+    """Bring the schema up to ``SCHEMA_VERSION``; refuse a newer one. Returns the version
+    found before. Replicas starting together serialise on an advisory lock."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(VERSION_TABLE)
+        row = conn.execute("SELECT version FROM fleet_schema WHERE id = 1").fetchone()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise SchemaError(where_ or "the database",
+                              f"its fleet schema is version {found}, newer than the "
+                              f"{SCHEMA_VERSION} this sensor-auditd knows: upgrade "
+                              f"sensor-auditd (an older one would misread it)")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO fleet_schema (id, version) VALUES (1, %s) "
+                     "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+                     "migrated_at = now()", (SCHEMA_VERSION,))
+    return found
+
+
+# --------------------------------------------------------------------------- staging
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """One staging table: the target's columns, copied into, then moved."""
+
+    name: str
+    columns: tuple[str, ...]
+    moves: tuple[str, ...]
+    """Statements moving the staged rows into the fleet's tables (each counted)."""
+    counts_as: tuple[str, ...] = field(default=())
+    """The ``WriteCounts`` field each move adds its row count to."""
+
+
+_FINDING_COLUMNS: Final = ("site", "gateway", "kind", "device", "sensor", "window_end",
+                           "window_start", "status", "severity", "cause", "reference",
+                           "bias", "onset", "finding")
+_LATEST_COLUMNS: Final = ("site", "device", "kind", "sensor", "gateway", "window_end",
+                          "window_start", "status", "severity", "cause", "reference", "bias",
+                          "onset", "finding")
+_ATTRIBUTES: Final = ("model", "firmware", "hardware_rev", "serial", "installed_at",
+                      "calibrated_at", "calibration_due")
+_DEVICE_COLUMNS: Final = ("site", "device", "gateway", "as_of", *_ATTRIBUTES, "last_seen",
+                          "causes", "extra")
+_VERSION_COLUMNS: Final = ("site", "device", "hash", "first_seen", "gateway", *_ATTRIBUTES)
+
+
+def _cols(columns: Sequence[str]) -> str:
+    return ", ".join(columns)
+
+
+def _set(columns: Sequence[str]) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in columns)
+
+
+_STAGES: Final = (
+    _Stage(
+        "stage_findings", _FINDING_COLUMNS,
+        (f"INSERT INTO findings ({_cols(_FINDING_COLUMNS)}) "
+         f"SELECT {_cols(_FINDING_COLUMNS)} FROM stage_findings "
+         "ON CONFLICT DO NOTHING",
+         f"INSERT INTO findings_latest ({_cols(_LATEST_COLUMNS)}) "
+         f"SELECT DISTINCT ON (site, device, kind, sensor) {_cols(_LATEST_COLUMNS)} "
+         "FROM stage_findings "
+         "ORDER BY site, device, kind, sensor, window_end DESC, gateway DESC "
+         "ON CONFLICT (site, device, kind, sensor) DO UPDATE SET "
+         f"{_set(_LATEST_COLUMNS[4:])} "
+         "WHERE (excluded.window_end, excluded.gateway) > "
+         "(findings_latest.window_end, findings_latest.gateway)"),
+        ("findings", "")),
+    _Stage(
+        "stage_devices", _DEVICE_COLUMNS,
+        (f"INSERT INTO devices ({_cols(_DEVICE_COLUMNS)}) "
+         f"SELECT DISTINCT ON (site, device) {_cols(_DEVICE_COLUMNS)} FROM stage_devices "
+         "ORDER BY site, device, as_of DESC, gateway DESC "
+         f"ON CONFLICT (site, device) DO UPDATE SET {_set(_DEVICE_COLUMNS[2:])} "
+         "WHERE (excluded.as_of, excluded.gateway) > (devices.as_of, devices.gateway)",),
+        ("inventory",)),
+    _Stage(
+        "stage_versions", _VERSION_COLUMNS,
+        (f"INSERT INTO device_versions ({_cols(_VERSION_COLUMNS)}) "
+         f"SELECT DISTINCT ON (site, device, hash) {_cols(_VERSION_COLUMNS)} "
+         "FROM stage_versions ORDER BY site, device, hash, first_seen, gateway "
+         "ON CONFLICT (site, device, hash) DO UPDATE SET first_seen = excluded.first_seen, "
+         "gateway = excluded.gateway "
+         "WHERE excluded.first_seen < device_versions.first_seen",),
+        ("versions",)),
+    _Stage(
+        "stage_reports", ("site", "gateway", "at", "streams", "passed", "failed",
+                          "insufficient", "payload"),
+        ("INSERT INTO audit_reports SELECT * FROM stage_reports ON CONFLICT DO NOTHING",),
+        ("reports",)),
+    _Stage(
+        "stage_tickets", ("site", "gateway", "idempotency_key", "ticket_id", "event", "at",
+                          "device", "sensor", "cause", "severity", "state", "opened_at",
+                          "resolved_at", "payload"),
+        ("INSERT INTO tickets SELECT * FROM stage_tickets ON CONFLICT DO NOTHING",),
+        ("tickets",)),
+    _Stage(
+        "stage_rejected", ("hash", "received_at", "topic", "reason", "detail", "payload"),
+        ("INSERT INTO rejected SELECT DISTINCT ON (hash) * FROM stage_rejected "
+         "ON CONFLICT DO NOTHING",),
+        ("rejected",)),
+    # Every record says its gateway was heard from at the time its content states; the
+    # latest of them wins, and a status changes the state only when it is newer and other.
+    _Stage(
+        "stage_heard", ("site", "gateway", "heard", "state", "state_at", "report_at"),
+        ("INSERT INTO gateways (site, gateway, last_heard, last_report_at) "
+         "SELECT site, gateway, max(heard), max(report_at) FROM stage_heard "
+         "GROUP BY site, gateway "
+         "ON CONFLICT (site, gateway) DO UPDATE SET "
+         "last_heard = GREATEST(gateways.last_heard, excluded.last_heard), "
+         "last_report_at = GREATEST(gateways.last_report_at, excluded.last_report_at) "
+         "WHERE excluded.last_heard > gateways.last_heard "
+         "OR excluded.last_report_at > coalesce(gateways.last_report_at, '-Infinity')",
+         "UPDATE gateways g SET state = s.state, state_at = s.state_at "
+         "FROM (SELECT DISTINCT ON (site, gateway) site, gateway, state, state_at "
+         "      FROM stage_heard WHERE state IS NOT NULL "
+         "      ORDER BY site, gateway, state_at DESC, state) s "
+         "WHERE g.site = s.site AND g.gateway = s.gateway "
+         "AND g.state IS DISTINCT FROM s.state "
+         "AND s.state_at > coalesce(g.state_at, '-Infinity')"),
+        ("", "statuses")),
+)
+
+
+def _create_stages(conn: psycopg.Connection[Any]) -> None:
+    """Per-connection staging tables, emptied at each commit (the pool's ``configure``)."""
+    with conn.transaction():
+        for stage in _STAGES:
+            source = {"stage_findings": "findings", "stage_devices": "devices",
+                      "stage_versions": "device_versions", "stage_reports": "audit_reports",
+                      "stage_tickets": "tickets", "stage_rejected": "rejected"}.get(stage.name)
+            if source:
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage.name} "
+                             f"(LIKE {source} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            else:
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage.name} "
+                             "(site text, gateway text, heard double precision, state text, "
+                             "state_at double precision, report_at double precision) "
+                             "ON COMMIT DELETE ROWS")
+
+
+# --------------------------------------------------------------------------- rows
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
+                      default=str).replace("\\u0000", "")
+
+
+def version_hash(item: Inventory) -> str:
+    """The content key of a device version: its attributes, canonically."""
+    return hashlib.sha256(_dumps(item.attributes()).encode()).hexdigest()[:32]
+
+
+def finding_row(origin: Origin, f: Finding) -> tuple[Any, ...]:
+    """A finding as the fleet stores it: from its published form only, so a finding
+    received live and the same finding imported from the gateway's store are one row."""
+    bias = f.metrics.get("bias")
+    return (origin.site, origin.gateway, f.kind, f.device, f.sensor or "", f.window_end,
+            f.window_start, f.status, f.severity, f.causes[0].cause if f.causes else None,
+            f.reference, float(bias) if isinstance(bias, int | float) else None, f.onset,
+            _dumps(f.to_json()))
+
+
+@dataclass(slots=True)
+class _Rows:
+    by_stage: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def add(self, stage: str, row: tuple[Any, ...]) -> None:
+        self.by_stage.setdefault(stage, []).append(row)
+
+
+def _rows(records: Iterable[Upstream]) -> _Rows:
+    rows = _Rows()
+    for r in records:
+        if isinstance(r, FleetFinding):
+            rows.add("stage_findings", finding_row(r.origin, r.finding))
+            heard = r.finding.window_end
+        elif isinstance(r, Inventory):
+            o = r.origin
+            rows.add("stage_devices", (o.site, r.device, o.gateway, r.as_of,
+                                       *r.attributes().values(), r.last_seen,
+                                       _dumps(list(r.causes)), _dumps(dict(r.extra))))
+            rows.add("stage_versions", (o.site, r.device, version_hash(r), r.as_of,
+                                        o.gateway, *r.attributes().values()))
+            heard = r.as_of
+        elif isinstance(r, AuditReport):
+            o = r.origin
+            rows.add("stage_reports", (o.site, o.gateway, r.at, r.streams, r.passed,
+                                       r.failed, r.insufficient, _dumps(dict(r.payload))))
+            rows.add("stage_heard", (o.site, o.gateway, r.at, None, None, r.at))
+            continue
+        elif isinstance(r, TicketEvent):
+            o = r.origin
+            rows.add("stage_tickets", (o.site, o.gateway, r.idempotency_key, r.ticket_id,
+                                       r.event, r.at, r.device, r.sensor, r.cause,
+                                       r.severity, r.state, r.opened_at, r.resolved_at,
+                                       _dumps(dict(r.payload))))
+            heard = r.at
+        elif isinstance(r, GatewayStatus):
+            o = r.origin
+            rows.add("stage_heard", (o.site, o.gateway, r.at, r.state, r.at, None))
+            continue
+        elif isinstance(r, Rejected):
+            digest = hashlib.sha256(r.topic.encode("utf-8", "replace") + b"\0"
+                                    + r.payload).hexdigest()
+            rows.add("stage_rejected", (digest, r.received_at, r.topic, r.reason,
+                                        r.detail, r.payload))
+            continue
+        else:  # pragma: no cover - the union is closed
+            raise TypeError(f"not an upstream record: {type(r).__name__}")
+        rows.add("stage_heard", (r.origin.site, r.origin.gateway, heard, None, None, None))
+    return rows
+
+
+# --------------------------------------------------------------------------- the store
+
+class FleetStore:
+    """The fleet's tables behind a connection pool. ``open`` checks and migrates the
+    schema; ``write`` is the one write; the read methods serve the report and status."""
+
+    def __init__(self, dsn: str, pool: ConnectionPool[Any]) -> None:
+        self._dsn = dsn
+        self._pool = pool
+
+    @classmethod
+    def open(cls, dsn: str, *, max_connections: int = 4, migrate_schema: bool = True
+             ) -> FleetStore:
+        """Connect (``DatabaseError`` naming host and port if it cannot), check the schema
+        (``SchemaError`` if newer) and migrate it, then open the pool."""
+        with _connect(dsn) as conn:
+            if migrate_schema:
+                migrate(conn, where(dsn))
+            else:
+                check_version(conn, where(dsn))
+        pool: ConnectionPool[Any] = ConnectionPool(
+            dsn, min_size=1, max_size=max_connections, open=False,
+            configure=_create_stages, kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+            name="fleet")
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout:
+            pool.close()
+            raise DatabaseError(where(dsn), "cannot connect (the pool timed out)") from None
+        return cls(dsn, pool)
+
+    @property
+    def where(self) -> str:
+        return where(self._dsn)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> FleetStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, its failures as ``StoreError`` (transient: retry)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreError(f"fleet database at {self.where}: no connection: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"fleet database at {self.where}: {exc}") from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StoreError(f"fleet database at {self.where} refused a value: {exc}",
+                             transient=False, code=exc.sqlstate) from exc
+
+    def write(self, records: Iterable[Upstream]) -> WriteCounts:
+        """Store a batch of upstream records in one transaction: all of it or nothing.
+        Writing a record already stored changes nothing (``WriteCounts`` all zero)."""
+        rows = _rows(records)
+        counts: dict[str, int] = {}
+        with self.connection() as conn, conn.transaction():
+            for stage in _STAGES:
+                staged = rows.by_stage.get(stage.name)
+                if not staged:
+                    continue
+                query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    sql.Identifier(stage.name),
+                    sql.SQL(", ").join(map(sql.Identifier, stage.columns)))
+                with conn.cursor() as cur:
+                    with cur.copy(query) as copy:
+                        for row in staged:
+                            copy.write_row(row)
+                    for statement, name in zip(stage.moves, stage.counts_as, strict=True):
+                        cur.execute(statement)
+                        if name:
+                            counts[name] = counts.get(name, 0) + max(cur.rowcount, 0)
+        return WriteCounts(**counts)
+
+    def heartbeat(self, beat: ReplicaBeat) -> None:
+        """A ``fleet run`` replica is alive (``fleet status`` lists it)."""
+        with self.connection() as conn:
+            conn.execute(
+                "INSERT INTO replicas (replica, host, pid, grp, started_at, heartbeat_at, "
+                "messages, backlog) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (replica) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+                "grp = excluded.grp, started_at = excluded.started_at, "
+                "heartbeat_at = excluded.heartbeat_at, messages = excluded.messages, "
+                "backlog = excluded.backlog",
+                (beat.replica, beat.host, beat.pid, beat.group, beat.started_at, beat.at,
+                 beat.messages, beat.backlog))
+
+    def schema_version(self) -> int:
+        with self.connection() as conn:
+            row = conn.execute("SELECT version FROM fleet_schema WHERE id = 1").fetchone()
+            return int(row[0]) if row else 0
+
+
+def check_version(conn: psycopg.Connection[Any], where_: str) -> int:
+    """The schema's version, refusing a newer one or a database never migrated."""
+    with conn.transaction():
+        exists = conn.execute("SELECT to_regclass('fleet_schema')").fetchone()
+        if not exists or exists[0] is None:
+            raise SchemaError(where_, "no fleet schema: run `sensor-auditd fleet import` or "
+                              "`fleet run` once to create it")
+        row = conn.execute("SELECT version FROM fleet_schema WHERE id = 1").fetchone()
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise SchemaError(where_, f"its fleet schema is version {found}, newer than the "
+                          f"{SCHEMA_VERSION} this sensor-auditd knows: upgrade sensor-auditd")
+    return found

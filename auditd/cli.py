@@ -611,5 +611,103 @@ def tickets(retry_dead: bool, as_json: bool, config_path: Path | None,
         click.echo("No ticket deliveries.")
 
 
+# --------------------------------------------------------------------------- fleet
+
+DSN_OPTION = click.option(
+    "--dsn", envvar="SENSOR_AUDITD_DSN", required=True, metavar="DSN",
+    help="The fleet's PostgreSQL: postgresql://user@host:port/db (or SENSOR_AUDITD_DSN).")
+
+
+def _fleet_app() -> Any:
+    """``auditd.fleet.app``, imported on use: psycopg is the optional ``fleet`` extra, and
+    a gateway's ``sensor-auditd`` must start without it."""
+    try:
+        from auditd.fleet import app
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("psycopg", "psycopg_pool"):
+            raise UsageError("the fleet commands need PostgreSQL's client: "
+                             "pip install 'sensor-auditd[fleet]'", "fleet") from None
+        raise
+    return app
+
+
+@main.group()
+def fleet() -> None:
+    """The fleet service: all gateways in PostgreSQL (docs/fleet.md)."""
+
+
+@fleet.command("import")
+@click.argument("stores", nargs=-1, required=True, metavar="[NAME=]STORE.db...")
+@DSN_OPTION
+@_errors_to_exit
+def fleet_import(stores: tuple[str, ...], dsn: str) -> None:
+    """Load gateway stores (what `run` and `replay --store` write); NAME is the gateway's
+    name (default: the file's stem). Importing a store twice changes nothing."""
+    app = _fleet_app()
+    from auditd.fleet.adapters.gateway_store import GatewayFile
+
+    sources = [GatewayFile.from_argument(text) for text in stores]
+    with app.FleetStore.open(dsn) as store:
+        results = app.import_stores(store, sources)
+    click.echo(json.dumps({"imports": [r.to_json() for r in results]}, indent=2))
+
+
+@fleet.command("report")
+@DSN_OPTION
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report (JSON) here.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as a web page with plots here.")
+@click.option("--profiles", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Device profiles: tolerances and calibration intervals per model.")
+@click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm",
+              show_default=True, help="Multiple-comparison correction of the cohort tests.")
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05,
+              show_default=True, help="Significance after the correction.")
+@click.option("--horizon", "horizon_days", type=click.FloatRange(0.0), default=30.0,
+              show_default=True, help="List devices due within this many days.")
+@_errors_to_exit
+def fleet_report(dsn: str, json_path: Path | None, html_path: Path | None,
+                 profiles: Path | None, correction: str, alpha: float,
+                 horizon_days: float) -> None:
+    """Cohorts failing across sites, reference health, drift per model, the due list."""
+    app = _fleet_app()
+    from auditd.fleet.analysis.report import ReportOptions
+    from auditd.fleet.views.report import report_json, report_text
+
+    outputs = [(_open_for_writing(p, opt), p) for p, opt in
+               ((json_path, "--json"), (html_path, "--html")) if p is not None]
+    with ExitStack() as stack:
+        for handle, _ in outputs:
+            stack.enter_context(handle)
+        with app.FleetStore.open(dsn) as store:
+            report = app.fleet_report(store, time.time(), profiles, ReportOptions(
+                alpha, "bh" if correction == "bh" else "holm", horizon_days))
+        for handle, path in outputs:
+            if path == json_path:
+                handle.write(json.dumps(report_json(report), indent=2, ensure_ascii=False)
+                             + "\n")
+            else:
+                from auditd.fleet.views.html import report_html
+                handle.write(report_html(report))
+    click.echo(report_text(report))
+
+
+@fleet.command("status")
+@DSN_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors_to_exit
+def fleet_status(dsn: str, as_json: bool) -> None:
+    """Gateways and when each was last heard from, the replicas and their backlog."""
+    app = _fleet_app()
+    from auditd.fleet.views.status import status_json, status_text
+
+    with app.FleetStore.open(dsn) as store:
+        status = app.fleet_status(store)
+    now = time.time()
+    click.echo(json.dumps(status_json(status, now), indent=2) if as_json
+               else status_text(status, now))
+
+
 if __name__ == "__main__":
     main()

@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditd.core.cohorts import Member, _holm, cohort_id, significant_cohorts
+from auditd.core.cohorts import (
+    Member,
+    bh_adjusted,
+    cohort_id,
+    holm_adjusted,
+    significant_cohorts,
+)
 from auditd.model import ID_PATTERN
 
 T0 = 1_764_028_800.0
@@ -38,8 +45,16 @@ def fleet(bad: int = 4, bystanders: int = 2, old: int = 6, *, onset: float | Non
 
 def test_holm_matches_the_worked_example() -> None:
     # p = 0.01, 0.03, 0.04 of three tests: 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
-    assert _holm([0.01, 0.03, 0.04]) == [0.03, 0.06, 0.06]
-    assert _holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm_adjusted([0.01, 0.03, 0.04]) == [0.03, 0.06, 0.06]
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_benjamini_hochberg_matches_the_worked_example() -> None:
+    # m = 4: 4 x 0.01 / 1 = 0.04; 4 x 0.02 / 2 = 0.04; 4 x 0.03 / 3 = 0.04; 4 x 0.5 / 4 = 0.5
+    assert bh_adjusted([0.01, 0.02, 0.03, 0.5]) == pytest.approx([0.04, 0.04, 0.04, 0.5])
+    # step-up: a later, smaller ratio carries back (4 x 0.04 / 3 = 0.053 < 4 x 0.03 / 2)
+    assert bh_adjusted([0.001, 0.03, 0.04, 0.9]) == pytest.approx(
+        [0.004, 4 * 0.04 / 3, 4 * 0.04 / 3, 0.9])
 
 
 def test_four_of_four_against_none_of_eight_is_a_firmware_regression() -> None:

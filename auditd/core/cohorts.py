@@ -19,10 +19,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from scipy.stats import fisher_exact
 
 ALPHA = 0.05
+Correction = Literal["holm", "bh"]
+CORRECTIONS: dict[str, str] = {"holm": "Holm's correction",
+                               "bh": "the Benjamini-Hochberg correction"}
 FIRMWARE = "firmware"
 ATTRIBUTES = ("model", FIRMWARE, "hardware_rev", "installed", "site")
 """The attributes cohorts are formed on, in the order they are reported."""
@@ -60,6 +64,8 @@ class Cohort:
     """Failing members whose deviation began after they got this firmware."""
     exonerating: tuple[str, ...] = ()
     """Healthy members that have run this firmware for a whole window."""
+    correction: Correction = "holm"
+    """How ``p_adjusted`` was corrected for the cohorts tried with it."""
 
     @property
     def regression(self) -> bool:
@@ -77,8 +83,8 @@ class Cohort:
         rest = self.rest_failing + self.rest_healthy
         text = (f"{len(self.failing)} of {self.size} devices with {self.attribute} "
                 f"{self.value} fail {sensor}, against {self.rest_failing} of {rest} others "
-                f"(Fisher's exact test p = {self.p:.2g}, {self.p_adjusted:.2g} after Holm's "
-                f"correction for the cohorts tried)")
+                f"(Fisher's exact test p = {self.p:.2g}, {self.p_adjusted:.2g} after "
+                f"{CORRECTIONS[self.correction]} for the cohorts tried)")
         if self.attribute == FIRMWARE and self.following:
             text += (f"; {len(self.following)} of them started deviating after updating to "
                      f"it")
@@ -90,24 +96,38 @@ def significant_cohorts(members: Sequence[Member], alpha: float = ALPHA,
     """The cohorts of one sensor's population that fail significantly more than the rest,
     most significant first. ``slack_s``: an onset this long before the update still
     "follows" it (change-point estimates are a few bins off either way)."""
-    tried = _cohorts(members, slack_s)
+    return adjusted_cohorts(tested_cohorts(members, slack_s), alpha)
+
+
+def adjusted_cohorts(tried: Sequence[Cohort], alpha: float = ALPHA,
+                     method: Correction = "holm") -> list[Cohort]:
+    """Of the cohorts ``tried`` (possibly over several populations: the fleet tests every
+    model, sensor and failure mode together), those significant after correcting all their
+    p-values together, most significant first, with their adjusted p-values.
+
+    ``holm`` controls the chance of even one false cohort (family-wise); ``bh``
+    (Benjamini-Hochberg) the expected share of false ones among those reported, which
+    keeps more power when thousands of cohorts are tried."""
     if not tried:
         return []
     order = sorted(range(len(tried)), key=lambda i: tried[i].p)
-    adjusted = _holm([tried[i].p for i in order])
+    sorted_p = [tried[i].p for i in order]
+    adjusted = holm_adjusted(sorted_p) if method == "holm" else bh_adjusted(sorted_p)
     out = []
     for rank, i in enumerate(order):
         cohort = tried[i]
         if adjusted[rank] <= alpha and cohort.failing:
-            out.append(replace(cohort, p_adjusted=adjusted[rank]))
+            out.append(replace(cohort, p_adjusted=adjusted[rank], correction=method))
     return out
 
 
-def _cohorts(members: Sequence[Member], slack_s: float) -> list[Cohort]:
-    """Every cohort worth a test: at least two members, not the whole population."""
+def tested_cohorts(members: Sequence[Member], slack_s: float = 3600.0,
+                   attributes: Sequence[str] = ATTRIBUTES) -> list[Cohort]:
+    """Every cohort worth a test, with its raw p-value: at least two members, not the whole
+    population."""
     out = []
     total_failing = sum(m.failed for m in members)
-    for attribute in ATTRIBUTES:
+    for attribute in attributes:
         groups: dict[str, list[Member]] = {}
         for m in members:
             value = m.attributes.get(attribute)
@@ -143,13 +163,25 @@ def _timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], .
     return following, exonerating
 
 
-def _holm(sorted_p: Sequence[float]) -> list[float]:
+def holm_adjusted(sorted_p: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values for p-values given in ascending order (monotone, capped at 1)."""
     m = len(sorted_p)
     out, running = [], 0.0
     for k, p in enumerate(sorted_p):
         running = max(running, min(1.0, (m - k) * p))
         out.append(running)
+    return out
+
+
+def bh_adjusted(sorted_p: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg-adjusted p-values (q-values) for p-values in ascending order:
+    ``min over j >= k of m p_j / j``, capped at 1."""
+    m = len(sorted_p)
+    out = [0.0] * m
+    running = 1.0
+    for k in range(m - 1, -1, -1):
+        running = min(running, m * sorted_p[k] / (k + 1))
+        out[k] = running
     return out
 
 

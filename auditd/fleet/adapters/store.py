@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,6 +31,14 @@ from auditd.fleet.adapters.schema import (
     SCHEMA_VERSION,
     VERSION_TABLE,
 )
+from auditd.fleet.analysis.facts import (
+    Device,
+    DeviceDrift,
+    FirmwareSeen,
+    FleetFacts,
+    Ticket,
+    Verdict,
+)
 from auditd.fleet.records import (
     AuditReport,
     FleetFinding,
@@ -43,7 +51,7 @@ from auditd.fleet.records import (
     Upstream,
     WriteCounts,
 )
-from auditd.model import Finding
+from auditd.model import Finding, Profile
 
 CONNECT_TIMEOUT_S: Final = 10
 DSN_ENV: Final = "SENSOR_AUDITD_DSN"
@@ -403,3 +411,103 @@ def check_version(conn: psycopg.Connection[Any], where_: str) -> int:
         raise SchemaError(where_, f"its fleet schema is version {found}, newer than the "
                           f"{SCHEMA_VERSION} this sensor-auditd knows: upgrade sensor-auditd")
     return found
+
+
+# --------------------------------------------------------------------------- reads
+
+_VERDICTS: Final = """
+    SELECT site, gateway, device, NULLIF(sensor, ''), kind, status, severity,
+           jsonb_path_query_array(finding, '$.causes[*].cause'), reference, bias, onset,
+           window_start, window_end, finding #>> '{context,comparison}',
+           coalesce(finding #>> '{causes,0,evidence}', ''),
+           CASE WHEN status = 'fail' THEN finding END
+    FROM findings_latest
+"""
+# One stream's bias against time (the windows' midpoints): slope, audits, span, and the
+# slope's standard error from the residuals. Per stream in SQL, so the report reads one row
+# a stream rather than every finding of the week.
+_DRIFTS: Final = """
+    SELECT site, device, sensor, regr_slope(bias, mid), count(*), max(mid) - min(mid),
+           sqrt(GREATEST(regr_syy(bias, mid) - regr_slope(bias, mid) * regr_sxy(bias, mid),
+                         0) / (count(*) - 2) / NULLIF(regr_sxx(bias, mid), 0))
+    FROM (SELECT site, device, sensor, bias, (window_start + window_end) / 2 AS mid
+          FROM findings
+          WHERE kind = 'calibration' AND sensor <> '' AND bias IS NOT NULL
+            AND status <> 'insufficient_data' AND cause IS DISTINCT FROM 'reference_fault'
+         ) AS audited
+    GROUP BY site, device, sensor
+    HAVING count(*) >= 3 AND regr_sxx(bias, mid) > 0
+"""
+_TICKETS: Final = """
+    SELECT DISTINCT ON (site, gateway, ticket_id) site, gateway, ticket_id, device, sensor,
+           cause, severity, state, event, opened_at, at
+    FROM tickets ORDER BY site, gateway, ticket_id, at DESC, idempotency_key DESC
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRow:
+    site: str
+    gateway: str
+    state: str | None
+    state_at: float | None
+    last_heard: float
+    last_report_at: float | None
+    devices: int
+    failing: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    gateways: tuple[GatewayRow, ...]
+    replicas: tuple[ReplicaBeat, ...]
+    rejected: dict[str, int]
+    """Rejected upstream messages by reason."""
+    findings: int
+    devices: int
+
+
+def read_facts(store: FleetStore, now: float, profiles: Mapping[str, Profile]) -> FleetFacts:
+    """Everything the fleet report is computed from, in one read-only snapshot."""
+    with store.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        verdicts, findings = [], {}
+        for row in conn.execute(_VERDICTS):
+            v = Verdict(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                        tuple(str(c) for c in row[7] or ()), row[8], row[9], row[10], row[11],
+                        row[12], row[13], row[14])
+            verdicts.append(v)
+            if row[15] is not None:
+                findings[(v.site, v.device, v.kind, v.sensor or "")] = row[15]
+        devices = [Device(*row) for row in conn.execute(
+            "SELECT site, device, gateway, model, firmware, hardware_rev, installed_at, "
+            "calibrated_at, calibration_due, last_seen FROM devices")]
+        seen = [FirmwareSeen(*row) for row in conn.execute(
+            "SELECT site, device, firmware, first_seen FROM device_versions")]
+        drifts = [DeviceDrift(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0)
+                  for r in conn.execute(_DRIFTS)]
+        tickets = [Ticket(*row) for row in conn.execute(_TICKETS)]
+    return FleetFacts(now, tuple(verdicts), tuple(devices), tuple(seen), tuple(drifts),
+                      tuple(tickets), dict(profiles), findings)
+
+
+def read_status(store: FleetStore) -> FleetStatus:
+    with store.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        gateways = tuple(GatewayRow(*row) for row in conn.execute(
+            "SELECT g.site, g.gateway, g.state, g.state_at, g.last_heard, g.last_report_at, "
+            "  (SELECT count(*) FROM devices d WHERE d.site = g.site "
+            "     AND d.gateway = g.gateway), "
+            "  (SELECT count(*) FROM findings_latest f WHERE f.site = g.site "
+            "     AND f.gateway = g.gateway AND f.status = 'fail') "
+            "FROM gateways g ORDER BY g.site, g.gateway"))
+        replicas = tuple(ReplicaBeat(*row) for row in conn.execute(
+            "SELECT replica, host, pid, grp, started_at, heartbeat_at, messages, backlog "
+            "FROM replicas ORDER BY replica"))
+        rejected = dict(conn.execute(
+            "SELECT reason, count(*) FROM rejected GROUP BY reason ORDER BY reason"
+        ).fetchall())
+        counts = conn.execute("SELECT (SELECT count(*) FROM findings), "
+                              "(SELECT count(*) FROM devices)").fetchone()
+    assert counts is not None
+    return FleetStatus(gateways, replicas, rejected, counts[0], counts[1])

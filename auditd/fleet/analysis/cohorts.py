@@ -13,8 +13,9 @@ thousands of devices and hundreds of firmware versions does not produce chance c
 
 A significant cohort is reported when its failing members are at two sites or more (one
 site's cohort is its gateway's to report) and when it is not the same failures as a more
-significant cohort under another attribute (eight devices that share firmware 2.4.0 and also
-an installation month are one finding, named by its most significant attribute). Beside a
+significant cohort under another attribute: tested again without that cohort's members, it
+must still be significant (eight devices that share firmware 2.4.0 and also an installation
+month are one finding, named by its most significant attribute). Beside a
 firmware cohort stands the change that preceded it: the version its members ran before, and
 when they changed.
 """
@@ -187,10 +188,33 @@ def fleet_cohorts(verdicts: Iterable[Verdict], devices: Iterable[Device],
             continue
         found = _fleet_cohort(model, sensor, mode, cohort, adjusted[rank], correction, pop,
                               history)
-        if len(found.sites) < MIN_SITES or _repeats(found, out):
+        if len(found.sites) < MIN_SITES or _explained(found, cohort, adjusted[rank], out,
+                                                      pop, history, alpha):
             continue
         out.append(found)
     return out
+
+
+def _explained(found: FleetCohort, cohort: Cohort, p_adjusted: float,
+               reported: Sequence[FleetCohort], pop: Sequence[tuple[Verdict, Device]],
+               history: Mapping[Key, Sequence[FirmwareSeen]], alpha: float) -> bool:
+    """A cohort whose failures a more significant one (same model, sensor and mode) already
+    accounts for: tested again without that cohort's members (with the same correction
+    factor), it is no longer significant. Eight devices that share firmware 2.4.0 and also
+    an installation month are one finding, named by its most significant attribute."""
+    same = [r for r in reported if (r.model, r.sensor, r.cause) == (found.model, found.sensor,
+                                                                    found.cause)]
+    if not same:
+        return False
+    taken = {key for r in same for key in r.members}
+    if set(found.members) <= taken:
+        return True
+    rest = [(v, d) for v, d in pop if v.key not in taken]
+    members = [_member(v, d, found.cause, history) for v, d in rest]
+    again = [c for c in tested_cohorts(members, SLACK_S, (cohort.attribute,))
+             if c.value == cohort.value]
+    factor = p_adjusted / cohort.p if cohort.p > 0 else 1.0
+    return not again or again[0].p * factor > alpha
 
 
 def _member(v: Verdict, d: Device, mode: str,
@@ -236,8 +260,3 @@ def _fleet_cohort(model: str, sensor: str, mode: str, cohort: Cohort, p_adjusted
                        correction, change, cohort.regression, tuple(timeline))
 
 
-def _repeats(cohort: FleetCohort, reported: Sequence[FleetCohort]) -> bool:
-    """Its failures are a more significant cohort's, under another attribute."""
-    return any(r.model == cohort.model and r.sensor == cohort.sensor
-               and r.cause == cohort.cause and set(cohort.members) <= set(r.members)
-               for r in reported)

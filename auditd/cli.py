@@ -648,8 +648,8 @@ def fleet_import(stores: tuple[str, ...], dsn: str) -> None:
 
     sources = [GatewayFile.from_argument(text) for text in stores]
     with app.FleetStore.open(dsn) as store:
-        results = app.import_stores(store, sources)
-    click.echo(json.dumps({"imports": [r.to_json() for r in results]}, indent=2))
+        result = app.import_stores(store, sources)
+    click.echo(json.dumps(result.to_json(), indent=2))
 
 
 @fleet.command("report")

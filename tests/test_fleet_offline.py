@@ -73,9 +73,10 @@ def dump(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
 def test_each_store_is_imported_under_its_gateway(imported: dict[str, Any]) -> None:
     imports = imported["first"]["imports"]
     assert [i["gateway"] for i in imports] == [f"gw-{s}" for s in fleet_sites.SITES]
-    for i in imports:
-        assert i["rejected"] == 0
-        assert i["new"]["findings"] > 0 and i["new"]["devices"] == 6  # five + reference
+    assert all(i["rejected"] == 0 and i["records"] > 0 for i in imports)
+    new = imported["first"]["new"]
+    assert new["devices"] == 8 * 6  # five and the reference at each site
+    assert new["findings"] > 0 and new["rejected"] == 0
     with psycopg.connect(imported["dsn"]) as conn:
         per_gateway = conn.execute("SELECT gateway, count(DISTINCT device) FROM findings "
                                    "WHERE device LIKE 'th-%' GROUP BY gateway "
@@ -89,8 +90,10 @@ def test_importing_the_same_stores_again_changes_nothing(
     result = cli("fleet", "import", *(f"gw-{p.stem[3:]}={p}" for p in stores),
                  dsn=imported["dsn"])  # DSN from the environment, names given explicitly
     assert result.returncode == 0, result.stderr
-    for i in json.loads(result.stdout)["imports"]:
-        assert set(i["new"].values()) == {0}, i
+    again = json.loads(result.stdout)
+    assert set(again["new"].values()) == {0}, again["new"]
+    assert [i["records"] for i in again["imports"]] == [
+        i["records"] for i in imported["first"]["imports"]]
     assert dump(imported["dsn"]) == before
 
 
@@ -239,11 +242,11 @@ def test_a_store_of_an_older_schema_imports_unmigrated(
     with scratch_database("fleet_old") as dsn:
         result = cli("fleet", "import", "--dsn", dsn, str(old))
         assert result.returncode == 0, result.stderr
-        (summary,) = json.loads(result.stdout)["imports"]
+        new = json.loads(result.stdout)["new"]
         with sqlite3.connect(stores[0]) as conn:
             findings = conn.execute("SELECT count(*) FROM findings").fetchone()[0]
-        assert summary["new"]["findings"] == findings and summary["new"]["tickets"] == 0
-        assert summary["new"]["devices"] == 6
+        assert new["findings"] == findings and new["tickets"] == 0
+        assert new["devices"] == 6
     assert old.read_bytes() == before
 
 

@@ -107,6 +107,10 @@ def test_bad_topics_and_payloads_are_rejected_with_a_reason() -> None:
             "bad_payload",
         ("fleet/north/audit/gw-1/finding/th-01/t", b'{"kind": "calibration"}'):
             "bad_finding",
+        ("fleet/north/audit/gw-1/finding/th-north-01/pressure",
+         published(FINDING).replace(b'"+2.5 hPa"', b'"+2.5\\u0000hPa"')): "bad_payload",
+        ("fleet/north/audit/gw-1/finding/th-north-01/pressure",
+         json.dumps(FINDING.to_json()).encode("utf-16")): "bad_json",
     }
     for (topic, payload), reason in cases.items():
         record = parse(topic, payload, T0)
@@ -142,3 +146,13 @@ def test_finding_shaped_garbage_is_rejected_not_raised(document: dict[str, objec
     record = parse("fleet/north/audit/gw-1/finding/d1/temperature",
                    json.dumps(document).encode(), T0)
     assert isinstance(record, FleetFinding | Rejected)
+
+
+@given(st.sampled_from([published(FINDING), b"{", b'{"kind": "calibration"}',
+                        published(FINDING).replace(b"north", b"south")]),
+       st.sampled_from(["th-north-01", "th north"]))
+def test_the_imports_shortcut_parses_as_the_topic_does(payload: bytes, device: str) -> None:
+    from auditd.fleet.upstream import parse_finding
+
+    topic = f"fleet/north/audit/gw-1/finding/{device}/pressure"
+    assert parse_finding(NORTH, device, "pressure", payload, T0) == parse(topic, payload, T0)

@@ -140,16 +140,23 @@ def tested_cohorts(members: Sequence[Member], slack_s: float = 3600.0,
             healthy = tuple(sorted(m.device for m in group if not m.failed))
             rest_failing = total_failing - len(failing)
             rest_healthy = len(members) - len(group) - rest_failing
-            table = [[len(failing), len(healthy)], [rest_failing, rest_healthy]]
-            p = float(fisher_exact(table, alternative="greater").pvalue)
-            following, exonerating = (_timing(group, slack_s) if attribute == FIRMWARE
-                                      else ((), ()))
+            p = fisher_p(len(failing), len(healthy), rest_failing, rest_healthy)
+            following, exonerating = (firmware_timing(group, slack_s)
+                                      if attribute == FIRMWARE else ((), ()))
             out.append(Cohort(attribute, value, failing, healthy, rest_failing, rest_healthy,
                               p, p, following, exonerating))
     return out
 
 
-def _timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], ...]:
+def fisher_p(failing: int, healthy: int, rest_failing: int, rest_healthy: int) -> float:
+    """One-sided Fisher's exact test: does the cohort fail more often than the rest?"""
+    if failing == 0:
+        return 1.0
+    table = [[failing, healthy], [rest_failing, rest_healthy]]
+    return float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def firmware_timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], ...]:
     """(failing members whose deviation follows their update, healthy members that ran the
     version a whole window). A failing member with no onset in its window has deviated
     since before the window began: that does not contradict an update before the window."""

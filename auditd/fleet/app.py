@@ -4,10 +4,11 @@ analysis and views; ``sensor-auditd fleet`` (``auditd.cli``) calls these."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any
 
 from auditd.adapters.config.catalog import load_profiles
@@ -22,50 +23,106 @@ from auditd.fleet.analysis.report import (
 from auditd.fleet.records import Rejected, Upstream, WriteCounts
 from auditd.model import Profile
 
-IMPORT_BATCH = 50_000
-"""Records per transaction of an import: a store of a busy gateway is written in a few
-transactions (each idempotent, so an interrupted import is simply run again)."""
+IMPORT_BATCH = 10_000
+"""Records per transaction of an import: small stores share one, a busy gateway's store is
+written in a few (each idempotent, so an interrupted import is simply run again)."""
 
 
 @dataclass(frozen=True, slots=True)
-class ImportResult:
+class StoreRead:
+    """One gateway store as the import read it."""
+
     path: str
     gateway: str
     records: int
     rejected: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "gateway": self.gateway, "records": self.records,
+                "rejected": self.rejected}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    stores: tuple[StoreRead, ...]
     written: WriteCounts
+    """What was new: all zero when every store had been imported before."""
 
     def to_json(self) -> dict[str, Any]:
         w = self.written
-        return {"path": self.path, "gateway": self.gateway, "records": self.records,
-                "rejected": self.rejected,
+        return {"imports": [s.to_json() for s in self.stores],
                 "new": {"findings": w.findings, "devices": w.inventory,
                         "versions": w.versions, "tickets": w.tickets,
                         "rejected": w.rejected}}
 
 
-def _batches(records: Iterable[Upstream], size: int) -> Iterable[list[Upstream]]:
-    iterator = iter(records)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
+_DONE = object()
+
+
+def _read_ahead(sources: Sequence[GatewayFile], batch: int
+                ) -> Iterator[tuple[list[Upstream], list[StoreRead]]]:
+    """The stores' records in batches of about ``batch`` (small stores share one), read
+    and parsed by a thread of its own while the caller writes the previous batch: the
+    database works while Python parses. At most two batches wait; an error in the reader is
+    raised here, in order. With each batch, the stores it completed."""
+    queue: Queue[object] = Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.5)
+                return True
+            except Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            pending: list[Upstream] = []
+            done: list[StoreRead] = []
+            for source in sources:
+                records = rejected = 0
+                for record in read_gateway_store(source):
+                    records += 1
+                    rejected += isinstance(record, Rejected)
+                    pending.append(record)
+                    if len(pending) >= batch:
+                        if not hand_over((pending, done)):
+                            return
+                        pending, done = [], []
+                done.append(StoreRead(str(source.path), source.gateway, records, rejected))
+            if (pending or done) and not hand_over((pending, done)):
+                return
+        except BaseException as exc:  # handed to the caller, raised there
+            hand_over(exc)
+            return
+        hand_over(_DONE)
+
+    reader = threading.Thread(target=read, name="fleet-import-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]  # (records, stores), put by read()
+    finally:
+        stop.set()
+        reader.join()
 
 
 def import_stores(store: FleetStore, sources: Sequence[GatewayFile],
-                  batch: int = IMPORT_BATCH) -> list[ImportResult]:
-    """Each gateway store into the fleet; importing one twice writes nothing new."""
-    results = []
-    for source in sources:
-        records = rejected = 0
-        total: dict[str, int] = {}
-        for chunk in _batches(read_gateway_store(source), batch):
-            records += len(chunk)
-            rejected += sum(isinstance(r, Rejected) for r in chunk)
-            counts = store.write(chunk)
-            for name in WriteCounts.__dataclass_fields__:
-                total[name] = total.get(name, 0) + getattr(counts, name)
-        results.append(ImportResult(str(source.path), source.gateway, records, rejected,
-                                    WriteCounts(**total)))
-    return results
+                  batch: int = IMPORT_BATCH) -> ImportResult:
+    """The gateway stores into the fleet, a batch a transaction; importing them again
+    writes nothing new. An interrupted import leaves whole batches: run it again."""
+    total: dict[str, int] = {}
+    read: list[StoreRead] = []
+    for records, done in _read_ahead(sources, batch):
+        counts = store.write(records, durable=False)
+        for name in WriteCounts.__dataclass_fields__:
+            total[name] = total.get(name, 0) + getattr(counts, name)
+        read.extend(done)
+    return ImportResult(tuple(read), WriteCounts(**total))
 
 
 def fleet_report(store: FleetStore, now: float, profiles_dir: Path | None,

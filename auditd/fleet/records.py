@@ -35,6 +35,9 @@ class FleetFinding:
 
     origin: Origin
     finding: Finding
+    published: str | None = field(default=None, compare=False)
+    """The JSON text it was published as, when it came as text (a message, a store's
+    row): stored as it is instead of being written out again. Not part of its value."""
 
 
 @dataclass(frozen=True, slots=True)

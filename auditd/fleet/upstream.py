@@ -77,7 +77,7 @@ def _parse(topic: str, payload: bytes, received_at: float, prefix: str) -> Upstr
     if len(payload) > MAX_PAYLOAD:
         raise _Bad("too_large", f"{len(payload)} bytes, more than {MAX_PAYLOAD}")
     if kind == "finding" and len(rest) == 2:
-        return _finding(origin, rest[0], _object(payload))
+        return _fleet_finding(origin, rest[0], payload)
     if kind == "device" and len(rest) == 1:
         return _inventory(origin, rest[0], _object(payload))
     if kind == "report" and not rest:
@@ -87,6 +87,30 @@ def _parse(topic: str, payload: bytes, received_at: float, prefix: str) -> Upstr
     if kind in ("finding", "device", "report", "ticket"):
         raise _Bad("bad_topic", f"unexpected levels after {kind!r}")
     return None
+
+
+def parse_finding(origin: Origin, device: str, sensor: str, payload: bytes,
+                  received_at: float, prefix: str = "fleet") -> FleetFinding | Rejected:
+    """``parse`` of a message on ``origin``'s finding topic for ``device`` and ``sensor``,
+    without writing the topic out and splitting it again (the import's many findings)."""
+    try:
+        _check_id("site", origin.site)
+        _check_id("gateway", origin.gateway)
+        if len(payload) > MAX_PAYLOAD:
+            raise _Bad("too_large", f"{len(payload)} bytes, more than {MAX_PAYLOAD}")
+        return _fleet_finding(origin, device, payload)
+    except _Bad as bad:
+        topic = "/".join((prefix, origin.site, "audit", origin.gateway, "finding", device,
+                          sensor))
+        return Rejected(topic, bad.reason, bad.detail, payload, received_at)
+
+
+def _fleet_finding(origin: Origin, device: str, payload: bytes) -> FleetFinding:
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        raise _Bad("bad_json", f"not UTF-8: {exc}") from None
+    return FleetFinding(origin, _finding(origin, device, _object(payload)), text)
 
 
 def _check_id(name: str, value: str) -> None:
@@ -101,7 +125,19 @@ def _object(payload: bytes) -> Mapping[str, Any]:
         raise _Bad("bad_json", str(exc)[:200]) from None
     if not isinstance(data, dict):
         raise _Bad("bad_payload", f"expected a JSON object, got {type(data).__name__}")
+    if b"\\u0000" in payload and _holds_nul(data):
+        raise _Bad("bad_payload", "a NUL character in a text (PostgreSQL cannot store it)")
     return data
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _time(data: Mapping[str, Any], key: str, *, required: bool = False) -> float | None:
@@ -143,7 +179,7 @@ def _status(origin: Origin, payload: bytes, received_at: float) -> GatewayStatus
     return GatewayStatus(origin, "online" if text == "online" else "offline", at)
 
 
-def _finding(origin: Origin, device: str, data: Mapping[str, Any]) -> FleetFinding:
+def _finding(origin: Origin, device: str, data: Mapping[str, Any]) -> Finding:
     _check_id("device", device)
     try:
         finding = Finding.from_json(data)
@@ -159,7 +195,7 @@ def _finding(origin: Origin, device: str, data: Mapping[str, Any]) -> FleetFindi
                    f"severity {finding.severity!r} unknown"[:200])
     if not finding.window_end:
         raise _Bad("bad_finding", "window.end missing")
-    return FleetFinding(origin, finding)
+    return finding
 
 
 def _check_finding_types(f: Finding) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from auditd.errors import InputError
-from auditd.fleet.records import Inventory, Rejected, Upstream
-from auditd.fleet.upstream import parse
+from auditd.fleet.records import Inventory, Origin, Rejected, Upstream
+from auditd.fleet.upstream import parse, parse_finding
 from auditd.model import ID_PATTERN
 from auditd.topics import TopicsConfig
 
@@ -93,11 +93,10 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
 def _findings(conn: sqlite3.Connection, gateway: str) -> Iterator[Upstream]:
     rows = conn.execute("SELECT site, device, sensor, created_at, json FROM findings "
                         "ORDER BY id")
+    origins: dict[str, Origin] = {}
     for site, device, sensor, created_at, text in rows:
-        topic = _TOPICS.finding(site, gateway, device, sensor or "-")
-        record = parse(topic, text.encode(), created_at)
-        if record is not None:
-            yield record
+        origin = origins.get(site) or origins.setdefault(site, Origin(site, gateway))
+        yield parse_finding(origin, device, sensor or "-", text.encode(), created_at)
 
 
 def _inventory(conn: sqlite3.Connection, gateway: str) -> Iterator[Upstream]:

@@ -55,6 +55,8 @@ _V1: Final = (
     )
     """,
     "CREATE INDEX findings_model_scan ON findings (kind, sensor, device, window_end)",
+    # The newest verdict per stream, what the report reads; its published JSON stays in
+    # `findings` (joined by the key) rather than being stored twice.
     """
     CREATE TABLE findings_latest (
         site text NOT NULL,
@@ -66,11 +68,12 @@ _V1: Final = (
         window_start double precision NOT NULL,
         status text NOT NULL,
         severity text NOT NULL,
-        cause text,
+        causes text[] NOT NULL,
         reference text,
         bias double precision,
         onset double precision,
-        finding jsonb NOT NULL,
+        comparison text,
+        evidence text NOT NULL,
         PRIMARY KEY (site, device, kind, sensor)
     )
     """,

@@ -120,8 +120,9 @@ _FINDING_COLUMNS: Final = ("site", "gateway", "kind", "device", "sensor", "windo
                            "window_start", "status", "severity", "cause", "reference",
                            "bias", "onset", "finding")
 _LATEST_COLUMNS: Final = ("site", "device", "kind", "sensor", "gateway", "window_end",
-                          "window_start", "status", "severity", "cause", "reference", "bias",
-                          "onset", "finding")
+                          "window_start", "status", "severity", "causes", "reference", "bias",
+                          "onset", "comparison", "evidence")
+_STAGED_FINDING_COLUMNS: Final = (*_FINDING_COLUMNS, "causes", "comparison", "evidence")
 _ATTRIBUTES: Final = ("model", "firmware", "hardware_rev", "serial", "installed_at",
                       "calibrated_at", "calibration_due")
 _DEVICE_COLUMNS: Final = ("site", "device", "gateway", "as_of", *_ATTRIBUTES, "last_seen",
@@ -139,7 +140,7 @@ def _set(columns: Sequence[str]) -> str:
 
 _STAGES: Final = (
     _Stage(
-        "stage_findings", _FINDING_COLUMNS,
+        "stage_findings", _STAGED_FINDING_COLUMNS,
         (f"INSERT INTO findings ({_cols(_FINDING_COLUMNS)}) "
          f"SELECT {_cols(_FINDING_COLUMNS)} FROM stage_findings "
          "ON CONFLICT DO NOTHING",
@@ -212,7 +213,12 @@ def _create_stages(conn: psycopg.Connection[Any]) -> None:
     """Per-connection staging tables, emptied at each commit (the pool's ``configure``)."""
     with conn.transaction():
         for stage in _STAGES:
-            source = {"stage_findings": "findings", "stage_devices": "devices",
+            if stage.name == "stage_findings":
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_findings "
+                             "(LIKE findings, causes text[], comparison text, evidence text) "
+                             "ON COMMIT DELETE ROWS")
+                continue
+            source = {"stage_devices": "devices",
                       "stage_versions": "device_versions", "stage_reports": "audit_reports",
                       "stage_tickets": "tickets", "stage_rejected": "rejected"}.get(stage.name)
             if source:
@@ -229,7 +235,7 @@ def _create_stages(conn: psycopg.Connection[Any]) -> None:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
-                      default=str).replace("\\u0000", "")
+                      default=str)
 
 
 def version_hash(item: Inventory) -> str:
@@ -237,14 +243,19 @@ def version_hash(item: Inventory) -> str:
     return hashlib.sha256(_dumps(item.attributes()).encode()).hexdigest()[:32]
 
 
-def finding_row(origin: Origin, f: Finding) -> tuple[Any, ...]:
+def finding_row(origin: Origin, f: Finding, published: str | None = None
+                ) -> tuple[Any, ...]:
     """A finding as the fleet stores it: from its published form only, so a finding
-    received live and the same finding imported from the gateway's store are one row."""
+    received live and the same finding imported from the gateway's store are one row
+    (``jsonb`` keeps the content, not the text's spacing or key order)."""
     bias = f.metrics.get("bias")
+    comparison = f.context.get("comparison")
     return (origin.site, origin.gateway, f.kind, f.device, f.sensor or "", f.window_end,
             f.window_start, f.status, f.severity, f.causes[0].cause if f.causes else None,
             f.reference, float(bias) if isinstance(bias, int | float) else None, f.onset,
-            _dumps(f.to_json()))
+            published if published is not None else _dumps(f.to_json()),
+            [c.cause for c in f.causes], comparison if isinstance(comparison, str) else None,
+            f.causes[0].evidence if f.causes else "")
 
 
 @dataclass(slots=True)
@@ -259,7 +270,7 @@ def _rows(records: Iterable[Upstream]) -> _Rows:
     rows = _Rows()
     for r in records:
         if isinstance(r, FleetFinding):
-            rows.add("stage_findings", finding_row(r.origin, r.finding))
+            rows.add("stage_findings", finding_row(r.origin, r.finding, r.published))
             heard = r.finding.window_end
         elif isinstance(r, Inventory):
             o = r.origin
@@ -356,12 +367,19 @@ class FleetStore:
             raise StoreError(f"fleet database at {self.where} refused a value: {exc}",
                              transient=False, code=exc.sqlstate) from exc
 
-    def write(self, records: Iterable[Upstream]) -> WriteCounts:
+    def write(self, records: Iterable[Upstream], *, durable: bool = True) -> WriteCounts:
         """Store a batch of upstream records in one transaction: all of it or nothing.
-        Writing a record already stored changes nothing (``WriteCounts`` all zero)."""
+        Writing a record already stored changes nothing (``WriteCounts`` all zero).
+
+        ``durable=False`` lets the commit return before its WAL is flushed
+        (``synchronous_commit = off`` for this transaction): a database crash may then lose
+        the last commits, never half of one. Only for a writer that can simply run again
+        (the import); the live consumer acknowledges on return and keeps the default."""
         rows = _rows(records)
         counts: dict[str, int] = {}
         with self.connection() as conn, conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
             for stage in _STAGES:
                 staged = rows.by_stage.get(stage.name)
                 if not staged:
@@ -416,12 +434,13 @@ def check_version(conn: psycopg.Connection[Any], where_: str) -> int:
 # --------------------------------------------------------------------------- reads
 
 _VERDICTS: Final = """
-    SELECT site, gateway, device, NULLIF(sensor, ''), kind, status, severity,
-           jsonb_path_query_array(finding, '$.causes[*].cause'), reference, bias, onset,
-           window_start, window_end, finding #>> '{context,comparison}',
-           coalesce(finding #>> '{causes,0,evidence}', ''),
-           CASE WHEN status = 'fail' THEN finding END
-    FROM findings_latest
+    SELECT l.site, l.gateway, l.device, NULLIF(l.sensor, ''), l.kind, l.status, l.severity,
+           l.causes, l.reference, l.bias, l.onset, l.window_start, l.window_end,
+           l.comparison, l.evidence, f.finding
+    FROM findings_latest l
+    LEFT JOIN findings f ON l.status = 'fail' AND f.site = l.site AND f.gateway = l.gateway
+         AND f.kind = l.kind AND f.device = l.device AND f.sensor = l.sensor
+         AND f.window_end = l.window_end
 """
 # One stream's bias against time (the windows' midpoints): slope, audits, span, and the
 # slope's standard error from the residuals. Per stream in SQL, so the report reads one row

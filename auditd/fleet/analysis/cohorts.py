@@ -23,6 +23,7 @@ when they changed.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,8 +35,9 @@ from auditd.core.cohorts import (
     Correction,
     Member,
     bh_adjusted,
+    firmware_timing,
+    fisher_p,
     holm_adjusted,
-    tested_cohorts,
 )
 from auditd.fleet.analysis.facts import Device, FirmwareSeen, Verdict
 from auditd.fleet.analysis.references import unreliable
@@ -162,42 +164,114 @@ def population(verdicts: Iterable[Verdict], devices: Mapping[Key, Device],
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Tried:
+    """One cohort tested: counts only, until it proves significant."""
+
+    model: str
+    sensor: str
+    mode: str
+    attribute: str
+    value: str
+    failing: int
+    size: int
+    failing_total: int
+    total: int
+    p: float
+
+
+def _attributes(d: Device) -> dict[str, str]:
+    model = d.model or ""
+    installed = _installed(d)
+    out = {}
+    if d.firmware:
+        out[FIRMWARE] = f"{model} {d.firmware}"
+    if d.hardware_rev:
+        out["hardware_rev"] = f"{model} {d.hardware_rev}"
+    if installed:
+        out["installed"] = f"{model} {installed}"
+    return out
+
+
 def fleet_cohorts(verdicts: Iterable[Verdict], devices: Iterable[Device],
                   firmware_seen: Iterable[FirmwareSeen],
                   drifting: Iterable[tuple[str, str, str]] = (), *, alpha: float = ALPHA,
                   correction: Correction = "holm") -> list[FleetCohort]:
-    """The cross-site cohorts, most significant first."""
+    """The cross-site cohorts, most significant first.
+
+    Counted, not enumerated: a fleet of 40,000 devices is a few counters per model and
+    sensor; members are listed only for the cohorts that turn out significant."""
     by_key = {d.key: d for d in devices}
     history = firmware_history(firmware_seen)
-    tried: list[tuple[str, str, str, Cohort, list[tuple[Verdict, Device]]]] = []
-    for (model, sensor), pop in sorted(population(verdicts, by_key, drifting).items()):
-        modes = sorted({m for v, _ in pop if (m := failure_mode(v)) is not None})
-        for mode in modes:
-            members = [_member(v, d, mode, history) for v, d in pop]
-            for cohort in tested_cohorts(members, SLACK_S, ATTRIBUTES):
-                tried.append((model, sensor, mode, cohort, pop))
+    pops = population(verdicts, by_key, drifting)
+    tried: list[_Tried] = []
+    for (model, sensor), pop in sorted(pops.items()):
+        attributes = [_attributes(d) for _, d in pop]
+        modes = [failure_mode(v) for v, _ in pop]
+        sizes = Counter(item for a in attributes for item in a.items())
+        for mode, failing_total in sorted(Counter(m for m in modes if m).items()):
+            fails = Counter(item for a, m in zip(attributes, modes, strict=True) if m == mode
+                            for item in a.items())
+            for (attribute, value), size in sorted(sizes.items()):
+                if size < MIN_COHORT or size == len(pop):
+                    continue
+                failing = fails.get((attribute, value), 0)
+                rest_failing = failing_total - failing
+                p = fisher_p(failing, size - failing, rest_failing,
+                             len(pop) - size - rest_failing)
+                tried.append(_Tried(model, sensor, mode, attribute, value, failing, size,
+                                    failing_total, len(pop), p))
     if not tried:
         return []
-    order = sorted(range(len(tried)), key=lambda i: tried[i][3].p)
-    sorted_p = [tried[i][3].p for i in order]
+    order = sorted(range(len(tried)), key=lambda i: tried[i].p)
+    sorted_p = [tried[i].p for i in order]
     adjusted = holm_adjusted(sorted_p) if correction == "holm" else bh_adjusted(sorted_p)
     out: list[FleetCohort] = []
     for rank, i in enumerate(order):
-        model, sensor, mode, cohort, pop = tried[i]
-        if adjusted[rank] > alpha or len(cohort.failing) < MIN_COHORT:
+        t = tried[i]
+        if adjusted[rank] > alpha:
+            break  # adjusted p-values are monotone in this order
+        if t.failing < MIN_COHORT:
             continue
-        found = _fleet_cohort(model, sensor, mode, cohort, adjusted[rank], correction, pop,
-                              history)
-        if len(found.sites) < MIN_SITES or _explained(found, cohort, adjusted[rank], out,
-                                                      pop, history, alpha):
+        pop = pops[(t.model, t.sensor)]
+        cohort = _cohort(t, pop, history)
+        found = _fleet_cohort(t.model, t.sensor, t.mode, cohort, adjusted[rank], correction,
+                              pop, history)
+        if len(found.sites) < MIN_SITES or _explained(found, t, adjusted[rank], out, pop,
+                                                      alpha):
             continue
         out.append(found)
     return out
 
 
-def _explained(found: FleetCohort, cohort: Cohort, p_adjusted: float,
+def _member(v: Verdict, d: Device, mode: str,
+            history: Mapping[Key, Sequence[FirmwareSeen]]) -> Member:
+    _, since = last_change(history.get(d.key, ()), d.firmware)
+    return Member(f"{d.site}/{d.device}", failure_mode(v) == mode, v.onset, v.window_start,
+                  _attributes(d), since)
+
+
+def _key(member: str) -> Key:
+    site, _, device = member.partition("/")
+    return site, device
+
+
+def _cohort(t: _Tried, pop: Sequence[tuple[Verdict, Device]],
+            history: Mapping[Key, Sequence[FirmwareSeen]]) -> Cohort:
+    """The tested cohort with its members, and for a firmware, their timing."""
+    group = [_member(v, d, t.mode, history) for v, d in pop
+             if _attributes(d).get(t.attribute) == t.value]
+    following, exonerating = (firmware_timing(group, SLACK_S) if t.attribute == FIRMWARE
+                              else ((), ()))
+    rest_failing = t.failing_total - t.failing
+    return Cohort(t.attribute, t.value, tuple(sorted(m.device for m in group if m.failed)),
+                  tuple(sorted(m.device for m in group if not m.failed)), rest_failing,
+                  t.total - t.size - rest_failing, t.p, t.p, following, exonerating)
+
+
+def _explained(found: FleetCohort, t: _Tried, p_adjusted: float,
                reported: Sequence[FleetCohort], pop: Sequence[tuple[Verdict, Device]],
-               history: Mapping[Key, Sequence[FirmwareSeen]], alpha: float) -> bool:
+               alpha: float) -> bool:
     """A cohort whose failures a more significant one (same model, sensor and mode) already
     accounts for: tested again without that cohort's members (with the same correction
     factor), it is no longer significant. Eight devices that share firmware 2.4.0 and also
@@ -209,28 +283,14 @@ def _explained(found: FleetCohort, cohort: Cohort, p_adjusted: float,
     taken = {key for r in same for key in r.members}
     if set(found.members) <= taken:
         return True
-    rest = [(v, d) for v, d in pop if v.key not in taken]
-    members = [_member(v, d, found.cause, history) for v, d in rest]
-    again = [c for c in tested_cohorts(members, SLACK_S, (cohort.attribute,))
-             if c.value == cohort.value]
-    factor = p_adjusted / cohort.p if cohort.p > 0 else 1.0
-    return not again or again[0].p * factor > alpha
-
-
-def _member(v: Verdict, d: Device, mode: str,
-            history: Mapping[Key, Sequence[FirmwareSeen]]) -> Member:
-    model = d.model or ""
-    attributes = {FIRMWARE: f"{model} {d.firmware}" if d.firmware else "",
-                  "hardware_rev": f"{model} {d.hardware_rev}" if d.hardware_rev else "",
-                  "installed": f"{model} {_installed(d)}" if _installed(d) else ""}
-    _, since = last_change(history.get(d.key, ()), d.firmware)
-    return Member(f"{d.site}/{d.device}", failure_mode(v) == mode, v.onset, v.window_start,
-                  {k: a for k, a in attributes.items() if a}, since)
-
-
-def _key(member: str) -> Key:
-    site, _, device = member.partition("/")
-    return site, device
+    inside = [failure_mode(v) == t.mode for v, d in pop if v.key not in taken
+              and _attributes(d).get(t.attribute) == t.value]
+    outside = [failure_mode(v) == t.mode for v, d in pop if v.key not in taken
+               and _attributes(d).get(t.attribute) != t.value]
+    p = fisher_p(sum(inside), len(inside) - sum(inside), sum(outside),
+                 len(outside) - sum(outside))
+    factor = p_adjusted / t.p if t.p > 0 else 1.0
+    return p * factor > alpha
 
 
 def _fleet_cohort(model: str, sensor: str, mode: str, cohort: Cohort, p_adjusted: float,

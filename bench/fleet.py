@@ -48,6 +48,7 @@ from psycopg.types.json import Jsonb
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from auditd import logs  # noqa: E402
 from auditd.adapters.store.database import Database  # noqa: E402
 from auditd.fleet.adapters.gateway_store import GatewayFile  # noqa: E402
 from auditd.fleet.adapters.schema import MIGRATIONS  # noqa: E402
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sensor-auditd-fleet-bench"))
     args = parser.parse_args()
+    logs.configure("warning", "auto", stream=sys.stderr)  # not a line per store migrated
     pinned = _pin()
     workdir = args.workdir / (f"g{args.gateways}-d{args.devices}-s{args.sensors}-"
                               f"{args.days}d-{args.audits_per_day}")

@@ -20,6 +20,7 @@ from typing import Any
 import fleet_sites
 import psycopg
 import pytest
+from browser import console_errors, probe
 from postgres import scratch_database
 
 pytestmark = pytest.mark.slow
@@ -155,52 +156,14 @@ def test_open_tickets_are_on_the_due_list(report: dict[str, Any]) -> None:
         assert ticket["filed_by"][0]["gateway"] == f"gw-{site}"
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
-    return found
-
-
-def browse(page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1200,1600", "--enable-logging=stderr",
-         "--v=0", "--virtual-time-budget=5000", *extra, page.as_uri()],
-        capture_output=True, text=True, timeout=120)
-
-
-PROBE = """<script>
-const plots = [...document.querySelectorAll('svg.plot')].map(svg => {
-  const box = svg.getBoundingClientRect();
-  const marks = [...svg.querySelectorAll('.datum')].filter(m => {
-    const r = m.getBoundingClientRect();
-    return r.width > 0 && r.height > 0 && r.left >= box.left && r.right <= box.right
-      && r.top >= box.top && r.bottom <= box.bottom;
-  });
-  return {cls: svg.getAttribute('class'), marks: marks.length,
-          rect: [box.left, box.top, box.width, box.height]};
-});
-document.body.setAttribute('data-probe', JSON.stringify(plots));
-</script></body>"""
-
-
 def test_the_page_draws_the_cohort_timeline_in_a_real_browser(
         report: dict[str, Any], tmp_path: Path) -> None:
     from matplotlib.image import imread
 
     text = report["html"].read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text), "not self-contained"
-    loaded = browse(report["html"])
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert [ln for ln in loaded.stderr.splitlines() if ":CONSOLE" in ln] == []
-
-    probed = tmp_path / "probed.html"
-    probed.write_text(text.replace("</body>", PROBE))
-    dump_ = browse(probed, "--dump-dom", "--screenshot=" + str(tmp_path / "shot.png"))
-    match = re.search(r'data-probe="([^"]*)"', dump_.stdout)
-    assert match, dump_.stdout[-500:]
-    plots = json.loads(match.group(1).replace("&quot;", '"'))
+    assert console_errors(report["html"]) == []
+    plots = probe(report["html"], tmp_path / "shot.png")
     timelines = [p for p in plots if "timeline" in p["cls"]]
     assert len(timelines) == 1
     # eight members: a firmware change and an onset each, drawn inside the plot

@@ -100,9 +100,10 @@ def drift_plot(rates: Sequence[DriftRate]) -> str:
         label = f"{r.model} {r.sensor}"
         parts.append(f'<text x="4" y="{y + 4}" font-size="12">{_t(label)}</text>')
         if abs(r.low) != float("inf"):
-            parts.append(f'<line class="datum interval" x1="{at(r.low / tol)}" y1="{y}" '
-                         f'x2="{at(r.high / tol)}" y2="{y}" stroke="{BLUE}" '
-                         'stroke-width="2"/>')
+            left, right = float(at(r.low / tol)), float(at(r.high / tol))
+            parts.append(f'<rect class="datum interval" x="{left:.1f}" y="{y - 1}" '
+                         f'width="{max(right - left, 1.0):.1f}" height="2" fill="{BLUE}">'
+                         f"<title>95 % interval [{r.low:+.3g}, {r.high:+.3g}]</title></rect>")
         parts.append(f'<circle class="datum rate" cx="{at(r.rate_per_month / tol)}" '
                      f'cy="{y}" r="5" fill="{BLUE}"><title>{r.rate_per_month:+.3g} '
                      f"{_t(r.unit or '')}/month</title></circle>")
@@ -141,10 +142,10 @@ def report_html(report: FleetReport) -> str:
         "<h2>Cohorts failing across sites</h2>", _cohorts(report),
         "<h2>Reference health</h2>",
         _table(("site", "reference", "sensor", "state", "reads off by", "since",
-                "unreliable verdicts"),
+                "unreliable verdicts", "evidence"),
                ((r.site, r.reference, r.sensor, r.state,
                  "" if r.bias is None else f"{r.bias:+.3g}", iso(r.onset) or "",
-                 ", ".join(r.unreliable)) for r in references))
+                 ", ".join(r.unreliable), r.evidence) for r in references))
         + f"<p class=muted>{healthy} reference/sensor pairs healthy.</p>",
         "<h2>Drift per model</h2>",
         drift_plot(report.drift) + _table(

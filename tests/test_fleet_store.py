@@ -203,3 +203,34 @@ def test_replica_heartbeats_are_one_row_per_replica(store: FleetStore, fleet_dsn
         rows = conn.execute("SELECT replica, heartbeat_at, messages, backlog FROM replicas "
                             "ORDER BY replica").fetchall()
     assert rows == [("r1", T0 + 10, 25, 0), ("r2", T0 + 7, 3, 1)]
+
+
+def test_drift_sums_give_each_streams_slope_once_however_often_it_is_written(
+        store: FleetStore) -> None:
+    """Bias rising 0.1 a day over ten daily audits (with a wobble): the slope and its
+    error from the sums kept at write time, unchanged by replaying some findings, and
+    without the findings that blame the reference."""
+    from auditd.fleet.adapters.store import read_facts
+
+    wobble = [0.02, -0.01, 0.0, 0.015, -0.02, 0.01, -0.005, 0.0, 0.01, -0.015]
+    history = [FleetFinding(NORTH, finding("th-north-01", T0 + k * DAY,
+                                           bias=0.5 + 0.1 * k + wobble[k]))
+               for k in range(10)]
+    blamed = FleetFinding(NORTH, replace(
+        finding("th-north-01", T0 + 11 * DAY, failed=True, bias=9.0),
+        causes=(Cause("reference_fault", 0.9, "the reference moved"),)))
+    store.write(history[:6])
+    store.write([*history[3:], blamed])  # three again, four new, one the reference's
+    (drift,) = read_facts(store, T0 + 12 * DAY, {}).drifts
+    days = [k + 0.5 for k in range(10)]  # window midpoints, days from T0
+    mean_x = sum(days) / 10
+    sxx = sum((x - mean_x) ** 2 for x in days)
+    biases = [0.5 + 0.1 * k + wobble[k] for k in range(10)]
+    mean_y = sum(biases) / 10
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(days, biases, strict=True)) / sxx
+    assert drift.audits == 10
+    assert drift.span_s == pytest.approx(9 * DAY)
+    assert drift.slope_per_s * DAY == pytest.approx(slope, rel=1e-9)
+    residuals = [y - mean_y - slope * (x - mean_x) for x, y in zip(days, biases, strict=True)]
+    se = (sum(r * r for r in residuals) / 8 / sxx) ** 0.5
+    assert drift.slope_se_per_s * DAY == pytest.approx(se, rel=1e-6)

@@ -16,7 +16,8 @@ Keys are chosen so that writing the same message twice changes nothing (docs/fle
 * ``device_versions``: (site, device, attributes' hash), ``first_seen`` the earliest;
 * ``gateways``: (site, gateway): state changes only on a later status of another state;
 * ``audit_reports``: (site, gateway, at); ``tickets``: (site, gateway, idempotency key);
-* ``rejected``: the sha256 of topic and payload.
+* ``rejected``: the sha256 of topic and payload;
+* ``stream_drift``: (site, device, sensor); only findings new to ``findings`` add to it.
 """
 
 from __future__ import annotations
@@ -155,6 +156,25 @@ _V1: Final = (
         reason text NOT NULL,
         detail text NOT NULL,
         payload bytea NOT NULL
+    )
+    """,
+    # Per stream, the sums a least-squares line of bias against time needs (x: the
+    # window's midpoint in days from 2024-10-04), added to by every finding new to the
+    # fleet: the drift rate costs one row a stream, however long the history.
+    """
+    CREATE TABLE stream_drift (
+        site text NOT NULL,
+        device text NOT NULL,
+        sensor text NOT NULL,
+        n bigint NOT NULL,
+        sx double precision NOT NULL,
+        sy double precision NOT NULL,
+        sxx double precision NOT NULL,
+        sxy double precision NOT NULL,
+        syy double precision NOT NULL,
+        first_x double precision NOT NULL,
+        last_x double precision NOT NULL,
+        PRIMARY KEY (site, device, sensor)
     )
     """,
     # One row per `fleet run` replica, upserted by its heartbeat (ReplicaBeat).

@@ -138,12 +138,30 @@ def _set(columns: Sequence[str]) -> str:
     return ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
+_DRIFT_X: Final = "(window_start + window_end) / 2 / 86400.0 - 20000"
+"""A finding's time in the drift sums: its window's midpoint in days from 2024-10-04, so
+that the sums of squares stay small enough for double precision over years of audits."""
+
 _STAGES: Final = (
     _Stage(
         "stage_findings", _STAGED_FINDING_COLUMNS,
-        (f"INSERT INTO findings ({_cols(_FINDING_COLUMNS)}) "
+        (f"WITH inserted AS (INSERT INTO findings ({_cols(_FINDING_COLUMNS)}) "
          f"SELECT {_cols(_FINDING_COLUMNS)} FROM stage_findings "
-         "ON CONFLICT DO NOTHING",
+         "ON CONFLICT DO NOTHING "
+         f"RETURNING site, device, sensor, kind, status, cause, bias, {_DRIFT_X} AS x), "
+         # Only findings new to the fleet add to their stream's drift sums: exactly once.
+         "drift AS (INSERT INTO stream_drift AS d (site, device, sensor, n, sx, sy, sxx, sxy, "
+         "syy, first_x, last_x) SELECT site, device, sensor, count(*), sum(x), sum(bias), "
+         "sum(x * x), sum(x * bias), sum(bias * bias), min(x), max(x) FROM inserted "
+         "WHERE kind = 'calibration' AND sensor <> '' AND bias IS NOT NULL "
+         "AND status <> 'insufficient_data' AND cause IS DISTINCT FROM 'reference_fault' "
+         "GROUP BY site, device, sensor "
+         "ON CONFLICT (site, device, sensor) DO UPDATE SET n = d.n + excluded.n, "
+         "sx = d.sx + excluded.sx, sy = d.sy + excluded.sy, sxx = d.sxx + excluded.sxx, "
+         "sxy = d.sxy + excluded.sxy, syy = d.syy + excluded.syy, "
+         "first_x = LEAST(d.first_x, excluded.first_x), "
+         "last_x = GREATEST(d.last_x, excluded.last_x) RETURNING 1) "
+         "SELECT count(*) FROM inserted",
          f"INSERT INTO findings_latest ({_cols(_LATEST_COLUMNS)}) "
          f"SELECT DISTINCT ON (site, device, kind, sensor) {_cols(_LATEST_COLUMNS)} "
          "FROM stage_findings "
@@ -393,8 +411,14 @@ class FleetStore:
                             copy.write_row(row)
                     for statement, name in zip(stage.moves, stage.counts_as, strict=True):
                         cur.execute(statement)
-                        if name:
-                            counts[name] = counts.get(name, 0) + max(cur.rowcount, 0)
+                        if not name:
+                            continue
+                        if cur.description is not None:  # the statement counts itself
+                            counted = cur.fetchone()
+                            done = int(counted[0]) if counted else 0
+                        else:
+                            done = max(cur.rowcount, 0)
+                        counts[name] = counts.get(name, 0) + done
         return WriteCounts(**counts)
 
     def heartbeat(self, beat: ReplicaBeat) -> None:
@@ -434,28 +458,28 @@ def check_version(conn: psycopg.Connection[Any], where_: str) -> int:
 # --------------------------------------------------------------------------- reads
 
 _VERDICTS: Final = """
-    SELECT l.site, l.gateway, l.device, NULLIF(l.sensor, ''), l.kind, l.status, l.severity,
-           l.causes, l.reference, l.bias, l.onset, l.window_start, l.window_end,
-           l.comparison, l.evidence, f.finding
-    FROM findings_latest l
-    LEFT JOIN findings f ON l.status = 'fail' AND f.site = l.site AND f.gateway = l.gateway
-         AND f.kind = l.kind AND f.device = l.device AND f.sensor = l.sensor
-         AND f.window_end = l.window_end
+    SELECT site, gateway, device, NULLIF(sensor, ''), kind, status, severity, causes,
+           reference, bias, onset, window_start, window_end, comparison, evidence
+    FROM findings_latest
 """
-# One stream's bias against time (the windows' midpoints): slope, audits, span, and the
-# slope's standard error from the residuals. Per stream in SQL, so the report reads one row
-# a stream rather than every finding of the week.
+_FAILING_JSON: Final = """
+    SELECT l.site, l.device, l.kind, l.sensor, f.finding
+    FROM findings_latest l
+    JOIN findings f ON f.site = l.site AND f.gateway = l.gateway AND f.kind = l.kind
+         AND f.device = l.device AND f.sensor = l.sensor AND f.window_end = l.window_end
+    WHERE l.status = 'fail'
+"""
+# One stream's bias against time (the windows' midpoints, in days): slope, audits, span,
+# and the slope's standard error from the residuals, from the sums `write` keeps, so the
+# report reads one row a stream however long the history.
 _DRIFTS: Final = """
-    SELECT site, device, sensor, regr_slope(bias, mid), count(*), max(mid) - min(mid),
-           sqrt(GREATEST(regr_syy(bias, mid) - regr_slope(bias, mid) * regr_sxy(bias, mid),
-                         0) / (count(*) - 2) / NULLIF(regr_sxx(bias, mid), 0))
-    FROM (SELECT site, device, sensor, bias, (window_start + window_end) / 2 AS mid
-          FROM findings
-          WHERE kind = 'calibration' AND sensor <> '' AND bias IS NOT NULL
-            AND status <> 'insufficient_data' AND cause IS DISTINCT FROM 'reference_fault'
-         ) AS audited
-    GROUP BY site, device, sensor
-    HAVING count(*) >= 3 AND regr_sxx(bias, mid) > 0
+    SELECT site, device, sensor, sxy_c / sxx_c / 86400.0, n, (last_x - first_x) * 86400.0,
+           sqrt(GREATEST(syy_c - sxy_c * sxy_c / sxx_c, 0) / (n - 2) / sxx_c) / 86400.0
+    FROM (SELECT site, device, sensor, n, first_x, last_x,
+                 sxx - sx * sx / n AS sxx_c, sxy - sx * sy / n AS sxy_c,
+                 syy - sy * sy / n AS syy_c
+          FROM stream_drift WHERE n >= 3) AS centred
+    WHERE sxx_c > 0
 """
 _TICKETS: Final = """
     SELECT DISTINCT ON (site, gateway, ticket_id) site, gateway, ticket_id, device, sensor,
@@ -490,14 +514,10 @@ def read_facts(store: FleetStore, now: float, profiles: Mapping[str, Profile]) -
     """Everything the fleet report is computed from, in one read-only snapshot."""
     with store.connection() as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        verdicts, findings = [], {}
-        for row in conn.execute(_VERDICTS):
-            v = Verdict(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                        tuple(str(c) for c in row[7] or ()), row[8], row[9], row[10], row[11],
-                        row[12], row[13], row[14])
-            verdicts.append(v)
-            if row[15] is not None:
-                findings[(v.site, v.device, v.kind, v.sensor or "")] = row[15]
+        verdicts = [Verdict(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]), r[8],
+                            r[9], r[10], r[11], r[12], r[13], r[14])
+                    for r in conn.execute(_VERDICTS)]
+        findings = {(r[0], r[1], r[2], r[3]): r[4] for r in conn.execute(_FAILING_JSON)}
         devices = [Device(*row) for row in conn.execute(
             "SELECT site, device, gateway, model, firmware, hardware_rev, installed_at, "
             "calibrated_at, calibration_due, last_seen FROM devices")]

@@ -152,7 +152,7 @@ def population(verdicts: Iterable[Verdict], devices: Mapping[Key, Device],
                drifting: Iterable[tuple[str, str, str]] = ()
                ) -> dict[tuple[str, str], list[tuple[Verdict, Device]]]:
     """(model, sensor) -> the reliable, decided calibration verdicts of its devices."""
-    drifting = set(drifting)
+    drifting = frozenset(drifting)
     out: dict[tuple[str, str], list[tuple[Verdict, Device]]] = {}
     for v in verdicts:
         device = devices.get(v.key)
@@ -205,8 +205,9 @@ def fleet_cohorts(verdicts: Iterable[Verdict], devices: Iterable[Device],
     history = firmware_history(firmware_seen)
     pops = population(verdicts, by_key, drifting)
     tried: list[_Tried] = []
+    per_device = {key: _attributes(d) for key, d in by_key.items() if d.model}
     for (model, sensor), pop in sorted(pops.items()):
-        attributes = [_attributes(d) for _, d in pop]
+        attributes = [per_device[d.key] for _, d in pop]
         modes = [failure_mode(v) for v, _ in pop]
         sizes = Counter(item for a in attributes for item in a.items())
         for mode, failing_total in sorted(Counter(m for m in modes if m).items()):

@@ -84,7 +84,7 @@ def due_list(devices: Iterable[Device], verdicts: Iterable[Verdict],
              horizon_days: float = 30.0) -> list[DueItem]:
     """``intervals``: days between calibrations per model (the recommendation, else the
     profile's)."""
-    drifting = set(drifting)
+    drifting = frozenset(drifting)
     reasons: dict[Key, list[tuple[float, str]]] = {}
     models: dict[Key, str | None] = {}
     for d in devices:

@@ -12,6 +12,7 @@ counted in a cohort, nor in a drift rate, nor put on the due list.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from auditd.fleet.analysis.facts import Verdict
@@ -44,15 +45,14 @@ def is_reference_finding(v: Verdict) -> bool:
         v.reference is None or v.reference == v.device)
 
 
-def unreliable(v: Verdict, drifting: Iterable[tuple[str, str, str]] = ()) -> bool:
+def unreliable(v: Verdict, drifting: AbstractSet[tuple[str, str, str]] = frozenset()
+               ) -> bool:
     """A field device's verdict that its reference's fault explains: the gateway said so
     (``reference_fault`` among its causes), or it was judged against a reference the fleet
-    knows is drifting on that sensor."""
-    if is_reference_finding(v):
-        return False
+    knows is drifting on that sensor (``drifting``: ``drifting_keys``)."""
     if REFERENCE_FAULT in v.causes:
-        return True
-    return v.reference is not None and (v.site, v.reference, v.sensor or "") in set(drifting)
+        return not is_reference_finding(v)
+    return v.reference is not None and (v.site, v.reference, v.sensor or "") in drifting
 
 
 def reference_health(verdicts: Iterable[Verdict]) -> list[ReferenceHealth]:

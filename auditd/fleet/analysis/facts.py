@@ -76,7 +76,8 @@ class FirmwareSeen:
 class DeviceDrift:
     """One stream's bias over its audits: the least-squares slope of bias against the
     windows' midpoints (units per second), how many audits and how long they span. The
-    store computes it (``regr_slope``) so the report does not read every finding."""
+    store keeps its sums as findings arrive (``stream_drift``), so the report does not read
+    every finding."""
 
     site: str
     device: str

@@ -232,7 +232,8 @@ def deming(x: FloatArray, y: FloatArray, variance_ratio: float) -> tuple[float, 
     ``variance_ratio`` is lambda = var(error of y) / var(error of x). As lambda grows the
     fit approaches OLS of y on x (an exact x); lambda = 1 is orthogonal regression. This
     is the maximum-likelihood line when both errors are Gaussian with that ratio, and the
-    same line scipy.odr fits with sx, sy of that ratio. NaN when x or y does not vary.
+    line orthogonal distance regression fits with sx, sy of that ratio (the tests check it
+    against total least squares by SVD). NaN when x or y does not vary.
     """
     n = int(x.size)
     if n < 2 or not (variance_ratio > 0.0):

@@ -65,6 +65,17 @@ CONFIG_OPTION = click.option(
     help="Daemon configuration (TOML).")
 
 
+def store_option(help_text: str = "The daemon's SQLite store (default: store.path of "
+                 "--config, or of the default configuration).") -> Callable[[F], F]:
+    """``--store DB`` (alias ``--db``): every command that takes a store spells it both
+    ways, so a habit formed on one command works on the others."""
+    return click.option("--store", "--db", "store_path",
+                        type=click.Path(dir_okay=False, path_type=Path), help=help_text)
+
+
+STORE_OPTION = store_option()
+
+
 def _load(config_path: Path | None, profiles: Path | None = None,
           references: Path | None = None) -> tuple[Any, Any]:
     cfg = load_daemon_config(config_path) if config_path else default_config()
@@ -109,8 +120,7 @@ def run(config_path: Path | None) -> None:
 
 @main.command()
 @CONFIG_OPTION
-@click.option("--db", "--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The daemon's database (default: the config's store.path).")
+@STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @_errors_to_exit
 def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
@@ -132,8 +142,8 @@ def status(config_path: Path | None, store_path: Path | None, as_json: bool) -> 
               required=True, help="Findings, one JSON object a line.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the run's summary (JSON) here as well as to stdout.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Keep the replay's SQLite store here (default: a temporary file).")
+@store_option("Keep the replay's SQLite store here (default: a temporary file; never the "
+              "config's store.path, which is a daemon's).")
 @click.option("--tickets", "tickets_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the ticket requests the alerts raise here, one JSON a line.")
 @CONFIG_OPTION
@@ -217,10 +227,13 @@ def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> No
     click.echo(ev.render(scores))
 
 
-STORE_OPTION = click.option(
-    "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="The daemon's SQLite store (default: store.path of --config, or the default path).")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+
+
+def _store_path(config_path: Path | None, store_path: Path | None) -> Path:
+    """``--store``, else the store.path of ``--config`` (or of the default configuration)."""
+    return store_path or (load_daemon_config(config_path) if config_path
+                          else default_config()).store.path
 
 
 def _open_store(config_path: Path | None, db_path: Path | None, *,
@@ -229,13 +242,12 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
     mistake. ``writes=False`` for the commands that only look (``status``, ``devices``,
     ``history``, ``findings``): read-only, so looking never migrates or writes a live
     daemon's file."""
-    path = db_path or (load_daemon_config(config_path) if config_path
-                       else default_config()).store.path
+    path = _store_path(config_path, db_path)
     if not path.is_file():
         problem = ("no database here (has the daemon, or a replay with --store, run with this "
                    "configuration?)")
         if db_path:
-            raise InputError(str(path), "--db", problem)
+            raise InputError(str(path), "--store", problem)
         raise ConfigError(str(path), "store.path", problem)
     return Store(path, read_only=True) if not writes else Store(path)
 
@@ -245,10 +257,10 @@ def _open_store(config_path: Path | None, db_path: Path | None, *,
 @STORE_OPTION
 @JSON_OPTION
 @_errors_to_exit
-def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> None:
+def devices(config_path: Path | None, store_path: Path | None, as_json: bool) -> None:
     """List devices: model, firmware, install and calibration dates, last seen, open findings."""
     _, catalog = _load(config_path)
-    with _open_store(config_path, db_path, writes=False) as store:
+    with _open_store(config_path, store_path, writes=False) as store:
         rows = inventory.read_devices(store, catalog)
     click.echo(json.dumps(inventory.as_json(rows), indent=2) if as_json
                else inventory.format_devices(rows))
@@ -260,8 +272,7 @@ def devices(config_path: Path | None, db_path: Path | None, as_json: bool) -> No
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
               help="At most this many lines, most recently seen first.")
 @CONFIG_OPTION
-@click.option("--store", "--db", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The daemon's SQLite store (default: the config's store.path).")
+@STORE_OPTION
 @JSON_OPTION
 @_errors_to_exit
 def quarantine(device: str | None, reason: str | None, limit: int, config_path: Path | None,
@@ -280,10 +291,10 @@ def quarantine(device: str | None, reason: str | None, limit: int, config_path: 
 @STORE_OPTION
 @JSON_OPTION
 @_errors_to_exit
-def history(device: str, config_path: Path | None, db_path: Path | None,
+def history(device: str, config_path: Path | None, store_path: Path | None,
             as_json: bool) -> None:
     """One device's timeline: metadata versions, events and changes of verdict, in order."""
-    with _open_store(config_path, db_path, writes=False) as store:
+    with _open_store(config_path, store_path, writes=False) as store:
         entries = inventory.read_timeline(store, device)
     if not entries:
         raise UsageError(f"no history for device {device!r}", "DEVICE")
@@ -293,8 +304,8 @@ def history(device: str, config_path: Path | None, db_path: Path | None,
 
 @main.command("import")
 @click.argument("exports", nargs=-1, required=True)
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="The SQLite store to import into.")
+@store_option("The SQLite store to import into (default: store.path of --config; one of "
+              "the two is needed).")
 @click.option("--site", help="Site of the imported devices (default: the config's).")
 @click.option("--mapping", "mapping_paths", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -303,16 +314,19 @@ def history(device: str, config_path: Path | None, db_path: Path | None,
               help="Device profiles: canonical units of sensors they name.")
 @CONFIG_OPTION
 @_errors_to_exit
-def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
+def import_(exports: tuple[str, ...], store_path: Path | None, site: str | None,
             mapping_paths: tuple[Path, ...], profiles: Path | None,
             config_path: Path | None) -> None:
     """Import instrument or agency exports (ID=PATH or PATH) into the store."""
 
+    if store_path is None and config_path is None:
+        raise UsageError("name the store to import into: --store DB, or --config FILE for "
+                         "its store.path", "--store")
     cfg = load_daemon_config(config_path) if config_path else default_config()
     mappings = [load_mapping(p) for p in mapping_paths]
     units = sensor_units_with(profiles)
     summaries = []
-    with Store(store_path) as store:
+    with Store(store_path or cfg.store.path) as store:
         for arg in exports:
             device, path = device_and_path(arg)
             outcome = import_file(store, path, device, site or cfg.site, time.time(),
@@ -335,8 +349,7 @@ def import_(exports: tuple[str, ...], store_path: Path, site: str | None,
 @click.option("--mapping", "mapping_paths", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Export mapping (TOML), tried before the shipped ones; repeatable.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The store to read from (--from-store) or to record --apply in.")
+@store_option("The store to read from (--from-store) or to record --apply in.")
 @click.option("--from-store", is_flag=True,
               help="Evaluate devices in the store: SENSOR_EXPORTs are device ids.")
 @click.option("--site", help="Site of the devices (default: the config's).")
@@ -406,9 +419,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
 
 
 @main.command()
-@click.option("--store", "--db", "store_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The daemon's or a replay's SQLite store.")
+@store_option("The daemon's or a replay's SQLite store (default: store.path of --config).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="One self-contained HTML page with plots (needs the [report] extra).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
@@ -417,7 +428,7 @@ def colocate(sensor_exports: tuple[str, ...], reference: str, out_path: Path,
 @click.option("--references", type=click.Path(file_okay=False, path_type=Path))
 @CONFIG_OPTION
 @_errors_to_exit
-def report(store_path: Path, html_path: Path | None, json_path: Path | None,
+def report(store_path: Path | None, html_path: Path | None, json_path: Path | None,
            csv_path: Path | None, profiles: Path | None, references: Path | None,
            config_path: Path | None) -> None:
     """The calibration report of a store: fleet summary, then every failing stream."""
@@ -428,8 +439,8 @@ def report(store_path: Path, html_path: Path | None, json_path: Path | None,
     for path, option in ((html_path, "--html"), (json_path, "--json"), (csv_path, "--csv")):
         if path is not None:
             _open_for_writing(path, option).close()
-    with Store(store_path) as store:
-        data = rep.collect(store, catalog, source=str(store_path))
+    with _open_store(config_path, store_path) as store:
+        data = rep.collect(store, catalog, source=str(store.path))
     rep.write(data, html_path=html_path, json_path=json_path, csv_path=csv_path)
     click.echo(rep.summary_line(data)
                + "".join(f"; wrote {p}" for p in (html_path, json_path, csv_path) if p))
@@ -470,11 +481,6 @@ def _open_for_writing(path: Path, option: str) -> IO[str]:
 
 
 # --------------------------------------------------------------------------- alerts
-
-STORE_OPTION = click.option(
-    "--store", "--db", "store_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="The daemon's SQLite store (default: the config's store.path).")
-
 
 @main.command()
 @CONFIG_OPTION

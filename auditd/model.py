@@ -8,6 +8,7 @@ the code; they become RFC 3339 strings only at the JSON edge (``iso``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,18 @@ SEVERITY_RANK: Mapping[str, int] = {name: i for i, name in enumerate(SEVERITIES)
 def worst_severity(severities: Iterable[Severity], default: Severity = "none") -> Severity:
     """The most severe of ``severities`` (``default`` when there are none)."""
     return max(severities, key=SEVERITY_RANK.__getitem__, default=default)
+
+
+def weighted(severity: Severity, impact: float) -> Severity:
+    """A severity weighted by a profile's ``impact`` (``AlertPolicy.impact``): rank (minor 1,
+    major 2, critical 3) times impact, rounded half up, clamped to minor..critical;
+    ``none`` stays ``none``. Applied once, by the audit that makes the finding
+    (``app.auditor``), so that the finding, its alert, the report and ``status`` all show
+    the one severity it yields."""
+    rank = SEVERITY_RANK[severity]
+    if rank == 0:
+        return "none"
+    return SEVERITIES[min(3, max(1, math.floor(rank * impact + 0.5)))]
 
 EVENT_TYPES = (
     "maintenance",

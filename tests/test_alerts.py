@@ -38,10 +38,18 @@ from auditd.domain.alerts import (
     group_members,
     plan,
     step,
-    weighted,
 )
 from auditd.domain.tickets import ticket_payload
-from auditd.model import SEVERITY_RANK, AlertPolicy, Cause, Finding, Outcome, Reading, Reference
+from auditd.model import (
+    SEVERITY_RANK,
+    AlertPolicy,
+    Cause,
+    Finding,
+    Outcome,
+    Reading,
+    Reference,
+    weighted,
+)
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,7 @@ from auditd.domain.streams import (
     verdicts_of,
     waiting_reasons,
 )
-from auditd.model import AlertPolicy, Finding, StreamInfo
+from auditd.model import AlertPolicy, Finding, StreamInfo, weighted
 from auditd.topics import TopicsConfig
 
 log = logs.get("auditd.app.auditor")
@@ -157,7 +157,8 @@ class Auditor:
         findings = []
         for group in group_tasks(tasks):
             findings.extend(self._audit_group(group, now))
-        findings = [self._with_out_of_range(f, announced) for f in findings]
+        findings = [self._weighed(self._with_out_of_range(f, announced), announced)
+                    for f in findings]
         findings, cohorts = self._fleet_findings(findings, announced, now)
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
         duration = time.perf_counter() - started
@@ -210,12 +211,24 @@ class Auditor:
             firmware = FleetView.of((models.get(d), h.latest.get("firmware"))
                                     for d, h in histories.items()
                                     if not self._catalog.is_reference(d))
-            metadata = run_context.metadata_findings(histories, self._catalog, models, previous,
-                                                     now, firmware, self._policy)
+            metadata = [self._weighed(f, announced) for f in run_context.metadata_findings(
+                histories, self._catalog, models, previous, now, firmware, self._policy)]
         except Exception:
             log.exception("audit.fleet_step_failed")
             return findings, []
         return [*outcome.findings, *metadata], list(outcome.cohorts)
+
+    def _weighed(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
+        """The finding at its final severity: weighted by its device profile's ``impact``.
+
+        The one place a severity is decided after the core's: what is saved, published,
+        reported, listed by ``findings`` and counted by ``status`` is this severity, and
+        the alert takes it as it is. Each finding passes here once, before the fleet step
+        (a cohort's root takes the worst of its members' weighted severities)."""
+        impact = policy_for(self._catalog, announced, finding).impact
+        if impact == 1.0:
+            return finding
+        return replace(finding, severity=weighted(finding.severity, impact))
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:

@@ -9,9 +9,9 @@ the two stand three rules, all pure functions of their inputs (no store, no cloc
   consecutive passing ones, so a sensor that fails every other audit opens at most once
   and, once open, does not close and reopen all day. ``insufficient_data`` holds the
   state: no data is neither evidence of a fault nor of its repair.
-* **Escalation, not duplication.** A failing audit of an open alert whose (impact
-  weighted) severity rises above the highest it has reached escalates that alert; it never
-  opens a second one.
+* **Escalation, not duplication.** A failing audit of an open alert whose severity (the
+  finding's own, already weighted by its profile's impact when the audit made it) rises
+  above the highest it has reached escalates that alert; it never opens a second one.
 * **Grouping and inhibition** (:func:`group_members`, after Alertmanager). A *root*
   finding (its top cause has a ``group`` in the cause registry, ``core.causes``, and its
   ``context.members`` names devices) takes over the alerts of the members that name the
@@ -26,14 +26,13 @@ new tracks, alert records and ticket requests (see ``auditd.domain.tickets`` for
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from auditd.core.causes import ROOT_CAUSES
-from auditd.model import SEVERITIES, SEVERITY_RANK, AlertPolicy, Finding, Severity, Status
+from auditd.model import SEVERITY_RANK, AlertPolicy, Finding, Severity, Status
 
 State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
 Event = Literal["open", "escalate", "resolve"]
@@ -48,14 +47,6 @@ CHANGE_KINDS: frozenset[str] = frozenset({"metadata"})
 """Finding kinds reported when they change, not at every audit (a metadata anomaly is
 saved once, when it appears, and once more when it ends): one such finding is the whole
 evidence, so it opens or resolves an alert at once, whatever the profile's hysteresis."""
-
-
-def weighted(severity: Severity, impact: float) -> Severity:
-    """A finding's severity weighted by its profile's impact (``none`` stays ``none``)."""
-    rank = SEVERITY_RANK[severity]
-    if rank == 0:
-        return "none"
-    return SEVERITIES[min(3, max(1, math.floor(rank * impact + 0.5)))]
 
 
 # --------------------------------------------------------------------------- one stream
@@ -335,7 +326,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         policy = policy_for(finding)
         if finding.kind in CHANGE_KINDS:
             policy = replace(policy, open_after=1, resolve_after=1)
-        obs = Observation(now, finding.status, weighted(finding.severity, policy.impact),
+        obs = Observation(now, finding.status, finding.severity,
                           finding.causes[0].cause if finding.causes else None)
         track, event = step(snapshot.tracks.get(key, Track()), obs, policy)
         current = snapshot.alerts.get(track.alert) if track.alert else None

@@ -375,6 +375,29 @@ def test_acknowledged_alerts_stay_quiet_until_they_escalate(tmp_path: Path) -> N
         assert [t.event for t in store.tickets.requests()] == ["open", "escalate"]
 
 
+def test_an_alert_shows_its_latest_findings_severity_and_says_what_it_peaked_at(
+        tmp_path: Path) -> None:
+    """One severity per finding: after a fault peaked at critical and came back to minor,
+    the alert, its table row and a later ticket say minor, as the finding does; the table
+    notes the peak instead of showing it as the severity."""
+    from auditd.views import alerts as alert_view
+
+    with Store(tmp_path / "a.db") as store:
+        rounds = [[finding("th-01", severity=s)] for s in ("minor", "minor", "critical", "minor")]
+        save_rounds(store, rounds, T0)
+        [alert] = store.alerts.select()
+        assert (alert.severity, alert.peak) == ("minor", "critical")
+        assert alert.finding.severity == alert.severity
+        text = alert_view.table([alert], [], T0 + 5 * HOUR)
+        header, row = text.splitlines()[:2]
+        cells = dict(zip(header.split()[:6], row.split()[:6], strict=True))
+        assert cells["SEVERITY"] == "minor"
+        assert "was critical" in row
+        payloads = [t.payload for t in store.tickets.requests()]
+        assert [(p["event"], p["severity"], p["finding"]["severity"]) for p in payloads] == [
+            ("open", "minor", "minor"), ("escalate", "critical", "critical")]
+
+
 def test_alerts_tickets_and_silences_come_back_from_the_store_as_they_went_in(
         tmp_path: Path) -> None:
     """The store keeps typed values: what an audit decided is what a later read returns,

@@ -82,10 +82,15 @@ def audited(tmp: Path, recording: Path, impact: float | None) -> dict[str, Any]:
     config.write_text(f'profiles_dir = "{profiles}"\nreferences_dir = "{REPO / "references"}"\n'
                       f'[store]\npath = "{db}"\n[audit]\ninterval = "1h"\nwindow = "4h"\n')
     cli("replay", str(recording), "--config", str(config), "--out", str(tmp / "f.jsonl"),
-        "--store", str(db))
+        "--store", str(db), "--tickets", str(tmp / "tickets.jsonl"))
     cli("report", "--config", str(config), "--json", str(tmp / "report.json"))
     report = json.loads((tmp / "report.json").read_text())
     alerts = json.loads(cli("findings", "--json", "--config", str(config)).stdout)
+    table = cli("findings", "--config", str(config)).stdout.splitlines()
+    header = table[0].split()
+    column = {name: header.index(name) for name in ("SEVERITY", "DEVICE", "SENSOR")}
+    rows = [line.split() for line in table[1:] if line.startswith("sa-")]
+    tickets = [json.loads(line) for line in (tmp / "tickets.jsonl").read_text().splitlines()]
     status = json.loads(cli("status", "--json", "--config", str(config)).stdout)
     with sqlite3.connect(db) as conn:
         published = [json.loads(payload) for topic, payload in conn.execute(
@@ -99,6 +104,10 @@ def audited(tmp: Path, recording: Path, impact: float | None) -> dict[str, Any]:
         "alerts": {(a["device"], a["sensor"]): a["severity"]
                    for top in alerts for a in (top, *top["grouped"])
                    if a["state"] in ("open", "acknowledged")},
+        "table": {(r[column["DEVICE"]], r[column["SENSOR"]]): r[column["SEVERITY"]]
+                  for r in rows},
+        "tickets": [(t["severity"], t["finding"]["severity"]) for t in tickets
+                    if t["event"] != "resolve"],
         "status": {(f["device"], f["sensor"]): f["severity"] for f in status["failing"]},
         "published": {key: f["severity"] for key, f in latest.items() if f["status"] == "fail"},
     }
@@ -119,6 +128,12 @@ def _agree(views: dict[str, Any]) -> None:
     assert views["published"] == failing
     for key, severity in views["alerts"].items():
         assert failing.get(key) == severity, (key, severity, failing.get(key))
+    assert views["table"], "the findings table lists the open alerts"
+    for key, severity in views["table"].items():
+        assert failing.get(key) == severity, ("findings table", key, severity)
+    assert views["tickets"], "tickets were requested"
+    for ticket, finding in views["tickets"]:
+        assert ticket == finding
     assert set(views["alerts"]) >= {k for k in failing if k[0].startswith("th-north-0")}
 
 

@@ -37,7 +37,7 @@ def ticket_payload(request: TicketRequest, gateway: str) -> dict[str, Any]:
         "device": alert.device,
         "sensor": alert.sensor,
         "cause": alert.cause,
-        "severity": alert.peak if request.event != "resolve" else alert.severity,
+        "severity": alert.severity,
         "state": alert.state,
         "opened_at": iso(alert.opened_at),
         "resolved_at": iso(alert.resolved_at),

@@ -14,7 +14,7 @@ from typing import Any
 
 from auditd.domain.alerts import Alert, Silence, silenced
 from auditd.domain.validate import parse_timestamp
-from auditd.model import iso
+from auditd.model import SEVERITY_RANK, iso
 from auditd.text import parse_duration
 
 COLUMNS = ("ALERT", "STATE", "SEVERITY", "DEVICE", "SENSOR", "CAUSE", "OPENED", "NOTE")
@@ -49,6 +49,8 @@ def grouped(alerts: Sequence[Alert]) -> list[tuple[Alert, list[Alert]]]:
 def _note(alert: Alert, members: Sequence[Alert], silences: Sequence[Silence],
           now: float) -> str:
     parts = []
+    if SEVERITY_RANK[alert.peak] > SEVERITY_RANK[alert.severity]:
+        parts.append(f"was {alert.peak}")
     count = len(alert.members) or len(members)
     if count:
         parts.append(f"{count} devices")
@@ -69,7 +71,7 @@ def table(alerts: Sequence[Alert], silences: Sequence[Silence], now: float,
     rows = [COLUMNS]
     extra: dict[int, list[str]] = {}
     for alert, members in groups:
-        rows.append((alert.id[:SHORT_ID], alert.state, alert.peak, alert.device,
+        rows.append((alert.id[:SHORT_ID], alert.state, alert.severity, alert.device,
                      alert.sensor or "-", alert.cause or "-", _when(alert.opened_at),
                      _note(alert, members, silences, now)))
         names = [m.device for m in members] or list(alert.members)

@@ -138,12 +138,13 @@ class Alerts:
 
     def select(self, *, states: Sequence[str] = ("open", "acknowledged"),
                include_members: bool = True) -> list[Alert]:
-        """Alerts in ``states``, most severe first, then oldest first."""
+        """Alerts in ``states``, most severe (now: their latest finding's severity) first,
+        then oldest first."""
         marks = ", ".join("?" * len(states))
         with self._db.read("alerts") as conn:
             rows = conn.execute(
                 f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state IN ({marks}) "
-                "ORDER BY CASE peak WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+                "ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
                 "WHEN 'minor' THEN 2 ELSE 3 END, opened_at, id", tuple(states)).fetchall()
         found = [_alert_of(r) for r in rows]
         return found if include_members else [a for a in found if a.group is None]

@@ -6,6 +6,12 @@ of microseconds, far too much per reading. So pint is asked once per distinct
 (conversions between the units sensors use are affine, degF to degC included; ``converter``
 proves it for each pair and refuses the rest, such as dBm).
 
+A site whose devices spell a unit their own way (a vendor's ``"deg C"``) names the
+spelling in its configuration (``[units] aliases``, checked by ``alias_problem``); the
+gate looks a reported unit up there first (``resolve``), so nothing in the package needs
+editing. A name pint does not know is refused with the closest names it does know
+(``suggestions``), never with pint's own exception text.
+
 Unit strings arrive from the network, and pint evaluates them as arithmetic: ``m**9**9**9``
 would keep a core busy for hours. ``parse_unit`` therefore bounds what it hands to pint
 (length, characters, no powers of numbers or of powers, small exponents) before parsing.
@@ -13,12 +19,14 @@ would keep a core busy for hours. ``parse_unit`` therefore bounds what it hands 
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import cast
 
 import pint
@@ -145,10 +153,102 @@ def _check_shape(text: str) -> None:
         raise UnitError(text, "only a unit name may be raised to a power")
 
 
+ALIAS_HINT = "a site adds its own spellings under [units] aliases in its configuration"
+"""Said where a device's unit is refused (``domain.validate``), not for a profile's unit,
+which must be pint's own."""
+
+
 def _pint_problem(exc: Exception) -> str:
+    """What was wrong, in words: pint's exception types and texts are its internals."""
     if isinstance(exc, pint.UndefinedUnitError):
-        return "not a unit pint knows (add a spelling to auditd/units.txt)"
-    return f"cannot be parsed ({type(exc).__name__}: {exc})"[:200]
+        names = [str(n) for n in (exc.unit_names if isinstance(exc.unit_names, tuple | list)
+                                  else (exc.unit_names,))]
+        unknown = ", ".join(repr(n) for n in names) or "a name"
+        close = [c for n in names for c in suggestions(n)]
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"{unknown} is not a unit name{hint}"
+    if isinstance(exc, ZeroDivisionError):
+        return "divides by zero"
+    return ("is not a unit expression (unit names joined by '*', '/' and small powers, "
+            "such as ug/m^3)")
+
+
+MAX_SUGGESTIONS = 3
+
+
+def suggestions(name: str) -> list[str]:
+    """Unit names pint knows that ``name`` may have meant: the same letters in another
+    case first (``hpa`` -> ``hPa``), then the closest spellings by ``difflib``'s ratio."""
+    if len(name) > MAX_UNIT_CHARS:
+        return []
+    names = _known_names()
+    folded = _folded_names()
+    same_case = list(folded.get(name.casefold(), ()))
+    close = difflib.get_close_matches(name.casefold(), folded, n=MAX_SUGGESTIONS, cutoff=0.75)
+    out = same_case + [n for key in close for n in folded[key] if n not in same_case]
+    return [n for n in dict.fromkeys(out) if n != name and n in names
+            and not n.startswith(("Δ", "delta_")) and _ALLOWED.fullmatch(n)][:MAX_SUGGESTIONS]
+
+
+@lru_cache(maxsize=1)
+def _known_names() -> frozenset[str]:
+    """Every unit name and alias of the registry, and the common prefixed units (``hPa``
+    is a prefix and a name to pint, not an entry of its own)."""
+    return frozenset(registry()) | frozenset(_COMMON_UNITS)
+
+
+@lru_cache(maxsize=1)
+def _folded_names() -> Mapping[str, tuple[str, ...]]:
+    """Case-folded name -> the registry's spellings of it, the common units first."""
+    out: dict[str, list[str]] = {}
+    for name in (*_COMMON_UNITS, *sorted(registry())):
+        spellings = out.setdefault(name.casefold(), [])
+        if name not in spellings:
+            spellings.append(name)
+    return {key: tuple(value) for key, value in out.items()}
+
+
+# --------------------------------------------------------------------------- site spellings
+
+UnitAliases = Mapping[str, str]
+"""A site's own unit spellings -> the pint expression each means (``"deg C" -> "degC"``)."""
+
+NO_ALIASES: UnitAliases = MappingProxyType({})
+
+
+def resolve(unit: str, aliases: UnitAliases) -> str:
+    """The unit a reported string means: the site's alias for it, or itself."""
+    return aliases.get(unit, unit) if aliases else unit
+
+
+def alias_problem(spelling: str, target: str) -> str | None:
+    """Why ``spelling = target`` cannot be a site alias, or None when it can.
+
+    The target must be a unit pint parses (an alias of an alias is not followed). The
+    spelling must look like a unit (the same characters and length the gate accepts) and
+    must not change what a single unit name pint already knows means: ``"C" = "degC"``
+    would turn every coulomb into a Celsius, which is the kind of silent redefinition the
+    package's own definitions refuse (``units.txt``). A spelling pint reads as a product
+    of names (``"deg C"``: degree times coulomb) is the vendor's own, and may be aliased.
+    """
+    if not spelling.strip() or spelling != spelling.strip():
+        return "the spelling must be non-empty, without leading or trailing spaces"
+    if len(spelling) > MAX_UNIT_CHARS or not _ALLOWED.fullmatch(spelling):
+        return (f"the spelling is not a unit string the gate accepts (at most "
+                f"{MAX_UNIT_CHARS} characters, letters, digits, spaces and . * / ^ ( ) % "
+                f"and unit symbols)")
+    try:
+        meaning = parse_unit(target)
+    except UnitError as exc:
+        return f"the target {target!r} is not a unit: {exc.problem}"
+    try:
+        existing = registry().get_name(spelling)
+    except Exception:  # not a single name pint knows: the site's own spelling
+        return None
+    if existing and parse_unit(spelling) != meaning:
+        return (f"{spelling!r} already means {existing} to pint; an alias may not change "
+                f"what a unit name means (map the devices' field instead)")
+    return None
 
 
 @lru_cache(maxsize=256)
@@ -203,8 +303,8 @@ def converter(unit: str, canonical: str) -> Converter:
         offset = float(ureg.convert(0.0, source, target))
         scale = (float(ureg.convert(_SPAN, source, target)) - offset) / _SPAN
         probe = float(ureg.convert(-_SPAN, source, target))
-    except Exception as exc:
-        raise UnitError(unit, f"pint cannot convert it to {canonical!r}: {exc}"[:200]) from None
+    except Exception:
+        raise UnitError(unit, f"cannot be converted to {canonical!r}") from None
     if not all(math.isfinite(x) for x in (offset, scale, probe)) or scale == 0.0:
         raise UnitError(unit, f"conversion to {canonical!r} is not finite")
     expected = offset - _SPAN * scale

@@ -196,6 +196,7 @@ def test_example_config_documents_every_key() -> None:
         "topics": config.TOPICS_KEYS, "log": config.LOG_KEYS, "metrics": config.METRICS_KEYS,
         "tickets": config.TICKETS_KEYS, "tickets.webhook": config.WEBHOOK_KEYS,
         "tickets.command": config.COMMAND_KEYS, "tickets.file": config.FILE_SINK_KEYS,
+        "units": config.UNITS_KEYS,
     }
     for table, keys in tables.items():
         if table:

@@ -139,7 +139,7 @@ class Ingestor:
         for message in messages:
             outcome = self._admit(message, validate_message(
                 message, prefix=self._prefix, profile_for=self.profile_for,
-                limits=self._limits))
+                limits=self._limits, unit_aliases=self._catalog.unit_aliases))
             if outcome.meta is not None:
                 model = outcome.meta.data.get("model")
                 if isinstance(model, str):

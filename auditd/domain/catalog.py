@@ -31,12 +31,16 @@ class Catalog:
     references: tuple[Reference, ...] = ()
     models: Mapping[str, str] = field(default_factory=dict)
     """Device-id glob -> model, tried in order, for devices whose meta names no model."""
+    unit_aliases: Mapping[str, str] = field(default_factory=dict)
+    """The site's own unit spellings -> the pint unit each means (``[units] aliases``),
+    looked up by the gate before pint reads a reading's unit."""
     _by_id: Mapping[str, Reference] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))
         object.__setattr__(self, "references", tuple(self.references))
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
+        object.__setattr__(self, "unit_aliases", MappingProxyType(dict(self.unit_aliases)))
         object.__setattr__(self, "_by_id", MappingProxyType(
             {ref.id: ref for ref in self.references}))
 

@@ -46,7 +46,17 @@ from auditd.model import (
     SensorSpec,
 )
 from auditd.text import TextProblem, check_document, may_hold_bad_text, printable
-from auditd.units import MAX_UNIT_CHARS, Converter, converter, dimensionality, parse_unit
+from auditd.units import (
+    ALIAS_HINT,
+    MAX_UNIT_CHARS,
+    NO_ALIASES,
+    Converter,
+    UnitAliases,
+    converter,
+    dimensionality,
+    parse_unit,
+    resolve,
+)
 
 
 class Reason:
@@ -220,8 +230,12 @@ def validate_message(
     prefix: str,
     profile_for: Callable[[str, str], Profile | None],
     limits: Limits = DEFAULT_LIMITS,
+    unit_aliases: UnitAliases = NO_ALIASES,
 ) -> Outcome:
     """Judge one message: what to store, what to quarantine and why. Never raises.
+
+    ``unit_aliases`` are the site's own unit spellings (``[units] aliases``): a reading's
+    unit is looked up there before pint reads it.
 
     Problems with the message as a whole (topic, size, JSON, shape, time, unknown model)
     give exactly one rejection and nothing else. Problems with one reading reject that
@@ -240,7 +254,7 @@ def validate_message(
                 f"{len(msg.payload)} bytes, more than {limits.max_payload_bytes}",
             )
         if address.kind == "telemetry":
-            return _telemetry(msg, address, profile_for, limits)
+            return _telemetry(msg, address, profile_for, limits, unit_aliases)
         document = _load_json(msg.payload)
         _check_text(document, limits, msg.payload, meta_or_event=True)
         if address.kind == "meta":
@@ -351,6 +365,7 @@ def _telemetry(
     address: Address,
     profile_for: Callable[[str, str], Profile | None],
     limits: Limits,
+    aliases: UnitAliases,
 ) -> Outcome:
     profile = profile_for(address.site, address.device)
     if profile is None:
@@ -359,7 +374,7 @@ def _telemetry(
             f"no device profile is known for {address.site}/{address.device}",
         )
     document = _load_json(msg.payload)
-    batch = _Batch(msg, address, profile.sensors, limits)
+    batch = _Batch(msg, address, profile.sensors, limits, aliases)
     if not isinstance(document, list):
         _check_text(document, limits, msg.payload, meta_or_event=False)
         batch.add(document)  # its problems are the message's: they propagate
@@ -381,7 +396,8 @@ def _telemetry(
 class _Batch:
     """The readings and rejections of one telemetry message, as they are found."""
 
-    __slots__ = ("address", "limits", "msg", "payload", "readings", "rejections", "sensors")
+    __slots__ = ("address", "aliases", "limits", "msg", "payload", "readings", "rejections",
+                 "sensors")
 
     def __init__(
         self,
@@ -389,8 +405,10 @@ class _Batch:
         address: Address,
         sensors: Mapping[str, SensorSpec],
         limits: Limits,
+        aliases: UnitAliases = NO_ALIASES,
     ) -> None:
         self.msg = msg
+        self.aliases = aliases
         self.address = address
         self.sensors = sensors
         self.limits = limits
@@ -419,7 +437,7 @@ class _Batch:
                 )
                 continue
             try:
-                value = _reading_value(raw, spec)
+                value = _reading_value(raw, spec, self.aliases)
             except _Problem as problem:
                 self.reject(problem.reason, problem.detail, name)
                 continue
@@ -455,7 +473,8 @@ def _seq(document: dict[str, Any]) -> int | None:
     return seq
 
 
-def _reading_value(raw: Any, spec: SensorSpec) -> float | None:
+def _reading_value(raw: Any, spec: SensorSpec,
+                   aliases: UnitAliases = NO_ALIASES) -> float | None:
     """The reading in the canonical unit, ``None`` for a reported outage.
 
     A bare number is in the canonical unit; a bare ``null`` is accepted as an outage too
@@ -477,7 +496,7 @@ def _reading_value(raw: Any, spec: SensorSpec) -> float | None:
         raise _Problem(Reason.UNIT_INVALID, problem)
     if "value" not in raw:
         raise _Problem(Reason.VALUE_INVALID, '"value" is missing')
-    convert = None if unit == spec.unit else _conversion(unit, spec)
+    convert = None if unit == spec.unit else _conversion(unit, spec, aliases)
     value = raw["value"]
     if value is None:
         return None
@@ -506,13 +525,17 @@ def _in_range(value: float, spec: SensorSpec) -> float:
     raise _Problem(Reason.OUT_OF_RANGE, f"{value:.6g} {spec.unit} is outside [{low:g}, {high:g}]")
 
 
-def _conversion(unit: str, spec: SensorSpec) -> Converter:
+def _conversion(unit: str, spec: SensorSpec, aliases: UnitAliases) -> Converter:
     if len(unit) > MAX_UNIT_CHARS:  # before the cache, which would keep the string
         raise _Problem(Reason.UNIT_INVALID, f"unit longer than {MAX_UNIT_CHARS} characters")
-    plan = _unit_plan(unit, spec.quantity, spec.unit)
+    meant = resolve(unit, aliases)
+    plan = _unit_plan(meant, spec.quantity, spec.unit)
     if isinstance(plan, Converter):
         return plan
-    raise _Problem(*plan)
+    reason, detail = plan
+    if meant != unit:
+        detail = f"{detail} ({_show(unit)} by the site's [units] aliases)"
+    raise _Problem(reason, detail)
 
 
 @lru_cache(maxsize=4096)
@@ -522,7 +545,7 @@ def _unit_plan(unit: str, quantity: str, canonical: str) -> Converter | tuple[st
     try:
         parsed = parse_unit(unit)
     except UnitError as exc:
-        return Reason.UNIT_INVALID, f"unit {_show(unit)}: {exc.problem}"
+        return Reason.UNIT_INVALID, f"unit {_show(unit)}: {exc.problem} ({ALIAS_HINT})"
     try:
         if parsed.dimensionality != dimensionality(quantity):
             return (

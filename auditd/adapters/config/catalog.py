@@ -266,7 +266,8 @@ def _uncertainty(value: object, sensors: tuple[str, ...]) -> Mapping[str, float]
 
 
 def build_catalog(profiles: Mapping[str, Profile], references: Iterable[Reference],
-                  models: Mapping[str, str], source: str = "") -> Catalog:
+                  models: Mapping[str, str], source: str = "",
+                  unit_aliases: Mapping[str, str] | None = None) -> Catalog:
     """A Catalog whose parts agree with each other, or a ConfigError naming the culprit.
 
     ``source`` is the daemon config file holding ``models``, for its error messages.
@@ -280,13 +281,14 @@ def build_catalog(profiles: Mapping[str, Profile], references: Iterable[Referenc
         if model not in profiles:
             raise ConfigError(source or "<config>", f'models."{glob}"',
                               f"model {model!r} has no device profile ({known})")
-    return Catalog(profiles=profiles, references=refs, models=models)
+    return Catalog(profiles=profiles, references=refs, models=models,
+                   unit_aliases=unit_aliases or {})
 
 
 def load_catalog(cfg: DaemonConfig) -> Catalog:
     """Read the profile and reference directories ``cfg`` names and cross-check them."""
     return build_catalog(load_profiles(cfg.profiles_dir), load_references(cfg.references_dir),
-                         cfg.models, cfg.source)
+                         cfg.models, cfg.source, cfg.unit_aliases)
 
 
 def _keyed(refs: tuple[Reference, ...]) -> Iterable[tuple[str, Reference]]:

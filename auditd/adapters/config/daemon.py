@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from auditd import units
 from auditd.adapters.config.toml import (
     Invalid,
     Table,
@@ -48,7 +49,8 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 DAEMON_KEYS = ("site", "gateway", "profiles_dir", "references_dir", "broker", "ingest",
                "audit", "store", "topics", "log", "models", "metrics",
-               "tickets")
+               "tickets", "units")
+UNITS_KEYS = ("aliases",)
 TICKETS_KEYS = ("mqtt", "max_attempts", "backoff_min", "backoff_max", "webhook", "command",
                 "file")
 WEBHOOK_KEYS = ("url", "timeout", "token_file", "headers")
@@ -259,6 +261,8 @@ class DaemonConfig:
     references_dir: Path = Path("references")
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Device-id glob -> model, first match wins, for devices whose meta names no model."""
+    unit_aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """``[units] aliases``: the site's own unit spellings -> the pint unit each means."""
     source: str = ""
     """The file it was read from ("" for ``default_config``), for error messages."""
 
@@ -275,6 +279,7 @@ class DaemonConfig:
         object.__setattr__(self, "profiles_dir", Path(self.profiles_dir))
         object.__setattr__(self, "references_dir", Path(self.references_dir))
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
+        object.__setattr__(self, "unit_aliases", MappingProxyType(dict(self.unit_aliases)))
 
 
 def default_config(**overrides: Any) -> DaemonConfig:
@@ -306,6 +311,7 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
         profiles_dir=top.get("profiles_dir", as_path(base), base / "device_profiles"),
         references_dir=top.get("references_dir", as_path(base), base / "references"),
         models=top.get("models", _models, MappingProxyType({})),
+        unit_aliases=_unit_aliases(top.table("units", UNITS_KEYS)),
         source=file,
     )
 
@@ -494,6 +500,26 @@ def _topic_prefix(value: object) -> str:
         raise Invalid(f"{text!r} is not a topic prefix: use levels such as \"fleet\" or "
                        f"\"acme/fleet\", without '+', '#', or empty levels")
     return text
+
+
+def _unit_aliases(table: Table) -> Mapping[str, str]:
+    """``[units] aliases = {"deg C" = "degC"}``: each spelling checked on its own, so a
+    bad one is refused naming it (``units.aliases."deg C"``)."""
+    raw: object = table.get("aliases", lambda v: v, {})
+    if not isinstance(raw, dict):
+        raise table.fail("aliases", f'must be a table such as {{"deg C" = "degC"}}, '
+                         f"not {describe_value(raw)}")
+    out: dict[str, str] = {}
+    for spelling, target in raw.items():
+        key = f'aliases."{spelling}"'
+        if not isinstance(target, str):
+            raise table.fail(key, f"must be a unit string such as \"degC\", "
+                             f"not {describe_value(target)}")
+        problem = units.alias_problem(spelling, target)
+        if problem is not None:
+            raise table.fail(key, problem)
+        out[spelling] = target
+    return MappingProxyType(out)
 
 
 def _models(value: object) -> Mapping[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles, load_references
@@ -32,7 +32,7 @@ from auditd.domain.metadata import (
     parse_date,
 )
 from auditd.domain.validate import Limits
-from auditd.model import EventRecord, RawMessage
+from auditd.model import EventRecord, RawMessage, iso
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,3 +360,45 @@ def test_a_device_that_announced_itself_and_never_reported_goes_silent(tmp_path:
         run = Auditor(store, catalog, TopicsConfig(), gateway="gw").run(NOW)
         found = [f for f in run.findings if f.device == "th-north-05"]
         assert [c.cause for c in found[0].causes] == ["device_silent"]
+
+
+# --------------------------------------------------------------------------- due dates
+
+DATES = st.one_of(st.none(), st.integers(-800, 400).map(
+    lambda days: datetime.fromtimestamp(NOW + days * DAY, tz=UTC).date().isoformat()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(calibrated_at=DATES, calibration_due=DATES,
+       event_days=st.one_of(st.none(), st.integers(-800, 0)),
+       interval=st.one_of(st.none(), st.sampled_from([90.0, 180.0, 365.0])))
+def test_the_reports_due_date_is_the_overdue_checks(
+        calibrated_at: str | None, calibration_due: str | None, event_days: int | None,
+        interval: float | None) -> None:
+    """The report's due column and the ``calibration_overdue`` check are one computation:
+    for any metadata, events and profile interval, the report lists a device as overdue
+    exactly when the check raises, on the same date."""
+    from dataclasses import replace
+
+    from auditd.adapters.store.findings import StoredFinding
+    from auditd.model import Finding
+    from auditd.views.report import build
+
+    data = {k: v for k, v in (("calibrated_at", calibrated_at),
+                              ("calibration_due", calibration_due)) if v is not None}
+    meta = MetaVersion(data={"model": "th-200", "firmware": "2.3.1", **data}, ts=NOW - DAY,
+                       first_seen=NOW - DAY, last_seen=NOW - DAY, site="north")
+    events = (event(NOW + event_days * DAY, "calibration"),) if event_days is not None else ()
+    profile = replace(TH200, calibration_interval_days=interval)
+    raised = [a for a in anomalies(history(meta, events=events), profile, "th-200", NO_FLEET,
+                                   NOW) if a.name == "calibration_overdue"]
+    finding = Finding(kind="calibration", site="north", device="dev-1", sensor="temperature",
+                      status="pass", severity="none", window_start=NOW - DAY, window_end=NOW)
+    catalog = Catalog(profiles={"th-200": profile}, models={"dev-*": "th-200"})
+    report = build([StoredFinding(1, NOW, finding)], [], [], {"dev-1": meta}, catalog, NOW,
+                   "test", {"dev-1": events})
+    overdue = [d for d in report.due if any("overdue" in w for w in d["why"])]
+    assert bool(overdue) == bool(raised)
+    if raised:
+        assert raised[0].since is not None
+        assert overdue[0]["due"] == iso(raised[0].since)

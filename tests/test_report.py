@@ -164,3 +164,60 @@ def test_demo_runs_the_fleet_live_and_leaves_a_report(tmp_path: Path) -> None:
     page = tmp_path / "demo" / "report.html"
     assert f"calibration report: {page}" in result.stdout
     assert page.read_text().count("data:image/png;base64,") >= 5
+
+
+LAPTOP = """<script>addEventListener('load', () => {
+  const imgs = [...document.images];
+  const body = getComputedStyle(document.body);
+  document.body.dataset.probe = JSON.stringify({
+    viewport: innerWidth,
+    column: document.body.clientWidth - parseFloat(body.paddingLeft)
+            - parseFloat(body.paddingRight),
+    plots: imgs.map(i => [i.getBoundingClientRect().width, i.naturalWidth])});
+});</script></body>"""
+
+
+def test_plots_are_as_wide_as_the_page_on_a_laptop_screen(store: Path, tmp_path: Path) -> None:
+    """At 1366 px (a common laptop width) each plot fills the page's text column (inside
+    its stream's box), over 1000 px, drawn at least that wide (shrunk, never enlarged, so
+    it stays sharp). Before, a figure was 880 px whose scatter panel was some 250 px."""
+    page = tmp_path / "report.html"
+    result = cli("report", "--store", str(store), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    probed = tmp_path / "laptop.html"
+    probed.write_text(page.read_text().replace("</body>", LAPTOP))
+    dump = subprocess.run(
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--force-device-scale-factor=1", "--window-size=1366,768", "--virtual-time-budget=5000",
+         "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r'data-probe="([^"]*)"', dump.stdout)
+    assert match, dump.stdout[-500:] + dump.stderr[-1000:]
+    probe = json.loads(match.group(1).replace("&quot;", '"'))
+    assert probe["viewport"] == 1366
+    assert len(probe["plots"]) >= 2
+    for shown, drawn in probe["plots"]:
+        assert shown >= 1000, probe
+        assert shown >= 0.95 * probe["column"], probe  # the column, less the box's padding
+        assert drawn >= shown, probe
+
+
+def test_the_due_column_has_the_devices_due_date_from_their_metadata(store: Path,
+                                                                     tmp_path: Path) -> None:
+    """Every device listed as due carries its calibration due date: the one its metadata
+    published (the simulated fleet announces ``calibration_due``)."""
+    result = cli("report", "--store", str(store), "--json", str(tmp_path / "r.json"),
+                 "--html", str(tmp_path / "r.html"))
+    assert result.returncode == 0, result.stderr
+    published: dict[str, str] = {}
+    for line in (store.parent / "rec.jsonl").read_text().splitlines():
+        message = json.loads(line)
+        if message["topic"].endswith("/meta") and "calibration_due" in message["payload"]:
+            published[message["topic"].split("/")[2]] = message["payload"]["calibration_due"]
+    due = json.loads((tmp_path / "r.json").read_text())["due_for_calibration"]
+    assert due
+    for entry in due:
+        assert entry["due"] is not None and entry["due"].startswith(published[entry["device"]])
+        assert entry["due_basis"] == "calibration_due"
+    html_text = (tmp_path / "r.html").read_text()
+    section = html_text.split("Due for calibration", 1)[1].split("<h2>", 1)[0]
+    assert "<td>-</td>" not in section and published[due[0]["device"]] in section

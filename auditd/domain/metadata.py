@@ -428,20 +428,34 @@ def _serial_checks(history: DeviceHistory, policy: MetadataPolicy) -> list[Anoma
     return out
 
 
-def _calibration_checks(history: DeviceHistory, profile: Profile | None,
-                        now: float) -> list[Anomaly]:
-    """Overdue when every source of a due date says so. The meta's own due date is its
-    ``calibration_due`` (a lab may set one shorter than the profile's interval), else its
-    ``calibrated_at`` plus the interval; a ``calibration`` event newer than the meta's
+@dataclass(frozen=True, slots=True)
+class CalibrationDue:
+    """When a device's calibration falls due, and what says so."""
+
+    due: float
+    basis: str
+    """The source of the date, for a person: ``calibration_due``, ``calibrated_at 2026-02-20
+    + 365 days``, ``calibration event 2026-06-01 + 365 days``."""
+    last_calibrated: float | None
+
+
+def calibration_due(meta: Mapping[str, Any], events: Iterable[EventRecord],
+                    profile: Profile | None,
+                    problems: list[Anomaly] | None = None) -> CalibrationDue | None:
+    """A device's calibration due date from its metadata, its events and its profile; the
+    one computation behind the ``calibration_overdue`` check and the report's due column.
+
+    The meta's own due date is its ``calibration_due`` (a lab may set one shorter than the
+    profile's interval), else its ``calibrated_at`` plus the profile's
+    ``calibration_interval_days``; a ``calibration`` event newer than the meta's
     ``calibrated_at`` is a recalibration the meta has not caught up with, due after the
     interval. The later due date wins: each source can only lag the truth. A newer event
-    on a profile without an interval leaves the due date unknown: no verdict rather than a
-    stale one."""
-    meta = history.latest
-    problems: list[Anomaly] = []
+    on a profile without an interval leaves the due date unknown (None) rather than a
+    stale one. Malformed dates are appended to ``problems`` as ``metadata_invalid``."""
+    problems = [] if problems is None else problems
     calibrated_at = _date_key(meta, "calibrated_at", problems)
     due_at = _date_key(meta, "calibration_due", problems)
-    last_event = max((e.ts for e in history.events if e.type == "calibration"), default=None)
+    last_event = max((e.ts for e in events if e.type == "calibration"), default=None)
     interval = (profile.calibration_interval_days * DAY
                 if profile is not None and profile.calibration_interval_days else None)
     sources: list[tuple[float, str]] = []
@@ -452,20 +466,29 @@ def _calibration_checks(history: DeviceHistory, profile: Profile | None,
                         f"{interval / DAY:g} days"))
     if last_event is not None and (calibrated_at is None or last_event > calibrated_at + DAY):
         if not interval:
-            return problems
+            return None
         sources.append((last_event + interval, f"calibration event {_day(last_event)} + "
                         f"{interval / DAY:g} days"))
     if not sources:
-        return problems
+        return None
     due, basis = max(sources)
-    if due >= now:
-        return problems
     last = max((t for t in (calibrated_at, last_event) if t is not None), default=None)
+    return CalibrationDue(due, basis, last)
+
+
+def _calibration_checks(history: DeviceHistory, profile: Profile | None,
+                        now: float) -> list[Anomaly]:
+    """Overdue when the due date (``calibration_due``, every source considered) is past."""
+    problems: list[Anomaly] = []
+    found = calibration_due(history.latest, history.events, profile, problems)
+    if found is None or found.due >= now:
+        return problems
+    last = found.last_calibrated
     problems.append(Anomaly(CALIBRATION_OVERDUE,
-                            f"calibration was due {_day(due)} ({basis}), "
-                            f"{duration(now - due)} ago"
+                            f"calibration was due {_day(found.due)} ({found.basis}), "
+                            f"{duration(now - found.due)} ago"
                             + (f"; last calibrated {_day(last)}" if last else ""),
-                            key=f"due {_day(due)}", since=due))
+                            key=f"due {_day(found.due)}", since=found.due))
     return problems
 
 

@@ -36,7 +36,7 @@ from auditd.adapters.store.findings import StoredFinding
 from auditd.core import Series, align
 from auditd.core.causes import spec as cause_spec
 from auditd.domain.catalog import Catalog
-from auditd.domain.metadata import MetaVersion
+from auditd.domain.metadata import CalibrationDue, MetaVersion, calibration_due
 from auditd.domain.streams import StreamKey, counts_by_site, is_stream_verdict, verdicts_of
 from auditd.domain.validate import parse_timestamp
 from auditd.errors import AuditdError
@@ -126,8 +126,10 @@ def collect(store: Store, catalog: Catalog, *, source: str = "") -> Report:
             meta=tuple(store.devices.meta_history(f.device)),
             events=tuple(store.devices.events(f.device))))
     keys = [(s.site, s.device, s.sensor) for s in store.readings.streams()]
+    events = {device: tuple(store.devices.events(device))
+              for device in sorted({s.finding.device for s in calibration})}
     return build(calibration, other, failing, meta, catalog, at, source or str(store.path),
-                 stored=keys)
+                 stored=keys, events=events)
 
 
 def _spec(catalog: Catalog, device: str, sensor: str,
@@ -144,7 +146,8 @@ def _spec(catalog: Catalog, device: str, sensor: str,
 def build(calibration: Sequence[StoredFinding], other: Sequence[StoredFinding],
           failing: Sequence[StreamData], meta: Mapping[str, MetaVersion],
           catalog: Catalog, at: float, source: str,
-          stored: Sequence[StreamKey] = ()) -> Report:
+          stored: Sequence[StreamKey] = (),
+          events: Mapping[str, Sequence[EventRecord]] | None = None) -> Report:
     """The report's data: summaries first, then the failing streams, worst first. A
     site's streams are its field streams as ``domain.streams`` defines them (the log and
     ``status`` count the same): judged, insufficient data, and ``waiting`` for a verdict."""
@@ -159,7 +162,7 @@ def build(calibration: Sequence[StoredFinding], other: Sequence[StoredFinding],
     ranked = sorted(failing, key=lambda s: (order.get(s.finding.severity, 3), s.finding.site,
                                             s.finding.device, s.finding.sensor or ""))
     return Report(at=at, source=source, sites=tuple(sites),
-                  due=tuple(due_for_calibration(findings, meta, catalog, at)),
+                  due=tuple(due_for_calibration(findings, meta, catalog, at, events or {})),
                   findings=tuple(calibration), failing=tuple(ranked), other=tuple(other))
 
 
@@ -175,56 +178,45 @@ def summary_line(report: Report) -> str:
 
 
 def due_for_calibration(calibration: Sequence[Finding], meta: Mapping[str, MetaVersion],
-                        catalog: Catalog, at: float) -> list[dict[str, Any]]:
+                        catalog: Catalog, at: float,
+                        events: Mapping[str, Sequence[EventRecord]]) -> list[dict[str, Any]]:
     """Devices to recalibrate: failing on a cause a calibration fixes, or past (or within
-    ``DUE_SOON_DAYS`` of) the due date their metadata states or their profile implies."""
+    ``DUE_SOON_DAYS`` of) their calibration due date. Every device listed carries that due
+    date when one is known, computed as the ``calibration_overdue`` check computes it
+    (``domain.metadata.calibration_due``: metadata's ``calibration_due``, else
+    ``calibrated_at`` plus the profile's ``calibration_interval_days``, a later
+    calibration event superseding both)."""
     out: dict[str, dict[str, Any]] = {}
+
+    def entry(device: str, site: str) -> dict[str, Any]:
+        return out.setdefault(device, {"site": site, "device": device, "why": [], "due": None,
+                                       "due_basis": None})
+
     for f in calibration:
         top = cause_spec(f.causes[0].cause) if f.causes else None
         if f.status == "fail" and top is not None and top.recalibration_fixes:
-            out.setdefault(f.device, {"site": f.site, "device": f.device,
-                                      "why": [], "due": None})["why"].append(
-                f"{f.sensor}: {f.causes[0].cause}")
+            entry(f.device, f.site)["why"].append(f"{f.sensor}: {f.causes[0].cause}")
     devices = {f.device: f.site for f in calibration}
     for device, site in devices.items():
-        due = _due_date(meta.get(device), catalog, device)
-        if due is None:
+        found = _due(meta.get(device), events.get(device, ()), catalog, device)
+        if found is None:
             continue
-        days = (due - at) / 86400.0
+        days = (found.due - at) / 86400.0
         if days <= DUE_SOON_DAYS:
-            entry = out.setdefault(device, {"site": site, "device": device, "why": [],
-                                            "due": None})
-            entry["due"] = iso(due)
-            entry["why"].append(f"calibration overdue by {-days:.0f} days" if days < 0
-                                else f"calibration due in {days:.0f} days")
+            entry(device, site)["why"].append(
+                f"calibration overdue by {-days:.0f} days" if days < 0
+                else f"calibration due in {days:.0f} days")
+        if device in out:
+            out[device]["due"] = iso(found.due)
+            out[device]["due_basis"] = found.basis
     return sorted(out.values(), key=lambda e: (e["site"], e["device"]))
 
 
-def _due_date(version: MetaVersion | None, catalog: Catalog, device: str) -> float | None:
-    meta = version.data if version is not None else {}
-    value = meta.get("calibration_due")
-    if value:
-        try:
-            return parse_timestamp(_as_time(value))
-        except ValueError:
-            pass
-    calibrated = meta.get("calibrated_at")
+def _due(version: MetaVersion | None, events: Sequence[EventRecord], catalog: Catalog,
+         device: str) -> CalibrationDue | None:
     model = catalog.model_for(device, version.model if version is not None else None)
     profile = catalog.profile(model) if model else None
-    if calibrated and profile is not None and profile.calibration_interval_days:
-        try:
-            return parse_timestamp(_as_time(calibrated)) + profile.calibration_interval_days \
-                * 86400.0
-        except ValueError:
-            return None
-    return None
-
-
-def _as_time(value: Any) -> Any:
-    """A bare date (``2027-02-20``) as UTC midnight, so the timestamp parser takes it."""
-    if isinstance(value, str) and len(value) == 10:
-        return value + "T00:00:00Z"
-    return value
+    return calibration_due(version.data if version is not None else {}, events, profile)
 
 
 def meta_timeline(stream: StreamData) -> list[dict[str, Any]]:
@@ -301,13 +293,20 @@ def _pyplot() -> Any:
     return plt
 
 
+FIGURE_INCHES = (12.0, 4.8)
+FIGURE_DPI = 110
+"""1320 x 528 px, shown at the page's text width (1100 px on a laptop's 1366 px screen,
+scaled down, never up): the scatter panel about 400 px wide, tick labels about 11 px.
+The figure used to be 880 px with 7-point text, a 250 px scatter nobody could read."""
+
+
 def figure(stream: StreamData) -> str:
     """Scatter against the comparison and residual over time, as a base64 PNG."""
     plt = _pyplot()
     f = stream.finding
     unit = f.unit or ""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=80,
-                                   gridspec_kw={"width_ratios": [1, 2]})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=FIGURE_INCHES, dpi=FIGURE_DPI,
+                                   gridspec_kw={"width_ratios": [1, 1.7]})
     paired = np.isfinite(stream.device) & np.isfinite(stream.comparison)
     x, y = stream.comparison[paired], stream.device[paired]
     if x.size:
@@ -323,13 +322,13 @@ def figure(stream: StreamData) -> str:
                 and math.isfinite(gain) and math.isfinite(offset):
             ax1.plot([lo, hi], [gain * lo + offset, gain * hi + offset], color="#d62728",
                      lw=1.2, label=f"fit {gain:.3g}x{offset:+.3g}")
-        ax1.legend(fontsize=7, loc="upper left")
+        ax1.legend(fontsize=8.5, loc="upper left")
     else:
         ax1.text(0.5, 0.5, "no paired readings", ha="center", va="center",
                  transform=ax1.transAxes)
-    ax1.set_xlabel(f"{stream.comparison_label} [{unit}]", fontsize=8)
-    ax1.set_ylabel(f"{f.device} [{unit}]", fontsize=8)
-    ax1.set_title("device against comparison", fontsize=9)
+    ax1.set_xlabel(f"{stream.comparison_label} [{unit}]", fontsize=10)
+    ax1.set_ylabel(f"{f.device} [{unit}]", fontsize=10)
+    ax1.set_title("device against comparison", fontsize=11)
     hours = (stream.t - stream.t[0]) / 3600.0 if stream.t.size else stream.t
     residual = stream.device - stream.comparison
     if stream.t.size:
@@ -346,12 +345,12 @@ def figure(stream: StreamData) -> str:
         if stream.t.size and stream.t[0] <= t <= stream.t[-1] and row["what"] != "metadata":
             ax2.axvline((t - start) / 3600.0, color="#9467bd", lw=1, ls=":",
                         label=row["what"])
-    ax2.set_xlabel(f"hours since {iso(float(start))}", fontsize=8)
-    ax2.set_ylabel(f"residual [{unit}]", fontsize=8)
-    ax2.set_title("residual over the window", fontsize=9)
-    ax2.legend(fontsize=7, loc="upper left")
+    ax2.set_xlabel(f"hours since {iso(float(start))}", fontsize=10)
+    ax2.set_ylabel(f"residual [{unit}]", fontsize=10)
+    ax2.set_title("residual over the window", fontsize=11)
+    ax2.legend(fontsize=8.5, loc="upper left")
     for ax in (ax1, ax2):
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -368,8 +367,8 @@ text-align:left;font-size:13px}th{background:#f4f4f4}.fail{color:#b00020;font-we
 .pass{color:#1b7f2a}.insufficient_data{color:#8a6d00}.stream{border:1px solid #ddd;
 border-radius:6px;padding:.6em 1em;margin:1.2em 0}.sev{padding:1px 6px;border-radius:4px;
 color:#fff;font-size:12px}.critical{background:#b00020}.major{background:#d9480f}
-.minor{background:#9c6500}img{max-width:100%}.runbook{background:#f6f8fa;padding:.5em .8em;
-border-left:4px solid #6c757d}
+.minor{background:#9c6500}img{width:100%;max-width:1320px;height:auto}
+.runbook{background:#f6f8fa;padding:.5em .8em;border-left:4px solid #6c757d}
 """
 
 
@@ -395,11 +394,14 @@ def render_html(report: Report) -> str:
                      f"<td>{site['waiting']}</td></tr>")
     parts.append("</table><h2>Due for calibration</h2>")
     if report.due:
-        parts.append("<table><tr><th>site</th><th>device</th><th>why</th><th>due</th></tr>")
+        parts.append("<table><tr><th>site</th><th>device</th><th>why</th><th>due</th>"
+                     "<th>from</th></tr>")
         for d in report.due:
             parts.append(f"<tr><td>{_e(d['site'])}</td><td>{_e(d['device'])}</td>"
-                         f"<td>{_e('; '.join(d['why']))}</td><td>{_e(d['due'] or '-')}</td>"
-                         f"</tr>")
+                         f"<td>{_e('; '.join(d['why']))}</td>"
+                         f"<td>{_e((d['due'] or '')[:10] or 'unknown')}</td>"
+                         f"<td>{_e(d['due_basis'] or 'no calibration date in its metadata')}"
+                         f"</td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>Nothing is due.</p>")

@@ -32,6 +32,23 @@ def worst_severity(severities: Iterable[Severity], default: Severity = "none") -
     return max(severities, key=SEVERITY_RANK.__getitem__, default=default)
 
 
+MAJOR_EXCEEDANCE = 2.0
+CRITICAL_EXCEEDANCE = 5.0
+"""How many times its tolerance a deviation must reach to be major, and to pass to be
+critical."""
+
+
+def severity_of_exceedance(times: float) -> Severity:
+    """A deviation's severity from how many times its tolerance it is: minor below twice,
+    major from twice to five times, critical beyond. The one scale for a stream's verdict
+    (``core.verdict.severity_of``) and a reference's own fault (``domain.audit_plan``)."""
+    if times > CRITICAL_EXCEEDANCE:
+        return "critical"
+    if times >= MAJOR_EXCEEDANCE:
+        return "major"
+    return "minor"
+
+
 def weighted(severity: Severity, impact: float) -> Severity:
     """A severity weighted by a profile's ``impact`` (``AlertPolicy.impact``): rank (minor 1,
     major 2, critical 3) times impact, rounded half up, clamped to minor..critical;

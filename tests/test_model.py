@@ -76,3 +76,16 @@ def test_from_iso_reads_what_iso_wrote_to_the_millisecond(ts: float) -> None:
 @given(EPOCH_MS)
 def test_iso_and_from_iso_are_inverse_at_the_millisecond(ts: float) -> None:
     assert from_iso(iso(ts)) == ts
+
+
+@given(st.floats(0, 100), st.floats(0, 100))
+def test_one_severity_scale_rises_with_the_deviation(a: float, b: float) -> None:
+    """The scale the stream verdicts and a reference's own fault share: monotonic, minor
+    within twice the tolerance, critical only beyond five times."""
+    from auditd.model import SEVERITY_RANK, severity_of_exceedance
+
+    low, high = sorted((a, b))
+    assert SEVERITY_RANK[severity_of_exceedance(low)] <= SEVERITY_RANK[severity_of_exceedance(high)]
+    assert severity_of_exceedance(1.99) == "minor"
+    assert severity_of_exceedance(5.0) == "major"
+    assert severity_of_exceedance(5.01) == "critical"

@@ -28,7 +28,7 @@ from auditd.core.fit import Metrics, compute_metrics
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray, Series
 from auditd.core.units import UnitCandidate, default_unit_candidates
-from auditd.model import Cause, SensorSpec, Severity, Status
+from auditd.model import Cause, SensorSpec, Severity, Status, severity_of_exceedance
 
 LAG_SEARCH_TOLERANCES = 10.0
 LAG_SEARCH_MIN_BINS = 10
@@ -77,12 +77,8 @@ def severity_of(metrics: Metrics, spec: SensorSpec, causes: Sequence[Cause]) -> 
     all (stuck, wrong unit) however small the numbers happen to look."""
     if any(c.cause in CRITICAL_CAUSES for c in causes):
         return "critical"
-    worst = max(exceedances(metrics, spec.tolerance).values(), default=0.0)
-    if worst > 5.0:
-        return "critical"
-    if worst >= 2.0:
-        return "major"
-    return "minor"
+    return severity_of_exceedance(max(exceedances(metrics, spec.tolerance).values(),
+                                      default=0.0))
 
 
 def onset_of(case: Case, top: str) -> float | None:

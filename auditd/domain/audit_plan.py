@@ -21,7 +21,16 @@ from auditd.core.causes import REGISTRY
 from auditd.domain.catalog import Catalog
 from auditd.domain.streams import StreamCounts, is_stream_verdict
 from auditd.errors import UnitError
-from auditd.model import Cause, Finding, Reference, SensorSpec, Severity, StreamInfo, iso
+from auditd.model import (
+    Cause,
+    Finding,
+    Reference,
+    SensorSpec,
+    Severity,
+    StreamInfo,
+    iso,
+    severity_of_exceedance,
+)
 from auditd.units import converter, same_dimension_units
 
 if TYPE_CHECKING:  # auditd.core's numerics load on the first audit, not at start-up
@@ -303,9 +312,8 @@ def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
 
 
 def _severity(deviation: float, tolerance: float) -> Severity:
-    """As a stream's: minor below twice the tolerance, major to five times, then critical."""
-    times = abs(deviation) / tolerance if tolerance > 0 else math.inf
-    return "critical" if times > 5.0 else "major" if times >= 2.0 else "minor"
+    """On a stream's scale (``model.severity_of_exceedance``)."""
+    return severity_of_exceedance(abs(deviation) / tolerance if tolerance > 0 else math.inf)
 
 
 def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: float,

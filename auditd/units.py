@@ -178,16 +178,39 @@ MAX_SUGGESTIONS = 3
 
 def suggestions(name: str) -> list[str]:
     """Unit names pint knows that ``name`` may have meant: the same letters in another
-    case first (``hpa`` -> ``hPa``), then the closest spellings by ``difflib``'s ratio."""
+    case first (``hpa`` -> ``hPa``), then names one edit away, a letter missing, added or
+    changed (``kelvn``, ``ppmm``, ``celcius``), closest first by ``difflib``'s ratio.
+
+    Looked up in an index of each name with one letter deleted (the symmetric-deletion
+    method), not by comparing with all thousand names: a refusal is on the gate's path,
+    and a flood of made-up units must cost about what pint's own refusal does."""
     if len(name) > MAX_UNIT_CHARS:
         return []
+    key = name.casefold()
+    folded, index = _folded_names(), _deletion_index()
+    same_case = list(folded.get(key, ()))
+    near = {k for variant in _deletions(key) for k in index.get(variant, ())} - {key}
+    ranked = sorted(near, key=lambda k: (-difflib.SequenceMatcher(None, key, k).ratio(), k))
+    out = same_case + [n for k in ranked for n in folded[k]]
     names = _known_names()
-    folded = _folded_names()
-    same_case = list(folded.get(name.casefold(), ()))
-    close = difflib.get_close_matches(name.casefold(), folded, n=MAX_SUGGESTIONS, cutoff=0.75)
-    out = same_case + [n for key in close for n in folded[key] if n not in same_case]
     return [n for n in dict.fromkeys(out) if n != name and n in names
             and not n.startswith(("Δ", "delta_")) and _ALLOWED.fullmatch(n)][:MAX_SUGGESTIONS]
+
+
+def _deletions(key: str) -> set[str]:
+    """``key`` and every string with one of its characters deleted."""
+    return {key, *(key[:i] + key[i + 1:] for i in range(len(key)))}
+
+
+@lru_cache(maxsize=1)
+def _deletion_index() -> Mapping[str, tuple[str, ...]]:
+    """Each case-folded name under itself and under each one-deletion variant: two names
+    one edit apart share a variant."""
+    out: dict[str, list[str]] = {}
+    for key in _folded_names():
+        for variant in _deletions(key):
+            out.setdefault(variant, []).append(key)
+    return {variant: tuple(keys) for variant, keys in out.items()}
 
 
 @lru_cache(maxsize=1)

@@ -396,7 +396,7 @@ def test_the_reports_due_date_is_the_overdue_checks(
                       status="pass", severity="none", window_start=NOW - DAY, window_end=NOW)
     catalog = Catalog(profiles={"th-200": profile}, models={"dev-*": "th-200"})
     report = build([StoredFinding(1, NOW, finding)], [], [], {"dev-1": meta}, catalog, NOW,
-                   "test", {"dev-1": events})
+                   "test", events={"dev-1": events})
     overdue = [d for d in report.due if any("overdue" in w for w in d["why"])]
     assert bool(overdue) == bool(raised)
     if raised:

@@ -101,7 +101,10 @@ SENSOR_UNKNOWN: Final = _reason(
     "the profile's `[sensors.*]` tables")
 UNIT_INVALID: Final = _reason(
     "unit_invalid", GATE,
-    "One reading's `unit` is missing, not a string, or not a unit pint can parse.")
+    "One reading's `unit` is missing, not a string, or not a unit pint can parse; the "
+    "detail names the closest units pint knows (did you mean 'degC'?).",
+    "`[units] aliases` in the daemon config: the site's own spellings "
+    "(`\"deg C\" = \"degC\"`)")
 UNIT_INCOMPATIBLE: Final = _reason(
     "unit_incompatible", GATE,
     "One reading's unit parses but measures another dimension than the sensor's "

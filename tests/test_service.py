@@ -12,6 +12,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,7 +47,10 @@ needs_systemd_analyze = pytest.mark.skipif(
 def _unit_with_real_command(tmp_path: Path) -> Path:
     """The shipped unit with ExecStart pointing at this checkout's installed command, since
     ``verify`` checks that the binary exists (/opt/sensor-auditd is not installed here)."""
-    command = shutil.which("sensor-auditd")
+    # Beside the interpreter running the tests first: a venv's scripts are there whether or
+    # not the venv is activated (`.venv/bin/python -m pytest`), then on PATH.
+    beside = Path(sys.executable).with_name("sensor-auditd")
+    command = str(beside) if beside.is_file() else shutil.which("sensor-auditd")
     assert command, "the package's console script is not installed"
     unit = tmp_path / "sensor-auditd.service"
     text = UNIT.read_text()

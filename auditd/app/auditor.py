@@ -25,9 +25,10 @@ from auditd.adapters.config.daemon import AuditConfig, DaemonConfig
 from auditd.adapters.store import Store
 from auditd.adapters.store.alerts import AlertPlanner
 from auditd.adapters.store.findings import AuditRunRecord
+from auditd.adapters.store.inventory import InventoryMessage
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.core.series import Series
-from auditd.domain import alerts, run_context, tickets
+from auditd.domain import alerts, inventory, run_context, tickets
 from auditd.domain.audit_plan import (
     OUT_OF_RANGE,
     AuditTask,
@@ -159,7 +160,8 @@ class Auditor:
             findings.extend(self._audit_group(group, now))
         findings = [self._weighed(self._with_out_of_range(f, announced), announced)
                     for f in findings]
-        findings, cohorts = self._fleet_findings(findings, announced, now)
+        histories = self._histories(announced, now)
+        findings, cohorts = self._fleet_findings(findings, histories, announced, now)
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
         duration = time.perf_counter() - started
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
@@ -182,14 +184,59 @@ class Auditor:
                                    {(t.site, t.device, t.sensor): t.reference for t in tasks})
         record = AuditRunRecord(now, duration, len(findings), counts.as_dict(),
                                 tuple(u.as_dict() for u in unjudged))
+        inventories = (self._inventory(histories, streams, findings, announced)
+                       if self._topics.inventory else [])
         changes = self._store.findings.save(findings, outbox, now=now, alerts=planner,
-                                            run=record)
+                                            run=record, inventory=inventories)
         run = AuditRun(now, tuple(findings), report, duration, changes, counts,
                        tuple(unjudged))
         self.last_run = run
         return run
 
-    def _fleet_findings(self, findings: list[Finding], announced: Mapping[str, str],
+    def _histories(self, announced: Mapping[str, str], now: float) -> dict[str, DeviceHistory]:
+        """Every device's history, for the fleet step and the inventory; none (logged) if
+        reading them fails, which must not cost the run its calibration verdicts."""
+        try:
+            return read_histories(self._store, self._catalog, announced, now, self._policy)
+        except Exception:
+            log.exception("audit.histories_failed")
+            return {}
+
+    def _inventory(self, histories: Mapping[str, DeviceHistory], streams: Sequence[StreamInfo],
+                   findings: Sequence[Finding],
+                   announced: Mapping[str, str]) -> list[InventoryMessage]:
+        """The devices' inventories that changed since they were last queued
+        (``auditd.domain.inventory``): the fleet's view of what each device is. A defect
+        here costs the run its inventory (logged), never its verdicts."""
+        try:
+            return self._changed_inventory(histories, streams, findings, announced)
+        except Exception:
+            log.exception("audit.inventory_failed")
+            return []
+
+    def _changed_inventory(self, histories: Mapping[str, DeviceHistory],
+                           streams: Sequence[StreamInfo], findings: Sequence[Finding],
+                           announced: Mapping[str, str]) -> list[InventoryMessage]:
+        sensors: dict[str, list[str]] = {}
+        for stream in streams:
+            sensors.setdefault(stream.device, []).append(stream.sensor)
+        current = [
+            inventory.inventory_of(
+                history, gateway=self._gateway,
+                model=self._catalog.model_for(device, announced.get(device)),
+                role="reference" if self._catalog.is_reference(device) else "field",
+                sensors=sensors.get(device, ()), findings=findings)
+            for device, history in histories.items() if history.site]
+        published = self._store.inventory.published()
+        by_topic = {self._topics.device(inv.site, self._gateway, inv.device): inv
+                    for inv in current}
+        return [InventoryMessage(topic, inv.device, _dumps(inv.to_json()), inv.content_hash(),
+                                 inv.last_seen)
+                for topic, inv in sorted(by_topic.items())
+                if inventory.due(inv, published.get(topic), self._topics.inventory_refresh_s)]
+
+    def _fleet_findings(self, findings: list[Finding], histories: Mapping[str, DeviceHistory],
+                        announced: Mapping[str, str],
                         now: float) -> tuple[list[Finding], list[dict[str, Any]]]:
         """The run's findings with what only the whole fleet shows: the changes before each
         deviation, the cohorts failing together, and the metadata anomalies that are news.
@@ -197,8 +244,6 @@ class Auditor:
         A defect here must not cost the fleet its calibration verdicts: if this step fails,
         the run's findings go out without it and the error is logged with its traceback."""
         try:
-            histories = read_histories(self._store, self._catalog, announced, now,
-                                       self._policy)
             models = {device: self._catalog.model_for(device, announced.get(device))
                       for device in histories}
             with_changes = run_context.with_context(findings, histories, self._policy)

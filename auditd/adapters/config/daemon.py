@@ -66,7 +66,7 @@ AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
               "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes")
-TOPICS_KEYS = ("prefix", "commands")
+TOPICS_KEYS = ("prefix", "commands", "inventory", "inventory_refresh")
 LOG_KEYS = ("level", "format", "rejections_interval")
 METRICS_KEYS = ("enabled", "bind", "port")
 
@@ -419,7 +419,10 @@ def _store(table: Table, base: Path) -> StoreConfig:
 
 def _topics(table: Table) -> TopicsConfig:
     return TopicsConfig(prefix=table.get("prefix", _topic_prefix, "fleet"),
-                        commands=table.get("commands", as_boolean, False))
+                        commands=table.get("commands", as_boolean, False),
+                        inventory=table.get("inventory", as_boolean, True),
+                        inventory_refresh_s=table.get("inventory_refresh",
+                                                      as_duration(positive=True), 3600.0))
 
 
 def _tickets(table: Table, base: Path) -> TicketsConfig:

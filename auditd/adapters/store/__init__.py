@@ -11,6 +11,7 @@ Its public surface is repositories of typed rows, one per table group, sharing o
 ``store.findings``        verdicts (``StoredFinding``): saving an audit's findings with
                           their outbox messages and its alerts, in one transaction
 ``store.outbox``          messages waiting for the broker's PUBACK
+``store.inventory``       the device inventory last queued per topic (for the fleet)
 ``store.alerts``          alerts and silences (``Alert``, ``Silence``)
 ``store.tickets``         ticket requests and each sink's delivery of them
 ``store.counters``        totals since the database was created
@@ -37,6 +38,7 @@ from auditd.adapters.store.counters import Counters, add_counters
 from auditd.adapters.store.database import Bounds, Database, Options, Space
 from auditd.adapters.store.devices import Devices
 from auditd.adapters.store.findings import Findings
+from auditd.adapters.store.inventory import Inventory
 from auditd.adapters.store.outbox import Outbox
 from auditd.adapters.store.quarantine import Quarantine
 from auditd.adapters.store.readings import Readings
@@ -93,6 +95,7 @@ class Store:
         self.devices = Devices(self._db)
         self.findings = Findings(self._db)
         self.outbox = Outbox(self._db)
+        self.inventory = Inventory(self._db)
         self.alerts = Alerts(self._db)
         self.tickets = Tickets(self._db)
         self.counters = Counters(self._db)

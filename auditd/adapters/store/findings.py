@@ -18,6 +18,7 @@ from typing import Any
 from auditd.adapters.store.alerts import AlertPlanner, apply_alerts
 from auditd.adapters.store.database import Database
 from auditd.adapters.store.encoding import finding_columns, finding_of
+from auditd.adapters.store.inventory import InventoryMessage, queue_inventory
 from auditd.adapters.store.outbox import OutboxMessage, insert_outbox
 from auditd.domain.alerts import Changes
 from auditd.model import Finding
@@ -100,6 +101,7 @@ class Findings:
         now: float | None = None,
         alerts: AlertPlanner | None = None,
         run: AuditRunRecord | None = None,
+        inventory: Sequence[InventoryMessage] = (),
     ) -> Changes | None:
         """Store findings and the messages announcing them in one transaction.
 
@@ -109,7 +111,8 @@ class Findings:
         a replay's findings carry the recording's time, not the wall clock's. ``alerts``
         decides the audit's alerts and ticket requests in the same transaction
         (``adapters.store.alerts``); what it changed is returned. ``run`` records the audit
-        run itself, even one that judged nothing.
+        run itself, even one that judged nothing. ``inventory``: the devices' inventories
+        that changed (``adapters.store.inventory``), queued with them.
         """
         if now is None:
             now = self._db.clock()
@@ -123,6 +126,7 @@ class Findings:
             insert_outbox(conn, outbox, now)
             if run is not None:
                 _insert_run(conn, run)
+            queue_inventory(conn, inventory, now)
         return changes
 
     def last_run(self) -> AuditRunRecord | None:

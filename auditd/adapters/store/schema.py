@@ -339,9 +339,26 @@ def _migration_audit_runs(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_inventory(conn: sqlite3.Connection) -> None:
+    """The device inventory last queued per topic (``store.inventory``), and the outbox by
+    topic, so that a newer inventory replaces one still waiting for the broker."""
+    conn.execute(
+        """
+        CREATE TABLE inventory_published (
+            topic TEXT PRIMARY KEY,
+            device TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            last_seen REAL,
+            queued_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX outbox_topic ON outbox (topic)")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
-    _migration_exact_findings, _migration_audit_runs)
+    _migration_exact_findings, _migration_audit_runs, _migration_inventory)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

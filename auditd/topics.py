@@ -4,31 +4,8 @@ the daemon subscribes to or publishes on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from auditd.model import ID_PATTERN, MessageKind
-
-UpstreamKind = Literal["finding", "report", "ticket", "status", "device", "command"]
-
-_UPSTREAM_SHAPES: dict[str, int] = {"finding": 2, "device": 1, "report": 0, "ticket": 0,
-                                    "status": 0, "command": 0}
-"""Each upstream kind and how many levels follow it (device, sensor)."""
-
-
-class TopicError(ValueError):
-    """A topic outside the layout; its message says which level and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamTopic:
-    """Where an upstream message (a gateway's, CONTRACT.md) came from and what it is."""
-
-    site: str
-    gateway: str
-    kind: UpstreamKind
-    device: str | None = None
-    sensor: str | None = None
-    """``None`` for a finding without a sensor (published as ``-``)."""
+from auditd.model import MessageKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +60,3 @@ class TopicsConfig:
                 raise ValueError(f"{level!r} cannot be a topic level")
         return "/".join((self.prefix, *levels))
 
-
-def parse_upstream(topic: str, prefix: str = "fleet") -> UpstreamTopic:
-    """``{prefix}/{site}/audit/{gateway}/{kind}[/{device}[/{sensor}]]`` -> its parts, or
-    ``TopicError`` naming what does not fit. Names must match CONTRACT.md's pattern: they
-    become keys in the fleet's tables."""
-    head = prefix + "/"
-    if not topic.startswith(head):
-        raise TopicError(f"not under the prefix {prefix!r}")
-    levels = topic[len(head):].split("/")
-    if len(levels) < 4 or levels[1] != "audit":
-        raise TopicError("not {site}/audit/{gateway}/{kind}")
-    site, _, gateway, kind, *rest = levels
-    if kind not in _UPSTREAM_SHAPES:
-        raise TopicError(f"unknown kind {printable_level(kind)!r}")
-    if len(rest) != _UPSTREAM_SHAPES[kind]:
-        raise TopicError(f"{kind} takes {_UPSTREAM_SHAPES[kind]} more level(s), got {len(rest)}")
-    for name, value in (("site", site), ("gateway", gateway), *zip(("device", "sensor"), rest,
-                                                                   strict=False)):
-        if not ID_PATTERN.fullmatch(value) and not (name == "sensor" and value == "-"):
-            raise TopicError(f"{name} {printable_level(value)!r} is not a valid name")
-    device = rest[0] if rest else None
-    sensor = rest[1] if len(rest) > 1 and rest[1] != "-" else None
-    return UpstreamTopic(site, gateway, kind, device, sensor)  # type: ignore[arg-type]
-
-
-def printable_level(level: str, limit: int = 64) -> str:
-    """A topic level as a log or a reason may show it: escaped, bounded."""
-    return level[:limit].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +24,7 @@ from auditd.domain.catalog import Catalog
 from auditd.domain.inventory import DeviceInventory, Published, due
 from auditd.domain.validate import Limits
 from auditd.model import RawMessage
-from auditd.topics import TopicError, TopicsConfig, parse_upstream
+from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
@@ -85,6 +84,7 @@ def test_every_known_device_is_described_once_with_what_the_fleet_groups_by(
                                   for d in ("ref-north", "th-north-01", "th-north-02")]
         (dev,) = queued[TOPIC]
         assert dev["kind"] == "device" and dev["role"] == "field"
+        assert dev["ts"] == "2026-11-25T00:00:00Z", "taken at the audit's time"
         assert (dev["site"], dev["gateway"], dev["device"]) == ("north", "gw", "th-north-01")
         assert (dev["model"], dev["firmware"], dev["hardware_rev"], dev["installed_at"]) == (
             "th-200", "2.3.1", "B", "2026-03-01")
@@ -146,7 +146,7 @@ def test_inventory_off_publishes_none(tmp_path: Path) -> None:
         assert pending(store) == {}
 
 
-BASE = DeviceInventory(site="north", gateway="gw", device="d", role="field", model="th-200",
+BASE = DeviceInventory(at=NOW, site="north", gateway="gw", device="d", role="field", model="th-200",
                        identity={"firmware": "2.3.1"}, meta={"firmware": "2.3.1"},
                        firmware_since=NOW, sensors=("temperature",), first_seen=NOW,
                        last_seen=NOW, status="pass", causes=())
@@ -158,55 +158,8 @@ BASE = DeviceInventory(site="north", gateway="gw", device="d", role="field", mod
 def test_due_is_a_change_of_content_or_last_seen_moved_by_the_refresh(
         moved: int, refresh: int, firmware: str, causes: tuple[str, ...]) -> None:
     now = replace(BASE, identity={"firmware": firmware}, causes=causes,
-                  last_seen=NOW + moved)
+                  last_seen=NOW + moved, at=NOW + moved + 60)
     published = Published(BASE.content_hash(), BASE.last_seen)
     changed = firmware != "2.3.1" or causes != ()
     assert due(now, published, refresh) == (changed or moved >= refresh)
     assert due(now, None, refresh)
-
-
-# --------------------------------------------------------------------------- topics
-
-NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
-
-
-@given(site=NAME, gateway=NAME, device=NAME, sensor=NAME)
-def test_every_topic_a_gateway_publishes_parses_back(site: str, gateway: str, device: str,
-                                                      sensor: str) -> None:
-    topics = TopicsConfig(prefix="acme/fleet")
-    finding = parse_upstream(topics.finding(site, gateway, device, sensor), "acme/fleet")
-    assert (finding.site, finding.gateway, finding.kind, finding.device, finding.sensor) == (
-        site, gateway, "finding", device, sensor)
-    no_sensor = parse_upstream(topics.finding(site, gateway, device, "-"), "acme/fleet")
-    assert no_sensor.sensor is None
-    inv = parse_upstream(topics.device(site, gateway, device), "acme/fleet")
-    assert (inv.kind, inv.device) == ("device", device)
-    for kind, topic in (("report", topics.report(site, gateway)),
-                        ("ticket", topics.ticket(site, gateway)),
-                        ("status", topics.status(site, gateway))):
-        parsed = parse_upstream(topic, "acme/fleet")
-        assert (parsed.site, parsed.gateway, parsed.kind, parsed.device) == (
-            site, gateway, kind, None)
-
-
-@given(st.text(max_size=80))
-def test_any_other_topic_is_a_topic_error_only(topic: str) -> None:
-    try:
-        parsed = parse_upstream(topic)
-    except TopicError as exc:
-        assert str(exc)
-    else:
-        assert topic.startswith("fleet/") and "/audit/" in topic, parsed
-
-
-@pytest.mark.parametrize(("topic", "why"), [
-    ("other/north/audit/gw/report", "prefix"),
-    ("fleet/north/gw/report", "{site}/audit"),
-    ("fleet/north/audit/gw/weather", "unknown kind"),
-    ("fleet/north/audit/gw/finding/d1", "takes 2"),
-    ("fleet/no rth/audit/gw/report", "site"),
-    ("fleet/north/audit/gw/device/../x", "takes 1"),
-])
-def test_a_topic_outside_the_layout_says_why(topic: str, why: str) -> None:
-    with pytest.raises(TopicError, match=why.replace("{", r"\{").replace("}", r"\}")):
-        parse_upstream(topic)

@@ -184,7 +184,7 @@ class Auditor:
                                    {(t.site, t.device, t.sensor): t.reference for t in tasks})
         record = AuditRunRecord(now, duration, len(findings), counts.as_dict(),
                                 tuple(u.as_dict() for u in unjudged))
-        inventories = (self._inventory(histories, streams, findings, announced)
+        inventories = (self._inventory(histories, streams, findings, announced, now)
                        if self._topics.inventory else [])
         changes = self._store.findings.save(findings, outbox, now=now, alerts=planner,
                                             run=record, inventory=inventories)
@@ -203,26 +203,26 @@ class Auditor:
             return {}
 
     def _inventory(self, histories: Mapping[str, DeviceHistory], streams: Sequence[StreamInfo],
-                   findings: Sequence[Finding],
-                   announced: Mapping[str, str]) -> list[InventoryMessage]:
+                   findings: Sequence[Finding], announced: Mapping[str, str],
+                   now: float) -> list[InventoryMessage]:
         """The devices' inventories that changed since they were last queued
         (``auditd.domain.inventory``): the fleet's view of what each device is. A defect
         here costs the run its inventory (logged), never its verdicts."""
         try:
-            return self._changed_inventory(histories, streams, findings, announced)
+            return self._changed_inventory(histories, streams, findings, announced, now)
         except Exception:
             log.exception("audit.inventory_failed")
             return []
 
     def _changed_inventory(self, histories: Mapping[str, DeviceHistory],
                            streams: Sequence[StreamInfo], findings: Sequence[Finding],
-                           announced: Mapping[str, str]) -> list[InventoryMessage]:
+                           announced: Mapping[str, str], now: float) -> list[InventoryMessage]:
         sensors: dict[str, list[str]] = {}
         for stream in streams:
             sensors.setdefault(stream.device, []).append(stream.sensor)
         current = [
             inventory.inventory_of(
-                history, gateway=self._gateway,
+                history, at=now, gateway=self._gateway,
                 model=self._catalog.model_for(device, announced.get(device)),
                 role="reference" if self._catalog.is_reference(device) else "field",
                 sensors=sensors.get(device, ()), findings=findings)

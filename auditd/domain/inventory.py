@@ -34,6 +34,8 @@ devices by (model, firmware, hardware revision, install date) and what it schedu
 class DeviceInventory:
     """One device as its gateway knows it."""
 
+    at: float
+    """When the gateway took it (the audit's time): the payload's ``ts``."""
     site: str
     gateway: str
     device: str
@@ -58,7 +60,7 @@ class DeviceInventory:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": "device", "site": self.site, "gateway": self.gateway,
+            "kind": "device", "ts": iso(self.at), "site": self.site, "gateway": self.gateway,
             "device": self.device, "role": self.role, "model": self.model,
             **{key: self.identity.get(key) for key in IDENTITY_KEYS if key != "model"},
             "firmware_since": iso(self.firmware_since),
@@ -69,9 +71,10 @@ class DeviceInventory:
         }
 
     def content_hash(self) -> str:
-        """Everything but ``last_seen``: what makes a new version worth publishing."""
+        """Everything but ``ts`` and ``last_seen``: what makes a new version worth
+        publishing."""
         content = self.to_json()
-        content.pop("last_seen")
+        del content["ts"], content["last_seen"]
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -109,8 +112,9 @@ def firmware_since(history: DeviceHistory) -> float | None:
     return since
 
 
-def inventory_of(history: DeviceHistory, *, gateway: str, model: str | None, role: Role,
-                 sensors: Iterable[str], findings: Sequence[Finding]) -> DeviceInventory:
+def inventory_of(history: DeviceHistory, *, at: float, gateway: str, model: str | None,
+                 role: Role, sensors: Iterable[str],
+                 findings: Sequence[Finding]) -> DeviceInventory:
     """The device's inventory from its history and its verdicts of the last audit."""
     latest = history.latest
     own = [f for f in findings if f.device == history.device]
@@ -124,7 +128,7 @@ def inventory_of(history: DeviceHistory, *, gateway: str, model: str | None, rol
     if history.last_telemetry is not None:
         last.append(history.last_telemetry)
     return DeviceInventory(
-        site=history.site, gateway=gateway, device=history.device, role=role, model=model,
+        at=at, site=history.site, gateway=gateway, device=history.device, role=role, model=model,
         identity={key: _text(latest.get(key)) for key in IDENTITY_KEYS if key != "model"},
         meta={k: v for k, v in latest.items() if k != "ts"},
         firmware_since=firmware_since(history), sensors=tuple(sorted(set(sensors))),

@@ -300,12 +300,12 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
     return DaemonConfig(
         site=top.get("site", as_identifier, "site"),
         gateway=gateway,
-        broker=_broker(top.table("broker", BROKER_KEYS), base),
+        broker=broker_config(top.table("broker", BROKER_KEYS), base),
         ingest=_ingest(top.table("ingest", INGEST_KEYS)),
         audit=_audit(top.table("audit", AUDIT_KEYS)),
         store=_store(top.table("store", STORE_KEYS), base),
         topics=_topics(top.table("topics", TOPICS_KEYS)),
-        log=_log(top.table("log", LOG_KEYS)),
+        log=log_config(top.table("log", LOG_KEYS)),
         metrics=_metrics(top.table("metrics", METRICS_KEYS)),
         tickets=_tickets(top.table("tickets", TICKETS_KEYS), base),
         profiles_dir=top.get("profiles_dir", as_path(base), base / "device_profiles"),
@@ -316,7 +316,7 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
     )
 
 
-def _broker(table: Table, base: Path) -> BrokerConfig:
+def broker_config(table: Table, base: Path) -> BrokerConfig:
     tls = _tls(table.table("tls", TLS_KEYS), base) if table.has("tls") else None
     username = table.maybe("username", as_string)
     password_file = table.maybe("password_file", as_path(base, must_exist=True))
@@ -418,7 +418,7 @@ def _store(table: Table, base: Path) -> StoreConfig:
 
 
 def _topics(table: Table) -> TopicsConfig:
-    return TopicsConfig(prefix=table.get("prefix", _topic_prefix, "fleet"),
+    return TopicsConfig(prefix=table.get("prefix", topic_prefix, "fleet"),
                         commands=table.get("commands", as_boolean, False),
                         inventory=table.get("inventory", as_boolean, True),
                         inventory_refresh_s=table.get("inventory_refresh",
@@ -478,7 +478,7 @@ def _headers(value: object) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 
-def _log(table: Table) -> LogConfig:
+def log_config(table: Table) -> LogConfig:
     return LogConfig(
         level=cast(LogLevel, table.get(
             "level", as_choice("debug", "info", "warning", "error", "critical"), "info")),
@@ -495,7 +495,7 @@ def _metrics(table: Table) -> MetricsConfig:
     )
 
 
-def _topic_prefix(value: object) -> str:
+def topic_prefix(value: object) -> str:
     """One or more topic levels with no wildcard: the daemon subscribes below it."""
     text = as_string(value)
     levels = text.split("/")

@@ -123,14 +123,15 @@ class MqttLink:
         cfg: BrokerConfig,
         *,
         subscriptions: Sequence[str],
-        status_topic: str,
+        status_topic: str | None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_count: Callable[[str], None] = lambda name: None,
     ) -> None:
         self._cfg = cfg
         self._on_count = on_count
-        self._subscriptions = subscriptions
+        self._subscriptions: Sequence[str] = subscriptions
+        self._subscribed_topics = tuple(subscriptions)
         self._status_topic = status_topic
         self._clock = clock
         self.deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
@@ -139,6 +140,8 @@ class MqttLink:
         self._generation = 0
         self._connected = threading.Event()
         self._pending_sub_mid: int | None = None
+        self._unsubscribed = threading.Event()
+        self._pending_unsub_mid: int | None = None
         self._puback_handlers: dict[int, Callable[[bool], None]] = {}
         self._early_pubacks: dict[int, bool] = {}
         self._refusals: dict[int, str] = {}
@@ -193,10 +196,12 @@ class MqttLink:
             client.tls_insecure_set(bool(cfg.tls.insecure))
         if cfg.username:
             client.username_pw_set(cfg.username, _read_password(cfg))
-        client.will_set(self._status_topic, b"offline", qos=1, retain=True)
+        if self._status_topic is not None:
+            client.will_set(self._status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
@@ -289,7 +294,7 @@ class MqttLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (retained), wait for its PUBACK, then disconnect."""
         self._stopping.set()
-        if self._connected.is_set():
+        if self._connected.is_set() and self._status_topic is not None:
             done = threading.Event()
             info = self.client.publish(self._status_topic, b"offline", qos=1, retain=True)
             self._track(info.mid, lambda ok: done.set())
@@ -325,10 +330,12 @@ class MqttLink:
         log.info("broker_connected", host=self._cfg.host, port=self._cfg.port,
                  session_present=bool(getattr(flags, "session_present", False)),
                  receive_maximum=self.send_quota)
-        _, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
-        self._pending_sub_mid = mid
-        info = client.publish(self._status_topic, b"online", qos=1, retain=True)
-        self._track(info.mid, lambda ok: None)
+        if self._subscriptions:
+            _, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
+            self._pending_sub_mid = mid
+        if self._status_topic is not None:
+            info = client.publish(self._status_topic, b"online", qos=1, retain=True)
+            self._track(info.mid, lambda ok: None)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self.stats.last_error = "connect failed"
@@ -357,6 +364,11 @@ class MqttLink:
         if mid == self._pending_sub_mid:
             self.subscribed.set()
             log.info("subscribed", topics=self._subscriptions)
+
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any,
+                        props: Any = None) -> None:
+        if mid == self._pending_unsub_mid:
+            self._unsubscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
@@ -427,6 +439,21 @@ class MqttLink:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def unsubscribe(self, timeout: float) -> bool:
+        """Leave the subscriptions (a replica leaving its shared subscription: the broker
+        sends it nothing more, so what it holds can be committed and acknowledged before it
+        disconnects); True once the broker confirmed. Reconnects do not resubscribe after."""
+        self._subscriptions = ()
+        if not self._connected.is_set():
+            return False
+        topics = list(self._subscribed_topics)
+        if not topics:
+            return True
+        self._unsubscribed.clear()
+        _, mid = self.client.unsubscribe(topics)
+        self._pending_unsub_mid = mid
+        return self._unsubscribed.wait(timeout)
 
     def ack(self, deliveries: list[Delivery]) -> None:
         """PUBACK what is committed, but only on the connection it arrived on."""

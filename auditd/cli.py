@@ -624,17 +624,23 @@ DSN_OPTION = click.option(
     help="The fleet's PostgreSQL: postgresql://user@host:port/db (or SENSOR_AUDITD_DSN).")
 
 
-def _fleet_app() -> Any:
-    """``auditd.fleet.app``, imported on use: psycopg is the optional ``fleet`` extra, and
-    a gateway's ``sensor-auditd`` must start without it."""
+def _fleet_module(name: str) -> Any:
+    """``auditd.fleet.{name}``, imported on use: psycopg is the optional ``fleet`` extra,
+    and a gateway's ``sensor-auditd`` must start without it."""
+    import importlib
+
     try:
-        from auditd.fleet import app
+        return importlib.import_module(f"auditd.fleet.{name}")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("psycopg", "psycopg_pool"):
             raise UsageError("the fleet commands need PostgreSQL's client: "
                              "pip install 'sensor-auditd[fleet]'", "fleet") from None
         raise
-    return app
+
+
+def _fleet_app() -> Any:
+    """``auditd.fleet.app``: import, report, status."""
+    return _fleet_module("app")
 
 
 @main.group()
@@ -713,6 +719,18 @@ def fleet_status(dsn: str, as_json: bool) -> None:
     now = time.time()
     click.echo(json.dumps(status_json(status, now), indent=2) if as_json
                else status_text(status, now))
+
+
+@fleet.command("run")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The fleet's configuration (TOML, examples/fleet.toml).")
+@click.option("--replica", help="This replica's name (default: the host name); it makes the "
+              "MQTT client id, so keep it stable across restarts (the systemd instance).")
+@_errors_to_exit
+def fleet_run(config_path: Path, replica: str | None) -> None:
+    """Consume the gateways' upstream topics into the fleet's database (one replica)."""
+    sys.exit(_fleet_module("live").run_replica(config_path, replica))
 
 
 if __name__ == "__main__":

@@ -66,8 +66,13 @@ format = "json"
 
 
 class DaemonProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, command: tuple[str, ...] = ("run",),
+                 extra_args: tuple[str, ...] = ()) -> None:
+        """``sensor-auditd {command} --config CONFIG {extra_args}``: the daemon by default,
+        ``("fleet", "run")`` for a fleet replica."""
         self.config = config
+        self.command = command
+        self.extra_args = extra_args
         self.process: subprocess.Popen[str] | None = None
         self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.lines: list[str] = []
@@ -79,7 +84,8 @@ class DaemonProcess:
         ``prefix`` goes before the command (``taskset -c 1``)."""
         environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "auditd.cli", "run", "--config", str(self.config)],
+            [*prefix, sys.executable, "-m", "auditd.cli", *self.command, "--config",
+             str(self.config), *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
         threading.Thread(target=self._pump, daemon=True).start()
         if wait_ready:

@@ -1,0 +1,235 @@
+"""``sensor-auditd fleet run``: replicas on a real mosquitto and a real PostgreSQL (a database
+of each test's own), started as processes the way systemd starts them.
+
+What a fleet operator relies on: every upstream message a gateway publishes ends in the
+tables exactly once whatever happens to a replica; a message the fleet cannot use is
+kept with its reason and never stops it; a gateway that drops off is shown offline; a bad
+configuration or an unreachable database is refused with exit 2, naming what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import psycopg
+import pytest
+from brokers import free_port
+from daemon_proc import DaemonProcess, Publisher
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fleet_config(path: Path, *, port: int, dsn: str | None, group: str = "fleet-test",
+                 extra: str = "", broker_extra: str = "") -> Path:
+    dsn_line = f'dsn = "{dsn}"\n' if dsn else ""
+    path.write_text(f"""group = "{group}"
+{dsn_line}heartbeat = "1s"
+{extra}
+[broker]
+host = "127.0.0.1"
+port = {port}
+keepalive = 10
+reconnect_min_s = 1
+reconnect_max_s = 2
+{broker_extra}
+
+[log]
+level = "info"
+format = "json"
+""")
+    return path
+
+
+def replica(config: Path, name: str) -> DaemonProcess:
+    return DaemonProcess(config, command=("fleet", "run"), extra_args=("--replica", name))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "auditd.cli", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+def count(dsn: str, table: str) -> int:
+    return int(query(dsn, f"SELECT count(*) FROM {table}")[0][0])
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def finding(site: str, gateway: str, device: str, sensor: str, end: float,
+            status: str = "pass") -> tuple[str, bytes]:
+    body = {"kind": "calibration", "site": site, "device": device, "sensor": sensor,
+            "reference": f"ref-{site}", "unit": "hPa",
+            "window": {"start": _iso(end - 86400), "end": _iso(end)},
+            "status": status, "severity": "major" if status == "fail" else "none",
+            "metrics": {"n": 1440, "bias": 2.5 if status == "fail" else 0.1},
+            "causes": [{"cause": "offset_drift", "confidence": 0.9, "evidence": "+2.5 hPa"}]
+            if status == "fail" else [], "onset": None, "context": {}, "action": ""}
+    return (f"fleet/{site}/audit/{gateway}/finding/{device}/{sensor}",
+            json.dumps(body).encode())
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_bad_config_is_refused_with_file_key_and_problem(tmp_path: Path) -> None:
+    config = fleet_config(tmp_path / "fleet.toml", port=1, dsn="postgresql://x@127.0.0.1/db",
+                          broker_extra='protocol = "3.1.1"')
+    result = cli("fleet", "run", "--config", str(config))
+    assert result.returncode == 2
+    assert str(config) in result.stderr and "broker.protocol" in result.stderr
+    assert "MQTT 5" in result.stderr and "Traceback" not in result.stderr
+
+    config = fleet_config(tmp_path / "fleet.toml", port=1, dsn=None, extra='grup = "x"')
+    result = cli("fleet", "run", "--config", str(config))
+    assert result.returncode == 2 and "grup" in result.stderr and "group" in result.stderr
+
+    config = fleet_config(tmp_path / "fleet.toml", port=1, dsn=None)
+    result = cli("fleet", "run", "--config", str(config), env={"SENSOR_AUDITD_DSN": ""})
+    assert result.returncode == 2
+    assert "dsn" in result.stderr and "SENSOR_AUDITD_DSN" in result.stderr
+
+    config = fleet_config(tmp_path / "fleet.toml", port=1, dsn="postgresql://x@127.0.0.1/db",
+                          extra="[ingest]\nbatch_max = 5000")
+    result = cli("fleet", "run", "--config", str(config))
+    assert result.returncode == 2 and "ingest.batch_max" in result.stderr
+    assert "receive_maximum" in result.stderr
+
+
+def test_an_unreachable_database_is_exit_2_naming_host_and_port(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = fleet_config(tmp_path / "fleet.toml", port=1, dsn=None)
+    result = cli("fleet", "run", "--config", str(config), "--replica", "r1",
+                 env={"SENSOR_AUDITD_DSN": f"postgresql://postgres@127.0.0.1:{port}/fleet"})
+    assert result.returncode == 2, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- one replica
+
+
+@pytest.mark.broker
+def test_a_replica_stores_every_kind_and_keeps_what_it_cannot_use(
+        mosquitto, fleet_dsn: str, tmp_path: Path) -> None:
+    config = fleet_config(tmp_path / "fleet.toml", port=mosquitto.port, dsn=fleet_dsn)
+    proc = replica(config, "r1").start()
+    gateway = Publisher(mosquitto.port)
+    end = 1_764_115_200.0
+    inventory = {"kind": "device", "ts": _iso(end), "site": "north", "gateway": "gw-n",
+                 "device": "th-north-01", "role": "field", "model": "th-200",
+                 "firmware": "2.4.0", "hardware_rev": "B", "installed_at": "2026-03-01",
+                 "last_seen": _iso(end - 30), "causes": ["offset_drift"], "sensors": []}
+    report = {"kind": "audit_report", "site": "north", "gateway": "gw-n", "at": _iso(end),
+              "streams": 3, "pass": 2, "fail": 1, "insufficient_data": 0}
+    try:
+        gateway.publish_many([
+            finding("north", "gw-n", "th-north-01", "pressure", end, "fail"),
+            ("fleet/north/audit/gw-n/device/th-north-01", json.dumps(inventory).encode()),
+            ("fleet/north/audit/gw-n/report", json.dumps(report).encode()),
+            ("fleet/north/audit/gw-n/status", b"online"),
+            # what the fleet cannot use: kept with a reason, the rest goes on
+            ("fleet/north/audit/gw-n/finding/th-north-02/pressure", b"{not json"),
+            (finding("north", "gw-n", "th-north-09", "pressure", end)[0],  # topic != payload
+             finding("north", "gw-n", "th-north-03", "pressure", end)[1]),
+            ("fleet/north/audit/gw-n/status", b"maybe"),
+            ("fleet/north/audit/gw-n/device/th-north-04", json.dumps([1, 2]).encode()),
+            # a gateway's command topic is not the fleet's: neither stored nor rejected
+            ("fleet/north/audit/gw-n/command", b'{"ack": "x"}'),
+        ])
+        wait_until(lambda: count(fleet_dsn, "rejected") == 4 and count(fleet_dsn, "findings")
+                   == 1, "messages not stored", 30)
+        wait_until(lambda: bool(query(fleet_dsn, "SELECT messages FROM replicas WHERE "
+                                      "replica = 'r1' AND messages >= 9")),
+                   "heartbeat not written", 15)
+    finally:
+        gateway.close()
+        assert proc.terminate() == 0
+    (row,) = query(fleet_dsn, "SELECT device, sensor, status, cause FROM findings")
+    assert row == ("th-north-01", "pressure", "fail", "offset_drift")
+    (dev,) = query(fleet_dsn, "SELECT device, model, firmware, hardware_rev, installed_at "
+                              "FROM devices")
+    assert dev == ("th-north-01", "th-200", "2.4.0", "B", "2026-03-01")
+    assert count(fleet_dsn, "audit_reports") == 1
+    assert query(fleet_dsn, "SELECT site, gateway, state FROM gateways") == [
+        ("north", "gw-n", "online")]
+    reasons = sorted(r for (r,) in query(fleet_dsn, "SELECT reason FROM rejected"))
+    assert reasons == ["bad_finding", "bad_json", "bad_payload", "bad_status"]
+    assert query(fleet_dsn, "SELECT payload FROM rejected WHERE reason = 'bad_json'") == [
+        (b"{not json",)], "the payload is kept as it came"
+    (beat,) = query(fleet_dsn, "SELECT replica, grp, pid, backlog FROM replicas")
+    assert beat[:2] == ("r1", "fleet-test") and beat[3] == 0
+
+
+@pytest.mark.broker
+def test_a_gateway_that_drops_off_is_shown_offline_by_its_will(
+        mosquitto, fleet_dsn: str, tmp_path: Path) -> None:
+    config = fleet_config(tmp_path / "fleet.toml", port=mosquitto.port, dsn=fleet_dsn)
+    proc = replica(config, "r1").start()
+    status = "fleet/east/audit/gw-e/status"
+    gateway = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-e", protocol=paho.MQTTv5)
+    gateway.will_set(status, b"offline", qos=1, retain=True)
+    gateway.connect("127.0.0.1", mosquitto.port, keepalive=5)
+    gateway.loop_start()
+    try:
+        gateway.publish(status, b"online", qos=1, retain=True).wait_for_publish(10)
+        wait_until(lambda: query(fleet_dsn, "SELECT state FROM gateways") == [("online",)],
+                   "online not stored", 20)
+        gateway.loop_stop()
+        gateway.socket().close()  # the gateway dies: no DISCONNECT, the broker sends its will
+        wait_until(lambda: query(fleet_dsn, "SELECT state FROM gateways") == [("offline",)],
+                   "the will did not mark the gateway offline", 30)
+    finally:
+        assert proc.terminate() == 0
+
+
+# --------------------------------------------------------------------------- many replicas
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_replica_stopped_with_sigterm_leaves_nothing_behind(
+        mosquitto, fleet_dsn: str, tmp_path: Path) -> None:
+    """A replica taken out on purpose leaves the shared subscription before it goes: what
+    is published afterwards is stored by the others, with no restart of the one stopped."""
+    config = fleet_config(tmp_path / "fleet.toml", port=mosquitto.port, dsn=fleet_dsn)
+    first, second = replica(config, "r1").start(), replica(config, "r2").start()
+    gateway = Publisher(mosquitto.port)
+    end = 1_764_115_200.0
+    try:
+        gateway.publish_many([finding("north", "gw-n", f"th-{i:03d}", "pressure", end)
+                              for i in range(200)])
+        assert first.terminate() == 0
+        gateway.publish_many([finding("north", "gw-n", f"th-{i:03d}", "pressure", end)
+                              for i in range(200, 400)])
+        wait_until(lambda: count(fleet_dsn, "findings") == 400,
+                   f"stored {count(fleet_dsn, 'findings')} of 400 with r1 stopped", 30)
+    finally:
+        gateway.close()
+        assert second.terminate() == 0
+    stopped = [json.loads(line) for line in first.lines if '"stopped"' in line]
+    assert stopped and stopped[-1]["messages"] > 0, "r1 had a share before it left"

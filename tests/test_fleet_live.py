@@ -13,17 +13,22 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import fleet_sites
 import paho.mqtt.client as paho
 import psycopg
 import pytest
 from brokers import free_port
 from daemon_proc import DaemonProcess, Publisher
 from paho.mqtt.enums import CallbackAPIVersion
+
+from auditd.model import from_iso
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,3 +238,118 @@ def test_a_replica_stopped_with_sigterm_leaves_nothing_behind(
         assert second.terminate() == 0
     stopped = [json.loads(line) for line in first.lines if '"stopped"' in line]
     assert stopped and stopped[-1]["messages"] > 0, "r1 had a share before it left"
+
+
+# --------------------------------------------------------------------------- acceptance
+
+LOAD_PER_GATEWAY = 2500
+"""Synthetic findings each gateway publishes besides its site's own messages: the load
+under which a replica is killed."""
+
+
+@pytest.fixture(scope="module")
+def eight_sites(tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, list[tuple[str, bytes, bool]]]:
+    """Each site replayed as its own gateway (two at a time: about a minute): what
+    each gateway would have published upstream, in order."""
+    tmp = tmp_path_factory.mktemp("eight")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sites = list(pool.map(lambda item: fleet_sites.replay_site(item[1], tmp / item[1],
+                                                                   seed=item[0]),
+                              enumerate(fleet_sites.SITES)))
+    return {s.name: fleet_sites.upstream_messages(s.store) for s in sites}
+
+
+def _key(topic: str, payload: bytes) -> tuple[str, str, str, str, float]:
+    body = json.loads(payload)
+    levels = topic.split("/")
+    return (levels[1], levels[3], body["device"], body["sensor"] or "",
+            round(from_iso(body["window"]["end"]) or 0.0, 3))
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_eight_gateways_two_replicas_one_killed_midway_nothing_lost_nothing_twice(
+        mosquitto, fleet_dsn: str, tmp_path: Path,
+        eight_sites: dict[str, list[tuple[str, bytes, bool]]]) -> None:
+    config = fleet_config(tmp_path / "fleet.toml", port=mosquitto.port, dsn=fleet_dsn)
+    replicas = {name: replica(config, name).start() for name in ("r1", "r2")}
+    plan: dict[str, list[tuple[str, bytes, bool]]] = {}
+    for index, (site, messages) in enumerate(sorted(eight_sites.items())):
+        gw = fleet_sites.gateway(site)
+        load = [(*finding(site, gw, f"load-{i % 50:02d}", "pressure",
+                          1_700_000_000.0 + 60 * i), False)
+                for i in range(LOAD_PER_GATEWAY)]
+        # the site's own messages spread through the load, a status first, one bad message
+        mixed: list[tuple[str, bytes, bool]] = [(f"fleet/{site}/audit/{gw}/status",
+                                                 b"online", True)]
+        step = max(1, len(load) // max(1, len(messages)))
+        for i, message in enumerate(messages):
+            mixed.extend(load[i * step:(i + 1) * step])
+            mixed.append(message)
+        mixed.extend(load[len(messages) * step:])
+        mixed.insert(len(mixed) // 2, (f"fleet/{site}/audit/{gw}/report",
+                                       f"not a report {index}".encode(), False))
+        plan[site] = mixed
+    findings = {_key(t, p) for m in plan.values() for t, p, _ in m if "/finding/" in t}
+    reports = sum(1 for m in plan.values() for t, p, _ in m
+                  if t.endswith("/report") and p.startswith(b"{"))
+    total = sum(len(m) for m in plan.values())
+
+    def publish(site: str) -> None:
+        client = Publisher(mosquitto.port, client_id=f"gateway-{site}")
+        try:
+            infos = [client.client.publish(topic, payload, qos=1, retain=retain)
+                     for topic, payload, retain in plan[site]]
+            for info in infos:  # every one confirmed by the broker (PUBACK)
+                info.wait_for_publish(timeout=120)
+        finally:
+            client.close()
+
+    publishers = [threading.Thread(target=publish, args=(site,)) for site in plan]
+    started = time.monotonic()
+    for thread in publishers:
+        thread.start()
+    try:
+        wait_until(lambda: count(fleet_dsn, "findings") >= len(findings) // 3,
+                   "no progress before the kill", 120)
+        at_kill = count(fleet_dsn, "findings")
+        replicas["r1"].kill()  # SIGKILL, mid-batch under load
+        assert at_kill < len(findings) * 0.9, "the kill came too late to prove anything"
+        time.sleep(2.0)  # systemd's RestartSec
+        replicas["r1"] = replica(config, "r1").start()
+        for thread in publishers:
+            thread.join(180)
+        wait_until(lambda: count(fleet_dsn, "findings") >= len(findings),
+                   f"findings stored: {count(fleet_dsn, 'findings')} of {len(findings)}", 180)
+        wait_until(lambda: count(fleet_dsn, "audit_reports") >= reports
+                   and count(fleet_dsn, "rejected") >= 8, "reports or rejections missing", 60)
+        elapsed = time.monotonic() - started
+        time.sleep(2.0)  # anything late (a redelivery) would land now
+    finally:
+        for proc in replicas.values():
+            if proc.alive:
+                assert proc.terminate() == 0
+    stored = {(site, gw, device, sensor, round(end, 3)) for site, gw, device, sensor, end
+              in query(fleet_dsn, "SELECT site, gateway, device, sensor, window_end "
+                                  "FROM findings")}
+    assert count(fleet_dsn, "findings") == len(findings), "each published finding once"
+    assert stored == findings
+    assert count(fleet_dsn, "audit_reports") == reports == 8 * 5
+    assert count(fleet_dsn, "rejected") == 8
+    assert sorted(query(fleet_dsn, "SELECT site, gateway, state FROM gateways")) == [
+        (site, fleet_sites.gateway(site), "online") for site in sorted(plan)]
+    devices = {(site, device): (firmware, causes) for site, device, firmware, causes in query(
+        fleet_dsn, "SELECT site, device, firmware, causes FROM devices")}
+    assert len(devices) == 8 * (fleet_sites.DEVICES + 1), "every device, failing or not"
+    for site in plan:
+        assert devices[(site, fleet_sites.regressed(site))] == ("2.4.0", ["offset_drift"])
+        for device in fleet_sites.devices(site)[1:]:
+            assert devices[(site, device)] == ("2.3.1", [])
+    committed = sum(json.loads(line)["messages"] for proc in replicas.values()
+                    for line in proc.lines if '"stopped"' in line)
+    print(f"\n{total} upstream messages from 8 gateways in {elapsed:.1f} s through 2 replicas, "
+          f"r1 SIGKILLed at {at_kill}/{len(findings)} findings stored and restarted; "
+          f"{len(findings)} findings, {reports} reports, 8 rejected stored once each; "
+          f"r2 (whole run) and the restarted r1 committed {committed} messages, redeliveries "
+          f"of what r1 held when killed included")

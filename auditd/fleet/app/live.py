@@ -173,7 +173,7 @@ class LiveWriter(threading.Thread):
         self._ack(batch)
         self.stats.batches += 1
         self.stats.messages += len(batch)
-        self.stats.rejected += sum(isinstance(r, Rejected) for _, r in records)
+        self.stats.rejected += sum(isinstance(r, Rejected) for _, r in records)  # parser's
         self.stats.last_commit_at = time.time()
         return True
 
@@ -201,6 +201,7 @@ class LiveWriter(threading.Thread):
                         return True
                     log.warning("message_refused", topic=printable(record_topic(delivery)),
                                 error=printable(str(exc))[:300])
+                    self.stats.rejected += 1
                     return self._write_isolating([(delivery, refused(delivery, exc))])
                 middle = len(records) // 2
                 return (self._write_isolating(records[:middle])

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from auditd.adapters.sources.mqtt import Delivery
-from auditd.errors import StoreError
+from auditd.errors import StoreError, UsageError
+from auditd.fleet.adapters.config import FLEET_KEYS, INGEST_KEYS, load_fleet_config
 from auditd.fleet.app.live import LiveWriter
 from auditd.fleet.records import FleetFinding, Rejected, ReplicaBeat, Upstream, WriteCounts
 from auditd.model import RawMessage
@@ -112,3 +118,36 @@ def test_stopping_while_the_database_is_away_acknowledges_nothing() -> None:
     run_until(w, lambda: db.attempts >= 3, timeout=5)
     assert not w.is_alive()
     assert acked == [] and db.rows == [], "the broker keeps it: redelivered to a replica"
+
+
+# --------------------------------------------------------------------------- the config file
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fleet.toml"
+
+
+def test_the_example_fleet_config_states_the_defaults(tmp_path: Path) -> None:
+    """Uncommenting every ``# key = value`` line of examples/fleet.toml changes nothing but
+    the DSN it names, and the defaults are a working replica's."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    uncommented = re.sub(r"(?m)^# ([a-z_0-9]+ = .*)$", r"\1", text)
+    assert len(re.findall(r"(?m)^[a-z_0-9]+ = ", uncommented)) >= 9
+    (tmp_path / "a.toml").write_text(uncommented, encoding="utf-8")
+    (tmp_path / "b.toml").write_text(text, encoding="utf-8")
+    cfg = load_fleet_config(tmp_path / "a.toml", environ={})
+    plain = load_fleet_config(tmp_path / "b.toml", environ={"SENSOR_AUDITD_DSN": cfg.dsn})
+    assert cfg == replace(plain, source=str(tmp_path / "a.toml"))
+    assert cfg.subscription == "$share/sensor-auditd-fleet/fleet/+/audit/#"
+    assert cfg.broker.protocol == "5" and cfg.ingest.batch_max <= cfg.broker.receive_maximum
+    for key in (*FLEET_KEYS, *INGEST_KEYS):
+        assert re.search(rf"(?m)^(# )?\[?{key}\]?( =|$)", text), f"{key} not in the example"
+
+
+def test_each_replica_has_its_own_stable_client_id(tmp_path: Path) -> None:
+    (tmp_path / "f.toml").write_text('dsn = "postgresql://f@db/fleet"\ngroup = "g1"\n')
+    cfg = load_fleet_config(tmp_path / "f.toml", environ={})
+    one, two = cfg.for_replica("1"), cfg.for_replica("2")
+    assert one.broker.client_id == "sensor-auditd-fleet-g1-1"
+    assert {one.broker.client_id, two.broker.client_id, cfg.for_replica("1").broker.client_id
+            } == {"sensor-auditd-fleet-g1-1", "sensor-auditd-fleet-g1-2"}
+    with pytest.raises(UsageError, match="--replica"):
+        cfg.for_replica("a/b")

@@ -32,7 +32,7 @@ from auditd.adapters.config.toml import (
     as_string,
     read_toml,
 )
-from auditd.errors import ConfigError
+from auditd.errors import UsageError
 from auditd.model import ID_PATTERN
 
 FLEET_KEYS = ("group", "dsn", "prefix", "heartbeat", "broker", "ingest", "log")
@@ -66,8 +66,8 @@ class FleetConfig:
         across its restarts, so that the broker keeps its session, and what was sent to it
         and not acknowledged waits for it rather than being lost."""
         if not ID_PATTERN.fullmatch(replica):
-            raise ConfigError("--replica", "replica", f"{replica!r} is not a valid name: use "
-                              "1-64 letters, digits, '_', '.' or '-'")
+            raise UsageError(f"{replica!r} is not a valid name: use 1-64 letters, digits, "
+                             "'_', '.' or '-'", option="--replica")
         base = self.broker.client_id or f"sensor-auditd-fleet-{self.group}"
         return replace(self, broker=replace(self.broker, client_id=f"{base}-{replica}"))
 

@@ -17,7 +17,7 @@ import pytest
 from auditd.adapters.sources.mqtt import Delivery
 from auditd.errors import StoreError, UsageError
 from auditd.fleet.adapters.config import FLEET_KEYS, INGEST_KEYS, load_fleet_config
-from auditd.fleet.app.live import LiveWriter
+from auditd.fleet.live import LiveWriter
 from auditd.fleet.records import FleetFinding, Rejected, ReplicaBeat, Upstream, WriteCounts
 from auditd.model import RawMessage
 

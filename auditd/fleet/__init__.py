@@ -13,7 +13,9 @@ Layout, enforced by the import contracts in ``pyproject.toml``:
 * ``adapters``: the PostgreSQL store (psycopg 3, its schema and migrations) and the import
   of gateway SQLite stores;
 * ``views``: the report's JSON and HTML, the status text;
-* ``app``: the commands, joining the adapters to the analysis.
+* ``app``: the offline commands, joining the adapters to the analysis;
+* ``live``: ``fleet run``, one replica of the live consumer (MQTT 5 shared subscription ->
+  ``upstream`` -> the store, one transaction per batch, then the acknowledgements).
 
 No gateway module imports anything here, and psycopg is an optional extra (``fleet``).
 """

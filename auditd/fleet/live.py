@@ -54,7 +54,7 @@ from auditd.fleet.upstream import parse
 from auditd.retry import Backoff, is_transient
 from auditd.text import printable
 
-log = logs.get("auditd.fleet.app.live")
+log = logs.get("auditd.fleet.live")
 
 
 class FleetSink(Protocol):

@@ -1,2 +1,0 @@
-"""The fleet's commands: the adapters joined to the analysis (``fleet run``'s replica:
-``live``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -247,17 +248,39 @@ LOAD_PER_GATEWAY = 2500
 under which a replica is killed."""
 
 
+def replay_site(site: str, directory: Path, references: Path, seed: int) -> Path:
+    """The site's recording through ``sensor-auditd replay --store`` as its own gateway: the
+    store's outbox then holds everything that gateway would have published upstream."""
+    directory.mkdir(parents=True, exist_ok=True)
+    recording = fleet_sites.write_site(site, directory / "recording.jsonl", seed)
+    store = directory / "store.db"
+    config = fleet_sites.config(directory / "config.toml", site, references, store)
+    result = cli("replay", str(recording), "--config", str(config), "--out",
+                 str(directory / "findings.jsonl"), "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    return store
+
+
+def upstream_messages(store: Path) -> list[tuple[str, bytes, bool]]:
+    """(topic, payload, retain) of every message in a gateway's outbox, in order."""
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("SELECT topic, payload, retain FROM outbox ORDER BY id").fetchall()
+    return [(topic, bytes(payload), bool(retain)) for topic, payload, retain in rows]
+
+
 @pytest.fixture(scope="module")
 def eight_sites(tmp_path_factory: pytest.TempPathFactory
                 ) -> dict[str, list[tuple[str, bytes, bool]]]:
-    """Each site replayed as its own gateway (two at a time: about a minute): what
-    each gateway would have published upstream, in order."""
+    """Each site of tests/fleet_sites.py replayed as its own gateway (two at a time: about a
+    minute): what each gateway would have published upstream, in order."""
     tmp = tmp_path_factory.mktemp("eight")
+    references = fleet_sites.write_references(tmp / "references")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        sites = list(pool.map(lambda item: fleet_sites.replay_site(item[1], tmp / item[1],
-                                                                   seed=item[0]),
-                              enumerate(fleet_sites.SITES)))
-    return {s.name: fleet_sites.upstream_messages(s.store) for s in sites}
+        stores = list(pool.map(lambda item: replay_site(item[1], tmp / item[1], references,
+                                                        seed=item[0]),
+                               enumerate(fleet_sites.SITES)))
+    return {site: upstream_messages(store) for site, store in zip(fleet_sites.SITES, stores,
+                                                                 strict=True)}
 
 
 def _key(topic: str, payload: bytes) -> tuple[str, str, str, str, float]:
@@ -276,7 +299,7 @@ def test_eight_gateways_two_replicas_one_killed_midway_nothing_lost_nothing_twic
     replicas = {name: replica(config, name).start() for name in ("r1", "r2")}
     plan: dict[str, list[tuple[str, bytes, bool]]] = {}
     for index, (site, messages) in enumerate(sorted(eight_sites.items())):
-        gw = fleet_sites.gateway(site)
+        gw = f"gw-{site}"
         load = [(*finding(site, gw, f"load-{i % 50:02d}", "pressure",
                           1_700_000_000.0 + 60 * i), False)
                 for i in range(LOAD_PER_GATEWAY)]
@@ -335,17 +358,37 @@ def test_eight_gateways_two_replicas_one_killed_midway_nothing_lost_nothing_twic
                                   "FROM findings")}
     assert count(fleet_dsn, "findings") == len(findings), "each published finding once"
     assert stored == findings
-    assert count(fleet_dsn, "audit_reports") == reports == 8 * 5
+    assert count(fleet_dsn, "audit_reports") == reports
     assert count(fleet_dsn, "rejected") == 8
     assert sorted(query(fleet_dsn, "SELECT site, gateway, state FROM gateways")) == [
-        (site, fleet_sites.gateway(site), "online") for site in sorted(plan)]
+        (site, f"gw-{site}", "online") for site in sorted(plan)]
     devices = {(site, device): (firmware, causes) for site, device, firmware, causes in query(
         fleet_dsn, "SELECT site, device, firmware, causes FROM devices")}
-    assert len(devices) == 8 * (fleet_sites.DEVICES + 1), "every device, failing or not"
+    names = {site: fleet_sites.devices(site) for site in plan}
+    assert set(devices) == {(site, d) for site in plan for d in [*names[site], f"ref-{site}"]}, (
+        "every device is known, failing or not")
     for site in plan:
-        assert devices[(site, fleet_sites.regressed(site))] == ("2.4.0", ["offset_drift"])
-        for device in fleet_sites.devices(site)[1:]:
-            assert devices[(site, device)] == ("2.3.1", [])
+        firmware, causes = devices[(site, fleet_sites.regressed(site))]
+        assert firmware == "2.4.0" and "offset_drift" in causes
+        assert devices[(site, names[site][1])][0] == "2.3.5"
+        for device in names[site][2:]:
+            assert devices[(site, device)][0] == "2.3.1"
+            if site != fleet_sites.DRIFTING_SITE:
+                assert devices[(site, device)][1] == []
+
+    # The fleet's view of it: one cohort, the release, across all eight sites.
+    out = tmp_path / "report.json"
+    result = cli("fleet", "report", "--dsn", fleet_dsn, "--json", str(out),
+                 "--profiles", str(REPO / "device_profiles"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    (cohort,) = report["cohorts"]
+    assert (cohort["model"], cohort["firmware"]) == ("th-200", "2.4.0")
+    assert sorted(cohort["members"]) == sorted(fleet_sites.regressed(s) for s in plan)
+    assert sorted(cohort["sites"]) == sorted(plan)
+    drifting = {(r["site"], r["reference"]) for r in report["references"]
+                if r["state"] == "drifting"}
+    assert drifting == {(fleet_sites.DRIFTING_SITE, f"ref-{fleet_sites.DRIFTING_SITE}")}
     committed = sum(json.loads(line)["messages"] for proc in replicas.values()
                     for line in proc.lines if '"stopped"' in line)
     print(f"\n{total} upstream messages from 8 gateways in {elapsed:.1f} s through 2 replicas, "

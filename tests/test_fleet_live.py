@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -134,6 +136,61 @@ def test_an_unreachable_database_is_exit_2_naming_host_and_port(tmp_path: Path) 
                  env={"SENSOR_AUDITD_DSN": f"postgresql://postgres@127.0.0.1:{port}/fleet"})
     assert result.returncode == 2, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- systemd
+
+UNIT = REPO / "systemd" / "sensor-auditd-fleet@.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed on this machine")
+def test_the_replica_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    """An instance of the template, pointed at this checkout's command (``verify`` checks
+    that the binary exists), verifies cleanly and is as confined as the gateway's unit."""
+    command = shutil.which("sensor-auditd")
+    assert command, "the package's console script is not installed"
+    text = UNIT.read_text()
+    assert ("ExecStart=/opt/sensor-auditd/bin/sensor-auditd fleet run --config "
+            "/etc/sensor-auditd/fleet.toml --replica %i") in text
+    unit = tmp_path / "sensor-auditd-fleet@1.service"
+    unit.write_text(text.replace("/opt/sensor-auditd/bin/sensor-auditd", command))
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                               "--threshold=15", str(unit)], capture_output=True, text=True,
+                              timeout=60)
+    assert security.returncode == 0, security.stdout + security.stderr
+    settings = {line.strip() for line in text.splitlines() if "=" in line
+                and not line.lstrip().startswith("#")}
+    assert {"Type=notify", "Restart=always", "NotifyAccess=main"} <= settings
+    assert any(s.startswith("WatchdogSec=") for s in settings)
+
+
+@pytest.mark.broker
+def test_a_replica_tells_systemd_it_is_ready_and_alive(
+        mosquitto, fleet_dsn: str, tmp_path: Path,
+        notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    sock.settimeout(1.0)
+    config = fleet_config(tmp_path / "fleet.toml", port=mosquitto.port, dsn=fleet_dsn)
+    proc = replica(config, "r1").start(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                any("READY=1" in m for m in seen) and sum("WATCHDOG=1" in m for m in seen) >= 2
+                and any("broker 127.0.0.1" in m and "connected" in m for m in seen)):
+            try:
+                seen.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+    finally:
+        assert proc.terminate() == 0
+    assert any(m.startswith("READY=1") for m in seen), seen
+    assert sum("WATCHDOG=1" in m for m in seen) >= 2, seen
+    assert any("connected" in m for m in seen if "STATUS=" in m), seen
 
 
 # --------------------------------------------------------------------------- one replica

@@ -218,8 +218,9 @@ def measure_floor(messages: list[Message], tmp: Path, receive_maximum: int) -> d
         series: list[list[dict[str, Any]]] = [[] for _ in procs]
 
         def read(i: int) -> None:
-            assert procs[i].stdout is not None
-            for line in procs[i].stdout:
+            stdout = procs[i].stdout
+            assert stdout is not None
+            for line in stdout:
                 series[i].append(json.loads(line))
 
         readers = [threading.Thread(target=read, args=(i,), daemon=True)
@@ -240,6 +241,31 @@ def measure_floor(messages: list[Message], tmp: Path, receive_maximum: int) -> d
     seconds = max(lasts) - min(firsts)
     return {"msg_per_s": len(messages) / seconds, "seconds": seconds, "publish_s": publish_s,
             "received": [s[-1]["received"] for s in series]}
+
+
+def decompose(messages: list[Message], batch_max: int) -> dict[str, Any]:
+    """Where a replica's CPU goes, in-process (no MQTT): the parser and the store's write,
+    CPU microseconds per message of this process (PostgreSQL's own work not included)."""
+    from auditd.fleet.adapters.store import FleetStore
+    from auditd.fleet.upstream import parse
+
+    started = time.process_time()
+    records = [parse(topic, payload, time.time()) for topic, payload in messages]
+    parse_us = (time.process_time() - started) / len(messages) * 1e6
+    with database() as dsn:
+        store = FleetStore.open(dsn)
+        try:
+            started, wall = time.process_time(), time.perf_counter()
+            for first in range(0, len(records), batch_max):
+                store.write([r for r in records[first:first + batch_max] if r is not None])
+            write_us = (time.process_time() - started) / len(messages) * 1e6
+            write_wall_us = (time.perf_counter() - wall) / len(messages) * 1e6
+        finally:
+            store.close()
+    import psycopg as pg
+
+    return {"parse_cpu_us": parse_us, "write_cpu_us": write_us,
+            "write_wall_us": write_wall_us, "psycopg_impl": pg.pq.__impl__}
 
 
 # --------------------------------------------------------------------------- main
@@ -278,8 +304,13 @@ def main() -> None:
                   f"replicas {pair['replicas']['msg_per_s']:,.0f} msg/s "
                   f"(rows exact: {pair['replicas']['exact']}), ratio {pair['ratio']:.2f}, "
                   f"load {pair['load_avg'][0]:.2f}", flush=True)
+    inside = decompose(messages, args.batch_max)
+    print(f"in-process: parse {inside['parse_cpu_us']:.0f} us/msg, write "
+          f"{inside['write_cpu_us']:.0f} us/msg CPU ({inside['write_wall_us']:.0f} wall; "
+          f"psycopg {inside['psycopg_impl']})", flush=True)
     summary = {
         "messages": len(messages),
+        "in_process": inside,
         "floor_msg_per_s": statistics.median(p["floor"]["msg_per_s"] for p in pairs),
         "replicas_msg_per_s": statistics.median(p["replicas"]["msg_per_s"] for p in pairs),
         "ratio_median": statistics.median(p["ratio"] for p in pairs),

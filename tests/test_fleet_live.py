@@ -266,6 +266,10 @@ def test_a_gateway_that_drops_off_is_shown_offline_by_its_will(
         gateway.socket().close()  # the gateway dies: no DISCONNECT, the broker sends its will
         wait_until(lambda: query(fleet_dsn, "SELECT state FROM gateways") == [("offline",)],
                    "the will did not mark the gateway offline", 30)
+        shown = cli("fleet", "status", "--dsn", fleet_dsn)
+        assert shown.returncode == 0, shown.stderr
+        assert "east/gw-e: offline" in shown.stdout
+        assert "r1 (" in shown.stdout and "alive" in shown.stdout, "the replica is listed"
     finally:
         assert proc.terminate() == 0
 

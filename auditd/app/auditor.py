@@ -220,20 +220,27 @@ class Auditor:
         sensors: dict[str, list[str]] = {}
         for stream in streams:
             sensors.setdefault(stream.device, []).append(stream.sensor)
-        current = [
-            inventory.inventory_of(
-                history, at=now, gateway=self._gateway,
-                model=self._catalog.model_for(device, announced.get(device)),
-                role="reference" if self._catalog.is_reference(device) else "field",
-                sensors=sensors.get(device, ()), findings=findings)
-            for device, history in histories.items() if history.site]
+        verdicts: dict[str, list[Finding]] = {}
+        for finding in findings:
+            verdicts.setdefault(finding.device, []).append(finding)
         published = self._store.inventory.published()
-        by_topic = {self._topics.device(inv.site, self._gateway, inv.device): inv
-                    for inv in current}
-        return [InventoryMessage(topic, inv.device, _dumps(inv.to_json()), inv.content_hash(),
-                                 inv.last_seen)
-                for topic, inv in sorted(by_topic.items())
-                if inventory.due(inv, published.get(topic), self._topics.inventory_refresh_s)]
+        out = []
+        for device, history in sorted(histories.items()):
+            if not history.site:
+                continue
+            try:  # one device's odd metadata costs that device's inventory, not the rest's
+                inv = inventory.inventory_of(
+                    history, at=now, gateway=self._gateway,
+                    model=self._catalog.model_for(device, announced.get(device)),
+                    role="reference" if self._catalog.is_reference(device) else "field",
+                    sensors=sensors.get(device, ()), findings=verdicts.get(device, ()))
+                topic = self._topics.device(inv.site, self._gateway, device)
+                if inventory.due(inv, published.get(topic), self._topics.inventory_refresh_s):
+                    out.append(InventoryMessage(topic, device, _dumps(inv.to_json()),
+                                                inv.content_hash(), inv.last_seen))
+            except (ValueError, TypeError) as exc:
+                log.warning("audit.inventory_skipped", device=device, error=str(exc)[:200])
+        return out
 
     def _fleet_findings(self, findings: list[Finding], histories: Mapping[str, DeviceHistory],
                         announced: Mapping[str, str],

@@ -115,7 +115,8 @@ def firmware_since(history: DeviceHistory) -> float | None:
 def inventory_of(history: DeviceHistory, *, at: float, gateway: str, model: str | None,
                  role: Role, sensors: Iterable[str],
                  findings: Sequence[Finding]) -> DeviceInventory:
-    """The device's inventory from its history and its verdicts of the last audit."""
+    """The device's inventory from its history and its verdicts of the last audit (only
+    its own are read)."""
     latest = history.latest
     own = [f for f in findings if f.device == history.device]
     statuses = [f.status for f in own if f.status in _STATUS_RANK]

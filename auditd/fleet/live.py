@@ -181,6 +181,8 @@ class LiveWriter(threading.Thread):
         """Write ``records`` in one transaction; a refusal for their content splits them
         until the message is alone, which is then stored as ``Rejected``. False when asked
         to stop while the database is away."""
+        if not records:  # nothing the fleet keeps (a gateway's command topic): ack only
+            return True
         attempt = 0
         while True:
             try:

@@ -227,6 +227,48 @@ def evaluate(truth_path: Path, findings_path: Path, out_path: Path | None) -> No
     click.echo(ev.render(scores))
 
 
+@main.command()
+@click.option("--fleets", "fleet_count", type=click.IntRange(1, 1000), default=60,
+              show_default=True, help="How many fleets (the first N of the seed's matrix).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Fleets replayed at once (one process each).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="The matrix's seed: each fleet's own seed is seed x 1000 + its index.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the distribution and every fleet's scores (JSON) here.")
+@click.option("--only", multiple=True,
+              help="Run only the fleet of this name (or index, as 07) again; repeatable.")
+@click.option("--hours", "max_hours", type=click.FloatRange(2, 96),
+              help="Cut every fleet to at most this many hours (a quick look while "
+                   "developing; not the matrix's figures).")
+@click.option("--no-user-forms", "fallback_forms", is_flag=True,
+              help="Write the fleets' profiles in forms older releases accept (a reference "
+                   "model with tolerance tables, quantity \"dimensionless\" for \"[]\").")
+@click.option("--quiet", is_flag=True, help="No line per fleet while it runs.")
+@_errors_to_exit
+def matrix(fleet_count: int, jobs: int, seed: int, out_path: Path | None,
+           only: tuple[str, ...], max_hours: float | None, fallback_forms: bool,
+           quiet: bool) -> None:
+    """Replay many varied fleets through the live pipeline and report the distribution of
+    finding precision/recall, cause@1, onset error and alert precision."""
+    from auditd.sim import matrix as mx
+
+    logs.configure("warning", "auto", stream=sys.stderr)
+    options = mx.MatrixOptions(fleets=fleet_count, seed=seed, jobs=jobs,
+                               user_forms=not fallback_forms, only=only,
+                               max_hours=max_hours)
+
+    def progress(score: Any) -> None:
+        if not quiet:
+            click.echo(mx.render_fleet(score.as_json()), err=True)
+
+    result = mx.run_matrix(options, progress)
+    if out_path is not None:
+        with _open_for_writing(out_path, "--out") as handle:
+            handle.write(json.dumps(result, indent=1) + "\n")
+    click.echo(mx.render(result))
+
+
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 
 

@@ -47,7 +47,8 @@ def stream(device: str, *, sensor: str = "temperature", static_bias: float = 0.0
     return judge.StreamTruth(
         site="north", device=device, sensor=sensor, model="ref" if reference else "m",
         reference=reference, tolerance=TOL, t=t, x=x, sent=x + off, static_bias=static_bias,
-        static_gain=0.0, noise_std=noise_std, offset=off, gain_extra=gain_extra, stuck=flags,
+        static_gain=0.0, noise_std=noise_std, noise_phi=0.0, offset=off,
+        gain_extra=gain_extra, stuck=flags,
         lag_s=zeros, lag_effect=zeros, extra_noise=zeros, unit_mismatch=flags,
         out_of_range=flags, clipped=flags, lost=flags, received=t, onsets=onsets,
         reference_stream=reference_stream)
@@ -310,3 +311,41 @@ def test_a_fleet_that_flags_nothing_has_no_precision_rather_than_a_perfect_one()
     assert got.precision is None and got.recall == 0.0
     spread = judge.distribution([got])
     assert spread["precision"].n == 0 and spread["recall"].worst == 0.0
+
+
+def test_the_generator_builds_what_the_rule_expects(tmp_path: Path) -> None:
+    """Over the first eight fleets (every kind of fault of the menu): each kind but gain
+    and lag (which need excitation the site may not give) has must-detect windows, the
+    streams with no fault are healthy in at least 85 % of their windows (the rest:
+    autocorrelated noise near tolerance, gaps), and a shared bias beyond tolerance is
+    must-detect on every device of the model."""
+    from auditd.adapters.config.catalog import load_catalog
+    from auditd.adapters.config.daemon import load_daemon_config
+    from auditd.sim import matrix
+
+    must: set[str] = set()
+    kinds = {"healthy": 0, "other": 0}
+    for index in range(8):
+        plan = fleets.plan(index, 1, max_hours=24)
+        cfg = load_daemon_config(matrix.write_fleet(plan, tmp_path / plan.name,
+                                                    user_forms=False))
+        sim = fleets.generate(plan, load_catalog(cfg))
+        by_key = {s.key: s for s in sim.streams}
+        ends = np.arange(fleets.START + 3600, fleets.START + plan.duration_s, 3600.0)
+        for fault in matrix.fault_truths(plan):
+            labels = [judge.label(by_key[(fault.device, fault.sensor)], e - plan.window_s, e)
+                      for e in ends]
+            if any(lab.kind == "fault" and fault.cause in lab.causes for lab in labels):
+                must.add(fault.cause)
+        for s in sim.streams:
+            if s.reference or s.onsets or abs(s.static_bias) > s.tolerance.bias:
+                continue
+            for e in ends:
+                lab = judge.label(s, e - plan.window_s, e)
+                if lab.kind in ("served", "unjudgeable"):
+                    continue
+                kinds["healthy" if lab.kind == "healthy" else "other"] += 1
+                assert lab.kind != "fault", (s.key, lab)
+    assert must >= {"offset_drift", "stuck", "noise", "unit_mismatch", "dropout",
+                    "reference_fault", "out_of_range", "firmware_regression"}
+    assert kinds["healthy"] >= 0.85 * (kinds["healthy"] + kinds["other"]), kinds

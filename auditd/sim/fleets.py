@@ -168,9 +168,14 @@ def plan(index: int, seed: int = 1, max_hours: float | None = None) -> FleetPlan
     duration = _duration(interval)
     if max_hours is not None:
         duration = min(duration, max(2.0, round(max_hours)) * 3600.0)
+    kinds = [FAULT_MENU[(3 * index + k) % len(FAULT_MENU)] for k in range(3)]
+    if index % 4 == 3:
+        kinds = kinds[:2]
     ref_mode = ("same", "coarse", "hourly")[index % 3]
     if ref_mode == "hourly" and (interval < 60 or duration < 36 * 3600):
         ref_mode = "coarse"
+    if "time_lag" in kinds:  # a lag of 2-10 intervals is resolvable against a reference
+        ref_mode = "same"    # of the same interval only (elsewhere: healthy lags tested)
     ref_interval = {"same": interval, "coarse": min(interval * 6, 600),
                     "hourly": 3600}[ref_mode]
     if ref_mode == "hourly":
@@ -178,9 +183,6 @@ def plan(index: int, seed: int = 1, max_hours: float | None = None) -> FleetPlan
     else:
         choices = [w for w in (3, 6, 12, 24) if w * 3600 <= duration / 2.5] or [3]
         window = float(choices[int(rng.integers(len(choices)))] * 3600)
-    kinds = [FAULT_MENU[(3 * index + k) % len(FAULT_MENU)] for k in range(3)]
-    if index % 4 == 3:
-        kinds = kinds[:2]
     two_models = "reference_fault" in kinds or "shared_bias" in kinds or index % 2 == 0
     models = ({"node-a": 4, "node-b": 3} if two_models else {"node-a": 6})
     name = f"f{index:02d}-{kind}-{interval}s"
@@ -593,7 +595,9 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
     return StreamTruth(
         site=fleet.site, device=dev.id, sensor=sensor, model=dev.model, reference=is_ref,
         tolerance=tol, t=t, x=x, sent=np.round(values, places), static_bias=static_bias,
-        static_gain=static_gain, noise_std=noise_std, offset=offset, gain_extra=gain_extra,
+        static_gain=static_gain, noise_std=noise_std,
+        noise_phi=0.0 if is_ref else fleet.phi, offset=offset, gain_extra=gain_extra,
         stuck=stuck, lag_s=lag, lag_effect=lag_effect, extra_noise=extra_noise,
         unit_mismatch=unit, out_of_range=oor, clipped=clipped, lost=lost, received=received,
-        onsets=onset_of, reference_stream=reference, range=q.range)
+        onsets=onset_of, reference_stream=reference, range=q.range,
+        reference_interval_s=float(fleet.ref_interval_s))

@@ -58,6 +58,10 @@ from auditd.model import Finding
 MARGIN = 0.25
 """Must-detect from (1 + MARGIN) x tolerance, healthy up to (1 - MARGIN) x tolerance."""
 
+IDENTIFIABLE = 3.0
+"""A gain or lag fault is must-detect only where the window's data reveal it: its effect
+beyond tolerance is this many standard errors (noise / sqrt(effective readings))."""
+
 LabelKind = Literal["fault", "healthy", "ambiguous", "served", "unjudgeable"]
 
 
@@ -88,6 +92,8 @@ class StreamTruth:
     static_bias: float
     static_gain: float
     noise_std: float
+    noise_phi: float
+    """Lag-1 autocorrelation of the device's noise (per reading)."""
     offset: np.ndarray
     """Fault offsets added (steps, ramps, a regression's, the reference's own fault)."""
     gain_extra: np.ndarray
@@ -105,6 +111,8 @@ class StreamTruth:
     reference_stream: StreamTruth | None = None
     """The reference stream this device is audited against (None for a reference)."""
     range: tuple[float, float] = (-math.inf, math.inf)
+    reference_interval_s: float = 0.0
+    """The reporting interval of the reference it is audited against."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -120,6 +128,10 @@ class Label:
     reason: str = ""
     reference_faulty: bool = False
     """The stream's reference (or, for a reference, itself) has a fault in the window."""
+    why: str = ""
+    """Why a window is ambiguous: ``fault`` (in the band, partial, not identifiable),
+    ``gap`` (readings missing at the audit) or ``healthy_noise`` (a healthy device whose
+    realised error in this window is near its tolerance)."""
 
 
 def _share(mask: np.ndarray) -> float:
@@ -150,36 +162,45 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
         musts.append(("dropout", onset("dropout"), "half the window lost"))
     elif _share(missing) >= 0.25:
         maybes.append(f"{_share(missing):.0%} of the readings missing at the audit")
+    gap = bool(maybes)
 
-    # offsets, after the device's full scale clips them
-    lo, hi = stream.range
-    x = stream.x[inside]
-    error = np.clip(x + stream.static_bias + stream.offset[inside], lo, hi) - x
-    bias = abs(float(np.mean(error)))
+    # the error the readings really carry (noise, clipping and rounding included) where
+    # they are calibration errors at all: not lost, frozen, in another unit or impossible
+    valid = inside & ~stream.lost & ~stream.stuck & ~stream.unit_mismatch \
+        & ~stream.out_of_range
+    error = stream.sent[valid] - stream.x[valid]
+    bias = abs(float(np.mean(error))) if error.size else 0.0
+    rms = float(np.sqrt(np.mean(error ** 2))) if error.size else 0.0
     offset_causes = [c for c in ("offset_drift", "firmware_regression")
-                     if c in stream.onsets and start < end and onset(c) < end]
+                     if c in stream.onsets and onset(c) < end]
     touched = bool(np.any(stream.offset[inside] != 0))
-    if bias >= (1 + MARGIN) * tol.bias and (touched or abs(stream.static_bias) > tol.bias):
+    shared = abs(stream.static_bias) > tol.bias  # a model's bias beyond tolerance
+    if bias >= (1 + MARGIN) * tol.bias and (touched or shared):
         causes = offset_causes if touched else ["offset_drift"]
         when = min((onset(c) for c in offset_causes), default=float(stream.t[0])) \
             if touched else float(stream.t[0])
         for cause in causes or ["offset_drift"]:
             musts.append((cause, when, f"offset {bias / tol.bias:.1f} x tolerance"))
-    elif touched or abs(stream.static_bias) > (1 - MARGIN) * tol.bias:
+    elif touched or shared:
         maybes.append(f"offset {bias / tol.bias:.2f} x tolerance")
 
+    # how many independent readings the window holds, given the noise's autocorrelation
+    phi = min(max(stream.noise_phi, 0.0), 0.999)
+    n_eff = max(1.0, n * (1 - phi) / (1 + phi))
+    noise_se = max(stream.noise_std, 1e-12) / math.sqrt(n_eff)
     gain_extra = stream.gain_extra[inside]
     if np.any(gain_extra != 0):
         after = gain_extra != 0
         total = (1 + stream.static_gain) * (1 + float(np.mean(gain_extra[after]))) - 1
-        spread = abs(total) * float(np.std(x))
-        if _share(after) >= 0.5 and abs(total) >= (1 + MARGIN) * tol.gain \
-                and spread >= stream.noise_std:
-            musts.append(("gain_drift", onset("gain_drift"),
-                          f"gain {total:+.3f}, spread {spread:.3g}"))
+        spread = float(np.std(stream.x[inside]))
+        # identifiable: the gain beyond tolerance is 3 standard errors of a slope fitted
+        # over this window's excitation (a gain the data cannot reveal is not required)
+        z = (abs(total) - tol.gain) * spread / noise_se
+        if _share(after) >= 0.5 and abs(total) >= (1 + MARGIN) * tol.gain and z >= IDENTIFIABLE:
+            musts.append(("gain_drift", onset("gain_drift"), f"gain {total:+.3f}, z {z:.1f}"))
         else:
-            maybes.append(f"gain {total:+.3f} (spread {spread:.3g}) in "
-                          f"{_share(after):.0%} of the window")
+            maybes.append(f"gain {total:+.3f} (z {z:.1f}) in {_share(after):.0%} of the "
+                          "window")
 
     stuck = stream.stuck[inside]
     if np.any(stuck):
@@ -190,8 +211,6 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
 
     extra = stream.extra_noise[inside]
     if np.any(extra != 0):
-        rms = math.sqrt(stream.static_bias ** 2 + stream.noise_std ** 2
-                        + float(np.mean(extra ** 2)))
         if rms >= (1 + MARGIN) * tol.rmse:
             musts.append(("noise", onset("noise"), f"rms {rms / tol.rmse:.1f} x tolerance"))
         else:
@@ -201,13 +220,16 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
     if np.any(lag != 0):
         after = lag != 0
         effect = float(np.sqrt(np.mean(stream.lag_effect[inside][after] ** 2)))
-        if _share(after) >= 0.5 and float(np.max(lag)) >= (1 + MARGIN) * tol.lag_s \
-                and effect >= stream.noise_std:
-            musts.append(("time_lag", onset("time_lag"),
-                          f"lag {float(np.max(lag)):.0f} s, effect {effect:.3g}"))
+        z = effect / noise_se
+        worst = float(np.max(lag))
+        resolvable = worst >= 2 * stream.reference_interval_s
+        if _share(after) >= 0.5 and worst >= (1 + MARGIN) * tol.lag_s and resolvable \
+                and z >= IDENTIFIABLE:
+            musts.append(("time_lag", onset("time_lag"), f"lag {worst:.0f} s, z {z:.1f}"))
         else:
-            maybes.append(f"lag {float(np.max(lag)):.0f} s, effect {effect:.3g} against "
-                          f"noise {stream.noise_std:.3g}")
+            maybes.append(f"lag {worst:.0f} s (z {z:.1f}"
+                          f"{'' if resolvable else ', below the reference resolution'}) in "
+                          f"{_share(after):.0%} of the window")
 
     unit = stream.unit_mismatch[inside]
     if np.any(unit):
@@ -235,8 +257,17 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
         return Label("served", frozenset({"reference_fault"}),
                      ref.onsets.get("reference_fault"), "its reference is faulty",
                      reference_faulty=True)
+    why = "fault" if own else "gap" if gap else "healthy_noise"
+    if not own:  # a healthy device: is this window's realised error inside the band?
+        if bias > (1 - MARGIN) * tol.bias:
+            maybes.append(f"healthy, but its error averages {bias / tol.bias:.2f} x the "
+                          "bias tolerance in this window")
+        if rms > (1 - MARGIN) * tol.rmse:
+            maybes.append(f"healthy, but its error's rms is {rms / tol.rmse:.2f} x the "
+                          "rmse tolerance in this window")
     if maybes:
-        return Label("ambiguous", reason="; ".join(maybes), reference_faulty=ref_faulty)
+        return Label("ambiguous", reason="; ".join(maybes), reference_faulty=ref_faulty,
+                     why=why)
     return Label("healthy")
 
 
@@ -259,7 +290,7 @@ def _reference_label(stream: StreamTruth, inside: np.ndarray, start: float,
                      f"reference offset {size / stream.tolerance.bias:.1f} x tolerance",
                      reference_faulty=True)
     return Label("ambiguous", reason=f"reference offset {size / stream.tolerance.bias:.2f} x "
-                                     "tolerance", reference_faulty=True)
+                                     "tolerance", reference_faulty=True, why="fault")
 
 
 # --------------------------------------------------------------------------- scoring
@@ -377,8 +408,9 @@ def _fmt_t(t: float) -> str:
 
 def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterable[Finding],
           alerts: Iterable[Alert], faults: Iterable[FaultTruth], *,
-          index: int = 0) -> FleetScore:
-    """Score one fleet's findings and alerts against its truth (see the module)."""
+          index: int = 0, outages: Iterable[str] = ()) -> FleetScore:
+    """Score one fleet's findings and alerts against its truth (see the module);
+    ``outages``: devices with a real gap in their data (not a fault)."""
     result = FleetScore(name, seed, index)
     by_key = {s.key: s for s in streams}
     labels_of: dict[tuple[str, str], list[Label]] = {}
@@ -403,7 +435,7 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
                 result.mistakes.append(f"field blamed for its reference: {where} said {top}")
             continue
         if lab.kind in ("ambiguous", "unjudgeable"):
-            result.excluded[lab.kind] += 1
+            result.excluded[f"ambiguous_{lab.why}" if lab.why else lab.kind] += 1
             continue
         if lab.kind == "healthy":
             if is_flagged:
@@ -425,19 +457,26 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
         if f.onset is not None and lab.onset is not None:
             result.onset_given += 1
             result.onset_errors_h.append(abs(f.onset - lab.onset) / 3600.0)
-    _score_alerts(result, by_key, labels_of, list(alerts), list(faults))
+    _score_alerts(result, by_key, labels_of, list(alerts), list(faults), frozenset(outages))
     return result
 
 
 def _score_alerts(result: FleetScore, by_key: Mapping[tuple[str, str], StreamTruth],
                   labels_of: Mapping[tuple[str, str], Sequence[Label]],
-                  alerts: Sequence[Alert], faults: Sequence[FaultTruth]) -> None:
+                  alerts: Sequence[Alert], faults: Sequence[FaultTruth],
+                  outages: frozenset[str]) -> None:
     regression = {f.device for f in faults if f.cause == "firmware_regression"}
+    dropouts = {f.device for f in faults if f.cause == "dropout"}
     for alert in alerts:
         key = (alert.device, alert.sensor or "")
         where = f"alert {alert.device}/{alert.sensor} {alert.cause}"
         verdict: bool | None
-        if alert.kind == "metadata":
+        if alert.kind == "metadata" and alert.cause == "device_silent":
+            # true for a device that lost its data; a real outage (a gap) is no false alarm
+            # but no fault either
+            verdict = True if alert.device in dropouts else (
+                None if alert.device in outages else False)
+        elif alert.kind == "metadata":
             verdict = alert.device in regression
         elif key not in by_key:  # a root: a firmware cohort's
             verdict = alert.cause == "firmware_regression" and bool(regression)

@@ -117,7 +117,8 @@ def run_fleet(plan: fleets.FleetPlan, *, user_forms: bool = True,
         ticket_count = sum(1 for line in tickets.read_text().splitlines() if line.strip()) \
             if tickets.exists() else 0
     result = judge.score(plan.name, plan.seed, sim.streams, findings, alerts,
-                         fault_truths(plan), index=plan.index)
+                         fault_truths(plan), index=plan.index,
+                         outages={g.device for g in plan.gaps})
     result.seconds = time.perf_counter() - began
     result.extra = {
         "fleet": {"kind": plan.kind, "interval_s": plan.interval_s,

@@ -269,6 +269,66 @@ def matrix(fleet_count: int, jobs: int, seed: int, out_path: Path | None,
     click.echo(mx.render(result))
 
 
+@main.group()
+def realdata() -> None:
+    """Real co-location data (../shared/data) through the live path, beside what the data
+    themselves say."""
+
+
+_REALDATA_OPTIONS = [
+    click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Also write the result (JSON) here."),
+    click.option("--no-user-forms", "fallback_forms", is_flag=True,
+                 help="Profiles in forms older releases accept (a reference model with "
+                      "tolerance tables, quantity \"dimensionless\" for \"[]\")."),
+]
+
+
+def _realdata_options(func: F) -> F:
+    for option in reversed(_REALDATA_OPTIONS):
+        func = option(func)
+    return func
+
+
+@realdata.command("epa")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--audit-interval", default="1h", show_default=True,
+              help="How often the replay audits (the daemon's default: hourly).")
+@_realdata_options
+@_errors_to_exit
+def realdata_epa(directory: Path | None, audit_interval: str, out_path: Path | None,
+                 fallback_forms: bool) -> None:
+    """The EPA sensortoolkit month live (24 h windows, EPA targets) beside `colocate`."""
+    from auditd.sim import realdata as rd
+
+    logs.configure("warning", "auto", stream=sys.stderr)
+    path = directory if directory is not None else rd.default_path("epa")
+    result = rd.run_epa(path, user_forms=not fallback_forms, audit_interval=audit_interval)
+    _write_result(result, out_path)
+    click.echo(rd.render_epa(result))
+
+
+@realdata.command("uci")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@_realdata_options
+@_errors_to_exit
+def realdata_uci(file: Path | None, out_path: Path | None, fallback_forms: bool) -> None:
+    """The UCI Air Quality year: a four-week calibration audited daily over 7-day windows."""
+    from auditd.sim import realdata as rd
+
+    logs.configure("warning", "auto", stream=sys.stderr)
+    path = file if file is not None else rd.default_path("uci")
+    result = rd.run_uci(path, user_forms=not fallback_forms)
+    _write_result(result, out_path)
+    click.echo(rd.render_uci(result))
+
+
+def _write_result(result: dict[str, Any], out_path: Path | None) -> None:
+    if out_path is not None:
+        with _open_for_writing(out_path, "--out") as handle:
+            handle.write(json.dumps(result, indent=1) + "\n")
+
+
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 
 

@@ -331,7 +331,7 @@ def test_the_generator_builds_what_the_rule_expects(tmp_path: Path) -> None:
                                                     user_forms=False))
         sim = fleets.generate(plan, load_catalog(cfg))
         by_key = {s.key: s for s in sim.streams}
-        ends = np.arange(fleets.START + 3600, fleets.START + plan.duration_s, 3600.0)
+        ends = np.arange(plan.start + 3600, plan.start + plan.duration_s, 3600.0)
         for fault in matrix.fault_truths(plan):
             labels = [judge.label(by_key[(fault.device, fault.sensor)], e - plan.window_s, e)
                       for e in ends]

@@ -35,8 +35,10 @@ from auditd.sim import simulate
 from auditd.sim.judge import StreamTruth, ToleranceTruth
 from auditd.sim.scenario import Fault, Scenario
 
-START = 1_795_132_803.0
-"""2026-11-20T00:00:03Z: just after the hour, so the first audit sees about an hour."""
+DAY0 = 1_795_132_800.0
+"""2026-11-20T00:00:00Z; a fleet starts 3 s past the hour one hour before its first audit,
+so that the first audit sees about an hour of data (audits fall on multiples of the audit
+interval since the epoch)."""
 
 INTERVALS = (10, 15, 30, 60, 120, 180, 300)
 SITE_KINDS = ("outdoor", "indoor", "air", "humid")
@@ -124,6 +126,7 @@ class FleetPlan:
     duration_s: float
     window_s: float
     audit_interval_s: float
+    start: float
     phi: float
     noise_level: tuple[float, float]
     """Healthy noise drawn in this share of the envelope left after bias and gain."""
@@ -183,13 +186,16 @@ def plan(index: int, seed: int = 1, max_hours: float | None = None) -> FleetPlan
     else:
         choices = [w for w in (3, 6, 12, 24) if w * 3600 <= duration / 2.5] or [3]
         window = float(choices[int(rng.integers(len(choices)))] * 3600)
+    # about 24 audits a fleet (whole hours): the audits are most of a fleet's cost
+    audit_interval = float(max(1, round(duration / 86400.0)) * 3600)
     two_models = "reference_fault" in kinds or "shared_bias" in kinds or index % 2 == 0
     models = ({"node-a": 4, "node-b": 3} if two_models else {"node-a": 6})
     name = f"f{index:02d}-{kind}-{interval}s"
     base = FleetPlan(
         name=name, index=index, seed=fleet_seed, site=f"s{index:02d}", kind=kind,
         interval_s=interval, ref_interval_s=ref_interval, duration_s=duration,
-        window_s=window, audit_interval_s=3600.0 if duration <= 48 * 3600 else 7200.0,
+        window_s=window, audit_interval_s=audit_interval,
+        start=DAY0 + audit_interval - 3600.0 + 3.0,
         phi=PHIS[index % len(PHIS)],
         noise_level=((0.2, 0.6), (0.5, 1.0))[(index // 2) % 2],
         offset_level=(0.3, 0.7)[(index // 3) % 2], models=models)
@@ -431,7 +437,7 @@ def _as_fault(fp: FaultPlan) -> Fault:
 def generate(fleet: FleetPlan, catalog: Catalog) -> FleetSimulation:
     """The fleet's messages (arrival order) and its per-stream truth."""
     rng = np.random.default_rng(fleet.seed)
-    start, end = START, START + fleet.duration_s
+    start, end = fleet.start, fleet.start + fleet.duration_s
     grid = np.arange(start, end, float(fleet.interval_s))
     air = truth_signals(fleet, rng, grid)
     sensors = SENSORS[fleet.kind]
@@ -488,8 +494,8 @@ def _delivered(messages: list[simulate.Message], fleet: FleetPlan,
         ts = m.payload["ts"] if isinstance(m.payload, dict) else None
         for gap in fleet.gaps:
             if gap.device == dev_id and gap.delivered and ts is not None \
-                    and START + gap.at_s <= ts < START + gap.at_s + gap.length_s:
-                received = START + gap.at_s + gap.length_s + 5.0 + 0.001 * len(out)
+                    and fleet.start + gap.at_s <= ts < fleet.start + gap.at_s + gap.length_s:
+                received = fleet.start + gap.at_s + gap.length_s + 5.0 + 0.001 * len(out)
         out.append(m if received == m.received_at else replace(m, received_at=received))
     return out
 
@@ -542,7 +548,7 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
     lost = np.zeros(n, dtype=bool)
     onset_of = {}
     for fp in faults:
-        onset = START + fp.at_s
+        onset = fleet.start + fp.at_s
         onset_of[fp.cause] = onset
         after = t >= onset
         ramp = np.clip((t - onset) / fp.ramp_s, 0, 1) * after if fp.ramp_s > 0 \
@@ -570,7 +576,7 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
     clipped = (values < lo) | (values > hi)
     values = np.clip(values, lo, hi)  # a device saturates at its full scale
     for fp in faults:
-        onset = START + fp.at_s
+        onset = fleet.start + fp.at_s
         after = t >= onset
         spec = dev.profile.sensors[sensor]
         if fp.cause == "unit_mismatch":
@@ -586,9 +592,10 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
     received = t + dev.offset_s + 1.0
     for gap in fleet.gaps:
         if gap.device == dev.id:
-            inside = (t >= START + gap.at_s) & (t < START + gap.at_s + gap.length_s)
+            begin = fleet.start + gap.at_s
+            inside = (t >= begin) & (t < begin + gap.length_s)
             if gap.delivered:
-                received = np.where(inside, START + gap.at_s + gap.length_s + 5.0, received)
+                received = np.where(inside, begin + gap.length_s + 5.0, received)
             else:
                 lost |= inside
     places = q.decimals

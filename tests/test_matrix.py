@@ -134,6 +134,7 @@ def test_each_false_positive_lowers_precision(false_positives: int, detected: in
     assert got.tp == detected and got.fp == false_positives
     assert got.precision == pytest.approx(detected / (detected + false_positives))
     assert got.recall == 1.0
+    assert (got.healthy_streams, got.false_alarm_streams) == (6, false_positives)
 
 
 @settings(max_examples=40, deadline=None)

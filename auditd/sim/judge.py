@@ -339,6 +339,11 @@ class FleetScore:
     faults_alerted: int = 0
     reference_blamed_on_field: int = 0
     field_blamed_on_reference: int = 0
+    healthy_streams: int = 0
+    """Field streams whose every judged window is healthy or near-tolerance noise: no
+    fault, no faulty reference."""
+    false_alarm_streams: int = 0
+    """Of those, the streams flagged in at least one window."""
     mistakes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -384,7 +389,9 @@ class FleetScore:
                            "alerts_true": self.alerts_true, "alerts_false": self.alerts_false,
                            "alerts_excluded": self.alerts_excluded,
                            "faults_to_alert": self.faults_to_alert,
-                           "faults_alerted": self.faults_alerted},
+                           "faults_alerted": self.faults_alerted,
+                           "healthy_streams": self.healthy_streams,
+                           "false_alarm_streams": self.false_alarm_streams},
                 "seconds": round(self.seconds, 1), "mistakes": self.mistakes[:40],
                 **self.extra}
 
@@ -413,8 +420,9 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
     ``outages``: devices with a real gap in their data (not a fault)."""
     result = FleetScore(name, seed, index)
     by_key = {s.key: s for s in streams}
+    found = list(findings)
     labels_of: dict[tuple[str, str], list[Label]] = {}
-    for f in findings:
+    for f in found:
         if f.kind == "metadata" or not f.sensor:
             continue
         stream = by_key.get((f.device, f.sensor))
@@ -457,6 +465,19 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
         if f.onset is not None and lab.onset is not None:
             result.onset_given += 1
             result.onset_errors_h.append(abs(f.onset - lab.onset) / 3600.0)
+    flagged_healthy: set[tuple[str, str]] = set()
+    for f in found:
+        key = (f.device, f.sensor or "")
+        if key in by_key and flagged(f) \
+                and label(by_key[key], f.window_start, f.window_end).kind == "healthy":
+            flagged_healthy.add(key)
+    for key, labels in labels_of.items():
+        if by_key[key].reference:
+            continue
+        if all(lab.kind == "healthy" or lab.why in ("healthy_noise", "gap")
+               or lab.kind == "unjudgeable" for lab in labels):
+            result.healthy_streams += 1
+            result.false_alarm_streams += key in flagged_healthy
     _score_alerts(result, by_key, labels_of, list(alerts), list(faults), frozenset(outages))
     return result
 

@@ -174,6 +174,7 @@ def run_matrix(options: MatrixOptions,
         raise UsageError(f"no fleet named {', '.join(options.only)} among the first "
                          f"{options.fleets}", "--only")
     began = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     check_forms(plans[0], user_forms=options.user_forms)
     args = [(p.index, options.seed, options.user_forms, options.max_hours) for p in plans]
     scores: list[judge.FleetScore] = []
@@ -198,17 +199,30 @@ def run_matrix(options: MatrixOptions,
         "max_hours": options.max_hours,
         "user_forms": options.user_forms, "jobs": options.jobs,
         "wall_s": round(wall, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(),
+                    "python": platform.python_version(), "load_avg_at_start": load_at_start,
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "rule": {"margin": judge.MARGIN,
                  "must_detect": f"effect >= {1 + judge.MARGIN:g} x tolerance",
                  "healthy": f"every error <= {1 - judge.MARGIN:g} x tolerance"},
+        "streams": {"healthy": sum(s.healthy_streams for s in scores),
+                    "false_alarm": sum(s.false_alarm_streams for s in scores)},
         "windows": {"tp": sum(s.tp for s in scores), "fp": sum(s.fp for s in scores),
                     "fn": sum(s.fn for s in scores), "tn": sum(s.tn for s in scores),
                     "excluded": dict(sorted(excluded.items()))},
         "distribution": {k: v.as_json() for k, v in spread.items()},
         "per_fleet": [s.as_json() for s in scores],
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 LABELS = {"precision": "finding precision", "recall": "finding recall",
@@ -221,12 +235,16 @@ LABELS = {"precision": "finding precision", "recall": "finding recall",
 
 def render(result: dict[str, Any]) -> str:
     """The distribution as a table for a terminal."""
+    load = result["machine"]["load_avg_at_start"][0]
     lines = [f"{result['fleets']} fleets (seed {result['seed']}, "
              f"{'user forms' if result['user_forms'] else 'fallback forms (--no-user-forms)'}"
-             f", {result['jobs']} jobs) in {result['wall_s']:.0f} s",
+             f", {result['jobs']} jobs) in {result['wall_s']:.0f} s (load average "
+             f"{load:g} at the start on {result['machine']['cpus']} CPUs)",
              f"stream-windows: {result['windows']['tp']} TP, {result['windows']['fp']} FP, "
              f"{result['windows']['fn']} FN, {result['windows']['tn']} TN; excluded "
              + ", ".join(f"{k} {v}" for k, v in result["windows"]["excluded"].items()),
+             f"healthy field streams: {result['streams']['healthy']}, flagged in at least one "
+             f"window: {result['streams']['false_alarm']}",
              "",
              f"{'metric':<38} {'median':>8} {'worst 5%':>9} {'worst':>8} {'pooled':>8}  "
              "worst fleet"]

@@ -64,11 +64,14 @@ def finding(device: str, end_h: float, status: Status = "fail", cause: str | Non
                    causes=(Cause(cause, 0.9, "test"),) if cause else (), onset=onset)
 
 
-def alert(device: str, cause: str, *, sensor: str = "temperature") -> Alert:
-    f = finding(device, 12, "fail", cause, sensor=sensor)
+def alert(device: str, cause: str, *, sensor: str = "temperature", opened_h: float = 10,
+          resolved_h: float | None = None) -> Alert:
+    f = finding(device, opened_h, "fail", cause, sensor=sensor)
     return Alert(id=f"a-{device}", kind="calibration", site="north", device=device,
-                 sensor=sensor, cause=cause, opened_at=f.window_end, state="open",
-                 severity="major", peak="major", updated_at=f.window_end, finding=f)
+                 sensor=sensor, cause=cause, opened_at=f.window_end,
+                 state="open" if resolved_h is None else "resolved", severity="major",
+                 peak="major", updated_at=f.window_end, finding=f,
+                 resolved_at=None if resolved_h is None else START + resolved_h * 3600)
 
 
 FAULT_AT = START + 2 * 3600  # the faulty stream's offset begins at 02:00
@@ -208,6 +211,24 @@ def test_alert_precision_and_every_fault_alerted() -> None:
     assert both.alert_precision == 0.5 and both.faults_alerted_share == 1.0
     noise_only = judge.score("f", 1, streams, found, [alert("h-0", "noise")], faults)
     assert noise_only.alert_precision == 0.0 and noise_only.faults_alerted_share == 0.0
+
+
+def test_an_alert_opened_on_a_false_positive_and_resolved_before_the_fault_is_false() -> None:
+    """The stream's later fault does not make an earlier false alarm true: it opened on a
+    healthy window (01:00) and resolved (02:00) before the fault (from 02:00) was seen."""
+    streams = fleet_streams()
+    found = [finding("bad", 1, "fail", "gain_drift", window_h=1),
+             finding("bad", 2, "pass", window_h=1),
+             finding("bad", 10, "fail", "offset_drift")]
+    faults = [judge.FaultTruth("bad", "temperature", "offset_drift")]
+    early = alert("bad", "gain_drift", opened_h=1, resolved_h=2)
+    got = judge.score("f", 1, streams, found, [early], faults)
+    assert (got.alerts_true, got.alerts_false) == (0, 1)
+    assert got.faults_alerted_share == 0.0
+    later = alert("bad", "offset_drift", opened_h=10)
+    both = judge.score("f", 1, streams, found, [early, later], faults)
+    assert (both.alerts_true, both.alerts_false) == (1, 1)
+    assert both.faults_alerted_share == 1.0
 
 
 def test_the_distribution_names_the_worst_fleet_and_the_worst_five_percent() -> None:

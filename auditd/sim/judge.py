@@ -421,7 +421,7 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
     result = FleetScore(name, seed, index)
     by_key = {s.key: s for s in streams}
     found = list(findings)
-    labels_of: dict[tuple[str, str], list[Label]] = {}
+    labels_of: dict[tuple[str, str], list[tuple[float, Label]]] = {}
     for f in found:
         if f.kind == "metadata" or not f.sensor:
             continue
@@ -429,7 +429,7 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
         if stream is None:
             continue  # a root finding (a cohort's), not an instrument's stream
         lab = label(stream, f.window_start, f.window_end)
-        labels_of.setdefault(stream.key, []).append(lab)
+        labels_of.setdefault(stream.key, []).append((f.window_end, lab))
         is_flagged = flagged(f)
         top = _top(f)
         where = f"{f.device}/{f.sensor} {_fmt_t(f.window_end)}"
@@ -475,7 +475,7 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
         if by_key[key].reference:
             continue
         if all(lab.kind == "healthy" or lab.why in ("healthy_noise", "gap")
-               or lab.kind == "unjudgeable" for lab in labels):
+               or lab.kind == "unjudgeable" for _, lab in labels):
             result.healthy_streams += 1
             result.false_alarm_streams += key in flagged_healthy
     _score_alerts(result, by_key, labels_of, list(alerts), list(faults), frozenset(outages))
@@ -483,11 +483,16 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
 
 
 def _score_alerts(result: FleetScore, by_key: Mapping[tuple[str, str], StreamTruth],
-                  labels_of: Mapping[tuple[str, str], Sequence[Label]],
+                  labels_of: Mapping[tuple[str, str], Sequence[tuple[float, Label]]],
                   alerts: Sequence[Alert], faults: Sequence[FaultTruth],
                   outages: frozenset[str]) -> None:
+    """An alert on a stream is true when a must-detect window (or, under a faulty
+    reference, a served one while the alert names the reference) ends during its life
+    (from opening to resolution); false when it is not and it opened on a healthy window;
+    otherwise excluded."""
     regression = {f.device for f in faults if f.cause == "firmware_regression"}
     dropouts = {f.device for f in faults if f.cause == "dropout"}
+    true_alerts: list[Alert] = []
     for alert in alerts:
         key = (alert.device, alert.sensor or "")
         where = f"alert {alert.device}/{alert.sensor} {alert.cause}"
@@ -502,34 +507,40 @@ def _score_alerts(result: FleetScore, by_key: Mapping[tuple[str, str], StreamTru
         elif key not in by_key:  # a root: a firmware cohort's
             verdict = alert.cause == "firmware_regression" and bool(regression)
         else:
-            kinds = {lab.kind for lab in labels_of.get(key, ())}
-            if "fault" in kinds:
-                verdict = True
-            elif "served" in kinds:
-                verdict = alert.cause == "reference_fault"
-            elif kinds <= {"healthy"}:
-                verdict = False
-            else:
-                verdict = None
+            verdict = _alert_verdict(alert, labels_of.get(key, ()))
         if verdict is None:
             result.alerts_excluded += 1
         elif verdict:
             result.alerts_true += 1
+            true_alerts.append(alert)
         else:
             result.alerts_false += 1
-            result.mistakes.append(f"false {where}")
-    alerted = {(a.device, a.sensor or "") for a in alerts}
-    causes = {a.cause for a in alerts}
+            result.mistakes.append(f"false {where} opened {_fmt_t(alert.opened_at)}")
+    causes = {a.cause for a in true_alerts}
     for fault in faults:
         key = (fault.device, fault.sensor)
-        if not any(lab.kind == "fault" for lab in labels_of.get(key, ())):
+        if not any(lab.kind == "fault" for _, lab in labels_of.get(key, ())):
             continue
         result.faults_to_alert += 1
-        if key in alerted or (fault.root is not None and fault.root in causes):
+        if any((a.device, a.sensor or "") == key for a in true_alerts) \
+                or (fault.root is not None and fault.root in causes):
             result.faults_alerted += 1
         else:
             result.mistakes.append(f"fault never alerted: {fault.device}/{fault.sensor} "
                                    f"{fault.cause}")
+
+
+def _alert_verdict(alert: Alert, labels: Sequence[tuple[float, Label]]) -> bool | None:
+    until = alert.resolved_at if alert.resolved_at is not None else math.inf
+    during = [lab for end, lab in labels if alert.opened_at <= end <= until]
+    if any(lab.kind == "fault" for lab in during):
+        return True
+    if any(lab.kind == "served" for lab in during):
+        return alert.cause == "reference_fault"
+    opening = [lab for end, lab in labels if abs(end - alert.opened_at) < 1.0]
+    if opening and all(lab.kind == "healthy" for lab in opening):
+        return False
+    return None
 
 
 # --------------------------------------------------------------------------- the distribution

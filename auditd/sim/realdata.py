@@ -277,8 +277,10 @@ def colocate_verdicts(sources: co.Sources) -> dict[tuple[str, str], dict[str, An
 
 
 def live_verdict(series: Sequence[Finding]) -> dict[str, Any]:
-    """A month of windows in one word: ``fail`` when more judged windows fail than pass;
-    with the share failing, the most frequent first cause of the failing ones."""
+    """A month of windows in one word: ``fail`` when more judged windows fail than pass,
+    ``pass`` otherwise, ``insufficient_data`` when none was judged (which never agrees
+    with a verdict of ``colocate``); with the share failing, the most frequent first cause
+    of the failing ones."""
     statuses = Counter(f.status for f in series)
     judged = statuses["pass"] + statuses["fail"]
     failing = [f for f in series if f.status == "fail"]
@@ -286,8 +288,8 @@ def live_verdict(series: Sequence[Finding]) -> dict[str, Any]:
     return {"windows": len(series), "pass": statuses["pass"], "fail": statuses["fail"],
             "insufficient_data": statuses["insufficient_data"],
             "fail_share": round(statuses["fail"] / judged, 3) if judged else None,
-            "verdict": None if not judged else ("fail" if statuses["fail"] > statuses["pass"]
-                                                else "pass"),
+            "verdict": (None if not series else "insufficient_data" if not judged
+                        else "fail" if statuses["fail"] > statuses["pass"] else "pass"),
             "cause": causes.most_common(1)[0][0] if causes else None,
             "causes": dict(causes.most_common())}
 
@@ -330,12 +332,12 @@ def run_epa(directory: Path, *, user_forms: bool = True, audit_interval: str = "
 
 
 def render_epa(result: Mapping[str, Any]) -> str:
-    lines = [f"{'unit':<5} {'sensor':<12} {'live (fail share, cause)':<40} "
+    lines = [f"{'unit':<5} {'sensor':<12} {'live (fail share of judged/all, cause)':<40} "
              f"{'colocate (cause)':<28} agree  alerts"]
     for r in result["rows"]:
         live = r["live"]
         mine = (f"{live['verdict'] or '-'} ({_pct(live['fail_share'])} of "
-                f"{live['pass'] + live['fail']}, {live['cause'] or '-'})")
+                f"{live['pass'] + live['fail']}/{live['windows']}, {live['cause'] or '-'})")
         theirs = r["colocate"]
         other = "-" if theirs is None or theirs["verdict"] is None else \
             f"{theirs['verdict']} ({theirs['cause'] or '-'})"

@@ -480,8 +480,9 @@ def uci_deployment(path: Path, *, user_forms: bool = True
         reference_readings: dict[str, Any] = {}
         for sensor, column in (("co", data.co_gt), ("no2", data.no2_gt)):
             value = float(column[k])
+            # an analyser's missing hour: CONTRACT.md's outage, a null value with its unit
             reference_readings[sensor] = round(value, 4) if math.isfinite(value) \
-                else {"value": None}
+                else {"value": None, "unit": units[sensor]}
         messages.append((ts + 0.5, f"fleet/{site}/uci-reference/telemetry",
                          {"ts": iso(ts), "readings": reference_readings}))
     return Deployment(site, profiles, references, "24h", messages), data, calibration
@@ -554,6 +555,9 @@ def run_uci(path: Path, *, user_forms: bool = True,
                             "no2_line": [round(x, 5) for x in calibration.no2],
                             "fit_end": iso(calibration.fit_end)},
             "streams": streams, "named": _named(live),
+            "other_alerts": dict(Counter(
+                f"{a.device}/{a.sensor or '-'} {a.cause or '(none)'}" for a in live.alerts
+                if a.device != "uci-device")),
             "summary": {k: live.summary[k] for k in ("messages", "readings_accepted",
                                                      "readings_rejected", "nulls", "audits",
                                                      "findings", "alerts")}}
@@ -579,6 +583,9 @@ def render_uci(result: Mapping[str, Any]) -> str:
             f"{s['alert_causes'] or ''}")
     lines.append("named: " + ", ".join(f"{c} {v['windows']} windows / {v['alerts']} alerts"
                                        for c, v in result["named"].items()))
+    if result["other_alerts"]:
+        lines.append("other alerts: " + ", ".join(f"{k} x{v}" for k, v in
+                                                   result["other_alerts"].items()))
     return "\n".join(lines)
 
 

@@ -50,7 +50,7 @@ def stream(device: str, *, sensor: str = "temperature", static_bias: float = 0.0
         static_gain=0.0, noise_std=noise_std, noise_phi=0.0, offset=off,
         gain_extra=gain_extra, stuck=flags,
         lag_s=zeros, lag_effect=zeros, extra_noise=zeros, unit_mismatch=flags,
-        out_of_range=flags, clipped=flags, lost=flags, received=t, onsets=onsets,
+        out_of_range=flags, lost=flags, received=t, onsets=onsets,
         reference_stream=reference_stream)
 
 

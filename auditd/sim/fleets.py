@@ -22,10 +22,10 @@ label per audit window.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -141,7 +141,6 @@ class FleetPlan:
     rollouts: tuple[tuple[tuple[str, ...], float, str], ...] = ()
     """Benign firmware roll-outs: (devices, at_s, version)."""
     hostile: int = 8
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -366,8 +365,6 @@ def config_text(fleet: FleetPlan, *, profiles_dir: str, references_dir: str,
 
 
 def _json(text: str) -> str:
-    import json
-
     return json.dumps(text)
 
 
@@ -419,13 +416,6 @@ class FleetSimulation:
     streams: tuple[StreamTruth, ...]
     plan: FleetPlan
     """The plan the fleet came from (its faults and who they hit)."""
-
-    def truth_summary(self) -> dict[str, Any]:
-        return {"fleet": self.plan.name, "seed": self.plan.seed,
-                "faults": [{"kind": f.kind, "cause": f.cause, "devices": list(f.devices),
-                            "sensor": f.sensor, "at_s": f.at_s, "magnitude": f.magnitude}
-                           for f in self.plan.faults],
-                "shared_bias": self.plan.shared_bias}
 
 
 def _as_fault(fp: FaultPlan) -> Fault:
@@ -573,7 +563,6 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
             stuck |= after
             values, _ = simulate.apply_fault(_as_fault(fp), spec, t, values, onset, rng, mean)
     lo, hi = q.range
-    clipped = (values < lo) | (values > hi)
     values = np.clip(values, lo, hi)  # a device saturates at its full scale
     for fp in faults:
         onset = fleet.start + fp.at_s
@@ -605,6 +594,6 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
         static_gain=static_gain, noise_std=noise_std,
         noise_phi=0.0 if is_ref else fleet.phi, offset=offset, gain_extra=gain_extra,
         stuck=stuck, lag_s=lag, lag_effect=lag_effect, extra_noise=extra_noise,
-        unit_mismatch=unit, out_of_range=oor, clipped=clipped, lost=lost, received=received,
+        unit_mismatch=unit, out_of_range=oor, lost=lost, received=received,
         onsets=onset_of, reference_stream=reference, range=q.range,
         reference_interval_s=float(fleet.ref_interval_s))

@@ -103,7 +103,6 @@ class StreamTruth:
     extra_noise: np.ndarray
     unit_mismatch: np.ndarray
     out_of_range: np.ndarray
-    clipped: np.ndarray
     lost: np.ndarray
     received: np.ndarray
     onsets: Mapping[str, float]

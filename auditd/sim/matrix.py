@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,7 +278,3 @@ def render_fleet(score: dict[str, Any]) -> str:
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-
-
-def names(options: MatrixOptions) -> Sequence[str]:
-    return [p.name for p in selected(options)]

@@ -105,14 +105,25 @@ class Tolerance:
 
 
 @dataclass(frozen=True, slots=True)
-class SensorSpec:
+class MeasuredSensor:
+    """What a sensor measures and how it reports: enough to validate and store its
+    readings. A reference instrument's own profile needs no more (it is the yardstick, so
+    there is nothing to be in tolerance of): a sensor written without a ``[tolerance]``
+    table is this, and is never audited."""
+
     name: str
     quantity: str
-    """pint dimensionality, e.g. ``[temperature]`` or ``dimensionless``."""
+    """pint dimensionality, e.g. ``[temperature]``, ``dimensionless`` or ``[]``."""
     unit: str
     """Canonical unit: storage, metrics and findings use it."""
     range: tuple[float, float]
     interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec(MeasuredSensor):
+    """A sensor with its audit contract: what "calibrated" means for it."""
+
     tolerance: Tolerance
 
 
@@ -137,12 +148,18 @@ class AlertPolicy:
 @dataclass(frozen=True, slots=True)
 class Profile:
     model: str
-    sensors: Mapping[str, SensorSpec]
+    sensors: Mapping[str, MeasuredSensor]
+    """Every sensor of the model; those with a tolerance (``SensorSpec``) are audited."""
     allowed_firmware: tuple[str, ...] = ()
     calibration_interval_days: float | None = None
     source: str = ""
     """The file it was read from, for error messages."""
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
+
+    def audited(self, sensor: str) -> SensorSpec | None:
+        """The sensor's spec if the profile gives it a tolerance (it can be audited)."""
+        spec = self.sensors.get(sensor)
+        return spec if isinstance(spec, SensorSpec) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,16 +274,22 @@ def alias_problem(spelling: str, target: str) -> str | None:
     return None
 
 
+DIMENSIONLESS = frozenset({"dimensionless", "[]"})
+"""The spellings of the empty dimension (a ratio: percent, ppm)."""
+
+
 @lru_cache(maxsize=256)
 def dimensionality(quantity: str) -> UnitsContainer:
     """The dimension a profile's ``quantity`` names: ``[temperature]``, ``[mass]/[length]**3``.
 
     ``dimensionless`` is special-cased because pint 0.25's ``get_dimensionality`` raises
-    ``KeyError`` for it. Only dimension expressions are taken, not unit names, so that a
-    profile cannot write ``quantity = "degC"`` and have it read as something else.
+    ``KeyError`` for it; ``[]`` is how pint itself writes that dimension (what
+    ``get_dimensionality`` returns for a ratio), so it is taken too. Only dimension
+    expressions are taken, not unit names, so that a profile cannot write
+    ``quantity = "degC"`` and have it read as something else.
     """
     text = quantity.strip()
-    if text == "dimensionless":
+    if text in DIMENSIONLESS:
         return UnitsContainer()
     if len(text) > MAX_UNIT_CHARS or not _DIMENSION.fullmatch(text):
         raise UnitError(quantity, 'a quantity is a dimension such as "[temperature]"')

@@ -30,9 +30,11 @@ from auditd.adapters.config.daemon import (
     default_config,
     load_daemon_config,
 )
+from auditd.domain.audit_plan import plan
 from auditd.domain.catalog import Catalog
+from auditd.domain.validate import validate_message
 from auditd.errors import ConfigError
-from auditd.model import ID_PATTERN, Reference
+from auditd.model import ID_PATTERN, RawMessage, Reference, StreamInfo
 from auditd.text import format_duration, parse_duration, parse_size
 from auditd.topics import TopicsConfig
 
@@ -269,9 +271,8 @@ PROFILE_ERRORS = [
                  id="model-not-an-id"),
     pytest.param("[sensors.temperature]", "[sensors.'temp/x']", "sensors.temp/x",
                  ("not a valid sensor name",), id="sensor-name-not-an-id"),
-    pytest.param("[sensors.pressure.tolerance]\nbias = 1.0\nrmse = 1.5\n", "",
-                 "sensors.pressure.tolerance", ("missing required table",),
-                 id="missing-tolerance"),
+    pytest.param('quantity = "[temperature]"', 'quantity = "[]"', "sensors.temperature.unit",
+                 ("degC", "dimensionless"), id="temperature-unit-for-a-ratio"),
     pytest.param("calibration_interval_days = 365", "calibration_interval_days = 0",
                  "calibration_interval_days", ("greater than 0",), id="zero-calibration-interval"),
 ]
@@ -357,6 +358,72 @@ def test_profile_accepts_every_contract_unit_spelling(tmp_path: Path) -> None:
                                     ("[pressure]", "Pa"), ("[electric_potential]", "mV")]))
     write(tmp_path / "p", "x.toml", 'model = "x"\n' + body)
     assert len(load_profiles(tmp_path / "p")["x"].sensors) == 5
+
+
+REFERENCE_MODEL = """\
+model = "ref-station"
+
+[sensors.temperature]
+quantity = "[temperature]"
+unit = "degC"
+range = [-40.0, 85.0]
+
+[sensors.pressure]
+quantity = "[pressure]"
+unit = "hPa"
+range = [300.0, 1100.0]
+"""
+
+
+def test_reference_profile_needs_no_tolerance(tmp_path: Path) -> None:
+    """A reference instrument is the yardstick: its model's profile names what it measures
+    and how it reports, with no tolerance tables, and the catalog takes it; its sensors
+    are validated like any device's and never audited."""
+    write(tmp_path / "p", "th-test.toml", PROFILE)
+    write(tmp_path / "p", "ref-station.toml", REFERENCE_MODEL)
+    write(tmp_path / "r", "north.toml", edit(REFERENCE, 'model = "th-test"',
+                                              'model = "ref-station"'))
+    profiles = load_profiles(tmp_path / "p")
+    catalog = build_catalog(profiles, load_references(tmp_path / "r"), {"th-north-*": "th-test"})
+    station = catalog.profile("ref-station")
+    assert station is not None and station.audited("temperature") is None
+    assert station.sensors["pressure"].unit == "hPa"
+    ingest = validate_message(
+        RawMessage("fleet/north/ref-test/telemetry",
+                   b'{"ts": 1764064800, "readings": {"temperature": 21.4, "pressure": 1013.2}}',
+                   1764064801.0),
+        prefix="fleet", profile_for=lambda _site, device: catalog.profile(
+            catalog.model_for(device) or ""))
+    assert sorted(r.sensor for r in ingest.readings) == ["pressure", "temperature"]
+    assert not ingest.rejections
+    streams = [StreamInfo(i, "north", device, sensor, "degC", 0.0, 1.0, 10)
+               for i, (device, sensor) in enumerate([("ref-test", "temperature"),
+                                                     ("th-north-1", "temperature")])]
+    (task,) = plan(streams, catalog, {})
+    assert (task.device, task.reference, task.trusted) == ("th-north-1", "ref-test", True)
+
+
+def test_field_sensor_without_tolerance_is_stored_but_not_audited(tmp_path: Path) -> None:
+    write(tmp_path / "p", "th-test.toml",
+          edit(PROFILE, "[sensors.pressure.tolerance]\nbias = 1.0\nrmse = 1.5\n", ""))
+    write(tmp_path / "r", "north.toml", REFERENCE)
+    catalog = build_catalog(load_profiles(tmp_path / "p"), load_references(tmp_path / "r"),
+                            {"th-north-*": "th-test"})
+    streams = [StreamInfo(i, "north", device, sensor, "", 0.0, 1.0, 10)
+               for i, (device, sensor) in enumerate(
+                   [(d, s) for d in ("ref-test", "th-north-1")
+                    for s in ("temperature", "pressure")])]
+    assert [(t.device, t.sensor) for t in plan(streams, catalog, {})] == [
+        ("th-north-1", "temperature")]
+
+
+@pytest.mark.parametrize("quantity", ["[]", "dimensionless"])
+def test_dimensionless_in_both_spellings(tmp_path: Path, quantity: str) -> None:
+    """``[]`` is how pint writes the empty dimension (``get_dimensionality("percent")``)."""
+    write(tmp_path / "p", "h.toml", edit(PROFILE, 'quantity = "[temperature]"\nunit = "degC"',
+                                         f'quantity = "{quantity}"\nunit = "percent"'))
+    spec = load_profiles(tmp_path / "p")["th-test"].sensors["temperature"]
+    assert (spec.quantity, spec.unit) == (quantity, "percent")
 
 
 # --------------------------------------------------------------------------- reference errors

@@ -69,9 +69,9 @@ def plan(
             continue
         model = catalog.model_for(stream.device, announced_models.get(stream.device))
         profile = catalog.profile(model) if model else None
-        spec = profile.sensors.get(stream.sensor) if profile else None
+        spec = profile.audited(stream.sensor) if profile else None
         if spec is None:
-            continue
+            continue  # not a sensor of the model, or one without a tolerance to audit
         window = window_override_s or spec.tolerance.window_s
         refs = catalog.references_for(stream.site, stream.device)
         trusted = [ref for ref in refs if stream.sensor in ref.sensors

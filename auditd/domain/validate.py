@@ -36,6 +36,7 @@ from auditd.model import (
     ID_PATTERN,
     Address,
     EventRecord,
+    MeasuredSensor,
     MessageKind,
     MetaRecord,
     Outcome,
@@ -43,7 +44,6 @@ from auditd.model import (
     RawMessage,
     Reading,
     Rejection,
-    SensorSpec,
 )
 from auditd.text import TextProblem, check_document, may_hold_bad_text, printable
 from auditd.units import (
@@ -403,7 +403,7 @@ class _Batch:
         self,
         msg: RawMessage,
         address: Address,
-        sensors: Mapping[str, SensorSpec],
+        sensors: Mapping[str, MeasuredSensor],
         limits: Limits,
         aliases: UnitAliases = NO_ALIASES,
     ) -> None:
@@ -473,7 +473,7 @@ def _seq(document: dict[str, Any]) -> int | None:
     return seq
 
 
-def _reading_value(raw: Any, spec: SensorSpec,
+def _reading_value(raw: Any, spec: MeasuredSensor,
                    aliases: UnitAliases = NO_ALIASES) -> float | None:
     """The reading in the canonical unit, ``None`` for a reported outage.
 
@@ -518,14 +518,14 @@ def _finite(value: Any) -> float:
     raise _Problem(Reason.VALUE_INVALID, f"value must be a number, not {_json_type(value)}")
 
 
-def _in_range(value: float, spec: SensorSpec) -> float:
+def _in_range(value: float, spec: MeasuredSensor) -> float:
     low, high = spec.range
     if low <= value <= high:
         return value
     raise _Problem(Reason.OUT_OF_RANGE, f"{value:.6g} {spec.unit} is outside [{low:g}, {high:g}]")
 
 
-def _conversion(unit: str, spec: SensorSpec, aliases: UnitAliases) -> Converter:
+def _conversion(unit: str, spec: MeasuredSensor, aliases: UnitAliases) -> Converter:
     if len(unit) > MAX_UNIT_CHARS:  # before the cache, which would keep the string
         raise _Problem(Reason.UNIT_INVALID, f"unit longer than {MAX_UNIT_CHARS} characters")
     meant = resolve(unit, aliases)

@@ -127,12 +127,12 @@ def _resolved(fault: Fault, known: Mapping[str, Device], devices: Sequence[Devic
     devices it serves (the reference's own tolerance is far tighter than theirs)."""
     if fault.magnitude is not None:
         return fault
-    spec = known[fault.devices[0]].profile.sensors[fault.sensor]
+    spec = _audited(known[fault.devices[0]].profile, fault.sensor)
     if fault.cause == "reference_fault":
         site = known[fault.devices[0]].site
-        served = [d.profile.sensors[fault.sensor].tolerance.bias for d in devices
+        served = [own.tolerance.bias for d in devices
                   if d.site == site and d.id not in fault.devices
-                  and fault.sensor in d.profile.sensors]
+                  and (own := d.profile.audited(fault.sensor)) is not None]
         if served:
             return replace(fault, magnitude=DEFAULT_MAGNITUDE_TOL["reference_fault"]
                            * max(served))
@@ -209,6 +209,17 @@ def fleet(scenario: Scenario, catalog: Catalog) -> list[Device]:
     return out
 
 
+def _audited(profile: Profile, sensor: str) -> SensorSpec:
+    """The sensor's spec with its tolerance, which the simulator sizes noise and faults
+    by (the shipped profiles give every sensor one, the reference station's too)."""
+    spec = profile.audited(sensor)
+    if spec is None:
+        raise ConfigError(profile.source or profile.model, f"sensors.{sensor}.tolerance",
+                          "the simulator sizes noise and faults by the tolerance: give "
+                          "this sensor one")
+    return spec
+
+
 def _profile(catalog: Catalog, model: str, scenario: Scenario) -> Profile:
     profile = catalog.profile(model)
     if profile is None:
@@ -270,9 +281,10 @@ def generate(scenario: Scenario, catalog: Catalog) -> Simulation:
             messages.append(_meta(dev, scenario.start - 120 + dev.offset_s,
                                   firmware[dev.id], rng))
             columns: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-            for sensor, spec in sorted(dev.profile.sensors.items()):
+            for sensor in sorted(dev.profile.sensors):
                 if sensor not in air:
                     continue
+                spec = _audited(dev.profile, sensor)
                 step = max(60.0, spec.interval_s)
                 idx = np.arange(0, len(t), int(step // 60))
                 ts = t[idx] + dev.offset_s
@@ -304,7 +316,7 @@ def generate(scenario: Scenario, catalog: Catalog) -> Simulation:
             version = fault.firmware or _bump(firmware[fault.devices[0]])
             messages.extend(_rollout(known, fault.devices, onset, version, firmware))
         for dev_id in fault.devices:
-            spec = known[dev_id].profile.sensors[fault.sensor]
+            spec = _audited(known[dev_id].profile, fault.sensor)
             entry: dict[str, Any] = {
                 "site": known[dev_id].site, "device": dev_id, "sensor": fault.sensor,
                 "cause": fault.cause, "onset": iso(onset), "magnitude": _magnitude(fault, spec),

@@ -137,7 +137,7 @@ def _spec(catalog: Catalog, device: str, sensor: str,
     version = meta.get(device)
     model = catalog.model_for(device, version.model if version is not None else None)
     profile = catalog.profile(model) if model else None
-    return profile.sensors.get(sensor) if profile else None
+    return profile.audited(sensor) if profile else None
 
 
 # --------------------------------------------------------------------------- build (pure)

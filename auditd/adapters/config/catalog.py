@@ -36,7 +36,15 @@ from auditd.adapters.config.toml import (
 )
 from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
-from auditd.model import ID_PATTERN, AlertPolicy, Profile, Reference, SensorSpec, Tolerance
+from auditd.model import (
+    ID_PATTERN,
+    AlertPolicy,
+    MeasuredSensor,
+    Profile,
+    Reference,
+    SensorSpec,
+    Tolerance,
+)
 from auditd.text import describe_value, format_duration
 
 __all__ = ["build_catalog", "load_catalog", "load_profile", "load_profiles",
@@ -140,18 +148,18 @@ def _sensor_name(top: Table, name: str) -> str:
     return name
 
 
-def _sensor(sensors: Table, name: str) -> SensorSpec:
+def _sensor(sensors: Table, name: str) -> MeasuredSensor:
+    """A sensor table; without ``[tolerance]`` a sensor that is measured but not audited
+    (a reference instrument's: the yardstick has no tolerance to be in)."""
     table = sensors.table(name, SENSOR_KEYS)
     quantity = table.need("quantity", _quantity)
+    unit = table.need("unit", lambda v: _unit_of(v, quantity))
+    plausible = table.need("range", as_range)
     interval_s = table.get("interval_s", as_duration(positive=True), DEFAULT_INTERVAL_S)
-    return SensorSpec(
-        name=name,
-        quantity=quantity,
-        unit=table.need("unit", lambda v: _unit_of(v, quantity)),
-        range=table.need("range", as_range),
-        interval_s=interval_s,
-        tolerance=_tolerance(table, interval_s),
-    )
+    if not table.has("tolerance"):
+        return MeasuredSensor(name, quantity, unit, plausible, interval_s)
+    return SensorSpec(name, quantity, unit, plausible, interval_s,
+                      _tolerance(table, interval_s))
 
 
 def _quantity(value: object) -> str:
@@ -168,8 +176,6 @@ def _unit_of(value: object, quantity: str) -> str:
 
 def _tolerance(sensor: Table, interval_s: float) -> Tolerance:
     """The audit contract; ``bias`` and ``rmse`` have no sensible default across units."""
-    if not sensor.has("tolerance"):
-        raise sensor.fail("tolerance", "missing required table (at least bias and rmse)")
     table = sensor.table("tolerance", TOLERANCE_KEYS)
     window_s = table.get("window", as_duration(positive=True), DEFAULT_WINDOW_S)
     reachable = math.ceil(MIN_COMPLETENESS * window_s / interval_s)

@@ -13,6 +13,7 @@ from auditd import text
 from auditd.core.align import Aligned
 from auditd.core.causes import spec as cause_spec
 from auditd.core.diagnose import Case
+from auditd.core.fit import Metrics
 from auditd.model import Cause, SensorSpec
 
 REFERENCE_SILENT = 0.5
@@ -21,10 +22,7 @@ REFERENCE_SILENT = 0.5
 
 def action_for_failure(causes: tuple[Cause, ...], case: Case, failed: tuple[str, ...]) -> str:
     spec = case.spec
-    if not causes:
-        return (f"Review the {spec.name} stream by hand: it is out of tolerance on "
-                f"{', '.join(failed)} without a recognised pattern.")
-    top = causes[0]
+    top = causes[0] if causes else unexplained(failed, case.metrics, spec)
     entry = cause_spec(top.cause)
     if entry is None or not entry.action:
         return f"Investigate the {spec.name} stream: {top.evidence}."
@@ -38,7 +36,31 @@ def action_for_failure(causes: tuple[Cause, ...], case: Case, failed: tuple[str,
         "lag": text.duration(lag),
         "late": "behind" if math.isfinite(lag) and lag > 0 else "ahead of",
         "coverage": text.percent(case.metrics.device_coverage),
+        "failed": ", ".join(failed),
     })
+
+
+UNEXPLAINED_CONFIDENCE = 0.5
+"""Not a claim about what happened: that the deviation is real is the failed checks'
+business, and which cause it has is unknown."""
+
+
+def unexplained(failed: tuple[str, ...], metrics: Metrics, spec: SensorSpec) -> Cause:
+    """The cause of a failing window no detector explains: "deviation of unknown cause",
+    with the metrics that failed and their values, so that a finding or alert never fails
+    without naming something a technician can read."""
+    shown = ", ".join(f"{name} {_figure(metrics, name, spec.unit)}" for name in failed)
+    return Cause("unexplained", UNEXPLAINED_CONFIDENCE,
+                 f"deviation of unknown cause: out of tolerance on {shown or 'its checks'}")
+
+
+def _figure(metrics: Metrics, name: str, unit: str) -> str:
+    value = getattr(metrics, name, math.nan)
+    if name in ("bias", "rmse"):
+        return text.qty(value, unit, sign=name == "bias")
+    if name == "lag_s":
+        return text.duration(value) if math.isfinite(value) else "undefined"
+    return text.num(value, 4)
 
 
 def action_for_dropout(aligned: Aligned, spec: SensorSpec) -> str:

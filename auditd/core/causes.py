@@ -160,6 +160,17 @@ TABLE: tuple[CauseSpec, ...] = (
         action="Check the device's clock synchronisation (NTP) and its buffering: its "
                "timestamps run {lag} {late} the reference."),
     CauseSpec(
+        "unexplained", "calibration",
+        "deviation of unknown cause: out of tolerance in a way no detector recognises",
+        steps=(
+            "Review the {sensor} stream of {device} against {reference} by hand: it fails "
+            "its tolerance ({evidence}) in a pattern the audit does not recognise.",
+            "Check the sensor on site (mounting, contamination, wiring) and compare it with "
+            "a transfer standard before recalibrating.",
+        ),
+        action="Review the {sensor} stream by hand against the reference: it is out of "
+               "tolerance on {failed} without a recognised pattern."),
+    CauseSpec(
         "out_of_range", "data_quality",
         "the device reports physically impossible values (quarantined at ingest)",
         steps=(

@@ -7,9 +7,12 @@ distance beyond tolerance, and a ratio of 1 is the contract's boundary.
 from __future__ import annotations
 
 import math
+from typing import Literal
+
+from scipy.special import chdtri, stdtrit
 
 from auditd.core.fit import Metrics
-from auditd.core.stats import Z_ONE_SIDED_1PCT, confidence_z
+from auditd.core.stats import ONE_SIDED_LEVEL, Z_ONE_SIDED_1PCT, confidence_z
 from auditd.model import Tolerance
 
 
@@ -73,6 +76,101 @@ def gain_uncertainty(metrics: Metrics) -> float:
     return se if math.isfinite(se) else math.inf
 
 
+GainEvidence = Literal["beyond", "within", "indeterminate", "undefined"]
+
+
+def gain_z(metrics: Metrics) -> float:
+    """Standard errors the gain's interval spans each side: the 99% one-sided Student t
+    quantile for the residuals' effective sample size less the line's two parameters, and
+    never fewer than ``GAIN_Z``. A first hour of strongly autocorrelated data holds a
+    handful of independent residuals, and three standard errors of a slope fitted to five
+    points are no evidence at all."""
+    df = metrics.gain_n_eff - 2.0
+    if not df > 0.0:
+        return math.inf
+    return max(GAIN_Z, float(stdtrit(df, ONE_SIDED_LEVEL)))
+
+
+def gain_range(metrics: Metrics) -> tuple[float, float]:
+    """The gains the window's point estimates allow: the decision gain, and the OLS gain
+    undone of the attenuation the reference's own noise can cause.
+
+    Against a reference that moves little compared with its noise (an indoor barometer
+    whose reference wanders 1 hPa over hours with 0.2 hPa of noise), OLS estimates
+    gain x var(signal) / (var(signal) + noise^2): a healthy unit shows 0.75. The data
+    cannot tell that from a span fault, so the decision takes the gain closest to 1 in
+    [g, g / (1 - noise^2 / var(reference))] (and the Deming gain, where the reference's
+    uncertainty is stated) as the least deviation, the farthest as the most."""
+    gains = [g for g in (metrics.gain, decision_gain(metrics)) if math.isfinite(g)]
+    if not gains:
+        return math.nan, math.nan
+    noise, spread = metrics.reference_noise, metrics.reference_std
+    if math.isfinite(noise) and spread > 0.0 and math.isfinite(metrics.gain):
+        dilution = (noise / spread) ** 2
+        if dilution > MAX_DILUTION:
+            # no upper bound: only a gain above 1 even before the correction is evidence
+            return min(gains), math.inf
+        gains.append(metrics.gain / (1.0 - dilution))
+    return min(gains), max(gains)
+
+
+MAX_DILUTION = 0.5
+"""Where the reference's noise may be more than half its variance over the window, its
+own movement is mostly noise and the correction g / (1 - dilution) is itself unknown
+(the error of the noise estimate is magnified by 1 / (1 - dilution)): the gain is then
+open-ended upwards, which leaves only a gain already beyond tolerance above 1 decidable."""
+
+
+def gain_deviation(metrics: Metrics) -> tuple[float, float]:
+    """(least, most) |gain - 1| over ``gain_range``: 0 when the range holds 1."""
+    lo, hi = gain_range(metrics)
+    if not math.isfinite(lo):
+        return math.nan, math.nan
+    least = 0.0 if lo <= 1.0 <= hi else min(abs(lo - 1.0), abs(hi - 1.0))
+    return least, max(abs(lo - 1.0), abs(hi - 1.0))  # inf when open-ended
+
+
+def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
+    """What this window can say about the gain (ISO 14253-1's decision rule).
+
+    ``beyond``: the whole interval (``gain_z`` standard errors each side of the decision
+    gain) lies beyond the tolerance; ``within``: it lies inside it (a conformity claim);
+    ``indeterminate``: neither, because the reference did not move enough against the
+    scatter over this window's effective sample size (insufficient excitation: an indoor
+    barometer through a calm day, the first hour of a new unit); ``undefined``: no slope
+    at all (a flat reference). Only ``beyond`` may fail a stream on its gain or name
+    ``gain_drift``; bias, stuck and noise are judged whatever the gain's evidence."""
+    least, most = gain_deviation(metrics)
+    if not math.isfinite(least):
+        return "undefined"
+    se = gain_uncertainty(metrics)
+    if not math.isfinite(se):
+        return "indeterminate"
+    z = gain_z(metrics)
+    if least - z * se > tol.gain:
+        return "beyond"
+    if most + z * se <= tol.gain:
+        return "within"
+    return "indeterminate"
+
+
+def excitation_note(metrics: Metrics, tol: Tolerance) -> str:
+    """Why the gain could not be judged, in the figures that decide it."""
+    (lo, hi), se = gain_range(metrics), gain_uncertainty(metrics)
+    width = gain_z(metrics) * se
+    shown = (_num(lo) if lo == hi else f"{_num(lo)} to {_num(hi)}" if math.isfinite(hi)
+             else f"{_num(lo)} or more (the reference's variation is mostly its own noise)")
+    return (f"gain indeterminate, insufficient excitation: {shown} ± {_num(width)} "
+            f"against a tolerance of ±{_num(tol.gain)}; the reference varied with std "
+            f"{_num(metrics.reference_std)} (its own noise {_num(metrics.reference_noise)}) "
+            f"against a residual scatter of {_num(metrics.residual_std)} over about "
+            f"{_num(metrics.gain_n_eff)} independent samples")
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else "undefined"
+
+
 def beyond(estimate: float, se: float, limit: float, z: float = CONFIDENCE_Z) -> float:
     """Distance in tolerances of the part of ``estimate`` that clears ``z`` standard
     errors: > 1 only when the value is beyond ``limit`` with confidence. An undefined
@@ -100,9 +198,9 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     if math.isfinite(metrics.bias):
         out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
                              confidence_z(metrics.n_eff))
-    gain = decision_gain(metrics)
-    if math.isfinite(gain):
-        out["gain"] = beyond(abs(gain - 1.0), gain_uncertainty(metrics), tol.gain, GAIN_Z)
+    least, _ = gain_deviation(metrics)
+    if math.isfinite(least):
+        out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)
     if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol):
@@ -110,6 +208,28 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
             math.inf if metrics.r2 < 1.0 else 0.0)
     if math.isfinite(metrics.lag_s):
         out["lag_s"] = ratio(abs(metrics.lag_s), tol.lag_s)
+    return out
+
+
+def rmse_lower_bound(metrics: Metrics) -> float:
+    """The rmse's 99% one-sided lower bound from the difference's effective sample size:
+    rmse * sqrt(df / chi2_0.99(df)), df = n_eff - 1 (the scatter of a handful of
+    independent samples may be far larger than the sensor's). The rmse itself, undefined
+    or not, where n_eff is."""
+    df = metrics.n_eff - 1.0
+    if not (math.isfinite(metrics.rmse) and df > 0.0):
+        return metrics.rmse
+    return metrics.rmse * math.sqrt(df / float(chdtri(df, 1.0 - ONE_SIDED_LEVEL)))
+
+
+def evidenced_exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
+    """``exceedances`` with the rmse at its lower bound too: how far beyond tolerance the
+    window *shows* each metric to be, which is what severity follows. A borderline
+    estimate from the first hour's few independent samples is minor, whatever its point
+    value."""
+    out = exceedances(metrics, tol)
+    if "rmse" in out:
+        out["rmse"] = ratio(rmse_lower_bound(metrics), tol.rmse)
     return out
 
 

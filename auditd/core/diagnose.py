@@ -25,7 +25,7 @@ import numpy as np
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
-from auditd.core.checks import exceedances, ratio
+from auditd.core.checks import exceedances, gain_evidence, ratio
 from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line_consuming
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
@@ -316,14 +316,17 @@ def systematic_certainty(case: Case) -> float:
     """How sure the data are that bias or gain is really out of tolerance, not pushed out
     by noise: a gain of 1.07 from a device with 2 degC of scatter may be 1.0.
 
-    The standard errors assume independent residuals, so this is optimistic for slowly
-    wandering noise (effective-sample-size intervals are the planned refinement)."""
-    m, line, tol = case.fault_metrics, case.line, case.tol
+    The bias's standard error assumes independent residuals, so this is optimistic for
+    slowly wandering noise; the gain counts only where the window shows it beyond
+    tolerance (``checks.gain_evidence``), with its effective-sample-size error."""
+    m, tol = case.fault_metrics, case.tol
     sure = 0.0
     if m.n > 2 and math.isfinite(m.rmse) and math.isfinite(m.bias):
         diff_std = math.sqrt(max(m.rmse**2 - m.bias**2, 0.0) * m.n / (m.n - 1))
         sure = _beyond(m.bias, tol.bias, diff_std / math.sqrt(m.n))
-    return max(sure, _beyond(line.gain - 1.0, tol.gain, line.gain_se))
+    if gain_evidence(m, tol) != "beyond":
+        return sure
+    return max(sure, _beyond(m.gain - 1.0, tol.gain, m.gain_se))
 
 
 def gain_share(case: Case) -> float:
@@ -335,8 +338,8 @@ def gain_share(case: Case) -> float:
     """
     m, line, ref = case.fault_metrics, case.line, case.reference_spread
     bias = abs(m.bias)
-    if not math.isfinite(line.gain) or ref.n < 3:
-        return 0.0
+    if not math.isfinite(line.gain) or ref.n < 3 or gain_evidence(m, case.tol) != "beyond":
+        return 0.0  # a gain the window cannot show beyond tolerance carries nothing
     slope = line.gain - 1.0
     varying = abs(slope) * ref.std
     t = abs(slope) / line.gain_se if line.gain_se > 0 else math.inf

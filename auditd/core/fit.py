@@ -28,6 +28,7 @@ from auditd.core.stats import (
     has_outliers,
     huber_line,
     mean_interval,
+    white_noise_std,
 )
 
 SIGNIFICANT_DIGITS = 6
@@ -91,6 +92,14 @@ class Metrics:
     gain_se: float = math.nan
     """Standard error of the OLS gain, inflated for the residuals' autocorrelation (the
     reference is smooth, so the AR(1) variance factor of the residuals applies)."""
+    gain_n_eff: float = math.nan
+    """Effective sample size of the residuals about the line: what ``gain_se`` stands on,
+    and the degrees of freedom (less the line's two) of the gain's interval."""
+    reference_noise: float = math.nan
+    """The reference's white reading noise (std, canonical unit) as its own data show it,
+    at its 99% upper bound (``stats.white_noise_std``, the variogram's nugget). Against a reference that barely
+    moves, that noise attenuates the OLS gain towards 0 by noise^2 / var(reference)
+    (regression dilution), which the gain decision allows for (``checks.gain_range``)."""
     gain_deming: float = math.nan
     offset_deming: float = math.nan
     """Errors-in-variables line (``stats.deming``), only when the reference's uncertainty
@@ -218,11 +227,12 @@ def compute_metrics(
         line = fit_line(dev, ref)
         gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
     # the fit centres copies of the pairs in place; the robust fit, rarely needed, re-pairs
+    ref_noise = white_noise_std(ref, upper=True)
     line, resid, sxx, syy = _fit(dev, ref, keep_residuals=True, overwrite=owned)
     if owned:
         del dev, ref
     low, high = bias.bounds() if n > 1 else (nan, nan)
-    gain_se = effective_gain_se(line, resid)
+    gain_se, gain_n_eff = effective_gain_se(line, resid)
     outliers = False
     if robust and resid is not None:
         outliers = has_outliers(resid)
@@ -253,6 +263,8 @@ def compute_metrics(
         bias_ci_low=low,
         bias_ci_high=high,
         gain_se=gain_se,
+        gain_n_eff=gain_n_eff,
+        reference_noise=ref_noise,
         gain_deming=gain_deming,
         offset_deming=offset_deming,
         gain_robust=gain_robust,
@@ -260,17 +272,18 @@ def compute_metrics(
     )
 
 
-def effective_gain_se(line: LineFit, residuals: FloatArray | None) -> float:
-    """The OLS gain's standard error scaled by sqrt(n / n_eff) of the residuals.
+def effective_gain_se(line: LineFit, residuals: FloatArray | None) -> tuple[float, float]:
+    """The OLS gain's standard error scaled by sqrt(n / n_eff) of the residuals, and that
+    n_eff.
 
     For a slope, the variance factor of autocorrelated residuals (rho_e) against a
     regressor with autocorrelation rho_x is (1 + rho_e rho_x) / (1 - rho_e rho_x); a sensor's
     reference is smooth (rho_x close to 1), so the residuals' own AR(1) factor applies.
     """
     if residuals is None or not (line.n > 2 and math.isfinite(line.gain_se)):
-        return math.nan
+        return math.nan, math.nan
     n_eff = effective_size(line.n, ar1_coefficient(residuals))
-    return line.gain_se * math.sqrt(line.n / n_eff)
+    return line.gain_se * math.sqrt(line.n / n_eff), n_eff
 
 
 def short_term_noise(x: FloatArray) -> float:

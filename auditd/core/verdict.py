@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from auditd.core.actions import action_for_dropout, action_for_failure, action_for_insufficient
+from auditd.core.actions import (
+    action_for_dropout,
+    action_for_failure,
+    action_for_insufficient,
+    unexplained,
+)
 from auditd.core.align import Aligned, align, coarsen
 from auditd.core.causes import of_kind
-from auditd.core.checks import exceedances, failed_checks
+from auditd.core.checks import (
+    evidenced_exceedances,
+    excitation_note,
+    failed_checks,
+    gain_evidence,
+)
 from auditd.core.diagnose import (
     DROPOUT_FAIL,
     DROPOUT_MAJOR,
+    EXPLAIN_MIN_CONFIDENCE,
     Case,
     build_case,
     diagnose,
@@ -55,6 +66,10 @@ class StreamVerdict:
     drift: Drift | None = None
     """Residuals against the baseline's (``core.drift``), when a baseline was given.
     Informational: it never changes ``status``, it only supports offset and noise causes."""
+    indeterminate: tuple[tuple[str, str], ...] = ()
+    """(metric, why) for the metrics this window cannot judge either way (``gain``:
+    insufficient excitation, ``checks.gain_evidence``). They neither fail nor pass the
+    stream; the other metrics are judged as usual."""
 
 
 LAG_STEPS_PER_TOLERANCE = 10
@@ -74,10 +89,16 @@ def lag_search_s(spec: SensorSpec, span_s: float) -> float:
 
 def severity_of(metrics: Metrics, spec: SensorSpec, causes: Sequence[Cause]) -> Severity:
     """minor < 2x, major 2-5x, critical > 5x tolerance or a device that cannot be trusted at
-    all (stuck, wrong unit) however small the numbers happen to look."""
-    if any(c.cause in CRITICAL_CAUSES for c in causes):
+    all (stuck, wrong unit) however small the numbers happen to look.
+
+    Severity follows the evidence: the distances are those the window shows with
+    confidence (``checks.evidenced_exceedances``: bias, gain and rmse at their confidence
+    bounds), and a critical cause counts only when it is itself likelier than not
+    (``EXPLAIN_MIN_CONFIDENCE``)."""
+    if any(c.cause in CRITICAL_CAUSES and c.confidence >= EXPLAIN_MIN_CONFIDENCE
+           for c in causes):
         return "critical"
-    return severity_of_exceedance(max(exceedances(metrics, spec.tolerance).values(),
+    return severity_of_exceedance(max(evidenced_exceedances(metrics, spec.tolerance).values(),
                                       default=0.0))
 
 
@@ -140,16 +161,26 @@ def evaluate_aligned(
                              action_for_insufficient(aligned, spec, tol.min_samples, why),
                              drift=figures)
     failed = failed_checks(metrics, tol)
+    unsure = indeterminate_metrics(metrics, spec)
     if not failed:
-        return _pass_or_dropout(aligned, spec, metrics, figures)
+        return replace(_pass_or_dropout(aligned, spec, metrics, figures), indeterminate=unsure)
     case = build_case(spec, aligned, metrics, lag,
                       default_unit_candidates(spec.unit) if units is None else units)
     causes = support(diagnose(case), figures, metrics.bias, spec.unit)
-    onset = onset_of(case, causes[0].cause) if causes else None
+    if not causes:
+        causes = (unexplained(failed, metrics, spec),)
+    onset = onset_of(case, causes[0].cause)
     if onset is not None and not math.isfinite(onset):
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
-                         action_for_failure(causes, case, failed), failed, figures)
+                         action_for_failure(causes, case, failed), failed, figures, unsure)
+
+
+def indeterminate_metrics(metrics: Metrics, spec: SensorSpec) -> tuple[tuple[str, str], ...]:
+    """The metrics this window holds too little evidence to judge either way."""
+    if gain_evidence(metrics, spec.tolerance) == "indeterminate":
+        return (("gain", excitation_note(metrics, spec.tolerance)),)
+    return ()
 
 
 def _pass_or_dropout(aligned: Aligned, spec: SensorSpec, metrics: Metrics,

@@ -100,6 +100,8 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
         causes=tuple(verdict.causes),
         onset=verdict.onset,
         action=verdict.action,
+        context=({"indeterminate": dict(verdict.indeterminate)}
+                 if verdict.indeterminate else {}),
     )
 
 

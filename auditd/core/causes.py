@@ -128,6 +128,21 @@ TABLE: tuple[CauseSpec, ...] = (
         explains_away=frozenset({"unit_mismatch", "time_lag", "offset_drift", "gain_drift",
                                  "noise"})),
     CauseSpec(
+        "clipping", "calibration",
+        "the device is pinned at the top or bottom of what it reports while the reference "
+        "is inside the range: saturation, usually carried there by its offset or gain",
+        steps=(
+            "Compare the {sensor} reading with {reference} at the top (or bottom) of the "
+            "range: the device saturates where the reference does not.",
+            "Correct the offset or span that carries it to full scale (recalibrate), then "
+            "check that the device's configured measuring range covers the site's values.",
+            "If it still saturates inside its rated range, replace the sensor element.",
+        ),
+        action="Recalibrate the {sensor} sensor's offset and span and check its measuring "
+               "range: it saturates at full scale while the reference is inside the range.",
+        explains_away=frozenset({"stuck", "gain_drift", "noise"}),
+        recalibration_fixes=True),
+    CauseSpec(
         "noise", "calibration",
         "the readings scatter about the reference beyond what the model allows",
         steps=(

@@ -26,7 +26,15 @@ from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
 from auditd.core.checks import exceedances, gain_evidence, ratio
-from auditd.core.fit import FLAT_RELATIVE, LineFit, Metrics, compute_metrics, fit_line_consuming
+from auditd.core.fit import (
+    FLAT_RELATIVE,
+    LineFit,
+    Metrics,
+    compute_metrics,
+    fit_line,
+    fit_line_consuming,
+    is_flat,
+)
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
@@ -225,32 +233,111 @@ def _run_reference_std(aligned: Aligned, run: FlatRun) -> float:
     return float(ref.std()) if ref.size > 1 else 0.0
 
 
+def device_quantum(aligned: Aligned) -> float:
+    """The device's resolution as its data show it: the smallest non-zero step between
+    consecutive values (0 when it never changed in the window)."""
+    v = np.asarray(aligned.device)[np.isfinite(aligned.device)]
+    if v.size < 2:
+        return 0.0
+    steps = np.abs(np.diff(v))
+    limit = FLAT_RELATIVE * max(float(np.max(np.abs(v))), 1e-300)
+    steps = steps[steps > limit]
+    return float(steps.min()) if steps.size else 0.0
+
+
+def reference_live(aligned: Aligned, run: FlatRun) -> bool:
+    """The reference kept moving through the device's flat run, by more than one step of
+    the device's resolution (so a healthy device of that resolution would have changed at
+    least once), whatever the size of that movement against the tolerances: a sensor that
+    repeats one value exactly for hours while the reference is live has stopped."""
+    ref = np.asarray(aligned.reference)[run.first:run.last + 1]
+    ref = ref[np.isfinite(ref)]
+    if ref.size < 2 or is_flat(ref):
+        return False
+    return float(ref.std()) > device_quantum(aligned)
+
+
 def stuck_spell(case: Case) -> FlatRun | None:
     """The longest flat run, if it is long enough (``STUCK_RUN_SHARE`` of the pairs and
-    ``min_samples``) and the reference moved during it by more than the bias tolerance."""
+    ``min_samples``) and the reference was live during it (``reference_live``)."""
     run, tol = case.flat_run, case.tol
     if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired):
         return None
-    if _run_reference_std(case.aligned, run) < max(tol.bias, 1e-300):
+    if not reference_live(case.aligned, run):
         return None
     return run
+
+
+EDGE_SHARE = 0.005
+"""A flat value within this share of the profile's span of one of its ends is pinned at
+that end (a humidity sensor saturating at 99.9 %RH of a 0-100 range)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """The device pinned at one value at the top or bottom of what it reports."""
+
+    value: float
+    high: bool
+    share: float
+    """Paired bins at that value / paired bins."""
+    gain: float
+    offset: float
+    """Device-on-reference line of the paired bins off the pinned value: what carries the
+    device to full scale."""
+
+
+def clip_of(case: Case, run: FlatRun) -> Clip | None:
+    """The flat run is clipping rather than stuck when its value is the device's extreme
+    in the window and either lies at an end of the profile's range or is where the
+    device's own calibration (its line fitted off the pinned value) would carry it while
+    the reference stays inside the range."""
+    dev, ref = _paired(case.aligned)
+    if dev.size < 3:
+        return None
+    value = float(case.aligned.device[run.first])
+    tiny = FLAT_RELATIVE * max(abs(value), 1e-300)
+    pinned = np.abs(dev - value) <= tiny
+    high = value >= float(dev.max()) - tiny
+    low = value <= float(dev.min()) + tiny
+    if not (high or low) or pinned.all():
+        return None
+    lo, hi = case.spec.range
+    span = hi - lo if math.isfinite(hi - lo) else math.inf
+    at_edge = math.isfinite(span) and (
+        (high and value >= hi - EDGE_SHARE * span) or (low and value <= lo + EDGE_SHARE * span))
+    free = ~pinned
+    line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
+    gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
+    if not at_edge:
+        if not (math.isfinite(gain) and gain > 0.0):
+            return None
+        predicted = gain * ref[pinned] + offset  # where the device would read
+        beyond = predicted >= value if high else predicted <= value
+        if float(np.mean(beyond)) < 0.5:
+            return None
+    return Clip(value, bool(high), float(np.mean(pinned)), gain, offset)
 
 
 # --------------------------------------------------------------------------- detectors
 
 
 def stuck(case: Case) -> Cause | None:
-    """Device (nearly) constant, over the window or a long spell, while the reference moves
-    by more than the bias tolerance (below that a quantised device may rightly sit still)."""
-    unit, tol = case.spec.unit, case.tol
+    """Device (nearly) constant, over the window or a long spell, in the interior of what
+    it reports, while the reference is live (``reference_live``: moving by more than the
+    device's resolution). A flat spell at the device's extreme is ``clipping``."""
+    unit = case.spec.unit
     run = stuck_spell(case)
+    if run is not None and clip_of(case, run) is not None:
+        return None
     dev, ref = _paired(case.aligned)
     if dev.size < 3:
         return None
     ref_lo, ref_hi = float(ref.min()), float(ref.max())
     ref_std = _std(ref, ref)
     del ref
-    if not ref_std > 0.0 or ref_std < tol.bias:
+    if not ref_std > max(device_quantum(case.aligned), 0.0) or is_flat(
+            np.asarray(case.aligned.reference)[case.aligned.paired]):
         return None
     dev_std = _std(dev, np.empty_like(dev))
     std_ratio = dev_std / ref_std
@@ -278,6 +365,29 @@ def stuck(case: Case) -> Cause | None:
         f"(std {text.qty(ref_std, unit)})"
     )
     return Cause("stuck", confidence, evidence)
+
+
+def clipping(case: Case) -> Cause | None:
+    """The device pinned at its top (or bottom) value for a long spell while the reference
+    stays inside the range: saturation, named with its share and with the calibration that
+    carries the device there (between the spells it follows the reference)."""
+    run = stuck_spell(case)
+    clip = clip_of(case, run) if run is not None else None
+    if clip is None:
+        return None
+    unit = case.spec.unit
+    side = "top" if clip.high else "bottom"
+    behind = ""
+    if math.isfinite(clip.gain):
+        behind = (f"; off the pinned value it follows the reference with gain "
+                  f"{text.num(clip.gain, 4)} and offset {text.qty(clip.offset, unit, sign=True)}"
+                  f", which carries it to {text.qty(clip.value, unit)} where the reference is "
+                  f"still inside the range")
+    evidence = (f"device pinned at {text.qty(clip.value, unit)}, the {side} of what it "
+                f"reports, for {text.percent(clip.share)} of the paired data (longest spell "
+                f"{text.bins(run.paired if run else 0, case.aligned.interval_s, 'paired')})"
+                f"{behind}")
+    return Cause("clipping", 0.6 + 0.37 * min(1.0, 4.0 * clip.share), evidence)
 
 
 def time_lag(case: Case) -> Cause | None:
@@ -464,7 +574,7 @@ def dropout(case: Case) -> Cause | None:
 
 
 DETECTORS: tuple[Detector, ...] = (
-    stuck, unit_mismatch, time_lag, offset_drift, gain_drift, noise, dropout,
+    stuck, clipping, unit_mismatch, time_lag, offset_drift, gain_drift, noise, dropout,
 )
 
 EXPLAIN_MIN_CONFIDENCE = 0.5

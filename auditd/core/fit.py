@@ -97,9 +97,10 @@ class Metrics:
     and the degrees of freedom (less the line's two) of the gain's interval."""
     reference_noise: float = math.nan
     """The reference's white reading noise (std, canonical unit) as its own data show it,
-    at its 99% upper bound (``stats.white_noise_std``, the variogram's nugget). Against a reference that barely
-    moves, that noise attenuates the OLS gain towards 0 by noise^2 / var(reference)
-    (regression dilution), which the gain decision allows for (``checks.gain_range``)."""
+    at its 99% upper bound (``stats.white_noise_std``, the variogram's nugget). Against a
+    reference that barely moves, that noise attenuates the OLS gain towards 0 by
+    noise^2 / var(reference) (regression dilution), which the gain decision allows for
+    (``checks.gain_range``)."""
     gain_deming: float = math.nan
     offset_deming: float = math.nan
     """Errors-in-variables line (``stats.deming``), only when the reference's uncertainty

@@ -18,14 +18,12 @@ from scipy import stats
 
 from auditd.adapters.config.targets import load_targets
 from auditd.app.colocate import Options, run, sources_from_files
+from auditd.core.averaging import Averages, interval_means, recording_interval
 from auditd.domain.colocation import (
-    Averages,
     Targets,
     compare,
-    interval_means,
     precision,
     precision_of,
-    recording_interval,
 )
 
 EPA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "epa-sensortoolkit"

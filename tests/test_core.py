@@ -530,7 +530,8 @@ def test_lag_correlation_matches_brute_force(seed: int, n: int, max_lag: int) ->
 @given(st.integers(0, 2**32 - 1), st.integers(-15, 15))
 def test_estimate_lag_finds_a_known_shift(seed: int, shift: int) -> None:
     """A shifted random walk: the estimate agrees with a brute-force search of the
-    correlation of the one-bin changes."""
+    correlation of the one-bin changes. A shift of one bin is found but not claimed: a
+    lag is resolved from two intervals of the series on (``lag.RESOLVABLE_INTERVALS``)."""
     rng = np.random.default_rng(seed)
     n = 400
     walk = np.cumsum(rng.normal(size=n + 40))
@@ -542,8 +543,8 @@ def test_estimate_lag_finds_a_known_shift(seed: int, shift: int) -> None:
     dd, dr = np.diff(dev), np.diff(ref)
     brute = max(range(-20, 21), key=lambda k: brute_correlation(dd, dr, k))
     assert brute == shift
-    assert est.resolved
     assert abs(est.lag_s - brute * MINUTE) <= 0.5 * MINUTE
+    assert est.resolved == (abs(shift) != 1)
     assert est.peak_corr > est.corr_at_zero or shift == 0
 
 

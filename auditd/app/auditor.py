@@ -367,7 +367,17 @@ class Auditor:
         return core.evaluate_stream(
             device, comparison, task.spec, start, now, units=unit_confusions(task.spec.unit),
             baseline_residuals=self._baseline_residuals(task, start) if baseline else None,
-            reference_uncertainty=self._uncertainty(task) if baseline else None)
+            reference_uncertainty=self._uncertainty(task) if baseline else None,
+            reference_interval_s=self._reference_interval(task) if baseline else None)
+
+    def _reference_interval(self, task: AuditTask) -> float | None:
+        """The interval the reference reports the sensor at, from its own profile (a
+        reference whose model is not named: from its data, ``core.align.time_base``)."""
+        reference = self._catalog.reference(task.reference)
+        profile = (self._catalog.profile(reference.model)
+                   if reference is not None and reference.model else None)
+        sensor = profile.sensors.get(task.sensor) if profile is not None else None
+        return sensor.interval_s if sensor is not None else None
 
     def _uncertainty(self, task: AuditTask) -> float | None:
         """The reference's stated uncertainty for the sensor: it makes the gain a Deming fit."""
@@ -386,7 +396,8 @@ class Auditor:
         return core.baseline_residuals(self._read(task.site, task.device, task.sensor, b0, b1),
                                        self._read(task.site, task.reference, task.sensor, b0,
                                                   b1),
-                                       task.spec.interval_s, b0, b1)
+                                       task.spec.interval_s, b0, b1,
+                                       self._reference_interval(task))
 
 
 # --------------------------------------------------------------------------- histories

@@ -23,12 +23,11 @@ from auditd.adapters.sources.export_mappings import (
 )
 from auditd.adapters.sources.exports import Export, device_and_path, read_export
 from auditd.adapters.store import Store
+from auditd.core.averaging import COMPLETENESS, Averages
 from auditd.domain.audit_plan import unit_confusions
 from auditd.domain.calibration import correction_payload
 from auditd.domain.colocation import (
-    COMPLETENESS,
     INTERVALS,
-    Averages,
     Comparison,
     CorrectionResult,
     Diagnosis,

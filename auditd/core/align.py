@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from auditd.core.averaging import interval_means, recording_interval
 from auditd.core.series import BoolArray, FloatArray, Series, freeze
 
 PHASE_BUCKETS = 24
@@ -195,6 +196,59 @@ def align(
         device_nulls=int(np.count_nonzero(~np.isfinite(dev_v))),
         reference_nulls=int(np.count_nonzero(~np.isfinite(ref_v))),
     )
+
+
+COARSER = 1.5
+"""A reference interval at least this many device intervals long is a coarser time base:
+the device is compared by its means over the reference's intervals."""
+
+
+def time_base(device_interval_s: float, reference: Series, start: float, end: float,
+              reference_interval_s: float | None = None) -> float:
+    """The interval a comparison is made at: the device's, or the reference's where that is
+    coarser (declared by its profile, else its most common spacing in the window)."""
+    coarse = reference_interval_s
+    if coarse is None:
+        ts, _ = _in_window(reference, start, end)
+        coarse = recording_interval(ts)
+    if not (math.isfinite(coarse) and coarse >= COARSER * device_interval_s):
+        return float(device_interval_s)
+    return float(coarse)
+
+
+def on_time_base(
+    device: Series,
+    reference: Series,
+    device_interval_s: float,
+    start: float,
+    end: float,
+    *,
+    reference_interval_s: float | None = None,
+) -> Aligned:
+    """Both streams on one time base (``time_base``): ``align`` at the device's interval,
+    or, against a coarser reference, each stream's means over the reference's intervals,
+    kept by the completeness rule (``averaging.interval_means``, the EPA's 75 %, intervals
+    at whole multiples of the width from the epoch: exactly as ``colocate`` averages).
+    One device minute is never paired with an hourly reference value."""
+    base = time_base(device_interval_s, reference, start, end, reference_interval_s)
+    if base == device_interval_s:
+        return align(device, reference, device_interval_s, start, end)
+    dev_ts, dev_v = _in_window(device, start, end)
+    ref_ts, ref_v = _in_window(reference, start, end)
+    dev = interval_means(dev_ts, dev_v, base, _recording(dev_ts, device_interval_s))
+    ref = interval_means(ref_ts, ref_v, base, _recording(ref_ts, base))
+    half = base / 2.0
+    aligned = align(Series(dev.start + half, dev.mean), Series(ref.start + half, ref.mean),
+                    base, start, end)
+    return replace(aligned, device_nulls=int(np.count_nonzero(~np.isfinite(dev_v))),
+                   reference_nulls=int(np.count_nonzero(~np.isfinite(ref_v))))
+
+
+def _recording(ts: FloatArray, declared: float) -> float:
+    """A stream's recording interval as ``colocate`` takes it (the data's most common
+    spacing), or the declared one where the window holds too few readings to tell."""
+    own = recording_interval(ts)
+    return own if math.isfinite(own) else declared
 
 
 def _coverage(binned: FloatArray) -> float:

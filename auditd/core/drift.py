@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from auditd.core.align import Aligned, align
+from auditd.core.align import Aligned, on_time_base
 from auditd.core.series import FloatArray, Series
 from auditd.core.stats import effective_n
 from auditd.model import Cause
@@ -120,10 +120,13 @@ def residuals(aligned: Aligned) -> FloatArray:
 
 
 def baseline_residuals(
-    device: Series, reference: Series, interval_s: float, start: float, end: float
+    device: Series, reference: Series, interval_s: float, start: float, end: float,
+    reference_interval_s: float | None = None,
 ) -> FloatArray:
-    """Residuals of a baseline window, aligned exactly as an audit aligns its own."""
-    return residuals(align(device, reference, interval_s, start, end))
+    """Residuals of a baseline window, aligned exactly as an audit aligns its own (on the
+    same time base: ``align.on_time_base``)."""
+    return residuals(on_time_base(device, reference, interval_s, start, end,
+                                  reference_interval_s=reference_interval_s))
 
 
 def ks_critical(n_eff: float, m_eff: float, alpha: float = KS_ALPHA) -> float:

@@ -49,6 +49,11 @@ MIN_IMPROVEMENT_Z = 3.0
 MIN_OVERLAP_FRACTION = 0.5
 """Lags whose overlapping pairs drop below this share of the best overlap are ignored."""
 
+RESOLVABLE_INTERVALS = 2.0
+"""A lag is claimed only from two intervals of the series it is measured on (the coarser
+of device and reference): with the device averaged to the reference's hour, a 13-minute
+"lag" is a difference in the third decimal of two correlations, not a clock."""
+
 SCALE_STEP = 4
 MAX_SCALES = 5
 MAX_SCALE_SHARE = 3
@@ -108,11 +113,22 @@ class LagEstimate:
         return min(above_noise, above_zero)
 
     @property
+    def below_resolution(self) -> bool:
+        """A lag that rounds to a whole number of intervals of the series it was
+        measured on between 1 and ``RESOLVABLE_INTERVALS`` (exclusive): neither zero nor a
+        lag the data can place (a peak one bin off zero is as much the bins' phase as
+        the clock)."""
+        bins = abs(self.lag_s) / self.interval_s
+        return 0.5 < bins < RESOLVABLE_INTERVALS - 0.5
+
+    @property
     def resolved(self) -> bool:
         """Whether a lag was measured at all: the peak stands out from the noise of every
-        lag searched, and a peak away from zero also clearly beats zero lag (otherwise
-        the data cannot tell that lag from none)."""
-        return math.isfinite(self.lag_s) and self.margin_z >= 0.0
+        lag searched, a peak away from zero also clearly beats zero lag (otherwise
+        the data cannot tell that lag from none), and it is not below the series'
+        resolution (``below_resolution``)."""
+        return (math.isfinite(self.lag_s) and self.margin_z >= 0.0
+                and not self.below_resolution)
 
 
 UNDEFINED = LagEstimate(lag_s=math.nan, peak_corr=math.nan, corr_at_zero=math.nan)

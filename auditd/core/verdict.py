@@ -15,7 +15,7 @@ from auditd.core.actions import (
     action_for_insufficient,
     unexplained,
 )
-from auditd.core.align import Aligned, align, coarsen
+from auditd.core.align import Aligned, coarsen, on_time_base
 from auditd.core.causes import of_kind
 from auditd.core.checks import (
     evidenced_exceedances,
@@ -42,9 +42,10 @@ from auditd.core.units import UnitCandidate, default_unit_candidates
 from auditd.model import Cause, SensorSpec, Severity, Status, severity_of_exceedance
 
 LAG_SEARCH_TOLERANCES = 10.0
-LAG_SEARCH_MIN_BINS = 10
+LAG_SEARCH_MIN_BINS = 20
 LAG_SEARCH_MAX_SHARE = 0.25
-"""The lag search spans ten lag tolerances (at least ten bins) but at most a quarter of
+"""The lag search spans ten lag tolerances (at least twenty bins, so that a lag of ten
+intervals lies well inside it, not at its edge) but at most a quarter of
 the window, so that every lag tried still has three quarters of the data to compare."""
 
 CRITICAL_CAUSES = frozenset(c.name for c in of_kind("calibration", "data_quality")
@@ -207,6 +208,7 @@ def evaluate_stream(
     units: Sequence[UnitCandidate] | None = None,
     baseline_residuals: FloatArray | None = None,
     reference_uncertainty: float | None = None,
+    reference_interval_s: float | None = None,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
@@ -216,7 +218,28 @@ def evaluate_stream(
     (``drift.baseline_residuals``); given, the verdict carries drift figures against them.
     ``reference_uncertainty`` is the reference's stated standard uncertainty for this
     sensor (``Reference.uncertainty``); given, the gain is judged on the Deming fit.
+    ``reference_interval_s`` is the interval the reference reports (or averages) at, from
+    its profile; ``None`` takes it from its data. A coarser reference is compared with the
+    device's means over its intervals (``align.on_time_base``).
     """
-    return evaluate_aligned(align(device, reference, spec.interval_s, start, end), spec, units,
+    aligned = on_time_base(device, reference, spec.interval_s, start, end,
+                           reference_interval_s=reference_interval_s)
+    return evaluate_aligned(aligned, on_interval(spec, aligned.interval_s), units,
                             baseline_residuals=baseline_residuals,
                             reference_uncertainty=reference_uncertainty)
+
+
+MIN_COARSE_PAIRS = 3
+"""On a coarser time base, ``min_samples`` (counted in the device's readings) is scaled to
+the coarser intervals, but a line needs at least three pairs."""
+
+
+def on_interval(spec: SensorSpec, interval_s: float) -> SensorSpec:
+    """``spec`` as a comparison at ``interval_s`` sees it: the interval, and ``min_samples``
+    scaled from the device's readings to intervals of that width."""
+    if interval_s == spec.interval_s:
+        return spec
+    tol = spec.tolerance
+    scaled = math.ceil(tol.min_samples * spec.interval_s / interval_s)
+    return replace(spec, interval_s=interval_s,
+                   tolerance=replace(tol, min_samples=max(MIN_COARSE_PAIRS, scaled)))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from auditd.core.align import align
+from auditd.core.averaging import Averages, interval_means
 from auditd.core.checks import r2_judgeable
 from auditd.core.fit import fit_line
 from auditd.core.series import Series
@@ -37,11 +38,8 @@ from auditd.core.verdict import StreamVerdict, detector_causes, evaluate_stream
 from auditd.model import Cause, SensorSpec, Tolerance
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 INTERVALS: Mapping[str, float] = {"1h": 3600.0, "24h": 86400.0}
-COMPLETENESS = 0.75
-"""The EPA's rule: an average counts only with more than this share of expected values."""
 
 DEMING_VARIANCE_RATIO = 1.0
 """The errors-in-variables line beside OLS is orthogonal regression (equal error
@@ -49,76 +47,6 @@ variances): where it differs much from the OLS slope, the data do not pin the sl
 
 
 # --------------------------------------------------------------------------- averaging
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Averages:
-    """The kept interval averages of one stream."""
-
-    start: FloatArray
-    """Start of each kept interval, epoch seconds, ascending."""
-    mean: FloatArray
-    count: IntArray
-    """Distinct timestamps with a value that the average is made of."""
-    width_s: float
-    expected: float
-    """Values an interval should hold at the recording interval."""
-    seen: int = 0
-    """Intervals with at least one value (kept or not)."""
-
-    def __len__(self) -> int:
-        return int(self.start.size)
-
-
-def recording_interval(ts: FloatArray) -> float:
-    """The most common spacing of the distinct timestamps (NaN with fewer than two).
-
-    As the EPA toolkit does: the mode, not the mean, so gaps and bursts do not change how
-    many values an interval is expected to hold. Ties go to the shorter spacing."""
-    t = np.unique(np.asarray(ts, dtype=np.float64))
-    t = t[np.isfinite(t)]
-    if t.size < 2:
-        return math.nan
-    steps = np.round(np.diff(t), 3)
-    values, counts = np.unique(steps, return_counts=True)
-    return float(values[int(np.argmax(counts))])
-
-
-def interval_means(
-    ts: FloatArray,
-    values: FloatArray,
-    width_s: float,
-    recording_s: float | None = None,
-    *,
-    origin_s: float = 0.0,
-    threshold: float = COMPLETENESS,
-) -> Averages:
-    """Averages over [origin + k·width, origin + (k+1)·width) kept by the completeness rule.
-
-    Values that are NaN are missing. A timestamp given more than once counts once, with
-    its first finite value (the store keeps the first of a redelivered reading, so a file
-    and its import give the same averages). ``recording_s`` defaults to the data's own
-    recording interval; an interval is kept when it holds more than ``threshold`` x
-    ``width_s / recording_s`` values.
-    """
-    t = np.asarray(ts, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(t) & np.isfinite(v)
-    t, v = t[ok], v[ok]
-    t, first = np.unique(t, return_index=True)
-    v = v[first]
-    rec = recording_interval(t) if recording_s is None else float(recording_s)
-    expected = width_s / rec if rec > 0 else math.nan
-    empty = np.empty(0)
-    if t.size == 0 or not math.isfinite(expected):
-        return Averages(empty, empty.copy(), np.empty(0, dtype=np.int64), width_s, expected)
-    k = np.floor((t - origin_s) / width_s).astype(np.int64)
-    bins, inverse, counts = np.unique(k, return_inverse=True, return_counts=True)
-    means = np.bincount(inverse, weights=v) / counts
-    keep = counts > threshold * expected
-    starts = np.asarray(bins[keep] * width_s + origin_s, dtype=np.float64)
-    return Averages(starts, np.asarray(means[keep], dtype=np.float64),
-                    counts[keep].astype(np.int64), width_s, expected, int(bins.size))
 
 
 def paired(a: Averages, b: Averages) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -83,6 +83,12 @@ sensor = "humidity"
 at = "8h"
 
 [[fault]]
+cause = "clipping"
+device = "th-north-09"
+sensor = "humidity"
+at = "8h"
+
+[[fault]]
 cause = "reference_fault"
 device = "ref-north"
 sensor = "co2"

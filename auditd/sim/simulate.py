@@ -41,8 +41,9 @@ DEFAULT_MAGNITUDE_TOL = {"offset_drift": 3.0, "firmware_regression": 3.0,
 """Magnitudes left out of a fault, in tolerances of the sensor (bias or rmse)."""
 
 DEFAULT_MAGNITUDE = {"gain_drift": 0.25, "unit_mismatch": 0.0, "stuck": 0.0, "dropout": 0.99,
-                     "time_lag": 1800.0, "out_of_range": 0.05}
-"""Other defaults: gain error (fraction), dropout share, lag (s), share out of range."""
+                     "time_lag": 1800.0, "out_of_range": 0.05, "clipping": 0.3}
+"""Other defaults: gain error (fraction), dropout share, lag (s), share out of range, share
+of the readings after the onset pinned at full scale."""
 
 MODEL_PREFIX = {"th-200": "th", "pm-25": "pm", "co2-ndir": "co2"}
 """Device ids are ``{prefix}-{site}-{nn}``, the shape the shipped references' globs serve."""
@@ -169,6 +170,10 @@ def apply_fault(fault: Fault, spec: SensorSpec, t: np.ndarray, values: np.ndarra
         shift = max(1, round(size / step))
         lagged = np.concatenate([np.full(shift, out[0]), out[:-shift]])
         out = np.where(after, lagged, out)
+    elif fault.cause == "clipping" and after.any():
+        # the device saturates: its full scale is where the top share of its readings were
+        full_scale = float(np.quantile(out[after], 1.0 - size))
+        out = np.where(after, np.minimum(out, full_scale), out)
     elif fault.cause == "out_of_range":
         lo, hi = spec.range
         bad = after & (rng.random(len(t)) < size)

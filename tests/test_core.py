@@ -544,7 +544,8 @@ def test_estimate_lag_finds_a_known_shift(seed: int, shift: int) -> None:
     brute = max(range(-20, 21), key=lambda k: brute_correlation(dd, dr, k))
     assert brute == shift
     assert abs(est.lag_s - brute * MINUTE) <= 0.5 * MINUTE
-    assert est.resolved == (abs(shift) != 1)
+    assert est.resolved
+    assert est.below_resolution == (abs(shift) < 2)
     assert est.peak_corr > est.corr_at_zero or shift == 0
 
 

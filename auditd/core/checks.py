@@ -130,13 +130,28 @@ def gain_deviation(metrics: Metrics) -> tuple[float, float]:
     return least, max(abs(lo - 1.0), abs(hi - 1.0))  # inf when open-ended
 
 
+MIN_EXCITATION_R2 = 0.5
+"""The excitation test, the reference's variance against the residual variance: a slope is
+judged only where the reference's variation, carried through the line, is at least the
+scatter about it (gain^2 var(ref) >= var(residual), i.e. r2 >= 1/2). Below that the slope
+is set by whatever else moves the device: over a first hour, a slow wander of the device's
+noise that happens to run with (or against) the reference's trend gives gains of 1.4 or
+-1 with standard errors that its residuals, having absorbed that wander, understate."""
+
+
+def excited(metrics: Metrics) -> bool:
+    """The excitation test (``MIN_EXCITATION_R2``): may the gain be judged at all?"""
+    return metrics.r2 >= MIN_EXCITATION_R2
+
+
 def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
     """What this window can say about the gain (ISO 14253-1's decision rule).
 
     ``beyond``: the whole interval (``gain_z`` standard errors each side of the decision
     gain) lies beyond the tolerance; ``within``: it lies inside it (a conformity claim);
     ``indeterminate``: neither, because the reference did not move enough against the
-    scatter over this window's effective sample size (insufficient excitation: an indoor
+    scatter over this window's effective sample size, or not enough to carry the device's
+    variation at all (``MIN_EXCITATION_R2``) (insufficient excitation: an indoor
     barometer through a calm day, the first hour of a new unit); ``undefined``: no slope
     at all (a flat reference). Only ``beyond`` may fail a stream on its gain or name
     ``gain_drift``; bias, stuck and noise are judged whatever the gain's evidence."""
@@ -144,7 +159,7 @@ def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
     if not math.isfinite(least):
         return "undefined"
     se = gain_uncertainty(metrics)
-    if not math.isfinite(se):
+    if not (math.isfinite(se) and excited(metrics)):
         return "indeterminate"
     z = gain_z(metrics)
     if least - z * se > tol.gain:
@@ -163,8 +178,8 @@ def excitation_note(metrics: Metrics, tol: Tolerance) -> str:
     return (f"gain indeterminate, insufficient excitation: {shown} ± {_num(width)} "
             f"against a tolerance of ±{_num(tol.gain)}; the reference varied with std "
             f"{_num(metrics.reference_std)} (its own noise {_num(metrics.reference_noise)}) "
-            f"against a residual scatter of {_num(metrics.residual_std)} over about "
-            f"{_num(metrics.gain_n_eff)} independent samples")
+            f"against a residual scatter of {_num(metrics.residual_std)} (r2 "
+            f"{_num(metrics.r2)}) over about {_num(metrics.gain_n_eff)} independent samples")
 
 
 def _num(x: float) -> str:
@@ -188,6 +203,8 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     slowly wandering window cannot raise an alarm on its own noise, and a long one is not
     judged more harshly than a short one.
 
+    The gain is left out where the window cannot judge it at all (``excited``).
+
     rmse, r2 and the lag are compared as point values. The rmse describes this window's
     error as it happened: an interval from the autocorrelation of the squared difference
     would treat a fault's structure (half a day stuck, a diurnal gain error) as a random
@@ -199,7 +216,7 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
         out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
                              confidence_z(metrics.n_eff))
     least, _ = gain_deviation(metrics)
-    if math.isfinite(least):
+    if math.isfinite(least) and excited(metrics):
         out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)

@@ -156,7 +156,7 @@ def strength(distance: float) -> float:
 
 
 def lag_beyond_tolerance(lag: LagEstimate, tol: Tolerance) -> bool:
-    return lag.resolved and abs(lag.lag_s) > tol.lag_s
+    return lag.resolved and not lag.below_resolution and abs(lag.lag_s) > tol.lag_s
 
 
 def longest_flat_run(aligned: Aligned) -> FlatRun | None:
@@ -273,6 +273,12 @@ EDGE_SHARE = 0.005
 that end (a humidity sensor saturating at 99.9 %RH of a 0-100 range)."""
 
 
+CLIP_AGREEMENT = 0.9
+"""Share of a pinned spell in which the device's own line (fitted off the spell) puts it
+at or beyond the pinned value, within two residual stds, for the spell to be saturation:
+a sensor frozen at the day's peak sees the reference fall away for most of its spell."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """The device pinned at one value at the top or bottom of what it reports."""
@@ -310,11 +316,13 @@ def clip_of(case: Case, run: FlatRun) -> Clip | None:
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
     if not at_edge:
-        if not (math.isfinite(gain) and gain > 0.0):
+        if not (math.isfinite(gain) and gain > 0.0 and line is not None):
             return None
-        predicted = gain * ref[pinned] + offset  # where the device would read
-        beyond = predicted >= value if high else predicted <= value
-        if float(np.mean(beyond)) < 0.5:
+        # where the device would read: at or beyond the pinned value (within its own
+        # scatter) nearly all the time, or the value is a frozen one, not a full scale
+        reach = gain * ref[pinned] + offset + (2.0 if high else -2.0) * line.residual_std
+        beyond = reach >= value if high else reach <= value
+        if float(np.mean(beyond)) < CLIP_AGREEMENT:
             return None
     return Clip(value, bool(high), float(np.mean(pinned)), gain, offset)
 

@@ -77,7 +77,8 @@ class Metrics:
     device_coverage: float
     reference_coverage: float
     lag_s: float
-    """NaN when no lag could be resolved (see ``LagEstimate.resolved``)."""
+    """NaN when no lag could be resolved, 0 when less than two intervals of the compared
+    series (``LagEstimate.measured_s``)."""
     device_nulls: int = 0
     n_eff: float = math.nan
     """Effective sample size of the difference series (lag-1 autocorrelation, AR(1)):
@@ -257,7 +258,7 @@ def compute_metrics(
         reference_std=math.sqrt(sxx / (n - 1)) if n > 1 else nan,
         device_coverage=aligned.device_coverage,
         reference_coverage=aligned.reference_coverage,
-        lag_s=lag.lag_s if lag.resolved else nan,
+        lag_s=lag.measured_s,
         device_nulls=aligned.device_nulls,
         n_eff=bias.n_eff,
         bias_se=bias.se,

@@ -114,21 +114,26 @@ class LagEstimate:
 
     @property
     def below_resolution(self) -> bool:
-        """A lag that rounds to a whole number of intervals of the series it was
-        measured on between 1 and ``RESOLVABLE_INTERVALS`` (exclusive): neither zero nor a
-        lag the data can place (a peak one bin off zero is as much the bins' phase as
-        the clock)."""
-        bins = abs(self.lag_s) / self.interval_s
-        return 0.5 < bins < RESOLVABLE_INTERVALS - 0.5
+        """Less than ``RESOLVABLE_INTERVALS`` intervals (rounded) of the series it was
+        measured on: the data cannot tell it from no lag (a peak one bin off zero is as
+        much the bins' phase as the clock, and a fraction of a bin refined between bins
+        is a difference in the third decimal of two correlations)."""
+        return abs(self.lag_s) < (RESOLVABLE_INTERVALS - 0.5) * self.interval_s
 
     @property
     def resolved(self) -> bool:
         """Whether a lag was measured at all: the peak stands out from the noise of every
-        lag searched, a peak away from zero also clearly beats zero lag (otherwise
-        the data cannot tell that lag from none), and it is not below the series'
-        resolution (``below_resolution``)."""
-        return (math.isfinite(self.lag_s) and self.margin_z >= 0.0
-                and not self.below_resolution)
+        lag searched, and a peak away from zero also clearly beats zero lag (otherwise
+        the data cannot tell that lag from none)."""
+        return math.isfinite(self.lag_s) and self.margin_z >= 0.0
+
+    @property
+    def measured_s(self) -> float:
+        """The lag as the data resolve it: NaN when not resolved, 0 when below the
+        series' resolution (``below_resolution``), else ``lag_s``."""
+        if not self.resolved:
+            return math.nan
+        return 0.0 if self.below_resolution else self.lag_s
 
 
 UNDEFINED = LagEstimate(lag_s=math.nan, peak_corr=math.nan, corr_at_zero=math.nan)

@@ -27,11 +27,13 @@ from auditd.core.diagnose import (
     DROPOUT_FAIL,
     DROPOUT_MAJOR,
     EXPLAIN_MIN_CONFIDENCE,
+    STUCK_RUN_SHARE,
     Case,
     build_case,
     diagnose,
     dropout_cause,
     dropout_share,
+    longest_flat_run,
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
@@ -163,11 +165,18 @@ def evaluate_aligned(
                              drift=figures)
     failed = failed_checks(metrics, tol)
     unsure = indeterminate_metrics(metrics, spec)
+    units = default_unit_candidates(spec.unit) if units is None else units
     if not failed:
-        return replace(_pass_or_dropout(aligned, spec, metrics, figures), indeterminate=unsure)
-    case = build_case(spec, aligned, metrics, lag,
-                      default_unit_candidates(spec.unit) if units is None else units)
-    causes = support(diagnose(case), figures, metrics.bias, spec.unit)
+        flat = _flat_alone(aligned, spec, metrics, lag, units)
+        if flat is None:
+            return replace(_pass_or_dropout(aligned, spec, metrics, figures),
+                           indeterminate=unsure)
+        case, causes = flat
+        failed = (FLAT_OUTPUT,)
+    else:
+        case = build_case(spec, aligned, metrics, lag, units)
+        causes = diagnose(case)
+    causes = support(causes, figures, metrics.bias, spec.unit)
     if not causes:
         causes = (unexplained(failed, metrics, spec),)
     onset = onset_of(case, causes[0].cause)
@@ -175,6 +184,28 @@ def evaluate_aligned(
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
                          action_for_failure(causes, case, failed), failed, figures, unsure)
+
+
+FLAT_OUTPUT = "flat_output"
+"""The pseudo-check a window fails when the device froze (``stuck``) or saturated
+(``clipping``) although its figures are inside tolerance: a frozen value that happens to
+sit near the reference still follows nothing."""
+
+
+def _flat_alone(aligned: Aligned, spec: SensorSpec, metrics: Metrics, lag: LagEstimate,
+                units: Sequence[UnitCandidate]) -> tuple[Case, tuple[Cause, ...]] | None:
+    """A window within tolerance whose device repeated one value for a long spell while
+    the reference was live: the case and its causes when they name ``stuck`` or
+    ``clipping`` first, else None. The case is built only when such a spell exists."""
+    run = longest_flat_run(aligned)
+    tol = spec.tolerance
+    if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * aligned.n_paired):
+        return None
+    case = build_case(spec, aligned, metrics, lag, units)
+    causes = diagnose(case)
+    if not causes or causes[0].cause not in ("stuck", "clipping"):
+        return None
+    return case, causes
 
 
 def indeterminate_metrics(metrics: Metrics, spec: SensorSpec) -> tuple[tuple[str, str], ...]:

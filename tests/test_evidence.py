@@ -1,0 +1,346 @@
+"""Verdicts that know how much evidence they have (issue 21's core side).
+
+What a technician relies on when a ticket arrives: a healthy stream inside its profile's
+envelope never fails; a gain is only blamed where the reference moved enough against the
+noise to show it ("insufficient excitation" otherwise, never a failure); a flat stream is
+stuck whatever the reference's range, a stream pinned at full scale is clipping; a
+constant offset is bias, not gain; every failing verdict names a cause; a coarser
+reference is compared on its own intervals; a lag of 2-10 intervals is found at any
+interval from 10 s to 5 min. Streams are made here (a smooth signal, AR(1) device noise,
+white reference noise) and judged by ``evaluate_stream``, the function the auditor calls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.signal import lfilter
+
+from auditd.core import Series, StreamVerdict, evaluate_stream
+from auditd.core.align import on_time_base
+from auditd.core.averaging import interval_means
+from auditd.core.checks import gain_evidence
+from auditd.model import SensorSpec, Tolerance
+
+T0 = 1_764_028_800.0  # 2025-11-25T00:00:00Z, a whole hour
+HOUR = 3600.0
+PROPERTY = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+BAROMETER = SensorSpec("pressure", "[pressure]", "hPa", (300.0, 1100.0), 60.0,
+                       Tolerance(bias=1.0, gain=0.02, rmse=1.5, r2_min=0.9, lag_s=300.0,
+                                 window_s=86400.0, min_samples=60))
+HUMIDITY = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), 60.0,
+                      Tolerance(bias=3.0, gain=0.05, rmse=4.0, r2_min=0.8, lag_s=300.0,
+                                window_s=86400.0, min_samples=60))
+TEMPERATURE = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 60.0,
+                         Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.9, lag_s=300.0,
+                                   window_s=86400.0, min_samples=60))
+
+
+def ar1(rng: np.random.Generator, n: int, sigma: float, phi: float) -> np.ndarray:
+    shocks = rng.normal(0.0, sigma * math.sqrt(1.0 - phi * phi), n)
+    return np.asarray(lfilter([1.0], [1.0, -phi], shocks))
+
+
+def signal(rng: np.random.Generator, t: np.ndarray, level: float, swing: float,
+           period_h: float) -> np.ndarray:
+    """A smooth quantity: a slow cycle of ``swing`` amplitude and a little wander."""
+    phase = rng.uniform(0.0, 2 * math.pi)
+    wander = np.cumsum(rng.normal(0.0, 0.02 * swing, t.size)) / math.sqrt(max(t.size, 1))
+    return level + swing * np.sin(2 * math.pi * (t - T0) / (period_h * HOUR) + phase) + wander
+
+
+def judge(device: np.ndarray, reference: np.ndarray, t: np.ndarray, spec: SensorSpec,
+          **kw: float) -> StreamVerdict:
+    return evaluate_stream(Series(t + 2.0, device), Series(t, reference), spec, t[0],
+                           t[-1] + spec.interval_s, **kw)  # type: ignore[arg-type]
+
+
+def top(v: StreamVerdict) -> str | None:
+    return v.causes[0].cause if v.causes else None
+
+
+# --------------------------------------------------------------------------- excitation
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), hours=st.sampled_from([1, 6, 24]),
+       ref_noise=st.floats(0.05, 1.0), dev_noise=st.floats(0.05, 0.5),
+       phi=st.floats(0.0, 0.9), offset=st.floats(-0.5, 0.5))
+def test_indoor_barometer_passes_or_is_indeterminate_never_gain_drift(
+        seed: int, hours: int, ref_noise: float, dev_noise: float, phi: float,
+        offset: float) -> None:
+    """The reference wanders about 1 hPa over hours with noise of the same size: a healthy
+    barometer's fitted gain is 0.7-0.8 there (the reference's noise flattens the line),
+    which the data cannot tell from a span fault. It never fails on gain."""
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(60 * hours)
+    truth = signal(rng, t, 1013.0, 0.5, 6.0)
+    reference = truth + rng.normal(0.0, ref_noise, t.size)
+    device = truth + offset + ar1(rng, t.size, dev_noise, phi)
+    v = judge(device, reference, t, BAROMETER)
+    assert "gain" not in v.failed, (v.metrics.as_dict(), v.causes)
+    assert "gain_drift" not in {c.cause for c in v.causes}
+    assert v.severity != "critical"
+
+
+def test_insufficient_excitation_is_said_and_bias_still_judged() -> None:
+    """A calm first hours, gain not judgeable: the finding says so; an offset of three bias
+    tolerances is still found, as offset_drift, not gain."""
+    rng = np.random.default_rng(11)
+    t = T0 + 60.0 * np.arange(120)
+    truth = signal(rng, t, 1013.0, 0.3, 8.0)
+    reference = truth + rng.normal(0.0, 0.2, t.size)
+    healthy = judge(truth + ar1(rng, t.size, 0.3, 0.5), reference, t, BAROMETER)
+    assert healthy.status == "pass"
+    assert gain_evidence(healthy.metrics, BAROMETER.tolerance) == "indeterminate"
+    (metric, why), = healthy.indeterminate
+    assert metric == "gain" and "insufficient excitation" in why
+    offset = judge(truth + 3.0 + ar1(rng, t.size, 0.3, 0.5), reference, t, BAROMETER)
+    assert offset.status == "fail" and top(offset) == "offset_drift", offset.causes
+    assert "gain_drift" not in {c.cause for c in offset.causes}
+
+
+def test_a_span_fault_with_enough_excitation_is_still_gain_drift() -> None:
+    """The identifiability test takes nothing from a gain the data do show: a day of
+    temperature with a 20 % span error is gain_drift."""
+    rng = np.random.default_rng(5)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = signal(rng, t, 15.0, 6.0, 24.0)
+    reference = truth + rng.normal(0.0, 0.05, t.size)
+    device = 15.0 + (truth - 15.0) * 1.2 + ar1(rng, t.size, 0.15, 0.6)
+    v = judge(device, reference, t, TEMPERATURE)
+    assert v.status == "fail" and top(v) == "gain_drift", v.causes
+    assert gain_evidence(v.metrics, TEMPERATURE.tolerance) == "beyond"
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), phi=st.floats(0.5, 0.95),
+       noise=st.floats(0.1, 0.6))
+def test_first_hour_of_a_healthy_unit_is_never_a_critical_failure(
+        seed: int, phi: float, noise: float) -> None:
+    """An hour of strongly autocorrelated minute data holds a handful of independent
+    samples: its gain is rarely judgeable, and a borderline estimate is never critical."""
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(70)
+    truth = signal(rng, t, 15.0, 1.0, 24.0)
+    v = judge(truth + ar1(rng, t.size, noise, phi), truth + rng.normal(0, 0.05, t.size), t,
+              TEMPERATURE)
+    assert "gain" not in v.failed, (v.metrics.as_dict(), v.causes)
+    assert v.severity in ("none", "minor"), (v.failed, v.causes)
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1),
+       interval=st.sampled_from([10.0, 30.0, 60.0, 120.0, 300.0]),
+       hours=st.sampled_from([2, 6, 24]),
+       spec=st.sampled_from([TEMPERATURE, HUMIDITY, BAROMETER]),
+       bias_share=st.floats(-0.3, 0.3), gain_share=st.floats(-0.3, 0.3),
+       noise_share=st.floats(0.02, 0.3), phi=st.floats(0.0, 0.9),
+       swing=st.floats(0.0, 1.0))
+def test_a_healthy_stream_inside_its_envelope_never_fails(
+        seed: int, interval: float, hours: int, spec: SensorSpec, bias_share: float,
+        gain_share: float, noise_share: float, phi: float, swing: float) -> None:
+    """Offset, span error and noise all inside a third of the profile's tolerances, at any
+    reporting interval, window and amount of excitation (from a flat day to a day whose
+    swing is many tolerances): the verdict is never ``fail``."""
+    rng = np.random.default_rng(seed)
+    tol = spec.tolerance
+    spec = SensorSpec(spec.name, spec.quantity, spec.unit, spec.range, interval,
+                      Tolerance(tol.bias, tol.gain, tol.rmse, 0.0, max(tol.lag_s, interval),
+                                tol.window_s, 10))
+    t = T0 + interval * np.arange(int(hours * HOUR / interval))
+    level = 1013.0 if spec.unit == "hPa" else 50.0 if spec.unit == "percent" else 15.0
+    truth = signal(rng, t, level, swing * 20.0 * tol.bias, 24.0)
+    reference = truth + rng.normal(0.0, 0.05 * tol.bias, t.size)
+    device = (level + (truth - level) * (1.0 + gain_share * tol.gain) + bias_share * tol.bias
+              + ar1(rng, t.size, noise_share * tol.rmse, phi))
+    v = judge(device, reference, t, spec)
+    assert v.status != "fail", (v.failed, v.causes, v.metrics.as_dict())
+
+
+# --------------------------------------------------------------------------- offset, not gain
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), spec=st.sampled_from([TEMPERATURE, HUMIDITY, BAROMETER]),
+       size=st.floats(2.5, 6.0), sign=st.sampled_from([-1.0, 1.0]), swing=st.floats(0.05, 1.0))
+def test_a_constant_offset_beyond_tolerance_is_bias_not_gain(
+        seed: int, spec: SensorSpec, size: float, sign: float, swing: float) -> None:
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(1440)
+    tol = spec.tolerance
+    level = 1013.0 if spec.unit == "hPa" else 50.0 if spec.unit == "percent" else 15.0
+    truth = signal(rng, t, level, swing * 10.0 * tol.bias, 24.0)
+    reference = truth + rng.normal(0.0, 0.05 * tol.bias, t.size)
+    device = truth + sign * size * tol.bias + ar1(rng, t.size, 0.2 * tol.rmse, 0.6)
+    v = judge(device, reference, t, spec)
+    assert v.status == "fail" and top(v) == "offset_drift", (v.causes, v.metrics.as_dict())
+
+
+# --------------------------------------------------------------------------- stuck, clipping
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), spec=st.sampled_from([TEMPERATURE, HUMIDITY, BAROMETER]),
+       swing=st.floats(0.02, 2.0), since=st.floats(0.0, 0.6))
+def test_a_flat_stream_is_stuck_whatever_the_references_range(
+        seed: int, spec: SensorSpec, swing: float, since: float) -> None:
+    """Exactly one value repeated for hours in the interior of the range while the
+    reference is live: stuck, even when the reference moves by less than the bias
+    tolerance (a calm indoor day)."""
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(1440)
+    tol = spec.tolerance
+    level = 1013.0 if spec.unit == "hPa" else 50.0 if spec.unit == "percent" else 15.0
+    truth = signal(rng, t, level, swing * tol.bias, 24.0)
+    reference = truth + rng.normal(0.0, 0.05 * tol.bias, t.size)
+    device = np.round(truth + ar1(rng, t.size, 0.1 * tol.rmse, 0.5), 2)
+    cut = int(since * t.size)
+    device[cut:] = device[cut]
+    v = judge(device, reference, t, spec)
+    assert v.status == "fail" and top(v) == "stuck", (v.causes, v.metrics.as_dict())
+
+
+def test_saturation_at_full_scale_is_clipping_not_stuck() -> None:
+    """A unit reading 15 %RH high saturates at 99.9 %RH for hours; between the spells it
+    follows the reference. Clipping, with its share and the offset behind it; not stuck,
+    not critical."""
+    rng = np.random.default_rng(1)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = 80.0 + 15.0 * np.sin(2 * math.pi * np.arange(t.size) / t.size)
+    reference = truth + rng.normal(0.0, 0.5, t.size)
+    device = np.round(np.minimum(truth + 15.0 + rng.normal(0.0, 0.8, t.size), 99.9), 1)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "fail" and top(v) == "clipping", v.causes
+    assert "stuck" not in {c.cause for c in v.causes}
+    assert v.severity != "critical"
+    evidence = v.causes[0].evidence
+    assert "99.9 percent" in evidence and "%" in evidence and "offset" in evidence
+    assert any(c.cause == "offset_drift" for c in v.causes)
+
+
+def test_a_quantised_device_on_a_calm_day_is_not_stuck() -> None:
+    """Integer readings of a quantity whose reference moves a fraction of a step: repeats
+    are what the device's resolution makes, not a frozen sensor."""
+    rng = np.random.default_rng(2)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = 50.0 + 0.3 * np.sin(np.arange(t.size) / 100.0)
+    v = judge(np.round(truth + rng.normal(0.0, 0.3, t.size)), truth + rng.normal(0, 0.1, t.size),
+              t, HUMIDITY)
+    assert v.status == "pass", (v.failed, v.causes)
+
+
+# ----------------------------------------------------------------- every failure has a cause
+
+
+def test_a_failure_no_detector_explains_says_deviation_of_unknown_cause() -> None:
+    """A reference noisier than the device's rmse tolerance makes the rmse fail with no
+    pattern any detector knows: the finding says so, with the metric that failed."""
+    rng = np.random.default_rng(57)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = signal(rng, t, 1013.0, 0.5, 6.0)
+    v = judge(truth + ar1(rng, t.size, 0.3, 0.8), truth + rng.normal(0.0, 2.0, t.size), t,
+              BAROMETER)
+    assert v.status == "fail"
+    assert top(v) == "unexplained", v.causes
+    assert "deviation of unknown cause" in v.causes[0].evidence
+    assert all(name in v.causes[0].evidence for name in v.failed)
+    assert "by hand" in v.action
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), offset=st.floats(-5.0, 5.0), gain=st.floats(0.5, 1.5),
+       noise=st.floats(0.05, 3.0), flat_from=st.one_of(st.none(), st.floats(0.0, 0.9)))
+def test_every_failing_verdict_names_a_cause(seed: int, offset: float, gain: float,
+                                             noise: float, flat_from: float | None) -> None:
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(720)
+    truth = signal(rng, t, 15.0, 4.0, 24.0)
+    device = 15.0 + (truth - 15.0) * gain + offset + ar1(rng, t.size, noise, 0.5)
+    if flat_from is not None:
+        device[int(flat_from * t.size):] = device[int(flat_from * t.size)]
+    v = judge(device, truth + rng.normal(0.0, 0.05, t.size), t, TEMPERATURE)
+    if v.status == "fail":
+        assert v.causes and v.causes[0].cause, v
+
+
+# --------------------------------------------------------------------------- one time base
+
+
+def test_a_coarser_reference_is_met_by_the_devices_means_over_its_intervals() -> None:
+    """Minute device data against hourly reference values: the comparison is of the
+    device's hourly means (kept with more than 75 % of the minutes), the very numbers
+    ``colocate`` averages (``interval_means``), not one device minute per hour."""
+    rng = np.random.default_rng(3)
+    t = T0 + 60.0 * np.arange(24 * 60)
+    truth = signal(rng, t, 12.0, 8.0, 24.0) + ar1(rng, t.size, 3.0, 0.9)  # PM-like
+    device = truth + rng.normal(0.0, 4.0, t.size)  # minute noise the hour averages out
+    device[90:120] = np.nan  # hour 1 holds 30 of 60 minutes: incomplete, not compared
+    hours = T0 + HOUR * np.arange(24)
+    hourly = interval_means(t, truth, HOUR, 60.0).mean
+    spec = SensorSpec("pm2_5", "[mass] / [length] ** 3", "ug/m^3", (0.0, 1000.0), 60.0,
+                      Tolerance(bias=2.0, gain=0.35, rmse=3.0, r2_min=0.7, lag_s=300.0,
+                                window_s=86400.0, min_samples=60))
+    aligned = on_time_base(Series(t, device), Series(hours, hourly), 60.0, T0, T0 + 24 * HOUR,
+                           reference_interval_s=HOUR)
+    assert aligned.interval_s == HOUR
+    means = interval_means(t, device, HOUR, 60.0)
+    assert aligned.n_paired == len(means) == 23
+    paired_dev = np.asarray(aligned.device)[aligned.paired]
+    np.testing.assert_allclose(np.sort(paired_dev), np.sort(means.mean))
+    v = evaluate_stream(Series(t, device), Series(hours, hourly), spec, T0, T0 + 24 * HOUR,
+                        reference_interval_s=HOUR)
+    assert v.status == "pass", (v.failed, v.causes, v.metrics.as_dict())
+    # without being told, the reference's hourly spacing is read from its data
+    inferred = evaluate_stream(Series(t, device), Series(hours, hourly), spec, T0,
+                               T0 + 24 * HOUR)
+    assert inferred.metrics.n == v.metrics.n == 23
+
+
+def test_no_lag_below_two_intervals_of_the_coarser_series() -> None:
+    """Averaged to the reference's hour, a device 13 minutes late shows no lag: a lag
+    finer than two hours cannot be resolved on hourly pairs."""
+    rng = np.random.default_rng(4)
+    t = T0 + 60.0 * np.arange(4 * 24 * 60)
+    truth = signal(rng, t, 12.0, 8.0, 24.0) + ar1(rng, t.size, 3.0, 0.99)
+    late = np.interp(t - 13 * 60.0, t, truth) + rng.normal(0.0, 1.0, t.size)
+    hours = T0 + HOUR * np.arange(4 * 24)
+    spec = SensorSpec("pm2_5", "[mass] / [length] ** 3", "ug/m^3", (0.0, 1000.0), 60.0,
+                      Tolerance(bias=2.0, gain=0.35, rmse=3.0, r2_min=0.0, lag_s=300.0,
+                                window_s=4 * 86400.0, min_samples=60))
+    v = evaluate_stream(Series(t, late), Series(hours, interval_means(t, truth, HOUR).mean),
+                        spec, T0, t[-1] + 60.0, reference_interval_s=HOUR)
+    assert "lag_s" not in v.failed and "time_lag" not in {c.cause for c in v.causes}
+
+
+@pytest.mark.parametrize("interval", [10.0, 30.0, 60.0, 120.0, 300.0])
+@pytest.mark.parametrize("intervals_late", [2, 3, 5, 10])
+def test_a_lag_of_two_to_ten_intervals_is_found_at_any_interval(
+        interval: float, intervals_late: int) -> None:
+    """The device's clock runs ``intervals_late`` reporting intervals behind, its lag
+    tolerance one interval: the lag is found, named, and measured to an interval."""
+    rng = np.random.default_rng(int(interval) * 100 + intervals_late)
+    span = 12 * HOUR
+    fine = np.arange(-HOUR, span + HOUR, 10.0)
+    weather = (15.0 + 5.0 * np.sin(2 * math.pi * fine / 86400.0)
+               + np.cumsum(rng.normal(0.0, 0.05, fine.size)))
+    t = T0 + interval * np.arange(int(span / interval))
+    rel = t - T0
+    reference = np.interp(rel, fine, weather) + rng.normal(0.0, 0.05, t.size)
+    device = (np.interp(rel - intervals_late * interval, fine, weather)
+              + ar1(rng, t.size, 0.1, 0.7))
+    spec = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), interval,
+                      Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.0, lag_s=interval,
+                                window_s=span, min_samples=30))
+    v = judge(device, reference, t, spec)
+    assert top(v) == "time_lag", (v.causes, v.metrics.lag_s)
+    assert abs(v.metrics.lag_s - intervals_late * interval) <= interval

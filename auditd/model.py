@@ -226,6 +226,9 @@ class Reading:
     ts: float
     value: float | None
     seq: int | None = None
+    out_of_range: bool = False
+    """Well formed but outside the profile's plausible ``range``: kept and counted, never
+    thrown away (a gas sensor's readings below 0 are the evidence of its offset)."""
 
 
 @dataclass(frozen=True, slots=True)

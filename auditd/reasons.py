@@ -27,6 +27,8 @@ REPLAY: Final = "replay"
 """A recording's line (``sensor-auditd replay``)."""
 IMPORT: Final = "import"
 """An instrument or agency export's row (``sensor-auditd import``)."""
+RETIRED: Final = "retired"
+"""No longer given, kept for the quarantine rows of stores written before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,7 @@ class RejectionReason:
     code: str
     stage: str
     """Where it is decided: ``gate``, ``admission``, ``store``, ``commands``, ``replay``,
-    ``import`` (several stages may share a reason: a timestamp an export cannot parse is
+    ``import``, or ``retired`` (several stages may share a reason: a timestamp an export cannot parse is
     ``ts_invalid`` as a message's is)."""
     meaning: str
     limit: str = ""
@@ -115,9 +117,11 @@ VALUE_INVALID: Final = _reason(
     "infinity, a missing `value`); in a meta or event, a NaN or infinity anywhere. Also an "
     "export cell that is not a number.")
 OUT_OF_RANGE: Final = _reason(
-    "out_of_range", GATE,
-    "One reading, in the canonical unit, lies outside the sensor's physically plausible "
-    "range (inclusive); the audit counts them per window (cause `out_of_range`).",
+    "out_of_range", RETIRED,
+    "No longer given: a well-formed reading outside the sensor's plausible range is kept, "
+    "flagged and counted (`readings_out_of_range`), as evidence (a gas cell's zero below "
+    "0 ppb is its offset); stores written before hold such rows, which the audit still "
+    "counts per window (cause `out_of_range`).",
     "the profile's `sensors.*.range`")
 EVENT_TYPE_INVALID: Final = _reason(
     "event_type_invalid", GATE,

@@ -138,9 +138,10 @@ def test_every_injected_fault_is_found_with_its_cause_first_and_no_false_alarm(
     summary = json.loads((tmp_path / "summary.json").read_text())
     rejected = summary["readings_rejected"]
     for reason in ("json_invalid", "topic_invalid", "unit_incompatible", "ts_invalid",
-                   "ts_future", "payload_too_large", "sensor_unknown", "event_type_invalid",
-                   "out_of_range"):
+                   "ts_future", "payload_too_large", "sensor_unknown", "event_type_invalid"):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
+    # impossible humidity values are kept, flagged and counted, not quarantined
+    assert "out_of_range" not in rejected and summary["readings_out_of_range"] >= 1
 
     result = cli("evaluate", "--truth", str(truth), "--findings", str(found),
                  "--out", str(tmp_path / "scores.json"))

@@ -158,6 +158,7 @@ def test_range_bounds_are_inclusive() -> None:
     outcome = run(telemetry({"temperature": -40, "humidity": 100.0, "pressure": 300}))
     assert outcome.rejections == ()
     assert sorted(r.value for r in outcome.readings if r.value is not None) == [-40, 100, 300]
+    assert not any(r.out_of_range for r in outcome.readings)
 
 
 def test_empty_readings_is_an_empty_outcome() -> None:
@@ -247,9 +248,13 @@ READING_LEVEL = [
     (Reason.VALUE_INVALID, "temperature", {"value": False, "unit": "degC"}),
     (Reason.VALUE_INVALID, "temperature", {"unit": "degC"}),
     (Reason.VALUE_INVALID, "temperature", 10**400),
-    (Reason.OUT_OF_RANGE, "temperature", 85.001),
-    (Reason.OUT_OF_RANGE, "temperature", {"value": 300, "unit": "degF"}),
-    (Reason.OUT_OF_RANGE, "pressure", {"value": 1013.25, "unit": "Pa"}),
+]
+
+OUT_OF_RANGE = [
+    ("temperature", 85.001, 85.001),
+    ("temperature", {"value": 300, "unit": "degF"}, (300 - 32) / 1.8),
+    ("pressure", {"value": 1013.25, "unit": "Pa"}, 10.1325),
+    ("no2", -57.5, -57.5),
 ]
 
 
@@ -277,6 +282,21 @@ def test_reading_level_problem_rejects_only_that_reading(
     assert rejection.payload == payload and rejection.topic == TOPIC and rejection.detail
 
 
+@pytest.mark.parametrize(("name", "reading", "canonical"), OUT_OF_RANGE)
+def test_well_formed_reading_outside_the_range_is_kept_and_flagged(
+    name: str, reading: Any, canonical: float
+) -> None:
+    """A value outside the profile's plausible range is evidence (an electrochemical
+    cell's zero below 0 ppb is its offset): kept in the canonical unit, flagged, no
+    rejection. Readings inside the range are not flagged."""
+    outcome = run(json.dumps(telemetry({name: reading, "humidity": 50})).encode())
+    assert outcome.rejections == ()
+    flagged = {r.sensor: (r.value, r.out_of_range) for r in outcome.readings}
+    assert flagged["humidity"] == (50.0, False)
+    value, out = flagged[name]
+    assert out and value == pytest.approx(canonical)
+
+
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
 @pytest.mark.parametrize("template", [b'{"value": %s, "unit": "degF"}', b"%s"])
 def test_non_finite_values_are_invalid(literal: bytes, template: bytes) -> None:
@@ -289,6 +309,7 @@ def test_non_finite_values_are_invalid(literal: bytes, template: bytes) -> None:
 def test_every_reason_has_an_example() -> None:
     covered = {reason for reason, *_ in MESSAGE_LEVEL} | {reason for reason, *_ in READING_LEVEL}
     assert covered == set(Reason.GATE)
+    assert Reason.OUT_OF_RANGE not in Reason.GATE  # kept and flagged, no longer refused
     assert set(Reason.GATE) < set(Reason.ALL)
     assert len(set(Reason.ALL)) == len(Reason.ALL)
     assert all(isinstance(r, str) and r == r.lower() for r in Reason.ALL)
@@ -305,9 +326,9 @@ def test_unknown_sensor_with_a_hostile_name_is_not_echoed_as_a_sensor() -> None:
 
 def test_several_bad_readings_each_get_a_rejection() -> None:
     outcome = run(telemetry({"temperature": "x", "humidity": 101, "nope": 1, "pressure": 999}))
-    assert [r.sensor for r in outcome.readings] == ["pressure"]
+    assert [(r.sensor, r.out_of_range) for r in outcome.readings] == [
+        ("humidity", True), ("pressure", False)]
     assert sorted((r.sensor or "", r.reason) for r in outcome.rejections) == [
-        ("humidity", Reason.OUT_OF_RANGE),
         ("nope", Reason.SENSOR_UNKNOWN),
         ("temperature", Reason.VALUE_INVALID),
     ]

@@ -285,17 +285,29 @@ class Auditor:
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:
             return finding
-        rejected = self._store.quarantine.rejected_between(finding.device, finding.sensor,
-                                                           finding.window_start, finding.window_end)
-        out = rejected.get(OUT_OF_RANGE, 0)
-        if not out:
-            return finding
-        stored = self._store.readings.count_between(finding.site, finding.device, finding.sensor,
-                                                    finding.window_start, finding.window_end)
-        model = self._catalog.model_for(finding.device, announced.get(finding.device))
+        """The window's readings outside the plausible range, as evidence in the finding:
+        kept ones by their values (``readings.count_outside``: beyond the reach of a
+        calibration error, and within it), and those quarantined by stores written before
+        ingest kept them."""
+        site, device, sensor = finding.site, finding.device, finding.sensor
+        start, end = finding.window_start, finding.window_end
+        rejected = self._store.quarantine.rejected_between(device, sensor, start, end)
+        quarantined = rejected.get(OUT_OF_RANGE, 0)
+        model = self._catalog.model_for(device, announced.get(device))
         profile = self._catalog.profile(model) if model else None
-        spec = profile.sensors.get(finding.sensor) if profile else None
-        return add_out_of_range(finding, out, stored, spec.range if spec else None)
+        spec = profile.audited(sensor) if profile else None
+        impossible = near = 0
+        if spec is not None:
+            low, high = core.checks.plausible_bounds(spec)
+            impossible = self._store.readings.count_outside(site, device, sensor, start, end,
+                                                            low, high)
+            near = self._store.readings.count_outside(site, device, sensor, start, end,
+                                                      *spec.range) - impossible
+        if not (quarantined or impossible or near):
+            return finding
+        stored = self._store.readings.count_between(site, device, sensor, start, end)
+        return add_out_of_range(finding, quarantined + impossible, stored + quarantined,
+                                spec.range if spec else None, near)
 
     # ----------------------------------------------------------------- one reference group
 

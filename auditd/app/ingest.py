@@ -66,6 +66,8 @@ class IngestTotals:
     readings_accepted: int = 0
     readings_duplicate: int = 0
     nulls: int = 0
+    out_of_range: int = 0
+    """Readings kept although outside their profile's plausible range."""
     rejected: Counter[str] = field(default_factory=Counter)
     meta_versions: int = 0
     events: int = 0
@@ -77,6 +79,7 @@ class IngestTotals:
         self.readings_accepted += result.readings_inserted + result.readings_duplicate
         self.readings_duplicate += result.readings_duplicate
         self.nulls += result.nulls
+        self.out_of_range += result.out_of_range
         self.rejected.update(result.rejected)
         self.meta_versions += result.meta_versions_added
         self.events += result.events_added
@@ -87,6 +90,7 @@ class IngestTotals:
             "readings_accepted": self.readings_accepted,
             "readings_duplicate": self.readings_duplicate,
             "nulls": self.nulls,
+            "readings_out_of_range": self.out_of_range,
             "readings_rejected": dict(sorted(self.rejected.items())),
             "meta_versions": self.meta_versions,
             "events": self.events,

@@ -104,9 +104,10 @@ __all__ = [
 ]
 
 
-_LAZY_MODULES = frozenset({"cohorts", "consensus"})
+_LAZY_MODULES = frozenset({"checks", "cohorts", "consensus"})
 """Submodules reachable as ``core.consensus`` before anything imported them: what a group
-of streams shows (reference faults, firmware cohorts), loaded with the first audit too."""
+of streams shows (reference faults, firmware cohorts), loaded with the first audit too,
+and the tolerance checks (``core.checks.plausible_bounds``)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,21 @@ from scipy.special import chdtri, stdtrit
 
 from auditd.core.fit import Metrics
 from auditd.core.stats import ONE_SIDED_LEVEL, Z_ONE_SIDED_1PCT, confidence_z
-from auditd.model import Tolerance
+from auditd.model import SensorSpec, Tolerance
+
+OUT_OF_RANGE_REACH = 3.0
+"""Bias tolerances beyond the profile's plausible range that a calibration error can carry
+a well-formed reading (an electrochemical cell's zero a few ppb below 0): such readings
+are evidence and stay in the comparison; farther out they are impossible values, which no
+offset or gain explains, and are left out of it (``plausible_bounds``)."""
+
+
+def plausible_bounds(spec: SensorSpec) -> tuple[float, float]:
+    """The values a comparison takes: the profile's range widened by ``OUT_OF_RANGE_REACH``
+    bias tolerances each side."""
+    low, high = spec.range
+    reach = OUT_OF_RANGE_REACH * spec.tolerance.bias
+    return low - reach, high + reach
 
 
 def ratio(excess: float, limit: float) -> float:

@@ -22,6 +22,7 @@ from auditd.core.checks import (
     excitation_note,
     failed_checks,
     gain_evidence,
+    plausible_bounds,
 )
 from auditd.core.diagnose import (
     DROPOUT_FAIL,
@@ -253,11 +254,20 @@ def evaluate_stream(
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
     device's means over its intervals (``align.on_time_base``).
     """
-    aligned = on_time_base(device, reference, spec.interval_s, start, end,
+    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
     return evaluate_aligned(aligned, on_interval(spec, aligned.interval_s), units,
                             baseline_residuals=baseline_residuals,
                             reference_uncertainty=reference_uncertainty)
+
+
+def within_reach(device: Series, spec: SensorSpec) -> Series:
+    """The device's readings a comparison may use: all but impossible values, those beyond
+    ``checks.plausible_bounds`` (nulls stay: they are the device's own outages)."""
+    low, high = plausible_bounds(spec)
+    v = device.values
+    keep = ~((v < low) | (v > high))
+    return device if bool(keep.all()) else Series(device.ts[keep], v[keep])
 
 
 MIN_COARSE_PAIRS = 3

@@ -3,10 +3,11 @@ what the comparisons mean once the core has judged them.
 
 Pure: streams, the catalog and verdicts in, tasks and findings out. ``plan`` picks the
 streams a reference serves; ``finding_for`` turns a verdict into CONTRACT.md's finding;
-``add_out_of_range`` folds in what ingest quarantined; ``report_for`` is the run's summary;
-``baseline_window`` chooses the known-good window a drift is measured against; and the
-reference groups (``group_tasks``, ``group_findings``) decide what a group of devices says
-about their reference. The auditor (``auditd.app.auditor``) reads the store and calls these.
+``add_out_of_range`` folds in the readings outside the plausible range; ``report_for`` is
+the run's summary; ``baseline_window`` chooses the known-good window a drift is measured
+against; and the reference groups (``group_tasks``, ``group_findings``) decide what a
+group of devices says about their reference. The auditor (``auditd.app.auditor``) reads
+the store and calls these.
 """
 
 from __future__ import annotations
@@ -112,19 +113,40 @@ stream fails on ``out_of_range`` whatever its comparison with the reference says
 values that did pass are the survivors of a sensor that reports the impossible."""
 
 
-def add_out_of_range(finding: Finding, rejected: int, stored: int,
-                     plausible: tuple[float, float] | None) -> Finding:
-    """Fold the readings ingest quarantined as out of range into the stream's verdict.
+OUT_OF_RANGE_NEAR_CONFIDENCE = 0.3
+"""Readings just outside the range that a calibration error explains are evidence beside
+that error, not a cause ahead of it."""
 
-    Validation drops impossible values before they reach the store, so the comparison with
-    the reference never sees them; the cause lives here, where both counts are known.
+
+def add_out_of_range(finding: Finding, rejected: int, stored: int,
+                     plausible: tuple[float, float] | None, near: int = 0) -> Finding:
+    """Fold the window's readings outside the plausible range into the stream's verdict.
+
+    ``rejected``: impossible values, beyond what a calibration error can reach
+    (``core.checks.plausible_bounds``; the comparison leaves them out), and readings
+    quarantined as out of range by stores written before they were kept. ``near``: kept
+    readings outside the range but within that reach (in the comparison, as evidence of
+    the offset or gain that put them there). ``stored``: the window's stored readings,
+    both kinds included. Impossible values fail the stream above
+    ``OUT_OF_RANGE_MAX_SHARE``; the near ones are only named beside the verdict's causes.
     """
-    share = rejected / max(rejected + stored, 1)
     bounds = f" [{plausible[0]:g}, {plausible[1]:g}] {finding.unit}" if plausible else ""
+    if near:
+        share_near = near / max(stored, 1)
+        finding = replace(finding, causes=(*finding.causes, Cause(
+            OUT_OF_RANGE, min(OUT_OF_RANGE_NEAR_CONFIDENCE, 0.1 + share_near),
+            f"{near} of {stored} readings in the window ({share_near:.1%}) were outside the "
+            f"plausible range{bounds}, within what an offset or gain error reaches: kept, "
+            f"flagged and compared with the reference")))
+    if not rejected:
+        return finding
+    total = max(stored, rejected)
+    share = rejected / max(total, 1)
     cause = Cause(
         OUT_OF_RANGE, min(0.5 + share * 5, 0.99),
-        f"{rejected} of {rejected + stored} readings in the window ({share:.1%}) were outside"
-        f" the plausible range{bounds} and were quarantined")
+        f"{rejected} of {total} readings in the window ({share:.1%}) were outside"
+        f" the plausible range{bounds}, beyond what a calibration error explains, and were "
+        f"left out of the comparison")
     if share < OUT_OF_RANGE_MAX_SHARE:
         return replace(finding, causes=(*finding.causes, cause))
     severity = finding.severity if finding.status == "fail" else "major"

@@ -441,7 +441,8 @@ class _Batch:
             except _Problem as problem:
                 self.reject(problem.reason, problem.detail, name)
                 continue
-            self.readings.append(Reading(site, device, name, spec.unit, ts, value, seq))
+            self.readings.append(Reading(site, device, name, spec.unit, ts, value, seq,
+                                         value is not None and not _in_range(value, spec)))
 
     def reject(self, reason: str, detail: str, sensor: str | None) -> None:
         self.rejections.append(
@@ -482,7 +483,7 @@ def _reading_value(raw: Any, spec: MeasuredSensor,
     """
     kind = type(raw)
     if kind is float or kind is int:
-        return _in_range(_finite(raw), spec)
+        return _finite(raw)
     if raw is None:
         return None
     if kind is not dict:
@@ -501,7 +502,7 @@ def _reading_value(raw: Any, spec: MeasuredSensor,
     if value is None:
         return None
     number = _finite(value)
-    return _in_range(number if convert is None else convert(number), spec)
+    return number if convert is None else convert(number)
 
 
 def _finite(value: Any) -> float:
@@ -518,11 +519,10 @@ def _finite(value: Any) -> float:
     raise _Problem(Reason.VALUE_INVALID, f"value must be a number, not {_json_type(value)}")
 
 
-def _in_range(value: float, spec: MeasuredSensor) -> float:
+def _in_range(value: float, spec: MeasuredSensor) -> bool:
+    """Inside the sensor's physically plausible range (inclusive bounds)."""
     low, high = spec.range
-    if low <= value <= high:
-        return value
-    raise _Problem(Reason.OUT_OF_RANGE, f"{value:.6g} {spec.unit} is outside [{low:g}, {high:g}]")
+    return low <= value <= high
 
 
 def _conversion(unit: str, spec: MeasuredSensor, aliases: UnitAliases) -> Converter:

@@ -49,6 +49,9 @@ class WriteResult:
     rejections: tuple[Rejection, ...] = ()
     """What was quarantined, as committed (``duplicate_conflict`` found here included),
     for the rejection log (``auditd.app.rejection_log``)."""
+    out_of_range: int = 0
+    """Readings of the batch outside their profile's plausible range, kept (duplicates
+    included, as ``nulls``: what ingest saw)."""
 
     def plus(self, other: WriteResult) -> WriteResult:
         """Both batches' changes (a batch committed in parts, ``auditd.app.ingest``)."""
@@ -61,7 +64,8 @@ class WriteResult:
             self.meta_versions_added + other.meta_versions_added,
             self.events_added + other.events_added,
             self.quarantine_dropped + other.quarantine_dropped,
-            (*self.rejections, *other.rejections))
+            (*self.rejections, *other.rejections),
+            self.out_of_range + other.out_of_range)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,7 @@ class Readings:
                 events_added=events_added,
                 quarantine_dropped=dropped,
                 rejections=(*rejections, *conflicts),
+                out_of_range=sum(1 for r in readings if r.out_of_range),
             )
             add_counters(conn, self._batch_counters(len(outcomes), result))
             if counters:
@@ -231,6 +236,7 @@ class Readings:
             "readings_inserted": result.readings_inserted,
             "readings_duplicate": result.readings_duplicate,
             "readings_null": result.nulls,
+            "readings_out_of_range": result.out_of_range,
             "readings_rejected": sum(result.rejected.values()),
             "meta_versions": result.meta_versions_added,
             "events": result.events_added,
@@ -369,6 +375,20 @@ class Readings:
             row = conn.execute(
                 "SELECT count(*) FROM readings WHERE stream_id = ? AND ts_ms >= ? AND ts_ms < ?",
                 (sid, ms_at_or_after(start), ms_at_or_after(end))).fetchone()
+        return int(row[0])
+
+    def count_outside(self, site: str, device: str, sensor: str, start: float, end: float,
+                      low: float, high: float) -> int:
+        """Stored readings of one stream with start <= ts < end whose value lies outside
+        [low, high] (what ingest kept flagged as out of range, judged by today's range)."""
+        with self._db.read("count_outside") as conn:
+            sid = self._stream_id(conn, site, device, sensor)
+            if sid is None:
+                return 0
+            row = conn.execute(
+                "SELECT count(*) FROM readings WHERE stream_id = ? AND ts_ms >= ? AND ts_ms < ? "
+                "AND (value < ? OR value > ?)",
+                (sid, ms_at_or_after(start), ms_at_or_after(end), low, high)).fetchone()
         return int(row[0])
 
     def streams(self) -> list[StreamInfo]:

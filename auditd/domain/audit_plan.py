@@ -131,22 +131,20 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
     ``OUT_OF_RANGE_MAX_SHARE``; the near ones are only named beside the verdict's causes.
     """
     bounds = f" [{plausible[0]:g}, {plausible[1]:g}] {finding.unit}" if plausible else ""
+    total = max(stored, rejected + near, 1)
+    share, share_near = rejected / total, near / total
+    said = []
     if near:
-        share_near = near / max(stored, 1)
-        finding = replace(finding, causes=(*finding.causes, Cause(
-            OUT_OF_RANGE, min(OUT_OF_RANGE_NEAR_CONFIDENCE, 0.1 + share_near),
-            f"{near} of {stored} readings in the window ({share_near:.1%}) were outside the "
-            f"plausible range{bounds}, within what an offset or gain error reaches: kept, "
-            f"flagged and compared with the reference")))
-    if not rejected:
-        return finding
-    total = max(stored, rejected)
-    share = rejected / max(total, 1)
-    cause = Cause(
-        OUT_OF_RANGE, min(0.5 + share * 5, 0.99),
-        f"{rejected} of {total} readings in the window ({share:.1%}) were outside"
-        f" the plausible range{bounds}, beyond what a calibration error explains, and were "
-        f"left out of the comparison")
+        said.append(f"{near} of {total} readings in the window ({share_near:.1%}) were "
+                    f"outside the plausible range{bounds}, within what an offset or gain "
+                    f"error reaches: kept, flagged and compared with the reference")
+    if rejected:
+        said.append(f"{rejected} of {total} readings ({share:.1%}) were outside the "
+                    f"plausible range{bounds}, beyond what a calibration error explains, "
+                    f"and were left out of the comparison")
+    confidence = (min(0.5 + share * 5, 0.99) if rejected
+                  else min(OUT_OF_RANGE_NEAR_CONFIDENCE, 0.1 + share_near))
+    cause = Cause(OUT_OF_RANGE, confidence, "; ".join(said))
     if share < OUT_OF_RANGE_MAX_SHARE:
         return replace(finding, causes=(*finding.causes, cause))
     severity = finding.severity if finding.status == "fail" else "major"

@@ -83,9 +83,9 @@ def test_replay_of_the_sample_finds_the_injected_offset_and_counts_the_rest(
         tmp_path: Path) -> None:
     summary, findings, _ = _replay(tmp_path, "a")
     assert summary["messages"] == sum(1 for line in SAMPLE.open() if line.strip())
-    assert summary["readings_rejected"] == {"json_invalid": 1, "out_of_range": 1,
-                                            "topic_invalid": 1, "ts_invalid": 1,
-                                            "unit_incompatible": 1}
+    assert summary["readings_rejected"] == {"json_invalid": 1, "topic_invalid": 1,
+                                            "ts_invalid": 1, "unit_incompatible": 1}
+    assert summary["readings_out_of_range"] == 1  # kept, flagged and counted
     assert summary["findings"] == len(findings)
     last_audit = max(f["window"]["end"] for f in findings)
     final = {(f["device"], f["sensor"]): f for f in findings if f["window"]["end"] == last_audit}
@@ -149,12 +149,12 @@ def test_the_daemon_starts_without_the_calibration_core() -> None:
     """A gateway pays for scipy's statistics only once it audits: ingest-only start-up must
     not import the calibration core's numerics (``auditd.core``'s modules, scipy.stats,
     scipy.signal), whatever module grows an import. What may load: the cause registry (a
-    table the alerting reads) and the core's input values (``series``, ``align``: numpy
-    only, which the store needs anyway)."""
+    table the alerting reads) and the core's input values (``series``, ``align`` and its
+    ``averaging``: numpy only, which the store needs anyway)."""
     probe = ("import sys, auditd.app.daemon, auditd.cli, auditd.app.replay; "
              "print(sorted(m for m in sys.modules if m in ('scipy.stats', 'scipy.signal') "
              "or (m.startswith('auditd.core.') and m not in ('auditd.core.causes', "
-             "'auditd.core.series', 'auditd.core.align'))))")
+             "'auditd.core.series', 'auditd.core.align', 'auditd.core.averaging'))))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

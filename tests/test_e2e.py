@@ -142,7 +142,8 @@ def test_bad_input_is_quarantined_and_the_daemon_keeps_going(mosquitto, tmp_path
          "unit_incompatible"),
         (good_topic, telemetry(now, {"temperature": {"value": 20, "unit": "zorkmids"}}),
          "unit_invalid"),
-        (good_topic, telemetry(now, {"temperature": 500.0}), "out_of_range"),
+        # well formed, outside the range: kept and flagged, not quarantined
+        (good_topic, telemetry(now, {"temperature": 500.0}), None),
         (good_topic, json.dumps({"readings": {"temperature": 1}}).encode(), "ts_invalid"),
         (good_topic, telemetry(now + 86400, {"temperature": 20.0}), "ts_future"),
         ("fleet/north/bad$device/telemetry", telemetry(now, {"temperature": 20.0}),
@@ -167,12 +168,15 @@ def test_bad_input_is_quarantined_and_the_daemon_keeps_going(mosquitto, tmp_path
             with sqlite3.connect(store) as conn:
                 readings = conn.execute("select count(*) from readings").fetchone()[0]
                 reasons = {r for (r,) in conn.execute("select distinct reason from quarantine")}
-            if readings == 200 and expected_reasons <= reasons:
+            if readings == 201 and expected_reasons <= reasons:
                 break
             assert time.monotonic() < deadline, (readings, reasons)
             time.sleep(0.1)
         assert daemon.alive
         assert reasons == expected_reasons
+        with sqlite3.connect(store) as conn:
+            assert conn.execute("select count(*) from readings where value = 500").fetchone() \
+                == (1,)
         with sqlite3.connect(store) as conn:
             rows = conn.execute("select topic, reason, length(payload) from quarantine").fetchall()
         assert all(length <= 4096 for _, _, length in rows)

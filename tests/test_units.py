@@ -164,12 +164,15 @@ def test_dimensionality_matches_a_unit_of_it(quantity: str, unit: str) -> None:
 def test_dimensionless_is_empty_and_differs_from_others() -> None:
     assert not dimensionality("dimensionless")
     assert dimensionality("dimensionless") != dimensionality("[temperature]")
+    # pint's own spelling of the empty dimension (get_dimensionality("percent") prints "[]")
+    assert dimensionality("[]") == dimensionality("dimensionless") == \
+        parse_unit("percent").dimensionality
 
 
 @pytest.mark.parametrize(
     "quantity",
-    ["", "temperature", "degC", "[temprature]", "[length]*2", "[length]**9**9", "[]", "[length",
-     "[" * 100],
+    ["", "temperature", "degC", "[temprature]", "[length]*2", "[length]**9**9", "[ ]",
+     "[length", "[" * 100],
 )  # fmt: skip
 def test_bad_quantities_raise_unit_error(quantity: str) -> None:
     with pytest.raises(UnitError):

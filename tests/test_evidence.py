@@ -344,3 +344,21 @@ def test_a_lag_of_two_to_ten_intervals_is_found_at_any_interval(
     v = judge(device, reference, t, spec)
     assert top(v) == "time_lag", (v.causes, v.metrics.lag_s)
     assert abs(v.metrics.lag_s - intervals_late * interval) <= interval
+
+
+def test_the_reference_groups_grid_stands_on_the_same_time_base() -> None:
+    """The group's common grid (is it the reference?) compares each device's hourly means
+    with the hourly reference, as each stream's own verdict does."""
+    from auditd.core.consensus import common_grid
+
+    rng = np.random.default_rng(6)
+    t = T0 + 60.0 * np.arange(24 * 60)
+    truth = signal(rng, t, 12.0, 8.0, 24.0)
+    hours = T0 + HOUR * np.arange(24)
+    hourly = interval_means(t, truth, HOUR, 60.0).mean
+    devices = {f"d{i}": Series(t, truth + i + rng.normal(0.0, 2.0, t.size)) for i in range(3)}
+    grid = common_grid(devices, Series(hours, hourly), 60.0, T0, T0 + 24 * HOUR)
+    assert grid.interval_s == HOUR and grid.t.size == 24
+    for i, diff in enumerate(grid.diffs().values()):
+        assert np.isfinite(diff).sum() == 24
+        assert abs(float(np.nanmean(diff)) - i) < 0.5

@@ -327,7 +327,8 @@ class Auditor:
         if len(group.tasks) < core.consensus.MIN_DEVICES:
             return [overdue_note(f, self._catalog.reference(group.reference), now)
                     for f in findings.values()]
-        grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now)
+        grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now,
+                                          self._reference_interval(group.tasks[0]))
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
                                                   min_bins=group.min_samples)
         why = distrust(self._catalog.reference(group.reference), group, decision, now)

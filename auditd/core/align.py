@@ -233,15 +233,23 @@ def on_time_base(
     base = time_base(device_interval_s, reference, start, end, reference_interval_s)
     if base == device_interval_s:
         return align(device, reference, device_interval_s, start, end)
-    dev_ts, dev_v = _in_window(device, start, end)
-    ref_ts, ref_v = _in_window(reference, start, end)
-    dev = interval_means(dev_ts, dev_v, base, _recording(dev_ts, device_interval_s))
-    ref = interval_means(ref_ts, ref_v, base, _recording(ref_ts, base))
-    half = base / 2.0
-    aligned = align(Series(dev.start + half, dev.mean), Series(ref.start + half, ref.mean),
-                    base, start, end)
+    _, dev_v = _in_window(device, start, end)
+    _, ref_v = _in_window(reference, start, end)
+    aligned = align(interval_series(device, base, device_interval_s, start, end),
+                    interval_series(reference, base, base, start, end), base, start, end)
     return replace(aligned, device_nulls=int(np.count_nonzero(~np.isfinite(dev_v))),
                    reference_nulls=int(np.count_nonzero(~np.isfinite(ref_v))))
+
+
+def interval_series(series: Series, width_s: float, declared_s: float, start: float,
+                    end: float) -> Series:
+    """``series``'s kept means over [k·width, (k+1)·width) within [start, end)
+    (``averaging.interval_means``, the completeness rule against its recording interval, or
+    ``declared_s`` when the window holds too few readings to tell), each stamped at its
+    interval's centre."""
+    ts, values = _in_window(series, start, end)
+    means = interval_means(ts, values, width_s, _recording(ts, declared_s))
+    return Series(means.start + width_s / 2.0, means.mean)
 
 
 def _recording(ts: FloatArray, declared: float) -> float:

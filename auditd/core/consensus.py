@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from auditd import text
-from auditd.core.align import align, choose_edge_phase
+from auditd.core.align import align, choose_edge_phase, interval_series, time_base
 from auditd.core.diagnose import strength
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray, Series, frozen_array
@@ -63,8 +63,16 @@ class Grid:
 
 
 def common_grid(devices: Mapping[str, Series], reference: Series, interval_s: float,
-                start: float, end: float) -> Grid:
-    """Bin the reference and every device over [start, end) with the same bin edges."""
+                start: float, end: float, reference_interval_s: float | None = None) -> Grid:
+    """Bin the reference and every device over [start, end) with the same bin edges, on
+    the one time base of a comparison (``align.time_base``): against a coarser reference,
+    each device's kept means over the reference's intervals."""
+    base = time_base(interval_s, reference, start, end, reference_interval_s)
+    if base != interval_s:
+        devices = {d: interval_series(s, base, interval_s, start, end)
+                   for d, s in devices.items()}
+        reference = interval_series(reference, base, base, start, end)
+        interval_s = base
     in_window = [s.ts[(s.ts >= start) & (s.ts < end)]
                  for s in (reference, *devices.values())]
     phase = choose_edge_phase(in_window, interval_s, start)

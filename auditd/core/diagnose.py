@@ -293,25 +293,42 @@ class Clip:
     device to full scale."""
 
 
-def clip_of(case: Case, run: FlatRun) -> Clip | None:
-    """The flat run is clipping rather than stuck when its value is the device's extreme
-    in the window and either lies at an end of the profile's range or is where the
-    device's own calibration (its line fitted off the pinned value) would carry it while
-    the reference stays inside the range."""
+def clip_of(case: Case) -> Clip | None:
+    """The device pinned at its window's maximum (or minimum): that value repeated exactly
+    in at least ``CLIP_MIN_SHARE`` of the pairs, in spells of ``CLIP_MIN_SPELL`` on average
+    (the spells a saturating sensor breaks into as its noise dips below full scale), and
+    either at an end of the profile's range or where the device's own calibration (its
+    line fitted off the pinned value) carries it while the reference stays inside the
+    range. Stronger of the two ends when both qualify."""
     dev, ref = _paired(case.aligned)
     if dev.size < 3:
         return None
-    value = float(case.aligned.device[run.first])
+    found = [c for c in (_clip_at(case, dev, ref, True), _clip_at(case, dev, ref, False))
+             if c is not None]
+    return max(found, key=lambda c: c.share) if found else None
+
+
+CLIP_MIN_SHARE = 0.05
+CLIP_MIN_SPELL = 3.0
+"""Pinned in at least 5 % of the pairs, three pairs a spell on average: a healthy sensor's
+extreme value is a moment, a saturating one's is hours."""
+
+
+def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip | None:
+    value = float(dev.max() if high else dev.min())
     tiny = FLAT_RELATIVE * max(abs(value), 1e-300)
     pinned = np.abs(dev - value) <= tiny
-    high = value >= float(dev.max()) - tiny
-    low = value <= float(dev.min()) + tiny
-    if not (high or low) or pinned.all():
+    count = int(np.count_nonzero(pinned))
+    if count < CLIP_MIN_SHARE * dev.size or pinned.all():
+        return None
+    spells = int(np.count_nonzero(np.diff(pinned.astype(np.int8)) == 1)) + int(pinned[0])
+    if count < CLIP_MIN_SPELL * max(spells, 1):
         return None
     lo, hi = case.spec.range
     span = hi - lo if math.isfinite(hi - lo) else math.inf
     at_edge = math.isfinite(span) and (
-        (high and value >= hi - EDGE_SHARE * span) or (low and value <= lo + EDGE_SHARE * span))
+        (high and value >= hi - EDGE_SHARE * span)
+        or (not high and value <= lo + EDGE_SHARE * span))
     free = ~pinned
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
@@ -324,7 +341,7 @@ def clip_of(case: Case, run: FlatRun) -> Clip | None:
         beyond = reach >= value if high else reach <= value
         if float(np.mean(beyond)) < CLIP_AGREEMENT:
             return None
-    return Clip(value, bool(high), float(np.mean(pinned)), gain, offset)
+    return Clip(value, high, count / dev.size, gain, offset)
 
 
 # --------------------------------------------------------------------------- detectors
@@ -336,7 +353,8 @@ def stuck(case: Case) -> Cause | None:
     device's resolution). A flat spell at the device's extreme is ``clipping``."""
     unit = case.spec.unit
     run = stuck_spell(case)
-    if run is not None and clip_of(case, run) is not None:
+    clip = clip_of(case)
+    if run is not None and clip is not None and case.aligned.device[run.first] == clip.value:
         return None
     dev, ref = _paired(case.aligned)
     if dev.size < 3:
@@ -379,8 +397,7 @@ def clipping(case: Case) -> Cause | None:
     """The device pinned at its top (or bottom) value for a long spell while the reference
     stays inside the range: saturation, named with its share and with the calibration that
     carries the device there (between the spells it follows the reference)."""
-    run = stuck_spell(case)
-    clip = clip_of(case, run) if run is not None else None
+    clip = clip_of(case)
     if clip is None:
         return None
     unit = case.spec.unit
@@ -392,9 +409,7 @@ def clipping(case: Case) -> Cause | None:
                   f", which carries it to {text.qty(clip.value, unit)} where the reference is "
                   f"still inside the range")
     evidence = (f"device pinned at {text.qty(clip.value, unit)}, the {side} of what it "
-                f"reports, for {text.percent(clip.share)} of the paired data (longest spell "
-                f"{text.bins(run.paired if run else 0, case.aligned.interval_s, 'paired')})"
-                f"{behind}")
+                f"reports, for {text.percent(clip.share)} of the paired data{behind}")
     return Cause("clipping", 0.6 + 0.37 * min(1.0, 4.0 * clip.share), evidence)
 
 

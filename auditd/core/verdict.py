@@ -261,13 +261,22 @@ def evaluate_stream(
                             reference_uncertainty=reference_uncertainty)
 
 
+SPIKES_MAX_SHARE = 0.5
+"""Impossible values are left out of a comparison only while they are a minority of the
+window: a device whose readings are mostly beyond the range is not spiking, it is
+reporting something else (another unit: the comparison is what can tell)."""
+
+
 def within_reach(device: Series, spec: SensorSpec) -> Series:
     """The device's readings a comparison may use: all but impossible values, those beyond
-    ``checks.plausible_bounds`` (nulls stay: they are the device's own outages)."""
+    ``checks.plausible_bounds``, while they are fewer than ``SPIKES_MAX_SHARE`` of the
+    readings (nulls stay: they are the device's own outages)."""
     low, high = plausible_bounds(spec)
     v = device.values
     keep = ~((v < low) | (v > high))
-    return device if bool(keep.all()) else Series(device.ts[keep], v[keep])
+    if bool(keep.all()) or np.count_nonzero(~keep) >= SPIKES_MAX_SHARE * keep.size:
+        return device
+    return Series(device.ts[keep], v[keep])
 
 
 MIN_COARSE_PAIRS = 3

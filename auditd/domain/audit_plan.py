@@ -140,8 +140,8 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
                     f"error reaches: kept, flagged and compared with the reference")
     if rejected:
         said.append(f"{rejected} of {total} readings ({share:.1%}) were outside the "
-                    f"plausible range{bounds}, beyond what a calibration error explains, "
-                    f"and were left out of the comparison")
+                    f"plausible range{bounds}, beyond what a calibration error explains "
+                    f"(left out of the comparison while a minority of the window)")
     confidence = (min(0.5 + share * 5, 0.99) if rejected
                   else min(OUT_OF_RANGE_NEAR_CONFIDENCE, 0.1 + share_near))
     cause = Cause(OUT_OF_RANGE, confidence, "; ".join(said))

@@ -38,8 +38,8 @@ class RejectionReason:
     code: str
     stage: str
     """Where it is decided: ``gate``, ``admission``, ``store``, ``commands``, ``replay``,
-    ``import``, or ``retired`` (several stages may share a reason: a timestamp an export cannot parse is
-    ``ts_invalid`` as a message's is)."""
+    ``import``, or ``retired`` (several stages may share a reason: a timestamp an export
+    cannot parse is ``ts_invalid`` as a message's is)."""
     meaning: str
     limit: str = ""
     """The limit in force and the configuration key that changes it, when there is one."""

@@ -63,9 +63,9 @@ def test_rejections_are_logged_once_per_reason_and_device_with_counts_and_listed
         meta = json.dumps({"ts": now, "model": "th-200", "firmware": "2.3.1"}).encode()
         device.publish_many(
             [("fleet/north/th-north-01/meta", meta), ("fleet/north/th-north-02/meta", meta)]
-            # out of range (-40..85 degC) every time: one device flooding one reason
+            # a string for a number every time: one device flooding one reason
             + [("fleet/north/th-north-01/telemetry",
-                telemetry(now - 600 + i, {"temperature": 999.0})) for i in range(hot)]
+                telemetry(now - 600 + i, {"temperature": "999"})) for i in range(hot)]
             # older than [ingest] max_age = 1d: ts_too_old; a 12 h old reading is accepted
             + [("fleet/north/th-north-02/telemetry",
                 telemetry(now - 2 * 86400 + i, {"temperature": 20.0})) for i in range(old)]
@@ -84,20 +84,20 @@ def test_rejections_are_logged_once_per_reason_and_device_with_counts_and_listed
         assert daemon.terminate() == 0
     # Within the interval: one line per (reason, device), the first rejection's.
     keys = [(e["reason"], e["device"]) for e in during]
-    assert sorted(keys) == sorted({("out_of_range", "th-north-01"),
+    assert sorted(keys) == sorted({("value_invalid", "th-north-01"),
                                    ("ts_too_old", "th-north-02"),
                                    ("json_invalid", "th-north-01")})
     assert all(e["count"] == 1 and e["level"] == "warning" for e in during)
-    flood = next(e for e in during if e["reason"] == "out_of_range")
+    flood = next(e for e in during if e["reason"] == "value_invalid")
     assert flood["topic"] == "fleet/north/th-north-01/telemetry"
-    assert "999" in flood["detail"]
-    assert "sensor-auditd quarantine --reason out_of_range --device th-north-01" in flood["hint"]
+    assert "number" in flood["detail"]
+    assert "sensor-auditd quarantine --reason value_invalid --device th-north-01" in flood["hint"]
     # At shutdown the counts held back are logged: every rejection is accounted for.
     every = _rejected_lines(daemon)
     totals: dict[tuple[str, str], int] = {}
     for e in every:
         totals[(e["reason"], e["device"])] = totals.get((e["reason"], e["device"]), 0) + e["count"]
-    assert totals == {("out_of_range", "th-north-01"): hot, ("ts_too_old", "th-north-02"): old,
+    assert totals == {("value_invalid", "th-north-01"): hot, ("ts_too_old", "th-north-02"): old,
                       ("json_invalid", "th-north-01"): 1}
     assert len(every) == 5  # the three first lines, then the two floods' counts
 
@@ -114,14 +114,14 @@ def test_rejections_are_logged_once_per_reason_and_device_with_counts_and_listed
     assert groups[("json_invalid", "th-north-01")]["sample"]["payload"] == "{not json"
 
     one = _cli("quarantine", "--store", str(db), "--device", "th-north-0[12]", "--reason",
-               "out_of_range")
+               "value_invalid")
     assert one.returncode == 0, one.stderr
     lines = one.stdout.splitlines()
     assert lines[0].split()[:3] == ["REASON", "DEVICE", "TOPIC"]
-    rows = [line for line in lines[1:] if line.startswith("out_of_range ")]
+    rows = [line for line in lines[1:] if line.startswith("value_invalid ")]
     assert len(rows) == 1 and f" {hot} " in rows[0] and "th-north-01" in rows[0]
     assert not any("ts_too_old" in line.split()[:1] for line in lines)
-    assert any(line.startswith("out_of_range: ") for line in lines)  # what it means
+    assert any(line.startswith("value_invalid: ") for line in lines)  # what it means
 
     typo = _cli("quarantine", "--db", str(db), "--reason", "ts_to_old")
     assert typo.returncode == 2

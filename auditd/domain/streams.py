@@ -137,7 +137,7 @@ def _spec_min_samples(catalog: Catalog, device: str, sensor: str,
                       announced: Mapping[str, str]) -> tuple[int, float] | None:
     model = catalog.model_for(device, announced.get(device))
     profile = catalog.profile(model) if model else None
-    spec = profile.sensors.get(sensor) if profile else None
+    spec = profile.audited(sensor) if profile else None
     if spec is None:
         return None
     return spec.tolerance.min_samples, spec.tolerance.window_s

@@ -133,7 +133,7 @@ def test_the_rejection_log_counts_what_it_holds_back_and_logs_it_when_the_interv
     clock = [1000.0]
     log = RejectionLog(60.0, clock=lambda: clock[0])
 
-    def reject(device: str, reason: str = "out_of_range") -> Rejection:
+    def reject(device: str, reason: str = "value_invalid") -> Rejection:
         return Rejection(f"fleet/s/{device}/telemetry", reason, "x", b"{}", clock[0], device)
 
     with capture_logs() as events:

@@ -220,12 +220,23 @@ def test_saturation_at_full_scale_is_clipping_not_stuck() -> None:
     reference = truth + rng.normal(0.0, 0.5, t.size)
     device = np.round(np.minimum(truth + 15.0 + rng.normal(0.0, 0.8, t.size), 99.9), 1)
     v = judge(device, reference, t, HUMIDITY)
-    assert v.status == "fail" and top(v) == "clipping", v.causes
+    assert v.status == "fail"
+    assert [c.cause for c in v.causes][:2] == ["offset_drift", "clipping"], v.causes
     assert "stuck" not in {c.cause for c in v.causes}
     assert v.severity != "critical"
-    evidence = v.causes[0].evidence
+    evidence = v.causes[1].evidence
     assert "99.9 percent" in evidence and "%" in evidence and "offset" in evidence
-    assert any(c.cause == "offset_drift" for c in v.causes)
+
+
+def test_a_hygrometer_at_full_scale_in_fog_is_neither_stuck_nor_clipping() -> None:
+    """Pinned at 100 %RH while the reference reads 99-100 %RH: right, not a fault."""
+    rng = np.random.default_rng(8)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = np.minimum(97.0 + 4.0 * np.sin(2 * math.pi * np.arange(t.size) / t.size), 100.0)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    device = np.round(np.minimum(truth + 0.5 + rng.normal(0.0, 0.5, t.size), 100.0), 1)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "pass", (v.failed, v.causes)
 
 
 def test_a_quantised_device_on_a_calm_day_is_not_stuck() -> None:

@@ -330,7 +330,9 @@ class Auditor:
         grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now,
                                           self._reference_interval(group.tasks[0]))
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
-                                                  min_bins=group.min_samples)
+                                                  min_bins=core.on_interval_samples(
+                                                      group.min_samples, group.interval_s,
+                                                      grid.interval_s))
         why = distrust(self._catalog.reference(group.reference), group, decision, now)
         peers: dict[str, Finding] = {}
         for task in group.tasks if why else ():

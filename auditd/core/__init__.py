@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         detector_causes,
         evaluate_aligned,
         evaluate_stream,
+        on_interval_samples,
         window_lag,
     )
 
@@ -68,7 +69,7 @@ _HOME = {
     "UnitCandidate": "units", "UnitMatch": "units", "default_unit_candidates": "units",
     "unit_candidates": "units",
     "StreamVerdict": "verdict", "detector_causes": "verdict", "evaluate_aligned": "verdict",
-    "evaluate_stream": "verdict", "window_lag": "verdict",
+    "evaluate_stream": "verdict", "window_lag": "verdict", "on_interval_samples": "verdict",
 }
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "exceedances",
     "failed_checks",
     "fit_line",
+    "on_interval_samples",
     "residuals",
     "step_onset",
     "unit_candidates",

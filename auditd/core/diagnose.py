@@ -291,6 +291,8 @@ class Clip:
     offset: float
     """Device-on-reference line of the paired bins off the pinned value: what carries the
     device to full scale."""
+    bias: float = math.nan
+    """mean(device - reference) off the pinned value."""
 
 
 def clip_of(case: Case) -> Clip | None:
@@ -314,6 +316,17 @@ CLIP_MIN_SPELL = 3.0
 extreme value is a moment, a saturating one's is hours."""
 
 
+def pinned_off_reference(value: float, ref: FloatArray, bias_tol: float) -> bool:
+    """Whether the reference, while the device sat at ``value``, was off that value by
+    more than the bias tolerance (median over the pinned pairs), either way: a hygrometer
+    at 100 %RH while the air is at 99.5 %RH is right, not clipping; at 100 while the air
+    is at 88 it is pinned there by its own error, and a sensor capped at 95 while the air
+    is at 99 saturates below the truth."""
+    if not ref.size:
+        return False
+    return abs(float(np.median(value - ref))) > bias_tol
+
+
 def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip | None:
     value = float(dev.max() if high else dev.min())
     tiny = FLAT_RELATIVE * max(abs(value), 1e-300)
@@ -324,6 +337,8 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     spells = int(np.count_nonzero(np.diff(pinned.astype(np.int8)) == 1)) + int(pinned[0])
     if count < CLIP_MIN_SPELL * max(spells, 1):
         return None
+    if not pinned_off_reference(value, ref[pinned], case.tol.bias):
+        return None  # at full scale where the reference is too: a healthy reading
     lo, hi = case.spec.range
     span = hi - lo if math.isfinite(hi - lo) else math.inf
     at_edge = math.isfinite(span) and (
@@ -341,10 +356,30 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
         beyond = reach >= value if high else reach <= value
         if float(np.mean(beyond)) < CLIP_AGREEMENT:
             return None
-    return Clip(value, high, count / dev.size, gain, offset)
+    bias = float(np.mean(dev[free] - ref[free])) if free.any() else math.nan
+    return Clip(value, high, count / dev.size, gain, offset, bias)
 
 
 # --------------------------------------------------------------------------- detectors
+
+
+def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
+    """A flat spell at an end of the profile's range (within ``EDGE_SHARE`` of its span)
+    while the reference stays within the bias tolerance of it: a sensor at its full scale
+    because what it measures is there (a hygrometer at 100 %RH in fog), neither stuck nor
+    clipping. Anywhere else a flat spell is in the range's interior."""
+    value = float(case.aligned.device[run.first])
+    lo, hi = case.spec.range
+    span = hi - lo
+    if not math.isfinite(span):
+        return False
+    high = value >= hi - EDGE_SHARE * span
+    low = value <= lo + EDGE_SHARE * span
+    if not (high or low):
+        return False
+    ref = np.asarray(case.aligned.reference)[run.first:run.last + 1]
+    ref = ref[np.isfinite(ref)]
+    return not pinned_off_reference(value, ref, case.tol.bias)
 
 
 def stuck(case: Case) -> Cause | None:
@@ -353,6 +388,8 @@ def stuck(case: Case) -> Cause | None:
     device's resolution). A flat spell at the device's extreme is ``clipping``."""
     unit = case.spec.unit
     run = stuck_spell(case)
+    if run is not None and _saturated_in_tolerance(case, run):
+        return None
     clip = clip_of(case)
     if run is not None and clip is not None and case.aligned.device[run.first] == clip.value:
         return None
@@ -615,4 +652,28 @@ def rank(causes: Sequence[Cause]) -> tuple[Cause, ...]:
 
 
 def diagnose(case: Case, detectors: Sequence[Detector] = DETECTORS) -> tuple[Cause, ...]:
-    return rank([c for detect in detectors if (c := detect(case)) is not None])
+    return behind_clipping(case, rank([c for detect in detectors
+                                       if (c := detect(case)) is not None]))
+
+
+def behind_clipping(case: Case, causes: tuple[Cause, ...]) -> tuple[Cause, ...]:
+    """Clipping is the symptom of the calibration error that carries a device to full
+    scale: where the readings off the pinned value are themselves off the reference
+    beyond tolerance (an offset, or a gain), that error comes first (it is what the
+    technician corrects), clipping right after it with its share. A device that saturates
+    while reading right elsewhere (its full scale set too low) is clipping first."""
+    if not causes or causes[0].cause != "clipping":
+        return causes
+    clip = clip_of(case)
+    if clip is None:
+        return causes
+    tol = case.tol
+    wanted = []
+    if abs(clip.bias) > tol.bias:
+        wanted.append("offset_drift")
+    if math.isfinite(clip.gain) and abs(clip.gain - 1.0) > tol.gain:
+        wanted.append("gain_drift")
+    behind = next((c for c in causes if c.cause in wanted), None)
+    if behind is None:
+        return causes
+    return (behind, *(c for c in causes if c is not behind))

@@ -290,6 +290,14 @@ def on_interval(spec: SensorSpec, interval_s: float) -> SensorSpec:
     if interval_s == spec.interval_s:
         return spec
     tol = spec.tolerance
-    scaled = math.ceil(tol.min_samples * spec.interval_s / interval_s)
-    return replace(spec, interval_s=interval_s,
-                   tolerance=replace(tol, min_samples=max(MIN_COARSE_PAIRS, scaled)))
+    scaled = on_interval_samples(tol.min_samples, spec.interval_s, interval_s)
+    return replace(spec, interval_s=interval_s, tolerance=replace(tol, min_samples=scaled))
+
+
+def on_interval_samples(min_samples: int, own_interval_s: float, interval_s: float) -> int:
+    """``min_samples`` readings at ``own_interval_s`` as intervals of ``interval_s`` (at
+    least ``MIN_COARSE_PAIRS``; unchanged on the device's own interval). The reference
+    group's vote takes the same count on its grid."""
+    if interval_s <= own_interval_s:
+        return min_samples
+    return max(MIN_COARSE_PAIRS, math.ceil(min_samples * own_interval_s / interval_s))

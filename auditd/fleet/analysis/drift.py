@@ -91,7 +91,7 @@ def _rate(model: str, sensor: str, group: list[DeviceDrift],
     # measurement error contributes (method of moments, floored at zero).
     noise = statistics.fmean((d.slope_se_per_s * MONTH_S) ** 2 for d in group)
     sd = math.sqrt(max(0.0, sd * sd - noise))
-    spec = profile.sensors.get(sensor) if profile else None
+    spec = profile.audited(sensor) if profile else None
     tolerance = spec.tolerance.bias if spec else None
     recommended, why = _recommend(mean, half, sd, n, tolerance)
     return DriftRate(model, sensor, spec.unit if spec else None, n, mean, mean - half,

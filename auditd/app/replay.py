@@ -30,6 +30,13 @@ from auditd.domain.validate import Limits
 from auditd.model import Outcome, RawMessage, Rejection
 from auditd.retry import RetryPolicy
 
+MAX_CLOCK_JUMP_S = 366 * 86400.0
+"""A line received more than this after the recording's clock (the latest ``received_at``
+so far) is refused as ``recording_invalid``: the clock drives an audit at every interval
+it crosses, so one line of a mistyped year would hold the replay for hours of empty
+audits (or for ever, at a time a float cannot step). A recording with a gap longer than a
+year is two recordings."""
+
 
 def _quarantine(bad: BadLine, path: Path, now: float,
                 cap: int) -> tuple[RawMessage, Outcome]:
@@ -103,6 +110,13 @@ class Replayer:
             self.lines += 1
             if isinstance(item, BadLine):
                 pending.append(_quarantine(item, path, clock, self._limits.quarantine_payload_cap))
+                continue
+            if self.first is not None and item.received_at > clock + MAX_CLOCK_JUMP_S:
+                pending.append(_quarantine(BadLine(
+                    self.lines, f"received_at is {(item.received_at - clock) / 86400:.0f} "
+                    f"days after the line before; a recording jumps at most "
+                    f"{MAX_CLOCK_JUMP_S / 86400:.0f}", item.topic, item.received_at),
+                    path, clock, self._limits.quarantine_payload_cap))
                 continue
             clock = max(clock, item.received_at)
             if self.first is None:

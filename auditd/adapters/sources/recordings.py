@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from auditd import reasons
 from auditd.domain.validate import parse_timestamp
@@ -33,6 +33,20 @@ from auditd.model import RawMessage
 
 RECORDING_INVALID = reasons.RECORDING_INVALID
 """A line of the recording that is not a recorded message at all (quarantined, counted)."""
+
+LATEST_TIME: Final = 253_402_300_799.0
+"""9999-12-31T23:59:59Z: a reception time beyond it (or before the epoch) is no time a
+recording was made, and no date could print it."""
+
+
+def reception_time(value: object) -> float:
+    """A recorded ``received_at`` (or a historian's time) as epoch seconds between the epoch
+    and the year 9999; ``ValueError`` says why not. It drives the replay's clock and its
+    audits, so a line cannot move that clock where no date reaches."""
+    ts = parse_timestamp(value)
+    if not 0.0 <= ts <= LATEST_TIME:
+        raise ValueError(f"received_at {ts:.6g} is not between 1970 and 9999")
+    return ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +66,7 @@ def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
         topic = record["topic"]
         if not isinstance(topic, str):
             raise ValueError("topic is not a string")
-        received_at = parse_timestamp(record["received_at"])
+        received_at = reception_time(record["received_at"])
         payload = record.get("payload")
         # A string is the raw text as it arrived; one holding a lone surrogate (a "\\ud800"
         # escape in the recording) stands for bytes that are not UTF-8, which is what the
@@ -62,7 +76,9 @@ def parse_line(line: str, line_no: int) -> RawMessage | BadLine:
         return RawMessage(topic, raw, received_at)
     except (ValueError, KeyError, TypeError) as exc:
         problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        return BadLine(line_no, problem, line, None)
+        return BadLine(line_no, problem[:300], line, None)
+    except RecursionError:  # JSON nested deeper than the parser recurses
+        return BadLine(line_no, "not JSON: nested too deeply", line, None)
 
 
 def read_recording(path: Path) -> Iterator[RawMessage | BadLine]:
@@ -136,7 +152,7 @@ def read_csv(path: Path, *, prefix: str, site: str) -> Iterator[RawMessage | Bad
                 yield BadLine(line_no, f"{len(row)} columns, expected {width}", ",".join(row), None)
                 continue
             try:
-                ts = parse_timestamp(_number_or_text(row[cols["time"]]))
+                ts = reception_time(_number_or_text(row[cols["time"]]))
             except ValueError as exc:
                 yield BadLine(line_no, f"time: {exc}", ",".join(row), None)
                 continue

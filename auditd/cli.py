@@ -26,7 +26,7 @@ from auditd.adapters.sources.export_mappings import load_mapping, sensor_units_w
 from auditd.adapters.sources.export_times import parse_offset
 from auditd.adapters.sources.exports import device_and_path
 from auditd.adapters.store import Store
-from auditd.app.daemon import START_WITHOUT_CONFIG, Daemon, limits_from
+from auditd.app.daemon import START_WITHOUT_CONFIG, Daemon, bounds_from, limits_from
 from auditd.app.importer import import_file
 from auditd.app.replay import Replayer
 from auditd.errors import AuditdError, ConfigError, InputError, UsageError
@@ -162,7 +162,7 @@ def replay(recording: Path, profiles: Path | None, references: Path | None, out_
             _open_for_writing(tickets_path, "--tickets").close()
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sensor-auditd-replay-"))
         store = stack.enter_context(Store(store_path or Path(tmp) / "replay.db",
-                                          synchronous="normal"))
+                                          synchronous="normal", bounds=bounds_from(cfg)))
         summary = Replayer(cfg, catalog, store, limits_from(cfg), out,
                            tickets_out=tickets_path).run(recording)
         text = json.dumps(summary, indent=2)

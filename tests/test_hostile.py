@@ -30,6 +30,7 @@ from auditd.adapters.store.database import Bounds
 from auditd.adapters.store.quarantine import QUARANTINE_BUCKET_S
 from auditd.app.auditor import read_histories
 from auditd.app.ingest import Ingestor
+from auditd.domain.calibration import corrections
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import DEFAULT_POLICY, FleetView, anomalies, changes, context_for
 from auditd.domain.validate import Limits, Reason
@@ -468,3 +469,87 @@ def test_metadata_checks_judge_whatever_meta_and_events_were_stored(
             context = context_for(timeline, NOW - 86400, NOW - 2 * 86400)
             json.dumps([a.evidence for a in found], allow_nan=False)
             json.dumps(context, allow_nan=False, default=str)
+
+
+# --------------------------------------------------------------------------- bounded history
+
+
+def _judged(store: Store, device: str) -> tuple[list[tuple[str, str]], list[str], list[Any]]:
+    """What the audit reads of ``device``: its changes other than relocations (kind and
+    time), its anomalies, and the corrections of its temperature."""
+    history = read_histories(store, CATALOG, {}, NOW, DEFAULT_POLICY)[device]
+    found = anomalies(history, CATALOG.profile("th-200"), "th-200", FleetView(), NOW)
+    return ([(c.type, str(c.detail.get("to"))) for c in changes(history)
+             if c.type != "relocation"],
+            [f"{a.name} {a.key} {a.since}" for a in found],
+            corrections(history.events, "temperature"))
+
+
+def test_a_device_whose_meta_jitters_keeps_a_bounded_history_with_every_change_the_rules_read(
+        tmp_path: Path) -> None:
+    """A meta with an uptime and a GPS position that wanders by metres is a new version at
+    every message. The store keeps at most the cap per device, and what the metadata rules
+    read (firmware changes, a silent serial swap and its time) is what the whole history
+    says."""
+    messages = []
+    t0 = NOW - 20 * 86400
+    for i in range(1500):
+        firmware = "2.4.0" if i < 500 else "2.5.0" if i < 1000 else "2.4.0"  # a downgrade
+        serial = "SN-1" if i < 700 else "SN-2"
+        messages.append(_meta("hx-gps", t0 + i * 600, firmware=firmware, serial=serial,
+                              uptime_s=i * 600,
+                              location={"lat": 45.1 + (i % 7) * 1e-5, "lon": 7.6}))
+    messages.append(_telemetry("hx-gps", NOW - 60))
+    bounded = Bounds(meta_versions_per_device=40)
+    with Store(tmp_path / "bounded.db", synchronous="off", bounds=bounded) as store, \
+            Store(tmp_path / "whole.db", synchronous="off",
+                  bounds=Bounds(meta_versions_per_device=10**6)) as whole:
+        for target in (store, whole):
+            ingestor = Ingestor(target, CATALOG, prefix="fleet", limits=Limits())
+            for i in range(0, len(messages), 50):
+                ingestor.ingest(messages[i:i + 50])
+        assert len(whole.devices.meta_history("hx-gps")) == 1500
+        kept = store.devices.meta_history("hx-gps")
+        assert len(kept) <= 40
+        assert kept[-1].data["uptime_s"] == 1499 * 600  # the current version is the latest
+        assert kept[0].first_seen == whole.devices.meta_history("hx-gps")[0].first_seen
+        assert _judged(store, "hx-gps")[:2] == _judged(whole, "hx-gps")[:2]
+        assert {"firmware_downgrade", "serial_changed"} <= {
+            line.split()[0] for line in _judged(store, "hx-gps")[1]}
+        assert store.counters.all()["meta_versions_trimmed"] == 1500 - len(kept)
+        assert store.summary().meta_versions == len(kept)
+
+
+def test_a_flood_of_events_keeps_a_bounded_history_with_the_events_the_rules_read(
+        tmp_path: Path) -> None:
+    t0 = NOW - 30 * 86400
+    messages = [
+        RawMessage("fleet/north/hx-ev/event", json.dumps(
+            {"ts": t0, "type": "calibration", "by": "lab",
+             "correction": {"sensor": "temperature", "gain": 1.0, "offset": -0.5}}).encode(),
+            t0),
+        RawMessage("fleet/north/hx-ev/event", json.dumps(
+            {"ts": t0 + 60, "type": "firmware_update", "from": "2.3.0", "to": "2.4.0"}
+        ).encode(), t0 + 60),
+        *(RawMessage("fleet/north/hx-ev/event", json.dumps(
+            {"ts": t0 + 120 + i, "type": "maintenance", "note": f"visit {i}"}).encode(),
+            t0 + 120 + i) for i in range(3000)),
+        _meta("hx-ev", NOW - 3600, firmware="2.4.0"),
+        _telemetry("hx-ev", NOW - 60),
+    ]
+    with Store(tmp_path / "bounded.db", synchronous="off",
+               bounds=Bounds(events_per_device=100)) as store, \
+            Store(tmp_path / "whole.db", synchronous="off") as whole:
+        for target in (store, whole):
+            ingestor = Ingestor(target, CATALOG, prefix="fleet", limits=Limits())
+            for i in range(0, len(messages), 100):
+                ingestor.ingest(messages[i:i + 100])
+        kept = store.devices.events("hx-ev")
+        assert len(kept) <= 100
+        assert kept[-1].data["note"] == "visit 2999"
+        changed, found, applied = _judged(store, "hx-ev")
+        assert ([c for c in changed if c[0] != "maintenance"], found, applied) == (
+            [c for c in _judged(whole, "hx-ev")[0] if c[0] != "maintenance"],
+            *_judged(whole, "hx-ev")[1:])
+        assert applied  # the calibration's correction is still applied
+        assert store.counters.all()["events_trimmed"] == 3002 - len(kept)

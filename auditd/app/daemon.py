@@ -82,6 +82,8 @@ def bounds_from(cfg: DaemonConfig) -> Bounds:
         quarantine_max_rows=cfg.store.quarantine_max_rows,
         quarantine_max_bytes=cfg.store.quarantine_max_bytes,
         payload_cap=cfg.ingest.quarantine_payload_cap,
+        meta_versions_per_device=cfg.store.meta_versions_per_device,
+        events_per_device=cfg.store.events_per_device,
     )
 
 
@@ -258,11 +260,15 @@ class Daemon:
             quarantine_rows=rows, quarantine_bytes=size,
             wal_bytes=view.get("wal_bytes", 0), free_bytes=view.get("free_bytes", 0),
             store_checkpoints=self.store.checkpoints,
+            meta_versions=view.get("history", (0, 0))[0], events=view.get("history", (0, 0))[1],
+            history_trimmed=dict(totals.history_trimmed),
             limits={"devices": self.cfg.ingest.max_devices,
                     "streams": self.cfg.ingest.max_streams,
                     "quarantine_rows": store_cfg.quarantine_max_rows,
                     "quarantine_bytes": store_cfg.quarantine_max_bytes,
-                    "wal_bytes": self.store.space.wal_limit})
+                    "wal_bytes": self.store.space.wal_limit,
+                    "meta_versions_per_device": store_cfg.meta_versions_per_device,
+                    "events_per_device": store_cfg.events_per_device})
 
     def _broker_down_s(self) -> float:
         since = self.link.stats.down_since
@@ -285,6 +291,7 @@ class Daemon:
             view["streams"] = self.ingestor.streams
             if self.metrics is not None:
                 view.update(outbox=self.store.outbox.depth(),
+                            history=self.store.devices.sizes(),
                             verdicts=self.store.findings.verdict_counts(),
                             alerts=self.store.alerts.open_by_severity(),
                             tickets=self.store.tickets.counts())

@@ -73,6 +73,8 @@ class IngestTotals:
     events: int = 0
     isolated: int = 0
     """Messages quarantined as ``store_rejected`` after isolating them from their batch."""
+    history_trimmed: Counter[str] = field(default_factory=Counter)
+    """Meta versions and events deleted to keep each device within its caps."""
 
     def add(self, messages: int, result: WriteResult) -> None:
         self.messages += messages
@@ -83,6 +85,8 @@ class IngestTotals:
         self.rejected.update(result.rejected)
         self.meta_versions += result.meta_versions_added
         self.events += result.events_added
+        self.history_trimmed.update({"meta_versions": result.meta_versions_trimmed,
+                                     "events": result.events_trimmed})
 
     def as_dict(self) -> dict[str, object]:
         return {

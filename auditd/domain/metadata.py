@@ -153,6 +153,97 @@ class DeviceHistory:
         return self.versions[-1].data if self.versions else {}
 
 
+# --------------------------------------------------------------------------- bounded history
+
+HISTORY_SHED = 0.9
+"""Beyond a device's cap its history is thinned to this share of it, so that the next
+versions or events do not thin it again one by one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thinning:
+    """Which of a device's meta versions go, and what the ones that stay absorb."""
+
+    drop: tuple[int, ...] = ()
+    """Indices (oldest first) of the versions to delete."""
+    last_seen: Mapping[int, float] = field(default_factory=dict)
+    """Kept version -> its ``last_seen`` stretched over the dropped versions after it that
+    carried the same tracked keys (the serial check reads when the old unit was last seen)."""
+
+
+def _tracked(version: MetaVersion) -> tuple[object, ...]:
+    return tuple(_comparable(version.data.get(key)) for key in TRACKED_KEYS)
+
+
+def thin_versions(versions: Sequence[MetaVersion], cap: int) -> Thinning:
+    """What to delete of a device's meta versions (oldest first) when they are more than
+    ``cap``: a device whose meta carries an uptime or a jittering GPS position makes a
+    version of every message, and must not grow the store for ever.
+
+    Kept, so that every rule of this module reads the same history: the first version (the
+    device announced itself), the latest quarter of the cap, and every version where a
+    tracked key (``TRACKED_KEYS``) changed. A version that only repeats its predecessor's
+    tracked keys goes first, its ``last_seen`` passed to the one kept before it. Should the
+    changes alone still be too many (a position that jitters is a ``location`` change every
+    time), the oldest changes of ``location`` only go next, then the oldest of the others,
+    down to ``HISTORY_SHED`` of the cap."""
+    n = len(versions)
+    if n <= cap:
+        return Thinning()
+    latest = max(1, cap // 4)
+    protected = {0, *range(max(1, n - latest), n)}
+    dropped: set[int] = set()
+    location_only: list[int] = []
+    others: list[int] = []
+    for i in range(1, n):
+        if i in protected:
+            continue
+        differing = [key for key, old, new in zip(
+            TRACKED_KEYS, _tracked(versions[i - 1]), _tracked(versions[i]), strict=True)
+            if old != new]
+        if not differing:
+            dropped.add(i)
+        elif differing == ["location"]:
+            location_only.append(i)
+        else:
+            others.append(i)
+    target = max(len(protected), int(cap * HISTORY_SHED))
+    for i in (*location_only, *others):
+        if n - len(dropped) <= target:
+            break
+        dropped.add(i)
+    last_seen: dict[int, float] = {}
+    keeper = 0
+    for i in range(1, n):
+        if i not in dropped:
+            keeper = i
+        elif _tracked(versions[i]) == _tracked(versions[keeper]):
+            seen = max(last_seen.get(keeper, versions[keeper].last_seen), versions[i].last_seen)
+            if seen > versions[keeper].last_seen:
+                last_seen[keeper] = seen
+    return Thinning(tuple(sorted(dropped)), last_seen)
+
+
+def events_to_drop(events: Sequence[EventRecord], cap: int) -> tuple[int, ...]:
+    """Indices of a device's events (in time order) to delete when they are more than
+    ``cap``: the oldest, down to ``HISTORY_SHED`` of the cap, but never the latest event of
+    each type nor the latest calibration correcting each sensor (the calibration check and
+    the corrections applied to readings read those)."""
+    n = len(events)
+    if n <= cap:
+        return ()
+    needed: dict[tuple[str, object], int] = {}
+    for i, event in enumerate(events):
+        needed[(event.type, None)] = i
+        correction = event.data.get("correction")
+        if event.type == "calibration" and isinstance(correction, Mapping):
+            needed[(event.type, _comparable(correction.get("sensor")))] = i
+    keep = set(needed.values())
+    excess = n - max(len(keep), int(cap * HISTORY_SHED))
+    drop = [i for i in range(n) if i not in keep][:max(0, excess)]
+    return tuple(drop)
+
+
 def changes(history: DeviceHistory) -> list[Change]:
     """The device's timeline of changes, oldest first: its events, and each tracked meta
     key that changed between versions. A meta change that an event already reports (same

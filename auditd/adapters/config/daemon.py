@@ -65,7 +65,8 @@ INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future
 AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
-              "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes")
+              "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes",
+              "meta_versions_per_device", "events_per_device")
 TOPICS_KEYS = ("prefix", "commands", "inventory", "inventory_refresh")
 LOG_KEYS = ("level", "format", "rejections_interval")
 METRICS_KEYS = ("enabled", "bind", "port")
@@ -175,7 +176,10 @@ class StoreConfig:
     """The write-ahead log's size limit (a quarter of the free space at most)."""
     quarantine_max_rows: int = 50_000
     quarantine_max_bytes: int = 32 * 1024 * 1024
-
+    meta_versions_per_device: int = 100
+    """A device's meta history beyond it is thinned to what the metadata rules read."""
+    events_per_device: int = 1000
+    """A device's events beyond it lose the oldest (save the latest of each kind)."""
 
 
 
@@ -414,6 +418,8 @@ def _store(table: Table, base: Path) -> StoreConfig:
         quarantine_max_rows=table.get("quarantine_max_rows", as_integer(1), 50_000),
         quarantine_max_bytes=table.get("quarantine_max_bytes", as_size(64 * 1024),
                                        32 * 1024 * 1024),
+        meta_versions_per_device=table.get("meta_versions_per_device", as_integer(4), 100),
+        events_per_device=table.get("events_per_device", as_integer(10), 1000),
     )
 
 

@@ -66,9 +66,13 @@ class LiveFigures:
     wal_bytes: int = 0
     free_bytes: int = 0
     store_checkpoints: int = 0
+    meta_versions: int = 0
+    events: int = 0
+    history_trimmed: Mapping[str, int] = field(default_factory=dict)
+    """Meta versions and events deleted to keep a device within its caps, since start."""
     limits: Mapping[str, int] = field(default_factory=dict)
     """Each bounded resource's limit: devices, streams, quarantine_rows, quarantine_bytes,
-    wal_bytes."""
+    wal_bytes, meta_versions_per_device, events_per_device."""
 
 
 def families(snap: LiveFigures) -> list[Metric]:
@@ -100,7 +104,15 @@ def families(snap: LiveFigures) -> list[Metric]:
             tickets.add_metric([sink, state], states.get(state, 0))
     limits = GaugeMetricFamily(f"{PREFIX}_limit", "The configured bound of each resource "
                                "(compare with devices, streams, quarantine_rows, "
-                               "quarantine_bytes, store_wal_bytes).", labels=["resource"])
+                               "quarantine_bytes, store_wal_bytes; meta_versions_per_device "
+                               "and events_per_device bound each device's history).",
+                               labels=["resource"])
+    trimmed = CounterMetricFamily(f"{PREFIX}_history_trimmed", "Meta versions and events "
+                                  "deleted to keep a device within store."
+                                  "meta_versions_per_device and store.events_per_device.",
+                                  labels=["kind"])
+    for kind in ("meta_versions", "events"):
+        trimmed.add_metric([kind], snap.history_trimmed.get(kind, 0))
     for resource, bound in sorted(snap.limits.items()):
         limits.add_metric([resource], bound)
     out: list[Metric] = [
@@ -150,6 +162,9 @@ def families(snap: LiveFigures) -> list[Metric]:
         gauge("store_free_bytes", "Free space on the store's volume.", snap.free_bytes),
         counter("store_checkpoints", "Checkpoints that emptied the write-ahead log because it "
                 "passed its limit or the volume was full.", snap.store_checkpoints),
+        gauge("meta_versions", "Meta versions held over every device.", snap.meta_versions),
+        gauge("events", "Events held over every device.", snap.events),
+        trimmed,
         limits,
     ]
     return out

@@ -91,6 +91,12 @@ class Bounds:
     payload_cap: int = 4096
     """Bytes of the message payload kept with a rejection the store makes itself
     (``duplicate_conflict``)."""
+    meta_versions_per_device: int = 100
+    """Meta versions kept of one device; beyond it the history is thinned to the first,
+    the latest and those where a tracked key changed (``devices.keep_bounded``)."""
+    events_per_device: int = 1000
+    """Events kept of one device; beyond it the oldest go, save the latest of each type
+    and the latest calibration of each corrected sensor."""
 
 
 @dataclass(frozen=True, slots=True)

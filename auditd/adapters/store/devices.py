@@ -1,5 +1,9 @@
 """What devices said about themselves: every version of their metadata, and their events.
 
+Bounded per device (``Bounds.meta_versions_per_device``, ``Bounds.events_per_device``):
+beyond either cap the history is thinned to what the metadata rules read, and what went
+is counted (``meta_versions_trimmed``, ``events_trimmed``).
+
 Idempotent under redelivery: meta versions are compared by content (without ``ts``: a
 retained message re-sent with a new ``ts`` is the same version), events are keyed by
 (device, ts, type, content hash).
@@ -10,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from auditd.adapters.store.database import Database
+from auditd.adapters.store.counters import add_counters
+from auditd.adapters.store.database import Bounds, Database
 from auditd.adapters.store.encoding import canonical_json, content_hash
-from auditd.domain.metadata import MetaVersion
+from auditd.domain.metadata import MetaVersion, events_to_drop, thin_versions
 from auditd.model import EventRecord, MetaRecord
 
 
@@ -73,6 +78,50 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord]) -> in
     return int(cur.rowcount)
 
 
+def keep_bounded(conn: sqlite3.Connection, bounds: Bounds, *, meta_of: Iterable[str] = (),
+                 events_of: Iterable[str] = ()) -> tuple[int, int]:
+    """Thin the meta versions of the devices ``meta_of`` and the events of ``events_of``
+    (those that just gained some) to their caps per device, keeping the history the
+    metadata rules read (``auditd.domain.metadata.thin_versions``, ``events_to_drop``).
+    Returns (versions, events) deleted. A device within its caps costs one count."""
+    versions_dropped = 0
+    for device in meta_of:
+        (n,) = conn.execute("SELECT count(*) FROM meta_versions WHERE device = ?",
+                            (device,)).fetchone()
+        if n <= bounds.meta_versions_per_device:
+            continue
+        rows = conn.execute(
+            "SELECT id, data, site, ts, first_seen, last_seen FROM meta_versions "
+            "WHERE device = ? ORDER BY id", (device,)).fetchall()
+        thinning = thin_versions([_version(*row[1:]) for row in rows],
+                                 bounds.meta_versions_per_device)
+        conn.executemany("UPDATE meta_versions SET last_seen = ? WHERE id = ?",
+                         [(seen, rows[i][0]) for i, seen in thinning.last_seen.items()])
+        conn.executemany("DELETE FROM meta_versions WHERE id = ?",
+                         [(rows[i][0],) for i in thinning.drop])
+        versions_dropped += len(thinning.drop)
+    events_dropped = 0
+    for device in events_of:
+        (n,) = conn.execute("SELECT count(*) FROM events WHERE device = ?",
+                            (device,)).fetchone()
+        if n <= bounds.events_per_device:
+            continue
+        rows = conn.execute(
+            "SELECT id, site, ts, received_at, type, data FROM events WHERE device = ? "
+            "ORDER BY ts, id", (device,)).fetchall()
+        drop = events_to_drop([EventRecord(site=site, device=device, ts=ts,
+                                           received_at=received_at, type=type_,
+                                           data=json.loads(data))
+                               for _, site, ts, received_at, type_, data in rows],
+                              bounds.events_per_device)
+        conn.executemany("DELETE FROM events WHERE id = ?", [(rows[i][0],) for i in drop])
+        events_dropped += len(drop)
+    if versions_dropped or events_dropped:
+        add_counters(conn, {"meta_versions_trimmed": versions_dropped,
+                            "events_trimmed": events_dropped})
+    return versions_dropped, events_dropped
+
+
 def _version(data: str, site: str, ts: float, first_seen: float,
              last_seen: float) -> MetaVersion:
     return MetaVersion(data=json.loads(data), ts=ts, first_seen=first_seen, last_seen=last_seen,
@@ -84,6 +133,14 @@ class Devices:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def sizes(self) -> tuple[int, int]:
+        """(meta versions, events) held, over every device (for the metrics' gauges)."""
+        with self._db.read("history_sizes") as conn:
+            versions, events = conn.execute(
+                "SELECT (SELECT count(*) FROM meta_versions), (SELECT count(*) FROM events)"
+            ).fetchone()
+        return int(versions), int(events)
 
     def latest_meta(self) -> dict[str, MetaVersion]:
         """Device -> its current metadata version."""

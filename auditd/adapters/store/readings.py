@@ -22,6 +22,7 @@ from auditd import reasons
 from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX, add_counters
 from auditd.adapters.store.database import Database
 from auditd.adapters.store.devices import insert_events, upsert_meta
+from auditd.adapters.store.devices import keep_bounded as keep_history_bounded
 from auditd.adapters.store.encoding import iso_ms, ms_at_or_after, ms_or_none
 from auditd.adapters.store.quarantine import insert_rejections, keep_bounded
 from auditd.adapters.store.schema import INSERT_TRIGGER
@@ -52,6 +53,9 @@ class WriteResult:
     out_of_range: int = 0
     """Readings of the batch outside their profile's plausible range, kept (duplicates
     included, as ``nulls``: what ingest saw)."""
+    meta_versions_trimmed: int = 0
+    events_trimmed: int = 0
+    """Meta versions and events deleted to keep each device within ``Bounds``."""
 
     def plus(self, other: WriteResult) -> WriteResult:
         """Both batches' changes (a batch committed in parts, ``auditd.app.ingest``)."""
@@ -65,7 +69,9 @@ class WriteResult:
             self.events_added + other.events_added,
             self.quarantine_dropped + other.quarantine_dropped,
             (*self.rejections, *other.rejections),
-            self.out_of_range + other.out_of_range)
+            self.out_of_range + other.out_of_range,
+            self.meta_versions_trimmed + other.meta_versions_trimmed,
+            self.events_trimmed + other.events_trimmed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +141,17 @@ class Readings:
                          if inserted < len(rows) else [])
             rejected = insert_rejections(conn, [*rejections, *conflicts], merge=True)
             dropped = keep_bounded(conn, self._db.bounds) if rejected else 0
-            meta_added = sum(upsert_meta(conn, m) for m in metas)
+            meta_added = 0
+            grown: set[str] = set()
+            for meta in metas:
+                if upsert_meta(conn, meta):
+                    meta_added += 1
+                    grown.add(meta.device)
             events_added = insert_events(conn, events)
+            trimmed = (keep_history_bounded(
+                conn, self._db.bounds, meta_of=sorted(grown),
+                events_of=sorted({e.device for e in events}) if events_added else ())
+                if grown or events_added else (0, 0))
             result = WriteResult(
                 readings_inserted=inserted,
                 readings_duplicate=len(rows) - inserted - len(conflicts),
@@ -147,6 +162,8 @@ class Readings:
                 quarantine_dropped=dropped,
                 rejections=(*rejections, *conflicts),
                 out_of_range=sum(1 for r in readings if r.out_of_range),
+                meta_versions_trimmed=trimmed[0],
+                events_trimmed=trimmed[1],
             )
             add_counters(conn, self._batch_counters(len(outcomes), result))
             if counters:

@@ -95,7 +95,10 @@ TS_TOO_OLD: Final = _reason(
 UNKNOWN_DEVICE_MODEL: Final = _reason(
     "unknown_device_model", GATE,
     "Telemetry from a device with no known profile, so no reading can be checked: no meta "
-    "with a known `model` yet, or a model without a profile file.",
+    "with a known `model` yet, or a model without a profile file. Also a meta or event of "
+    "a device the gateway holds nothing of yet that no profile covers (no `[models]` glob, "
+    "no reference entry, an announced model without a profile): only a device the catalog "
+    "knows takes a place under `[ingest] max_devices`.",
     "a profile in `profiles_dir`, or a `[models]` glob in the daemon config")
 SENSOR_UNKNOWN: Final = _reason(
     "sensor_unknown", GATE,
@@ -130,7 +133,8 @@ DEVICE_LIMIT: Final = _reason(
     "device_limit", ADMISSION,
     "A message from a device the gateway holds nothing of yet, while it holds the limit "
     "of devices: a flood of invented ids cannot grow memory and store without bound. "
-    "Known devices are unaffected.",
+    "Known devices are unaffected; a device's place comes back once retention removed its "
+    "readings and it has said nothing for `[store] retention_days`.",
     "`[ingest] max_devices` (default 5000)")
 STREAM_LIMIT: Final = _reason(
     "stream_limit", ADMISSION,

@@ -492,6 +492,49 @@ def test_device_stream_and_quarantine_caps_hold_against_a_flood(
         assert daemon.terminate() == 0
 
 
+def test_device_places_go_to_catalog_devices_only_and_come_back_when_their_data_age_out(
+        mosquitto, tmp_path: Path) -> None:
+    """A flood of ids no profile covers (meta and events of any id, a known id announcing
+    an unknown model) takes no place under max_devices; and once a device's data have aged
+    out, its place is free again for a real new device."""
+    db = tmp_path / "state" / "audit.db"
+    config = write_config(
+        tmp_path / "config.toml", port=mosquitto.port, store=db,
+        store_extra='retention_days = 0.0002\nretention_interval = "1s"\n',  # 17 s
+        extra='[models]\n"th-*" = "th-200"\n[ingest]\nmax_devices = 2\n')
+    daemon = DaemonProcess(config).start()
+    device = Publisher(mosquitto.port)
+    now = time.time()
+    try:
+        strays = [(f"fleet/north/zz-stray{i}/meta", json.dumps(
+                       {"ts": now, "model": "zz-9"}).encode()) for i in range(20)]
+        strays += [(f"fleet/north/zz-stray{i}/event", json.dumps(
+                        {"ts": now, "type": "maintenance"}).encode()) for i in range(20)]
+        strays += [_meta(f"th-odd{i}", now, model="th-999") for i in range(20)]
+        device.publish_many([*strays, _meta("th-a", now), *_readings("th-a", now - 5, 1),
+                             *_readings("th-b", now - 5, 1)])
+        _wait(lambda: _count(db, "SELECT count(*) FROM readings") == 2, "no ingest", 20)
+        _wait(lambda: _counters(db).get("messages", 0) >= 63, "strays not judged", 20)
+        counters = _counters(db)
+        assert counters["rejected.unknown_device_model"] == 60
+        assert "rejected.device_limit" not in counters
+        assert _count(db, "SELECT count(*) FROM meta_versions") == 1  # th-a's
+        assert _count(db, "SELECT count(*) FROM events") == 0
+        device.publish_many(_readings("th-c", time.time(), 1))
+        _wait(lambda: _counters(db).get("rejected.device_limit", 0) == 1, "th-c admitted", 20)
+        # th-a's and th-b's readings age out; their places come back.
+        _wait(lambda: _count(db, "SELECT count(*) FROM streams") == 0
+              and _count(db, "SELECT count(*) FROM meta_versions") == 0, "no ageing out", 60)
+        device.publish_many(_readings("th-c", time.time(), 1))
+        _wait(lambda: _count(db, "SELECT count(*) FROM streams WHERE device = 'th-c'") == 1,
+              "a freed place was not given to th-c", 20)
+        assert _counters(db)["rejected.device_limit"] == 1
+        assert [e["devices"] for e in _events(daemon, "devices_forgotten")] == [["th-a"]]
+    finally:
+        device.close()
+        assert daemon.terminate() == 0
+
+
 # --------------------------------------------------------------------------- counters, SIGKILL
 
 

@@ -141,16 +141,26 @@ class Daemon:
                  duration_s=round(run.duration_s, 3))
 
     def _retention_job(self) -> None:
+        """Readings and quarantine rows past their retention; then the streams left empty
+        and the devices with nothing left and nothing said within ``retention_days``, whose
+        places under the device and stream caps come back."""
         now = self.clock()
+        cutoff = now - self.cfg.store.retention_days * 86400
         try:
-            readings = self.store.readings.purge(now - self.cfg.store.retention_days * 86400)
+            readings = self.store.readings.purge(cutoff)
             rejects = self.store.quarantine.purge(
                 now - self.cfg.store.quarantine_retention_days * 86400)
+            streams = self.store.readings.drop_empty_streams()
+            forgotten = self.store.devices.forget_idle(cutoff)
         except AuditdError as exc:
             log.error("retention_failed", error=str(exc))
             return
-        if readings or rejects:
-            log.info("retention_done", readings_deleted=readings, quarantine_deleted=rejects)
+        if readings or rejects or streams:
+            log.info("retention_done", readings_deleted=readings, quarantine_deleted=rejects,
+                     streams_deleted=streams)
+        if forgotten:
+            log.info("devices_forgotten", count=len(forgotten),
+                     devices=forgotten[:20])
 
     def _reload_catalog(self) -> None:
         self._reload.clear()

@@ -113,14 +113,23 @@ class Ingestor:
         self._catalog = catalog
         self._prefix = prefix
         self._limits = limits
-        self._announced: dict[str, str] = {
-            device: version.model
-            for device, version in store.devices.latest_meta().items()
-            if version.model is not None
-        }
-        self._devices: set[str] = store.readings.known_devices()
-        self._streams: set[tuple[str, str, str]] = store.readings.stream_keys()
+        self._generation = -1
+        self._announced: dict[str, str] = {}
+        self._devices: set[str] = set()
+        self._streams: set[tuple[str, str, str]] = set()
+        self._load_directory()
         self.totals = IngestTotals()
+
+    def _load_directory(self) -> None:
+        """What the store holds: devices, streams and announced models. Read at start and
+        again after retention forgot devices (``Store.directory_generation``), in the
+        writer's thread, between batches."""
+        self._generation = self._store.directory_generation
+        self._announced = {device: version.model
+                           for device, version in self._store.devices.latest_meta().items()
+                           if version.model is not None}
+        self._devices = self._store.readings.known_devices()
+        self._streams = self._store.readings.stream_keys()
 
     def reload(self, catalog: Catalog) -> None:
         """Swap in new profiles and references; the next batch is validated against them."""
@@ -143,6 +152,8 @@ class Ingestor:
     def validate(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         """Validate and admit in arrival order, one outcome per message; a meta message
         names the model for the ones after it."""
+        if self._store.directory_generation != self._generation:
+            self._load_directory()
         outcomes = []
         for message in messages:
             outcome = self._admit(message, validate_message(
@@ -156,20 +167,33 @@ class Ingestor:
         return outcomes
 
     def _admit(self, message: RawMessage, outcome: Outcome) -> Outcome:
-        """Refuse what would add a device or a stream beyond the limits. A new device takes
-        a place only if something of it is stored (a reading within the stream cap, a meta
-        or an event), so a flood refused stream by stream does not use up the devices."""
-        device = (outcome.readings[0].device if outcome.readings
-                  else outcome.meta.device if outcome.meta is not None
-                  else outcome.event.device if outcome.event is not None else None)
-        if device is None:
+        """Refuse what would add a device or a stream beyond the limits. Only a device the
+        catalog knows (a ``[models]`` glob, a reference entry or an announced model with a
+        profile) takes a place, and only if something of it is stored (a reading within the
+        stream cap, a meta or an event), so a flood of ids no profile covers, or one refused
+        stream by stream, does not use up the devices."""
+        record = (outcome.readings[0] if outcome.readings
+                  else outcome.meta if outcome.meta is not None else outcome.event)
+        if record is None:
             return outcome  # nothing to store: rejections only
+        device = record.device
         new_device = device not in self._devices
-        if new_device and len(self._devices) >= self._limits.max_devices:
-            return Outcome(rejections=(self._refusal(
-                message, Reason.DEVICE_LIMIT, device, None,
-                f"the gateway holds {len(self._devices)} devices, the limit "
-                f"(ingest.max_devices); {device!r} is new"),))
+        if new_device:
+            announced = outcome.meta.data.get("model") if outcome.meta is not None else None
+            model = self._catalog.model_for(
+                device, announced if isinstance(announced, str)
+                else self._announced.get(device))
+            if model is None or self._catalog.profile(model) is None:
+                return Outcome(rejections=(self._refusal(
+                    message, Reason.UNKNOWN_DEVICE_MODEL, device, None,
+                    f"no device profile is known for {record.site}/{device}"
+                    f"{f' (model {printable(model[:100])!r})' if model else ''}: a device "
+                    f"is held only once the catalog knows it"),))
+            if len(self._devices) >= self._limits.max_devices:
+                return Outcome(rejections=(self._refusal(
+                    message, Reason.DEVICE_LIMIT, device, None,
+                    f"the gateway holds {len(self._devices)} devices, the limit "
+                    f"(ingest.max_devices); {device!r} is new"),))
         refused: list[Rejection] = []
         kept = []
         for reading in outcome.readings:

@@ -114,6 +114,12 @@ class Store:
         return self._db.space
 
     @property
+    def directory_generation(self) -> int:
+        """Moves on whenever retention forgets streams or devices (``Readings.
+        drop_empty_streams``, ``Devices.forget_idle``)."""
+        return self._db.directory_generation
+
+    @property
     def checkpoints(self) -> int:
         """``TRUNCATE`` checkpoints that emptied the write-ahead log (size or SQLITE_FULL)."""
         return self._db.checkpoints

@@ -180,6 +180,9 @@ class Database:
         self._closed = False
         self._read_only = read_only
         self.bounds = bounds or Bounds()
+        self.directory_generation = 0
+        """Moves on whenever retention forgets streams or devices, so that whoever keeps a
+        directory of them (``auditd.app.ingest``) reads it again."""
         self.checkpoints = 0
         """``TRUNCATE`` checkpoints that emptied the write-ahead log (size or SQLITE_FULL)."""
         self._wal_checked_at = 0.0

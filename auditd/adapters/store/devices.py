@@ -134,6 +134,23 @@ class Devices:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def forget_idle(self, older_than: float) -> list[str]:
+        """Delete the meta versions and events of every device that has no stream left
+        (retention took its readings) and has said nothing since ``older_than``: its place
+        under ``[ingest] max_devices`` comes back. Returns those devices."""
+        with self._db.write("forget_idle_devices") as conn:
+            devices = [device for (device,) in conn.execute(
+                "SELECT device FROM (SELECT device, max(last_seen) AS seen FROM meta_versions "
+                "GROUP BY device UNION ALL SELECT device, max(received_at) FROM events "
+                "GROUP BY device) GROUP BY device HAVING max(seen) < ? AND device NOT IN "
+                "(SELECT device FROM streams)", (older_than,))]
+            for device in devices:
+                conn.execute("DELETE FROM meta_versions WHERE device = ?", (device,))
+                conn.execute("DELETE FROM events WHERE device = ?", (device,))
+        if devices:
+            self._db.directory_generation += 1
+        return devices
+
     def sizes(self) -> tuple[int, int]:
         """(meta versions, events) held, over every device (for the metrics' gauges)."""
         with self._db.read("history_sizes") as conn:

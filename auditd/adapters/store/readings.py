@@ -454,6 +454,23 @@ class Readings:
                 "SELECT id FROM streams WHERE first_ts_ms < ?", (cutoff,))]
         return sum(self._purge_stream(sid, cutoff, chunk) for sid in sids)
 
+    def drop_empty_streams(self) -> int:
+        """Delete the streams retention left without a reading, so that their places
+        (``[ingest] max_streams``) and, with nothing else of them, their devices' come back;
+        returns how many. The stream-id cache forgets them in the same transaction (a
+        reading that arrives later creates its stream again)."""
+        with self._db.write("drop_empty_streams") as conn:
+            rows = conn.execute(
+                "SELECT id, site, device, sensor FROM streams WHERE n = 0 AND NOT EXISTS "
+                "(SELECT 1 FROM readings WHERE stream_id = streams.id)").fetchall()
+            if not rows:
+                return 0
+            conn.executemany("DELETE FROM streams WHERE id = ?", [(r[0],) for r in rows])
+            for _, site, device, sensor in rows:
+                self._stream_ids.pop((site, device, sensor), None)
+        self._db.directory_generation += 1
+        return len(rows)
+
     def _purge_stream(self, sid: int, cutoff: int, chunk: int) -> int:
         deleted = 0
         while True:

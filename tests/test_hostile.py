@@ -553,3 +553,48 @@ def test_a_flood_of_events_keeps_a_bounded_history_with_the_events_the_rules_rea
             *_judged(whole, "hx-ev")[1:])
         assert applied  # the calibration's correction is still applied
         assert store.counters.all()["events_trimmed"] == 3002 - len(kept)
+
+
+def test_one_message_of_thousands_of_bad_readings_costs_a_few_quarantine_rows_one_payload(
+        store: Store) -> None:
+    """A 64 KB telemetry message naming 5000 sensors its profile lacks was 5000 quarantine
+    rows with a copy of the payload each (21 MB: two such messages emptied the default
+    quarantine of everything else). Every reading is still counted; the first sensors are
+    still named, for the sensor_not_in_profile check."""
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    readings = {f"s{i:05d}": 1 for i in range(5000)}
+    payload = json.dumps({"ts": NOW, "readings": {**readings, "temperature": 21.5}}).encode()
+    result = ingestor.ingest([RawMessage("fleet/north/hx-wide/telemetry", payload, NOW + 1)])
+    assert result.readings_inserted == 1
+    assert dict(result.rejected) == {Reason.SENSOR_UNKNOWN: 5000}
+    assert store.counters.rejections() == {Reason.SENSOR_UNKNOWN: 5000}
+    rows, size = store.quarantine.usage()
+    assert rows <= 20 and size <= 2 * len(payload[:4096]) + 20 * 400
+    assert sum(r.count for r in store.quarantine.recent(limit=100)) == 5000
+    named = store.quarantine.rejected_devices(Reason.SENSOR_UNKNOWN, NOW - 60)["hx-wide"]
+    assert named.sensors[:2] == ("s00000", "s00001")
+
+
+def test_a_conflicting_duplicate_outlives_a_flood_of_garbage_in_the_quarantine(
+        tmp_path: Path) -> None:
+    """The second value of a conflict is nowhere else: a flood of garbage must push out the
+    garbage before it; and conflicts of a flushed buffer keep one copy of their payload."""
+    bounds = Bounds(quarantine_max_rows=100, quarantine_max_bytes=64 * 1024)
+    with Store(tmp_path / "c.db", synchronous="off", bounds=bounds) as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits(max_devices=10**6))
+        stored = [{"ts": NOW - 600 + i, "readings": {"temperature": 20.0}} for i in range(50)]
+        ingestor.ingest([RawMessage("fleet/north/hx-c/telemetry", json.dumps(stored).encode(),
+                                    NOW)])
+        again = [{**item, "readings": {"temperature": 25.0}} for item in stored]
+        payload = json.dumps(again).encode()
+        result = ingestor.ingest([RawMessage("fleet/north/hx-c/telemetry", payload, NOW + 1)])
+        assert dict(result.rejected) == {Reason.DUPLICATE_CONFLICT: 50}
+        conflicts = store.quarantine.recent(Reason.DUPLICATE_CONFLICT)
+        assert sum(len(r.payload) for r in conflicts) == len(payload)  # one copy
+        for chunk in range(20):
+            ingestor.ingest([_garbage(f"hx-g{chunk}-{i}", NOW + 2 + chunk, size=300)
+                             for i in range(50)])
+        rows, size = store.quarantine.usage()
+        assert rows <= 100 and size <= 64 * 1024
+        kept = store.quarantine.recent(Reason.DUPLICATE_CONFLICT)
+        assert len(kept) == 50 and all("25.0" in r.detail for r in kept)

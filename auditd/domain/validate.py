@@ -393,11 +393,17 @@ def _telemetry(
     return batch.outcome()
 
 
+NAMED_REJECTIONS = 16
+"""Distinct sensors of one message whose rejected readings keep their sensor in the
+quarantine (a row each per minute, and ``rejected_between`` counts them per stream); the
+rejected readings of any further sensor of the message share one row per reason."""
+
+
 class _Batch:
     """The readings and rejections of one telemetry message, as they are found."""
 
-    __slots__ = ("address", "aliases", "limits", "msg", "payload", "readings", "rejections",
-                 "sensors")
+    __slots__ = ("address", "aliases", "limits", "msg", "named", "payload", "readings",
+                 "rejections", "sensors")
 
     def __init__(
         self,
@@ -415,6 +421,7 @@ class _Batch:
         self.payload = msg.payload[: limits.quarantine_payload_cap]  # shared by rejections
         self.readings: list[Reading] = []
         self.rejections: list[Rejection] = []
+        self.named: set[str] = set()
 
     def add(self, item: Any) -> None:
         """Judge one telemetry object; message-level problems raise ``_Problem``."""
@@ -445,12 +452,23 @@ class _Batch:
                                          value is not None and not _in_range(value, spec)))
 
     def reject(self, reason: str, detail: str, sensor: str | None) -> None:
+        """One reading refused. Each is counted, but a message's payload is kept with its
+        first rejection only, and only the first ``NAMED_REJECTIONS`` name their sensor:
+        the rest share one quarantine row (per device, reason and minute), so that a
+        message naming thousands of sensors costs a few rows, not one with a copy of the
+        payload for each."""
+        first = not self.rejections
+        if sensor is not None and sensor not in self.named:
+            if len(self.named) >= NAMED_REJECTIONS:
+                sensor = None
+            else:
+                self.named.add(sensor)
         self.rejections.append(
             Rejection(
                 self.msg.topic,
                 reason,
                 detail,
-                self.payload,
+                self.payload if first else b"",
                 self.msg.received_at,
                 self.address.device,
                 sensor,

@@ -87,26 +87,41 @@ def insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection],
 
 def keep_bounded(conn: sqlite3.Connection, bounds: Bounds) -> int:
     """Delete the oldest quarantine rows beyond either cap, down to ``QUARANTINE_SHED``
-    of it; returns how many (also counted as ``quarantine_dropped``)."""
+    of it; returns how many (also counted as ``quarantine_dropped``). Rows of
+    ``ISOLATED_REASONS`` go only once no other row is left to go: they hold what is kept
+    nowhere else (the second value of a conflict, a message the store refused), while the
+    rest is evidence of garbage that a flood of more garbage may replace."""
     rows, size = conn.execute("SELECT rows, bytes FROM quarantine_usage").fetchone()
     if rows <= bounds.quarantine_max_rows and size <= bounds.quarantine_max_bytes:
         return 0
     shed_rows = rows - int(bounds.quarantine_max_rows * QUARANTINE_SHED)
     shed_bytes = size - int(bounds.quarantine_max_bytes * QUARANTINE_SHED)
-    last = -1
-    if shed_rows > 0:
-        row = conn.execute("SELECT id FROM quarantine ORDER BY id LIMIT 1 OFFSET ?",
-                           (shed_rows - 1,)).fetchone()
-        last = max(last, row[0]) if row else last
-    if shed_bytes > 0:
-        row = conn.execute(
-            "SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) AS total "
-            "FROM quarantine) WHERE total >= ? ORDER BY id LIMIT 1", (shed_bytes,)).fetchone()
-        last = max(last, row[0]) if row else last
-    if last < 0:
-        return 0
-    dropped = int(conn.execute("DELETE FROM quarantine WHERE id <= ?", (last,)).rowcount)
-    add_counters(conn, {"quarantine_dropped": dropped})
+    dropped = 0
+    for kept in (True, False):
+        if shed_rows <= 0 and shed_bytes <= 0:
+            break
+        # Oldest first within the class: each row's running row count and byte total.
+        chosen = conn.execute(
+            "SELECT id, n, total FROM (SELECT id, row_number() OVER (ORDER BY id) AS n, "
+            "sum(size) OVER (ORDER BY id) AS total FROM quarantine WHERE "
+            "(reason IN (?, ?)) = ?) WHERE n >= ? AND total >= ? ORDER BY id LIMIT 1",
+            (*ISOLATED_REASONS, not kept, max(shed_rows, 0), max(shed_bytes, 0))).fetchone()
+        if chosen is None:  # the whole class is not enough: all of it goes
+            cur = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM quarantine WHERE "
+                "(reason IN (?, ?)) = ?", (*ISOLATED_REASONS, not kept)).fetchone()
+            n, gone = int(cur[0]), int(cur[1])
+            conn.execute("DELETE FROM quarantine WHERE (reason IN (?, ?)) = ?",
+                         (*ISOLATED_REASONS, not kept))
+        else:
+            last, n, gone = chosen
+            conn.execute("DELETE FROM quarantine WHERE id <= ? AND (reason IN (?, ?)) = ?",
+                         (last, *ISOLATED_REASONS, not kept))
+        dropped += int(n)
+        shed_rows -= int(n)
+        shed_bytes -= int(gone)
+    if dropped:
+        add_counters(conn, {"quarantine_dropped": dropped})
     return dropped
 
 

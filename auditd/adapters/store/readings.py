@@ -227,8 +227,11 @@ class Readings:
                    rows: Sequence[tuple[int, int, float | None, int | None]],
                    readings: Sequence[Reading], origins: Sequence[Outcome]) -> list[Rejection]:
         """The rows not inserted whose stored value differs: conflicting duplicates. Only
-        run when some row was not inserted (a redelivery), so ingest pays nothing for it."""
+        run when some row was not inserted (a redelivery), so ingest pays nothing for it.
+        A message's payload is kept with its first conflict only (a flushed buffer of a
+        thousand conflicting readings is not a thousand copies of it)."""
         out = []
+        with_payload: set[int] = set()  # messages whose payload one conflict row holds
         for (sid, ts_ms, value, _), reading, origin in zip(rows, readings, origins,
                                                            strict=True):
             found = conn.execute("SELECT value FROM readings WHERE stream_id = ? AND ts_ms = ?",
@@ -236,12 +239,16 @@ class Readings:
             if found is None or found[0] == value or (found[0] is None and value is None):
                 continue  # inserted just now, or the same value again
             message = origin.message
+            first = message is not None and id(message) not in with_payload
+            if first:
+                with_payload.add(id(message))
             out.append(Rejection(
                 topic=message.topic if message else f"{reading.site}/{reading.device}",
                 reason=reasons.DUPLICATE_CONFLICT,
                 detail=(f"{reading.sensor} at {iso_ms(ts_ms)}: stored {found[0]!r}, this "
                         f"message says {value!r} ({reading.unit}); the stored value is kept"),
-                payload=message.payload[: self._db.bounds.payload_cap] if message else b"",
+                payload=message.payload[: self._db.bounds.payload_cap]
+                if message is not None and first else b"",
                 received_at=message.received_at if message else self._db.clock(),
                 device=reading.device, sensor=reading.sensor))
         return out

@@ -138,9 +138,10 @@ DEVICE_LIMIT: Final = _reason(
     "`[ingest] max_devices` (default 5000)")
 STREAM_LIMIT: Final = _reason(
     "stream_limit", ADMISSION,
-    "A reading that would start a new (site, device, sensor) stream beyond the limit. "
-    "Known streams are unaffected.",
-    "`[ingest] max_streams` (default 50000)")
+    "A reading that would start a new (site, device, sensor) stream beyond the limit, or "
+    "a stream of its device in one more site than the per-device limit (one id sent under "
+    "invented site names cannot take every place). Known streams are unaffected.",
+    "`[ingest] max_streams` (default 50000), `[ingest] max_sites_per_device` (default 8)")
 DUPLICATE_CONFLICT: Final = _reason(
     "duplicate_conflict", STORE,
     "A reading for a (device, sensor, timestamp) stored already with another value: the "

@@ -598,3 +598,24 @@ def test_a_conflicting_duplicate_outlives_a_flood_of_garbage_in_the_quarantine(
         assert rows <= 100 and size <= 64 * 1024
         kept = store.quarantine.recent(Reason.DUPLICATE_CONFLICT)
         assert len(kept) == 50 and all("25.0" in r.detail for r in kept)
+
+
+def test_one_device_sent_under_invented_sites_cannot_take_every_stream_place(
+        store: Store) -> None:
+    """Streams are (site, device, sensor): one known id under 300 site names took all 500
+    places of max_streams, and a real new device was refused."""
+    ingestor = Ingestor(store, CATALOG, prefix="fleet",
+                        limits=Limits(max_streams=500, max_sites_per_device=2))
+    reading = json.dumps({"ts": NOW, "readings": {"temperature": 1, "humidity": 50}}).encode()
+    result = ingestor.ingest([RawMessage(f"fleet/site{i}/hx-roam/telemetry", reading, NOW + 1)
+                              for i in range(300)])
+    assert result.readings_inserted == 4 and dict(result.rejected) == {
+        Reason.STREAM_LIMIT: 596}
+    [row, *_] = store.quarantine.recent(Reason.STREAM_LIMIT)
+    assert "max_sites_per_device" in row.detail
+    fresh = ingestor.ingest([_telemetry("hx-real", NOW)])
+    assert fresh.readings_inserted == 1 and not fresh.rejected
+    # Its known sites go on.
+    again = ingestor.ingest([RawMessage("fleet/site1/hx-roam/telemetry", json.dumps(
+        {"ts": NOW + 5, "readings": {"temperature": 2}}).encode(), NOW + 6)])
+    assert again.readings_inserted == 1

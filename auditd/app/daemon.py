@@ -73,6 +73,7 @@ def limits_from(cfg: DaemonConfig) -> Limits:
         quarantine_payload_cap=cfg.ingest.quarantine_payload_cap,
         max_devices=cfg.ingest.max_devices,
         max_streams=cfg.ingest.max_streams,
+        max_sites_per_device=cfg.ingest.max_sites_per_device,
     )
 
 

@@ -10,7 +10,8 @@ the message:
 
 * **Admission.** A message from a device the gateway holds nothing of yet is refused
   (``device_limit``) once ``Limits.max_devices`` devices are held, and a reading that would
-  start a new stream once ``Limits.max_streams`` streams exist (``stream_limit``): a
+  start a new stream once ``Limits.max_streams`` streams exist, or in one more site than
+  ``Limits.max_sites_per_device`` for its device (``stream_limit``): a
   flood of invented ids costs a quarantine row each, never memory or store without bound.
   Known devices and streams are never affected.
 * **Fault isolation** (:meth:`Ingestor.commit_isolated`). A batch is one transaction. If
@@ -117,6 +118,8 @@ class Ingestor:
         self._announced: dict[str, str] = {}
         self._devices: set[str] = set()
         self._streams: set[tuple[str, str, str]] = set()
+        self._sites: dict[str, set[str]] = {}
+        """Device -> the sites it holds streams in."""
         self._load_directory()
         self.totals = IngestTotals()
 
@@ -130,6 +133,9 @@ class Ingestor:
                            if version.model is not None}
         self._devices = self._store.readings.known_devices()
         self._streams = self._store.readings.stream_keys()
+        self._sites = {}
+        for site, device, _ in self._streams:
+            self._sites.setdefault(device, set()).add(site)
 
     def reload(self, catalog: Catalog) -> None:
         """Swap in new profiles and references; the next batch is validated against them."""
@@ -199,12 +205,20 @@ class Ingestor:
         for reading in outcome.readings:
             key = (reading.site, reading.device, reading.sensor)
             if key not in self._streams:
+                sites = self._sites.get(device, set())
                 if len(self._streams) >= self._limits.max_streams:
                     refused.append(self._refusal(
                         message, Reason.STREAM_LIMIT, device, reading.sensor,
                         f"the gateway holds {len(self._streams)} streams, the limit "
                         f"(ingest.max_streams); {reading.sensor!r} of {device!r} is new"))
                     continue
+                if reading.site not in sites and len(sites) >= self._limits.max_sites_per_device:
+                    refused.append(self._refusal(
+                        message, Reason.STREAM_LIMIT, device, reading.sensor,
+                        f"{device!r} holds streams in {len(sites)} sites, the limit "
+                        f"(ingest.max_sites_per_device); site {reading.site!r} is new"))
+                    continue
+                self._sites.setdefault(device, set()).add(reading.site)
                 self._streams.add(key)
             kept.append(reading)
         if new_device and (kept or outcome.meta is not None or outcome.event is not None):

@@ -111,6 +111,10 @@ class Limits:
     max_streams: int = 50_000
     """(site, device, sensor) streams; a reading that would start one more is refused as
     ``stream_limit``."""
+    max_sites_per_device: int = 8
+    """Sites one device may hold streams in; a reading that would start a stream of it in
+    one more site is refused as ``stream_limit``, so that one id sent under invented site
+    names cannot take every place of ``max_streams``."""
 
 
 DEFAULT_LIMITS = Limits()

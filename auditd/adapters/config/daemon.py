@@ -61,7 +61,8 @@ BROKER_KEYS = ("host", "port", "client_id", "keepalive", "protocol", "session_ex
                "receive_maximum", "tls")
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future_skew_s",
-               "max_age", "quarantine_payload_cap", "max_devices", "max_streams", "stall_after")
+               "max_age", "quarantine_payload_cap", "max_devices", "max_streams",
+               "max_sites_per_device", "stall_after")
 AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
@@ -138,6 +139,9 @@ class IngestConfig:
     (``device_limit``)."""
     max_streams: int = 50_000
     """(site, device, sensor) streams; a reading starting one more is ``stream_limit``."""
+    max_sites_per_device: int = 8
+    """Sites (the topic's site level) one device may hold streams in: one id sent under
+    many sites cannot take every stream's place (``stream_limit``)."""
     stall_after_s: float = 300.0
     """A writer that has committed nothing for this long while it holds messages makes the
     daemon unhealthy (metrics, ``status``, the systemd watchdog no longer fed)."""
@@ -387,6 +391,7 @@ def _ingest(table: Table) -> IngestConfig:
         quarantine_payload_cap=table.get("quarantine_payload_cap", as_integer(0), 4096),
         max_devices=table.get("max_devices", as_integer(1), 5000),
         max_streams=table.get("max_streams", as_integer(1), 50_000),
+        max_sites_per_device=table.get("max_sites_per_device", as_integer(1), 8),
         stall_after_s=table.get("stall_after", as_duration(positive=True), 300.0),
     )
 

@@ -201,6 +201,13 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: float
+    redelivered: bool = False
+    """The broker's DUP flag: it sent this message before, and may have seen it committed
+    (a daemon killed between its commit and its acknowledgement). The store then counts
+    it only if nothing of it is stored yet (``auditd.adapters.store.readings``)."""
+    packet_id: int | None = None
+    """The MQTT packet identifier of a QoS 1 delivery, which a redelivery keeps: with the
+    topic and payload it recognises a rejected message delivered again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +280,8 @@ class Outcome:
     event: EventRecord | None = None
     message: RawMessage | None = None
     """The message its readings came from, for a rejection decided later (a conflicting
-    duplicate found by the store names the message's topic and keeps its payload)."""
+    duplicate found by the store names the message's topic and keeps its payload); and the
+    message of any outcome whose message was redelivered."""
 
 
 # --------------------------------------------------------------------------- findings

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from auditd import logs
 from auditd.adapters.store import Store
@@ -169,6 +169,9 @@ class Ingestor:
                 model = outcome.meta.data.get("model")
                 if isinstance(model, str):
                     self._announced[outcome.meta.device] = model
+            if outcome.message is None and message.packet_id is not None and (
+                    message.redelivered or outcome.rejections):
+                outcome = replace(outcome, message=message)  # to recognise a redelivery
             outcomes.append(outcome)
         return outcomes
 

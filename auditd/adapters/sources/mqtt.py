@@ -377,7 +377,8 @@ class MqttLink:
                 self.stats.dropped_qos0 += 1
                 return
             self.deliveries.put(
-                Delivery(RawMessage(self._topic_of(msg), bytes(msg.payload), self._clock()),
+                Delivery(RawMessage(self._topic_of(msg), bytes(msg.payload), self._clock(),
+                                    bool(msg.dup), msg.mid if msg.qos else None),
                          msg.mid, msg.qos, self._generation)
             )
         except Exception as exc:

@@ -62,13 +62,32 @@ def upsert_meta(conn: sqlite3.Connection, meta: MetaRecord) -> int:
     return 1
 
 
+def meta_is_current(conn: sqlite3.Connection, meta: MetaRecord) -> bool:
+    """The device's current version has this content already (a redelivery changes
+    nothing)."""
+    latest = conn.execute(
+        "SELECT hash FROM meta_versions WHERE device = ? ORDER BY id DESC LIMIT 1",
+        (meta.device,)).fetchone()
+    return latest is not None and latest[0] == content_hash(meta_content(meta.data))
+
+
+def event_is_stored(conn: sqlite3.Connection, event: EventRecord) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM events WHERE device = ? AND ts = ? AND type = ? AND hash = ?",
+        (event.device, event.ts, event.type, _event_hash(event))).fetchone() is not None
+
+
+def _event_hash(event: EventRecord) -> str:
+    return hashlib.sha256(canonical_json(event.data).encode()).hexdigest()
+
+
 def insert_events(conn: sqlite3.Connection, events: Sequence[EventRecord]) -> int:
     if not events:
         return 0
     rows = []
     for e in events:
         text = canonical_json(e.data)
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = _event_hash(e)
         rows.append((e.device, e.site, e.ts, e.received_at, e.type, text, digest))
     cur = conn.executemany(
         "INSERT OR IGNORE INTO events (device, site, ts, received_at, type, data, hash) "

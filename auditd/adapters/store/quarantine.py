@@ -7,6 +7,7 @@ per-reason totals are counters (``Counters.rejections``), so they stay right aft
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
 from collections import Counter
@@ -18,7 +19,7 @@ from auditd import reasons
 from auditd.adapters.store.counters import add_counters
 from auditd.adapters.store.database import Bounds, Database
 from auditd.adapters.store.schema import QUARANTINE_ROW_BYTES
-from auditd.model import Rejection
+from auditd.model import Outcome, RawMessage, Rejection
 from auditd.text import printable
 
 QUARANTINE_BUCKET_S: Final = 60
@@ -83,6 +84,32 @@ def insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection],
             rows,
         )
     return Counter(j.reason for j in rejections)
+
+
+REJECTED_REMEMBERED: Final = 2_000
+"""Digests of the latest rejected messages the store keeps (``rejected_messages``): a
+message the broker redelivers after a crash was in flight, among the last few hundred."""
+
+
+def message_digest(message: RawMessage) -> bytes:
+    """What identifies a message when the broker delivers it again: its packet identifier
+    (kept by a redelivery), topic and payload, not its reception time. Garbage repeats
+    itself; its packet identifiers do not, within the ``REJECTED_REMEMBERED`` latest."""
+    return hashlib.blake2b(
+        f"{message.packet_id}\0{message.topic}\0".encode("utf-8", "surrogatepass")
+        + message.payload, digest_size=16).digest()
+
+
+def remember_rejected(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+    """Keep the digest of every message of ``outcomes`` with rejections and a packet
+    identifier (the latest ``REJECTED_REMEMBERED``), so that its redelivery is recognised."""
+    digests = [(message_digest(o.message),) for o in outcomes
+               if o.rejections and o.message is not None and o.message.packet_id is not None]
+    if not digests:
+        return
+    conn.executemany("INSERT OR IGNORE INTO rejected_messages (digest) VALUES (?)", digests)
+    conn.execute("DELETE FROM rejected_messages WHERE id <= "
+                 "(SELECT max(id) FROM rejected_messages) - ?", (REJECTED_REMEMBERED,))
 
 
 def keep_bounded(conn: sqlite3.Connection, bounds: Bounds) -> int:

@@ -21,10 +21,20 @@ import numpy.typing as npt
 from auditd import reasons
 from auditd.adapters.store.counters import COUNTER_REJECTED_PREFIX, add_counters
 from auditd.adapters.store.database import Database
-from auditd.adapters.store.devices import insert_events, upsert_meta
+from auditd.adapters.store.devices import (
+    event_is_stored,
+    insert_events,
+    meta_is_current,
+    upsert_meta,
+)
 from auditd.adapters.store.devices import keep_bounded as keep_history_bounded
 from auditd.adapters.store.encoding import iso_ms, ms_at_or_after, ms_or_none
-from auditd.adapters.store.quarantine import insert_rejections, keep_bounded
+from auditd.adapters.store.quarantine import (
+    insert_rejections,
+    keep_bounded,
+    message_digest,
+    remember_rejected,
+)
 from auditd.adapters.store.schema import INSERT_TRIGGER
 from auditd.model import Outcome, Reading, Rejection, StreamInfo
 
@@ -56,6 +66,8 @@ class WriteResult:
     meta_versions_trimmed: int = 0
     events_trimmed: int = 0
     """Meta versions and events deleted to keep each device within ``Bounds``."""
+    redelivered: int = 0
+    """Messages the broker redelivered that were committed already (left out, uncounted)."""
 
     def plus(self, other: WriteResult) -> WriteResult:
         """Both batches' changes (a batch committed in parts, ``auditd.app.ingest``)."""
@@ -71,7 +83,8 @@ class WriteResult:
             (*self.rejections, *other.rejections),
             self.out_of_range + other.out_of_range,
             self.meta_versions_trimmed + other.meta_versions_trimmed,
-            self.events_trimmed + other.events_trimmed)
+            self.events_trimmed + other.events_trimmed,
+            self.redelivered + other.redelivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,23 @@ class Readings:
         message the store cannot take, ``auditd.app.ingest``); an error raised while encoding
         a value (``UnicodeEncodeError``...) is raised as it is, after the rollback.
         """
+        new_streams: dict[tuple[str, str, str], int] = {}
+        with self._db.write("write_outcomes") as conn:
+            # A message the broker redelivers after a crash may be committed already: it
+            # is then left out (its readings would only be duplicates, its rejections and
+            # the message itself must not be counted twice).
+            repeated = self._committed_before(conn, outcomes)
+            if repeated:
+                outcomes = [o for i, o in enumerate(outcomes) if i not in repeated]
+            remember_rejected(conn, outcomes)
+            result = self._write(conn, outcomes, new_streams, len(repeated), counters)
+        # Only now that the ids are committed may the hot path trust them.
+        self._stream_ids.update(new_streams)
+        return result
+
+    def _write(self, conn: sqlite3.Connection, outcomes: Sequence[Outcome],
+               new_streams: dict[tuple[str, str, str], int], repeated: int,
+               counters: Mapping[str, int] | None) -> WriteResult:
         readings: list[Reading] = []
         origins: list[Outcome] = []
         for outcome in outcomes:
@@ -133,44 +163,77 @@ class Readings:
         rejections = [j for o in outcomes for j in o.rejections]
         metas = [o.meta for o in outcomes if o.meta is not None]
         events = [o.event for o in outcomes if o.event is not None]
-        new_streams: dict[tuple[str, str, str], int] = {}
-        with self._db.write("write_outcomes") as conn:
-            rows, nulls = self._reading_rows(conn, readings, new_streams)
-            inserted = self._insert_readings(conn, rows)
-            conflicts = (self._conflicts(conn, rows, readings, origins)
-                         if inserted < len(rows) else [])
-            rejected = insert_rejections(conn, [*rejections, *conflicts], merge=True)
-            dropped = keep_bounded(conn, self._db.bounds) if rejected else 0
-            meta_added = 0
-            grown: set[str] = set()
-            for meta in metas:
-                if upsert_meta(conn, meta):
-                    meta_added += 1
-                    grown.add(meta.device)
-            events_added = insert_events(conn, events)
-            trimmed = (keep_history_bounded(
-                conn, self._db.bounds, meta_of=sorted(grown),
-                events_of=sorted({e.device for e in events}) if events_added else ())
-                if grown or events_added else (0, 0))
-            result = WriteResult(
-                readings_inserted=inserted,
-                readings_duplicate=len(rows) - inserted - len(conflicts),
-                nulls=nulls,
-                rejected=dict(rejected),
-                meta_versions_added=meta_added,
-                events_added=events_added,
-                quarantine_dropped=dropped,
-                rejections=(*rejections, *conflicts),
-                out_of_range=sum(1 for r in readings if r.out_of_range),
-                meta_versions_trimmed=trimmed[0],
-                events_trimmed=trimmed[1],
-            )
-            add_counters(conn, self._batch_counters(len(outcomes), result))
-            if counters:
-                add_counters(conn, counters)
-        # Only now that the ids are committed may the hot path trust them.
-        self._stream_ids.update(new_streams)
+        rows, nulls = self._reading_rows(conn, readings, new_streams)
+        inserted = self._insert_readings(conn, rows)
+        conflicts = (self._conflicts(conn, rows, readings, origins)
+                     if inserted < len(rows) else [])
+        rejected = insert_rejections(conn, [*rejections, *conflicts], merge=True)
+        dropped = keep_bounded(conn, self._db.bounds) if rejected else 0
+        meta_added = 0
+        grown: set[str] = set()
+        for meta in metas:
+            if upsert_meta(conn, meta):
+                meta_added += 1
+                grown.add(meta.device)
+        events_added = insert_events(conn, events)
+        trimmed = (keep_history_bounded(
+            conn, self._db.bounds, meta_of=sorted(grown),
+            events_of=sorted({e.device for e in events}) if events_added else ())
+            if grown or events_added else (0, 0))
+        result = WriteResult(
+            readings_inserted=inserted,
+            readings_duplicate=len(rows) - inserted - len(conflicts),
+            nulls=nulls,
+            rejected=dict(rejected),
+            meta_versions_added=meta_added,
+            events_added=events_added,
+            quarantine_dropped=dropped,
+            rejections=(*rejections, *conflicts),
+            meta_versions_trimmed=trimmed[0],
+            events_trimmed=trimmed[1],
+            out_of_range=sum(1 for r in readings if r.out_of_range),
+            redelivered=repeated,
+        )
+        add_counters(conn, self._batch_counters(len(outcomes), result))
+        if counters:
+            add_counters(conn, counters)
         return result
+
+    def _committed_before(self, conn: sqlite3.Connection,
+                          outcomes: Sequence[Outcome]) -> set[int]:
+        """Indices of the redelivered outcomes whose message is committed already: one with
+        rejections whose digest the store holds (``rejected_messages``), one whose readings
+        are all stored with the same values, a meta that is the device's current version,
+        an event stored already. Only redelivered messages are looked at: a few after a
+        crash, nothing on the hot path."""
+        out: set[int] = set()
+        for i, o in enumerate(outcomes):
+            if o.message is None or not o.message.redelivered:
+                continue
+            if o.rejections:
+                seen = o.message.packet_id is not None and conn.execute(
+                    "SELECT 1 FROM rejected_messages WHERE digest = ?",
+                    (message_digest(o.message),)).fetchone() is not None
+            elif o.readings:
+                seen = all(self._stored(conn, r) for r in o.readings)
+            elif o.meta is not None:
+                seen = meta_is_current(conn, o.meta)
+            elif o.event is not None:
+                seen = event_is_stored(conn, o.event)
+            else:
+                seen = False
+            if seen:
+                out.add(i)
+        return out
+
+    def _stored(self, conn: sqlite3.Connection, r: Reading) -> bool:
+        sid = self._stream_id(conn, r.site, r.device, r.sensor)
+        if sid is None:
+            return False
+        value = None if r.value is None or r.value != r.value else r.value
+        return conn.execute(
+            "SELECT 1 FROM readings WHERE stream_id = ? AND ts_ms = ? AND value IS ?",
+            (sid, round(r.ts * 1000), value)).fetchone() is not None
 
     def _reading_rows(
         self,
@@ -264,6 +327,7 @@ class Readings:
             "readings_rejected": sum(result.rejected.values()),
             "meta_versions": result.meta_versions_added,
             "events": result.events_added,
+            "messages_redelivered": result.redelivered,
         }
         for reason, n in result.rejected.items():
             deltas[COUNTER_REJECTED_PREFIX + reason] = n

@@ -356,9 +356,18 @@ def _migration_inventory(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX outbox_topic ON outbox (topic)")
 
 
+def _migration_rejected_messages(conn: sqlite3.Connection) -> None:
+    """Digests of the latest rejected messages, so that one the broker redelivers after a
+    crash (between its commit and its acknowledgement) is not quarantined and counted
+    twice (``quarantine.remember_rejected``)."""
+    conn.execute("CREATE TABLE rejected_messages (id INTEGER PRIMARY KEY, "
+                 "digest BLOB NOT NULL UNIQUE)")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
-    _migration_exact_findings, _migration_audit_runs, _migration_inventory)
+    _migration_exact_findings, _migration_audit_runs, _migration_inventory,
+    _migration_rejected_messages)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -159,7 +159,9 @@ COMMAND_INVALID: Final = _reason(
 RECORDING_INVALID: Final = _reason(
     "recording_invalid", REPLAY,
     "A line of a recording that is not a recorded message (its line number in the "
-    "detail).")
+    "detail): not UTF-8 JSON, nested deeper than the parser recurses, a `received_at` "
+    "outside 1970..9999 or more than 366 days after the recording's clock (whose audits "
+    "it would otherwise run one by one). `replay` counts it and goes on.")
 ROW_INVALID: Final = _reason(
     "row_invalid", IMPORT,
     "An export row with another number of cells than its header (file and line in the "

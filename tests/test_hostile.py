@@ -656,3 +656,27 @@ def test_a_message_redelivered_after_its_commit_is_counted_once(store: Store) ->
     result = ingestor.ingest([unseen, same, same_again])
     assert dict(result.rejected) == {Reason.JSON_INVALID: 3}
     assert store.counters.rejections()[Reason.JSON_INVALID] == 4
+
+
+def test_only_a_device_the_catalog_knows_is_held(store: Store) -> None:
+    """Meta and events of an id no glob or reference covers, announcing a model without a
+    profile (or none), are refused; a device a glob covers that announces a model without
+    a profile is held as before, so its telemetry is refused for that model (the model
+    it announces wins over the glob) and model_unknown can name it."""
+    ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits())
+    result = ingestor.ingest([
+        RawMessage("fleet/north/zz-1/meta", json.dumps({"ts": NOW, "model": "th-999"}).encode(),
+                   NOW),
+        RawMessage("fleet/north/zz-2/event", json.dumps(
+            {"ts": NOW, "type": "maintenance"}).encode(), NOW),
+        RawMessage("fleet/north/zz-3/meta", json.dumps({"ts": NOW, "model": "th-200"}).encode(),
+                   NOW),
+        _meta("hx-variant", NOW, model="th-999"),
+        _telemetry("hx-variant", NOW),
+    ])
+    assert dict(result.rejected) == {Reason.UNKNOWN_DEVICE_MODEL: 3}
+    assert store.readings.known_devices() == {"zz-3", "hx-variant"}
+    assert ingestor.devices == 2
+    [row] = [r for r in store.quarantine.recent(Reason.UNKNOWN_DEVICE_MODEL)
+             if r.device == "hx-variant"]
+    assert "hx-variant" in row.detail

@@ -495,9 +495,9 @@ def test_device_stream_and_quarantine_caps_hold_against_a_flood(
 
 def test_device_places_go_to_catalog_devices_only_and_come_back_when_their_data_age_out(
         mosquitto, tmp_path: Path) -> None:
-    """A flood of ids no profile covers (meta and events of any id, a known id announcing
-    an unknown model) takes no place under max_devices; and once a device's data have aged
-    out, its place is free again for a real new device."""
+    """A flood of ids no profile covers (meta and events of ids no glob matches, announcing
+    a model without a profile or none) takes no place under max_devices; and once a
+    device's data have aged out, its place is free again for a real new device."""
     db = tmp_path / "state" / "audit.db"
     config = write_config(
         tmp_path / "config.toml", port=mosquitto.port, store=db,
@@ -511,7 +511,7 @@ def test_device_places_go_to_catalog_devices_only_and_come_back_when_their_data_
                        {"ts": now, "model": "zz-9"}).encode()) for i in range(20)]
         strays += [(f"fleet/north/zz-stray{i}/event", json.dumps(
                         {"ts": now, "type": "maintenance"}).encode()) for i in range(20)]
-        strays += [_meta(f"th-odd{i}", now, model="th-999") for i in range(20)]
+        strays += [_meta(f"zz-odd{i}", now, model="th-999") for i in range(20)]
         device.publish_many([*strays, _meta("th-a", now), *_readings("th-a", now - 5, 1),
                              *_readings("th-b", now - 5, 1)])
         _wait(lambda: _count(db, "SELECT count(*) FROM readings") == 2, "no ingest", 20)

@@ -189,15 +189,13 @@ class Ingestor:
         new_device = device not in self._devices
         if new_device:
             announced = outcome.meta.data.get("model") if outcome.meta is not None else None
-            model = self._catalog.model_for(
-                device, announced if isinstance(announced, str)
-                else self._announced.get(device))
-            if model is None or self._catalog.profile(model) is None:
+            if not self._catalog_knows(device, announced):
+                shown = f" (model {printable(announced[:100])!r})" if isinstance(
+                    announced, str) else ""
                 return Outcome(rejections=(self._refusal(
                     message, Reason.UNKNOWN_DEVICE_MODEL, device, None,
-                    f"no device profile is known for {record.site}/{device}"
-                    f"{f' (model {printable(model[:100])!r})' if model else ''}: a device "
-                    f"is held only once the catalog knows it"),))
+                    f"no device profile is known for {record.site}/{device}{shown}: a "
+                    f"device is held only once the catalog knows it"),))
             if len(self._devices) >= self._limits.max_devices:
                 return Outcome(rejections=(self._refusal(
                     message, Reason.DEVICE_LIMIT, device, None,
@@ -230,6 +228,16 @@ class Ingestor:
             return outcome
         return Outcome(readings=tuple(kept), rejections=(*outcome.rejections, *refused),
                        meta=outcome.meta, event=outcome.event, message=outcome.message)
+
+    def _catalog_knows(self, device: str, announced: object) -> bool:
+        """A profile applies to ``device`` by a ``[models]`` glob or a reference entry, or
+        by the model it announces (now or before)."""
+        for model in (self._catalog.model_for(device),
+                      announced if isinstance(announced, str) else None,
+                      self._announced.get(device)):
+            if model and self._catalog.profile(model.strip()) is not None:
+                return True
+        return False
 
     def _refusal(self, message: RawMessage, reason: str, device: str, sensor: str | None,
                  detail: str) -> Rejection:

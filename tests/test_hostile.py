@@ -680,3 +680,24 @@ def test_only_a_device_the_catalog_knows_is_held(store: Store) -> None:
     [row] = [r for r in store.quarantine.recent(Reason.UNKNOWN_DEVICE_MODEL)
              if r.device == "hx-variant"]
     assert "hx-variant" in row.detail
+
+
+def test_the_quarantine_byte_cap_bounds_the_file_not_only_the_payloads(
+        tmp_path: Path) -> None:
+    """Garbage with long site, device and sensor names: the cap counted topic, detail and
+    payload only, and the quarantine took 2.4 times its cap on disk."""
+    cap = 1024 * 1024
+    path = tmp_path / "q.db"
+    with Store(path, synchronous="off",
+               bounds=Bounds(quarantine_max_bytes=cap, quarantine_max_rows=10**6)) as store:
+        ingestor = Ingestor(store, CATALOG, prefix="fleet", limits=Limits(max_devices=10**6))
+        empty = path.stat().st_size
+        for k in range(100):  # batches of the daemon's batch_max
+            ingestor.ingest([RawMessage(
+                f"fleet/{'s' * 60}{k}/hx-{'d' * 55}{k:02d}{i:04d}/telemetry", json.dumps(
+                    {"ts": NOW, "readings": {f"z{'q' * 60}{j}": 1 for j in range(3)}}).encode(),
+                NOW + k) for i in range(100)])
+        assert store.quarantine.usage()[1] <= cap
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert path.stat().st_size - empty <= 1.5 * cap

@@ -67,12 +67,16 @@ def insert_rejections(conn: sqlite3.Connection, rejections: Sequence[Rejection],
             device = printable(j.device) if j.device is not None else None
             sensor = printable(j.sensor) if j.sensor is not None else None
             payload = bytes(j.payload)
-            size = (len(topic.encode()) + len(detail.encode()) + len(payload)
-                    + QUARANTINE_ROW_BYTES)
             group = None
             if merge and j.reason not in ISOLATED_REASONS and math.isfinite(j.received_at):
                 bucket = math.floor(j.received_at / QUARANTINE_BUCKET_S)
                 group = f"{device or ''}|{sensor or ''}|{j.reason}|{bucket}"
+            # Every text the row and its indexes hold (reason and group twice: column and
+            # index), so that the byte cap bounds the file, not only the payloads.
+            size = (len(topic.encode()) + len(detail.encode()) + len(payload)
+                    + len((device or "").encode()) + len((sensor or "").encode())
+                    + 2 * len(j.reason) + 2 * len((group or "").encode())
+                    + QUARANTINE_ROW_BYTES)
             rows.append((j.received_at, topic, j.reason, detail, device, sensor, payload,
                          j.received_at, group, size))
         conn.executemany(

@@ -86,8 +86,8 @@ class Bounds:
     quarantine_max_rows: int = 50_000
     quarantine_max_bytes: int = 32 * 1024 * 1024
     """Every text of the quarantined rows and their indexes (topic, detail, payload,
-    device, sensor, reason, group), plus ``QUARANTINE_ROW_BYTES`` each; beyond either cap the oldest rows are deleted (their counts stay in the
-    per-reason totals)."""
+    device, sensor, reason, group), plus ``QUARANTINE_ROW_BYTES`` each; beyond either cap
+    the oldest rows are deleted (their counts stay in the per-reason totals)."""
     payload_cap: int = 4096
     """Bytes of the message payload kept with a rejection the store makes itself
     (``duplicate_conflict``)."""

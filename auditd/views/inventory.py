@@ -7,8 +7,9 @@ same rows a script would otherwise scrape.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from auditd.adapters.store import Store
@@ -69,12 +70,35 @@ def read_devices(store: Store, catalog: Catalog) -> list[DeviceRow]:
     for alert in store.alerts.select():
         if alert.finding.context.get("comparison") != COHORT:  # a cohort is no device
             alerts.setdefault(alert.device, []).append(alert)
-    refused = {g.device: g for g in store.quarantine.groups(reason=UNKNOWN_DEVICE_MODEL)
-               if g.device is not None}
+    refused: dict[str, QuarantineGroup] = {}
+    announced: dict[str, str] = {}
+    for group in store.quarantine.groups(reason=UNKNOWN_DEVICE_MODEL):  # newest first
+        if group.device is None:
+            continue
+        held = refused.get(group.device)
+        refused[group.device] = group if held is None else replace(
+            held, count=held.count + group.count,
+            first_seen=min(held.first_seen, group.first_seen))
+        model = _announced_in(group) if group.device not in announced else None
+        if model is not None:
+            announced[group.device] = model
     devices = sorted(set(latest) | set(streams) | {r.id for r in catalog.references}
                      | set(alerts) | set(refused))
     return device_rows(devices, latest, streams, verdicts, calibrations, catalog,
-                       alerts=alerts, refused=refused)
+                       alerts=alerts, refused=refused, announced=announced)
+
+
+def _announced_in(group: QuarantineGroup) -> str | None:
+    """The model a refused meta message announced (a device the catalog does not know is
+    not held, so its meta is only in the quarantine)."""
+    if not group.topic.endswith("/meta"):
+        return None
+    try:
+        document = json.loads(group.sample_payload)
+    except ValueError:
+        return None
+    model = document.get("model") if isinstance(document, dict) else None
+    return model if isinstance(model, str) and model.strip() else None
 
 
 def device_rows(devices: Sequence[str], latest: Mapping[str, MetaVersion],
@@ -82,18 +106,22 @@ def device_rows(devices: Sequence[str], latest: Mapping[str, MetaVersion],
                 verdicts: Mapping[str, Sequence[Finding]],
                 calibrations: Mapping[str, float], catalog: Catalog, *,
                 alerts: Mapping[str, Sequence[Alert]] | None = None,
-                refused: Mapping[str, QuarantineGroup] | None = None) -> list[DeviceRow]:
-    """One row per device; ``alerts`` (open ones by device) and ``refused`` (its latest
-    telemetry refused as ``unknown_device_model``) add the devices nothing else knows."""
+                refused: Mapping[str, QuarantineGroup] | None = None,
+                announced: Mapping[str, str] | None = None) -> list[DeviceRow]:
+    """One row per device; ``alerts`` (open ones by device) and ``refused`` (its messages
+    refused as ``unknown_device_model``) add the devices nothing else knows, and
+    ``announced`` the model a refused meta of such a device named."""
     alerts = alerts or {}
     refused = refused or {}
+    announced = announced or {}
     rows = []
     for device in devices:
         version = latest.get(device)
         meta = version.data if version is not None else {}
         own = streams.get(device, ())
         ref = catalog.reference(device)
-        model = catalog.model_for(device, version.model if version is not None else None)
+        model = catalog.model_for(device, version.model if version is not None
+                                  else announced.get(device))
         lasts = [s.last_ts for s in own if s.last_ts is not None]
         failing = [f for f in verdicts.get(device, ()) if f.status == "fail"]
         mine = alerts.get(device, ())

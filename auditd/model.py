@@ -143,6 +143,14 @@ class AlertPolicy:
     critical 3) times ``impact``, rounded, clamped to minor..critical. 1.5 turns a minor
     fault of an important instrument into a major alert; 0.5 a major fault of a spare into
     a minor one."""
+    cause_after: int = 2
+    """Consecutive failing audits that must name a new top cause before an open alert's
+    cause follows it: the cause tracks the latest evidence without flapping between two
+    readings of one fault."""
+    metadata_after: int = 2
+    """Audit runs a metadata anomaly must be seen in before it opens an alert (and a
+    ticket), unless it matters at once (a firmware change a drift followed): one stray
+    message is data quality, not a trip."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,13 +61,16 @@ STATUSES = st.sampled_from(["fail", "pass", "insufficient_data"])
 SEVERITY = st.sampled_from(["minor", "major", "critical"])
 
 
-def run_track(statuses: list[tuple[str, str]], policy: AlertPolicy
+def run_track(statuses: list[tuple[str, str]], policy: AlertPolicy, cause: str = "offset_drift"
               ) -> list[tuple[Track, str | None]]:
+    """``unconfirmed``: a pass whose window did not show health (its interval reaches
+    beyond tolerance)."""
     track, out = Track(), []
     for i, (status, severity) in enumerate(statuses):
-        track, event = step(track, Observation(T0 + i * HOUR, status,  # type: ignore[arg-type]
-                                               severity if status == "fail" else "none",
-                                               "offset_drift"), policy)
+        obs = Observation(T0 + i * HOUR, "pass" if status == "unconfirmed" else status,  # type: ignore[arg-type]
+                          severity if status == "fail" else "none", cause,
+                          confirmed=status != "unconfirmed")
+        track, event = step(track, obs, policy)
         out.append((track, event))
     return out
 
@@ -103,6 +106,26 @@ def test_hysteresis_opens_after_k_fails_and_resolves_after_m_passes(
             assert not (not active and status == "fail" and fails == k)
             assert not (active and status == "pass" and passes == m)
         assert (track.state in ("open", "acknowledged")) == active
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["fail", "pass", "insufficient_data", "unconfirmed"]),
+                          SEVERITY), max_size=80), st.integers(1, 5), st.integers(1, 5))
+def test_a_pass_that_does_not_show_health_neither_resolves_nor_breaks_a_streak(
+        sequence: list[tuple[str, str]], k: int, m: int) -> None:
+    """Resolving needs evidence of health, failing evidence of a fault: the passes in
+    between (not failing, interval not inside tolerance) change nothing, wherever they
+    fall. So one drift that wanders about its tolerance is one alert, not one per
+    excursion (the UCI year's loss of span was 8 alerts on one stream, issue 21)."""
+    policy = AlertPolicy(open_after=k, resolve_after=m)
+    full = run_track(sequence, policy)
+    kept = [i for i, (status, _) in enumerate(sequence) if status != "unconfirmed"]
+    without = run_track([sequence[i] for i in kept], policy)
+    assert [e for _, e in full if e] == [e for _, e in without if e]
+    for i, (status, _) in enumerate(sequence):
+        if status == "unconfirmed":
+            assert full[i][1] is None
+            assert full[i][0].state == (full[i - 1][0].state if i else "ok")
 
 
 @settings(max_examples=200, deadline=None)
@@ -284,18 +307,43 @@ def test_escalation_resolution_and_silence() -> None:
     assert [(i, t.event) for i, c in enumerate(changes) for t in c.tickets] == [(3, "open")]
 
 
-def test_metadata_findings_are_changes_and_act_at_once() -> None:
-    """The metadata audit saves a finding when an anomaly appears and when it ends, not at
-    every audit: the one finding is the evidence, hysteresis would never see a second."""
+def test_metadata_anomaly_opens_once_it_persists_over_two_runs() -> None:
+    """One policy for every kind (issue 18): an anomaly is saved once when it appears and
+    once when it ends; the auditor hands the standing finding to the alerts at every run
+    in between, and the alert opens once it has been seen in ``metadata_after`` runs. (It
+    used to open at the first sighting: one stray message made a ticket, issue 21.)"""
     overdue = replace(finding("th-01", cause="calibration_overdue"), kind="metadata",
                       sensor=None)
     fixed = replace(finding("th-01", status="pass"), kind="metadata", sensor=None)
-    _, changes = audits(Snapshot(), [[overdue], [], [], [fixed]],
-                        policy=AlertPolicy(open_after=3, resolve_after=3))
-    assert [(t.alert.device, t.alert.sensor, t.event) for c in changes for t in c.tickets] == [
-        ("th-01", None, "open"), ("th-01", None, "resolve")]
+    policy = AlertPolicy(open_after=3, resolve_after=3)  # calibration's; metadata_after 2
+    _, changes = audits(Snapshot(), [[overdue], [overdue], [overdue], [fixed]], policy=policy)
+    assert [(i, t.alert.device, t.alert.sensor, t.event) for i, c in enumerate(changes)
+            for t in c.tickets] == [(1, "th-01", None, "open"), (3, "th-01", None, "resolve")]
     assert any("Calibrate th-01" in a for a in ticket_payload(
-        changes[0].tickets[0], "gw")["runbook"]["causes"][0]["actions"])
+        changes[1].tickets[0], "gw")["runbook"]["causes"][0]["actions"])
+    # seen in one run only (one stray message), then gone: no alert, no ticket
+    stray = replace(overdue, causes=(Cause("sensor_not_in_profile", 1.0, "sends co2"),))
+    _, changes = audits(Snapshot(), [[stray], [fixed], [], []], policy=policy)
+    assert [t for c in changes for t in c.tickets] == []
+    assert [e for c in changes for _, e in c.events] == []
+    # configurable: metadata_after = 1 is the old "at once"
+    _, changes = audits(Snapshot(), [[stray]], policy=AlertPolicy(metadata_after=1))
+    assert [t.event for c in changes for t in c.tickets] == ["open"]
+
+
+def test_a_firmware_anomaly_with_a_drift_after_the_change_opens_at_once() -> None:
+    """It matters: the device drifts after a firmware change and runs firmware its
+    profile does not allow. The same anomaly beside a drift that no firmware change
+    preceded waits for its second run."""
+    rogue = replace(finding("th-01", cause="firmware_not_allowed"), kind="metadata",
+                    sensor=None)
+    drift = replace(finding("th-01", cause="offset_drift"),
+                    context={"firmware_change": {"from": "1.0", "to": "9.9"}})
+    _, changes = audits(Snapshot(), [[rogue, drift]])
+    assert [(t.alert.kind, t.event) for c in changes for t in c.tickets] == [
+        ("metadata", "open")]
+    _, changes = audits(Snapshot(), [[rogue, finding("th-01", cause="offset_drift")]])
+    assert [t for c in changes for t in c.tickets] == []
 
 
 def test_ticket_payload_carries_the_runbook_and_the_keys() -> None:
@@ -527,3 +575,42 @@ def test_ticket_sinks_are_configured_and_typos_refused(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_daemon_config(cfg_file)
         assert (err.value.file, err.value.key) == (str(cfg_file), key), err.value
+
+
+def _pass(device: str, health: str = "confirmed") -> Finding:
+    return replace(finding(device, status="pass"), context={alerts.HEALTH: health})
+
+
+def test_a_wandering_drift_is_one_alert_marked_unconfirmed_between_failures() -> None:
+    fail, doubtful, healthy = finding("th-01"), _pass("th-01", "unconfirmed"), _pass("th-01")
+    rounds = [[fail], [fail], [doubtful], [doubtful], [doubtful], [fail], [doubtful],
+              [doubtful], [doubtful], [healthy], [healthy], [healthy]]
+    snapshot, changes = audits(Snapshot(), rounds)
+    assert [(i, e) for i, c in enumerate(changes) for _, e in c.events] == [
+        (1, "open"), (11, "resolve")]
+    marks = [c.alerts[0].unconfirmed for c in changes[1:11]]
+    assert marks == [False, True, True, True, False, True, True, True, False, False]
+    [alert] = snapshot.alerts.values()
+    assert alert.state == "resolved" and not alert.unconfirmed
+
+
+def test_the_cause_follows_the_latest_evidence_without_flapping() -> None:
+    """A slowly growing offset first read as gain becomes offset_drift once two failing
+    audits in a row (``cause_after``) say so; the change is kept in the alert's history
+    and announced on the same ticket; two causes taking turns never move it."""
+    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    snapshot, changes = audits(Snapshot(), [[gain], [gain], [offset], [gain], [offset],
+                                            [gain], [offset], [offset], [offset]])
+    [alert] = snapshot.alerts.values()
+    assert alert.cause == "offset_drift"
+    assert [(c.before, c.after, c.at) for c in alert.history] == [
+        ("gain_drift", "offset_drift", T0 + 7 * HOUR)]
+    tickets = [t for c in changes for t in c.tickets]
+    assert [(t.event, t.alert.cause) for t in tickets] == [
+        ("open", "gain_drift"), ("cause", "offset_drift")]
+    assert tickets[1].alert.id == tickets[0].alert.id  # the same ticket, updated
+    assert tickets[1].idempotency_key == f"{alert.id}/cause-1"
+    body = ticket_payload(tickets[1], "gw")
+    assert body["cause"] == "offset_drift"
+    assert body["cause_history"] == [{"at": "2025-11-25T07:00:00Z", "from": "gain_drift",
+                                      "to": "offset_drift"}]

@@ -146,5 +146,6 @@ class Replayer:
             "alerts": {"opened": self.alert_events["open"],
                        "escalated": self.alert_events["escalate"],
                        "resolved": self.alert_events["resolve"],
+                       "cause_changed": self.alert_events["cause"],
                        "tickets": self.alert_events["tickets"]},
         }

@@ -38,7 +38,7 @@ from auditd.core.series import Series
 
 if TYPE_CHECKING:
     from auditd.core import cohorts, consensus
-    from auditd.core.checks import exceedances, failed_checks
+    from auditd.core.checks import exceedances, failed_checks, unconfirmed_checks
     from auditd.core.diagnose import DETECTORS, Case, build_case
     from auditd.core.drift import Drift, baseline_residuals, residuals
     from auditd.core.fit import LineFit, Metrics, compute_metrics, fit_line
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     )
 
 _HOME = {
-    "exceedances": "checks", "failed_checks": "checks",
+    "exceedances": "checks", "failed_checks": "checks", "unconfirmed_checks": "checks",
     "DETECTORS": "diagnose", "Case": "diagnose", "build_case": "diagnose",
     "Drift": "drift", "baseline_residuals": "drift", "residuals": "drift",
     "LineFit": "fit", "Metrics": "fit", "compute_metrics": "fit", "fit_line": "fit",
@@ -101,6 +101,7 @@ __all__ = [
     "on_interval_samples",
     "residuals",
     "step_onset",
+    "unconfirmed_checks",
     "unit_candidates",
     "window_lag",
 ]

@@ -268,3 +268,38 @@ def failed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
     """Names of the metrics out of tolerance, worst first."""
     ex = exceedances(metrics, tol)
     return tuple(sorted((k for k, v in ex.items() if v > 1.0), key=lambda k: -ex[k]))
+
+
+def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
+    """Names of the metrics a passing window does *not* show inside tolerance.
+
+    Failing needs a metric beyond tolerance with confidence (``exceedances``); health
+    needs the mirror image: the whole interval inside it. Bias: its interval
+    (``bias ± t·se``, the same quantile as the failing side) within ``±tol.bias``; gain:
+    ``|gain - 1| + GAIN_Z·se`` within ``tol.gain`` where the gain can be judged at all (over
+    a window in which the reference hardly moved it cannot, either way, and is left out);
+    rmse, r2 (where judgeable) and lag as point values, as they fail. A window between the
+    two (not failing, not confirmed) is what keeps an open alert open, marked unconfirmed
+    (``domain.alerts``): the mere weakening of the evidence of a fault is not its repair.
+    """
+    out: list[str] = []
+    if not math.isfinite(metrics.bias):
+        out.append("bias")
+    else:
+        z, se = confidence_z(metrics.n_eff), metrics.bias_se
+        margin = z * se if math.isfinite(z) and math.isfinite(se) else math.inf
+        if abs(metrics.bias) + margin > tol.bias:
+            out.append("bias")
+    gain = decision_gain(metrics)
+    gain_se = gain_uncertainty(metrics)
+    if math.isfinite(gain) and math.isfinite(gain_se) \
+            and abs(gain - 1.0) + GAIN_Z * gain_se > tol.gain:
+        out.append("gain")
+    if math.isfinite(metrics.rmse) and metrics.rmse > tol.rmse:
+        out.append("rmse")
+    if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol) \
+            and tol.r2_min < 1.0 and (1.0 - metrics.r2) > (1.0 - tol.r2_min):
+        out.append("r2")
+    if math.isfinite(metrics.lag_s) and abs(metrics.lag_s) > tol.lag_s:
+        out.append("lag_s")
+    return tuple(out)

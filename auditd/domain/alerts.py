@@ -32,10 +32,11 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from auditd.core.causes import ROOT_CAUSES
-from auditd.model import SEVERITY_RANK, AlertPolicy, Finding, Severity, Status
+from auditd.model import SEVERITY_RANK, AlertPolicy, Finding, Severity, Status, iso
 
 State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
-Event = Literal["open", "escalate", "resolve"]
+Event = Literal["open", "escalate", "resolve", "cause"]
+"""``cause``: an open alert's cause followed the latest evidence (``AlertPolicy.cause_after``)."""
 
 ACTIVE: frozenset[str] = frozenset({"open", "acknowledged"})
 """Alert states that still need someone: ``findings`` lists them."""
@@ -44,9 +45,24 @@ ACTIVE: frozenset[str] = frozenset({"open", "acknowledged"})
 DEFAULT_POLICY = AlertPolicy()
 
 CHANGE_KINDS: frozenset[str] = frozenset({"metadata"})
-"""Finding kinds reported when they change, not at every audit (a metadata anomaly is
-saved once, when it appears, and once more when it ends): one such finding is the whole
-evidence, so it opens or resolves an alert at once, whatever the profile's hysteresis."""
+"""Finding kinds saved when they change, not at every audit (a metadata anomaly is saved
+once, when it appears, and once more when it ends). The auditor hands the alerts each
+failing one again at every later run while it stands (``plan``'s ``standing``), so that
+its alert opens once it has been seen in ``AlertPolicy.metadata_after`` runs (one stray
+message is data quality, not a trip), or at once when it matters (a firmware anomaly on
+a device drifting after a firmware change, ``matters``); its end, saved once, resolves it."""
+
+HEALTH = "health"
+"""``context`` key of a passing calibration finding: ``confirmed`` when every judged
+metric's interval lies inside tolerance, ``unconfirmed`` when the window did not fail but
+did not show health either (``core.checks.unconfirmed_checks``)."""
+UNCONFIRMED = "unconfirmed"
+
+
+def confirmed(finding: Finding) -> bool:
+    """Whether a finding is evidence of health: a pass not marked unconfirmed (a finding
+    saved before the mark existed, a metadata end, a root no longer raised all are)."""
+    return finding.status == "pass" and finding.context.get(HEALTH) != UNCONFIRMED
 
 
 # --------------------------------------------------------------------------- one stream
@@ -60,6 +76,9 @@ class Observation:
     status: Status
     severity: Severity = "none"
     cause: str | None = None
+    confirmed: bool = True
+    """For a pass: the window showed health (every interval inside tolerance). An
+    unconfirmed pass neither counts towards resolving nor breaks a failing streak."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +100,21 @@ class Track:
     opened_at: float | None = None
     alert: str | None = None
     """Id of the current (or last) alert."""
+    pending: str | None = None
+    """A top cause other than ``cause`` that the latest failing audits named..."""
+    pending_count: int = 0
+    """...in this many of them in a row: at ``cause_after`` the alert's cause follows."""
 
 
 def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
-    """One audit's verdict applied to one stream's track: the new track and what happened."""
+    """One audit's verdict applied to one stream's track: the new track and what happened.
+
+    Failing needs evidence of a fault, resolving evidence of health: a pass that is not
+    confirmed (``Observation.confirmed``), like ``insufficient_data``, holds a suspect or
+    active track where it is, so one drift that wanders about its tolerance is one alert."""
     if obs.status == "fail":
         return _on_fail(track, obs, policy)
-    if obs.status == "pass":
+    if obs.status == "pass" and (obs.confirmed or track.state not in (*ACTIVE, "suspect")):
         return _on_pass(track, policy)
     return track, None
 
@@ -95,10 +122,12 @@ def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Ev
 def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
     fails = track.fails + 1
     if track.state in ACTIVE:
+        followed, changed = _follow_cause(track, obs.cause, policy)
         if SEVERITY_RANK[obs.severity] > SEVERITY_RANK[track.peak]:
-            return replace(track, state="open", fails=fails, passes=0, severity=obs.severity,
-                           peak=obs.severity), "escalate"
-        return replace(track, fails=fails, passes=0, severity=obs.severity), None
+            return replace(followed, state="open", fails=fails, passes=0,
+                           severity=obs.severity, peak=obs.severity), "escalate"
+        return (replace(followed, fails=fails, passes=0, severity=obs.severity),
+                "cause" if changed else None)
     since = track.since if track.state == "suspect" and track.since is not None else obs.at
     if fails >= policy.open_after:
         return Track(state="open", fails=fails, passes=0, since=since, severity=obs.severity,
@@ -106,6 +135,20 @@ def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track
                      alert=track.alert), "open"
     return replace(track, state="suspect", fails=fails, passes=0, since=since,
                    severity=obs.severity, cause=obs.cause), None
+
+
+def _follow_cause(track: Track, cause: str | None,
+                  policy: AlertPolicy) -> tuple[Track, bool]:
+    """The alert's cause after a failing audit naming ``cause``, with hysteresis: a new top
+    cause is taken once ``cause_after`` failing audits in a row have named it (a slowly
+    growing offset that first looked like gain becomes ``offset_drift``); a failing audit
+    with no cause, or naming the current one, changes nothing and clears the candidate."""
+    if cause is None or cause == track.cause:
+        return replace(track, pending=None, pending_count=0), False
+    count = track.pending_count + 1 if track.pending == cause else 1
+    if count >= policy.cause_after:
+        return replace(track, cause=cause, pending=None, pending_count=0), True
+    return replace(track, pending=cause, pending_count=count), False
 
 
 def _on_pass(track: Track, policy: AlertPolicy) -> tuple[Track, Event | None]:
@@ -220,6 +263,18 @@ def silenced(silences: Sequence[Silence], device: str, sensor: str | None,
 
 
 @dataclass(frozen=True, slots=True)
+class CauseChange:
+    """An open alert's cause following the latest evidence: its history, shown."""
+
+    at: float
+    before: str | None
+    after: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "from": self.before, "to": self.after}
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """One episode of a fault on one stream, from opening to resolution."""
 
@@ -246,10 +301,19 @@ class Alert:
     acked_at: float | None = None
     acked_by: str | None = None
     note: str | None = None
+    history: tuple[CauseChange, ...] = ()
+    """Every change of ``cause`` since it opened, oldest first (``cause`` is the latest)."""
 
     @property
     def key(self) -> StreamKey:
         return StreamKey(self.kind, self.device, self.sensor or "")
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Still open, but the latest audit neither failed nor showed health: the alert
+        waits for evidence either way (``confirmed``)."""
+        return (self.state in ACTIVE and self.finding.status == "pass"
+                and not confirmed(self.finding))
 
 
 def alert_id(device: str, sensor: str | None, cause: str | None, opened_at: float) -> str:
@@ -273,7 +337,9 @@ class TicketRequest:
     def idempotency_key(self) -> str:
         """One key per request: the alert's id and the event (an escalation names the
         severity it reached, so a second escalation is not taken for a retry of the first)."""
-        suffix = f"escalate-{self.alert.peak}" if self.event == "escalate" else self.event
+        suffix = (f"escalate-{self.alert.peak}" if self.event == "escalate"
+                  else f"cause-{len(self.alert.history)}" if self.event == "cause"
+                  else self.event)
         return f"{self.alert.id}/{suffix}"
 
 
@@ -313,6 +379,7 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
     implicit = _roots_gone(snapshot, findings, now)
     findings = [*findings, *implicit.values()]
     groups = group_members(findings)
+    urgent = {StreamKey.of(f) for f in findings if matters(f, findings)}
     member_findings: dict[StreamKey, list[Finding]] = {}
     for f in findings:
         if StreamKey.of(f) in groups:
@@ -325,10 +392,13 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         key = StreamKey.of(finding)
         policy = policy_for(finding)
         if finding.kind in CHANGE_KINDS:
-            policy = replace(policy, open_after=1, resolve_after=1)
+            policy = replace(policy, open_after=1 if key in urgent else policy.metadata_after,
+                             resolve_after=1)
         obs = Observation(now, finding.status, finding.severity,
-                          finding.causes[0].cause if finding.causes else None)
-        track, event = step(snapshot.tracks.get(key, Track()), obs, policy)
+                          finding.causes[0].cause if finding.causes else None,
+                          confirmed=finding.status != "pass" or confirmed(finding))
+        before = snapshot.tracks.get(key, Track())
+        track, event = step(before, obs, policy)
         current = snapshot.alerts.get(track.alert) if track.alert else None
         if event == "open":
             opened_at = now if track.opened_at is None else track.opened_at
@@ -351,8 +421,15 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
             resolved_at=now if event == "resolve" else current.resolved_at,
             group=root.text() if root is not None else None,
             members=members_of(finding) if root_cause(finding) else current.members)
+        recaused = (event != "open" and track.state in ACTIVE and before.state in ACTIVE
+                    and track.cause != current.cause)
+        if recaused:
+            alert = replace(alert, cause=track.cause, history=(
+                *current.history, CauseChange(now, current.cause, track.cause)))
         if event is not None:
             events.append((alert.id, event))
+        if recaused and event != "cause":
+            events.append((alert.id, "cause"))
         held = root is not None or silenced(snapshot.silences, alert.device, alert.sensor,
                                             now) is not None
         announce: Event | None = None
@@ -360,7 +437,16 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
             announce = "resolve" if alert.notified else None
         elif alert.state == "open" and not held and finding.status == "fail":
             announce = "open" if not alert.notified else "escalate" if event == "escalate" \
-                else None
+                else "cause" if recaused else None
+        elif recaused and alert.notified and not held:
+            announce = "cause"  # acknowledged: whoever took it needs the new runbook
+        if announce == "open" and obs.cause is not None and obs.cause != alert.cause:
+            # held back while its cause changed (a member whose root is gone): its first
+            # ticket names what the evidence shows now, and the alert's history says so
+            alert = replace(alert, cause=obs.cause, history=(
+                *alert.history, CauseChange(now, alert.cause, obs.cause)))
+            tracks[key] = (finding.site, replace(track, cause=obs.cause, pending=None,
+                                                 pending_count=0))
         if announce is not None:
             alert = replace(alert, notified=True)
             tickets.append(TicketRequest(alert, announce, now, tuple(
@@ -368,6 +454,17 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         alerts.append(alert)
     return Changes(tracks=tracks, alerts=tuple(alerts), tickets=tuple(tickets),
                    events=tuple(events))
+
+
+def matters(finding: Finding, findings: Sequence[Finding]) -> bool:
+    """A metadata finding that needs no second run to open its alert: a firmware anomaly
+    on a device whose calibration fails this run after a firmware change (the finding's
+    ``firmware_change``, ``domain.metadata.context_for``)."""
+    if finding.kind not in CHANGE_KINDS or finding.status != "fail" or not any(
+            c.cause.startswith("firmware_") for c in finding.causes):
+        return False
+    return any(f.kind == "calibration" and f.status == "fail" and f.device == finding.device
+               and "firmware_change" in f.context for f in findings)
 
 
 def _roots_gone(snapshot: Snapshot, findings: Sequence[Finding],

@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from auditd import core
 from auditd.core.causes import REGISTRY
+from auditd.domain import alerts
 from auditd.domain.catalog import Catalog
 from auditd.domain.streams import StreamCounts, is_stream_verdict
 from auditd.errors import UnitError
@@ -85,6 +87,14 @@ def plan(
 
 
 def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Finding:
+    """The verdict as CONTRACT.md's finding. A pass says whether it is evidence of health
+    (``context.health``: ``confirmed``, or ``unconfirmed`` with the metrics whose interval
+    reaches beyond tolerance), which is what resolves an alert (``domain.alerts``)."""
+    context: dict[str, Any] = {}
+    if verdict.status == "pass":
+        doubtful = core.unconfirmed_checks(verdict.metrics, task.spec.tolerance)
+        context = ({alerts.HEALTH: alerts.UNCONFIRMED, alerts.UNCONFIRMED: list(doubtful)}
+                   if doubtful else {alerts.HEALTH: "confirmed"})
     return Finding(
         kind="calibration",
         site=task.site,
@@ -100,6 +110,7 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
                  **(verdict.drift.as_dict() if verdict.drift is not None else {})},
         causes=tuple(verdict.causes),
         onset=verdict.onset,
+        context=context,
         action=verdict.action,
         context=({"indeterminate": dict(verdict.indeterminate)}
                  if verdict.indeterminate else {}),

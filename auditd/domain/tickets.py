@@ -5,10 +5,12 @@ Every sink (MQTT ticket topic, webhook, command hook, file) receives the same JS
 * ``ticket_id``: the alert's deterministic id (device, sensor, cause, opening time), the
   same in every request about that alert: a ticket system files them under one ticket;
 * ``idempotency_key``: ``{ticket_id}/{event}`` (``open``, ``escalate-major``,
-  ``escalate-critical``, ``resolve``), the same on every retry of one request, so a retry
-  or a restart never opens a second ticket (the webhook also sends it in the
-  ``Idempotency-Key`` header);
-* ``event``, the alert's state and severity, the members of a grouped alert, the finding
+  ``escalate-critical``, ``cause-N`` for the N-th change of cause, ``resolve``), the
+  same on every retry of one request, so a retry or a restart never opens a second
+  ticket (the webhook also sends it in the ``Idempotency-Key`` header);
+* ``event`` (``open``, ``escalate``, ``cause``: the alert's cause followed the latest
+  evidence, ``resolve``), ``cause_history`` (each change of the cause), the alert's state
+  and severity, the members of a grouped alert, the finding
   it came from, and the ``runbook`` (``auditd.domain.runbook``).
 """
 
@@ -37,6 +39,7 @@ def ticket_payload(request: TicketRequest, gateway: str) -> dict[str, Any]:
         "device": alert.device,
         "sensor": alert.sensor,
         "cause": alert.cause,
+        "cause_history": [c.to_json() for c in alert.history],
         "severity": alert.severity,
         "state": alert.state,
         "opened_at": iso(alert.opened_at),

@@ -51,6 +51,8 @@ def _note(alert: Alert, members: Sequence[Alert], silences: Sequence[Silence],
     parts = []
     if SEVERITY_RANK[alert.peak] > SEVERITY_RANK[alert.severity]:
         parts.append(f"was {alert.peak}")
+    if alert.unconfirmed:
+        parts.append("unconfirmed: the latest audit passed without showing health")
     count = len(alert.members) or len(members)
     if count:
         parts.append(f"{count} devices")
@@ -64,6 +66,14 @@ def _note(alert: Alert, members: Sequence[Alert], silences: Sequence[Silence],
     return ", ".join(parts)
 
 
+def _cause(alert: Alert) -> str:
+    """The alert's cause, and the one it opened with when the evidence has moved it."""
+    cause = alert.cause or "-"
+    if alert.history and alert.history[0].before != alert.cause:
+        cause += f" (was {alert.history[0].before or '-'})"
+    return cause
+
+
 def table(alerts: Sequence[Alert], silences: Sequence[Silence], now: float,
           deliveries: Mapping[str, Mapping[str, int]] | None = None) -> str:
     """The human view: an aligned table, members wrapped under their root, and a footer."""
@@ -72,7 +82,7 @@ def table(alerts: Sequence[Alert], silences: Sequence[Silence], now: float,
     extra: dict[int, list[str]] = {}
     for alert, members in groups:
         rows.append((alert.id[:SHORT_ID], alert.state, alert.severity, alert.device,
-                     alert.sensor or "-", alert.cause or "-", _when(alert.opened_at),
+                     alert.sensor or "-", _cause(alert), _when(alert.opened_at),
                      _note(alert, members, silences, now)))
         names = [m.device for m in members] or list(alert.members)
         if names:
@@ -114,6 +124,8 @@ def _alert_json(alert: Alert, silences: Sequence[Silence], now: float) -> dict[s
         "sensor": alert.sensor, "cause": alert.cause, "opened_at": iso(alert.opened_at),
         "updated_at": iso(alert.updated_at), "group": alert.group,
         "members": list(alert.members), "notified": alert.notified,
+        "unconfirmed": alert.unconfirmed,
+        "cause_history": [c.to_json() for c in alert.history],
         "acked_at": iso(alert.acked_at), "acked_by": alert.acked_by, "note": alert.note,
         "silenced_until": iso(hold.until) if hold else None,
         "finding": alert.finding.to_json(),

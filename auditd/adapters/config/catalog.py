@@ -72,7 +72,7 @@ PROFILE_KEYS = ("model", "allowed_firmware", "calibration_interval_days", "senso
                 "colocation")
 """``colocation`` (performance targets of ``sensor-auditd colocate``) is read by
 ``auditd.adapters.config.targets.targets_with``; the daemon ignores it."""
-ALERT_POLICY_KEYS = ("open_after", "resolve_after", "impact")
+ALERT_POLICY_KEYS = ("open_after", "resolve_after", "impact", "cause_after", "metadata_after")
 SENSOR_KEYS = ("quantity", "unit", "range", "interval_s", "tolerance")
 TOLERANCE_KEYS = ("bias", "gain", "rmse", "r2_min", "lag_s", "window", "min_samples")
 
@@ -138,6 +138,9 @@ def _alert_policy(table: Table) -> AlertPolicy:
         open_after=table.get("open_after", as_integer(1, 1000), default.open_after),
         resolve_after=table.get("resolve_after", as_integer(1, 1000), default.resolve_after),
         impact=table.get("impact", as_number(0, 10, positive=True), default.impact),
+        cause_after=table.get("cause_after", as_integer(1, 1000), default.cause_after),
+        metadata_after=table.get("metadata_after", as_integer(1, 1000),
+                                 default.metadata_after),
     )
 
 

@@ -20,6 +20,7 @@ from auditd.adapters.store.encoding import finding_columns, finding_of
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.domain.alerts import (
     Alert,
+    CauseChange,
     Changes,
     Silence,
     Snapshot,
@@ -47,8 +48,13 @@ class AlertPlanner:
 
 _ALERT_COLUMNS: Final = (
     "id, kind, site, device, sensor, cause, opened_at, state, severity, peak, updated_at, "
-    "resolved_at, group_key, members, notified, acked_at, acked_by, note, finding, "
+    "resolved_at, group_key, members, notified, acked_at, acked_by, note, history, finding, "
     "finding_exact")
+
+
+_TRACK_COLUMNS: Final = ("state, fails, passes, since, severity, peak, cause, opened_at, "
+                         "alert_id, pending, pending_count")
+"""``alerts.Track``'s fields, in its order."""
 
 
 def _alert_row(alert: Alert) -> tuple[Any, ...]:
@@ -56,17 +62,21 @@ def _alert_row(alert: Alert) -> tuple[Any, ...]:
             alert.opened_at, alert.state, alert.severity, alert.peak, alert.updated_at,
             alert.resolved_at, alert.group, json.dumps(list(alert.members)),
             int(alert.notified), alert.acked_at, alert.acked_by, alert.note,
+            json.dumps([[c.at, c.before, c.after] for c in alert.history]),
             *finding_columns(alert.finding))
 
 
 def _alert_of(row: Sequence[Any]) -> Alert:
     (ident, kind, site, device, sensor, cause, opened_at, state, severity, peak, updated_at,
-     resolved_at, group, members, notified, acked_at, acked_by, note, finding, exact) = row
+     resolved_at, group, members, notified, acked_at, acked_by, note, history, finding,
+     exact) = row
     return Alert(id=ident, kind=kind, site=site, device=device, sensor=sensor, cause=cause,
                  opened_at=opened_at, state=state, severity=severity, peak=peak,
                  updated_at=updated_at, finding=finding_of(finding, exact),
                  resolved_at=resolved_at, group=group, members=tuple(json.loads(members)),
-                 notified=bool(notified), acked_at=acked_at, acked_by=acked_by, note=note)
+                 notified=bool(notified), acked_at=acked_at, acked_by=acked_by, note=note,
+                 history=tuple(CauseChange(float(at), before, after)
+                               for at, before, after in json.loads(history or "[]")))
 
 
 def _silence_of(row: Sequence[Any]) -> Silence:
@@ -76,14 +86,8 @@ def _silence_of(row: Sequence[Any]) -> Silence:
 
 
 def snapshot(conn: sqlite3.Connection, now: float) -> Snapshot:
-    tracks = {
-        StreamKey(kind, device, sensor): Track(
-            state=state, fails=fails, passes=passes, since=since, severity=severity,
-            peak=peak, cause=cause, opened_at=opened_at, alert=alert_id)
-        for kind, device, sensor, state, fails, passes, since, severity, peak, cause,
-        opened_at, alert_id in conn.execute(
-            "SELECT kind, device, sensor, state, fails, passes, since, severity, peak, "
-            "cause, opened_at, alert_id FROM alert_tracks")}
+    tracks = {StreamKey(*row[:3]): Track(*row[3:]) for row in conn.execute(
+        f"SELECT kind, device, sensor, {_TRACK_COLUMNS} FROM alert_tracks")}
     alerts = {row[0]: _alert_of(row) for row in conn.execute(
         f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN "
         "(SELECT alert_id FROM alert_tracks WHERE alert_id IS NOT NULL)")}
@@ -97,20 +101,21 @@ def apply_alerts(conn: sqlite3.Connection, planner: AlertPlanner,
                  now: float) -> tuple[Changes, list[OutboxMessage]]:
     changes = planner.decide(snapshot(conn, now))
     conn.executemany(
-        "INSERT INTO alert_tracks (kind, device, sensor, site, state, fails, passes, "
-        "since, severity, peak, cause, opened_at, alert_id, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO alert_tracks (kind, device, sensor, site, {_TRACK_COLUMNS}, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (kind, device, sensor) DO UPDATE SET site = excluded.site, "
         "state = excluded.state, fails = excluded.fails, passes = excluded.passes, "
         "since = excluded.since, severity = excluded.severity, peak = excluded.peak, "
         "cause = excluded.cause, opened_at = excluded.opened_at, "
-        "alert_id = excluded.alert_id, updated_at = excluded.updated_at",
+        "alert_id = excluded.alert_id, pending = excluded.pending, "
+        "pending_count = excluded.pending_count, updated_at = excluded.updated_at",
         [(key.kind, key.device, key.sensor, site, t.state, t.fails, t.passes, t.since,
-          t.severity, t.peak, t.cause, t.opened_at, t.alert, now)
+          t.severity, t.peak, t.cause, t.opened_at, t.alert, t.pending, t.pending_count,
+          now)
          for key, (site, t) in changes.tracks.items()])
     conn.executemany(
         f"INSERT OR REPLACE INTO alerts ({_ALERT_COLUMNS}) VALUES "
-        f"({', '.join('?' * 20)})", [_alert_row(a) for a in changes.alerts])
+        f"({', '.join('?' * 21)})", [_alert_row(a) for a in changes.alerts])
     outbox: list[OutboxMessage] = []
     for request in changes.tickets:
         body = json.dumps(planner.render(request), separators=(",", ":"),
@@ -176,9 +181,8 @@ class Alerts:
         """Acknowledge an open alert (and its stream's track); False if it is not open."""
         with self._db.write("acknowledge") as conn:
             row = conn.execute(
-                "SELECT kind, device, sensor, state, fails, passes, since, severity, peak, "
-                "cause, opened_at, alert_id FROM alert_tracks WHERE alert_id = ?",
-                (alert,)).fetchone()
+                f"SELECT kind, device, sensor, {_TRACK_COLUMNS} FROM alert_tracks "
+                "WHERE alert_id = ?", (alert,)).fetchone()
             cur = conn.execute(
                 "UPDATE alerts SET state = 'acknowledged', acked_at = ?, acked_by = ?, "
                 "note = ?, updated_at = ? WHERE id = ? AND state = 'open'",

@@ -364,10 +364,21 @@ def _migration_rejected_messages(conn: sqlite3.Connection) -> None:
                  "digest BLOB NOT NULL UNIQUE)")
 
 
+def _migration_alert_causes(conn: sqlite3.Connection) -> None:
+    """An open alert's cause follows the latest evidence (``domain.alerts``): the track
+    keeps the candidate cause and how many failing audits in a row named it, the alert
+    every change of its cause. Rows written before have none."""
+    conn.execute("ALTER TABLE alert_tracks ADD COLUMN pending TEXT")
+    conn.execute("ALTER TABLE alert_tracks ADD COLUMN pending_count INTEGER NOT NULL "
+                 "DEFAULT 0")
+    conn.execute("ALTER TABLE alerts ADD COLUMN history TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
     _migration_exact_findings, _migration_audit_runs, _migration_inventory,
-    _migration_rejected_messages)
+    _migration_rejected_messages,
+    _migration_alert_causes)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

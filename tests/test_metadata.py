@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles, load_references
 from auditd.adapters.store import Store
-from auditd.app.auditor import Auditor
+from auditd.app.auditor import AlertSettings, Auditor
 from auditd.app.ingest import Ingestor
 from auditd.domain.catalog import Catalog
 from auditd.domain.metadata import (
@@ -402,3 +402,39 @@ def test_the_reports_due_date_is_the_overdue_checks(
     if raised:
         assert raised[0].since is not None
         assert overdue[0]["due"] == iso(raised[0].since)
+
+
+def test_one_stray_message_is_data_quality_and_a_persistent_one_opens_one_ticket(
+        tmp_path: Path) -> None:
+    """Issue 21: one message naming a sensor the profile lacks opened an alert and a
+    ticket. Now it is a metadata finding (data quality) that opens nothing unless the
+    device renews it in a second audit run; a device that keeps sending the sensor gets
+    one alert, one ticket (issue 18's one policy: ``metadata_after`` runs)."""
+    catalog = build_catalog(PROFILES, load_references(REPO / "references"), {})
+    t0 = NOW - 30 * DAY
+
+    def reading(device: str, t: float, extra: bool) -> tuple[str, float, Any]:
+        topic, at, payload = telemetry(device, t)
+        if extra:
+            payload["readings"]["co2"] = 412.0
+        return topic, at, payload
+
+    with Store(tmp_path / "audit.db") as store:
+        auditor = Auditor(store, catalog, TopicsConfig(), gateway="gw",
+                          alerting=AlertSettings("gw", TopicsConfig(), ("file",), mqtt=False))
+        for hour in range(6):
+            t = t0 + hour * 3600
+            ingest(store, catalog, [
+                meta("th-north-01", t), meta("th-north-02", t),
+                reading("th-north-01", t + 1, extra=hour == 1),  # one stray message
+                reading("th-north-02", t + 1, extra=hour >= 1)])  # every message
+            auditor.run(t + 60)
+        stray = [s.finding for s in store.findings.of_device("th-north-01")
+                 if s.finding.kind == "metadata"]
+        assert [(f.status, [c.cause for c in f.causes]) for f in stray] == [
+            ("fail", ["sensor_not_in_profile"]), ("pass", [])]  # counted, then over
+        opened = store.alerts.select(states=("open", "acknowledged", "resolved"))
+        assert [(a.device, a.cause) for a in opened] == [
+            ("th-north-02", "sensor_not_in_profile")]
+        assert [(t.event, t.alert_id) for t in store.tickets.requests()] == [
+            ("open", opened[0].id)]

@@ -161,7 +161,7 @@ class Auditor:
         findings = [self._weighed(self._with_out_of_range(f, announced), announced)
                     for f in findings]
         histories = self._histories(announced, now)
-        findings, cohorts = self._fleet_findings(findings, histories, announced, now)
+        findings, cohorts, standing = self._fleet_findings(findings, histories, announced, now)
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
         duration = time.perf_counter() - started
         outbox = [OutboxMessage(self._topics.finding(f.site, self._gateway, f.device,
@@ -177,7 +177,8 @@ class Auditor:
                                 by_site[site], [c for c in cohorts if site in c["sites"]])
             outbox.append(OutboxMessage(self._topics.report(site, self._gateway),
                                         _dumps(report), qos=1, retain=False))
-        planner = (planner_for(self._alerting, self._catalog, announced, findings, now)
+        planner = (planner_for(self._alerting, self._catalog, announced,
+                               [*findings, *standing], now)
                    if self._alerting is not None else None)
         counts = count_streams(stored, self._catalog.is_reference, verdicts)
         unjudged = waiting_reasons(stored, self._catalog, announced, verdicts,
@@ -197,7 +198,8 @@ class Auditor:
         """Every device's history, for the fleet step and the inventory; none (logged) if
         reading them fails, which must not cost the run its calibration verdicts."""
         try:
-            return read_histories(self._store, self._catalog, announced, now, self._policy)
+            return read_histories(self._store, self._catalog, announced, now, self._policy,
+                                  self._previous_audit())
         except Exception:
             log.exception("audit.histories_failed")
             return {}
@@ -244,9 +246,12 @@ class Auditor:
 
     def _fleet_findings(self, findings: list[Finding], histories: Mapping[str, DeviceHistory],
                         announced: Mapping[str, str],
-                        now: float) -> tuple[list[Finding], list[dict[str, Any]]]:
+                        now: float
+                        ) -> tuple[list[Finding], list[dict[str, Any]], list[Finding]]:
         """The run's findings with what only the whole fleet shows: the changes before each
-        deviation, the cohorts failing together, and the metadata anomalies that are news.
+        deviation, the cohorts failing together, and the metadata anomalies that are news;
+        then the metadata findings that still stand (failing, unchanged: not saved again)
+        for the alerts, which open on an anomaly seen in ``metadata_after`` runs.
 
         A defect here must not cost the fleet its calibration verdicts: if this step fails,
         the run's findings go out without it and the error is logged with its traceback."""
@@ -267,8 +272,15 @@ class Auditor:
                 histories, self._catalog, models, previous, now, firmware, self._policy)]
         except Exception:
             log.exception("audit.fleet_step_failed")
-            return findings, []
-        return [*outcome.findings, *metadata], list(outcome.cohorts)
+            return findings, [], []
+        news = {f.device for f in metadata}
+        standing = [f for device, f in previous.items()
+                    if f.status == "fail" and device not in news]
+        return [*outcome.findings, *metadata], list(outcome.cohorts), standing
+
+    def _previous_audit(self) -> float | None:
+        """When the audit before this one ran (this process's, or the store's last)."""
+        return self.last_run.at if self.last_run is not None else self._store.findings.last_at()
 
     def _weighed(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         """The finding at its final severity: weighted by its device profile's ``impact``.
@@ -426,9 +438,16 @@ def metadata_policy(cfg: AuditConfig) -> MetadataPolicy:
 
 
 def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str], now: float,
-                   policy: MetadataPolicy) -> dict[str, DeviceHistory]:
+                   policy: MetadataPolicy,
+                   previous_audit: float | None = None) -> dict[str, DeviceHistory]:
     """Every device the store knows of (by its meta, events, telemetry or quarantined
-    telemetry), with what ``auditd.domain.metadata`` needs to judge it."""
+    telemetry), with what ``auditd.domain.metadata`` needs to judge it.
+
+    The anomalies a message makes by being refused (a sensor its profile lacks, telemetry
+    of an unknown model) are judged on the messages since ``previous_audit`` (the look-back
+    before the first audit): so the anomaly stands at the next run only when the device
+    renews it, and one stray message is seen in one run, never the two that open an
+    alert (``AlertPolicy.metadata_after``)."""
     streams: dict[str, list[StreamInfo]] = {}
     for stream in store.readings.streams():
         streams.setdefault(stream.device, []).append(stream)
@@ -436,8 +455,10 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
     for event in store.devices.events():
         events.setdefault(event.device, []).append(event)
     since = now - policy.context_lookback_s
-    unknown_sensors = store.quarantine.rejected_devices("sensor_unknown", since)
+    recent = since if previous_audit is None else max(since, previous_audit)
+    unknown_sensors = store.quarantine.rejected_devices("sensor_unknown", recent)
     unknown_model = store.quarantine.rejected_devices("unknown_device_model", since)
+    model_rejected = set(store.quarantine.rejected_devices("unknown_device_model", recent))
     latest = store.devices.latest_meta()
     devices = sorted(set(streams) | set(latest) | set(events) | set(unknown_model))
     out = {}
@@ -462,7 +483,7 @@ def read_histories(store: Store, catalog: Catalog, announced: Mapping[str, str],
             first_telemetry=min(firsts, default=None), last_telemetry=max(lasts, default=None),
             interval_s=min(intervals, default=None),
             unknown_sensors=rejected.sensors if rejected is not None else (),
-            model_rejected=device in unknown_model)
+            model_rejected=device in model_rejected)
     return out
 
 

@@ -110,10 +110,9 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
                  **(verdict.drift.as_dict() if verdict.drift is not None else {})},
         causes=tuple(verdict.causes),
         onset=verdict.onset,
-        context=context,
+        context={**context, **({"indeterminate": dict(verdict.indeterminate)}
+                               if verdict.indeterminate else {})},
         action=verdict.action,
-        context=({"indeterminate": dict(verdict.indeterminate)}
-                 if verdict.indeterminate else {}),
     )
 
 

@@ -26,9 +26,11 @@ from auditd.core.consensus import (
     common_grid,
     judge_reference,
     peer_consensus,
+    reference_own_signals,
 )
+from auditd.domain.audit_plan import EarlierStep, attribute
 from auditd.domain.catalog import Catalog
-from auditd.model import Finding, Outcome, Reading, Reference
+from auditd.model import Finding, MetaRecord, Outcome, Reading, Reference
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,6 +149,92 @@ def test_peer_consensus_leaves_the_device_out_and_needs_three_peers() -> None:
     assert peer_consensus({k: values[k] for k in "abc"}, "a") is None
 
 
+# --------------------------------------------------------------------------- attribution
+
+
+def shared_bias(rng: np.random.Generator, n: int, offset: float, noise: float,
+                signal: np.ndarray) -> dict[str, np.ndarray]:
+    """Devices of one design sharing a bias through the whole window: a common offset,
+    each its own small gain error on the signal (errors that meet at low values), noise."""
+    out = {}
+    for i in range(n):
+        gain_error = rng.uniform(-0.03, 0.03)
+        out[f"dev-{i:02d}"] = (offset + gain_error * signal + rng.uniform(-0.1, 0.1)
+                               + rng.normal(0.0, noise, T.size))
+    return out
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(3, 10), st.floats(1.5, 8.0),
+       st.sampled_from([-1.0, 1.0]), st.floats(0.02, 0.2))
+def test_one_models_shared_offset_never_blames_the_reference(
+        seed: int, n: int, times: float, sign: float, noise: float) -> None:
+    """Issue 21, item 8: a bias every device of one model shares (their enclosure, their
+    sensing element) is a finding about that model. The devices cannot out-vote their
+    reference on it: they say so, and name both candidates."""
+    rng = np.random.default_rng(seed)
+    signal = 5.0 * np.sin(2 * math.pi * (T - START) / DAY)
+    diffs = shared_bias(rng, n, sign * times * TOLERANCE, noise, signal)
+    decision = judge_reference(T, diffs, TOLERANCE)
+    attribution = attribute(decision, dict.fromkeys(diffs, "th-200"), "ref-north", "degC")
+    assert decision.reference_fault  # the vote alone would have blamed the reference
+    assert not attribution.decision.reference_fault
+    assert attribution.undecided is not None
+    assert attribution.undecided["candidates"] == ["model th-200", "reference ref-north"]
+    assert "cannot tell" in attribution.undecided["evidence"]
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(2, 5), st.integers(2, 5), st.floats(2.0, 8.0),
+       st.sampled_from([-1.0, 1.0]), st.floats(0.02, 0.1), st.floats(0.3, 0.7),
+       st.booleans())
+def test_a_reference_fault_seen_by_two_models_is_named(
+        seed: int, a: int, b: int, times: float, sign: float, noise: float, at: float,
+        step: bool) -> None:
+    """The positive case: the reference reads off (from a step at ``at`` of the day, or
+    all day) and devices of two models agree against it: that the devices cannot do
+    themselves, so the reference is named, with the grounds in its evidence."""
+    rng = np.random.default_rng(seed)
+    shift = sign * times * TOLERANCE
+    moved = np.where(START + at * DAY <= T, shift, 0.0) if step else np.full(T.size, shift)
+    diffs = {f"dev-{i:02d}": d + moved
+             for i, d in enumerate(differences(rng, a + b, noise).values())}
+    variants = {d: "th-200" if i < a else "th-300" for i, d in enumerate(sorted(diffs))}
+    attribution = attribute(judge_reference(T, diffs, TOLERANCE), variants, "ref-north",
+                            "degC")
+    assert attribution.decision.reference_fault
+    assert "2 models or revisions (th-200, th-300)" in attribution.grounds
+    if step:
+        assert attribution.decision.onset is not None
+        assert abs(attribution.decision.onset - (START + at * DAY)) <= 10 * MINUTE
+
+
+def test_one_model_stepping_together_or_a_stuck_reference_is_the_references_fault() -> None:
+    """The other separating evidence: a step at one moment in every device's residual
+    (now, or seen by an earlier audit in the same direction), or the reference's own
+    stuck spell; an earlier step the other way does not count."""
+    rng = np.random.default_rng(3)
+    diffs = {d: v + np.where(T >= START + DAY / 2, 1.5, 0.0)
+             for d, v in differences(rng, 6, 0.05).items()}
+    one_model = dict.fromkeys(diffs, "th-200")
+    stepped = attribute(judge_reference(T, diffs, TOLERANCE), one_model, "ref-north", "degC")
+    assert stepped.decision.reference_fault and "stepped together" in stepped.grounds
+    all_day = {d: v + 1.5 for d, v in differences(rng, 6, 0.05).items()}
+    decision = judge_reference(T, all_day, TOLERANCE)
+    assert decision.reference_fault and decision.onset is None
+    assert not attribute(decision, one_model, "ref-north", "degC").decision.reference_fault
+    earlier = attribute(decision, one_model, "ref-north", "degC",
+                        earlier=EarlierStep(START - DAY / 3, 1.4))
+    assert earlier.decision.reference_fault and earlier.decision.onset == START - DAY / 3
+    opposite = attribute(decision, one_model, "ref-north", "degC",
+                         earlier=EarlierStep(START - DAY / 3, -1.4))
+    assert not opposite.decision.reference_fault
+    flat = np.r_[np.linspace(0.0, 5.0, 1000), np.full(440, 5.0)]
+    signals = reference_own_signals(flat)
+    assert "stuck" in signals and reference_own_signals(np.linspace(0.0, 5.0, 1440)) == ""
+    assert attribute(decision, one_model, "ref-north", "degC", signals).decision.reference_fault
+
+
 # --------------------------------------------------------------------------- integration
 
 DEVICES = [f"th-north-{i:02d}" for i in range(1, 7)]
@@ -162,26 +250,33 @@ def catalog(due: float | None = START + 365 * DAY,
 
 def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
           weather_step: float = 0.0, device_offsets: dict[str, float] | None = None,
-          seed: int = 7) -> list[Finding]:
+          seed: int = 7, reference_offset: float = 0.0,
+          revisions: dict[str, str] | None = None) -> list[Finding]:
     """A day of minute temperatures from six devices and their reference, then one audit.
 
-    ``reference_step`` is added to the reference alone from noon, ``weather_step`` to
-    everyone from 15:00, ``device_offsets`` to one device each from 08:00.
+    ``reference_step`` is added to the reference alone from noon, ``reference_offset`` to
+    it all day (a bias the devices share looks the same), ``weather_step`` to everyone from
+    15:00, ``device_offsets`` to one device each from 08:00; ``revisions``: device ->
+    the hardware revision its meta announces.
     """
     rng = np.random.default_rng(seed)
     ts = START + np.arange(1440) * MINUTE + 2.0
     weather = (8.0 + 5.0 * np.sin(2 * math.pi * (ts - START) / DAY - 1.0)
                + np.cumsum(rng.normal(0.0, 0.03, ts.size))
                + np.where(ts >= START + 15 * 3600, weather_step, 0.0))
-    streams = {"ref-north": weather + np.where(ts >= START + DAY / 2, reference_step, 0.0)}
+    streams = {"ref-north": weather + np.where(ts >= START + DAY / 2, reference_step, 0.0)
+               + reference_offset}
     for device in DEVICES:
         own = (device_offsets or {}).get(device, 0.0)
         streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
                            + np.where(ts >= START + 8 * 3600, own, 0.0))
     readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
                      for device, values in streams.items() for t, v in zip(ts, values, strict=True))
+    metas = [Outcome(meta=MetaRecord("north", device, START, START,
+                                     {"model": "th-200", "hardware_rev": rev}))
+             for device, rev in (revisions or {}).items()]
     with Store(tmp_path / "audit.db") as store:
-        store.readings.write_outcomes([Outcome(readings=readings)])
+        store.readings.write_outcomes([Outcome(readings=readings), *metas])
         run = Auditor(store, cat, TopicsConfig(), gateway="gw").run(START + DAY)
     return list(run.findings)
 
@@ -261,3 +356,27 @@ def test_a_sensor_without_a_trusted_reference_is_judged_by_its_peers(tmp_path: P
         assert "not trusted for temperature" in f.context["why"]
     assert found["th-north-01"].causes[0].cause == "offset_drift"
     assert all(found[d].status == "pass" for d in DEVICES if d != "th-north-01")
+
+
+def test_a_bias_one_model_shares_names_both_candidates_not_the_reference(
+        tmp_path: Path) -> None:
+    """All six devices are th-200 and read 1.5 degC high all day (or their reference reads
+    1.5 low: from these data alone, nobody can tell). No reference fault, no reference
+    alert: each device keeps its own verdict, and says who else could be at fault."""
+    found = by_device(audit(tmp_path, catalog(), reference_offset=-1.5))
+    assert "ref-north" not in found
+    for device in DEVICES:
+        f = found[device]
+        assert f.status == "fail" and f.causes[0].cause != "reference_fault", f.causes
+        assert f.context["attribution"]["candidates"] == ["model th-200",
+                                                          "reference ref-north"]
+
+
+def test_the_same_offset_across_two_hardware_revisions_is_the_references(
+        tmp_path: Path) -> None:
+    revisions = {d: "A" if i < 3 else "B" for i, d in enumerate(DEVICES)}
+    found = by_device(audit(tmp_path, catalog(), reference_offset=-1.5, revisions=revisions))
+    ref = found["ref-north"]
+    assert ref.status == "fail" and ref.causes[0].cause == "reference_fault"
+    assert "th-200 rev A, th-200 rev B" in ref.causes[0].evidence
+    assert all(found[d].causes[0].cause == "reference_fault" for d in DEVICES)

@@ -32,8 +32,10 @@ from auditd.domain import alerts, inventory, run_context, tickets
 from auditd.domain.audit_plan import (
     OUT_OF_RANGE,
     AuditTask,
+    EarlierStep,
     TaskGroup,
     add_out_of_range,
+    attribute,
     baseline_window,
     distrust,
     finding_for,
@@ -42,6 +44,7 @@ from auditd.domain.audit_plan import (
     on_peers,
     overdue_note,
     plan,
+    reference_overdue,
     report_for,
     unit_confusions,
 )
@@ -155,9 +158,10 @@ class Auditor:
                      self._store.devices.latest_meta().items() if version.model is not None}
         streams = self._store.readings.streams()
         tasks = plan(streams, self._catalog, announced, self._window_override_s)
+        variants = self._variants(announced)
         findings = []
         for group in group_tasks(tasks):
-            findings.extend(self._audit_group(group, now))
+            findings.extend(self._audit_group(group, now, variants))
         findings = [self._weighed(self._with_out_of_range(f, announced), announced)
                     for f in findings]
         histories = self._histories(announced, now)
@@ -323,10 +327,35 @@ class Auditor:
 
     # ----------------------------------------------------------------- one reference group
 
-    def _audit_group(self, group: TaskGroup, now: float) -> list[Finding]:
+    def _variants(self, announced: Mapping[str, str]) -> dict[str, str]:
+        """Device -> its model, and hardware revision where its meta announces one: what
+        tells devices apart that could share a bias (``audit_plan.attribute``)."""
+        out = {}
+        for device, version in self._store.devices.latest_meta().items():
+            model = self._catalog.model_for(device, announced.get(device)) or "?"
+            rev = version.data.get("hardware_rev")
+            out[device] = model if rev is None else f"{model} rev {rev}"
+        return out
+
+    def _earlier_step(self, group: TaskGroup, now: float) -> EarlierStep | None:
+        """The common step of the latest reference fault an earlier audit named for this
+        reference and sensor, within the metadata look-back."""
+        for stored in self._store.findings.latest(kind="calibration", device=group.reference):
+            f = stored.finding
+            if (f.sensor == group.sensor and f.status == "fail" and f.onset is not None
+                    and f.causes and f.causes[0].cause == "reference_fault"
+                    and f.onset >= now - self._policy.context_lookback_s):
+                bias = f.metrics.get("bias")
+                if isinstance(bias, int | float):
+                    return EarlierStep(f.onset, -float(bias))
+        return None
+
+    def _audit_group(self, group: TaskGroup, now: float,
+                     variants: Mapping[str, str]) -> list[Finding]:
         """Judge every stream of ``group`` against the reference, ask the group whether the
-        reference itself is at fault, and re-judge against the peers where it cannot be
-        trusted (see ``group_findings``)."""
+        reference itself is at fault (and whether the evidence can tell that apart from a
+        bias the devices share, ``attribute``), and re-judge against the peers where it
+        cannot be trusted (see ``group_findings``)."""
         if not group.trusted:
             return self._audit_peers(group, now)
         start = now - group.window_s
@@ -345,7 +374,18 @@ class Auditor:
                                                   min_bins=core.on_interval_samples(
                                                       group.min_samples, group.interval_s,
                                                       grid.interval_s))
-        why = distrust(self._catalog.reference(group.reference), group, decision, now)
+        ref = self._catalog.reference(group.reference)
+        own = core.consensus.reference_own_signals(grid.reference) if decision.reference_fault \
+            else ""
+        if reference_overdue(ref, now):
+            own = "; ".join(filter(None, (own, "its calibration is overdue")))
+        attribution = attribute(
+            decision, {t.device: variants.get(t.device)
+                       or self._catalog.model_for(t.device, None) or "" for t in group.tasks},
+            group.reference, group.tasks[0].spec.unit, own,
+            self._earlier_step(group, now) if decision.reference_fault else None)
+        decision = attribution.decision
+        why = distrust(ref, group, decision, now)
         peers: dict[str, Finding] = {}
         for task in group.tasks if why else ():
             built = core.consensus.peer_consensus(grid.values, task.device)
@@ -354,8 +394,7 @@ class Auditor:
                                       now)
                 peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
                                                           now), why, built[1])
-        return group_findings(group, findings, peers, decision, start, now,
-                              self._catalog.reference(group.reference))
+        return group_findings(group, findings, peers, attribution, start, now, ref)
 
     def _audit_peers(self, group: TaskGroup, now: float) -> list[Finding]:
         """No trusted reference for this sensor: each device against its peers' median, or

@@ -214,3 +214,26 @@ def peer_consensus(values: Mapping[str, FloatArray], device: str,
     if len(peers) < min_peers:
         return None
     return frozen_array(_median_rows(np.vstack(peers), min_peers)), len(peers)
+
+
+REFERENCE_FLAT_SHARE = 0.25
+"""A run of identical reference values over this share of the window's values (at least
+``REFERENCE_FLAT_MIN`` of them) is the reference's own stuck spell."""
+REFERENCE_FLAT_MIN = 6
+
+
+def reference_own_signals(reference: ArrayLike) -> str:
+    """What the reference's own series says against it on the common grid (NaN where it
+    has no value): a long stuck spell. "" when none: the devices then have to tell its
+    fault apart from their own. (A reference's gaps are no such signal: a coarser
+    reference leaves most bins of a fine grid empty, and a gap biases nobody.)"""
+    values = np.asarray(reference, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size < REFERENCE_FLAT_MIN:
+        return ""
+    changes = np.flatnonzero(finite[1:] != finite[:-1])  # last index of each run
+    edges = np.concatenate(([-1], changes, [finite.size - 1]))
+    longest = int(np.diff(edges).max())
+    if longest >= max(REFERENCE_FLAT_MIN, REFERENCE_FLAT_SHARE * finite.size):
+        return f"it repeated one value for {longest} consecutive readings (stuck)"
+    return ""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from auditd import core
+from auditd import core, text
 from auditd.core.causes import REGISTRY
 from auditd.domain import alerts
 from auditd.domain.catalog import Catalog
@@ -289,6 +289,73 @@ def group_tasks(tasks: Sequence[AuditTask]) -> list[TaskGroup]:
             for key, ts in sorted(groups.items())]
 
 
+@dataclass(frozen=True, slots=True)
+class EarlierStep:
+    """A reference fault an earlier audit named with a common step: its time and the
+    devices' shift (device minus reference) then."""
+
+    onset: float
+    deviation: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who the group's shared deviation is blamed on, and on what grounds."""
+
+    decision: ConsensusDecision
+    """The consensus, its ``reference_fault`` kept only where the evidence separates."""
+    grounds: str = ""
+    """Why the reference is blamed: evidence the devices cannot produce themselves."""
+    undecided: Mapping[str, Any] | None = None
+    """A shared deviation that cannot be told apart from the reference's: both candidates
+    and why (the members' ``context.attribution``)."""
+
+
+def attribute(decision: ConsensusDecision, variants: Mapping[str, str], reference: str,
+              unit: str, own_signals: str = "", earlier: EarlierStep | None = None
+              ) -> Attribution:
+    """Blame only what the evidence can separate (issue 21).
+
+    The devices moving together against their reference is a reference fault only with
+    evidence they cannot produce themselves: deviating devices of more than one model or
+    hardware revision (``variants``: device -> model, and revision when announced); a
+    step at one moment in every device's residual while they agree with their own past
+    (the consensus's onset, or one an earlier audit saw, ``earlier``, in the same
+    direction); or the reference's own signals (``own_signals``: an overdue certificate,
+    its own stuck spell or dropout). A bias shared by devices of one model is a finding
+    about that model: the reference is not blamed, and the members say that both are
+    candidates."""
+    if not decision.reference_fault:
+        return Attribution(decision)
+    kinds = sorted({variants.get(d, "") for d in decision.members} - {""})
+    grounds = []
+    if len(kinds) >= 2:
+        grounds.append(f"the deviating devices are of {len(kinds)} models or revisions "
+                       f"({', '.join(kinds)})")
+    if decision.onset is not None:
+        grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
+                       f"their own past")
+    elif earlier is not None and earlier.deviation * decision.deviation > 0:
+        grounds.append(f"an earlier audit saw them step together at {iso(earlier.onset)}")
+        decision = replace(decision, onset=earlier.onset)
+    if own_signals:
+        grounds.append(f"{reference} itself: {own_signals}")
+    if grounds:
+        return Attribution(decision, "; ".join(grounds))
+    model = kinds[0] if kinds else "one model"
+    undecided = {
+        "candidates": [f"model {model}", f"reference {reference}"],
+        "evidence": (f"{len(decision.members)} of {decision.devices} devices served by "
+                     f"{reference}, all {model}, moved "
+                     f"{text.qty(decision.deviation, unit, sign=True)} against it together: "
+                     f"a bias this model shares (a cohort) or a fault of {reference}; the "
+                     f"data cannot tell them apart (no second model or revision agrees, no "
+                     f"common step, nothing from {reference} itself)"),
+        "members": list(decision.members)}
+    return Attribution(replace(decision, reference_fault=False, onset=None, confidence=0.0),
+                       undecided=undecided)
+
+
 def reference_overdue(ref: Reference | None, now: float) -> bool:
     """Past its calibration due date: its certificate no longer vouches for it."""
     return ref is not None and ref.calibration_due is not None and ref.calibration_due < now
@@ -323,14 +390,18 @@ def on_peers(finding: Finding, why: str, peers: int) -> Finding:
 
 
 def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
-                   peers: Mapping[str, Finding], decision: ConsensusDecision,
+                   peers: Mapping[str, Finding], attribution: Attribution,
                    start: float, end: float, ref: Reference | None) -> list[Finding]:
     """The group's findings after the consensus: the reference's own finding when it is at
     fault, its members blamed on it, everyone else judged against their peers where the
-    reference is distrusted and enough peers exist, and the reference's verdict otherwise."""
+    reference is distrusted and enough peers exist, and the reference's verdict otherwise.
+    Members of a shared deviation that cannot be attributed keep their own verdict and
+    say so (``context.attribution``: both candidates)."""
+    decision = attribution.decision
     out: list[Finding] = []
     if decision.reference_fault:
-        out.append(reference_finding(group, decision, start, end))
+        out.append(reference_finding(group, decision, start, end, attribution.grounds))
+    undecided = attribution.undecided
     for task in group.tasks:
         finding = findings[task.device]
         if decision.reference_fault and task.device in decision.members:
@@ -339,7 +410,12 @@ def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
         elif task.device in peers:
             out.append(peers[task.device])
         else:
-            out.append(overdue_note(finding, ref, end))
+            finding = overdue_note(finding, ref, end)
+            if undecided is not None and task.device in undecided["members"] \
+                    and finding.status == "fail":
+                finding = replace(finding, context={**finding.context,
+                                                    "attribution": dict(undecided)})
+            out.append(finding)
     return out
 
 
@@ -349,11 +425,13 @@ def _severity(deviation: float, tolerance: float) -> Severity:
 
 
 def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: float,
-                      end: float) -> Finding:
-    """The reference's own finding: the group's evidence against it."""
+                      end: float, grounds: str = "") -> Finding:
+    """The reference's own finding: the group's evidence against it, and why that
+    evidence separates it from a fault the devices share (``attribute``)."""
     unit = group.tasks[0].spec.unit
+    evidence = decision.evidence(group.reference, unit)
     cause = Cause("reference_fault", decision.confidence,
-                  decision.evidence(group.reference, unit))
+                  f"{evidence}; {grounds}" if grounds else evidence)
     return Finding(
         kind="calibration", site=group.site, device=group.reference, sensor=group.sensor,
         status="fail", severity=_severity(decision.deviation, group.bias_tolerance),

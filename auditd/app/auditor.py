@@ -28,7 +28,7 @@ from auditd.adapters.store.findings import AuditRunRecord
 from auditd.adapters.store.inventory import InventoryMessage
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.core.series import Series
-from auditd.domain import alerts, inventory, run_context, tickets
+from auditd.domain import alerts, inventory, onsets, run_context, tickets
 from auditd.domain.audit_plan import (
     OUT_OF_RANGE,
     AuditTask,
@@ -64,7 +64,7 @@ from auditd.domain.streams import (
     verdicts_of,
     waiting_reasons,
 )
-from auditd.model import AlertPolicy, Finding, StreamInfo, weighted
+from auditd.model import AlertPolicy, Finding, SensorSpec, StreamInfo, weighted
 from auditd.topics import TopicsConfig
 
 log = logs.get("auditd.app.auditor")
@@ -164,6 +164,8 @@ class Auditor:
             findings.extend(self._audit_group(group, now, variants))
         findings = [self._weighed(self._with_out_of_range(f, announced), announced)
                     for f in findings]
+        specs = {(t.device, t.sensor): t.spec for t in tasks}
+        findings = [self._dated(f, specs, now) for f in findings]
         histories = self._histories(announced, now)
         findings, cohorts, standing = self._fleet_findings(findings, histories, announced, now)
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
@@ -297,6 +299,18 @@ class Auditor:
         if impact == 1.0:
             return finding
         return replace(finding, severity=weighted(finding.severity, impact))
+
+    def _dated(self, finding: Finding, specs: Mapping[tuple[str, str], SensorSpec],
+               now: float) -> Finding:
+        """A failing finding with its fault's onset, from the stream's earlier findings
+        back to the look-back (``domain.onsets``)."""
+        spec = specs.get((finding.device, finding.sensor or ""))
+        if finding.status != "fail" or finding.kind != "calibration" or spec is None:
+            return finding
+        history = [s.finding for s in self._store.findings.of_stream(
+            "calibration", finding.device, spec.name,
+            since=now - self._policy.context_lookback_s)]
+        return onsets.dated(finding, history, spec.tolerance, spec.interval_s)
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:

@@ -37,7 +37,7 @@ from auditd.core.align import Aligned, align
 from auditd.core.series import Series
 
 if TYPE_CHECKING:
-    from auditd.core import cohorts, consensus
+    from auditd.core import cohorts, consensus, onset
     from auditd.core.checks import exceedances, failed_checks, unconfirmed_checks
     from auditd.core.diagnose import DETECTORS, Case, build_case
     from auditd.core.drift import Drift, baseline_residuals, residuals
@@ -99,6 +99,7 @@ __all__ = [
     "failed_checks",
     "fit_line",
     "on_interval_samples",
+    "onset",
     "residuals",
     "step_onset",
     "unconfirmed_checks",
@@ -107,10 +108,10 @@ __all__ = [
 ]
 
 
-_LAZY_MODULES = frozenset({"checks", "cohorts", "consensus"})
+_LAZY_MODULES = frozenset({"checks", "cohorts", "consensus", "onset"})
 """Submodules reachable as ``core.consensus`` before anything imported them: what a group
-of streams shows (reference faults, firmware cohorts), loaded with the first audit too,
-and the tolerance checks (``core.checks.plausible_bounds``)."""
+of streams shows (reference faults, firmware cohorts) and a fault's onset across audits,
+loaded with the first audit too, and the tolerance checks (``core.checks.plausible_bounds``)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ first segment and gets no onset.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -356,3 +357,53 @@ def step_onset(
     ``rival_sse`` is the squared error of another explanation for the whole window."""
     split = onset_split(t, diff, tolerance, rival_sse)
     return None if split is None else float(t[split.index])
+
+
+# --------------------------------------------------------------------------- across audits
+
+
+@dataclass(frozen=True, slots=True)
+class Dated:
+    """An onset and how far it may be off (seconds, one standard deviation or half the
+    interval it is known to lie in)."""
+
+    at: float
+    uncertainty_s: float
+
+
+def combined_onset(estimates: Sequence[float], resolution_s: float) -> Dated | None:
+    """One onset from the window estimates of one fault's successive audits: their median
+    (one audit's change point a few bins off moves it little), uncertain by their spread
+    (scaled MAD) but never less than ``resolution_s``. The first estimate stands alone;
+    each later audit that sees the same change refines it."""
+    values = np.asarray([e for e in estimates if math.isfinite(e)], dtype=np.float64)
+    if values.size == 0:
+        return None
+    middle = float(np.median(values))
+    spread = MAD_TO_STD * float(np.median(np.abs(values - middle)))
+    return Dated(middle, max(spread, resolution_s))
+
+
+def crossing_onset(times: Sequence[float], ratios: Sequence[float],
+                   before: float) -> Dated | None:
+    """When a slow deviation crossed its tolerance, from the audits' own estimates.
+
+    ``times``: each audit window's midpoint, in time order; ``ratios``: that window's
+    estimate in tolerances (|bias| / tolerance, say; NaN where none). A drift of months
+    has no healthy stretch inside any one window, so no change point; but the audits that
+    still passed saw it below tolerance. The onset is the latest crossing from below 1 to
+    1 or more at or before ``before`` (the first failing window of the fault), linearly
+    interpolated between the two windows around it (a window's mean of a linear drift is
+    its value at the midpoint), uncertain by half their distance. None when no window at
+    or before ``before`` was below tolerance: nothing says when it began."""
+    t = np.asarray(times, dtype=np.float64)
+    r = np.asarray(ratios, dtype=np.float64)
+    keep = np.isfinite(t) & np.isfinite(r) & (t <= before)
+    t, r = t[keep], r[keep]
+    below = np.flatnonzero(r < 1.0)
+    if below.size == 0 or below[-1] == t.size - 1:
+        return None
+    i = int(below[-1])
+    t0, t1, r0, r1 = float(t[i]), float(t[i + 1]), float(r[i]), float(r[i + 1])
+    at = t0 + (t1 - t0) * (1.0 - r0) / (r1 - r0) if r1 > r0 else t1
+    return Dated(at, (t1 - t0) / 2.0)

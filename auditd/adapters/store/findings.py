@@ -163,6 +163,17 @@ class Findings:
                 "ORDER BY created_at, id", (device,)).fetchall()
         return [_stored(*row) for row in rows]
 
+    def of_stream(self, kind: str, device: str, sensor: str, *,
+                  since: float) -> list[StoredFinding]:
+        """One stream's findings whose window ended at or after ``since``, oldest first:
+        the history an onset looks back through."""
+        with self._db.read("findings_of_stream") as conn:
+            rows = conn.execute(
+                "SELECT json, exact, id, created_at FROM findings WHERE kind = ? AND "
+                "device = ? AND sensor = ? AND window_end >= ? ORDER BY window_end, id",
+                (kind, device, sensor, since)).fetchall()
+        return [_stored(*row) for row in rows]
+
     def since(self, ts: float) -> list[StoredFinding]:
         """Every finding created at or after ``ts``, in the order they were saved."""
         with self._db.read("findings_since") as conn:

@@ -1,0 +1,119 @@
+"""Since when? The onset of a fault across the audits that see it.
+
+One window's change point (``core.onset.step_onset``) dates a fault only when the window
+holds a healthy stretch before it: the first failing audit of a step, rarely a later one,
+never a drift of months. Here the stream's earlier findings (read from the store by the
+auditor) date every failing finding of one fault, its *episode*: the findings since the
+stream last showed health (a confirmed pass, ``domain.alerts.confirmed``).
+
+In order of evidence:
+
+1. **Window estimates.** Every change point the episode's windows found, and this one's:
+   their median (``core.onset.combined_onset``). The first estimate stands alone; each
+   later audit that sees the same change refines it.
+2. **Carried.** The episode began before the history read: the latest onset it was
+   given is kept.
+3. **The tolerance crossing.** No window saw a change point: the audits' own estimates
+   (each window's bias, or gain, in tolerances) crossed 1 between two windows, and that
+   crossing, interpolated, is the date (``core.onset.crossing_onset``).
+
+Each dated finding says how (``context.onset_estimate``: ``method``, ``uncertainty_s``,
+and this window's own change point as ``window``). Pure: findings in, findings out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from auditd import core
+from auditd.domain.alerts import confirmed
+from auditd.model import Finding, Tolerance, from_iso, iso
+
+ONSET = "onset_estimate"
+"""``context`` key: how the finding's onset was estimated."""
+DATED_ELSEWHERE = frozenset({"reference_fault", "firmware_regression"})
+"""Top causes whose onset is the group's (the reference's common step, the update)."""
+
+
+def window_estimate(finding: Finding) -> float | None:
+    """The change point the finding's own window found (a finding saved before onsets were
+    carried has only that one, as its ``onset``)."""
+    recorded = finding.context.get(ONSET)
+    if isinstance(recorded, dict):
+        return from_iso(recorded.get("window"))
+    return finding.onset
+
+
+def episode(history: Sequence[Finding]) -> tuple[list[Finding], bool]:
+    """The findings since the stream last showed health, and whether that moment is in
+    ``history`` (False: the episode began before the history read, or the stream has
+    never shown health)."""
+    last = max((i for i, f in enumerate(history) if confirmed(f)), default=-1)
+    return [f for f in history[last + 1:] if f.status in ("pass", "fail")], last >= 0
+
+
+def _ratio(finding: Finding, gain: bool, tol: Tolerance) -> float:
+    """The window's estimate of the fault's figure, in tolerances (NaN where none)."""
+    m = finding.metrics
+    if gain:
+        value = m.get("gain_deming") if isinstance(m.get("gain_deming"), float) else m.get("gain")
+        return abs(float(value) - 1.0) / tol.gain if isinstance(value, int | float) \
+            and tol.gain > 0 else math.nan
+    bias = m.get("bias")
+    return abs(float(bias)) / tol.bias if isinstance(bias, int | float) and tol.bias > 0 \
+        else math.nan
+
+
+def _midpoint(f: Finding) -> float:
+    return (f.window_start + f.window_end) / 2.0
+
+
+def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
+          resolution_s: float) -> Finding:
+    """``finding`` (this audit's, on one stream) with the onset of its fault from the
+    stream's ``history`` (its earlier findings, oldest first) and the way it was found.
+    Only failing calibration findings are dated; a group's own onset is left alone."""
+    if (finding.kind != "calibration" or finding.status != "fail"
+            or (finding.causes and finding.causes[0].cause in DATED_ELSEWHERE)):
+        return finding
+    own = finding.onset
+    earlier, began_inside = episode(history)
+    estimates = [e for f in earlier if (e := window_estimate(f)) is not None]
+    combined = core.onset.combined_onset([*estimates, *([own] if own is not None else [])],
+                                         resolution_s)
+    if combined is not None:
+        return _with(finding, combined.at, "window", combined.uncertainty_s, own)
+    carried = next((f for f in reversed(earlier) if f.onset is not None), None)
+    if carried is not None and not began_inside:
+        return _carry(finding, carried, own)
+    gain = bool(finding.causes) and finding.causes[0].cause == "gain_drift"
+    points = [f for f in history if f.status in ("pass", "fail")] + [finding]
+    first_fail = next((f for f in earlier if f.status == "fail"), finding)
+    crossing = core.onset.crossing_onset([_midpoint(f) for f in points],
+                                         [_ratio(f, gain, tol) for f in points],
+                                         _midpoint(first_fail))
+    if crossing is not None:
+        return _with(finding, crossing.at, "tolerance_crossing", crossing.uncertainty_s, own)
+    if carried is not None:
+        return _carry(finding, carried, own)
+    return finding
+
+
+def _with(finding: Finding, at: float, method: str, uncertainty_s: float | None,
+          own: float | None) -> Finding:
+    record: dict[str, Any] = {
+        "method": method, "window": iso(own),
+        "uncertainty_s": round(uncertainty_s, 1) if uncertainty_s is not None
+        and math.isfinite(uncertainty_s) else None}
+    return replace(finding, onset=at, context={**finding.context, ONSET: record})
+
+
+def _carry(finding: Finding, carried: Finding, own: float | None) -> Finding:
+    before = carried.context.get(ONSET)
+    uncertainty = before.get("uncertainty_s") if isinstance(before, dict) else None
+    assert carried.onset is not None
+    return _with(finding, carried.onset, "carried",
+                 float(uncertainty) if isinstance(uncertainty, int | float) else None, own)

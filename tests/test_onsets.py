@@ -1,0 +1,160 @@
+"""A fault's onset across audits: every failing finding of it dated, carried from the first
+estimate and refined, and a drift of months dated where it crossed its tolerance.
+
+The crossing and the combination are property-tested as pure functions; the episode logic
+on findings; then the real ``Store`` and ``Auditor`` audit ten days of a slow drift every
+six hours, with alerting on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditd.adapters.config.catalog import build_catalog, load_profiles
+from auditd.adapters.store import Store
+from auditd.app.auditor import AlertSettings, Auditor
+from auditd.core.onset import combined_onset, crossing_onset
+from auditd.domain import onsets
+from auditd.model import Cause, Finding, Outcome, Reading, Reference, Tolerance, iso
+from auditd.topics import TopicsConfig
+
+REPO = Path(__file__).resolve().parents[1]
+START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
+HOUR = 3600.0
+DAY = 86_400.0
+TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.9, lag_s=300, window_s=DAY,
+                min_samples=60)
+
+
+# --------------------------------------------------------------------------- pure
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 100.0), min_size=2, max_size=40, unique=True),
+       st.floats(1.0, 99.0), st.floats(0.01, 5.0))
+def test_a_linear_drift_is_dated_where_it_crossed_its_tolerance(
+        offsets: list[float], crossing: float, slope: float) -> None:
+    """Windows' estimates of a linear drift (in tolerances, 1 at ``crossing``) put the
+    onset at the crossing exactly, whatever the audits' spacing, and say how far apart
+    the two windows around it were."""
+    times = sorted(START + o * HOUR for o in offsets)
+    at = START + crossing * HOUR
+    ratios = [1.0 + slope * (t - at) / HOUR for t in times]  # linear, sign and all
+    found = crossing_onset(times, ratios, before=times[-1])
+    below = [t for t in times if t < at]
+    if not below or below[-1] == times[-1]:
+        assert found is None  # never seen healthy, or not beyond tolerance yet
+        return
+    assert found is not None
+    assert math.isclose(found.at, at, abs_tol=1e-3)
+    after = min(t for t in times if t >= at)
+    assert math.isclose(found.uncertainty_s, (after - below[-1]) / 2)
+
+
+def test_the_crossing_is_the_last_one_before_the_fault_was_first_seen() -> None:
+    """A drift that wandered back under its tolerance once, before it failed for good, is
+    dated by its last crossing before the first failing window; later wanderings (after
+    it) do not move the date."""
+    times = [START + i * DAY for i in range(8)]
+    ratios = [0.2, 1.2, 0.8, 1.4, 1.6, 0.9, 1.8, 2.0]
+    found = crossing_onset(times, ratios, before=times[3])
+    assert found is not None
+    assert math.isclose(found.at, START + (2 + 1 / 3) * DAY)  # 0.8 -> 1.4: a third of a day
+
+
+def test_window_estimates_combine_by_their_median() -> None:
+    assert combined_onset([], 60.0) is None
+    one = combined_onset([START + 100.0], 60.0)
+    assert one is not None and one.at == START + 100.0 and one.uncertainty_s == 60.0
+    many = combined_onset([START, START + 120.0, START + 60.0, START + 6 * HOUR], 60.0)
+    assert many is not None and many.at == START + 90.0
+    assert many.uncertainty_s > 60.0
+
+
+def failing(at: float, bias: float, onset: float | None = None,
+            status: str = "fail", health: str | None = None) -> Finding:
+    context = {"health": health} if health else {}
+    return Finding(kind="calibration", site="north", device="th-north-01",
+                   sensor="temperature", status=status,  # type: ignore[arg-type]
+                   severity="major" if status == "fail" else "none",
+                   window_start=at - DAY, window_end=at, unit="degC", reference="ref-north",
+                   metrics={"bias": bias},
+                   causes=(Cause("offset_drift", 0.9, "e"),) if status == "fail" else (),
+                   onset=onset, context=context)
+
+
+def test_every_failing_finding_of_one_fault_carries_its_onset() -> None:
+    """The first estimate dates the fault; later windows without a change point of their
+    own carry it; a later window that sees the change refines it; a confirmed pass ends
+    the episode, so a new fault is dated afresh."""
+    step = START + 10 * HOUR
+    first = onsets.dated(failing(START + DAY, 1.0, onset=step), [], TOL, 60.0)
+    assert first.onset == step and first.context[onsets.ONSET]["method"] == "window"
+    second = onsets.dated(failing(START + 2 * DAY, 1.5), [first], TOL, 60.0)
+    assert second.onset == step  # no change point in its window: the first one's
+    assert second.context[onsets.ONSET]["window"] is None
+    third = onsets.dated(failing(START + 25 * HOUR, 1.0, onset=step + 120.0),
+                         [first, second], TOL, 60.0)
+    assert third.onset == step + 60.0  # median of the two windows' estimates
+    healed = failing(START + 4 * DAY, 0.1, status="pass", health="confirmed")
+    doubtful = failing(START + 3 * DAY, 0.45, status="pass", health="unconfirmed")
+    again = onsets.dated(failing(START + 5 * DAY, 1.2), [first, second, doubtful], TOL, 60.0)
+    assert again.onset == step  # an unconfirmed pass does not end the fault
+    anew = onsets.dated(failing(START + 5 * DAY, 1.2), [first, second, healed], TOL, 60.0)
+    assert anew.onset is not None and anew.onset > healed.window_end - DAY
+    assert anew.context[onsets.ONSET]["method"] == "tolerance_crossing"
+
+
+def test_a_fault_dated_by_its_group_is_left_alone() -> None:
+    blamed = replace(failing(START + DAY, 1.0, onset=START),
+                     causes=(Cause("reference_fault", 0.9, "e"),))
+    assert onsets.dated(blamed, [], TOL, 60.0) == blamed
+
+
+# --------------------------------------------------------------------------- through the store
+
+
+def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
+        tmp_path: Path) -> None:
+    """Ten days of minute temperatures; the device drifts 0.1 degC a day from the start, so
+    it crosses its 0.5 degC tolerance on day 5 and no 24-hour window ever holds a change
+    point. Audited every six hours: every failing finding is dated within hours of the
+    crossing (no finding had an onset before), and the fault is one alert."""
+    rng = np.random.default_rng(11)
+    ts = START + np.arange(10 * 1440) * 60.0 + 1.0
+    weather = 10.0 + 5.0 * np.sin(2 * math.pi * (ts - START) / DAY)
+    device = weather + 0.1 * (ts - START) / DAY + rng.normal(0.0, 0.1, ts.size)
+    readings = tuple(
+        Reading("north", name, "temperature", "degC", float(t), float(v))
+        for name, values in (("ref-north", weather + rng.normal(0.0, 0.03, ts.size)),
+                             ("th-north-01", device))
+        for t, v in zip(ts, values, strict=True))
+    ref = Reference(id="ref-north", site="north", serves=("th-north-*",),
+                    sensors=("temperature",), model="ref-station")
+    catalog = build_catalog(load_profiles(REPO / "device_profiles"), [ref],
+                            {"th-north-*": "th-200"})
+    crossed = START + 5 * DAY
+    with Store(tmp_path / "audit.db") as store:
+        store.readings.write_outcomes([Outcome(readings=readings)])
+        auditor = Auditor(store, catalog, TopicsConfig(), gateway="gw",
+                          alerting=AlertSettings("gw", TopicsConfig(), ("file",), mqtt=False))
+        for k in range(4, 41):
+            auditor.run(START + k * 6 * HOUR)
+        found = [s.finding for s in store.findings.of_device("th-north-01")
+                 if s.finding.kind == "calibration"]
+        failed = [f for f in found if f.status == "fail"]
+        assert len(failed) >= 10, [(iso(f.window_end), f.status) for f in found]
+        assert all(f.onset is not None for f in failed)
+        errors = [abs(f.onset - crossed) / HOUR for f in failed if f.onset is not None]
+        assert max(errors) <= 12.0, errors
+        assert float(np.median(errors)) <= 6.0, errors
+        assert {f.context[onsets.ONSET]["method"] for f in failed} <= {
+            "tolerance_crossing", "carried"}
+        alerts = store.alerts.select(states=("open", "acknowledged", "resolved"))
+        assert [(a.device, a.state) for a in alerts] == [("th-north-01", "open")]

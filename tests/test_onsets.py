@@ -158,3 +158,13 @@ def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
             "tolerance_crossing", "carried"}
         alerts = store.alerts.select(states=("open", "acknowledged", "resolved"))
         assert [(a.device, a.state) for a in alerts] == [("th-north-01", "open")]
+
+
+def test_a_step_is_not_dated_by_the_windows_means() -> None:
+    """A unit mix-up is a step: the windows' means cross the tolerance up to half a window
+    before it, so with no change point it gets no onset rather than a wrong one."""
+    healthy = failing(START + DAY, 0.1, status="pass", health="confirmed")
+    step = replace(failing(START + 2 * DAY, 30.0), causes=(Cause("unit_mismatch", 0.9, "e"),))
+    assert onsets.dated(step, [healthy], TOL, 60.0).onset is None
+    drift = failing(START + 2 * DAY, 1.5)
+    assert onsets.dated(drift, [healthy], TOL, 60.0).onset is not None

@@ -13,9 +13,10 @@ In order of evidence:
    later audit that sees the same change refines it.
 2. **Carried.** The episode began before the history read: the latest onset it was
    given is kept.
-3. **The tolerance crossing.** No window saw a change point: the audits' own estimates
-   (each window's bias, or gain, in tolerances) crossed 1 between two windows, and that
-   crossing, interpolated, is the date (``core.onset.crossing_onset``).
+3. **The tolerance crossing** (a drift only, ``DRIFTS``). No window saw a change point:
+   the audits' own estimates (each window's bias, or gain, in tolerances) crossed 1
+   between two windows, and that crossing, interpolated, is the date
+   (``core.onset.crossing_onset``).
 
 Each dated finding says how (``context.onset_estimate``: ``method``, ``uncertainty_s``,
 and this window's own change point as ``window``). Pure: findings in, findings out.
@@ -36,6 +37,10 @@ ONSET = "onset_estimate"
 """``context`` key: how the finding's onset was estimated."""
 DATED_ELSEWHERE = frozenset({"reference_fault", "firmware_regression"})
 """Top causes whose onset is the group's (the reference's common step, the update)."""
+DRIFTS = frozenset({"offset_drift", "gain_drift"})
+"""Top causes a tolerance crossing may date: a window's mean of a slow drift is its value
+at the window's midpoint. A step (a unit mix-up, a knock) crosses the windows' means up to
+half a window before it happened, so a step is dated only by change points."""
 
 
 def window_estimate(finding: Finding) -> float | None:
@@ -89,7 +94,10 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
     carried = next((f for f in reversed(earlier) if f.onset is not None), None)
     if carried is not None and not began_inside:
         return _carry(finding, carried, own)
-    gain = bool(finding.causes) and finding.causes[0].cause == "gain_drift"
+    top = finding.causes[0].cause if finding.causes else None
+    if top not in DRIFTS:
+        return _carry(finding, carried, own) if carried is not None else finding
+    gain = top == "gain_drift"
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
     first_fail = next((f for f in earlier if f.status == "fail"), finding)
     crossing = core.onset.crossing_onset([_midpoint(f) for f in points],

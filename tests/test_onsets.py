@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from auditd.adapters.config.catalog import build_catalog, load_profiles
 from auditd.adapters.store import Store
 from auditd.app.auditor import AlertSettings, Auditor
+from auditd.core import onset as core_onset
 from auditd.core.onset import combined_onset, crossing_onset
 from auditd.domain import onsets
-from auditd.model import Cause, Finding, Outcome, Reading, Reference, Tolerance, iso
+from auditd.model import Cause, Finding, Outcome, Reading, Reference, Tolerance, from_iso, iso
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def test_every_failing_finding_of_one_fault_carries_its_onset() -> None:
     assert again.onset == step  # an unconfirmed pass does not end the fault
     anew = onsets.dated(failing(START + 5 * DAY, 1.2), [first, second, healed], TOL, 60.0)
     assert anew.onset is not None and anew.onset > healed.window_end - DAY
-    assert anew.context[onsets.ONSET]["method"] == "tolerance_crossing"
+    assert anew.context[onsets.ONSET]["method"] == "drift_start"
 
 
 def test_a_fault_dated_by_its_group_is_left_alone() -> None:
@@ -122,14 +123,16 @@ def test_a_fault_dated_by_its_group_is_left_alone() -> None:
 
 def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
         tmp_path: Path) -> None:
-    """Ten days of minute temperatures; the device drifts 0.1 degC a day from the start, so
-    it crosses its 0.5 degC tolerance on day 5 and no 24-hour window ever holds a change
-    point. Audited every six hours: every failing finding is dated within hours of the
-    crossing (no finding had an onset before), and the fault is one alert."""
+    """Ten days of minute temperatures; from day 3 the device drifts 0.25 degC a day, so it
+    crosses its 0.5 degC tolerance on day 5 and no 24-hour window ever holds a change
+    point (the drift adds half a tolerance a day). Audited every six hours: every failing
+    finding is dated near the drift's start, with the crossing beside it (no finding had
+    an onset before), and the fault is one alert."""
     rng = np.random.default_rng(11)
     ts = START + np.arange(10 * 1440) * 60.0 + 1.0
     weather = 10.0 + 5.0 * np.sin(2 * math.pi * (ts - START) / DAY)
-    device = weather + 0.1 * (ts - START) / DAY + rng.normal(0.0, 0.1, ts.size)
+    began = START + 3 * DAY
+    device = weather + 0.25 * np.clip(ts - began, 0, None) / DAY + rng.normal(0.0, 0.1, ts.size)
     readings = tuple(
         Reading("north", name, "temperature", "degC", float(t), float(v))
         for name, values in (("ref-north", weather + rng.normal(0.0, 0.03, ts.size)),
@@ -151,11 +154,12 @@ def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
         failed = [f for f in found if f.status == "fail"]
         assert len(failed) >= 10, [(iso(f.window_end), f.status) for f in found]
         assert all(f.onset is not None for f in failed)
-        errors = [abs(f.onset - crossed) / HOUR for f in failed if f.onset is not None]
+        errors = [abs(f.onset - began) / HOUR for f in failed if f.onset is not None]
         assert max(errors) <= 12.0, errors
         assert float(np.median(errors)) <= 6.0, errors
-        assert {f.context[onsets.ONSET]["method"] for f in failed} <= {
-            "tolerance_crossing", "carried"}
+        assert {f.context[onsets.ONSET]["method"] for f in failed} <= {"drift_start", "carried"}
+        crossings = [from_iso(f.context[onsets.ONSET].get("crossed_tolerance")) for f in failed]
+        assert all(c is not None and abs(c - crossed) <= 6 * HOUR for c in crossings[:1])
         alerts = store.alerts.select(states=("open", "acknowledged", "resolved"))
         assert [(a.device, a.state) for a in alerts] == [("th-north-01", "open")]
 
@@ -168,3 +172,25 @@ def test_a_step_is_not_dated_by_the_windows_means() -> None:
     assert onsets.dated(step, [healthy], TOL, 60.0).onset is None
     drift = failing(START + 2 * DAY, 1.5)
     assert onsets.dated(drift, [healthy], TOL, 60.0).onset is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(20.0, 200.0), st.floats(0.02, 0.3),
+       st.floats(1.0, 6.0))
+def test_a_ramp_is_dated_where_it_began_from_the_windows_estimates(
+        seed: int, began_h: float, slope_tol_per_h: float, gap_h: float) -> None:
+    """Windows every ``gap_h`` hours, each estimating a ramp (plus a little noise) at its
+    midpoint: the start is found within a few gaps, never after the crossing, which is
+    stated beside it."""
+    rng = np.random.default_rng(seed)
+    t = START + np.arange(0.0, began_h + 3.0 / slope_tol_per_h + 10 * gap_h, gap_h) * HOUR
+    truth = START + began_h * HOUR
+    values = TOL.bias * (np.clip((t - truth) / HOUR, 0, None) * slope_tol_per_h
+                         + rng.normal(0.0, 0.03, t.size))
+    first_fail = float(t[np.argmax(values >= 1.3 * TOL.bias)])
+    found = core_onset.drift_start(t.tolist(), values.tolist(), TOL.bias, first_fail)
+    assert found is not None
+    assert found.began.at <= found.crossed.at
+    assert abs(found.began.at - truth) <= max(3 * gap_h * HOUR, 0.3 / slope_tol_per_h * HOUR)
+    crossing = truth + HOUR / slope_tol_per_h
+    assert abs(found.crossed.at - crossing) <= gap_h * HOUR + 0.2 / slope_tol_per_h * HOUR

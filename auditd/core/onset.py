@@ -384,7 +384,7 @@ def combined_onset(estimates: Sequence[float], resolution_s: float) -> Dated | N
     return Dated(middle, max(spread, resolution_s))
 
 
-def crossing_onset(times: Sequence[float], ratios: Sequence[float],
+def crossing_onset(times: Sequence[float] | FloatArray, ratios: Sequence[float] | FloatArray,
                    before: float) -> Dated | None:
     """When a slow deviation crossed its tolerance, from the audits' own estimates.
 
@@ -407,3 +407,72 @@ def crossing_onset(times: Sequence[float], ratios: Sequence[float],
     t0, t1, r0, r1 = float(t[i]), float(t[i + 1]), float(r[i]), float(r[i + 1])
     at = t0 + (t1 - t0) * (1.0 - r0) / (r1 - r0) if r1 > r0 else t1
     return Dated(at, (t1 - t0) / 2.0)
+
+
+RISE_POINTS = 3
+"""Windows after the tolerance crossing that the drift's line is fitted to (with every
+window of the rise before it): a drift that levels off later does not bend the line."""
+RISE_FLOOR = 0.25
+"""A window counts as on the rise once it is this many tolerances above the level before."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriftDate:
+    """When a slow drift began (where the line through the audits' estimates leaves the
+    level before it) and when it crossed its tolerance."""
+
+    began: Dated
+    crossed: Dated
+
+
+def drift_start(times: Sequence[float], values: Sequence[float], tolerance: float,
+                before: float) -> DriftDate | None:
+    """The start of a slow drift from the audits' own estimates of it (signed, in the
+    figure's unit, at each window's midpoint; a window's mean of a linear drift is its
+    value at the midpoint). A drift of months has no healthy stretch inside any window,
+    so no window has a change point; across windows it does.
+
+    The crossing is ``crossing_onset`` of the values in tolerances (None: no window at or
+    before ``before``, the first failing window, was inside tolerance). The level before is
+    the median of the oldest few windows; the line is fitted to the rise (the windows back
+    from the crossing that stand clearly above that level, and a few after it), and where
+    it meets the level is where
+    the drift began, uncertain by the fit's standard error (delta method), at least half a
+    gap between windows, and never after the crossing."""
+    t = np.asarray(times, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(t) & np.isfinite(v)
+    t, v = t[keep], v[keep]
+    if t.size < 2 or not tolerance > 0:
+        return None
+    sign = 1.0 if v[-1] >= 0 else -1.0
+    y = sign * v / tolerance
+    crossed = crossing_onset(t, y, before)
+    if crossed is None:
+        return None
+    i = int(np.flatnonzero((y < 1.0) & (t <= before))[-1])
+    level = float(np.median(y[:min(5, i + 1)]))
+    lo = i
+    while lo > 0 and y[lo - 1] >= level + RISE_FLOOR:  # back to where the rise left the level
+        lo -= 1
+    rise = np.arange(lo, min(t.size, i + 1 + RISE_POINTS))
+    rise = rise[y[rise] >= level + RISE_FLOOR]
+    if rise.size < 2:
+        return DriftDate(crossed, crossed)
+    tr, yr = t[rise], y[rise]
+    t0 = float(tr.mean())
+    dt = tr - t0
+    sxx = float(dt @ dt)
+    slope = float(dt @ (yr - yr.mean())) / sxx if sxx > 0 else 0.0
+    if not slope > 0:
+        return DriftDate(crossed, crossed)
+    mean = float(yr.mean())
+    began = t0 + (level - mean) / slope
+    residual = yr - (mean + slope * dt)
+    dof = max(rise.size - 2, 1)
+    s2 = float(residual @ residual) / dof
+    # d(began) = -d(mean)/slope - (level - mean)/slope^2 d(slope); mean and slope independent
+    var = s2 / rise.size / slope ** 2 + ((level - mean) / slope ** 2) ** 2 * s2 / sxx
+    half_gap = crossed.uncertainty_s
+    began = min(began, crossed.at)
+    return DriftDate(Dated(began, max(math.sqrt(var), half_gap)), crossed)

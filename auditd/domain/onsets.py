@@ -13,10 +13,12 @@ In order of evidence:
    later audit that sees the same change refines it.
 2. **Carried.** The episode began before the history read: the latest onset it was
    given is kept.
-3. **The tolerance crossing** (a drift only, ``DRIFTS``). No window saw a change point:
-   the audits' own estimates (each window's bias, or gain, in tolerances) crossed 1
-   between two windows, and that crossing, interpolated, is the date
-   (``core.onset.crossing_onset``).
+3. **Across the windows** (a drift only, ``DRIFTS``). No window saw a change point: the
+   audits' own estimates (each window's bias, or gain error, at its midpoint) crossed the
+   tolerance between two windows; the line through the windows around that crossing,
+   back to the level before, is where the drift began (``core.onset.drift_start``). The
+   onset is the start (VERDICTS.md: "a slow ramp's onset is where the ramp starts"), and
+   the crossing is stated beside it (``crossed_tolerance``).
 
 Each dated finding says how (``context.onset_estimate``: ``method``, ``uncertainty_s``,
 and this window's own change point as ``window``). Pure: findings in, findings out.
@@ -60,16 +62,15 @@ def episode(history: Sequence[Finding]) -> tuple[list[Finding], bool]:
     return [f for f in history[last + 1:] if f.status in ("pass", "fail")], last >= 0
 
 
-def _ratio(finding: Finding, gain: bool, tol: Tolerance) -> float:
-    """The window's estimate of the fault's figure, in tolerances (NaN where none)."""
+def _figure(finding: Finding, gain: bool) -> float:
+    """The window's estimate of the fault's figure: its bias, or its gain error (NaN
+    where none)."""
     m = finding.metrics
     if gain:
         value = m.get("gain_deming") if isinstance(m.get("gain_deming"), float) else m.get("gain")
-        return abs(float(value) - 1.0) / tol.gain if isinstance(value, int | float) \
-            and tol.gain > 0 else math.nan
+        return float(value) - 1.0 if isinstance(value, int | float) else math.nan
     bias = m.get("bias")
-    return abs(float(bias)) / tol.bias if isinstance(bias, int | float) and tol.bias > 0 \
-        else math.nan
+    return float(bias) if isinstance(bias, int | float) else math.nan
 
 
 def _midpoint(f: Finding) -> float:
@@ -100,11 +101,13 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
     gain = top == "gain_drift"
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
     first_fail = next((f for f in earlier if f.status == "fail"), finding)
-    crossing = core.onset.crossing_onset([_midpoint(f) for f in points],
-                                         [_ratio(f, gain, tol) for f in points],
-                                         _midpoint(first_fail))
-    if crossing is not None:
-        return _with(finding, crossing.at, "tolerance_crossing", crossing.uncertainty_s, own)
+    drift = core.onset.drift_start([_midpoint(f) for f in points],
+                                   [_figure(f, gain) for f in points],
+                                   tol.gain if gain else tol.bias, _midpoint(first_fail))
+    if drift is not None:
+        dated_ = _with(finding, drift.began.at, "drift_start", drift.began.uncertainty_s, own)
+        return replace(dated_, context={**dated_.context, ONSET: {
+            **dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}})
     if carried is not None:
         return _carry(finding, carried, own)
     return finding

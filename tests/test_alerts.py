@@ -51,6 +51,7 @@ from auditd.model import (
     weighted,
 )
 from auditd.topics import TopicsConfig
+from auditd.views.alerts import as_json, table
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_764_028_800.0  # 2025-11-25T00:00:00Z
@@ -614,3 +615,16 @@ def test_the_cause_follows_the_latest_evidence_without_flapping() -> None:
     assert body["cause"] == "offset_drift"
     assert body["cause_history"] == [{"at": "2025-11-25T07:00:00Z", "from": "gain_drift",
                                       "to": "offset_drift"}]
+
+
+def test_findings_shows_the_cause_history_and_an_unconfirmed_alert() -> None:
+    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    doubtful = _pass("th-01", "unconfirmed")
+    snapshot, _ = audits(Snapshot(), [[gain], [gain], [offset], [offset], [doubtful]])
+    shown = list(snapshot.alerts.values())
+    text = table(shown, (), T0 + 5 * HOUR)
+    assert "offset_drift (was gain_drift)" in text
+    assert "unconfirmed" in text
+    [view] = as_json(shown, (), T0 + 5 * HOUR)
+    assert view["unconfirmed"] is True and view["cause"] == "offset_drift"
+    assert [c["from"] for c in view["cause_history"]] == ["gain_drift"]

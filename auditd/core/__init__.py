@@ -38,7 +38,12 @@ from auditd.core.series import Series
 
 if TYPE_CHECKING:
     from auditd.core import cohorts, consensus, onset
-    from auditd.core.checks import exceedances, failed_checks, unconfirmed_checks
+    from auditd.core.checks import (
+        estimates_beyond,
+        exceedances,
+        failed_checks,
+        unconfirmed_checks,
+    )
     from auditd.core.diagnose import DETECTORS, Case, build_case
     from auditd.core.drift import Drift, baseline_residuals, residuals
     from auditd.core.fit import LineFit, Metrics, compute_metrics, fit_line
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
 
 _HOME = {
     "exceedances": "checks", "failed_checks": "checks", "unconfirmed_checks": "checks",
+    "estimates_beyond": "checks",
     "DETECTORS": "diagnose", "Case": "diagnose", "build_case": "diagnose",
     "Drift": "drift", "baseline_residuals": "drift", "residuals": "drift",
     "LineFit": "fit", "Metrics": "fit", "compute_metrics": "fit", "fit_line": "fit",
@@ -93,6 +99,7 @@ __all__ = [
     "default_unit_candidates",
     "detector_causes",
     "estimate_lag",
+    "estimates_beyond",
     "evaluate_aligned",
     "evaluate_stream",
     "exceedances",

@@ -303,3 +303,13 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
     if math.isfinite(metrics.lag_s) and abs(metrics.lag_s) > tol.lag_s:
         out.append("lag_s")
     return tuple(out)
+
+
+def estimates_beyond(metrics: Metrics, tol: Tolerance) -> bool:
+    """Whether a window's point estimate of the bias or the gain lies beyond tolerance
+    (without the confidence a failure needs): an unconfirmed pass that leans towards the
+    fault, which holds a failing streak, where one that leans towards health ends it."""
+    gain = decision_gain(metrics)
+    return ((math.isfinite(metrics.bias) and abs(metrics.bias) > tol.bias)
+            or (math.isfinite(gain) and math.isfinite(gain_uncertainty(metrics))
+                and abs(gain - 1.0) > tol.gain))

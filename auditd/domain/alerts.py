@@ -57,6 +57,9 @@ HEALTH = "health"
 metric's interval lies inside tolerance, ``unconfirmed`` when the window did not fail but
 did not show health either (``core.checks.unconfirmed_checks``)."""
 UNCONFIRMED = "unconfirmed"
+LEANING = "leaning"
+"""``context`` key of an unconfirmed pass: ``fault`` when its estimates (not their
+intervals) lie beyond tolerance, ``health`` otherwise."""
 
 
 def confirmed(finding: Finding) -> bool:
@@ -78,7 +81,10 @@ class Observation:
     cause: str | None = None
     confirmed: bool = True
     """For a pass: the window showed health (every interval inside tolerance). An
-    unconfirmed pass neither counts towards resolving nor breaks a failing streak."""
+    unconfirmed pass neither counts towards resolving an alert nor closes it..."""
+    leaning_fault: bool = False
+    """...and, before an alert opened, holds the failing streak only if its estimates lie
+    beyond tolerance; one that leans towards health ends it, as a pass always did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +116,13 @@ def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Ev
     """One audit's verdict applied to one stream's track: the new track and what happened.
 
     Failing needs evidence of a fault, resolving evidence of health: a pass that is not
-    confirmed (``Observation.confirmed``), like ``insufficient_data``, holds a suspect or
-    active track where it is, so one drift that wanders about its tolerance is one alert."""
+    confirmed (``Observation.confirmed``), like ``insufficient_data``, holds an open alert
+    where it is, so one drift that wanders about its tolerance is one alert; before an
+    alert opened it holds the failing streak only when it leans towards the fault."""
     if obs.status == "fail":
         return _on_fail(track, obs, policy)
-    if obs.status == "pass" and (obs.confirmed or track.state not in (*ACTIVE, "suspect")):
+    if obs.status == "pass" and (obs.confirmed or track.state not in ACTIVE) and not (
+            track.state == "suspect" and not obs.confirmed and obs.leaning_fault):
         return _on_pass(track, policy)
     return track, None
 
@@ -396,7 +404,8 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
                              resolve_after=1)
         obs = Observation(now, finding.status, finding.severity,
                           finding.causes[0].cause if finding.causes else None,
-                          confirmed=finding.status != "pass" or confirmed(finding))
+                          confirmed=finding.status != "pass" or confirmed(finding),
+                          leaning_fault=finding.context.get(LEANING) == "fault")
         before = snapshot.tracks.get(key, Track())
         track, event = step(before, obs, policy)
         current = snapshot.alerts.get(track.alert) if track.alert else None

@@ -89,11 +89,15 @@ def plan(
 def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Finding:
     """The verdict as CONTRACT.md's finding. A pass says whether it is evidence of health
     (``context.health``: ``confirmed``, or ``unconfirmed`` with the metrics whose interval
-    reaches beyond tolerance), which is what resolves an alert (``domain.alerts``)."""
+    reaches beyond tolerance and which way its estimates lean, ``context.leaning``), which
+    is what resolves an alert (``domain.alerts``)."""
     context: dict[str, Any] = {}
     if verdict.status == "pass":
-        doubtful = core.unconfirmed_checks(verdict.metrics, task.spec.tolerance)
-        context = ({alerts.HEALTH: alerts.UNCONFIRMED, alerts.UNCONFIRMED: list(doubtful)}
+        tol = task.spec.tolerance
+        doubtful = core.unconfirmed_checks(verdict.metrics, tol)
+        context = ({alerts.HEALTH: alerts.UNCONFIRMED, alerts.UNCONFIRMED: list(doubtful),
+                    alerts.LEANING: ("fault" if core.estimates_beyond(verdict.metrics, tol)
+                                     else "health")}
                    if doubtful else {alerts.HEALTH: "confirmed"})
     return Finding(
         kind="calibration",

@@ -646,3 +646,25 @@ def test_before_an_alert_opens_a_doubtful_pass_holds_the_streak_only_leaning_to_
     assert [(i, e) for i, c in enumerate(changes) for _, e in c.events] == [(2, "open")]
     _, changes = audits(Snapshot(), [[fail], [towards_health], [fail]])
     assert [e for c in changes for _, e in c.events] == []
+
+
+def test_the_cause_and_an_unconfirmed_wait_survive_the_store_between_audits(
+        tmp_path: Path) -> None:
+    """Through the real store: the candidate cause and its count are kept between audits
+    (schema 6), so the cause follows on the second audit naming it; an acknowledged alert
+    hears of the change too; unconfirmed passes keep it open; the history reads back."""
+    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    doubtful = _pass("th-01", "unconfirmed")
+    with Store(tmp_path / "a.db") as store:
+        save_rounds(store, [[gain], [gain]], T0)
+        [alert] = store.alerts.select()
+        assert store.alerts.acknowledge(alert.id, at=T0 + 2 * HOUR, by="ana")
+        save_rounds(store, [[offset], [doubtful], [doubtful], [doubtful], [offset]],
+                    T0 + 3 * HOUR)
+        [again] = store.alerts.select()
+        assert (again.id, again.state, again.cause) == (alert.id, "acknowledged",
+                                                        "offset_drift")
+        assert [(c.before, c.after, c.at) for c in again.history] == [
+            ("gain_drift", "offset_drift", T0 + 7 * HOUR)]
+        assert [t.event for t in store.tickets.requests()] == ["open", "cause"]
+        assert store.tickets.requests()[1].payload["cause_history"][0]["to"] == "offset_drift"

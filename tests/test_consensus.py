@@ -370,6 +370,7 @@ def test_a_bias_one_model_shares_names_both_candidates_not_the_reference(
         assert f.status == "fail" and f.causes[0].cause != "reference_fault", f.causes
         assert f.context["attribution"]["candidates"] == ["model th-200",
                                                           "reference ref-north"]
+        assert "or a fault of ref-north" in f.causes[0].evidence
 
 
 def test_the_same_offset_across_two_hardware_revisions_is_the_references(

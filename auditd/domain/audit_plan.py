@@ -417,10 +417,22 @@ def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
             finding = overdue_note(finding, ref, end)
             if undecided is not None and task.device in undecided["members"] \
                     and finding.status == "fail":
-                finding = replace(finding, context={**finding.context,
-                                                    "attribution": dict(undecided)})
+                finding = _undecided(finding, undecided)
             out.append(finding)
     return out
+
+
+def _undecided(finding: Finding, undecided: Mapping[str, Any]) -> Finding:
+    """A member of a shared deviation nobody can be blamed for: its own verdict stands,
+    its context names both candidates, and its top cause's evidence says so (the ticket's
+    runbook shows it to the technician)."""
+    causes = finding.causes
+    if causes:
+        top = causes[0]
+        causes = (replace(top, evidence=f"{top.evidence}; {undecided['evidence']}"),
+                  *causes[1:])
+    return replace(finding, causes=causes,
+                   context={**finding.context, "attribution": dict(undecided)})
 
 
 def _severity(deviation: float, tolerance: float) -> Severity:

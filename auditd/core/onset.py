@@ -409,70 +409,92 @@ def crossing_onset(times: Sequence[float] | FloatArray, ratios: Sequence[float] 
     return Dated(at, (t1 - t0) / 2.0)
 
 
-RISE_POINTS = 3
-"""Windows after the tolerance crossing that the drift's line is fitted to (with every
-window of the rise before it): a drift that levels off later does not bend the line."""
-RISE_FLOOR = 0.25
-"""A window counts as on the rise once it is this many tolerances above the level before."""
+ONSET_STEPS = 240
+"""Candidate onsets tried between the oldest window's start and the tolerance crossing
+(plus half a window)."""
+RAMP_LENGTHS = 40
+"""Ramp durations tried besides a step: geometrically from an eighth of a window to the
+whole history."""
 
 
 @dataclass(frozen=True, slots=True)
 class DriftDate:
-    """When a slow drift began (where the line through the audits' estimates leaves the
-    level before it) and when it crossed its tolerance."""
+    """When a deviation began (the start of the step or ramp whose windowed means fit the
+    audits' estimates best) and when it crossed its tolerance."""
 
     began: Dated
     crossed: Dated
 
 
-def drift_start(times: Sequence[float], values: Sequence[float], tolerance: float,
-                before: float) -> DriftDate | None:
-    """The start of a slow drift from the audits' own estimates of it (signed, in the
-    figure's unit, at each window's midpoint; a window's mean of a linear drift is its
-    value at the midpoint). A drift of months has no healthy stretch inside any window,
-    so no window has a change point; across windows it does.
+def _ramp_integral(t: FloatArray, onset: FloatArray | float, ramp: float) -> FloatArray:
+    """The integral from -inf to ``t`` of a ramp from 0 at ``onset`` to 1 over ``ramp``
+    seconds (a step when 0), then flat."""
+    x = np.clip(t - onset, 0.0, None)
+    if ramp <= 0.0:
+        return x
+    inside = np.minimum(x, ramp)
+    return inside * inside / (2.0 * ramp) + np.clip(x - ramp, 0.0, None)
 
-    The crossing is ``crossing_onset`` of the values in tolerances (None: no window at or
-    before ``before``, the first failing window, was inside tolerance). The level before is
-    the median of the oldest few windows; the line is fitted to the rise (the windows back
-    from the crossing that stand clearly above that level, and a few after it), and where
-    it meets the level is where
-    the drift began, uncertain by the fit's standard error (delta method), at least half a
-    gap between windows, and never after the crossing."""
-    t = np.asarray(times, dtype=np.float64)
+
+def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence[float],
+                tolerance: float, before: float) -> DriftDate | None:
+    """When a deviation began, from the audits' own estimates of it: each window's mean
+    (``values``, signed, in the figure's unit, over [start, end)). A drift of months has no
+    healthy stretch inside any window, so no window has a change point; across windows it
+    does.
+
+    The crossing is ``crossing_onset`` of the values at the windows' midpoints, in
+    tolerances (None: no window at or before ``before``, the first failing window, was
+    inside tolerance). The start is the onset of the deviation, a level plus an amplitude
+    times a ramp of some length (0: a step), whose mean over each window fits the windows'
+    values best (least squares; onsets on a grid up to half a window past the crossing,
+    ramp lengths from an eighth of a window to the whole history): a window's mean smears
+    a step over a whole window and a ramp's start by half of one, which a line through the
+    means would read as an earlier start. Uncertain by
+    the spread of the onsets that fit almost as well, at least the grid's step."""
+    a = np.asarray(starts, dtype=np.float64)
+    b = np.asarray(ends, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    keep = np.isfinite(t) & np.isfinite(v)
-    t, v = t[keep], v[keep]
-    if t.size < 2 or not tolerance > 0:
+    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(v) & (b > a)
+    a, b, v = a[keep], b[keep], v[keep]
+    if a.size < 3 or not tolerance > 0:
         return None
+    mid = (a + b) / 2.0
+    order = np.argsort(mid, kind="stable")
+    a, b, v, mid = a[order], b[order], v[order], mid[order]
     sign = 1.0 if v[-1] >= 0 else -1.0
-    y = sign * v / tolerance
-    crossed = crossing_onset(t, y, before)
+    crossed = crossing_onset(mid, sign * v / tolerance, before)
     if crossed is None:
         return None
-    i = int(np.flatnonzero((y < 1.0) & (t <= before))[-1])
-    level = float(np.median(y[:min(5, i + 1)]))
-    lo = i
-    while lo > 0 and y[lo - 1] >= level + RISE_FLOOR:  # back to where the rise left the level
-        lo -= 1
-    rise = np.arange(lo, min(t.size, i + 1 + RISE_POINTS))
-    rise = rise[y[rise] >= level + RISE_FLOOR]
-    if rise.size < 2:
+    width = b - a
+    window = float(np.median(width))
+    lo, hi = float(a[0]), crossed.at + window / 2.0  # a step's crossing (at the windows'
+    # midpoints) comes up to half a window before it
+    onsets = np.linspace(lo, hi, ONSET_STEPS + 1)
+    step = max(float(onsets[1] - onsets[0]), 1.0)
+    span = max(float(b[-1] - a[0]), window)
+    ramps = [0.0, *np.geomspace(window / 8.0, span, RAMP_LENGTHS)]
+    vc = v - v.mean()
+    vv = float(vc @ vc)
+    best_sse, onset = math.inf, math.nan
+    sse_by_onset = np.full(onsets.size, math.inf)
+    for ramp in ramps:
+        # each column: the ramp's mean over every window, for one candidate onset
+        shape = (_ramp_integral(b[:, None], onsets[None, :], ramp)
+                 - _ramp_integral(a[:, None], onsets[None, :], ramp)) / width[:, None]
+        sc = shape - shape.mean(axis=0)
+        var = np.einsum("ij,ij->j", sc, sc)
+        cov = sc.T @ vc
+        ok = (var > 0) & (sign * cov > 0)  # the deviation's own direction
+        sse = np.where(ok, vv - np.divide(cov * cov, var, out=np.zeros_like(var),
+                                           where=var > 0), math.inf)
+        sse_by_onset = np.minimum(sse_by_onset, sse)
+        k = int(np.argmin(sse))
+        if sse[k] < best_sse:
+            best_sse, onset = float(sse[k]), float(onsets[k])
+    if not math.isfinite(best_sse):
         return DriftDate(crossed, crossed)
-    tr, yr = t[rise], y[rise]
-    t0 = float(tr.mean())
-    dt = tr - t0
-    sxx = float(dt @ dt)
-    slope = float(dt @ (yr - yr.mean())) / sxx if sxx > 0 else 0.0
-    if not slope > 0:
-        return DriftDate(crossed, crossed)
-    mean = float(yr.mean())
-    began = t0 + (level - mean) / slope
-    residual = yr - (mean + slope * dt)
-    dof = max(rise.size - 2, 1)
-    s2 = float(residual @ residual) / dof
-    # d(began) = -d(mean)/slope - (level - mean)/slope^2 d(slope); mean and slope independent
-    var = s2 / rise.size / slope ** 2 + ((level - mean) / slope ** 2) ** 2 * s2 / sxx
-    half_gap = crossed.uncertainty_s
-    began = min(began, crossed.at)
-    return DriftDate(Dated(began, max(math.sqrt(var), half_gap)), crossed)
+    # the onsets that fit within a few percent of the best: how well the data place it
+    near = onsets[sse_by_onset <= best_sse * 1.05 + 1e-12]
+    spread = float(near.max() - near.min()) / 2.0 if near.size else 0.0
+    return DriftDate(Dated(onset, max(spread, step)), crossed)

@@ -13,12 +13,12 @@ In order of evidence:
    later audit that sees the same change refines it.
 2. **Carried.** The episode began before the history read: the latest onset it was
    given is kept.
-3. **Across the windows** (a drift only, ``DRIFTS``). No window saw a change point: the
-   audits' own estimates (each window's bias, or gain error, at its midpoint) crossed the
-   tolerance between two windows; the line through the windows around that crossing,
-   back to the level before, is where the drift began (``core.onset.drift_start``). The
-   onset is the start (VERDICTS.md: "a slow ramp's onset is where the ramp starts"), and
-   the crossing is stated beside it (``crossed_tolerance``).
+3. **Across the windows** (``DRIFTS``: offset and gain faults). No window saw a change
+   point: the audits' own estimates (each window's bias, or gain error) crossed the
+   tolerance between two windows; the step or ramp whose mean over each window fits them
+   best says where the deviation began (``core.onset.drift_start``). The onset is the
+   start (VERDICTS.md: "a slow ramp's onset is where the ramp starts"), and the crossing
+   is stated beside it (``crossed_tolerance``).
 
 Each dated finding says how (``context.onset_estimate``: ``method``, ``uncertainty_s``,
 and this window's own change point as ``window``). Pure: findings in, findings out.
@@ -40,9 +40,9 @@ ONSET = "onset_estimate"
 DATED_ELSEWHERE = frozenset({"reference_fault", "firmware_regression"})
 """Top causes whose onset is the group's (the reference's common step, the update)."""
 DRIFTS = frozenset({"offset_drift", "gain_drift"})
-"""Top causes a tolerance crossing may date: a window's mean of a slow drift is its value
-at the window's midpoint. A step (a unit mix-up, a knock) crosses the windows' means up to
-half a window before it happened, so a step is dated only by change points."""
+"""Top causes dated across windows: the figure they are about (the bias, the gain) is what
+each window estimates. Other faults (a unit mix-up, noise, a lag, a stuck spell) are dated
+by change points alone."""
 
 
 def window_estimate(finding: Finding) -> float | None:
@@ -101,7 +101,8 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
     gain = top == "gain_drift"
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
     first_fail = next((f for f in earlier if f.status == "fail"), finding)
-    drift = core.onset.drift_start([_midpoint(f) for f in points],
+    drift = core.onset.drift_start([f.window_start for f in points],
+                                   [f.window_end for f in points],
                                    [_figure(f, gain) for f in points],
                                    tol.gain if gain else tol.bias, _midpoint(first_fail))
     if drift is not None:

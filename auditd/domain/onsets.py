@@ -8,9 +8,9 @@ stream last showed health (a confirmed pass, ``domain.alerts.confirmed``).
 
 In order of evidence:
 
-1. **Window estimates.** Every change point the episode's windows found, and this one's:
-   their median (``core.onset.combined_onset``). The first estimate stands alone; each
-   later audit that sees the same change refines it.
+1. **Window estimates.** Every change point the episode's windows that name the same top
+   cause found, and this one's: their median (``core.onset.combined_onset``). The first
+   estimate stands alone; each later audit that sees the same change refines it.
 2. **Carried.** The episode began before the history read: the latest onset it was
    given is kept.
 3. **Across the windows** (``DRIFTS``: offset and gain faults). No window saw a change
@@ -86,25 +86,31 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
             or (finding.causes and finding.causes[0].cause in DATED_ELSEWHERE)):
         return finding
     own = finding.onset
+    top = finding.causes[0].cause if finding.causes else None
     earlier, began_inside = episode(history)
-    estimates = [e for f in earlier if (e := window_estimate(f)) is not None]
+    same = [f for f in earlier if f.status == "fail" and f.causes
+            and f.causes[0].cause == top]  # the same fault: an onset of another is not its
+    estimates = [e for f in same if (e := window_estimate(f)) is not None]
     combined = core.onset.combined_onset([*estimates, *([own] if own is not None else [])],
                                          resolution_s)
     if combined is not None:
         return _with(finding, combined.at, "window", combined.uncertainty_s, own)
-    carried = next((f for f in reversed(earlier) if f.onset is not None), None)
+    carried = next((f for f in reversed(same) if f.onset is not None), None)
     if carried is not None and not began_inside:
         return _carry(finding, carried, own)
-    top = finding.causes[0].cause if finding.causes else None
     if top not in DRIFTS:
         return _carry(finding, carried, own) if carried is not None else finding
     gain = top == "gain_drift"
+    limit = tol.gain if gain else tol.bias
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
-    first_fail = next((f for f in earlier if f.status == "fail"), finding)
+    # the first failing window that shows the figure beyond tolerance: where the crossing
+    # must have happened by (a window failing first on noise, say, does not)
+    first_fail = next((f for f in [*earlier, finding] if f.status == "fail"
+                       and abs(_figure(f, gain)) >= limit), finding)
     drift = core.onset.drift_start([f.window_start for f in points],
                                    [f.window_end for f in points],
-                                   [_figure(f, gain) for f in points],
-                                   tol.gain if gain else tol.bias, _midpoint(first_fail))
+                                   [_figure(f, gain) for f in points], limit,
+                                   _midpoint(first_fail))
     if drift is not None:
         dated_ = _with(finding, drift.began.at, "drift_start", drift.began.uncertainty_s, own)
         return replace(dated_, context={**dated_.context, ONSET: {

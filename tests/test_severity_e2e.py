@@ -103,9 +103,13 @@ def audited(tmp: Path, recording: Path, impact: float | None) -> dict[str, Any]:
                    for f in report["failing"]},
         "alerts": {(a["device"], a["sensor"]): a["severity"]
                    for top in alerts for a in (top, *top["grouped"])
-                   if a["state"] in ("open", "acknowledged")},
+                   if a["state"] in ("open", "acknowledged") and not a["unconfirmed"]},
+        # an alert still open on a pass that did not show health (issue 21: "unconfirmed")
+        # shows the severity of its last failing finding; the report lists only failures
         "table": {(r[column["DEVICE"]], r[column["SENSOR"]]): r[column["SEVERITY"]]
-                  for r in rows},
+                  for r in rows if (r[column["DEVICE"]], r[column["SENSOR"]]) not in {
+                      (a["device"], a["sensor"]) for top in alerts
+                      for a in (top, *top["grouped"]) if a["unconfirmed"]}},
         "tickets": [(t["severity"], t["finding"]["severity"]) for t in tickets
                     if t["event"] != "resolve"],
         "status": {(f["device"], f["sensor"]): f["severity"] for f in status["failing"]},

@@ -276,8 +276,9 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
     Failing needs a metric beyond tolerance with confidence (``exceedances``); health
     needs the mirror image: the whole interval inside it. Bias: its interval
     (``bias ± t·se``, the same quantile as the failing side) within ``±tol.bias``; gain:
-    ``|gain - 1| + GAIN_Z·se`` within ``tol.gain`` where the gain can be judged at all (over
-    a window in which the reference hardly moved it cannot, either way, and is left out);
+    its interval within ``tol.gain`` (``gain_evidence`` is ``within``) where the window
+    can judge it at all (``excited``: over a window in which the reference hardly moved it
+    cannot, either way, and is left out);
     rmse, r2 (where judgeable) and lag as point values, as they fail. A window between the
     two (not failing, not confirmed) is what keeps an open alert open, marked unconfirmed
     (``domain.alerts``): the mere weakening of the evidence of a fault is not its repair.
@@ -290,10 +291,7 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
         margin = z * se if math.isfinite(z) and math.isfinite(se) else math.inf
         if abs(metrics.bias) + margin > tol.bias:
             out.append("bias")
-    gain = decision_gain(metrics)
-    gain_se = gain_uncertainty(metrics)
-    if math.isfinite(gain) and math.isfinite(gain_se) \
-            and abs(gain - 1.0) + GAIN_Z * gain_se > tol.gain:
+    if excited(metrics) and gain_evidence(metrics, tol) not in ("within", "undefined"):
         out.append("gain")
     if math.isfinite(metrics.rmse) and metrics.rmse > tol.rmse:
         out.append("rmse")

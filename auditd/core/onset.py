@@ -451,7 +451,8 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
     ramp lengths from an eighth of a window to the whole history): a window's mean smears
     a step over a whole window and a ramp's start by half of one, which a line through the
     means would read as an earlier start. Uncertain by
-    the spread of the onsets that fit almost as well, at least the grid's step."""
+    the spread of the onsets that fit almost as well, at least the grid's step and an eighth
+    of a window."""
     a = np.asarray(starts, dtype=np.float64)
     b = np.asarray(ends, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -497,4 +498,6 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
     # the onsets that fit within a few percent of the best: how well the data place it
     near = onsets[sse_by_onset <= best_sse * 1.05 + 1e-12]
     spread = float(near.max() - near.min()) / 2.0 if near.size else 0.0
-    return DriftDate(Dated(onset, max(spread, step)), crossed)
+    # a step and the shortest ramp tried (an eighth of a window) look alike through a
+    # window's mean: the start is known no better than that
+    return DriftDate(Dated(onset, max(spread, step, window / 8.0)), crossed)

@@ -205,4 +205,3 @@ def test_a_step_or_a_ramp_is_dated_where_it_began_from_the_windows_means(
     # through a window's mean a step and a ramp of an eighth of a window look alike
     assert abs(found.began.at - truth) <= max(gap_h, window_h / 8, 0.1 * ramp_h) * HOUR, (
         (found.began.at - truth) / HOUR)
-    assert abs(found.began.at - truth) <= 3 * found.began.uncertainty_s

@@ -31,7 +31,6 @@ import numpy as np
 
 from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
-from auditd.model import Profile, SensorSpec
 from auditd.sim import simulate
 from auditd.sim.judge import StreamTruth, ToleranceTruth
 from auditd.sim.scenario import Fault, Scenario
@@ -544,7 +543,7 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
         after = t >= onset
         ramp = np.clip((t - onset) / fp.ramp_s, 0, 1) * after if fp.ramp_s > 0 \
             else after.astype(float)
-        spec = _audited(dev.profile, sensor)
+        spec = dev.profile.sensors[sensor]
         if fp.cause in ("offset_drift", "firmware_regression", "reference_fault"):
             offset += fp.magnitude * ramp
             values = values + fp.magnitude * ramp
@@ -568,7 +567,7 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
     for fp in faults:
         onset = fleet.start + fp.at_s
         after = t >= onset
-        spec = _audited(dev.profile, sensor)
+        spec = dev.profile.sensors[sensor]
         if fp.cause == "unit_mismatch":
             unit |= after
             values, _ = simulate.apply_fault(_as_fault(fp), spec, t, values, onset, rng, mean)
@@ -598,12 +597,3 @@ def _stream(fleet: FleetPlan, dev: simulate.Device, sensor: str, q: QuantitySpec
         unit_mismatch=unit, out_of_range=oor, lost=lost, received=received,
         onsets=onset_of, reference_stream=reference, range=q.range,
         reference_interval_s=float(fleet.ref_interval_s))
-
-
-def _audited(profile: Profile, sensor: str) -> SensorSpec:
-    """The fleet's own field profiles give every sensor a tolerance; a sensor without one
-    would be a bug in the generator, not a fleet to score."""
-    spec = profile.audited(sensor)
-    if spec is None:
-        raise AssertionError(f"{profile.model}: {sensor} has no tolerance in a field profile")
-    return spec

@@ -32,7 +32,7 @@ import numpy as np
 from auditd.domain.catalog import Catalog
 from auditd.domain.validate import parse_timestamp
 from auditd.errors import ConfigError
-from auditd.model import Profile, SensorSpec, iso
+from auditd.model import MeasuredSensor, Profile, SensorSpec, iso
 from auditd.sim.scenario import Fault, Scenario
 from auditd.units import converter
 
@@ -113,9 +113,14 @@ DECIMALS = {"temperature": 2, "humidity": 1, "pressure": 2, "co2": 0, "pm2_5": 1
 # --------------------------------------------------------------------------- faults
 
 
-def _magnitude(fault: Fault, spec: SensorSpec) -> float:
+def _magnitude(fault: Fault, spec: MeasuredSensor) -> float:
     if fault.magnitude is not None:
         return fault.magnitude
+    if not isinstance(spec, SensorSpec):
+        # A default magnitude is in tolerances; a sensor without one (a reference's
+        # own profile) must be given its fault's magnitude.
+        raise ValueError(f"{fault.cause} on {spec.name}: no magnitude and no tolerance "
+                         "to derive one from")
     if fault.cause == "noise":
         return DEFAULT_MAGNITUDE_TOL["noise"] * spec.tolerance.rmse
     if fault.cause in DEFAULT_MAGNITUDE_TOL:
@@ -140,7 +145,7 @@ def _resolved(fault: Fault, known: Mapping[str, Device], devices: Sequence[Devic
     return replace(fault, magnitude=_magnitude(fault, spec))
 
 
-def apply_fault(fault: Fault, spec: SensorSpec, t: np.ndarray, values: np.ndarray,
+def apply_fault(fault: Fault, spec: MeasuredSensor, t: np.ndarray, values: np.ndarray,
                 onset: float, rng: np.random.Generator,
                 site_mean: float) -> tuple[np.ndarray, np.ndarray]:
     """(values, kept): the stream as the faulty instrument reports it, and which of its
@@ -181,7 +186,7 @@ def apply_fault(fault: Fault, spec: SensorSpec, t: np.ndarray, values: np.ndarra
     return out, kept
 
 
-def _mismatch_unit(spec: SensorSpec) -> str:
+def _mismatch_unit(spec: MeasuredSensor) -> str:
     return {"degC": "degF", "hPa": "kPa", "percent": "dimensionless", "ppm": "ppb",
             "ug/m^3": "mg/m^3"}.get(spec.unit, spec.unit)
 

@@ -408,8 +408,11 @@ def test_a_writer_that_cannot_commit_turns_health_to_zero_and_says_why(
         locker.execute("BEGIN IMMEDIATE")  # another process holds the store
         device.publish_many(_readings("th-north-01", time.time() - 100, 10))
         daemon.wait_event(lambda e: e.get("event") == "writer_stalled", 30)
+        # The log line and the gauge are set by the same check, one after the other: wait
+        # for the gauge rather than race the scrape against it.
+        _wait(lambda: _scrape(port)[("sensor_auditd_healthy", ())] == 0,
+              "health did not turn 0", 30)
         metrics = _scrape(port)
-        assert metrics[("sensor_auditd_healthy", ())] == 0
         assert metrics[("sensor_auditd_writer_stalled_seconds", ())] >= 3
         assert metrics[("sensor_auditd_writer_pending_messages", ())] >= 1
         unhealthy = _notifications(

@@ -34,10 +34,10 @@ def chromium() -> str:
     return found
 
 
-def browse(page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def browse(page: Path, *extra: str, window: str = "1200,1600") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1200,1600", "--enable-logging=stderr",
+         "--force-device-scale-factor=1", f"--window-size={window}", "--enable-logging=stderr",
          "--v=0", "--virtual-time-budget=5000", *extra, page.as_uri()],
         capture_output=True, text=True, timeout=120)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import browser
 import pytest
+from browser import chromium
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,19 +58,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
-    return found
-
-
 def browse(page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1200,2000", "--enable-logging=stderr",
-         "--v=0", "--virtual-time-budget=5000", *extra, page.as_uri()],
-        capture_output=True, text=True, timeout=120)
+    """The gateway report is a long page: a taller window than browser.browse's default."""
+    return browser.browse(page, *extra, window="1200,2000")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from auditd.core.cohorts import (
     bh_adjusted,
     cohort_id,
     holm_adjusted,
+    poisson_binomial_tail,
     significant_cohorts,
 )
 from auditd.model import ID_PATTERN
@@ -125,3 +126,58 @@ def test_the_verdict_does_not_depend_on_the_order_of_the_streams(
 @given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=40))
 def test_a_cohort_id_is_always_a_valid_device_id(model: str, version: str) -> None:
     assert ID_PATTERN.fullmatch(cohort_id(model, version))
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def gateway(onsets: list[float], *, updated: bool = True) -> list[Member]:
+    """One gateway's seven devices: three of model a updated to 2.0.0 at UPDATE (failing,
+    with ``onsets``), one of model a left on 1.0.0, three of model b, all healthy but the
+    three; every device observed from T0 to UPDATE + 6 h."""
+    seen = (T0, UPDATE + 6 * 3600)
+    out = [Member(f"a-{i}", True, onset, UPDATE, {"model": "a", "firmware": "a 2.0.0"},
+                  UPDATE, updated=updated, observed=seen) for i, onset in enumerate(onsets)]
+    out.append(Member("a-old", False, None, UPDATE, {"model": "a", "firmware": "a 1.0.0"},
+                      T0, observed=seen))
+    out.extend(Member(f"b-{i}", False, None, UPDATE, {"model": "b", "firmware": "b 1.0.0"},
+                      T0, observed=seen) for i in range(3))
+    return out
+
+
+def test_three_steps_at_their_updates_are_a_regression_no_failure_count_could_show() -> None:
+    """Three failing of seven can never be significant by Fisher's test after Holm (1/35
+    at best); three steps within minutes of their own updates, out of the 18 hours each
+    could have begun in, are not chance."""
+    members = gateway([UPDATE + 60, UPDATE + 300, UPDATE + 120])
+    assert significant_cohorts(members) == []  # failure counts alone: nothing
+    cohorts = significant_cohorts(members, timing=True)
+    assert [(c.attribute, c.value, c.regression) for c in cohorts] == [
+        ("firmware", "a 2.0.0", True)]
+    assert cohorts[0].p_timing < 0.01
+    assert "chance alone" in cohorts[0].evidence("temperature")
+
+
+def test_steps_far_from_their_updates_are_not_timed_to_them() -> None:
+    members = gateway([T0 + 3600, T0 + 7 * 3600, UPDATE + 5 * 3600])
+    assert significant_cohorts(members, timing=True) == []
+
+
+def test_a_firmware_a_device_always_ran_has_no_timing_to_test() -> None:
+    """``firmware_since`` of a device never updated is its first message: a fault there
+    from the start coincides with it trivially, and says nothing about the firmware."""
+    members = gateway([UPDATE + 60, UPDATE + 300, UPDATE + 120], updated=False)
+    assert significant_cohorts(members, timing=True) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12), st.integers(0, 12))
+def test_the_poisson_binomial_tail_is_a_probability_that_falls_with_k(
+        chances: list[float], k: int) -> None:
+    tail = poisson_binomial_tail(chances, k)
+    assert 0.0 <= tail <= 1.0 + 1e-12
+    assert poisson_binomial_tail(chances, k + 1) <= tail + 1e-12
+    if all(q == chances[0] for q in chances) and 0 < k <= len(chances):
+        q, n = chances[0], len(chances)
+        exact = sum(math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(k, n + 1))
+        assert tail == pytest.approx(exact, abs=1e-9)

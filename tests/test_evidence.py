@@ -239,6 +239,44 @@ def test_a_hygrometer_at_full_scale_in_fog_is_neither_stuck_nor_clipping() -> No
     assert v.status == "pass", (v.failed, v.causes)
 
 
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), bias_share=st.floats(-0.7, 0.7),
+       gain_share=st.floats(-0.5, 0.5), noise_share=st.floats(0.05, 0.4),
+       phi=st.floats(0.0, 0.9), fog=st.floats(0.1, 0.9), hours=st.sampled_from([3, 6, 24]))
+def test_a_healthy_hygrometer_whose_air_saturates_never_fails(
+        seed: int, bias_share: float, gain_share: float, noise_share: float, phi: float,
+        fog: float, hours: int) -> None:
+    """The air at 100 %RH for a share ``fog`` of the window (a humid night), the device
+    and the reference both capped at 100: a unit whose offset, span and noise are inside
+    tolerance flattens at the top (its readings say only "at least 100"), and its line
+    through every pair has a gain of 0.75. Those pairs are censored; the unit passes."""
+    rng = np.random.default_rng(seed)
+    tol = HUMIDITY.tolerance
+    t = T0 + 60.0 * np.arange(int(hours * HOUR / 60.0))
+    # a wet day: the air rises to saturation and sits there for the share ``fog``
+    phase = np.linspace(0.0, 1.0, t.size)
+    truth = np.minimum(88.0 + 14.0 * np.clip(phase / max(1.0 - fog, 0.05), 0.0, 1.0)
+                       + ar1(rng, t.size, 1.5, 0.99), 100.0)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    device = np.round(np.minimum(
+        94.0 + (truth - 94.0) * (1.0 + gain_share * tol.gain) + bias_share * tol.bias
+        + ar1(rng, t.size, noise_share * tol.rmse, phi), 100.0), 1)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status != "fail", (v.failed, v.causes, v.metrics.as_dict())
+
+
+def test_an_offset_that_pins_a_hygrometer_at_full_scale_still_fails() -> None:
+    """The censoring leaves pinned readings alone where the reference is far from full
+    scale: a unit 12 %RH high at 100 while the air is at 88 is an error, and evidence."""
+    rng = np.random.default_rng(3)
+    t = T0 + 60.0 * np.arange(720)
+    truth = 86.0 + 6.0 * np.sin(2 * math.pi * np.arange(t.size) / t.size)
+    reference = truth + rng.normal(0.0, 0.3, t.size)
+    device = np.round(np.minimum(truth + 12.0 + rng.normal(0.0, 0.8, t.size), 100.0), 1)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "fail" and top(v) == "offset_drift", (v.causes, v.metrics.as_dict())
+
+
 def test_a_quantised_device_on_a_calm_day_is_not_stuck() -> None:
     """Integer readings of a quantity whose reference moves a fraction of a step: repeats
     are what the device's resolution makes, not a frozen sensor."""
@@ -266,6 +304,27 @@ def test_a_failure_no_detector_explains_says_deviation_of_unknown_cause() -> Non
     assert "deviation of unknown cause" in v.causes[0].evidence
     assert all(name in v.causes[0].evidence for name in v.failed)
     assert "by hand" in v.action
+
+
+def test_a_failing_rmse_carried_by_an_offset_names_the_offset() -> None:
+    """The first hour against a 10-minute reference: six pairs, the device 8 %RH high give
+    or take 0.5. Six points leave about two effective samples, so the bias interval spans
+    zero and only the rmse fails; the offset carries nearly all of it and is what the
+    finding names, not "unknown cause"."""
+    rng = np.random.default_rng(5)
+    t = T0 + 60.0 * np.arange(60)
+    truth = 60.0 + np.cumsum(rng.normal(0.0, 0.05, t.size))
+    device = truth + 8.0 + ar1(rng, t.size, 0.5, 0.97)
+    ref_t = t[::10]
+    reference = np.asarray([truth[i:i + 10].mean() for i in range(0, t.size, 10)])
+    spec = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), 60.0,
+                      Tolerance(bias=3.0, gain=0.05, rmse=4.0, r2_min=0.8, lag_s=60.0,
+                                window_s=3 * HOUR, min_samples=5))
+    v = evaluate_stream(Series(t + 2.0, device), Series(ref_t, reference), spec, t[0],
+                        t[-1] + 60.0, reference_interval_s=600.0)
+    assert v.status == "fail" and "rmse" in v.failed, (v.failed, v.metrics.as_dict())
+    assert top(v) == "offset_drift", v.causes
+    assert "mean squared difference" in v.causes[0].evidence
 
 
 @PROPERTY

@@ -118,6 +118,21 @@ def test_a_fault_dated_by_its_group_is_left_alone() -> None:
     assert onsets.dated(blamed, [], TOL, 60.0) == blamed
 
 
+def test_windows_blamed_on_their_firmware_stay_in_the_offsets_episode() -> None:
+    """A step's first windows were put down to a firmware cohort (``firmware_regression``
+    first, the offset behind it): a later window naming the offset alone is the same
+    fault, dated with those windows' change points, not by a fresh guess of its own."""
+    step = START + 10 * HOUR
+    blamed = replace(failing(START + DAY, 1.0, onset=step),
+                     causes=(Cause("firmware_regression", 0.99, "cohort"),
+                             Cause("offset_drift", 0.9, "e")))
+    later = onsets.dated(failing(START + 2 * DAY, 1.0, onset=step - 5 * HOUR), [blamed],
+                         TOL, 60.0)
+    assert later.onset == step - 2.5 * HOUR  # the median of both windows' change points
+    alone = onsets.dated(failing(START + 2 * DAY, 1.0, onset=step - 5 * HOUR), [], TOL, 60.0)
+    assert alone.onset == step - 5 * HOUR
+
+
 # --------------------------------------------------------------------------- through the store
 
 

@@ -48,6 +48,12 @@ class Member:
     (``th-200 2.4.0``), since versions of different models are different things."""
     firmware_since: float | None = None
     """When the device started running its current firmware."""
+    updated: bool = False
+    """The current firmware replaced another one (a roll-out the store saw), so that
+    ``firmware_since`` is the moment of a change, not merely the device's first message."""
+    observed: tuple[float, float] | None = None
+    """The span over which the device's onset could have been found (its first telemetry
+    to the end of the window): what the timing test takes as chance's range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,9 @@ class Cohort:
     """Healthy members that have run this firmware for a whole window."""
     correction: Correction = "holm"
     """How ``p_adjusted`` was corrected for the cohorts tried with it."""
+    p_timing: float = 1.0
+    """A firmware cohort's timing test (``timing_p``): the chance that as many failing
+    members began deviating within the slack of their own update by accident."""
 
     @property
     def regression(self) -> bool:
@@ -88,15 +97,79 @@ class Cohort:
         if self.attribute == FIRMWARE and self.following:
             text += (f"; {len(self.following)} of them started deviating after updating to "
                      f"it")
+        if self.p_timing < 1.0:
+            text += (f"; chance alone would make their deviations start this close to "
+                     f"their updates with p = {self.p_timing:.2g}")
         return text
 
 
 def significant_cohorts(members: Sequence[Member], alpha: float = ALPHA,
-                        slack_s: float = 3600.0) -> list[Cohort]:
+                        slack_s: float = 3600.0, *, timing: bool = False) -> list[Cohort]:
     """The cohorts of one sensor's population that fail significantly more than the rest,
     most significant first. ``slack_s``: an onset this long before the update still
-    "follows" it (change-point estimates are a few bins off either way)."""
-    return adjusted_cohorts(tested_cohorts(members, slack_s), alpha)
+    "follows" it (change-point estimates are a few bins off either way).
+
+    ``timing``: a firmware cohort may also be significant by its timing (``timing_p``):
+    at one gateway a cohort of three devices among seven can never fail significantly
+    *more often* than the rest (Fisher's p is at best 1/35), but three devices that each
+    began deviating within the hour of their own update, out of a day each could have
+    begun in, is not chance. The cohort's p is then the smaller of the two tests, doubled
+    (Bonferroni over the two), before the correction over every cohort tried."""
+    tried = tested_cohorts(members, slack_s)
+    if timing:
+        tried = [_with_timing(c, members, slack_s) for c in tried]
+    return adjusted_cohorts(tried, alpha)
+
+
+def _with_timing(cohort: Cohort, members: Sequence[Member], slack_s: float) -> Cohort:
+    if cohort.attribute != FIRMWARE:
+        return cohort
+    group = [m for m in members if m.attributes.get(FIRMWARE) == cohort.value]
+    p_timing = timing_p(group, slack_s)
+    if p_timing >= 1.0:
+        return cohort
+    p = min(1.0, 2.0 * min(cohort.p, p_timing))
+    return replace(cohort, p=p, p_adjusted=p, p_timing=p_timing)
+
+
+def timing_p(group: Sequence[Member], slack_s: float) -> float:
+    """The chance that at least as many of the cohort's updated, failing members began
+    deviating within ``slack_s`` of their own update if their deviations had nothing to do
+    with it (each onset then falls anywhere in the span it could have been found in, so
+    within the slack of the update with probability at most 2 slack / span; the members
+    are independent, and the count's tail is the Poisson-binomial one). The slack, not
+    each onset's stated uncertainty: a regression need not show the minute the update
+    lands (a reboot, a first measurement cycle), and an onset's stated uncertainty
+    understates a ramp's. Over a short history the test is then weak, as it should be:
+    three steps within an hour of their updates in a six-hour history happen by chance
+    one time in thirty. 1 when fewer than
+    ``MIN_COHORT`` members can be tested or fewer than that coincide."""
+    chances: list[float] = []
+    hits = 0
+    for m in group:
+        if not (m.failed and m.updated and m.onset is not None
+                and m.firmware_since is not None and m.observed is not None):
+            continue
+        span = m.observed[1] - m.observed[0]
+        if not span > 0.0:
+            continue
+        chances.append(min(1.0, 2.0 * slack_s / span))
+        hits += abs(m.onset - m.firmware_since) <= slack_s
+    if len(chances) < MIN_COHORT or hits < MIN_COHORT:
+        return 1.0
+    return poisson_binomial_tail(chances, hits)
+
+
+def poisson_binomial_tail(chances: Sequence[float], k: int) -> float:
+    """P(at least ``k`` successes) of independent trials with these chances."""
+    dist = [1.0]  # dist[j] = P(j successes so far)
+    for q in chances:
+        nxt = [0.0] * (len(dist) + 1)
+        for j, pj in enumerate(dist):
+            nxt[j] += pj * (1.0 - q)
+            nxt[j + 1] += pj * q
+        dist = nxt
+    return float(min(1.0, sum(dist[k:])))
 
 
 def adjusted_cohorts(tried: Sequence[Cohort], alpha: float = ALPHA,

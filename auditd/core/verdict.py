@@ -17,6 +17,7 @@ from auditd.core.actions import (
 )
 from auditd.core.align import Aligned, coarsen, on_time_base
 from auditd.core.causes import of_kind
+from auditd.core.censoring import uncensored
 from auditd.core.checks import (
     evidenced_exceedances,
     excitation_note,
@@ -157,7 +158,8 @@ def evaluate_aligned(
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
     lag = window_lag(aligned, spec)
-    metrics = compute_metrics(aligned, lag=lag, reference_uncertainty=reference_uncertainty)
+    metrics = compute_metrics(uncensored(aligned, spec), lag=lag,
+                              reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
         drop = dropout_cause(aligned)
         why: tuple[Cause, ...] = (drop,) if drop is not None else ()

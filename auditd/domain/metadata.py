@@ -301,6 +301,18 @@ def firmware_since(history: DeviceHistory) -> float | None:
     return since
 
 
+def firmware_changed(history: DeviceHistory) -> bool:
+    """Whether the device's current firmware replaced another that the store saw (an
+    earlier meta version with a different firmware, or a firmware_update event to it)."""
+    current = history.latest.get("firmware")
+    if current is None:
+        return False
+    if any(v.data.get("firmware") not in (None, current) for v in history.versions):
+        return True
+    return any(e.type == "firmware_update" and str(e.data.get("to")) == str(current)
+               for e in history.events)
+
+
 def context_for(timeline: Sequence[Change], onset: float | None, window_start: float,
                 policy: MetadataPolicy = DEFAULT_POLICY) -> dict[str, Any]:
     """A failing finding's ``context``: the changes that preceded its onset (or, with no

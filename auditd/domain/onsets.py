@@ -73,6 +73,17 @@ def _figure(finding: Finding, gain: bool) -> float:
     return float(bias) if isinstance(bias, int | float) else math.nan
 
 
+def stream_cause(finding: Finding) -> str | None:
+    """The stream's own top cause: a group's attribution put before it (a firmware
+    cohort's ``firmware_regression``, named after this module dated the finding) is set
+    aside, so that the windows of one offset before and after its cohort was recognised
+    stay one episode, dated together."""
+    own = [c.cause for c in finding.causes if c.cause not in DATED_ELSEWHERE]
+    if own:
+        return own[0]
+    return finding.causes[0].cause if finding.causes else None
+
+
 def _midpoint(f: Finding) -> float:
     return (f.window_start + f.window_end) / 2.0
 
@@ -88,8 +99,8 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
     own = finding.onset
     top = finding.causes[0].cause if finding.causes else None
     earlier, began_inside = episode(history)
-    same = [f for f in earlier if f.status == "fail" and f.causes
-            and f.causes[0].cause == top]  # the same fault: an onset of another is not its
+    same = [f for f in earlier if f.status == "fail"
+            and stream_cause(f) == top]  # the same fault: an onset of another is not its
     estimates = [e for f in same if (e := window_estimate(f)) is not None]
     combined = core.onset.combined_onset([*estimates, *([own] if own is not None else [])],
                                          resolution_s)

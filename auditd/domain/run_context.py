@@ -29,6 +29,7 @@ from auditd.domain.metadata import (
     anomalies,
     changes,
     context_for,
+    firmware_changed,
     firmware_since,
     metadata_finding,
     needs_saving,
@@ -121,9 +122,13 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
                 or f.device not in models or _explained_by_reference(f)):
             continue
         history = histories.get(f.device)
-        member = core.cohorts.Member(f.device, f.status == "fail", f.onset, f.window_start,
-                        attributes(history, models[f.device], f.site),
-                        firmware_since(history) if history is not None else None)
+        member = core.cohorts.Member(
+            f.device, f.status == "fail", f.onset, f.window_start,
+            attributes(history, models[f.device], f.site),
+            firmware_since(history) if history is not None else None,
+            updated=history is not None and firmware_changed(history),
+            observed=(history.first_telemetry, f.window_end)
+            if history is not None and history.first_telemetry is not None else None)
         by_sensor.setdefault(f.sensor, []).append((f, member))
 
     def key(f: Finding) -> _StreamKey:
@@ -134,7 +139,7 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
     report: list[dict[str, Any]] = []
     for sensor, pairs in sorted(by_sensor.items()):
         cohorts = core.cohorts.significant_cohorts([m for _, m in pairs], alpha,
-                                                   policy.onset_slack_s)
+                                                   policy.onset_slack_s, timing=True)
         for cohort in cohorts:
             members = [f for f, m in pairs if m.device in cohort.failing]
             report.append(_cohort_json(sensor, cohort, members))

@@ -1,0 +1,84 @@
+"""Readings at a device's full scale say only "at least this much": censored data.
+
+A hygrometer that reads 2 %RH high shows 100 %RH whenever the air is above 98 %RH; paired
+with a reference that keeps reading 98.5, 99, 99.7, the device's line flattens at the top
+and a healthy unit's gain comes out 0.75 (the difference runs from +3 at 88 %RH to 0 at
+100). That is the range's edge, not the device's calibration. The comparison's figures
+are therefore taken on the pairs the edge cannot have touched: the pairs where the device
+sits at the edge are left out, and with them every pair whose reference is as far into
+the edge's reach as the pinned ones were (a selection on the reference, the regressor,
+which leaves the line through the rest unbiased; leaving out only the pinned pairs would
+select on the device's own noise and bias it).
+
+Pure: an ``Aligned`` and the profile's range in, the ``Aligned`` its figures are computed
+on out. The detectors still read the whole window: pinned at full scale is what the
+``clipping`` cause is about.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from auditd.core.align import Aligned
+from auditd.model import SensorSpec
+
+EDGE_REACH_RMSE = 0.25
+"""A device value within this share of the rmse tolerance of a range end is at it: a
+reading exactly at full scale, or the mean of a reference interval most of whose readings
+were (on a coarser reference the device is averaged over each of its intervals)."""
+
+PINNED_REFERENCE_QUANTILE = 0.1
+"""The reference level from which pairs are left out: this quantile of the reference over
+the pinned pairs (not their minimum, which one stray full-scale reading would drag down
+over the whole window)."""
+
+def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
+    """``aligned`` with the pairs in a range end's reach turned unpaired (the device's
+    value NaN), or ``aligned`` itself when there are none.
+
+    In reach: the device at the end (``EDGE_REACH_RMSE``) while the reference is within
+    the bias tolerance of it too (the end explains the reading: fog at a hygrometer), and
+    every pair whose reference is as deep in that reach as those pinned ones were
+    (``PINNED_REFERENCE_QUANTILE``). A device at full scale while the reference is farther
+    off keeps its pairs: that reading is an error (``clipping``, and the offset behind
+    it), and evidence. An end the device reads beyond is no full scale (an
+    electrochemical cell reporting -5 ppb is not pinned at 0) and censors nothing.
+
+    A window spent mostly at the end may keep too few pairs to judge: it then has
+    insufficient data, which is what it is (a gain cannot be told at the end of a range)."""
+    lo, hi = spec.range
+    paired = aligned.paired
+    if not bool(paired.any()):
+        return aligned
+    device = np.asarray(aligned.device)
+    reference = np.asarray(aligned.reference)
+    reach = EDGE_REACH_RMSE * spec.tolerance.rmse
+    explained = spec.tolerance.bias + reach
+    drop = np.zeros(device.shape, dtype=bool)
+    dev_p = device[paired]
+    if math.isfinite(hi) and not bool(np.any(dev_p > hi + reach)):
+        pinned = paired & (device >= hi - reach) & (reference >= hi - explained)
+        drop |= _edge_zone(reference, paired, pinned, high=True)
+    if math.isfinite(lo) and not bool(np.any(dev_p < lo - reach)):
+        pinned = paired & (device <= lo + reach) & (reference <= lo + explained)
+        drop |= _edge_zone(reference, paired, pinned, high=False)
+    if not bool(np.any(drop & paired)):
+        return aligned
+    return replace(aligned, device=np.where(drop, np.nan, device))
+
+
+def _edge_zone(reference: np.ndarray, paired: np.ndarray, pinned: np.ndarray, *,
+               high: bool) -> np.ndarray:
+    """The pinned pairs and every pair whose reference is at least as deep in the edge's
+    reach as the pinned ones' (``PINNED_REFERENCE_QUANTILE``)."""
+    if not bool(pinned.any()):
+        return pinned
+    ref_pinned = reference[pinned]
+    if high:
+        level = float(np.quantile(ref_pinned, PINNED_REFERENCE_QUANTILE))
+        return pinned | (paired & (reference >= level))
+    level = float(np.quantile(ref_pinned, 1.0 - PINNED_REFERENCE_QUANTILE))
+    return pinned | (paired & (reference <= level))

@@ -445,7 +445,8 @@ class Auditor:
         the reference: residuals against the peers' median are a different quantity)."""
         start = now - task.window_s
         return core.evaluate_stream(
-            device, comparison, task.spec, start, now, units=unit_confusions(task.spec.unit),
+            device, comparison, task.spec, task.judged_from(now), now,
+            units=unit_confusions(task.spec.unit),
             baseline_residuals=self._baseline_residuals(task, start) if baseline else None,
             reference_uncertainty=self._uncertainty(task) if baseline else None,
             reference_interval_s=self._reference_interval(task) if baseline else None)

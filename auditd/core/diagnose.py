@@ -69,7 +69,8 @@ DROPOUT_MIN = 0.2
 """Device missing in this share of the bins where the reference had data, and of the
 expected bins."""
 DROPOUT_MIN_REFERENCE_BINS = 20
-"""A share of fewer reference bins than this says nothing about the device."""
+"""A share of fewer reference bins than this says nothing about the device, unless they
+are as many as the audit itself needs to judge the stream (``dropout_cause``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,13 @@ def clip_of(case: Case) -> Clip | None:
     return max(found, key=lambda c: c.share) if found else None
 
 
+CLIP_INTERIOR_MIN_SPELLS = 2
+"""Saturation inside the profile's range (a sensor capped at 95 %RH) shows as a level the
+device returns to whenever its input crosses it; one unbroken stretch at a value, with the
+reference on one side of it throughout, looks the same as a sensor frozen there, and
+frozen is what it is taken for (the simpler fault, and the one whose action is right
+either way: look at the unit). At a range end one stretch suffices: that is full scale."""
+
 CLIP_MIN_SHARE = 0.05
 CLIP_MIN_SPELL = 3.0
 """Pinned in at least 5 % of the pairs, three pairs a spell on average: a healthy sensor's
@@ -348,6 +356,8 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
     if not at_edge:
+        if spells < CLIP_INTERIOR_MIN_SPELLS:
+            return None  # one frozen stretch inside the range: stuck (``stuck``)
         if not (math.isfinite(gain) and gain > 0.0 and line is not None):
             return None
         # where the device would read: at or beyond the pinned value (within its own
@@ -653,10 +663,18 @@ def dropout_share(aligned: Aligned) -> float:
     return 1.0 - aligned.n_paired / ref_bins if ref_bins else 0.0
 
 
-def dropout_cause(aligned: Aligned) -> Cause | None:
-    """Device silent (or null) in many bins where the reference had data."""
+def dropout_cause(aligned: Aligned, min_samples: int | None = None) -> Cause | None:
+    """Device silent (or null) in many bins where the reference had data.
+
+    The reference's bins must be ``DROPOUT_MIN_REFERENCE_BINS``, or at least the
+    ``min_samples`` an audit of the stream needs on this grid: three hours against a
+    10-minute reference are 18 bins, and a device absent from all 18 is as surely silent
+    as a verdict on 18 pairs is sure (it said "no action yet: 0 paired values")."""
     ref_bins = int(np.count_nonzero(np.isfinite(aligned.reference)))
-    if ref_bins < DROPOUT_MIN_REFERENCE_BINS:
+    needed = DROPOUT_MIN_REFERENCE_BINS
+    if min_samples is not None:
+        needed = min(needed, max(min_samples, 3))
+    if ref_bins < needed:
         return None
     missing = 1.0 - aligned.n_paired / ref_bins
     if missing < DROPOUT_MIN or aligned.device_coverage > 1.0 - DROPOUT_MIN:
@@ -672,7 +690,7 @@ def dropout_cause(aligned: Aligned) -> Cause | None:
 
 
 def dropout(case: Case) -> Cause | None:
-    return dropout_cause(case.aligned)
+    return dropout_cause(case.aligned, case.tol.min_samples)
 
 
 DETECTORS: tuple[Detector, ...] = (

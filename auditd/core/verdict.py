@@ -161,7 +161,10 @@ def evaluate_aligned(
     metrics = compute_metrics(uncensored(aligned, spec), lag=lag,
                               reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
-        drop = dropout_cause(aligned)
+        silent = _dropout_failure(aligned, spec, metrics, figures)
+        if silent is not None:
+            return silent
+        drop = dropout_cause(aligned, tol.min_samples)
         why: tuple[Cause, ...] = (drop,) if drop is not None else ()
         return StreamVerdict("insufficient_data", "none", metrics, why, None,
                              action_for_insufficient(aligned, spec, tol.min_samples, why),
@@ -223,9 +226,22 @@ def _pass_or_dropout(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
     """A window whose figures are in tolerance still fails when the device was missing for
     most of it: what it did send agrees, but a device that is silent half the time leaves
     half the decisions built on its data without any (``DROPOUT_FAIL``)."""
-    drop = dropout_cause(aligned)
-    if drop is None or dropout_share(aligned) < DROPOUT_FAIL:
+    failing = _dropout_failure(aligned, spec, metrics, figures)
+    if failing is None:
         return StreamVerdict("pass", "none", metrics, (), None, "", drift=figures)
+    return failing
+
+
+def _dropout_failure(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
+                     figures: Drift | None) -> StreamVerdict | None:
+    """The window failing on the device's coverage alone (``DROPOUT_FAIL`` of the
+    reference's bins without it), or None. Whether what it did send is enough to judge
+    (a pass otherwise) or not (insufficient data otherwise): a device silent for most of a
+    window in which the reference reported is a fault the window shows either way, and
+    one that sent nothing at all shows it most."""
+    drop = dropout_cause(aligned, spec.tolerance.min_samples)
+    if drop is None or dropout_share(aligned) < DROPOUT_FAIL:
+        return None
     severity: Severity = "major" if dropout_share(aligned) >= DROPOUT_MAJOR else "minor"
     action = action_for_dropout(aligned, spec)
     return StreamVerdict("fail", severity, metrics, (drop,), None, action, ("coverage",),

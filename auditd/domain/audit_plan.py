@@ -53,6 +53,18 @@ class AuditTask:
     trusted: bool = True
     """False: ``reference`` stands beside the device but is not trusted for (or does not
     report) this sensor; it only names the co-located group whose peer median judges it."""
+    first_ts: float | None = None
+    """The stream's first reading the store holds: a window that began before the stream
+    existed is judged from there (a unit installed an hour ago did not drop out for the
+    other 23 hours of its first day's window)."""
+
+    def judged_from(self, now: float) -> float:
+        """Where the window ``now`` closes is judged from: its start, or the stream's first
+        reading where that is later."""
+        start = now - self.window_s
+        if self.first_ts is not None and start < self.first_ts < now:
+            return self.first_ts
+        return start
 
 
 def plan(
@@ -81,7 +93,8 @@ def plan(
                    and (stream.site, ref.id, stream.sensor) in reference_streams]
         if trusted or refs:
             tasks.append(AuditTask(stream.site, stream.device, stream.sensor, spec,
-                                   (trusted or refs)[0].id, window, trusted=bool(trusted)))
+                                   (trusted or refs)[0].id, window, trusted=bool(trusted),
+                                   first_ts=stream.first_ts))
     tasks.sort(key=lambda t: (t.site, t.device, t.sensor))
     return tasks
 

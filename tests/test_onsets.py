@@ -181,13 +181,33 @@ def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
 
 def test_a_step_is_not_dated_by_the_windows_means() -> None:
     """A unit mix-up is a step: the windows' means cross the tolerance up to half a window
-    before it, so with no change point it gets no onset rather than a wrong one."""
+    before it, so with no change point it is not dated by them: it is bracketed between
+    the middle of the last healthy window and the end of the first failing one, with half
+    that interval as its uncertainty."""
     healthy = [failing(START + h * HOUR, 0.1, status="pass", health="confirmed")
                for h in (24, 30, 36)]
     step = replace(failing(START + 2 * DAY, 30.0), causes=(Cause("unit_mismatch", 0.9, "e"),))
-    assert onsets.dated(step, healthy, TOL, 60.0).onset is None
+    found = onsets.dated(step, healthy, TOL, 60.0)
+    low, high = START + 24 * HOUR, START + 48 * HOUR  # middle of [12 h, 36 h]; the failure
+    assert found.context[onsets.ONSET]["method"] == "bracket"
+    assert found.onset == (low + high) / 2
+    assert found.context[onsets.ONSET]["uncertainty_s"] == (high - low) / 2
     drift = failing(START + 2 * DAY, 1.5)
-    assert onsets.dated(drift, healthy, TOL, 60.0).onset is not None
+    assert onsets.dated(drift, healthy, TOL, 60.0).context[onsets.ONSET]["method"] \
+        == "drift_start"
+
+
+def test_a_fault_there_from_the_start_is_bracketed_from_the_first_reading() -> None:
+    """The first audit's 24-hour window reaches 23 hours before the unit's first reading:
+    a fault there from the start began with its data, not a day earlier."""
+    installed = START + 23 * HOUR
+    first = replace(failing(START + DAY, 30.0), causes=(Cause("unit_mismatch", 0.9, "e"),))
+    found = onsets.dated(first, [], TOL, 60.0, first_reading=installed)
+    assert found.onset == (installed + START + DAY) / 2
+    later = onsets.dated(replace(failing(START + DAY + 6 * HOUR, 30.0),
+                                 causes=(Cause("unit_mismatch", 0.9, "e"),)),
+                         [found], TOL, 60.0, first_reading=installed)
+    assert later.onset == found.onset and later.context[onsets.ONSET]["method"] == "carried"
 
 
 @settings(max_examples=30, deadline=None)

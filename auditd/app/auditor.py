@@ -165,7 +165,9 @@ class Auditor:
         findings = [self._weighed(self._with_out_of_range(f, announced), announced)
                     for f in findings]
         specs = {(t.device, t.sensor): t.spec for t in tasks}
-        findings = [self._dated(f, specs, now) for f in findings]
+        firsts = {(t.device, t.sensor): t.first_ts for t in tasks}
+        findings = [self._dated(f, specs, now, firsts.get((f.device, f.sensor or "")))
+                    for f in findings]
         histories = self._histories(announced, now)
         findings, cohorts, standing = self._fleet_findings(findings, histories, announced, now)
         findings.sort(key=lambda f: (f.site, f.device, f.sensor or "", f.kind))
@@ -301,16 +303,18 @@ class Auditor:
         return replace(finding, severity=weighted(finding.severity, impact))
 
     def _dated(self, finding: Finding, specs: Mapping[tuple[str, str], SensorSpec],
-               now: float) -> Finding:
+               now: float, first_reading: float | None = None) -> Finding:
         """A failing finding with its fault's onset, from the stream's earlier findings
-        back to the look-back (``domain.onsets``)."""
+        back to the look-back (``domain.onsets``); ``first_reading``: the stream's first
+        reading the store holds, before which no fault of it began."""
         spec = specs.get((finding.device, finding.sensor or ""))
         if finding.status != "fail" or finding.kind != "calibration" or spec is None:
             return finding
         history = [s.finding for s in self._store.findings.of_stream(
             "calibration", finding.device, spec.name,
             since=now - self._policy.context_lookback_s)]
-        return onsets.dated(finding, history, spec.tolerance, spec.interval_s)
+        return onsets.dated(finding, history, spec.tolerance, spec.interval_s,
+                            first_reading=first_reading)
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
         if finding.sensor is None or finding.device == finding.reference:

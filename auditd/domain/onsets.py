@@ -20,6 +20,10 @@ In order of evidence:
    start (VERDICTS.md: "a slow ramp's onset is where the ramp starts"), and the crossing
    is stated beside it (``crossed_tolerance``).
 
+4. **Bracketed.** Nothing above dates it: between the last moment the stream showed
+   health and the end of its first failing window (``bracketed``), so that every failing
+   finding of a fault has a date, with an uncertainty that says how loose it is.
+
 Each dated finding says how (``context.onset_estimate``: ``method``, ``uncertainty_s``,
 and this window's own change point as ``window``). Pure: findings in, findings out.
 """
@@ -89,7 +93,7 @@ def _midpoint(f: Finding) -> float:
 
 
 def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
-          resolution_s: float) -> Finding:
+          resolution_s: float, *, first_reading: float | None = None) -> Finding:
     """``finding`` (this audit's, on one stream) with the onset of its fault from the
     stream's ``history`` (its earlier findings, oldest first) and the way it was found.
     Only failing calibration findings are dated; a group's own onset is left alone."""
@@ -110,7 +114,8 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
     if carried is not None and not began_inside:
         return _carry(finding, carried, own)
     if top not in DRIFTS:
-        return _carry(finding, carried, own) if carried is not None else finding
+        return _carry(finding, carried, own) if carried is not None \
+            else bracketed(finding, history, first_reading)
     gain = top == "gain_drift"
     limit = tol.gain if gain else tol.bias
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
@@ -128,7 +133,37 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
             **dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}})
     if carried is not None:
         return _carry(finding, carried, own)
-    return finding
+    return bracketed(finding, history, first_reading)
+
+
+def bracketed(finding: Finding, history: Sequence[Finding],
+              first_reading: float | None = None) -> Finding:
+    """The onset where nothing in the data dates it (no change point in any window, none
+    carried, no drift to fit): between the last moment the stream showed health and the
+    end of the first window that failed, its middle, with half the interval as its
+    uncertainty (``method: bracket``).
+
+    A window passes while less than about half of it is faulty, so the last confirmed
+    healthy window says the fault began after its middle; with no such window in the
+    history read, after the first failing window's start, and never before the stream's
+    ``first_reading`` (a first audit's window reaches back before the unit was installed:
+    a fault there from the start began with its data). That is what the audits know,
+    and a technician can use it ("between 02:00 and 05:00"): an empty onset tells him
+    nothing. Later findings of the episode carry it."""
+    earlier, _ = episode(history)
+    first_fail = next((f for f in [*earlier, finding] if f.status == "fail"), finding)
+    healthy = [f for f in history if confirmed(f) and f.window_end <= first_fail.window_end]
+    if healthy:
+        last = healthy[-1]
+        low = (last.window_start + last.window_end) / 2.0
+    else:
+        low = first_fail.window_start
+    if first_reading is not None:
+        low = max(low, first_reading)
+    high = first_fail.window_end
+    if not high > low:
+        return finding
+    return _with(finding, (low + high) / 2.0, "bracket", (high - low) / 2.0, finding.onset)
 
 
 def _with(finding: Finding, at: float, method: str, uncertainty_s: float | None,

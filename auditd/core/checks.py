@@ -153,9 +153,34 @@ noise that happens to run with (or against) the reference's trend gives gains of
 -1 with standard errors that its residuals, having absorbed that wander, understate."""
 
 
-def excited(metrics: Metrics) -> bool:
-    """The excitation test (``MIN_EXCITATION_R2``): may the gain be judged at all?"""
-    return metrics.r2 >= MIN_EXCITATION_R2
+MIN_GAIN_SAMPLES = 10.0
+"""Independent residuals (``Metrics.gain_n_eff``) a slope needs before it is judged over a
+window whose reference moved no more than the device may wander on its own (its std below
+the rmse tolerance, the wander a healthy unit's profile allows). Both together make the
+spurious regression of persistent series: two slow series that happen to move together
+give a high r2 and a tight-looking slope whatever their relation, and every estimate of
+persistence from a window shorter than about ten of its correlation times truncates it
+(``stats.effective_n``), so a window that shows fewer than ten independent samples holds
+fewer still. An indoor barometer whose reference moved 0.26 hPa over three hours, beside a
+unit whose allowed wander took the same turn, showed a gain of 3.6 with r2 0.88 on 7.5
+"independent" residuals and failed as certain. A reference that moved by more than the
+wander carries a slope the wander cannot fake, whatever the count (24 hourly pairs of a
+day's temperature)."""
+
+
+def excited(metrics: Metrics, tol: Tolerance) -> bool:
+    """The excitation test: may the gain be judged at all? The reference carries the
+    device's variation (``MIN_EXCITATION_R2``) and moved, by itself, more than the scatter
+    about the line (a high r2 from a steep fitted slope over a reference that barely moved
+    is the slope describing the device's own wander); and either it moved more than the
+    device may wander on its own or over enough independent residuals
+    (``MIN_GAIN_SAMPLES``)."""
+    if not metrics.r2 >= MIN_EXCITATION_R2:
+        return False
+    if not metrics.reference_std >= metrics.residual_std:
+        return False
+    calm = metrics.reference_std < tol.rmse
+    return not (calm and metrics.gain_n_eff < MIN_GAIN_SAMPLES)
 
 
 def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
@@ -173,7 +198,7 @@ def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
     if not math.isfinite(least):
         return "undefined"
     se = gain_uncertainty(metrics)
-    if not (math.isfinite(se) and excited(metrics)):
+    if not (math.isfinite(se) and excited(metrics, tol)):
         return "indeterminate"
     z = gain_z(metrics)
     if least - z * se > tol.gain:
@@ -230,7 +255,7 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
         out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
                              confidence_z(metrics.n_eff))
     least, _ = gain_deviation(metrics)
-    if math.isfinite(least) and excited(metrics):
+    if math.isfinite(least) and excited(metrics, tol):
         out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)
@@ -291,7 +316,7 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
         margin = z * se if math.isfinite(z) and math.isfinite(se) else math.inf
         if abs(metrics.bias) + margin > tol.bias:
             out.append("bias")
-    if excited(metrics) and gain_evidence(metrics, tol) not in ("within", "undefined"):
+    if excited(metrics, tol) and gain_evidence(metrics, tol) not in ("within", "undefined"):
         out.append("gain")
     if math.isfinite(metrics.rmse) and metrics.rmse > tol.rmse:
         out.append("rmse")

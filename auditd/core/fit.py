@@ -22,8 +22,9 @@ from auditd.core.align import Aligned
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray
 from auditd.core.stats import (
+    ar1_coefficient,
     deming,
-    effective_n,
+    effective_size,
     has_outliers,
     huber_line,
     mean_interval,
@@ -283,7 +284,7 @@ def effective_gain_se(line: LineFit, residuals: FloatArray | None) -> tuple[floa
     """
     if residuals is None or not (line.n > 2 and math.isfinite(line.gain_se)):
         return math.nan, math.nan
-    n_eff = effective_n(residuals)
+    n_eff = effective_size(line.n, ar1_coefficient(residuals))
     return line.gain_se * math.sqrt(line.n / n_eff), n_eff
 
 

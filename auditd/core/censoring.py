@@ -30,10 +30,6 @@ EDGE_REACH_RMSE = 0.25
 reading exactly at full scale, or the mean of a reference interval most of whose readings
 were (on a coarser reference the device is averaged over each of its intervals)."""
 
-PINNED_REFERENCE_QUANTILE = 0.1
-"""The reference level from which pairs are left out: this quantile of the reference over
-the pinned pairs (not their minimum, which one stray full-scale reading would drag down
-over the whole window)."""
 
 def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
     """``aligned`` with the pairs in a range end's reach turned unpaired (the device's
@@ -41,8 +37,12 @@ def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
 
     In reach: the device at the end (``EDGE_REACH_RMSE``) while the reference is within
     the bias tolerance of it too (the end explains the reading: fog at a hygrometer), and
-    every pair whose reference is as deep in that reach as those pinned ones were
-    (``PINNED_REFERENCE_QUANTILE``). A device at full scale while the reference is farther
+    every pair whose reference is as deep in that reach as any pinned one was (from the
+    lowest such reference up, at the top end: leaving out only the pinned pairs below a
+    higher level would keep the device's low readings there and drop its high ones, a
+    selection on its noise that flattens the line; a stray full-scale reading cannot drag
+    the level far, since a pinned pair's reference is within the bias tolerance of the
+    end). A device at full scale while the reference is farther
     off keeps its pairs: that reading is an error (``clipping``, and the offset behind
     it), and evidence. An end the device reads beyond is no full scale (an
     electrochemical cell reporting -5 ppb is not pinned at 0) and censors nothing.
@@ -73,12 +73,12 @@ def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
 def _edge_zone(reference: np.ndarray, paired: np.ndarray, pinned: np.ndarray, *,
                high: bool) -> np.ndarray:
     """The pinned pairs and every pair whose reference is at least as deep in the edge's
-    reach as the pinned ones' (``PINNED_REFERENCE_QUANTILE``)."""
+    reach as any pinned one's."""
     if not bool(pinned.any()):
         return pinned
     ref_pinned = reference[pinned]
     if high:
-        level = float(np.quantile(ref_pinned, PINNED_REFERENCE_QUANTILE))
+        level = float(ref_pinned.min())
         return pinned | (paired & (reference >= level))
-    level = float(np.quantile(ref_pinned, 1.0 - PINNED_REFERENCE_QUANTILE))
+    level = float(ref_pinned.max())
     return pinned | (paired & (reference <= level))

@@ -157,9 +157,9 @@ def evaluate_aligned(
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
-    lag = window_lag(aligned, spec)
-    metrics = compute_metrics(uncensored(aligned, spec), lag=lag,
-                              reference_uncertainty=reference_uncertainty)
+    judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
+    lag = window_lag(judged, spec)
+    metrics = compute_metrics(judged, lag=lag, reference_uncertainty=reference_uncertainty)
     if metrics.n < max(tol.min_samples, 3):
         silent = _dropout_failure(aligned, spec, metrics, figures)
         if silent is not None:

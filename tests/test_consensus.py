@@ -229,10 +229,150 @@ def test_one_model_stepping_together_or_a_stuck_reference_is_the_references_faul
     opposite = attribute(decision, one_model, "ref-north", "degC",
                          earlier=EarlierStep(START - DAY / 3, -1.4))
     assert not opposite.decision.reference_fault
-    flat = np.r_[np.linspace(0.0, 5.0, 1000), np.full(440, 5.0)]
-    signals = reference_own_signals(flat)
-    assert "stuck" in signals and reference_own_signals(np.linspace(0.0, 5.0, 1440)) == ""
+    truth = np.linspace(0.0, 5.0, 1440)
+    flat = np.r_[truth[:1000], np.full(440, truth[999])]
+    signals = reference_own_signals(flat, {d: truth for d in "abc"}, TOLERANCE)
+    assert "stuck" in signals
+    assert reference_own_signals(truth, {d: truth for d in "abc"}, TOLERANCE) == ""
     assert attribute(decision, one_model, "ref-north", "degC", signals).decision.reference_fault
+
+
+HOURS = START + (np.arange(24) + 0.5) * 3600.0
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(8, 10), st.integers(7, 10),
+       st.floats(2.0, 6.0), st.sampled_from([-1.0, 1.0]))
+def test_a_repeated_reference_value_is_stuck_only_if_the_quantity_moved_and_all_else_agrees(
+        seed: int, spell: int, start: int, times: float, sign: float) -> None:
+    """Issue 21 (the EPA month): an agency monitor reporting whole ppb repeats 1 ppb through
+    a clean night, and fog holds humidity at one value; neither is a stuck instrument, and
+    neither is evidence against it for a shift its devices (one model) show all day. A
+    reference frozen while its devices watched the quantity move, and agreeing with them
+    outside that spell, is stuck."""
+    rng = np.random.default_rng(seed)
+    rising = 10.0 + 10.0 * np.sin(2 * math.pi * (HOURS - START) / DAY)
+    first, last = start, min(start + spell, 24) - 1
+    steady = rising.copy()
+    steady[first:last + 1] = rising[first]  # a still night
+    reported = np.round(steady)  # whole units: the night repeats one value
+    shift = sign * times * TOLERANCE
+
+    def devices(truth: np.ndarray, offset: float) -> dict[str, np.ndarray]:
+        return {f"dev-{i}": truth + offset + rng.normal(0.0, 0.05, truth.size)
+                for i in range(3)}
+
+    one_model = dict.fromkeys(devices(steady, 0.0), "th-200")
+    # a still quantity read at the reference's resolution, devices of one model all off
+    still = devices(steady, shift)
+    decision = judge_reference(HOURS, {d: v - reported for d, v in still.items()}, TOLERANCE)
+    signals = reference_own_signals(reported, still, TOLERANCE)
+    assert signals == ""
+    assert not attribute(decision, one_model, "ref-north", "degC",
+                         signals).decision.reference_fault
+    # frozen while the quantity moved, but the devices are off all day: theirs to explain
+    frozen = np.round(rising)
+    frozen[first:last + 1] = frozen[first]
+    moving = devices(rising, shift)
+    assert reference_own_signals(frozen, moving, TOLERANCE) == ""
+    # frozen while the quantity moved, the devices agreeing with it outside the spell
+    assert "stuck" in reference_own_signals(frozen, devices(rising, 0.0), TOLERANCE)
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.floats(2.0, 8.0), st.floats(0.1, 3.0),
+       st.sampled_from([-1.0, 1.0]))
+def test_an_earlier_step_is_evidence_only_for_a_shift_of_its_size(
+        seed: int, times: float, ratio: float, sign: float) -> None:
+    """A reference that stepped stays off by its step until repaired; a bias one model's
+    devices share with the hour or the weather (the EPA month's temperature) comes back at
+    any size with the same sign. An earlier audit's step blames the reference for today's
+    shift only when that shift is the step's, within the agreement the consensus asks of
+    its members (``min(tolerance, |step| / 2)``)."""
+    rng = np.random.default_rng(seed)
+    now = sign * times * TOLERANCE
+    diffs = {d: v + now for d, v in differences(rng, 3, 0.05).items()}
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert decision.reference_fault and decision.onset is None
+    step = now * ratio
+    attribution = attribute(decision, dict.fromkeys(diffs, "th-200"), "ref-north", "degC",
+                            earlier=EarlierStep(START - DAY / 3, step), tolerance=TOLERANCE)
+    same = abs(decision.deviation - step) <= min(TOLERANCE, abs(step) / 2)
+    assert attribution.decision.reference_fault == same
+    if not same:
+        assert attribution.undecided is not None
+    else:
+        assert attribution.step == EarlierStep(START - DAY / 3, step)
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.floats(0.3, 0.7), st.floats(2.0, 6.0),
+       st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 3.0))
+def test_a_step_is_the_references_only_if_the_devices_agreed_with_it_the_window_before(
+        seed: int, at: float, times: float, sign: float, before: float) -> None:
+    """A step "at one moment in every device's residual while they keep agreeing with their
+    own past": devices of one model already off the window before (``before``, in
+    tolerances) did not step from agreement. The EPA month's units read 0.7-1.1 degC warm
+    all month, more at midday, and a day's window found that a step at 12:30 every few
+    days. Agreement the window before (or no window before) leaves the step as evidence."""
+    rng = np.random.default_rng(seed)
+    diffs = {d: v + np.where(START + at * DAY <= T, sign * times * TOLERANCE, 0.0)
+             for d, v in differences(rng, 3, 0.05).items()}
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert decision.reference_fault and decision.onset is not None
+    one_model = dict.fromkeys(diffs, "th-200")
+    level = before * TOLERANCE
+    attribution = attribute(decision, one_model, "ref-north", "degC", tolerance=TOLERANCE,
+                            before=level)
+    assert attribution.decision.reference_fault == (abs(level) <= TOLERANCE)
+    if abs(level) > TOLERANCE:
+        assert attribution.undecided is not None
+        assert "off the window before" in attribution.undecided["evidence"]
+    assert attribute(decision, one_model, "ref-north", "degC",
+                     tolerance=TOLERANCE).decision.reference_fault  # nothing known before
+
+
+def test_a_carried_step_stays_anchored_to_the_step_first_seen() -> None:
+    """Each audit passes on the step its blame rests on as first seen (``Attribution.step``,
+    kept in the reference finding's ``context.step``), so a shift creeping away from it
+    window by window (one model's shared bias following the weather) is not carried along:
+    the EPA month carried a 2.5 degC step of one afternoon, through shifts of 0.9 and less,
+    over a week of hourly audits."""
+    rng = np.random.default_rng(11)
+    base = differences(rng, 3, 0.05)
+    stepped = {d: v + np.where(T >= START + DAY / 2, 5.0 * TOLERANCE, 0.0)
+               for d, v in base.items()}
+    one_model = dict.fromkeys(base, "th-200")
+    first = attribute(judge_reference(T, stepped, TOLERANCE), one_model, "ref-north", "degC",
+                      tolerance=TOLERANCE)
+    assert first.decision.reference_fault and first.step is not None
+    carried, blamed = first.step, []
+    for k in range(1, 12):  # the shared shift creeps down by 0.4 tolerance an audit
+        level = (5.0 - 0.4 * k) * TOLERANCE
+        decision = judge_reference(T, {d: v + level for d, v in base.items()}, TOLERANCE)
+        attribution = attribute(decision, one_model, "ref-north", "degC", earlier=carried,
+                                tolerance=TOLERANCE)
+        blamed.append(attribution.decision.reference_fault)
+        if attribution.step is not None:
+            assert attribution.step == first.step  # never the carried shift
+            carried = attribution.step
+    # within min(tolerance, |step| / 2) = 1 tolerance of the 5-tolerance step: two audits
+    assert blamed == [True, True] + [False] * 9
+
+
+def test_a_reference_flat_at_an_end_of_its_span_is_not_stuck() -> None:
+    """Clean air reads an analyser's floor for a night (the EPA monitor's 0-2 ppb NO2 for
+    7-11 hours while the low-cost cells wandered by 20 ppb): within a tolerance of its
+    span's ends a flat run is no evidence against the reference; the same run mid-span
+    is."""
+    truth = 30.0 + 20.0 * np.sin(2 * math.pi * (HOURS - START) / DAY)
+    devices = {d: truth for d in "abc"}  # agreeing with the reference outside its run
+    for level, stuck in ((1.0, False), (35.0, True)):
+        frozen = truth.copy()
+        frozen[9:18] = level
+        signals = reference_own_signals(frozen, devices, 5.0, (0.0, 1000.0))
+        assert ("stuck" in signals) == stuck
+        assert "stuck" in reference_own_signals(frozen, devices, 5.0)  # no span given
 
 
 # --------------------------------------------------------------------------- integration
@@ -294,6 +434,9 @@ def test_a_drifting_reference_is_blamed_once_and_its_devices_spared(tmp_path: Pa
     assert "6 of 6 devices" in ref.causes[0].evidence
     assert ref.metrics["bias"] == pytest.approx(1.5, abs=0.1)
     assert ref.onset is not None and abs(ref.onset - (START + DAY / 2)) <= 5 * MINUTE
+    # the step as first seen, for later audits to compare their shift with
+    assert ref.context["step"] == {"onset": ref.onset,
+                                   "deviation": pytest.approx(-1.5, abs=0.1)}
     for device in DEVICES:
         f = found[device]
         assert f.causes[0].cause == "reference_fault", f.causes

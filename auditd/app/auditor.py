@@ -14,6 +14,7 @@ memory.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -357,15 +358,18 @@ class Auditor:
 
     def _earlier_step(self, group: TaskGroup, now: float) -> EarlierStep | None:
         """The common step of the latest reference fault an earlier audit named for this
-        reference and sensor, within the metadata look-back."""
+        reference and sensor, within the metadata look-back: the step as first seen
+        (``context.step``), not the shift of an audit that carried it on."""
         for stored in self._store.findings.latest(kind="calibration", device=group.reference):
             f = stored.finding
             if (f.sensor == group.sensor and f.status == "fail" and f.onset is not None
                     and f.causes and f.causes[0].cause == "reference_fault"
                     and f.onset >= now - self._policy.context_lookback_s):
-                bias = f.metrics.get("bias")
-                if isinstance(bias, int | float):
-                    return EarlierStep(f.onset, -float(bias))
+                step = f.context.get("step")
+                if isinstance(step, Mapping) and isinstance(step.get("onset"), int | float) \
+                        and isinstance(step.get("deviation"), int | float):
+                    return EarlierStep(float(step["onset"]), float(step["deviation"]))
+                return None  # blamed on other grounds: no step to carry on
         return None
 
     def _audit_group(self, group: TaskGroup, now: float,
@@ -388,20 +392,25 @@ class Auditor:
                     for f in findings.values()]
         grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now,
                                           self._reference_interval(group.tasks[0]))
+        min_bins = core.on_interval_samples(group.min_samples, group.interval_s,
+                                            grid.interval_s)
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
-                                                  min_bins=core.on_interval_samples(
-                                                      group.min_samples, group.interval_s,
-                                                      grid.interval_s))
+                                                  min_bins=min_bins)
         ref = self._catalog.reference(group.reference)
-        own = core.consensus.reference_own_signals(grid.reference) if decision.reference_fault \
-            else ""
+        own = core.consensus.reference_own_signals(grid.reference, grid.values,
+                                                   group.bias_tolerance,
+                                                   group.tasks[0].spec.range) \
+            if decision.reference_fault else ""
         if reference_overdue(ref, now):
             own = "; ".join(filter(None, (own, "its calibration is overdue")))
         attribution = attribute(
             decision, {t.device: variants.get(t.device)
                        or self._catalog.model_for(t.device, None) or "" for t in group.tasks},
             group.reference, group.tasks[0].spec.unit, own,
-            self._earlier_step(group, now) if decision.reference_fault else None)
+            self._earlier_step(group, now) if decision.reference_fault else None,
+            group.bias_tolerance,
+            self._level_before(group, start, min_bins)
+            if decision.reference_fault and decision.onset is not None else math.nan)
         decision = attribution.decision
         why = distrust(ref, group, decision, now)
         peers: dict[str, Finding] = {}
@@ -413,6 +422,18 @@ class Auditor:
                 peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
                                                           now), why, built[1])
         return group_findings(group, findings, peers, attribution, start, now, ref)
+
+    def _level_before(self, group: TaskGroup, start: float, min_bins: int) -> float:
+        """The devices' shared difference from the reference over the window before
+        ``start`` (``consensus.shared_level``): the level a step in this window departs
+        from (``attribute``'s ``before``)."""
+        begin = start - group.window_s
+        reference = self._read(group.site, group.reference, group.sensor, begin, start)
+        devices = {t.device: self._read(t.site, t.device, t.sensor, begin, start)
+                   for t in group.tasks}
+        grid = core.consensus.common_grid(devices, reference, group.interval_s, begin, start,
+                                          self._reference_interval(group.tasks[0]))
+        return core.consensus.shared_level(grid.diffs(), min_bins)
 
     def _audit_peers(self, group: TaskGroup, now: float) -> list[Finding]:
         """No trusted reference for this sensor: each device against its peers' median, or

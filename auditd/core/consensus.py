@@ -202,6 +202,19 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
                              onset if fault else None, confidence, shifts)
 
 
+def shared_level(diffs: Mapping[str, ArrayLike], min_bins: int = 3,
+                 min_devices: int = MIN_DEVICES) -> float:
+    """The group's shared difference from its reference over a window: the median of the
+    devices' median differences (devices with ``min_bins`` paired bins), NaN with fewer
+    than ``min_devices`` of them. What ``judge_reference`` reads as the shift of a window
+    without a step; read over the window before a step, it is the level the devices
+    stepped from."""
+    levels = [float(np.median(v[np.isfinite(v)])) for v in
+              (np.asarray(d, dtype=np.float64) for d in diffs.values())
+              if np.count_nonzero(np.isfinite(v)) >= min_bins]
+    return float(np.median(levels)) if len(levels) >= min_devices else math.nan
+
+
 def peer_consensus(values: Mapping[str, FloatArray], device: str,
                    min_peers: int = MIN_PEERS) -> tuple[FloatArray, int] | None:
     """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
@@ -222,18 +235,69 @@ REFERENCE_FLAT_SHARE = 0.25
 REFERENCE_FLAT_MIN = 6
 
 
-def reference_own_signals(reference: ArrayLike) -> str:
+def reference_own_signals(reference: ArrayLike, values: Mapping[str, ArrayLike],
+                          tolerance: float, span: tuple[float, float] | None = None) -> str:
     """What the reference's own series says against it on the common grid (NaN where it
-    has no value): a long stuck spell. "" when none: the devices then have to tell its
-    fault apart from their own. (A reference's gaps are no such signal: a coarser
-    reference leaves most bins of a fine grid empty, and a gap biases nobody.)"""
-    values = np.asarray(reference, dtype=np.float64)
-    finite = values[np.isfinite(values)]
+    has no value), beside its devices' ``values`` on the same grid: a long stuck spell.
+    "" when none: the devices then have to tell its fault apart from their own. (A
+    reference's gaps are no such signal: a coarser reference leaves most bins of a fine
+    grid empty, and a gap biases nobody.)
+
+    A run of one value is a stuck spell only when it is not what a healthy reference
+    shows. Not at an end of the sensor's ``span`` (within ``tolerance`` of it): an
+    analyser in clean air reads its floor (0 or 1 ppb of NO2) for a night, a hygrometer in
+    fog its top, and the devices' readings moving meanwhile are as likely their own
+    cross-sensitivity as the quantity. Elsewhere two things decide
+    (``frozen_while_measurand_moved``): the quantity, as
+    the devices' per-bin median sees it, moved through the run by more than one step of
+    the reference's resolution (a steady clean-air night at 1 ppb, or fog at saturation,
+    repeats one value in a healthy instrument of that resolution); and the devices agree
+    with the reference outside the run (within ``tolerance``): a stuck spell explains a
+    shared deviation only while it lasts, so one the devices show all window long is
+    theirs to explain (a bias their model shares), not evidence against the reference."""
+    ref = np.asarray(reference, dtype=np.float64)
+    where = np.flatnonzero(np.isfinite(ref))
+    finite = ref[where]
     if finite.size < REFERENCE_FLAT_MIN:
         return ""
     changes = np.flatnonzero(finite[1:] != finite[:-1])  # last index of each run
     edges = np.concatenate(([-1], changes, [finite.size - 1]))
-    longest = int(np.diff(edges).max())
-    if longest >= max(REFERENCE_FLAT_MIN, REFERENCE_FLAT_SHARE * finite.size):
-        return f"it repeated one value for {longest} consecutive readings (stuck)"
-    return ""
+    lengths = np.diff(edges)
+    k = int(np.argmax(lengths))
+    longest = int(lengths[k])
+    if longest < max(REFERENCE_FLAT_MIN, REFERENCE_FLAT_SHARE * finite.size):
+        return ""
+    first, last = int(where[edges[k] + 1]), int(where[edges[k + 1]])
+    if span is not None and min(abs(ref[first] - span[0]), abs(ref[first] - span[1])) \
+            <= tolerance:
+        return ""
+    if not frozen_while_measurand_moved(ref, values, first, last, tolerance):
+        return ""
+    return f"it repeated one value for {longest} consecutive readings (stuck)"
+
+
+def frozen_while_measurand_moved(reference: FloatArray, values: Mapping[str, ArrayLike],
+                                 first: int, last: int, tolerance: float) -> bool:
+    """Whether the reference's flat run over bins [first, last] is evidence of its own
+    fault (see ``reference_own_signals``): the devices' per-bin median (where at least
+    half of them report) moved through the run by more than the reference's resolution
+    (its smallest non-zero step between consecutive values, as ``diagnose.reference_live``
+    asks of a device's flat run), and outside the run the devices' median difference from
+    the reference is within ``tolerance``."""
+    if not values:
+        return False
+    stack = np.vstack([np.asarray(v, dtype=np.float64) for v in values.values()])
+    median = _median_rows(stack, max(1, math.ceil(stack.shape[0] / 2)))
+    during = median[first:last + 1]
+    during = during[np.isfinite(during)]
+    finite = reference[np.isfinite(reference)]
+    steps = np.abs(np.diff(finite))
+    steps = steps[steps > 0]
+    quantum = float(steps.min()) if steps.size else 0.0
+    if during.size < 2 or not float(during.std()) > quantum:
+        return False  # the quantity held still too: a steady value, read at a resolution
+    outside = np.ones(reference.size, dtype=bool)
+    outside[first:last + 1] = False
+    diff = (median - reference)[outside]
+    diff = diff[np.isfinite(diff)]
+    return not diff.size or abs(float(np.median(diff))) <= tolerance

@@ -326,48 +326,70 @@ class Attribution:
     undecided: Mapping[str, Any] | None = None
     """A shared deviation that cannot be told apart from the reference's: both candidates
     and why (the members' ``context.attribution``)."""
+    step: EarlierStep | None = None
+    """The common step the blame rests on, as first seen (``context.step`` of the
+    reference's finding): later audits compare their shift with this step, never with a
+    shift an audit carried on from it, so a carried blame cannot drift away from the step
+    one window at a time."""
 
 
 def attribute(decision: ConsensusDecision, variants: Mapping[str, str], reference: str,
-              unit: str, own_signals: str = "", earlier: EarlierStep | None = None
-              ) -> Attribution:
+              unit: str, own_signals: str = "", earlier: EarlierStep | None = None,
+              tolerance: float = math.inf, before: float = math.nan) -> Attribution:
     """Blame only what the evidence can separate (issue 21).
 
     The devices moving together against their reference is a reference fault only with
     evidence they cannot produce themselves: deviating devices of more than one model or
     hardware revision (``variants``: device -> model, and revision when announced); a
     step at one moment in every device's residual while they agree with their own past
-    (the consensus's onset, or one an earlier audit saw, ``earlier``, in the same
-    direction); or the reference's own signals (``own_signals``: an overdue certificate,
-    its own stuck spell or dropout). A bias shared by devices of one model is a finding
-    about that model: the reference is not blamed, and the members say that both are
-    candidates."""
+    (the consensus's onset, where ``before``, the devices' shared difference over the
+    window before this one (``consensus.shared_level``; NaN: unknown), was within
+    ``tolerance``: devices already off the window before did not step from agreement with
+    it, and a bias they share with the hour, such as an enclosure warming at midday, looks
+    like a step inside one window every day; or one an earlier
+    audit saw, ``earlier``, of the same size:
+    within ``min(tolerance, |its shift| / 2)`` of it, the agreement ``judge_reference``
+    asks of its members; a reference that stepped stays off by its step until repaired,
+    while a bias the devices share with the weather or the hour comes back at any size,
+    so a shift that merely has the step's sign is no trace of it); or the reference's own
+    signals (``own_signals``: an overdue certificate, its own stuck spell or dropout). A
+    bias shared by devices of one model is a finding about that model: the reference is
+    not blamed, and the members say that both are candidates."""
     if not decision.reference_fault:
         return Attribution(decision)
     kinds = sorted({variants.get(d, "") for d in decision.members} - {""})
     grounds = []
+    step = None
     if len(kinds) >= 2:
         grounds.append(f"the deviating devices are of {len(kinds)} models or revisions "
                        f"({', '.join(kinds)})")
-    if decision.onset is not None:
+    already_off = abs(before) > tolerance
+    if decision.onset is not None and not already_off:
         grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
                        f"their own past")
-    elif earlier is not None and earlier.deviation * decision.deviation > 0:
-        grounds.append(f"an earlier audit saw them step together at {iso(earlier.onset)}")
+        step = EarlierStep(decision.onset, decision.deviation)
+    elif earlier is not None and abs(decision.deviation - earlier.deviation) <= min(
+            tolerance, abs(earlier.deviation) / 2.0):
+        grounds.append(f"an earlier audit saw them step together at {iso(earlier.onset)} "
+                       f"by {text.qty(earlier.deviation, unit, sign=True)}")
         decision = replace(decision, onset=earlier.onset)
+        step = earlier
     if own_signals:
         grounds.append(f"{reference} itself: {own_signals}")
     if grounds:
-        return Attribution(decision, "; ".join(grounds))
+        return Attribution(decision, "; ".join(grounds), step=step)
     model = kinds[0] if kinds else "one model"
+    no_step = (f"no common step from agreement: they were "
+               f"{text.qty(before, unit, sign=True)} off the window before"
+               if decision.onset is not None and already_off else "no common step")
     undecided = {
         "candidates": [f"model {model}", f"reference {reference}"],
         "evidence": (f"{len(decision.members)} of {decision.devices} devices served by "
                      f"{reference}, all {model}, moved "
                      f"{text.qty(decision.deviation, unit, sign=True)} against it together: "
                      f"a bias this model shares (a cohort) or a fault of {reference}; the "
-                     f"data cannot tell them apart (no second model or revision agrees, no "
-                     f"common step, nothing from {reference} itself)"),
+                     f"data cannot tell them apart (no second model or revision agrees, "
+                     f"{no_step}, nothing from {reference} itself)"),
         "members": list(decision.members)}
     return Attribution(replace(decision, reference_fault=False, onset=None, confidence=0.0),
                        undecided=undecided)
@@ -417,7 +439,8 @@ def group_findings(group: TaskGroup, findings: Mapping[str, Finding],
     decision = attribution.decision
     out: list[Finding] = []
     if decision.reference_fault:
-        out.append(reference_finding(group, decision, start, end, attribution.grounds))
+        out.append(reference_finding(group, decision, start, end, attribution.grounds,
+                                     attribution.step))
     undecided = attribution.undecided
     for task in group.tasks:
         finding = findings[task.device]
@@ -454,7 +477,8 @@ def _severity(deviation: float, tolerance: float) -> Severity:
 
 
 def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: float,
-                      end: float, grounds: str = "") -> Finding:
+                      end: float, grounds: str = "", step: EarlierStep | None = None
+                      ) -> Finding:
     """The reference's own finding: the group's evidence against it, and why that
     evidence separates it from a fault the devices share (``attribute``)."""
     unit = group.tasks[0].spec.unit
@@ -469,7 +493,9 @@ def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: floa
                  "bias": round(-decision.deviation, 6), "spread": round(decision.spread, 6)},
         causes=(cause,), onset=decision.onset,
         context={"comparison": PEER_LABEL, "members": list(decision.members),
-                 "others": list(decision.others)},
+                 "others": list(decision.others),
+                 **({"step": {"onset": step.onset, "deviation": round(step.deviation, 6)}}
+                    if step is not None else {})},
         action=REFERENCE_FAULT.action.format(
             reference=group.reference, deviation=f"{-decision.deviation:+.3g}", unit=unit,
             deviating=len(decision.members), devices=decision.devices))

@@ -26,6 +26,7 @@ from auditd.core.consensus import (
     common_grid,
     judge_reference,
     peer_consensus,
+    recurring_shift,
     reference_own_signals,
 )
 from auditd.domain.audit_plan import EarlierStep, attribute
@@ -308,28 +309,44 @@ def test_an_earlier_step_is_evidence_only_for_a_shift_of_its_size(
 @PROPERTY
 @given(st.integers(0, 2**32 - 1), st.floats(0.3, 0.7), st.floats(2.0, 6.0),
        st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 3.0))
-def test_a_step_is_the_references_only_if_the_devices_agreed_with_it_the_window_before(
-        seed: int, at: float, times: float, sign: float, before: float) -> None:
+def test_a_step_the_devices_made_at_the_same_hours_a_day_earlier_is_not_the_references(
+        seed: int, at: float, times: float, sign: float, earlier: float) -> None:
     """A step "at one moment in every device's residual while they keep agreeing with their
-    own past": devices of one model already off the window before (``before``, in
-    tolerances) did not step from agreement. The EPA month's units read 0.7-1.1 degC warm
-    all month, more at midday, and a day's window found that a step at 12:30 every few
-    days. Agreement the window before (or no window before) leaves the step as evidence."""
+    own past": devices of one model that moved the same way over the same hours a day
+    earlier (``recurring``, in tolerances) show a bias they share with the hour, not a
+    reference that stepped. The EPA month's units, warm by 0.4 degC on the day's median,
+    read 1-2.5 degC warm every afternoon, and a day's window took that for a step at 12:30.
+    A day earlier unchanged (or unknown, or the other way) leaves the step as evidence."""
     rng = np.random.default_rng(seed)
     diffs = {d: v + np.where(START + at * DAY <= T, sign * times * TOLERANCE, 0.0)
              for d, v in differences(rng, 3, 0.05).items()}
     decision = judge_reference(T, diffs, TOLERANCE)
     assert decision.reference_fault and decision.onset is not None
     one_model = dict.fromkeys(diffs, "th-200")
-    level = before * TOLERANCE
+    recurring = sign * earlier * TOLERANCE
     attribution = attribute(decision, one_model, "ref-north", "degC", tolerance=TOLERANCE,
-                            before=level)
-    assert attribution.decision.reference_fault == (abs(level) <= TOLERANCE)
-    if abs(level) > TOLERANCE:
+                            recurring=recurring)
+    daily = abs(recurring) > TOLERANCE and earlier > 0
+    assert attribution.decision.reference_fault == (not daily)
+    if daily:
         assert attribution.undecided is not None
-        assert "off the window before" in attribution.undecided["evidence"]
+        assert "over the same hours a day earlier" in attribution.undecided["evidence"]
     assert attribute(decision, one_model, "ref-north", "degC",
-                     tolerance=TOLERANCE).decision.reference_fault  # nothing known before
+                     tolerance=TOLERANCE).decision.reference_fault  # nothing known
+
+
+def test_recurring_shift_cancels_each_devices_own_offset() -> None:
+    """Each device's level a day earlier is read from its own level before the step, so
+    devices with offsets of their own (the EPA month's O3 cells, 10 ppb apart) that did
+    not move a day earlier give no recurring shift, and ones that all moved give it."""
+    rng = np.random.default_rng(2)
+    own = {f"dev-{i}": off for i, off in enumerate((-9.0, -3.0, 2.0))}
+    before = {d: off + rng.normal(0.0, 0.1, 12) for d, off in own.items()}
+    still = {d: off + rng.normal(0.0, 0.1, 10) for d, off in own.items()}
+    moved = {d: off + 1.5 + rng.normal(0.0, 0.1, 10) for d, off in own.items()}
+    assert abs(recurring_shift(still, before)) < 0.1
+    assert recurring_shift(moved, before) == pytest.approx(1.5, abs=0.1)
+    assert math.isnan(recurring_shift({"a": still["dev-0"]}, before))
 
 
 def test_a_carried_step_stays_anchored_to_the_step_first_seen() -> None:

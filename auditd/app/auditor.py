@@ -409,7 +409,7 @@ class Auditor:
             group.reference, group.tasks[0].spec.unit, own,
             self._earlier_step(group, now) if decision.reference_fault else None,
             group.bias_tolerance,
-            self._level_before(group, start, min_bins)
+            self._recurring(group, decision.onset, start, now)
             if decision.reference_fault and decision.onset is not None else math.nan)
         decision = attribution.decision
         why = distrust(ref, group, decision, now)
@@ -423,17 +423,22 @@ class Auditor:
                                                           now), why, built[1])
         return group_findings(group, findings, peers, attribution, start, now, ref)
 
-    def _level_before(self, group: TaskGroup, start: float, min_bins: int) -> float:
-        """The devices' shared difference from the reference over the window before
-        ``start`` (``consensus.shared_level``): the level a step in this window departs
-        from (``attribute``'s ``before``)."""
-        begin = start - group.window_s
-        reference = self._read(group.site, group.reference, group.sensor, begin, start)
-        devices = {t.device: self._read(t.site, t.device, t.sensor, begin, start)
-                   for t in group.tasks}
-        grid = core.consensus.common_grid(devices, reference, group.interval_s, begin, start,
-                                          self._reference_interval(group.tasks[0]))
-        return core.consensus.shared_level(grid.diffs(), min_bins)
+    def _recurring(self, group: TaskGroup, onset: float, start: float, now: float) -> float:
+        """The devices' shift over the hours after ``onset`` one day earlier, from their
+        level before it today (``consensus.recurring_shift``): whether the step is the
+        hour's, come back, or new (``attribute``'s ``recurring``)."""
+        day = core.consensus.DIURNAL_PERIOD_S
+
+        def diffs(begin: float, end: float) -> dict[str, FloatArray]:
+            reference = self._read(group.site, group.reference, group.sensor, begin, end)
+            devices = {t.device: self._read(t.site, t.device, t.sensor, begin, end)
+                       for t in group.tasks}
+            return core.consensus.common_grid(devices, reference, group.interval_s, begin,
+                                              end, self._reference_interval(group.tasks[0])
+                                              ).diffs()
+
+        return core.consensus.recurring_shift(diffs(onset - day, now - day),
+                                              diffs(start, onset))
 
     def _audit_peers(self, group: TaskGroup, now: float) -> list[Finding]:
         """No trusted reference for this sensor: each device against its peers' median, or

@@ -202,17 +202,26 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
                              onset if fault else None, confidence, shifts)
 
 
-def shared_level(diffs: Mapping[str, ArrayLike], min_bins: int = 3,
-                 min_devices: int = MIN_DEVICES) -> float:
-    """The group's shared difference from its reference over a window: the median of the
-    devices' median differences (devices with ``min_bins`` paired bins), NaN with fewer
-    than ``min_devices`` of them. What ``judge_reference`` reads as the shift of a window
-    without a step; read over the window before a step, it is the level the devices
-    stepped from."""
-    levels = [float(np.median(v[np.isfinite(v)])) for v in
-              (np.asarray(d, dtype=np.float64) for d in diffs.values())
-              if np.count_nonzero(np.isfinite(v)) >= min_bins]
-    return float(np.median(levels)) if len(levels) >= min_devices else math.nan
+DIURNAL_PERIOD_S = 86_400.0
+"""The sun and the weather repeat daily: a bias devices share with the hour (an enclosure
+warming at midday) comes back at the same hours a day later; a reference's step does not."""
+
+
+def recurring_shift(earlier: Mapping[str, ArrayLike], before: Mapping[str, ArrayLike],
+                    min_bins: int = 3, min_devices: int = MIN_DEVICES) -> float:
+    """How far the devices had moved over the hours after a step one day earlier
+    (``earlier``, device minus reference), from their level before the step today
+    (``before``): per device the median of one minus the median of the other, so that
+    each device's own offset cancels as in ``device_shift``; the median over devices with
+    ``min_bins`` paired bins in both, NaN with fewer than ``min_devices`` of them."""
+    shifts = []
+    for device, then in earlier.items():
+        a = np.asarray(then, dtype=np.float64)
+        b = np.asarray(before.get(device, ()), dtype=np.float64)
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if a.size >= min_bins and b.size >= min_bins:
+            shifts.append(float(np.median(a)) - float(np.median(b)))
+    return float(np.median(shifts)) if len(shifts) >= min_devices else math.nan
 
 
 def peer_consensus(values: Mapping[str, FloatArray], device: str,

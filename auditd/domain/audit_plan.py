@@ -335,18 +335,19 @@ class Attribution:
 
 def attribute(decision: ConsensusDecision, variants: Mapping[str, str], reference: str,
               unit: str, own_signals: str = "", earlier: EarlierStep | None = None,
-              tolerance: float = math.inf, before: float = math.nan) -> Attribution:
+              tolerance: float = math.inf, recurring: float = math.nan) -> Attribution:
     """Blame only what the evidence can separate (issue 21).
 
     The devices moving together against their reference is a reference fault only with
     evidence they cannot produce themselves: deviating devices of more than one model or
     hardware revision (``variants``: device -> model, and revision when announced); a
     step at one moment in every device's residual while they agree with their own past
-    (the consensus's onset, where ``before``, the devices' shared difference over the
-    window before this one (``consensus.shared_level``; NaN: unknown), was within
-    ``tolerance``: devices already off the window before did not step from agreement with
-    it, and a bias they share with the hour, such as an enclosure warming at midday, looks
-    like a step inside one window every day; or one an earlier
+    (the consensus's onset, unless the devices had moved the same way, beyond
+    ``tolerance``, over the same hours a day earlier: ``recurring``,
+    ``consensus.recurring_shift``, NaN when unknown; a bias they share with the hour, such
+    as an enclosure warming at midday, looks like a step inside one window every day,
+    while a reference that steps leaves yesterday's same hours as they were; or one an
+    earlier
     audit saw, ``earlier``, of the same size:
     within ``min(tolerance, |its shift| / 2)`` of it, the agreement ``judge_reference``
     asks of its members; a reference that stepped stays off by its step until repaired,
@@ -363,8 +364,8 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     if len(kinds) >= 2:
         grounds.append(f"the deviating devices are of {len(kinds)} models or revisions "
                        f"({', '.join(kinds)})")
-    already_off = abs(before) > tolerance
-    if decision.onset is not None and not already_off:
+    daily = abs(recurring) > tolerance and recurring * decision.deviation > 0
+    if decision.onset is not None and not daily:
         grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
                        f"their own past")
         step = EarlierStep(decision.onset, decision.deviation)
@@ -379,9 +380,9 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     if grounds:
         return Attribution(decision, "; ".join(grounds), step=step)
     model = kinds[0] if kinds else "one model"
-    no_step = (f"no common step from agreement: they were "
-               f"{text.qty(before, unit, sign=True)} off the window before"
-               if decision.onset is not None and already_off else "no common step")
+    no_step = (f"no new common step: they moved {text.qty(recurring, unit, sign=True)} "
+               f"over the same hours a day earlier"
+               if decision.onset is not None and daily else "no common step")
     undecided = {
         "candidates": [f"model {model}", f"reference {reference}"],
         "evidence": (f"{len(decision.members)} of {decision.devices} devices served by "

@@ -16,17 +16,25 @@ from auditd.core.stats import ONE_SIDED_LEVEL, Z_ONE_SIDED_1PCT, confidence_z
 from auditd.model import SensorSpec, Tolerance
 
 OUT_OF_RANGE_REACH = 3.0
-"""Bias tolerances beyond the profile's plausible range that a calibration error can carry
-a well-formed reading (an electrochemical cell's zero a few ppb below 0): such readings
-are evidence and stay in the comparison; farther out they are impossible values, which no
-offset or gain explains, and are left out of it (``plausible_bounds``)."""
+"""Tolerances beyond the profile's plausible range that a calibration error and the
+device's scatter can carry a well-formed reading (an electrochemical cell's zero a few ppb
+below 0, its one-minute readings scattered around it): such readings are evidence and stay
+in the comparison; farther out they are impossible values, which no offset, gain or noise
+explains, and are left out of it (``plausible_bounds``)."""
 
 
 def plausible_bounds(spec: SensorSpec) -> tuple[float, float]:
-    """The values a comparison takes: the profile's range widened by ``OUT_OF_RANGE_REACH``
-    bias tolerances each side."""
+    """The values a comparison takes: the profile's range widened each side by
+    ``OUT_OF_RANGE_REACH`` bias tolerances (the offset a fault the comparison names can
+    reach) plus as many rmse tolerances (the scatter about that offset: a reading is the
+    true value, the device's offset and its noise, and a 3-sigma excursion of noise at the
+    tolerated rmse is a reading every healthy device makes). The EPA month's NO2 cells, a
+    few ppb low, read 8 % of their one-minute values more than 3 bias tolerances (15 ppb)
+    below 0, wandering there with their signal: well formed, evidence of the offset, not
+    impossible values to fail the stream on ahead of it. A value half a span beyond the
+    range (a fault the matrix injects, a 999 degC glitch) is out of every such reach."""
     low, high = spec.range
-    reach = OUT_OF_RANGE_REACH * spec.tolerance.bias
+    reach = OUT_OF_RANGE_REACH * (spec.tolerance.bias + spec.tolerance.rmse)
     return low - reach, high + reach
 
 

@@ -377,6 +377,29 @@ def test_a_carried_step_stays_anchored_to_the_step_first_seen() -> None:
     assert blamed == [True, True] + [False] * 9
 
 
+def test_a_carried_step_compares_where_the_devices_are_with_where_it_left_them() -> None:
+    """A step is carried by the level it left the devices at, not by its size: devices
+    0.9 tolerance warm that step by 2.3 tolerances sit at 3.2; a later day with them at
+    1.3 all day is not that step (the EPA month's 1.1 degC afternoon "step" from 0.45 degC
+    was carried by days at 0.67)."""
+    rng = np.random.default_rng(4)
+    base = differences(rng, 3, 0.05)
+    stepped = {d: v + TOLERANCE * np.where(T >= START + DAY / 2, 3.2, 0.9)
+               for d, v in base.items()}
+    one_model = dict.fromkeys(base, "th-200")
+    first = attribute(judge_reference(T, stepped, TOLERANCE), one_model, "ref-north", "degC",
+                      tolerance=TOLERANCE)
+    assert first.step is not None
+    assert first.step.deviation == pytest.approx(3.2 * TOLERANCE, abs=0.2 * TOLERANCE)
+    later = judge_reference(T, {d: v + 1.3 * TOLERANCE for d, v in base.items()}, TOLERANCE)
+    assert later.reference_fault  # the vote alone
+    assert not attribute(later, one_model, "ref-north", "degC", earlier=first.step,
+                         tolerance=TOLERANCE).decision.reference_fault
+    same = judge_reference(T, {d: v + 3.0 * TOLERANCE for d, v in base.items()}, TOLERANCE)
+    assert attribute(same, one_model, "ref-north", "degC", earlier=first.step,
+                     tolerance=TOLERANCE).decision.reference_fault
+
+
 def test_a_reference_flat_at_an_end_of_its_span_is_not_stuck() -> None:
     """Clean air reads an analyser's floor for a night (the EPA monitor's 0-2 ppb NO2 for
     7-11 hours while the low-cost cells wandered by 20 ppb): within a tolerance of its

@@ -110,6 +110,10 @@ class ConsensusDecision:
     confidence: float
     shifts: Mapping[str, float]
     """Every judged device's shift, for the evidence and for tests."""
+    level: float = math.nan
+    """The members' median difference from the reference after the onset (over the
+    window without one): where the step left them, which a reference that stays off keeps
+    them at in later windows (``device_level``)."""
 
     @property
     def share(self) -> float:
@@ -164,6 +168,13 @@ def device_shift(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
     return level - float(np.median(diff[before])) if before.any() else level
 
 
+def device_level(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
+    """The device's median difference from the reference after ``onset`` (over the whole
+    window when None): ``device_shift`` without its level before subtracted."""
+    ok = np.isfinite(diff) & (t >= onset if onset is not None else True)
+    return float(np.median(diff[ok])) if ok.any() else math.nan
+
+
 def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: float, *,
                     min_bins: int = 3, min_share: float = MIN_SHARE,
                     min_devices: int = MIN_DEVICES) -> ConsensusDecision:
@@ -198,8 +209,10 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
     share = len(members) / len(shifts)
     fault = len(members) >= min_devices and share >= min_share - 1e-9
     confidence = share * strength(abs(deviation) / tolerance) if fault else 0.0
+    level = float(np.nanmedian([device_level(times, judged[d], onset) for d in members])) \
+        if members else math.nan
     return ConsensusDecision(fault, len(shifts), members, others, deviation, spread,
-                             onset if fault else None, confidence, shifts)
+                             onset if fault else None, confidence, shifts, level)
 
 
 DIURNAL_PERIOD_S = 86_400.0

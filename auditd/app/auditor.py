@@ -357,14 +357,22 @@ class Auditor:
         return out
 
     def _earlier_step(self, group: TaskGroup, now: float) -> EarlierStep | None:
-        """The common step of the latest reference fault an earlier audit named for this
-        reference and sensor, within the metadata look-back: the step as first seen
-        (``context.step``), not the shift of an audit that carried it on."""
+        """The common step of the reference fault the previous audit of this group named
+        for this reference and sensor, within the metadata look-back: the step as first
+        seen (``context.step``), not the shift of an audit that carried it on. Only the
+        previous audit's: a reference that stepped is found off by every audit after, so
+        an audit of the group since that did not blame it (its devices' findings are newer
+        than the reference's) broke the chain, and the step is not taken up again days
+        later by devices that happen to sit near its level."""
+        since = max((s.finding.window_end for t in group.tasks
+                     for s in self._store.findings.latest(kind="calibration", device=t.device)
+                     if s.finding.sensor == group.sensor), default=-math.inf)
         for stored in self._store.findings.latest(kind="calibration", device=group.reference):
             f = stored.finding
             if (f.sensor == group.sensor and f.status == "fail" and f.onset is not None
                     and f.causes and f.causes[0].cause == "reference_fault"
-                    and f.onset >= now - self._policy.context_lookback_s):
+                    and f.onset >= now - self._policy.context_lookback_s
+                    and f.window_end >= since):
                 step = f.context.get("step")
                 if isinstance(step, Mapping) and isinstance(step.get("onset"), int | float) \
                         and isinstance(step.get("deviation"), int | float):

@@ -564,3 +564,35 @@ def test_the_same_offset_across_two_hardware_revisions_is_the_references(
     assert ref.status == "fail" and ref.causes[0].cause == "reference_fault"
     assert "th-200 rev A, th-200 rev B" in ref.causes[0].evidence
     assert all(found[d].causes[0].cause == "reference_fault" for d in DEVICES)
+
+
+def test_a_step_is_not_taken_up_again_after_an_audit_that_did_not_blame_the_reference(
+        tmp_path: Path) -> None:
+    """A reference that stepped is found off by every audit after. Its step on day 0 is
+    named; on day 1 it reads true again and nobody blames it; on day 2 the six devices (one
+    model) sit all day where the step had left them: that is no step (none in the window),
+    and the day-0 step is no evidence any more (the EPA month's temperature step of 08-25
+    was taken up again on 08-30 after four days of audits without it)."""
+    rng = np.random.default_rng(9)
+    ts = START + np.arange(3 * 1440) * MINUTE + 2.0
+    weather = 8.0 + 5.0 * np.sin(2 * math.pi * (ts - START) / DAY - 1.0)
+    day0_step = (ts >= START + DAY / 2) & (ts < START + DAY)
+    day2 = ts >= START + 2 * DAY
+    streams = {"ref-north": weather - np.where(day0_step, 1.5, 0.0)}
+    for device in DEVICES:
+        streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
+                           + np.where(day2, 1.5, 0.0))
+    readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
+                     for device, values in streams.items()
+                     for t, v in zip(ts, values, strict=True))
+    with Store(tmp_path / "audit.db") as store:
+        store.readings.write_outcomes([Outcome(readings=readings)])
+        auditor = Auditor(store, catalog(), TopicsConfig(), gateway="gw")
+        runs = [by_device(list(auditor.run(START + k * DAY).findings)) for k in (1, 2, 3)]
+    assert runs[0]["ref-north"].causes[0].cause == "reference_fault"
+    assert "ref-north" not in runs[1]  # day 1: it reads true, nobody blames it
+    assert "ref-north" not in runs[2]
+    for device in DEVICES:
+        f = runs[2][device]
+        assert f.status == "fail" and f.causes[0].cause != "reference_fault", f.causes
+        assert f.context["attribution"]["candidates"] == ["model th-200", "reference ref-north"]

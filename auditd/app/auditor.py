@@ -359,14 +359,17 @@ class Auditor:
     def _earlier_step(self, group: TaskGroup, now: float) -> EarlierStep | None:
         """The common step of the reference fault the previous audit of this group named
         for this reference and sensor, within the metadata look-back: the step as first
-        seen (``context.step``), not the shift of an audit that carried it on. Only the
-        previous audit's: a reference that stepped is found off by every audit after, so
-        an audit of the group since that did not blame it (its devices' findings are newer
-        than the reference's) broke the chain, and the step is not taken up again days
-        later by devices that happen to sit near its level."""
+        seen (``context.step``), not the shift of an audit that carried it on. Not past an
+        audit of the group since that saw its devices share a shift and could not put it on
+        the reference (their findings name both candidates, ``context.attribution``): that
+        audit found the reference away from where the step left it, and the step is not
+        taken up again days later by devices that happen to sit near its level. (An audit
+        whose vote did not pass, short of data or of agreeing devices, says nothing
+        either way and leaves the step standing.)"""
         since = max((s.finding.window_end for t in group.tasks
                      for s in self._store.findings.latest(kind="calibration", device=t.device)
-                     if s.finding.sensor == group.sensor), default=-math.inf)
+                     if s.finding.sensor == group.sensor
+                     and "attribution" in s.finding.context), default=-math.inf)
         for stored in self._store.findings.latest(kind="calibration", device=group.reference):
             f = stored.finding
             if (f.sensor == group.sensor and f.status == "fail" and f.onset is not None

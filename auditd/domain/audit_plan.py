@@ -347,13 +347,13 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     ``consensus.recurring_shift``, NaN when unknown; a bias they share with the hour, such
     as an enclosure warming at midday, looks like a step inside one window every day,
     while a reference that steps leaves yesterday's same hours as they were; or one an
-    earlier audit saw, ``earlier``, that left the devices where they are now or further
-    on: their level (``ConsensusDecision.level``) on the step's side, short of the level
-    it left them at by no more than ``min(tolerance, |that level| / 2)``, the agreement
-    ``judge_reference`` asks of its members; a reference that stepped stays off by at
-    least its step until repaired (further, if it drifts), while a bias the devices share
-    with the weather or the hour falls back and comes back at any size, so a shift that
-    merely has the step's sign is no trace of it); or the reference's own
+    earlier audit saw, ``earlier``, that left the devices where they are now: their level
+    (``ConsensusDecision.level``) within ``min(tolerance, |that level| / 2)`` of the level
+    the step left them at, the agreement ``judge_reference`` asks of its members; a
+    reference that stepped stays off by its step until repaired, while a bias the devices
+    share with the weather, the hour or the concentration comes back at any size, so a
+    shift that merely has the step's sign, or outgrows it, is no trace of it); or the
+    reference's own
     signals (``own_signals``: an overdue certificate, its own stuck spell or dropout). A
     bias shared by devices of one model is a finding about that model: the reference is
     not blamed, and the members say that both are candidates."""
@@ -370,8 +370,8 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
         grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
                        f"their own past")
         step = EarlierStep(decision.onset, decision.level)
-    elif earlier is not None and math.copysign(decision.level, earlier.deviation) >= abs(
-            earlier.deviation) - min(tolerance, abs(earlier.deviation) / 2.0):
+    elif earlier is not None and abs(decision.level - earlier.deviation) <= min(
+            tolerance, abs(earlier.deviation) / 2.0):
         grounds.append(f"an earlier audit saw them step together at {iso(earlier.onset)} "
                        f"to {text.qty(earlier.deviation, unit, sign=True)}")
         decision = replace(decision, onset=earlier.onset)

@@ -356,6 +356,26 @@ def test_a_failing_rmse_carried_by_an_offset_names_the_offset() -> None:
     assert "mean squared difference" in v.causes[0].evidence
 
 
+def test_a_failing_rmse_carried_by_a_slope_names_the_gain() -> None:
+    """A day of hourly means of an ozone cell reading about half the monitor (gain 0.5,
+    r2 0.99): the residuals' autocorrelation over 24 points leaves two effective samples,
+    so the gain's interval is unbounded and only the rmse fails; the slope carries the
+    failing rmse and is what the finding names."""
+    rng = np.random.default_rng(9)
+    t = T0 + 3600.0 * np.arange(24)
+    hours = np.arange(24)
+    truth = 30.0 + 25.0 * np.sin(2 * math.pi * (hours - 9) / 24)
+    device = 0.5 * truth + 6.0 + ar1(rng, t.size, 0.8, 0.8)
+    spec = SensorSpec("o3", "dimensionless", "ppb", (0.0, 500.0), 3600.0,
+                      Tolerance(bias=5.0, gain=0.2, rmse=5.0, r2_min=0.8, lag_s=3600.0,
+                                window_s=86400.0, min_samples=18))
+    v = evaluate_stream(Series(t + 2.0, device), Series(t, truth + rng.normal(0, 0.3, t.size)),
+                        spec, t[0], t[-1] + 3600.0)
+    assert v.status == "fail" and "gain" not in v.failed, (v.failed, v.metrics.as_dict())
+    assert top(v) == "gain_drift", v.causes
+    assert "mean squared difference" in v.causes[0].evidence
+
+
 @PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), offset=st.floats(-5.0, 5.0), gain=st.floats(0.5, 1.5),
        noise=st.floats(0.05, 3.0), flat_from=st.one_of(st.none(), st.floats(0.0, 0.9)))

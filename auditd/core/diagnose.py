@@ -25,7 +25,7 @@ import numpy as np
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
-from auditd.core.checks import exceedances, gain_evidence, ratio
+from auditd.core.checks import exceedances, excited, gain_deviation, gain_evidence, ratio
 from auditd.core.fit import (
     FLAT_RELATIVE,
     LineFit,
@@ -536,7 +536,7 @@ OFFSET_CARRIES_RMSE = 0.5
 """Share of the mean squared difference a constant offset must account for (bias^2 /
 rmse^2) before a window failing on its rmse alone is put down to that offset."""
 
-OFFSET_FROM_RMSE_WEIGHT = 0.6
+OFFSET_FROM_RMSE_WEIGHT = 0.5
 """Confidence of such an offset relative to one the window shows beyond tolerance with
 confidence: below ``EXPLAIN_MIN_CONFIDENCE``, so that it hides no other cause."""
 
@@ -554,10 +554,31 @@ def offset_behind_rmse(m: Metrics, tol: Tolerance) -> float:
         return 0.0
     if ratio(m.rmse, tol.rmse) <= 1.0 or abs(m.bias) <= tol.bias:
         return 0.0
-    carried = (m.bias / m.rmse) ** 2
-    if carried < OFFSET_CARRIES_RMSE:
+    own = (1.0 - gain_through_zero(m, tol)) * m.bias
+    carried = (own / m.rmse) ** 2
+    if carried < OFFSET_CARRIES_RMSE or abs(own) <= tol.bias:
         return 0.0
-    return OFFSET_FROM_RMSE_WEIGHT * carried * strength(ratio(abs(m.bias), tol.bias))
+    return OFFSET_FROM_RMSE_WEIGHT * carried * strength(ratio(abs(own), tol.bias))
+
+
+def gain_through_zero(m: Metrics, tol: Tolerance) -> float:
+    """The share of the mean difference a material slope accounts for by itself, through
+    the unit's zero ((gain - 1) x mean reference / bias, in [0, 1]), where the window can
+    judge a slope (``checks.excited``) and its least deviation is beyond tolerance; 0
+    otherwise. A cell reading half the monitor is 15 ppb low at 30 ppb because of its
+    span: that mean difference is the gain's, not an offset's."""
+    if not (excited(m, tol) and math.isfinite(m.bias) and m.bias != 0.0):
+        return 0.0
+    least, _ = gain_deviation(m)
+    if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.gain)
+            and m.gain != 1.0):
+        return 0.0
+    # the OLS line passes through the means: offset = mean(dev) - gain mean(ref), and
+    # mean(dev) = mean(ref) + bias
+    mean_reference = (m.offset - m.bias) / (1.0 - m.gain)
+    if not math.isfinite(mean_reference):
+        return 0.0
+    return float(np.clip((m.gain - 1.0) * mean_reference / m.bias, 0.0, 1.0))
 
 
 def offset_drift(case: Case) -> Cause | None:
@@ -590,23 +611,70 @@ def _offset_evidence(case: Case) -> str:
     )
 
 
+def gain_behind_rmse(m: Metrics, tol: Tolerance) -> float:
+    """Confidence that a window failing on its rmse, with a gain the window cannot place
+    beyond tolerance *with confidence*, fails because of that gain: a slope the window
+    can judge at all (``checks.excited``), its least deviation from 1 beyond tolerance,
+    and the variation it puts into the difference, (gain - 1)^2 var(reference), carrying
+    most of the mean squared difference (``OFFSET_CARRIES_RMSE``), as
+    ``offset_behind_rmse`` asks of an offset.
+
+    A day of hourly means of an ozone cell reading half of the agency's monitor (gain 0.5
+    with r2 0.995) leaves its residuals two effective samples by their autocorrelation,
+    so the gain's interval is unbounded; the rmse fails, and what the data say about it
+    is the slope, not "unknown cause"."""
+    if not (math.isfinite(m.rmse) and m.rmse > 0.0 and excited(m, tol)):
+        return 0.0
+    if ratio(m.rmse, tol.rmse) <= 1.0:
+        return 0.0
+    least, _ = gain_deviation(m)
+    if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.reference_std)):
+        return 0.0
+    carried = gain_carried(m, tol, least)
+    if carried < OFFSET_CARRIES_RMSE:
+        return 0.0
+    return OFFSET_FROM_RMSE_WEIGHT * carried * strength(ratio(least, tol.gain))
+
+
+def gain_carried(m: Metrics, tol: Tolerance, least: float) -> float:
+    """Share of the mean squared difference a slope of ``least`` deviation carries: the
+    variation it puts across the reference's range and the part of the mean difference
+    it makes through the unit's zero (``gain_through_zero``)."""
+    through = gain_through_zero(m, tol) * m.bias
+    return min(1.0, ((least * m.reference_std) ** 2 + through**2) / m.rmse**2)
+
+
 def gain_drift(case: Case) -> Cause | None:
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
+    if gain_evidence(m, tol) != "beyond":
+        behind = gain_behind_rmse(m, tol)
+        if behind <= 0.0:
+            return None
+        least, _ = gain_deviation(m)
+        return Cause("gain_drift", behind, _gain_evidence(case) + (
+            f"; it carries {text.percent(gain_carried(m, tol, least))}"
+            f" of the mean squared difference behind the failing rmse "
+            f"{text.qty(m.rmse, unit)}, though this window's {text.num(m.gain_n_eff)} "
+            f"independent residuals cannot place the gain beyond tolerance with confidence"))
     distance = _systematic_distance(m, tol)
     share = gain_share(case)
     if distance <= 1.0 or share < MIN_SHARE:
         return None
+    return Cause("gain_drift", share * strength(distance) * systematic_certainty(case),
+                 _gain_evidence(case))
+
+
+def _gain_evidence(case: Case) -> str:
+    m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     lo, hi = case.reference_spread.low, case.reference_spread.high
     dev_lo, dev_hi = ((m.gain - 1.0) * x + m.offset for x in (lo, hi))
-    evidence = (
+    return (
         f"gain {text.num(m.gain, 4)}{_since(case)} (offset "
         f"{text.qty(m.offset, unit, sign=True)}): the "
         f"difference runs from {text.qty(dev_lo, unit, sign=True)} at "
         f"{text.qty(lo, unit)} to {text.qty(dev_hi, unit, sign=True)} at "
         f"{text.qty(hi, unit)}; tolerance ±{text.num(tol.gain)}"
     )
-    return Cause("gain_drift", share * strength(distance) * systematic_certainty(case),
-                 evidence)
 
 
 def unit_mismatch(case: Case) -> Cause | None:

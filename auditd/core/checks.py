@@ -178,17 +178,19 @@ day's temperature)."""
 
 def excited(metrics: Metrics, tol: Tolerance) -> bool:
     """The excitation test: may the gain be judged at all? The reference carries the
-    device's variation (``MIN_EXCITATION_R2``) and moved, by itself, more than the scatter
-    about the line (a high r2 from a steep fitted slope over a reference that barely moved
-    is the slope describing the device's own wander); and either it moved more than the
-    device may wander on its own or over enough independent residuals
-    (``MIN_GAIN_SAMPLES``)."""
+    device's variation (``MIN_EXCITATION_R2``); and where it moved less than the device
+    may wander on its own (its std below the rmse tolerance: calm), it moved by itself
+    more than the scatter about the line (a high r2 from a steep fitted slope over a calm
+    reference is the slope describing the device's own wander), over enough independent
+    residuals (``MIN_GAIN_SAMPLES``). Not over a reference that moved more than that: a
+    unit sending mV where V is expected has a slope of 1000 and a scatter 1000 times the
+    reference's noise, and its slope is as plain as any."""
     if not metrics.r2 >= MIN_EXCITATION_R2:
         return False
-    if not metrics.reference_std >= metrics.residual_std:
-        return False
-    calm = metrics.reference_std < tol.rmse
-    return not (calm and metrics.gain_n_eff < MIN_GAIN_SAMPLES)
+    if not metrics.reference_std < tol.rmse:
+        return True
+    return (metrics.reference_std >= metrics.residual_std
+            and not metrics.gain_n_eff < MIN_GAIN_SAMPLES)
 
 
 def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:

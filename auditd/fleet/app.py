@@ -5,11 +5,11 @@ analysis and views; ``sensor-auditd fleet`` (``auditd.cli``) calls these."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
-from typing import Any
+from typing import Any, TypeVar
 
 from auditd.adapters.config.catalog import load_profiles
 from auditd.fleet.adapters.gateway_store import GatewayFile, read_gateway_store
@@ -57,13 +57,16 @@ class ImportResult:
 
 
 _DONE = object()
+_Prepared = TypeVar("_Prepared")
 
 
-def _read_ahead(sources: Sequence[GatewayFile], batch: int
-                ) -> Iterator[tuple[list[Upstream], list[StoreRead]]]:
-    """The stores' records in batches of about ``batch`` (small stores share one), read
-    and parsed by a thread of its own while the caller writes the previous batch: the
-    database works while Python parses. At most two batches wait; an error in the reader is
+def _read_ahead(sources: Sequence[GatewayFile], batch: int,
+                prepare: Callable[[list[Upstream]], _Prepared]
+                ) -> Iterator[tuple[_Prepared, list[StoreRead]]]:
+    """The stores' records in batches of about ``batch`` (small stores share one), read,
+    parsed and ``prepare``d (formatted for COPY) by a thread of its own while the caller
+    writes the previous batch: the database works while Python parses, and the caller's
+    turn is only the database's work. At most two batches wait; an error in the reader is
     raised here, in order. With each batch, the stores it completed."""
     queue: Queue[object] = Queue(maxsize=2)
     stop = threading.Event()
@@ -88,11 +91,11 @@ def _read_ahead(sources: Sequence[GatewayFile], batch: int
                     rejected += isinstance(record, Rejected)
                     pending.append(record)
                     if len(pending) >= batch:
-                        if not hand_over((pending, done)):
+                        if not hand_over((prepare(pending), done)):
                             return
                         pending, done = [], []
                 done.append(StoreRead(str(source.path), source.gateway, records, rejected))
-            if (pending or done) and not hand_over((pending, done)):
+            if (pending or done) and not hand_over((prepare(pending), done)):
                 return
         except BaseException as exc:  # handed to the caller, raised there
             hand_over(exc)
@@ -117,8 +120,8 @@ def import_stores(store: FleetStore, sources: Sequence[GatewayFile],
     writes nothing new. An interrupted import leaves whole batches: run it again."""
     total: dict[str, int] = {}
     read: list[StoreRead] = []
-    for records, done in _read_ahead(sources, batch):
-        counts = store.write(records, durable=False)
+    for staged, done in _read_ahead(sources, batch, store.stage):
+        counts = store.write(staged, durable=False)
         for name in WriteCounts.__dataclass_fields__:
             total[name] = total.get(name, 0) + getattr(counts, name)
         read.extend(done)

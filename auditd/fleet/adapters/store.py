@@ -22,6 +22,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.copy import Buffer, Copy, Writer
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from auditd.errors import DatabaseError, SchemaError, StoreError
@@ -114,6 +115,13 @@ class _Stage:
     """Statements moving the staged rows into the fleet's tables (each counted)."""
     counts_as: tuple[str, ...] = field(default=())
     """The ``WriteCounts`` field each move adds its row count to."""
+    all_new: str = ""
+    """The first move as a plain ``INSERT`` (no ``ON CONFLICT``), tried first in a
+    savepoint. When every staged row is new to the fleet (a first import, live traffic) it
+    does what the first move does -- every row inserted, and counted, exactly once -- without
+    ON CONFLICT's speculative insertion (an index probe and a confirmation record per row:
+    about half the move's time). A unique violation (a redelivered, replayed or re-imported
+    record) rolls back to the savepoint and the first move runs as written."""
 
 
 _FINDING_COLUMNS: Final = ("site", "gateway", "kind", "device", "sensor", "window_end",
@@ -142,8 +150,17 @@ _DRIFT_X: Final = "(window_start + window_end) / 2 / 86400.0 - 20000"
 """A finding's time in the drift sums: its window's midpoint in days from 2024-10-04, so
 that the sums of squares stay small enough for double precision over years of audits."""
 
+
+def _all_new(stage: _Stage) -> _Stage:
+    """``stage`` with ``all_new``: its first move without ``ON CONFLICT DO NOTHING``."""
+    plain = stage.moves[0].replace(" ON CONFLICT DO NOTHING ", " ", 1)
+    if plain == stage.moves[0]:
+        raise ValueError(f"{stage.name}: its first move has no ON CONFLICT DO NOTHING")
+    return _Stage(stage.name, stage.columns, stage.moves, stage.counts_as, plain)
+
+
 _STAGES: Final = (
-    _Stage(
+    _all_new(_Stage(
         "stage_findings", _STAGED_FINDING_COLUMNS,
         (f"WITH inserted AS (INSERT INTO findings ({_cols(_FINDING_COLUMNS)}) "
          f"SELECT {_cols(_FINDING_COLUMNS)} FROM stage_findings "
@@ -170,7 +187,7 @@ _STAGES: Final = (
          f"{_set(_LATEST_COLUMNS[4:])} "
          "WHERE (excluded.window_end, excluded.gateway) > "
          "(findings_latest.window_end, findings_latest.gateway)"),
-        ("findings", "")),
+        ("findings", ""))),
     _Stage(
         "stage_devices", _DEVICE_COLUMNS,
         (f"INSERT INTO devices ({_cols(_DEVICE_COLUMNS)}) "
@@ -227,6 +244,7 @@ _STAGES: Final = (
 )
 
 
+
 def _create_stages(conn: psycopg.Connection[Any]) -> None:
     """Per-connection staging tables, emptied at each commit (the pool's ``configure``)."""
     with conn.transaction():
@@ -261,6 +279,10 @@ def version_hash(item: Inventory) -> str:
     return hashlib.sha256(_dumps(item.attributes()).encode()).hexdigest()[:32]
 
 
+_NUMBER: Final = (int, float)
+"""``isinstance``'s tuple form of ``int | float``: the same test, no union built per row."""
+
+
 def finding_row(origin: Origin, f: Finding, published: str | None = None
                 ) -> tuple[Any, ...]:
     """A finding as the fleet stores it: from its published form only, so a finding
@@ -270,10 +292,28 @@ def finding_row(origin: Origin, f: Finding, published: str | None = None
     comparison = f.context.get("comparison")
     return (origin.site, origin.gateway, f.kind, f.device, f.sensor or "", f.window_end,
             f.window_start, f.status, f.severity, f.causes[0].cause if f.causes else None,
-            f.reference, float(bias) if isinstance(bias, int | float) else None, f.onset,
+            f.reference, float(bias) if isinstance(bias, _NUMBER) else None, f.onset,
             published if published is not None else _dumps(f.to_json()),
             [c.cause for c in f.causes], comparison if isinstance(comparison, str) else None,
             f.causes[0].evidence if f.causes else "")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBatch:
+    """A batch of records as COPY data (text format), by staging table: what
+    ``FleetStore.stage`` makes and ``FleetStore.write`` sends."""
+
+    data: dict[str, bytes]
+
+
+class _Collect(Writer):
+    """A COPY writer that keeps the formatted data instead of sending it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: Buffer) -> None:
+        self.chunks.append(bytes(data))
 
 
 @dataclass(slots=True)
@@ -385,21 +425,44 @@ class FleetStore:
             raise StoreError(f"fleet database at {self.where} refused a value: {exc}",
                              transient=False, code=exc.sqlstate) from exc
 
-    def write(self, records: Iterable[Upstream], *, durable: bool = True) -> WriteCounts:
-        """Store a batch of upstream records in one transaction: all of it or nothing.
-        Writing a record already stored changes nothing (``WriteCounts`` all zero).
+    def stage(self, records: Iterable[Upstream]) -> StagedBatch:
+        """A batch of records turned into the COPY data ``write`` sends, without writing
+        it: what a reader thread does while the database works on the previous batch
+        (``fleet import``), so that the writer's turn is only the database's work.
+
+        Formatted by psycopg's own COPY formatter on one of the pool's connections (its
+        adapters and encoding), exactly as ``write`` would format the records."""
+        rows = _rows(records)
+        data: dict[str, bytes] = {}
+        with self.connection() as conn, conn.cursor() as cur:
+            for stage in _STAGES:
+                staged = rows.by_stage.get(stage.name)
+                if not staged:
+                    continue
+                collected = _Collect()
+                with Copy(cur, binary=False, writer=collected) as copy:
+                    for row in staged:
+                        copy.write_row(row)
+                data[stage.name] = b"".join(collected.chunks)
+        return StagedBatch(data)
+
+    def write(self, records: Iterable[Upstream] | StagedBatch, *, durable: bool = True
+              ) -> WriteCounts:
+        """Store a batch of upstream records (or a batch ``stage`` made of them) in one
+        transaction: all of it or nothing. Writing a record already stored changes nothing
+        (``WriteCounts`` all zero).
 
         ``durable=False`` lets the commit return before its WAL is flushed
         (``synchronous_commit = off`` for this transaction): a database crash may then lose
         the last commits, never half of one. Only for a writer that can simply run again
         (the import); the live consumer acknowledges on return and keeps the default."""
-        rows = _rows(records)
+        rows = records.data if isinstance(records, StagedBatch) else _rows(records).by_stage
         counts: dict[str, int] = {}
         with self.connection() as conn, conn.transaction():
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit = off")
             for stage in _STAGES:
-                staged = rows.by_stage.get(stage.name)
+                staged = rows.get(stage.name)
                 if not staged:
                     continue
                 query = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -407,10 +470,17 @@ class FleetStore:
                     sql.SQL(", ").join(map(sql.Identifier, stage.columns)))
                 with conn.cursor() as cur:
                     with cur.copy(query) as copy:
-                        for row in staged:
-                            copy.write_row(row)
-                    for statement, name in zip(stage.moves, stage.counts_as, strict=True):
-                        cur.execute(statement)
+                        if isinstance(staged, bytes):
+                            copy.write(staged)
+                        else:
+                            for row in staged:
+                                copy.write_row(row)
+                    for k, (statement, name) in enumerate(
+                            zip(stage.moves, stage.counts_as, strict=True)):
+                        if k == 0 and stage.all_new:
+                            _execute_all_new(conn, cur, stage.all_new, statement)
+                        else:
+                            cur.execute(statement)
                         if not name:
                             continue
                         if cur.description is not None:  # the statement counts itself
@@ -438,6 +508,19 @@ class FleetStore:
         with self.connection() as conn:
             row = conn.execute("SELECT version FROM fleet_schema WHERE id = 1").fetchone()
             return int(row[0]) if row else 0
+
+
+def _execute_all_new(conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], all_new: str,
+                     statement: str) -> None:
+    """``all_new`` in a savepoint; on a unique violation, ``statement`` instead (see
+    ``_Stage.all_new``). Either leaves its result on ``cur``."""
+    try:
+        with conn.transaction():
+            cur.execute(all_new)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    cur.execute(statement)
 
 
 def check_version(conn: psycopg.Connection[Any], where_: str) -> int:

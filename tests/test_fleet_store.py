@@ -138,6 +138,37 @@ def test_the_order_of_arrival_does_not_matter(fleet_dsn: str) -> None:
         assert dump(other) == dump(fleet_dsn)
 
 
+def test_old_findings_in_a_batch_of_new_ones_are_stored_and_counted_once(
+        store: FleetStore, fleet_dsn: str) -> None:
+    """A finding already stored, redelivered among new ones (a replica's redelivery, an
+    import run again after more audits), is neither stored again nor added again to its
+    stream's drift sums; the new ones are."""
+    old = FleetFinding(NORTH, finding("th-north-01", T0 + DAY, bias=0.1))
+    new = [FleetFinding(NORTH, finding("th-north-01", T0 + k * DAY, bias=0.1 * k))
+           for k in (2, 3)]
+    assert store.write([old]).findings == 1
+    assert store.write([new[0], old, new[1]]).findings == 2
+    assert store.write([old, *new]).findings == 0
+    with psycopg.connect(fleet_dsn) as conn:
+        row = conn.execute("SELECT n, sy FROM stream_drift").fetchall()
+        stored = conn.execute("SELECT count(*) FROM findings").fetchone()
+    assert len(row) == 1 and row[0][0] == 3 and row[0][1] == pytest.approx(0.6)
+    assert stored == (3,)
+
+
+def test_a_batch_staged_ahead_is_stored_as_the_records_themselves(fleet_dsn: str) -> None:
+    """``fleet import`` formats its batches ahead (``FleetStore.stage``): the rows must be
+    the ones ``write`` makes of the records."""
+    with scratch_twin(fleet_dsn) as other:
+        with FleetStore.open(fleet_dsn) as s:
+            direct = s.write(batch())
+        with FleetStore.open(other) as s:
+            staged = s.write(s.stage(batch()))
+            assert s.write(s.stage(batch())).total == 0
+        assert staged == direct
+        assert dump(other) == dump(fleet_dsn)
+
+
 def scratch_twin(dsn: str) -> Any:
     from postgres import scratch_database
     return scratch_database("fleet_twin")

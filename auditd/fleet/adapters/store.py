@@ -3,7 +3,8 @@
 One write path for everything: ``FleetStore.write`` takes a batch of records (what
 ``auditd.fleet.upstream.parse`` makes of live messages, or what the import reads from a
 gateway's store), copies them with COPY into per-connection staging tables and moves them
-into the fleet's tables with ``INSERT ... SELECT ... ON CONFLICT``, all in ONE transaction.
+into the fleet's tables with ``INSERT ... SELECT ... ON CONFLICT``, all in ONE transaction
+(new findings by a plain ``INSERT`` first, in a savepoint: ``_Stage.all_new``).
 A live consumer acknowledges its messages after ``write`` returns; a crash before that
 rolls the whole batch back and the broker redelivers it. The keys (``schema``) make a
 redelivered, replayed or re-imported record change nothing, whatever order records arrive

@@ -294,6 +294,23 @@ def test_a_healthy_hygrometer_whose_air_saturates_never_fails(
     assert v.status != "fail", (v.failed, v.causes, v.metrics.as_dict())
 
 
+def test_a_window_spent_at_full_scale_says_so_when_it_cannot_be_judged() -> None:
+    """Fog all day but the last half hour: the hygrometer at 100 %RH with the air at 99-100
+    leaves 30 pairs away from the end of its range, fewer than the 60 an audit needs. The
+    window is insufficient, and says why in the pairs that count, not "only 1439 paired
+    values of the 60 an audit needs"."""
+    rng = np.random.default_rng(4)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = np.full(t.size, 100.0)
+    truth[-30:] = 90.0 + np.linspace(0.0, 3.0, 30)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    device = np.round(np.minimum(truth + 1.0 + rng.normal(0.0, 0.5, t.size), 100.0), 1)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "insufficient_data", (v.status, v.failed, v.causes)
+    assert v.action.startswith("No action on the sensor yet: 30 of its 14"), v.action
+    assert "lie away from the end of its range" in v.action and "needs 60" in v.action
+
+
 def test_an_offset_that_pins_a_hygrometer_at_full_scale_still_fails() -> None:
     """The censoring leaves pinned readings alone where the reference is far from full
     scale: a unit 12 %RH high at 100 while the air is at 88 is an error, and evidence."""

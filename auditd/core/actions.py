@@ -72,9 +72,18 @@ def action_for_dropout(aligned: Aligned, spec: SensorSpec) -> str:
 
 
 def action_for_insufficient(aligned: Aligned, spec: SensorSpec, min_samples: int,
-                            causes: tuple[Cause, ...]) -> str:
+                            causes: tuple[Cause, ...], judged: Aligned | None = None) -> str:
+    """Why a window could not be judged, and what (if anything) to do. ``judged``: the
+    pairs the figures were computed on, when readings at a range end were left out
+    (``core.censoring``)."""
     if causes and causes[0].cause == "dropout":
         return action_for_dropout(aligned, spec)
+    if judged is not None and judged is not aligned and judged.n_paired < aligned.n_paired:
+        low, high = spec.range
+        return (f"No action on the sensor yet: {judged.n_paired} of its "
+                f"{aligned.n_paired} paired values lie away from the end of its range "
+                f"({text.num(low)} to {text.qty(high, spec.unit)}), where a reading says only "
+                f"'at least this'; an audit needs {min_samples}.")
     if aligned.reference_coverage < REFERENCE_SILENT:
         return (f"Check that the reference instrument is reporting {spec.name}: it delivered "
                 f"data for only {text.percent(aligned.reference_coverage)} of the window.")

@@ -167,7 +167,8 @@ def evaluate_aligned(
         drop = dropout_cause(aligned, tol.min_samples)
         why: tuple[Cause, ...] = (drop,) if drop is not None else ()
         return StreamVerdict("insufficient_data", "none", metrics, why, None,
-                             action_for_insufficient(aligned, spec, tol.min_samples, why),
+                             action_for_insufficient(aligned, spec, tol.min_samples, why,
+                                                     judged),
                              drift=figures)
     failed = failed_checks(metrics, tol)
     unsure = indeterminate_metrics(metrics, spec)

@@ -256,7 +256,7 @@ def main() -> None:
         "settings": vars(args) | {"workdir": str(args.workdir)},
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "pinned": pinned,
-                    "postgres": _server_version()},
+                    "postgres": server_version()},
         "runs": runs,
         "median": {key: statistics.median(r[key] for r in runs)
                    for key in ("import_s", "floor_s", "ratio", "report_s")},
@@ -269,7 +269,8 @@ def main() -> None:
           f"(goal < 10 s); written to {RESULTS}")
 
 
-def _server_version() -> str:
+def server_version() -> str:
+    """The PostgreSQL server's version (bench/fleet_live.py records it too)."""
     with psycopg.connect(f"{SERVER}/postgres") as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "?"

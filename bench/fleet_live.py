@@ -50,6 +50,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
+import fleet  # noqa: E402  (bench/fleet.py: server_version)
 import ingest  # noqa: E402  (bench/ingest.py: publish, create_session, machine)
 
 from tests.brokers import Mosquitto  # noqa: E402
@@ -322,7 +323,7 @@ def main() -> None:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "took_s": round(time.time() - started, 1),
         "settings": vars(args) | {"out": str(args.out)},
-        "machine": ingest.machine() | {"postgresql": _pg_version(),
+        "machine": ingest.machine() | {"postgresql": fleet.server_version(),
                                        "load_avg_before": load_before,
                                        "load_avg_after": os.getloadavg()},
         "summary": summary, "pairs": pairs,
@@ -337,12 +338,6 @@ def main() -> None:
           f"{summary['ratio_range'][1]:.2f}) | >= 5,000 msg/s | {summary['all_rows_exact']} |")
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores, shared)")
-
-
-def _pg_version() -> str:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "?"
 
 
 if __name__ == "__main__":

@@ -12,19 +12,18 @@ reference, and the fleet should name it and trust none of its devices' temperatu
 
 from __future__ import annotations
 
-import json
-import math
-import random
 from pathlib import Path
 
-START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
-HOURS = 26
+import rollout
+
+START = rollout.START  # 2025-11-25T00:00:00Z
+HOURS = rollout.HOURS
 SITES = [f"s{k}" for k in range(1, 9)]
 DRIFTING_SITE = "s4"
 REFERENCE_STEP = 1.5  # degC; the th-200's temperature bias tolerance is 0.5 degC
 REFERENCE_STEP_H = 8
-PRESSURE_OFFSET = 2.5  # hPa; the tolerance is 1.0 hPa
-OLD, BAD, GOOD = "2.3.1", "2.4.0", "2.3.5"
+PRESSURE_OFFSET = rollout.PRESSURE_OFFSET  # hPa; the tolerance is 1.0 hPa
+OLD, BAD, GOOD = rollout.OLD, rollout.BAD, rollout.GOOD
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,60 +40,14 @@ def rollout_h(site: str) -> int:
     return 10 + SITES.index(site) % 3
 
 
-def firmware_at(site: str, device: str, t: float) -> str:
-    if t < START + rollout_h(site) * 3600:
-        return OLD
-    return BAD if device == regressed(site) else GOOD if device.endswith("-02") else OLD
-
-
-def _line(topic: str, t: float, payload: object) -> str:
-    return json.dumps({"topic": topic, "received_at": t, "payload": payload},
-                      separators=(",", ":"))
-
-
 def write_site(site: str, path: Path, seed: int) -> Path:
-    rng = random.Random(seed)
     names = devices(site)
-    lines = [_line(f"fleet/{site}/ref-{site}/meta", START - 60,
-                   {"ts": START - 60, "model": "ref-station", "serial": f"REF-{site}"})]
-    rollout = START + rollout_h(site) * 3600
-    wander = 0.0
-    for minute in range(HOURS * 60):
-        t = START + 60 * minute
-        if minute % 60 == 0:
-            for i, device in enumerate(names):
-                lines.append(_line(f"fleet/{site}/{device}/meta", t + 0.5 + i / 100, {
-                    "ts": t, "model": "th-200", "firmware": firmware_at(site, device, t),
-                    "hardware_rev": "B", "serial": f"SN-{site}-{i}",
-                    "installed_at": "2025-03-01", "calibrated_at": "2025-10-01",
-                    "calibration_due": "2026-10-01"}))
-        if t == rollout:
-            for device in names[:2]:
-                lines.append(_line(f"fleet/{site}/{device}/event", t + 0.2, {
-                    "ts": t, "type": "firmware_update", "from": OLD,
-                    "to": firmware_at(site, device, t), "by": "ota"}))
-        wander = 0.98 * wander + rng.gauss(0, 0.05)
-        hours = minute / 60
-        temperature = 8.0 + 6.0 * math.sin(2 * math.pi * hours / 24) + wander
-        humidity = 70.0 - 10.0 * math.sin(2 * math.pi * hours / 24) + 4 * wander
-        pressure = 1013.0 + 3.0 * math.sin(2 * math.pi * hours / 30) + 0.3 * wander
-        ref_temperature = temperature + (
-            REFERENCE_STEP if site == DRIFTING_SITE and hours >= REFERENCE_STEP_H else 0.0)
-        lines.append(_line(f"fleet/{site}/ref-{site}/telemetry", t + 1, {"ts": t, "readings": {
-            "temperature": round(ref_temperature + rng.gauss(0, 0.03), 3),
-            "humidity": round(humidity + rng.gauss(0, 0.3), 2),
-            "pressure": round(pressure + rng.gauss(0, 0.05), 2)}}))
-        for i, device in enumerate(names):
-            p = pressure + rng.gauss(0, 0.3)
-            if device == regressed(site) and t >= rollout:
-                p += PRESSURE_OFFSET
-            lines.append(_line(f"fleet/{site}/{device}/telemetry", t + 2 + i / 100, {
-                "ts": t + 1, "readings": {
-                    "temperature": round(temperature + rng.gauss(0, 0.12), 2),
-                    "humidity": round(humidity + rng.gauss(0, 1.0), 1),
-                    "pressure": round(p, 2)}}))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    step = ((START + REFERENCE_STEP_H * 3600, REFERENCE_STEP) if site == DRIFTING_SITE
+            else None)
+    return rollout.write_site(
+        path, site=site, devices=names, rollout=START + rollout_h(site) * 3600,
+        updates={names[0]: BAD, names[1]: GOOD}, ref_serial=f"REF-{site}",
+        serial=lambda i: f"SN-{site}-{i}", seed=seed, reference_step=step)
 
 
 def write_references(directory: Path) -> Path:

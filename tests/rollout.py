@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
@@ -30,12 +31,6 @@ def _line(topic: str, t: float, payload: object) -> str:
                       separators=(",", ":"))
 
 
-def _meta(device: str, i: int, firmware: str, t: float) -> dict[str, object]:
-    return {"ts": t, "model": "th-200", "firmware": firmware, "hardware_rev": "B",
-            "serial": f"SN-{1000 + i}", "installed_at": "2025-03-01",
-            "calibrated_at": "2025-10-01", "calibration_due": "2026-10-01"}
-
-
 def firmware_at(device: str, t: float) -> str:
     if t < START + ROLLOUT_H * 3600:
         return OLD
@@ -43,36 +38,59 @@ def firmware_at(device: str, t: float) -> str:
 
 
 def write(path: Path, seed: int = 7) -> Path:
+    updates = {device: BAD for device in REGRESSED} | {device: GOOD for device in BYSTANDERS}
+    return write_site(path, site="north", devices=DEVICES, rollout=START + ROLLOUT_H * 3600,
+                      updates=updates, ref_serial="REF-1",
+                      serial=lambda i: f"SN-{1000 + i}", seed=seed)
+
+
+def write_site(path: Path, *, site: str, devices: Sequence[str], rollout: float,
+               updates: Mapping[str, str], ref_serial: str, serial: Callable[[int], str],
+               seed: int, reference_step: tuple[float, float] | None = None) -> Path:
+    """One site's recording: its reference and ``devices`` once a minute for ``HOURS``
+    hours over a shared weather; at ``rollout`` the devices in ``updates`` (in its order)
+    update to their version, announced by an event and by the hourly retained meta, and
+    those updated to ``BAD`` read pressure ``PRESSURE_OFFSET`` high from then on.
+    ``reference_step``: (from when, by how much) the reference's temperature reads high.
+    tests/fleet_sites.py writes its eight sites with it."""
     rng = random.Random(seed)
-    lines = [_line("fleet/north/ref-north/meta", START - 60,
-                   {"ts": START - 60, "model": "ref-station", "serial": "REF-1"})]
-    rollout = START + ROLLOUT_H * 3600
+
+    def firmware(device: str, t: float) -> str:
+        return updates.get(device, OLD) if t >= rollout else OLD
+
+    lines = [_line(f"fleet/{site}/ref-{site}/meta", START - 60,
+                   {"ts": START - 60, "model": "ref-station", "serial": ref_serial})]
     wander = 0.0
     for minute in range(HOURS * 60):
         t = START + 60 * minute
         if minute % 60 == 0:  # retained meta re-delivered every hour: not a new version
-            for i, device in enumerate(DEVICES):
-                lines.append(_line(f"fleet/north/{device}/meta", t + 0.5 + i / 100,
-                                   _meta(device, i, firmware_at(device, t), t)))
+            for i, device in enumerate(devices):
+                lines.append(_line(f"fleet/{site}/{device}/meta", t + 0.5 + i / 100, {
+                    "ts": t, "model": "th-200", "firmware": firmware(device, t),
+                    "hardware_rev": "B", "serial": serial(i), "installed_at": "2025-03-01",
+                    "calibrated_at": "2025-10-01", "calibration_due": "2026-10-01"}))
         if t == rollout:
-            for device in REGRESSED + BYSTANDERS:
-                lines.append(_line(f"fleet/north/{device}/event", t + 0.2, {
-                    "ts": t, "type": "firmware_update", "from": OLD,
-                    "to": BAD if device in REGRESSED else GOOD, "by": "ota"}))
+            for device, version in updates.items():
+                lines.append(_line(f"fleet/{site}/{device}/event", t + 0.2, {
+                    "ts": t, "type": "firmware_update", "from": OLD, "to": version,
+                    "by": "ota"}))
         wander = 0.98 * wander + rng.gauss(0, 0.05)
         hours = minute / 60
         temperature = 8.0 + 6.0 * math.sin(2 * math.pi * hours / 24) + wander
         humidity = 70.0 - 10.0 * math.sin(2 * math.pi * hours / 24) + 4 * wander
         pressure = 1013.0 + 3.0 * math.sin(2 * math.pi * hours / 30) + 0.3 * wander
-        lines.append(_line("fleet/north/ref-north/telemetry", t + 1, {"ts": t, "readings": {
-            "temperature": round(temperature + rng.gauss(0, 0.03), 3),
+        ref_temperature = temperature + (
+            reference_step[1] if reference_step is not None and t >= reference_step[0]
+            else 0.0)
+        lines.append(_line(f"fleet/{site}/ref-{site}/telemetry", t + 1, {"ts": t, "readings": {
+            "temperature": round(ref_temperature + rng.gauss(0, 0.03), 3),
             "humidity": round(humidity + rng.gauss(0, 0.3), 2),
             "pressure": round(pressure + rng.gauss(0, 0.05), 2)}}))
-        for i, device in enumerate(DEVICES):
+        for i, device in enumerate(devices):
             p = pressure + rng.gauss(0, 0.3)
-            if device in REGRESSED and t >= rollout:
+            if updates.get(device) == BAD and t >= rollout:
                 p += PRESSURE_OFFSET
-            lines.append(_line(f"fleet/north/{device}/telemetry", t + 2 + i / 100, {
+            lines.append(_line(f"fleet/{site}/{device}/telemetry", t + 2 + i / 100, {
                 "ts": t + 1, "readings": {
                     "temperature": round(temperature + rng.gauss(0, 0.12), 2),
                     "humidity": round(humidity + rng.gauss(0, 1.0), 1),

@@ -32,6 +32,7 @@ from auditd.core.lag import UNDEFINED
 from auditd.core.stats import (
     Z_ONE_SIDED_1PCT,
     ar1_coefficient,
+    cochrane_orcutt,
     confidence_z,
     deming,
     effective_n,
@@ -40,6 +41,7 @@ from auditd.core.stats import (
     lag1_autocorrelation,
     mean_interval,
     sequence_effective_size,
+    slope_effective_size,
 )
 from auditd.model import SensorSpec, Tolerance
 
@@ -352,3 +354,54 @@ def test_the_sequence_estimate_of_white_noise_is_its_length() -> None:
     x = np.random.default_rng(4).normal(0.0, 1.0, 2000)
     assert sequence_effective_size(x) > 1500
     assert sequence_effective_size(np.ones(50)) == 50.0
+
+
+# ------------------------------------------------------- a line under AR(1) noise
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), gain=st.floats(0.5, 2.0), phi=st.floats(0.0, 0.8))
+def test_the_ar1_line_finds_a_real_gain_as_ols_does(seed: int, gain: float,
+                                                    phi: float) -> None:
+    """A gain error acts at every time scale: over a reference that moves at short scales
+    too, the line fitted under AR(1) noise finds the same gain as OLS (within a few of
+    its standard errors), which is why their agreement may be asked of a failing gain."""
+    rng = np.random.default_rng(seed)
+    n = 720
+    x = np.cumsum(rng.normal(0.0, 1.0, n))  # a random walk: moves at every scale
+    noise = lfilter([1.0], [1.0, -phi], rng.normal(0.0, 0.5, n))
+    line = cochrane_orcutt(x, 3.0 + gain * x + noise)
+    assert abs(line.gain - gain) < 5 * line.gain_se + 0.01, line
+    assert 0.0 <= line.rho < 0.95
+
+
+def test_the_ar1_line_does_not_take_a_slow_wander_for_a_slope() -> None:
+    """Two unrelated persistent series (a device's wander, a reference's swing) often show
+    a steep OLS slope; the AR(1) line, resting on their short-term co-movement, does not:
+    over 200 pairs its gain stays near 0 where OLS scatters far, and the noise's
+    coefficient it fits is near the wander's own."""
+    rng = np.random.default_rng(3)
+    ols, ar1_line, rhos = [], [], []
+    for _ in range(200):
+        x = lfilter([1.0], [1.0, -0.98], rng.normal(0.0, 1.0, 180))
+        y = lfilter([1.0], [1.0, -0.98], rng.normal(0.0, 1.0, 180))
+        ols.append(fit_line(y, x).gain)
+        line = cochrane_orcutt(x, y)
+        ar1_line.append(line.gain)
+        rhos.append(line.rho)
+    assert np.std(ar1_line) < 0.3 * np.std(ols), (np.std(ar1_line), np.std(ols))
+    assert float(np.median(rhos)) > 0.85
+
+
+def test_a_slopes_effective_size_follows_the_regressors_persistence() -> None:
+    """Bartlett's factor: against a white regressor a slope keeps all its samples whatever
+    the noise's persistence; against a smooth one, persistent noise leaves few."""
+    rng = np.random.default_rng(8)
+    n = 360
+    white = rng.normal(0.0, 1.0, n)
+    smooth = np.sin(2 * math.pi * np.arange(n) / 720) + rng.normal(0.0, 0.1, n)
+    assert slope_effective_size(white, 0.95) > 0.8 * n
+    assert slope_effective_size(smooth, 0.0) == n
+    assert slope_effective_size(smooth, 0.5) > slope_effective_size(smooth, 0.95)
+    assert slope_effective_size(smooth, 0.99) < 0.1 * n
+    assert slope_effective_size(np.ones(50), 0.9) == 50.0

@@ -212,10 +212,35 @@ def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
         return "indeterminate"
     z = gain_z(metrics)
     if least - z * se > tol.gain:
-        return "beyond"
+        return "beyond" if noise_model_agrees(metrics, tol) else "indeterminate"
     if most + z * se <= tol.gain:
         return "within"
     return "indeterminate"
+
+
+def noise_model_agrees(metrics: Metrics, tol: Tolerance) -> bool:
+    """Does the line fitted under AR(1) noise (``Metrics.gain_gls``) put the gain beyond
+    the tolerance on the same side as the decision gain? A gain error acts at every time
+    scale, so both lines see it; a slope made by the device's slow wander running with
+    the reference's (spurious regression) is not in the short-term co-movement the AR(1)
+    line rests on, and it lands elsewhere, often across 1. The same allowance for the
+    reference's noise applies to both lines (``gain_range``). True where the AR(1) line
+    is undefined: absence of a second opinion is no evidence against the first."""
+    gls = metrics.gain_gls
+    if not math.isfinite(gls):
+        return True
+    lo, hi = gain_range(metrics)
+    gains = [gls]
+    noise, spread = metrics.reference_noise, metrics.reference_std
+    if math.isfinite(noise) and spread > 0.0:
+        dilution = (noise / spread) ** 2
+        gains.append(gls / (1.0 - dilution) if dilution <= MAX_DILUTION
+                     else math.copysign(math.inf, gls))
+    if lo > 1.0:
+        return max(gains) - 1.0 > tol.gain
+    if hi < 1.0:
+        return 1.0 - min(gains) > tol.gain
+    return True
 
 
 def excitation_note(metrics: Metrics, tol: Tolerance) -> str:
@@ -252,7 +277,9 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     slowly wandering window cannot raise an alarm on its own noise, and a long one is not
     judged more harshly than a short one.
 
-    The gain is left out where the window cannot judge it at all (``excited``).
+    The gain is left out where the window cannot judge it at all (``excited``), or
+    where the line fitted under AR(1) noise does not put it beyond tolerance on the same
+    side (``noise_model_agrees``: the slope may be the device's wander).
 
     rmse, r2 and the lag are compared as point values. The rmse describes this window's
     error as it happened: an interval from the autocorrelation of the squared difference
@@ -265,7 +292,7 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
         out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
                              confidence_z(metrics.n_eff))
     least, _ = gain_deviation(metrics)
-    if math.isfinite(least) and excited(metrics, tol):
+    if math.isfinite(least) and excited(metrics, tol) and noise_model_agrees(metrics, tol):
         out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
         out["rmse"] = ratio(metrics.rmse, tol.rmse)

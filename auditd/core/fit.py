@@ -23,11 +23,14 @@ from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray
 from auditd.core.stats import (
     ar1_coefficient,
+    cochrane_orcutt,
+    conservative_rho,
     deming,
     effective_size,
     has_outliers,
     huber_line,
     mean_interval,
+    slope_effective_size,
     white_noise_std,
 )
 
@@ -106,6 +109,14 @@ class Metrics:
     offset_deming: float = math.nan
     """Errors-in-variables line (``stats.deming``), only when the reference's uncertainty
     is known; the gain decision then uses it instead of the OLS ``gain``."""
+    gain_gls: float = math.nan
+    gain_gls_se: float = math.nan
+    noise_rho: float = math.nan
+    """The line fitted under AR(1) noise (``stats.cochrane_orcutt``): its gain, that
+    gain's standard error and the noise's AR(1) coefficient. Where the device's noise
+    wanders as slowly as the reference, the OLS ``gain`` can be the wander's chance
+    alignment with the reference; this gain then lies elsewhere, and the gain decision
+    (``checks.gain_evidence``) fails a stream on its gain only where both agree."""
     gain_robust: float = math.nan
     offset_robust: float = math.nan
     """Huber line (``stats.huber_line``) where the OLS residuals hold outliers
@@ -228,13 +239,15 @@ def compute_metrics(
     if reference_uncertainty is not None:
         line = fit_line(dev, ref)
         gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
+    gls = cochrane_orcutt(ref, dev)
+    slope_n_eff = slope_effective_size(ref, conservative_rho(gls.rho, n))
     # the fit centres copies of the pairs in place; the robust fit, rarely needed, re-pairs
     ref_noise = white_noise_std(ref, upper=True)
     line, resid, sxx, syy = _fit(dev, ref, keep_residuals=True, overwrite=owned)
     if owned:
         del dev, ref
     low, high = bias.bounds() if n > 1 else (nan, nan)
-    gain_se, gain_n_eff = effective_gain_se(line, resid)
+    gain_se, gain_n_eff = effective_gain_se(line, resid, slope_n_eff)
     outliers = False
     if robust and resid is not None:
         outliers = has_outliers(resid)
@@ -269,22 +282,32 @@ def compute_metrics(
         reference_noise=ref_noise,
         gain_deming=gain_deming,
         offset_deming=offset_deming,
+        gain_gls=gls.gain,
+        gain_gls_se=gls.gain_se,
+        noise_rho=gls.rho,
         gain_robust=gain_robust,
         offset_robust=offset_robust,
     )
 
 
-def effective_gain_se(line: LineFit, residuals: FloatArray | None) -> tuple[float, float]:
-    """The OLS gain's standard error scaled by sqrt(n / n_eff) of the residuals, and that
-    n_eff.
+def effective_gain_se(line: LineFit, residuals: FloatArray | None,
+                      slope_n_eff: float = math.inf) -> tuple[float, float]:
+    """The OLS gain's standard error scaled by sqrt(n / n_eff), and that n_eff.
 
-    For a slope, the variance factor of autocorrelated residuals (rho_e) against a
-    regressor with autocorrelation rho_x is (1 + rho_e rho_x) / (1 - rho_e rho_x); a sensor's
-    reference is smooth (rho_x close to 1), so the residuals' own AR(1) factor applies.
+    For a slope, the variance factor of AR(1) noise (rho_u) is Bartlett's
+    1 + 2 sum rho_x(k) rho_u^k over the regressor's autocorrelations rho_x. Two readings
+    are at hand and the smaller n_eff is kept: the OLS residuals' own AR(1) coefficient at
+    its upper bound with rho_x taken as 1 (a sensor's reference is smooth), and
+    ``slope_n_eff``, the factor with the coefficient fitted jointly with the line
+    (Cochrane-Orcutt, at its upper bound) and the reference's own correlations
+    (``stats.slope_effective_size``). The first is blind where the line absorbed the
+    noise's slow wander (two persistent series: the residuals left look nearly white,
+    lag-1 0.6 for a wander of 0.98, and three hours of minute data claimed 68 independent
+    residuals); the second sees it.
     """
     if residuals is None or not (line.n > 2 and math.isfinite(line.gain_se)):
         return math.nan, math.nan
-    n_eff = effective_size(line.n, ar1_coefficient(residuals))
+    n_eff = min(effective_size(line.n, ar1_coefficient(residuals)), slope_n_eff)
     return line.gain_se * math.sqrt(line.n / n_eff), n_eff
 
 

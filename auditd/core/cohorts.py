@@ -132,20 +132,28 @@ def _with_timing(cohort: Cohort, members: Sequence[Member], slack_s: float) -> C
     return replace(cohort, p=p, p_adjusted=p, p_timing=p_timing)
 
 
+TIMING_FLOOR_S = 1.0
+"""The closest an onset is taken to be to its update: an exact hit would make the chance 0."""
+
+
 def timing_p(group: Sequence[Member], slack_s: float) -> float:
-    """The chance that at least as many of the cohort's updated, failing members began
-    deviating within ``slack_s`` of their own update if their deviations had nothing to do
-    with it (each onset then falls anywhere in the span it could have been found in, so
-    within the slack of the update with probability at most 2 slack / span; the members
-    are independent, and the count's tail is the Poisson-binomial one). The slack, not
-    each onset's stated uncertainty: a regression need not show the minute the update
-    lands (a reboot, a first measurement cycle), and an onset's stated uncertainty
-    understates a ramp's. Over a short history the test is then weak, as it should be:
-    three steps within an hour of their updates in a six-hour history happen by chance
-    one time in thirty. 1 when fewer than
-    ``MIN_COHORT`` members can be tested or fewer than that coincide."""
-    chances: list[float] = []
-    hits = 0
+    """The chance that the cohort's updated, failing members began deviating as close to
+    their own updates as they did if their deviations had nothing to do with them.
+
+    Under that null each onset falls anywhere in the span it could have been found in, so
+    within a distance t of its update with probability at most 2 t / span; the members are
+    independent, and the count of those within t has the Poisson-binomial tail. Two
+    distances are tried: ``slack_s`` (a regression need not show the minute the update
+    lands: a reboot, a first measurement cycle; and an onset's stated uncertainty
+    understates a ramp's), and the members' own distances (the k-th closest, for every k
+    of at least ``MIN_COHORT``): three onsets within two minutes of their updates in six
+    hours of history happen by chance about once in a million, where the hour's slack
+    alone says once in thirty. The smallest tail is multiplied by the number of distances
+    tried (Bonferroni), so choosing the distance after seeing the data costs what it
+    should. 1 when fewer than ``MIN_COHORT`` members can be tested or fewer than that
+    coincide."""
+    spans: list[float] = []
+    distances: list[float] = []
     for m in group:
         if not (m.failed and m.updated and m.onset is not None
                 and m.firmware_since is not None and m.observed is not None):
@@ -153,11 +161,19 @@ def timing_p(group: Sequence[Member], slack_s: float) -> float:
         span = m.observed[1] - m.observed[0]
         if not span > 0.0:
             continue
-        chances.append(min(1.0, 2.0 * slack_s / span))
-        hits += abs(m.onset - m.firmware_since) <= slack_s
-    if len(chances) < MIN_COHORT or hits < MIN_COHORT:
+        spans.append(span)
+        distances.append(max(abs(m.onset - m.firmware_since), TIMING_FLOOR_S))
+    if len(spans) < MIN_COHORT:
         return 1.0
-    return poisson_binomial_tail(chances, hits)
+    tried = sorted({slack_s, *(d for d in sorted(distances)[MIN_COHORT - 1:] if d < slack_s)})
+    best = 1.0
+    for within in tried:
+        hits = sum(d <= within for d in distances)
+        if hits < MIN_COHORT:
+            continue
+        chances = [min(1.0, 2.0 * within / span) for span in spans]
+        best = min(best, poisson_binomial_tail(chances, hits))
+    return min(1.0, best * len(tried))
 
 
 def poisson_binomial_tail(chances: Sequence[float], k: int) -> float:

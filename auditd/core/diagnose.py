@@ -235,15 +235,18 @@ def _run_reference_std(aligned: Aligned, run: FlatRun) -> float:
 
 
 def device_quantum(aligned: Aligned) -> float:
-    """The device's resolution as its data show it: the smallest non-zero step between
-    consecutive values (0 when it never changed in the window)."""
+    """The device's resolution as its data show it: the smallest gap between two distinct
+    values it reported in the window (0 when it never changed). Not the smallest step
+    between consecutive values: a noisy unit's twenty readings before it froze stepped by
+    0.03 or more on a 0.01 grid, and that "resolution" made a reference moving 0.025
+    look still enough to excuse a day of one repeated value."""
     v = np.asarray(aligned.device)[np.isfinite(aligned.device)]
     if v.size < 2:
         return 0.0
-    steps = np.abs(np.diff(v))
+    gaps = np.diff(np.unique(v))
     limit = FLAT_RELATIVE * max(float(np.max(np.abs(v))), 1e-300)
-    steps = steps[steps > limit]
-    return float(steps.min()) if steps.size else 0.0
+    gaps = gaps[gaps > limit]
+    return float(gaps.min()) if gaps.size else 0.0
 
 
 def reference_live(aligned: Aligned, run: FlatRun) -> bool:

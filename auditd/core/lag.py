@@ -83,15 +83,22 @@ class LagEstimate:
     baseline: float = 0.0
     """Median correlation over the lags searched: what any lag gets."""
     interval_s: float = 1.0
+    null_factor: float = math.nan
+    """Bartlett's variance factor of one lag's correlation under no common signal,
+    1 + 2 sum_k rho_d(k) rho_r(k) over the two compared series' own autocorrelations
+    (``null_variance_factor``); NaN: the factor of two w-bin moving sums of white noise."""
 
     @property
     def standard_error(self) -> float:
-        """Of one lag's correlation under no common signal (Bartlett's formula for two
-        w-bin moving sums of white noise: (2w^2 + 1) / 3w pairs' worth of variance)."""
+        """Of one lag's correlation under no common signal: sqrt(factor / n), the factor
+        Bartlett's (``null_factor``), or (2w^2 + 1) / 3w, two w-bin moving sums of white
+        noise, where it was not measured."""
         if self.n < 3:
             return math.inf
         w = self.scale
-        return math.sqrt((2 * w * w + 1) / (3 * w) / self.n)
+        factor = self.null_factor if math.isfinite(self.null_factor) \
+            else (2 * w * w + 1) / (3 * w)
+        return math.sqrt(factor / self.n)
 
     @property
     def threshold(self) -> float:
@@ -355,6 +362,42 @@ def lag_correlation(
     return lags, np.clip(corr, -1.0, 1.0), pairs
 
 
+NULL_FACTOR_FLOOR = 0.25
+"""The least variance factor taken: a sum of products of sample autocorrelations can
+come out near 0 by chance, and a correlation's noise is never far below 1/n."""
+
+
+def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int) -> float:
+    """Bartlett's factor for the correlation of two independent series,
+    1 + 2 sum_k rho_d(k) rho_r(k), summed to 4 scale + 8 lags (gaps read as the mean).
+
+    Why measured, not assumed: the streams are prewhitened with the reference's AR(1)
+    coefficient, which turns a device's white noise into nearly its differences (lag-1
+    correlation near -1/2); summed over w bins those telescope, and their correlation
+    with anything is far less noisy than that of moving sums of white noise. Assumed
+    white, a 45-second clock lag on 15-second indoor data stood 3.7 standard errors
+    above the curve where the curve's own scatter put it at 8; a series more persistent
+    than white gets a larger factor, as it should."""
+    n = int(device.size)
+    cutoff = min(4 * scale + 8, n // 4)
+    if cutoff < 1:
+        return math.nan
+    rho = []
+    for x in (device, reference):
+        ok = np.isfinite(x)
+        if ok.sum() < 3:
+            return math.nan
+        centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
+        length = sfft.next_fast_len(n + cutoff + 1, real=True)
+        spectrum = sfft.rfft(centred, length)
+        acov = sfft.irfft(spectrum * np.conj(spectrum), length)[: cutoff + 1]
+        if not acov[0] > 0.0:
+            return math.nan
+        rho.append(acov / acov[0])
+    factor = 1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:])
+    return max(factor, NULL_FACTOR_FLOOR)
+
+
 def _parabolic_peak(corr: FloatArray, i: int) -> tuple[float, float]:
     """Sub-sample offset and height of the vertex through the peak and its neighbours."""
     if i == 0 or i == corr.size - 1:
@@ -408,6 +451,7 @@ def curve_at_scale(
         scale=scale,
         baseline=float(np.median(corr[usable])),
         interval_s=interval_s,
+        null_factor=null_variance_factor(dev, ref, scale),
     )
     return _Curve(lags, masked, estimate)
 
@@ -419,12 +463,13 @@ def _margin(est: LagEstimate) -> float:
     return (est.peak_corr - est.baseline) / est.threshold
 
 
-def refine(curves: list[_Curve], chosen: int, interval_s: float) -> float:
+def refine(curves: list[_Curve], chosen: int, interval_s: float) -> tuple[float, int]:
     """Walk down from the chosen scale, each finer curve's peak sought within the coarser
     one's half-width: a broad peak says where to look, the sharp one says exactly where.
     The walk stops at the first scale whose local peak is lost in its own noise, since
-    the highest of a few noise values would only move the estimate at random."""
-    lag_s = curves[chosen].estimate.lag_s
+    the highest of a few noise values would only move the estimate at random. Returns
+    the lag and the index of the finest curve that placed it."""
+    lag_s, placed = curves[chosen].estimate.lag_s, chosen
     for i in range(chosen - 1, -1, -1):
         fine, width = curves[i], curves[i + 1].estimate.scale
         centre = int(np.searchsorted(fine.lags, round(lag_s / interval_s)))
@@ -436,8 +481,24 @@ def refine(curves: list[_Curve], chosen: int, interval_s: float) -> float:
         if fine.corr[best] - fine.estimate.baseline < fine.estimate.threshold:
             break
         delta, _ = _parabolic_peak(fine.corr, best)
-        lag_s = float((fine.lags[best] + delta) * interval_s)
-    return lag_s
+        lag_s, placed = float((fine.lags[best] + delta) * interval_s), i
+    return lag_s, placed
+
+
+def beats_zero(curve: _Curve, lag_s: float) -> bool:
+    """Does the curve's correlation at ``lag_s`` beat its correlation at zero lag by
+    ``MIN_IMPROVEMENT_Z`` standard errors? A coarse scale finds a peak but cannot place
+    it closer to zero than its own width, and the finer scale that places it must then
+    also tell it from no lag: a healthy unit's broad peak at -4 s, placed by the 4-bin
+    scale at -26 s where that scale's correlation was 0.22 against 0.17 at zero (1.3
+    standard errors), is no clock error."""
+    est = curve.estimate
+    at = int(np.argmin(np.abs(curve.lags * est.interval_s - lag_s)))
+    zero = int(np.searchsorted(curve.lags, 0))
+    peak, none = curve.corr[at], curve.corr[zero]
+    if not (math.isfinite(peak) and math.isfinite(none)):
+        return False
+    return (peak - none) / est.standard_error >= MIN_IMPROVEMENT_Z
 
 
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
@@ -455,4 +516,8 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     best = curves[chosen].estimate
     if chosen == 0 or not math.isfinite(best.lag_s):
         return best
-    return replace(best, lag_s=refine(curves, chosen, aligned.interval_s))
+    lag_s, placed = refine(curves, chosen, aligned.interval_s)
+    refined = replace(best, lag_s=lag_s)
+    if not refined.below_resolution and not beats_zero(curves[placed], lag_s):
+        return replace(best, lag_s=0.0)  # a peak, but not told from no lag
+    return refined

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
@@ -599,3 +599,88 @@ def test_healthy_streams_of_every_kind_rarely_show_a_lag() -> None:
         if math.isfinite(m) and abs(m) >= 1.5 * interval:
             invented.append((interval, hours, m))
     assert len(invented) <= 1, invented
+
+
+# --------------------------------------------------------------------------- held values
+
+DUST = SensorSpec("pm2_5", "[mass] / [length] ** 3", "ug/m^3", (0.0, 1000.0), 60.0,
+                  Tolerance(bias=5.0, gain=0.35, rmse=7.0, r2_min=0.7, lag_s=300.0,
+                            window_s=86400.0, min_samples=60))
+
+
+def dust(rng: np.random.Generator, t: np.ndarray, level: float) -> np.ndarray:
+    """Fine dust between a few and a few tens of ug/m^3: a rush-hour swing and wander."""
+    return np.clip(level + 0.6 * level * np.sin(2 * math.pi * (t - T0) / (6 * HOUR))
+                   + ar1(rng, t.size, 0.2 * level, 0.95), 0.5, None)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), level=st.floats(10.0, 25.0),
+       since=st.just(0.0) | st.floats(0.1, 0.6), hours=st.sampled_from([3, 6, 24]))
+def test_a_dust_sensor_sending_mg_where_ug_is_expected_is_a_unit_mismatch(
+        seed: int, level: float, since: float, hours: int) -> None:
+    """Firmware that reports mg/m^3 at one decimal under a ug/m^3 label sends 0.0 while the
+    air holds 3 to 40 ug/m^3 (0.003 to 0.04 mg/m^3): exactly what that unit makes of the
+    reference at the device's resolution, and the few 0.1 it sends when the air passes 50
+    ug/m^3 are that too. Named first (a unit setting, checked remotely, not a truck to
+    replace a sensor), critical; where it sent nothing but 0.0, with ``stuck`` beside it:
+    a sensor that stopped at zero would send the same, and the data cannot rule it out.
+    (A window with only a reading or two before the change shows the device's resolution
+    no finer than that jump, so the reference does not count as live: ``reference_live``.)"""
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(int(hours * HOUR / 60.0))
+    truth = dust(rng, t, level)
+    reference = truth + rng.normal(0.0, 0.5, t.size)
+    device = np.round(truth + ar1(rng, t.size, 1.0, 0.5), 1)
+    cut = int(since * t.size)
+    device[cut:] = np.round(0.001 * device[cut:], 1)
+    # air within the tolerance of 0 makes a reading of 0 right, whatever its unit
+    assume(float(np.median(reference[cut:])) > 2.0 * DUST.tolerance.bias)
+    v = judge(device, reference, t, DUST)
+    assert v.status == "fail" and top(v) == "unit_mismatch", (v.causes, v.metrics.as_dict())
+    assert "mg/m^3" in v.causes[0].evidence
+    if not device[cut:].any():  # nothing but 0.0: a sensor stopped at zero sends that too
+        assert "stuck" in [c.cause for c in v.causes], v.causes
+    assert v.severity == "critical"
+
+
+def test_a_dust_sensor_frozen_at_a_reading_is_stuck_not_a_unit() -> None:
+    """Frozen at the 12.3 ug/m^3 it last measured: no unit makes 12.3 of 3 to 40."""
+    rng = np.random.default_rng(5)
+    t = T0 + 60.0 * np.arange(360)
+    truth = dust(rng, t, 12.0)
+    reference = truth + rng.normal(0.0, 0.5, t.size)
+    device = np.round(truth + ar1(rng, t.size, 1.0, 0.5), 1)
+    device[120:] = 12.3
+    v = judge(device, reference, t, DUST)
+    assert top(v) == "stuck", v.causes
+    assert "unit_mismatch" not in [c.cause for c in v.causes]
+
+
+def test_an_offset_that_pins_a_dust_sensor_at_zero_is_not_a_unit() -> None:
+    """15 ug/m^3 low, pinned at 0 whenever the air is cleaner than that and following it
+    otherwise: its readings of 5 and 10 are no unit's rounding of the reference."""
+    rng = np.random.default_rng(6)
+    t = T0 + 60.0 * np.arange(360)
+    truth = dust(rng, t, 15.0)
+    reference = truth + rng.normal(0.0, 0.5, t.size)
+    device = np.round(np.maximum(truth - 15.0 + ar1(rng, t.size, 1.0, 0.5), 0.0), 1)
+    v = judge(device, reference, t, DUST)
+    assert v.status == "fail"
+    assert "unit_mismatch" not in [c.cause for c in v.causes], v.causes
+
+
+def test_a_baseline_keeps_the_offset_ahead_of_the_clipping_it_causes() -> None:
+    """The drift figures against a known-good window re-rank the causes by confidence; the
+    offset that pins a hygrometer at full scale must stay first (it is what the technician
+    corrects), the clipping it causes right after it."""
+    rng = np.random.default_rng(1)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = 80.0 + 15.0 * np.sin(2 * math.pi * np.arange(t.size) / t.size)
+    reference = truth + rng.normal(0.0, 0.5, t.size)
+    device = np.round(np.minimum(truth + 15.0 + rng.normal(0.0, 0.8, t.size), 99.9), 1)
+    baseline = np.asarray(rng.normal(0.0, 0.8, 1440))
+    v = judge(device, reference, t, HUMIDITY, baseline_residuals=baseline)  # type: ignore[arg-type]
+    assert v.drift is not None
+    assert [c.cause for c in v.causes][:2] == ["offset_drift", "clipping"], v.causes
+

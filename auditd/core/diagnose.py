@@ -39,7 +39,12 @@ from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
 from auditd.core.stats import median
-from auditd.core.units import UnitCandidate, unit_candidates
+from auditd.core.units import (
+    UnitCandidate,
+    reading_step,
+    rounded_fit,
+    unit_candidates,
+)
 from auditd.model import Cause, SensorSpec, Tolerance, iso
 
 MIN_CONFIDENCE = 0.15
@@ -358,19 +363,135 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     free = ~pinned
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
+    sloped = line is not None and math.isfinite(gain) and gain > 0.0
+    bias = float(np.mean(dev[free] - ref[free])) if free.any() else math.nan
     if not at_edge:
         if spells < CLIP_INTERIOR_MIN_SPELLS:
             return None  # one frozen stretch inside the range: stuck (``stuck``)
-        if not (math.isfinite(gain) and gain > 0.0 and line is not None):
+        if not sloped:
             return None
+    entered_for_good = spells == 1 and bool(pinned[-1])
+    if line is not None and (not at_edge or entered_for_good):
         # where the device would read: at or beyond the pinned value (within its own
-        # scatter) nearly all the time, or the value is a frozen one, not a full scale
-        reach = gain * ref[pinned] + offset + (2.0 if high else -2.0) * line.residual_std
+        # scatter) nearly all the time, or the value is a frozen one, not a full scale.
+        # At a range end, a device that leaves the end shows saturation by doing so; one
+        # entered once and never left, while the device's own readings before it put it
+        # well inside the range where the reference then was, is a change (a unit that
+        # rounds to 0, a sensor that stopped), not full scale. Where the slope off the
+        # end says nothing (not positive: a few pairs of noise), the offset alone
+        # carries it.
+        g, o, spread = ((gain, offset, line.residual_std) if sloped else
+                        (1.0, bias, float(np.std(dev[free] - ref[free]))))
+        reach = g * ref[pinned] + o + (2.0 if high else -2.0) * spread
         beyond = reach >= value if high else reach <= value
         if float(np.mean(beyond)) < CLIP_AGREEMENT:
             return None
-    bias = float(np.mean(dev[free] - ref[free])) if free.any() else math.nan
     return Clip(value, high, count / dev.size, gain, offset, bias)
+
+
+UNIT_ROUNDED_CONFIDENCE = 0.6
+"""A held value that a unit candidate makes of the reference at the device's resolution:
+named first and critical (above ``EXPLAIN_MIN_CONFIDENCE``), but short of the certainty a
+line through the converted reference earns, since the same readings are what a sensor
+stopped at that value would send."""
+
+STUCK_BESIDE_UNIT = 0.4
+"""``stuck`` named as the alternative beside such a unit: below ``EXPLAIN_MIN_CONFIDENCE``,
+so that it hides neither the unit nor anything else."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundedUnit:
+    """A flat spell, and every reading from some pair before it to the window's end, that
+    a wrong unit explains at the device's resolution."""
+
+    run: FlatRun
+    value: float
+    name: str
+    scale: float
+    offset: float
+    step: float
+    """The step the readings show (device's unit; ``units.reading_step``)."""
+    first: int
+    """Index (in the paired data) of the first pair the unit explains from on."""
+    others: tuple[str, ...]
+    """Further candidates that fit as well (coarser confusions of the same kind)."""
+
+
+def rounded_unit(case: Case) -> RoundedUnit | None:
+    """The device's long flat spell (``stuck_spell``), held while the reference is off it
+    beyond the bias tolerance, and every reading from it (or from earlier) to the
+    window's end, as a unit candidate makes them of the reference rounded at the step the
+    readings show (``units.reading_step``: capped at the bias tolerance when they show
+    none, since a device reporting in coarser steps would fail its audit by its rounding
+    alone, and its firmware keeps its number format whatever unit it sends), give or take
+    the tolerance; and not saturation: the readings before that stretch, where there are
+    any, do not carry the device to the held value by their own line (``_carried``).
+
+    A PM2.5 sensor sending mg/m^3 at one decimal holds 0.0 while the reference moves
+    between 3 and 35 ug/m^3, and reads 0.1 when it passes 50: no line shows the factor
+    0.001, but those readings are exactly what that unit makes of the reference, whereas
+    a sensor frozen in place holds a value it was reading, and a sensor pinned at the
+    bottom by its offset reads 5 or 10 when the air rises above that offset. What the data
+    cannot rule out is a sensor that stopped at zero: ``stuck`` names it beside the unit.
+    At that resolution a unit 1000 times too large and one a million times too large both
+    read 0: the first in the caller's order is named (pint's common units; the fallback
+    table's named units before its bare decimal factors), the others beside it."""
+    if not case.units:
+        return None
+    run = stuck_spell(case)
+    if run is None:
+        return None
+    tol = case.tol
+    paired = np.asarray(case.aligned.paired)
+    device = np.asarray(case.aligned.device)[paired]
+    reference = np.asarray(case.aligned.reference)[paired]
+    start = int(np.count_nonzero(paired[:run.first]))
+    stop = start + run.paired
+    value = float(case.aligned.device[run.first])
+    if not pinned_off_reference(value, reference[start:stop], tol.bias):
+        return None
+    step = reading_step(value, device[start:], tol.bias)
+    if not step > 0.0:
+        return None
+    slack = tol.bias + tol.gain * np.abs(reference)
+    found: list[tuple[str, float, float, int]] = []
+    for name, scale, shift in case.units:
+        if scale == 0.0 or not math.isfinite(scale):
+            continue
+        ok = rounded_fit(device, reference, scale, shift, step, slack)
+        misses = np.flatnonzero(~ok)
+        first = int(misses[-1]) + 1 if misses.size else 0
+        if first > start:
+            continue  # the spell itself, or a reading after it, is no rounding of the unit
+        if _carried(device[:first], reference[:first], reference[first:][
+                np.abs(device[first:] - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)],
+                value, high=bool(np.median(reference[start:stop]) < value)):
+            return None  # its own line carries it there: saturation (``clipping``)
+        found.append((name, scale, shift, first))
+    if not found:
+        return None
+    name, scale, shift, first = found[0]
+    return RoundedUnit(run, value, name, scale, shift, step, first,
+                       tuple(f[0] for f in found[1:]))
+
+
+def _carried(dev: FloatArray, ref: FloatArray, ref_held: FloatArray, value: float, *,
+             high: bool) -> bool:
+    """Whether the device's line through ``dev`` on ``ref`` (the offset alone where the
+    slope is not positive) puts it at or beyond ``value`` (within two residual stds) for
+    ``CLIP_AGREEMENT`` of the references ``ref_held`` it held the value at: saturation."""
+    if dev.size < 3 or not ref_held.size:
+        return False
+    line = fit_line(dev, ref)
+    if math.isfinite(line.gain) and line.gain > 0.0:
+        gain, offset, spread = line.gain, line.offset, line.residual_std
+    else:
+        diff = dev - ref
+        gain, offset, spread = 1.0, float(np.mean(diff)), float(np.std(diff))
+    reach = gain * ref_held + offset + (2.0 if high else -2.0) * spread
+    beyond = reach >= value if high else reach <= value
+    return float(np.mean(beyond)) >= CLIP_AGREEMENT
 
 
 # --------------------------------------------------------------------------- detectors
@@ -398,12 +519,24 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
 def stuck(case: Case) -> Cause | None:
     """Device (nearly) constant, over the window or a long spell, in the interior of what
     it reports, while the reference is live (``reference_live``: moving by more than the
-    device's resolution). A flat spell at the device's extreme is ``clipping``."""
+    device's resolution). A flat spell at the device's extreme is ``clipping``. A held
+    value that a wrong unit makes of the reference (``rounded_unit``) is named second,
+    as the alternative the data cannot rule out (``STUCK_BESIDE_UNIT``)."""
+    unit = rounded_unit(case)
+    found = _stuck(case, clipping_named=unit is None)
+    if found is None or unit is None:
+        return found
+    return Cause("stuck", min(found.confidence, STUCK_BESIDE_UNIT),
+                 f"{found.evidence}; or a wrong unit rounded to that value (see "
+                 f"unit_mismatch): if the unit setting is right, the sensor stopped")
+
+
+def _stuck(case: Case, *, clipping_named: bool = True) -> Cause | None:
     unit = case.spec.unit
     run = stuck_spell(case)
     if run is not None and _saturated_in_tolerance(case, run):
         return None
-    clip = clip_of(case)
+    clip = clip_of(case) if clipping_named else None
     if run is not None and clip is not None and case.aligned.device[run.first] == clip.value:
         return None
     dev, ref = _paired(case.aligned)
@@ -450,6 +583,9 @@ def clipping(case: Case) -> Cause | None:
     clip = clip_of(case)
     if clip is None:
         return None
+    found = rounded_unit(case)
+    if found is not None and found.value == clip.value:
+        return None  # the readings are what a wrong unit makes of the reference
     unit = case.spec.unit
     side = "top" if clip.high else "bottom"
     behind = ""
@@ -681,14 +817,19 @@ def _gain_evidence(case: Case) -> str:
 
 
 def unit_mismatch(case: Case) -> Cause | None:
+    """The readings follow a unit candidate's line through the reference
+    (``units.unit_candidates``), or, held at one value, are what a candidate makes of the
+    reference at the device's resolution (``rounded_unit``)."""
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
-    if not case.units or _systematic_distance(m, tol) <= 1.0 or not math.isfinite(m.gain):
+    if not case.units:
         return None
+    if _systematic_distance(m, tol) <= 1.0 or not math.isfinite(m.gain):
+        return _unit_rounded_cause(case)
     lo, hi = case.reference_spread.low, case.reference_spread.high
     allowed = UNIT_SLACK * (tol.bias + tol.gain * max(abs(lo), abs(hi)))
     matches = unit_candidates(m.gain, m.offset, (lo, hi), case.units, allowed)
     if not matches:
-        return None
+        return _unit_rounded_cause(case)
     best = matches[0]
     shift = f" {text.qty(best.offset, unit, sign=True)}" if best.offset else ""
     evidence = (
@@ -698,6 +839,34 @@ def unit_mismatch(case: Case) -> Cause | None:
         f" fitted gain {text.num(m.gain, 4)}, offset {text.qty(m.offset, unit, sign=True)}"
     )
     return Cause("unit_mismatch", 0.95 * best.explained, evidence)
+
+
+def _unit_rounded_cause(case: Case) -> Cause | None:
+    found = rounded_unit(case)
+    if found is None:
+        return None
+    unit = case.spec.unit
+    paired = np.asarray(case.aligned.paired)
+    device = np.asarray(case.aligned.device)[paired][found.first:]
+    ref = np.asarray(case.aligned.reference)[paired][found.first:]
+    lo, hi = float(ref.min()), float(ref.max())
+    shift = f" {text.num(found.offset, 4, sign=True)}" if found.offset else ""
+    others = f" (as would {', '.join(found.others)})" if found.others else ""
+    held = int(np.count_nonzero(device == found.value))
+    rest = device.size - held
+    besides = ("" if not rest else ", and its other reading is that too" if rest == 1
+               else f", and its {rest} other readings are that too")
+    evidence = (
+        f"device held {text.qty(found.value, unit)} in {held} of "
+        f"{text.bins(device.size, case.aligned.interval_s, 'paired')} while the reference "
+        f"ranged {text.num(lo)} to {text.qty(hi, unit)}: {text.num(found.scale, 4)} x "
+        f"reference{shift} ({found.name} where {unit} is expected) is "
+        f"{text.num(found.scale * lo + found.offset, 3)} to "
+        f"{text.num(found.scale * hi + found.offset, 3)}, which a device reporting in steps "
+        f"of {text.num(found.step, 3)} sends as {text.num(found.value)}{besides}{others}; a "
+        f"sensor stopped at that value would send the same"
+    )
+    return Cause("unit_mismatch", UNIT_ROUNDED_CONFIDENCE, evidence)
 
 
 def noise(case: Case) -> Cause | None:
@@ -805,6 +974,24 @@ def behind_clipping(case: Case, causes: tuple[Cause, ...]) -> tuple[Cause, ...]:
     if math.isfinite(clip.gain) and abs(clip.gain - 1.0) > tol.gain:
         wanted.append("gain_drift")
     behind = next((c for c in causes if c.cause in wanted), None)
+    if behind is None and _pinned_beyond_reference(case, clip):
+        behind = next((c for c in causes if c.cause in ("offset_drift", "gain_drift")), None)
     if behind is None:
         return causes
     return (behind, *(c for c in causes if c is not behind))
+
+
+def _pinned_beyond_reference(case: Case, clip: Clip) -> bool:
+    """The device sat at its end on the far side of the reference (above it at the top,
+    below it at the bottom): something carried it past the truth towards that end, and a
+    sensor cannot read past the truth on its own. Where the offset or gain detector names
+    that error (on the fault's pairs, since the onset) while the readings off the pinned
+    value dilute it (the healthy hour before the onset is off the pinned value too), that
+    error is still what the technician corrects. A sensor capped short of the truth (the
+    reference beyond its pinned value) saturates on its own: clipping stays first."""
+    dev, ref = _paired(case.aligned)
+    pinned = np.abs(dev - clip.value) <= FLAT_RELATIVE * max(abs(clip.value), 1e-300)
+    if not pinned.any():
+        return False
+    median_gap = float(np.median(clip.value - ref[pinned]))
+    return median_gap > 0.0 if clip.high else median_gap < 0.0

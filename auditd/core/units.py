@@ -11,8 +11,11 @@ hand-written fallback for callers that pass none (``evaluate_stream(units=None)`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 UnitCandidate = tuple[str, float, float]
 """(name, scale, offset): the device would report ``scale * true + offset`` if it used the
@@ -96,3 +99,35 @@ def default_unit_candidates(unit: str) -> tuple[UnitCandidate, ...]:
     named = _NAMED.get(unit, ())
     taken = {(scale, shift) for _, scale, shift in named}
     return named + tuple(c for c in _DECIMAL if (c[1], c[2]) not in taken)
+
+
+ON_GRID = 1e-3
+"""A reading within this share of a step of a whole number of steps lies on the grid."""
+
+
+def reading_step(value: float, readings: np.ndarray, max_step: float) -> float:
+    """The step the readings are reported at, as they show it: the smallest gap between
+    their distinct values when every reading lies on that grid through ``value``; for
+    readings that are all ``value``, the coarsest step no larger than ``max_step`` of which
+    ``value`` is a whole multiple (``max_step`` for 0, the zero of every unit that only
+    scales: a rounded tiny number is 0 at any resolution). 0.0 when the readings lie on
+    no grid (means over a coarser reference's intervals): their rounding cannot be told."""
+    distinct = np.unique(readings[np.isfinite(readings)])
+    if distinct.size <= 1:
+        if value == 0.0:
+            return max_step
+        return abs(value) / max(1, math.ceil(abs(value) / max_step))
+    step = float(np.min(np.diff(distinct)))
+    units = (distinct - value) / step
+    if not bool(np.all(np.abs(units - np.rint(units)) <= ON_GRID)):
+        return 0.0
+    return step
+
+
+def rounded_fit(readings: np.ndarray, reference: np.ndarray, scale: float, offset: float,
+                step: float, slack: np.ndarray | float) -> np.ndarray:
+    """Per pair: the reading is the reference converted by (``scale``, ``offset``) and
+    rounded at ``step``, give or take ``slack`` (canonical unit, converted here: a device
+    can be in the wrong unit and a little off as well)."""
+    converted = scale * reference + offset
+    return np.asarray(np.abs(readings - converted) < 0.5 * step + abs(scale) * slack)

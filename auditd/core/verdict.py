@@ -31,11 +31,13 @@ from auditd.core.diagnose import (
     EXPLAIN_MIN_CONFIDENCE,
     STUCK_RUN_SHARE,
     Case,
+    behind_clipping,
     build_case,
     diagnose,
     dropout_cause,
     dropout_share,
     longest_flat_run,
+    rounded_unit,
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
@@ -109,7 +111,7 @@ def severity_of(metrics: Metrics, spec: SensorSpec, causes: Sequence[Cause]) -> 
 
 def onset_of(case: Case, top: str) -> float | None:
     """The start of the deviation the top cause names, where v1 can estimate it."""
-    if top == "stuck":
+    if top == "stuck" or (top == "unit_mismatch" and rounded_unit(case) is not None):
         run = stuck_spell(case)
         first = int(np.argmax(case.aligned.paired)) if case.aligned.n_paired else 0
         if run is None or run.first <= first:
@@ -183,7 +185,9 @@ def evaluate_aligned(
     else:
         case = build_case(spec, aligned, metrics, lag, units)
         causes = diagnose(case)
-    causes = support(causes, figures, metrics.bias, spec.unit)
+    # drift support re-ranks by confidence; the offset or gain that carries a device to
+    # full scale stays ahead of the clipping it causes (``behind_clipping``)
+    causes = behind_clipping(case, support(causes, figures, metrics.bias, spec.unit))
     if not causes:
         causes = (unexplained(failed, metrics, spec),)
     onset = onset_of(case, causes[0].cause)
@@ -210,7 +214,8 @@ def _flat_alone(aligned: Aligned, spec: SensorSpec, metrics: Metrics, lag: LagEs
         return None
     case = build_case(spec, aligned, metrics, lag, units)
     causes = diagnose(case)
-    if not causes or causes[0].cause not in ("stuck", "clipping"):
+    if not causes or not (causes[0].cause in ("stuck", "clipping") or (
+            causes[0].cause == "unit_mismatch" and rounded_unit(case) is not None)):
         return None
     return case, causes
 

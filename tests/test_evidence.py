@@ -684,3 +684,21 @@ def test_a_baseline_keeps_the_offset_ahead_of_the_clipping_it_causes() -> None:
     assert v.drift is not None
     assert [c.cause for c in v.causes][:2] == ["offset_drift", "clipping"], v.causes
 
+
+
+def test_a_device_that_changed_a_few_times_before_holding_zero_shows_its_resolution() -> None:
+    """Four 3-minute means (12.4, 9.2, 11.5, 8.0 ug/m^3) before the firmware starts
+    sending mg/m^3 (0.0): their consecutive steps are 2.3 or more, yet the values lie on a
+    grid of 0.9 or finer, and the reference's movement (std 1.4) is well above that: the
+    held 0.0 is a flat spell to explain (here by the unit), not what a coarse device
+    shows on a calm day (``device_quantum``)."""
+    rng = np.random.default_rng(11)
+    t = T0 + 60.0 * np.arange(180)
+    coarse = t[::3]  # the reference reports every 3 minutes
+    reference = 10.0 + 2.0 * np.sin(2 * math.pi * np.arange(coarse.size) / coarse.size) \
+        + rng.normal(0.0, 0.1, coarse.size)
+    device = np.zeros(t.size)
+    device[:12] = np.repeat([12.4, 9.2, 11.5, 8.0], 3)
+    v = evaluate_stream(Series(t + 2.0, device), Series(coarse, reference), DUST, t[0],
+                        t[-1] + 60.0, reference_interval_s=180.0)
+    assert v.status == "fail" and top(v) == "unit_mismatch", v.causes

@@ -241,10 +241,11 @@ def _run_reference_std(aligned: Aligned, run: FlatRun) -> float:
 
 def device_quantum(aligned: Aligned) -> float:
     """The device's resolution as its data show it: the smallest gap between two distinct
-    values it reported in the window (0 when it never changed). Not the smallest step
-    between consecutive values: a noisy unit's twenty readings before it froze stepped by
-    0.03 or more on a 0.01 grid, and that "resolution" made a reference moving 0.025
-    look still enough to excuse a day of one repeated value."""
+    values it reported in the window (0 when it never changed). Its values lie on a grid
+    no coarser than that; consecutive steps alone say less: a noisy unit's twenty readings
+    before it froze stepped by 0.03 or more on a 0.01 grid, and that "resolution" made a
+    reference moving 0.025 look still enough to excuse a day of one repeated value
+    (13.85, 10.83, 12.95 and then 0.0 show a grid of 0.9 or finer, not 2.1)."""
     v = np.asarray(aligned.device)[np.isfinite(aligned.device)]
     if v.size < 2:
         return 0.0

@@ -702,3 +702,25 @@ def test_a_device_that_changed_a_few_times_before_holding_zero_shows_its_resolut
     v = evaluate_stream(Series(t + 2.0, device), Series(coarse, reference), DUST, t[0],
                         t[-1] + 60.0, reference_interval_s=180.0)
     assert v.status == "fail" and top(v) == "unit_mismatch", v.causes
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), level=st.floats(0.0, 25.0),
+       swing=st.floats(2.0, 10.0), hours=st.sampled_from([3, 6, 12]))
+def test_degf_under_a_degc_label_is_a_unit_mismatch_however_few_independent_samples(
+        seed: int, level: float, swing: float, hours: int) -> None:
+    """A thermometer sending degF under a degC label over a smooth day: its readings follow
+    1.8 x reference + 32 within a fraction of a degree, while the difference, +30 degC or
+    more, wanders with the weather so slowly that the window holds a couple of independent
+    samples and the bias's interval cannot place it beyond 0.5 degC with confidence. The
+    line is the evidence, not the bias's certainty: unit_mismatch, not offset_drift."""
+    rng = np.random.default_rng(seed)
+    t = T0 + 120.0 * np.arange(int(hours * HOUR / 120.0))
+    truth = level + swing * np.sin(2 * math.pi * (t - T0) / (24 * HOUR) + rng.uniform(0, 6.3))
+    reference = truth + rng.normal(0.0, 0.03, t.size)
+    device = np.round(1.8 * (truth + ar1(rng, t.size, 0.4, 0.97)) + 32.0, 2)
+    spec = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 120.0,
+                      TEMPERATURE.tolerance)
+    v = evaluate_stream(Series(t + 2.0, device), Series(t, reference), spec, t[0],
+                        t[-1] + 120.0, units=(("degF", 1.8, 32.0), ("K", 1.0, 273.15)))
+    assert v.status == "fail" and top(v) == "unit_mismatch", (v.causes, v.metrics.as_dict())

@@ -820,11 +820,20 @@ def _gain_evidence(case: Case) -> str:
 def unit_mismatch(case: Case) -> Cause | None:
     """The readings follow a unit candidate's line through the reference
     (``units.unit_candidates``), or, held at one value, are what a candidate makes of the
-    reference at the device's resolution (``rounded_unit``)."""
+    reference at the device's resolution (``rounded_unit``).
+
+    The line is asked of a window whose bias or gain is beyond tolerance with confidence,
+    and of one failing its rmse: a thermometer in degF over a smooth day is +37 degC off
+    with a difference that wanders with the weather, leaving two independent samples and
+    a bias interval too wide to place it beyond 0.5 degC, yet its line is 1.73 x reference
+    + 32.3 over 3.9 to 11.4 degC. That match is the evidence (it must still leave at most
+    ``UNIT_SLACK`` tolerances and remove ``MIN_EXPLAINED`` of the deviation); the bias's
+    certainty is not."""
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     if not case.units:
         return None
-    if _systematic_distance(m, tol) <= 1.0 or not math.isfinite(m.gain):
+    failing = _systematic_distance(m, tol) > 1.0 or ratio(m.rmse, tol.rmse) > 1.0
+    if not failing or not math.isfinite(m.gain):
         return _unit_rounded_cause(case)
     lo, hi = case.reference_spread.low, case.reference_spread.high
     allowed = UNIT_SLACK * (tol.bias + tol.gain * max(abs(lo), abs(hi)))

@@ -60,8 +60,18 @@ def test_ks_and_wasserstein_match_scipy(seed: int, shift: float, scale: float) -
     ks = ks_drift(a, b)
     assert ks.statistic == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
     assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-12)
-    # independent samples: the effective sizes are (nearly) the real ones
-    assert ks.n_eff > 0.6 * 500 and ks.m_eff > 0.6 * 300
+
+
+def test_independent_samples_keep_nearly_their_size() -> None:
+    """White samples (the drift test's effective sizes): the median keeps more than 80 %
+    of its size, and at most 1 % fall below 60 %. Not every sample: the size is read off
+    the sample's own correlations at their upper bound, and a white sample of 300 shows
+    chance correlations that charge it (0.45 % of them, on fixed seeds, below 60 %); a
+    property test asserting it of each sample failed one draw in a few hundred."""
+    rng = np.random.default_rng(7)
+    sizes = np.array([effective_n(rng.normal(0.0, 1.0, 300)) for _ in range(2000)])
+    assert float(np.median(sizes)) > 0.8 * 300
+    assert float(np.mean(sizes < 0.6 * 300)) <= 0.01
 
 
 def test_ks_critical_is_the_textbook_value() -> None:

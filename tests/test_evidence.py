@@ -183,6 +183,29 @@ def test_a_span_fault_with_enough_excitation_is_still_gain_drift() -> None:
 
 
 @PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), span=st.sampled_from([0.8, 0.85, 1.15, 1.2]),
+       room=st.floats(18.0, 24.0), mean_difference=st.floats(-0.35, 0.35))
+def test_a_span_error_about_the_rooms_own_level_is_gain_not_offset(
+        seed: int, span: float, room: float, mean_difference: float) -> None:
+    """A thermometer whose span is off by 15-20 % about a level near the room's (a day
+    of a room swinging 1 degC): its mean difference stays inside the bias tolerance, and
+    the fitted line's intercept is degrees from 0 only because 0 degC is far outside the
+    data. The window fails on its gain, and the cause named first is gain_drift: the
+    intercept's extrapolation is not an offset to correct (the matrix's f05 named it
+    offset_drift in nine windows, lending the offset the gain's exceedance)."""
+    rng = np.random.default_rng(seed)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = signal(rng, t, room, 1.0, 24.0)
+    reference = truth + rng.normal(0.0, 0.05, t.size)
+    pivot = float(np.mean(truth)) - mean_difference / (span - 1.0)
+    device = pivot + span * (truth - pivot) + ar1(rng, t.size, 0.05, 0.6)
+    v = judge(device, reference, t, TEMPERATURE)
+    assume(abs(v.metrics.bias) < 0.5 * TEMPERATURE.tolerance.bias)
+    assert v.status == "fail" and top(v) == "gain_drift", (v.causes, v.metrics.as_dict())
+    assert "offset_drift" not in {c.cause for c in v.causes}
+
+
+@PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), phi=st.floats(0.5, 0.95),
        noise=st.floats(0.1, 0.6))
 def test_first_hour_of_a_healthy_unit_is_never_a_critical_failure(

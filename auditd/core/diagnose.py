@@ -722,8 +722,12 @@ def gain_through_zero(m: Metrics, tol: Tolerance) -> float:
 
 
 def offset_drift(case: Case) -> Cause | None:
+    """A constant offset, named on the bias's own evidence: a window that fails on its
+    gain alone, its mean difference inside tolerance, has no offset to name, however far
+    the fitted line's intercept lies from 0 (a span error of 0.81 on a 21 degC room is
+    +4 degC at 0 degC, an extrapolation, not a fault of its own)."""
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
-    distance = _systematic_distance(m, tol)
+    distance = exceedances(m, tol).get("bias", 0.0)
     share = 1.0 - gain_share(case)
     if share < MIN_SHARE:
         return None

@@ -106,3 +106,15 @@ def test_epa_month_through_the_live_path_beside_colocate(tmp_path: Path) -> None
         for sensor in realdata.EPA_POLLUTANTS:
             assert rows[(unit, sensor)]["live"]["windows"] > 0
         assert rows[(unit, "pm2_5")]["colocate"]["verdict"] == "fail"
+    # the EPA's own view through the live path: one window over the month, judged at its
+    # end; O3 is what the data settle beyond doubt (RT01 meets every target; RT02 and
+    # RT03 respond at half the reference's span, slopes 0.49 and 0.37 against 0.8-1.2)
+    for unit in realdata.EPA_UNITS:
+        for sensor in realdata.EPA_POLLUTANTS:
+            month = rows[(unit, sensor)]["month"]
+            assert month["status"] in ("pass", "fail")
+            start, end = (datetime.fromisoformat(month["window"][k].replace("Z", "+00:00"))
+                          for k in ("start", "end"))
+            assert (end - start).days >= 30
+        assert rows[(unit, "o3")]["agree"] is True, rows[(unit, "o3")]
+    assert rows[("RT02", "o3")]["month"]["cause"] == "gain_drift"

@@ -191,7 +191,7 @@ def test_alert_id_is_deterministic_and_names_what_opened() -> None:
 
 def finding(device: str, status: str = "fail", *, cause: str = "offset_drift",
             severity: str = "major", sensor: str = "temperature", members: list[str] | None = None,
-            extra_causes: tuple[str, ...] = ()) -> Finding:
+            extra_causes: tuple[str, ...] = (), window_s: float = DAY) -> Finding:
     causes = (Cause(cause, 0.9, f"{cause} evidence"),
               *(Cause(c, 0.5, f"{c} evidence") for c in extra_causes)) if status == "fail" else ()
     context = {"members": members} if members is not None else {}
@@ -199,7 +199,7 @@ def finding(device: str, status: str = "fail", *, cause: str = "offset_drift",
         context = {"reference_fault": "ref-north"}
     return Finding(kind="calibration", site="north", device=device, sensor=sensor,
                    status=status, severity=severity if status == "fail" else "none",  # type: ignore[arg-type]
-                   window_start=T0 - DAY, window_end=T0, unit="degC",
+                   window_start=T0 - window_s, window_end=T0, unit="degC",
                    reference="ref-north", metrics={"bias": 1.2}, causes=causes,
                    context=context, action="Re-zero the sensor.")
 
@@ -602,15 +602,17 @@ def test_a_wandering_drift_is_one_alert_marked_unconfirmed_between_failures() ->
 
 def test_the_cause_follows_the_latest_evidence_without_flapping() -> None:
     """A slowly growing offset first read as gain becomes offset_drift once two failing
-    audits in a row (``cause_after``) say so; the change is kept in the alert's history
-    and announced on the same ticket; two causes taking turns never move it."""
-    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    audits in a row (``cause_after``) say so over a whole window of new data (3 h here);
+    the change is kept in the alert's history and announced on the same ticket; two
+    causes taking turns never move it."""
+    gain, offset = (finding("th-01", cause=c, window_s=3 * HOUR)
+                    for c in ("gain_drift", "offset_drift"))
     snapshot, changes = audits(Snapshot(), [[gain], [gain], [offset], [gain], [offset],
-                                            [gain], [offset], [offset], [offset]])
+                                            [gain], [offset], [offset], [offset], [offset]])
     [alert] = snapshot.alerts.values()
     assert alert.cause == "offset_drift"
     assert [(c.before, c.after, c.at) for c in alert.history] == [
-        ("gain_drift", "offset_drift", T0 + 7 * HOUR)]
+        ("gain_drift", "offset_drift", T0 + 9 * HOUR)]
     tickets = [t for c in changes for t in c.tickets]
     assert [(t.event, t.alert.cause) for t in tickets] == [
         ("open", "gain_drift"), ("cause", "offset_drift")]
@@ -618,12 +620,30 @@ def test_the_cause_follows_the_latest_evidence_without_flapping() -> None:
     assert tickets[1].idempotency_key == f"{alert.id}/cause-1"
     body = ticket_payload(tickets[1], "gw")
     assert body["cause"] == "offset_drift"
-    assert body["cause_history"] == [{"at": "2025-11-25T07:00:00Z", "from": "gain_drift",
+    assert body["cause_history"] == [{"at": "2025-11-25T09:00:00Z", "from": "gain_drift",
                                       "to": "offset_drift"}]
 
 
+def test_a_cause_that_takes_turns_with_the_day_does_not_move_the_alert() -> None:
+    """Hourly audits of a day's window: a unit named gain_drift by day and noise by night
+    (runs of nine and fifteen audits) judges the same data 23 times out of 24, and its
+    alert keeps the cause it opened with; a cause named for a whole day of new data is
+    followed. Before the window counted, every run of two moved it (187 changes of cause
+    in the EPA month)."""
+    gain, noisy = (finding("th-01", cause=c) for c in ("gain_drift", "noise"))
+    day_and_night = ([gain] * 9 + [noisy] * 15) * 3
+    snapshot, _ = audits(Snapshot(), [[f] for f in day_and_night])
+    [alert] = snapshot.alerts.values()
+    assert (alert.cause, alert.history) == ("gain_drift", ())
+    snapshot, _ = audits(Snapshot(), [[f] for f in [gain] * 3 + [noisy] * 25])
+    [alert] = snapshot.alerts.values()
+    assert [(c.before, c.after, c.at) for c in alert.history] == [
+        ("gain_drift", "noise", T0 + 27 * HOUR)]
+
+
 def test_findings_shows_the_cause_history_and_an_unconfirmed_alert() -> None:
-    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    gain, offset = (finding("th-01", cause=c, window_s=HOUR)
+                    for c in ("gain_drift", "offset_drift"))
     doubtful = _pass("th-01", "unconfirmed")
     snapshot, _ = audits(Snapshot(), [[gain], [gain], [offset], [offset], [doubtful]])
     shown = list(snapshot.alerts.values())
@@ -651,9 +671,11 @@ def test_before_an_alert_opens_a_doubtful_pass_holds_the_streak_only_leaning_to_
 def test_the_cause_and_an_unconfirmed_wait_survive_the_store_between_audits(
         tmp_path: Path) -> None:
     """Through the real store: the candidate cause and its count are kept between audits
-    (schema 6), so the cause follows on the second audit naming it; an acknowledged alert
-    hears of the change too; unconfirmed passes keep it open; the history reads back."""
-    gain, offset = finding("th-01", cause="gain_drift"), finding("th-01", cause="offset_drift")
+    (schemas 9 and 10), so the cause follows on the second audit naming it, four hours
+    after the first (a 3-hour window); an acknowledged alert hears of the change too;
+    unconfirmed passes keep it open; the history reads back."""
+    gain, offset = (finding("th-01", cause=c, window_s=3 * HOUR)
+                    for c in ("gain_drift", "offset_drift"))
     doubtful = _pass("th-01", "unconfirmed")
     with Store(tmp_path / "a.db") as store:
         save_rounds(store, [[gain], [gain]], T0)

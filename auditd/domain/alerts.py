@@ -85,6 +85,9 @@ class Observation:
     leaning_fault: bool = False
     """...and, before an alert opened, holds the failing streak only if its estimates lie
     beyond tolerance; one that leans towards health ends it, as a pass always did."""
+    window_s: float = 0.0
+    """The audited window's length: a new cause must hold over that long (new data, not
+    the same data re-judged an hour later) before an open alert's cause follows it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,9 @@ class Track:
     pending: str | None = None
     """A top cause other than ``cause`` that the latest failing audits named..."""
     pending_count: int = 0
-    """...in this many of them in a row: at ``cause_after`` the alert's cause follows."""
+    """...in this many of them in a row: at ``cause_after`` the alert's cause follows..."""
+    pending_since: float | None = None
+    """...once they also span a window (``Observation.window_s``) since the first."""
 
 
 def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
@@ -130,7 +135,7 @@ def step(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Ev
 def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track, Event | None]:
     fails = track.fails + 1
     if track.state in ACTIVE:
-        followed, changed = _follow_cause(track, obs.cause, policy)
+        followed, changed = _follow_cause(track, obs, policy)
         if SEVERITY_RANK[obs.severity] > SEVERITY_RANK[track.peak]:
             return replace(followed, state="open", fails=fails, passes=0,
                            severity=obs.severity, peak=obs.severity), "escalate"
@@ -145,18 +150,29 @@ def _on_fail(track: Track, obs: Observation, policy: AlertPolicy) -> tuple[Track
                    severity=obs.severity, cause=obs.cause), None
 
 
-def _follow_cause(track: Track, cause: str | None,
+def _follow_cause(track: Track, obs: Observation,
                   policy: AlertPolicy) -> tuple[Track, bool]:
-    """The alert's cause after a failing audit naming ``cause``, with hysteresis: a new top
-    cause is taken once ``cause_after`` failing audits in a row have named it (a slowly
-    growing offset that first looked like gain becomes ``offset_drift``); a failing audit
-    with no cause, or naming the current one, changes nothing and clears the candidate."""
+    """The alert's cause after a failing audit naming ``obs.cause``, with hysteresis: a new
+    top cause is taken once ``cause_after`` failing audits in a row have named it *and*
+    they span the audited window (a slowly growing offset that first looked like gain
+    becomes ``offset_drift`` once a whole window of new data says so); a failing audit
+    with no cause, or naming the current one, changes nothing and clears the candidate.
+
+    Why a window and not only a count: hourly audits of a day's window judge the same data
+    23 times out of 24, and a cause that two of them name is the same evidence read
+    twice. A unit's day and night look different (sun on the enclosure by day, scatter
+    at night), and its alert's cause took turns with them: 187 changes in the EPA month."""
+    cause = obs.cause
     if cause is None or cause == track.cause:
-        return replace(track, pending=None, pending_count=0), False
-    count = track.pending_count + 1 if track.pending == cause else 1
-    if count >= policy.cause_after:
-        return replace(track, cause=cause, pending=None, pending_count=0), True
-    return replace(track, pending=cause, pending_count=count), False
+        return replace(track, pending=None, pending_count=0, pending_since=None), False
+    if track.pending == cause and track.pending_since is not None:
+        count, since = track.pending_count + 1, track.pending_since
+    else:
+        count, since = 1, obs.at
+    if count >= policy.cause_after and obs.at - since >= obs.window_s:
+        return replace(track, cause=cause, pending=None, pending_count=0,
+                       pending_since=None), True
+    return replace(track, pending=cause, pending_count=count, pending_since=since), False
 
 
 def _on_pass(track: Track, policy: AlertPolicy) -> tuple[Track, Event | None]:
@@ -405,7 +421,8 @@ def plan(snapshot: Snapshot, findings: Sequence[Finding], now: float,
         obs = Observation(now, finding.status, finding.severity,
                           finding.causes[0].cause if finding.causes else None,
                           confirmed=finding.status != "pass" or confirmed(finding),
-                          leaning_fault=finding.context.get(LEANING) == "fault")
+                          leaning_fault=finding.context.get(LEANING) == "fault",
+                          window_s=max(finding.window_end - finding.window_start, 0.0))
         before = snapshot.tracks.get(key, Track())
         track, event = step(before, obs, policy)
         current = snapshot.alerts.get(track.alert) if track.alert else None

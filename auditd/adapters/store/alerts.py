@@ -53,7 +53,7 @@ _ALERT_COLUMNS: Final = (
 
 
 _TRACK_COLUMNS: Final = ("state, fails, passes, since, severity, peak, cause, opened_at, "
-                         "alert_id, pending, pending_count")
+                         "alert_id, pending, pending_count, pending_since")
 """``alerts.Track``'s fields, in its order."""
 
 
@@ -102,16 +102,17 @@ def apply_alerts(conn: sqlite3.Connection, planner: AlertPlanner,
     changes = planner.decide(snapshot(conn, now))
     conn.executemany(
         f"INSERT INTO alert_tracks (kind, device, sensor, site, {_TRACK_COLUMNS}, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (kind, device, sensor) DO UPDATE SET site = excluded.site, "
         "state = excluded.state, fails = excluded.fails, passes = excluded.passes, "
         "since = excluded.since, severity = excluded.severity, peak = excluded.peak, "
         "cause = excluded.cause, opened_at = excluded.opened_at, "
         "alert_id = excluded.alert_id, pending = excluded.pending, "
-        "pending_count = excluded.pending_count, updated_at = excluded.updated_at",
+        "pending_count = excluded.pending_count, pending_since = excluded.pending_since, "
+        "updated_at = excluded.updated_at",
         [(key.kind, key.device, key.sensor, site, t.state, t.fails, t.passes, t.since,
           t.severity, t.peak, t.cause, t.opened_at, t.alert, t.pending, t.pending_count,
-          now)
+          t.pending_since, now)
          for key, (site, t) in changes.tracks.items()])
     conn.executemany(
         f"INSERT OR REPLACE INTO alerts ({_ALERT_COLUMNS}) VALUES "

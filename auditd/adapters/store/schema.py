@@ -374,11 +374,18 @@ def _migration_alert_causes(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE alerts ADD COLUMN history TEXT NOT NULL DEFAULT '[]'")
 
 
+def _migration_cause_hold(conn: sqlite3.Connection) -> None:
+    """When the candidate cause was first named (``alerts.Track.pending_since``): the
+    alert's cause follows it only once it held over a whole window. Rows written before
+    have none, and their candidate starts afresh."""
+    conn.execute("ALTER TABLE alert_tracks ADD COLUMN pending_since REAL")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
     _migration_exact_findings, _migration_audit_runs, _migration_inventory,
     _migration_rejected_messages,
-    _migration_alert_causes)
+    _migration_alert_causes, _migration_cause_hold)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -371,6 +371,24 @@ def test_a_window_spent_at_full_scale_says_so_when_it_cannot_be_judged() -> None
     assert "lie away from the end of its range" in v.action and "needs 60" in v.action
 
 
+def test_clean_air_near_the_bottom_of_a_dust_sensors_range_is_not_censored() -> None:
+    """A PM2.5 unit on a 0-1000 ug/m3 range reading clean air (1-6 ug/m3, never 0) beside
+    a monitor reading 0-7: close to the range's end is not at it. Every pair is compared
+    (the EPA month's units lost 266 of 706 hours, every one the monitor read below 6.75,
+    when a quarter of the rmse tolerance of the end counted as pinned); a unit clamped
+    at 0.0 still has those hours censored."""
+    rng = np.random.default_rng(9)
+    t = T0 + 60.0 * np.arange(1440)
+    truth = 3.5 + 2.5 * np.sin(2 * math.pi * np.arange(t.size) / 1440.0)
+    reference = np.maximum(truth + rng.normal(0.0, 0.3, t.size), 0.0)
+    device = np.round(truth + 0.3 + rng.normal(0.0, 0.4, t.size), 1)
+    assert device.min() > 0.0
+    v = judge(device, reference, t, DUST)
+    assert v.metrics.n >= 1430, v.metrics.n  # of 1440 minutes
+    clamped = judge(np.maximum(device - 3.0, 0.0), reference, t, DUST)
+    assert clamped.metrics.n < v.metrics.n - 100, clamped.metrics.n
+
+
 def test_an_offset_that_pins_a_hygrometer_at_full_scale_still_fails() -> None:
     """The censoring leaves pinned readings alone where the reference is far from full
     scale: a unit 12 %RH high at 100 while the air is at 88 is an error, and evidence."""

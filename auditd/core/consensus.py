@@ -29,6 +29,7 @@ from auditd.core.align import align, choose_edge_phase, interval_series, time_ba
 from auditd.core.diagnose import strength
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray, Series, frozen_array
+from auditd.core.stats import confidence_z, mean_interval
 from auditd.model import iso
 
 MIN_DEVICES = 3
@@ -114,6 +115,10 @@ class ConsensusDecision:
     """The members' median difference from the reference after the onset (over the
     window without one): where the step left them, which a reference that stays off keeps
     them at in later windows (``device_level``)."""
+    stepped: tuple[str, ...] = ()
+    """Members whose own difference shows the common step at ``onset`` beyond its own
+    noise (``step_seen``): a step at one moment in *every* member's residual is evidence
+    the devices cannot produce themselves, a step in their median alone is not."""
 
     @property
     def share(self) -> float:
@@ -168,6 +173,36 @@ def device_shift(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
     return level - float(np.median(diff[before])) if before.any() else level
 
 
+def step_seen(t: FloatArray, diff: FloatArray, onset: float, sign: float) -> bool:
+    """Whether the device's own difference moved at ``onset`` in the direction ``sign``
+    beyond its own noise: the mean after less the mean before, each with its
+    autocorrelation-aware standard error (``stats.mean_interval``, about its own trend so
+    that the step does not count as noise), clears zero at the one-sided 99% level: the t
+    quantile for n_eff(before) + n_eff(after) - 2 degrees of freedom, the pooled count,
+    because a step moves the level of one noise process, not its scale. (Welch's
+    approximation would follow the shorter, noisier side down to its floor of two
+    effective values, one degree of freedom and a quantile of 31: four and a half hours
+    of AR(0.9) noise before a step of eight times its standard deviation would not show
+    it.)
+
+    Slowly wandering noise (AR(1) with phi 0.97 at two minutes: an hour's memory) holds a
+    handful of independent values in twelve hours; the median of six such devices wanders
+    by a tolerance, and a change-point search finds it a "step" every few days. Each
+    device's own difference tells a step from that wander: a step of the reference moves
+    every one of them beyond its noise at that moment, a chance excursion of their median
+    does not."""
+    ok = np.isfinite(diff)
+    before, after = diff[ok & (t < onset)], diff[ok & (t >= onset)]
+    if before.size < 3 or after.size < 3:
+        return False
+    a, b = mean_interval(after.astype(np.float64)), mean_interval(before.astype(np.float64))
+    va, vb = a.se * a.se, b.se * b.se
+    if not (math.isfinite(va) and math.isfinite(vb)) or not va + vb > 0.0:
+        return False
+    return sign * (a.mean - b.mean) > confidence_z(a.n_eff + b.n_eff - 1.0) \
+        * math.sqrt(va + vb)
+
+
 def device_level(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
     """The device's median difference from the reference after ``onset`` (over the whole
     window when None): ``device_shift`` without its level before subtracted."""
@@ -211,8 +246,10 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
     confidence = share * strength(abs(deviation) / tolerance) if fault else 0.0
     level = float(np.nanmedian([device_level(times, judged[d], onset) for d in members])) \
         if members else math.nan
+    stepped = tuple(d for d in members if step_seen(times, judged[d], onset, deviation)) \
+        if fault and onset is not None else ()
     return ConsensusDecision(fault, len(shifts), members, others, deviation, spread,
-                             onset if fault else None, confidence, shifts, level)
+                             onset if fault else None, confidence, shifts, level, stepped)
 
 
 DIURNAL_PERIOD_S = 86_400.0

@@ -342,8 +342,10 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     evidence they cannot produce themselves: deviating devices of more than one model or
     hardware revision (``variants``: device -> model, and revision when announced); a
     step at one moment in every device's residual while they agree with their own past
-    (the consensus's onset, unless the devices had moved the same way, beyond
-    ``tolerance``, over the same hours a day earlier: ``recurring``,
+    (the consensus's onset, seen beyond its own noise in every member's difference,
+    ``ConsensusDecision.stepped``: a chance excursion of their median is not; and unless
+    the devices had moved the same way, beyond ``tolerance``, over the same hours a day
+    earlier: ``recurring``,
     ``consensus.recurring_shift``, NaN when unknown; a bias they share with the hour, such
     as an enclosure warming at midday, looks like a step inside one window every day,
     while a reference that steps leaves yesterday's same hours as they were; or one an
@@ -366,7 +368,8 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
         grounds.append(f"the deviating devices are of {len(kinds)} models or revisions "
                        f"({', '.join(kinds)})")
     daily = abs(recurring) > tolerance and recurring * decision.deviation > 0
-    if decision.onset is not None and not daily:
+    unseen = [d for d in decision.members if d not in decision.stepped]
+    if decision.onset is not None and not daily and not unseen:
         grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
                        f"their own past")
         step = EarlierStep(decision.onset, decision.level)
@@ -381,9 +384,14 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     if grounds:
         return Attribution(decision, "; ".join(grounds), step=step)
     model = kinds[0] if kinds else "one model"
-    no_step = (f"no new common step: they moved {text.qty(recurring, unit, sign=True)} "
-               f"over the same hours a day earlier"
-               if decision.onset is not None and daily else "no common step")
+    if decision.onset is not None and daily:
+        no_step = (f"no new common step: they moved {text.qty(recurring, unit, sign=True)} "
+                   f"over the same hours a day earlier")
+    elif decision.onset is not None:
+        no_step = (f"no common step: their median moved at {iso(decision.onset)}, but "
+                   f"{len(unseen)} of them ({', '.join(unseen)}) not beyond their own noise")
+    else:
+        no_step = "no common step"
     undecided = {
         "candidates": [f"model {model}", f"reference {reference}"],
         "evidence": (f"{len(decision.members)} of {decision.devices} devices served by "

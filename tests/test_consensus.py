@@ -270,6 +270,24 @@ def test_one_models_wander_stepping_only_in_its_median_is_not_the_references_fau
     assert "not beyond their own noise" in attribution.undecided["evidence"]
 
 
+def test_a_blame_on_other_grounds_keeps_its_moment_for_the_audits_that_carry_it() -> None:
+    """The same median "step" (seed 1815) among devices of two models: the reference is
+    blamed on the models' agreement, not on the step (not every member's own difference
+    shows it), and the blame's moment is still recorded (``Attribution.step``): the next
+    audits, whose windows hold no step, date their carried blame from it. Without it the
+    f40 fleet's members were blamed with no onset in 80 findings."""
+    rng = np.random.default_rng(1815)
+    t = START + np.arange(360) * 120.0
+    diffs = {f"dev-{i:02d}": rng.uniform(-0.3, 0.3) + wander(rng, t.size, 0.97, 1.0)
+             for i in range(6)}
+    decision = judge_reference(t, diffs, 1.0)
+    two_models = {d: ("node-a" if i % 2 else "node-b") for i, d in enumerate(diffs)}
+    attribution = attribute(decision, two_models, "ref-s40", "hPa")
+    assert attribution.decision.reference_fault
+    assert "stepped together" not in attribution.grounds
+    assert attribution.step is not None and attribution.step.onset == decision.onset
+
+
 @PROPERTY
 @given(st.integers(0, 2**32 - 1), st.integers(4, 8), st.floats(2.0, 4.0),
        st.sampled_from([-1.0, 1.0]), st.floats(0.3, 0.7), st.floats(0.1, 0.3))

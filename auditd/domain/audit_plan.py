@@ -382,6 +382,10 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     if own_signals:
         grounds.append(f"{reference} itself: {own_signals}")
     if grounds:
+        if step is None and decision.onset is not None:
+            # blamed on other grounds: the moment is still the blame's, and later audits
+            # date their carried blame from it
+            step = EarlierStep(decision.onset, decision.level)
         return Attribution(decision, "; ".join(grounds), step=step)
     model = kinds[0] if kinds else "one model"
     if decision.onset is not None and daily:

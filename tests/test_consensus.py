@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from auditd.core.consensus import (
     peer_consensus,
     recurring_shift,
     reference_own_signals,
+    step_seen,
 )
 from auditd.domain.audit_plan import EarlierStep, attribute
 from auditd.domain.catalog import Catalog
@@ -285,7 +287,17 @@ def test_a_blame_on_other_grounds_keeps_its_moment_for_the_audits_that_carry_it(
     attribution = attribute(decision, two_models, "ref-s40", "hPa")
     assert attribution.decision.reference_fault
     assert "stepped together" not in attribution.grounds
-    assert attribution.step is not None and attribution.step.onset == decision.onset
+    moment = attribution.step
+    assert moment is not None and moment.onset == decision.onset and not moment.seen
+    # a later window of the same two models, no step of its own: dated from the moment
+    calm = replace(decision, onset=None)
+    later = attribute(calm, two_models, "ref-s40", "hPa", earlier=moment, tolerance=1.0)
+    assert later.decision.reference_fault and later.decision.onset == moment.onset
+    # one model: the moment of a blame on other grounds is no ground of its own
+    one_model = dict.fromkeys(diffs, "node-a")
+    alone = attribute(calm, one_model, "ref-s40", "hPa", earlier=moment, tolerance=1.0)
+    assert not alone.decision.reference_fault
+    assert "earlier audit" not in alone.grounds
 
 
 @PROPERTY
@@ -546,7 +558,7 @@ def test_a_drifting_reference_is_blamed_once_and_its_devices_spared(tmp_path: Pa
     assert ref.onset is not None and abs(ref.onset - (START + DAY / 2)) <= 5 * MINUTE
     # the step as first seen, for later audits to compare their shift with
     assert ref.context["step"] == {"onset": ref.onset,
-                                   "deviation": pytest.approx(-1.5, abs=0.1)}
+                                   "deviation": pytest.approx(-1.5, abs=0.1), "seen": True}
     for device in DEVICES:
         f = found[device]
         assert f.causes[0].cause == "reference_fault", f.causes
@@ -669,3 +681,18 @@ def test_a_step_is_not_taken_up_again_after_an_audit_that_did_not_blame_the_refe
         f = runs[2][device]
         assert f.status == "fail" and f.causes[0].cause != "reference_fault", f.causes
         assert f.context["attribution"]["candidates"] == ["model th-200", "reference ref-north"]
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.01, 0.1, 1.0, 50.0, 400.0]))
+def test_whether_a_member_stepped_does_not_depend_on_the_sensors_unit(
+        seed: int, scale: float) -> None:
+    """A step of 2.5 of its noise's standard deviations in AR(0.9) noise is seen (or not)
+    the same in degC, ppm or ppb: the test takes the deviation's sign, not its size
+    (multiplying by it once passed nearly anything in ppm and nearly nothing in 0.1 s
+    of a unit)."""
+    rng = np.random.default_rng(seed)
+    t = START + np.arange(360) * 120.0
+    diff = wander(rng, t.size, 0.9, 1.0) + np.where(t >= t[180], 2.5, 0.0)
+    base = step_seen(t, diff, float(t[180]), 1.0)
+    assert step_seen(t, diff * scale, float(t[180]), 2.5 * scale) == base

@@ -379,8 +379,10 @@ class Auditor:
                 step = f.context.get("step")
                 if isinstance(step, Mapping) and isinstance(step.get("onset"), int | float) \
                         and isinstance(step.get("deviation"), int | float):
-                    return EarlierStep(float(step["onset"]), float(step["deviation"]))
-                return None  # blamed on other grounds: no step to carry on
+                    # stores written before a step could be only a moment hold ground steps
+                    return EarlierStep(float(step["onset"]), float(step["deviation"]),
+                                       seen=bool(step.get("seen", True)))
+                return None  # blamed on other grounds and no moment: nothing to carry on
         return None
 
     def _audit_group(self, group: TaskGroup, now: float,

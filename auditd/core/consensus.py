@@ -199,7 +199,8 @@ def step_seen(t: FloatArray, diff: FloatArray, onset: float, sign: float) -> boo
     va, vb = a.se * a.se, b.se * b.se
     if not (math.isfinite(va) and math.isfinite(vb)) or not va + vb > 0.0:
         return False
-    return sign * (a.mean - b.mean) > confidence_z(a.n_eff + b.n_eff - 1.0) \
+    direction = math.copysign(1.0, sign)  # the deviation's sign only: its size is in units
+    return direction * (a.mean - b.mean) > confidence_z(a.n_eff + b.n_eff - 1.0) \
         * math.sqrt(va + vb)
 
 

@@ -313,6 +313,10 @@ class EarlierStep:
 
     onset: float
     deviation: float
+    seen: bool = True
+    """The step itself was the ground: seen beyond its noise in every member. False: the
+    moment of a blame granted on other grounds (two models, the reference's own signals),
+    which later audits date their carried blame from but may not blame on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,8 +377,7 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
         grounds.append(f"they stepped together at {iso(decision.onset)} while agreeing with "
                        f"their own past")
         step = EarlierStep(decision.onset, decision.level)
-    elif earlier is not None and abs(decision.level - earlier.deviation) <= min(
-            tolerance, abs(earlier.deviation) / 2.0):
+    elif earlier is not None and earlier.seen and where_it_left(decision, earlier, tolerance):
         grounds.append(f"an earlier audit saw them step together at {iso(earlier.onset)} "
                        f"to {text.qty(earlier.deviation, unit, sign=True)}")
         decision = replace(decision, onset=earlier.onset)
@@ -383,9 +386,13 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
         grounds.append(f"{reference} itself: {own_signals}")
     if grounds:
         if step is None and decision.onset is not None:
-            # blamed on other grounds: the moment is still the blame's, and later audits
-            # date their carried blame from it
-            step = EarlierStep(decision.onset, decision.level)
+            # blamed on other grounds: the moment is still the blame's, for later audits
+            # to date their carried blame from, never to blame on
+            step = EarlierStep(decision.onset, decision.level, seen=False)
+        elif step is None and earlier is not None \
+                and where_it_left(decision, earlier, tolerance):
+            decision = replace(decision, onset=earlier.onset)
+            step = earlier
         return Attribution(decision, "; ".join(grounds), step=step)
     model = kinds[0] if kinds else "one model"
     if decision.onset is not None and daily:
@@ -407,6 +414,13 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
         "members": list(decision.members)}
     return Attribution(replace(decision, reference_fault=False, onset=None, confidence=0.0),
                        undecided=undecided)
+
+
+def where_it_left(decision: ConsensusDecision, earlier: EarlierStep, tolerance: float) -> bool:
+    """The devices still sit where the earlier step left them (within the tolerance and
+    half the step): the same fault, carried on."""
+    return abs(decision.level - earlier.deviation) <= min(tolerance,
+                                                          abs(earlier.deviation) / 2.0)
 
 
 def reference_overdue(ref: Reference | None, now: float) -> bool:
@@ -508,7 +522,8 @@ def reference_finding(group: TaskGroup, decision: ConsensusDecision, start: floa
         causes=(cause,), onset=decision.onset,
         context={"comparison": PEER_LABEL, "members": list(decision.members),
                  "others": list(decision.others),
-                 **({"step": {"onset": step.onset, "deviation": round(step.deviation, 6)}}
+                 **({"step": {"onset": step.onset, "deviation": round(step.deviation, 6),
+                              "seen": step.seen}}
                     if step is not None else {})},
         action=REFERENCE_FAULT.action.format(
             reference=group.reference, deviation=f"{-decision.deviation:+.3g}", unit=unit,

@@ -46,7 +46,7 @@ def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
     off keeps its pairs: that reading is an error (``clipping``, and the offset behind
     it), and evidence. An end the device reads beyond is no full scale (an
     electrochemical cell reporting -5 ppb is not pinned at 0) and censors nothing; nor
-    does an end the device never reported (``reached``).
+    does an end the device is not pinned at (``pinned_at``).
 
     A window spent mostly at the end may keep too few pairs to judge: it then has
     insufficient data, which is what it is (a gain cannot be told at the end of a range)."""
@@ -60,10 +60,12 @@ def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
     explained = spec.tolerance.bias + reach
     drop = np.zeros(device.shape, dtype=bool)
     dev_p = device[paired]
-    if math.isfinite(hi) and reached(dev_p, hi) and not bool(np.any(dev_p > hi + reach)):
+    if math.isfinite(hi) and pinned_at(dev_p, hi, reach, high=True) \
+            and not bool(np.any(dev_p > hi + reach)):
         pinned = paired & (device >= hi - reach) & (reference >= hi - explained)
         drop |= _edge_zone(reference, paired, pinned, high=True)
-    if math.isfinite(lo) and reached(dev_p, lo) and not bool(np.any(dev_p < lo - reach)):
+    if math.isfinite(lo) and pinned_at(dev_p, lo, reach, high=False) \
+            and not bool(np.any(dev_p < lo - reach)):
         pinned = paired & (device <= lo + reach) & (reference <= lo + explained)
         drop |= _edge_zone(reference, paired, pinned, high=False)
     if not bool(np.any(drop & paired)):
@@ -72,17 +74,29 @@ def uncensored(aligned: Aligned, spec: SensorSpec) -> Aligned:
 
 
 END_EXACT_RELATIVE = 1e-9
-"""A bin this close (relative to the end's magnitude, at least 1) to a range end is at it
-exactly: a mean of readings all at full scale need not be bit-equal to it."""
+"""Bins this close (relative to the value's magnitude, at least 1) hold the same value: a
+mean of readings all at full scale need not be bit-equal to it."""
+
+PINNED_MIN_BINS = 3
+"""Bins a device's extreme value must fill before it is a ceiling (or floor) it is pinned
+at, not one low reading."""
 
 
-def reached(device: np.ndarray, end: float) -> bool:
-    """Did the device report the range end itself in some bin? Saturation shows as the end
-    value (a hygrometer's 100.0, a dust sensor clamped to 0.0); a device that never
-    reported it is not pinned there, however close its readings come: clean air read as
-    0.9-5 ug/m3 on a 0-1000 range is a measurement, and censoring it took 266 of a month's
-    706 hours (and every hour the monitor read below 6.75) out of the EPA units' PM2.5."""
-    return bool(np.any(np.abs(device - end) <= END_EXACT_RELATIVE * max(abs(end), 1.0)))
+def pinned_at(device: np.ndarray, end: float, reach: float, *, high: bool) -> bool:
+    """Is the device pinned at this range end? Saturation holds one value at the end,
+    whatever the air does: the extreme the device reported, within ``reach`` of the end,
+    repeated in at least ``PINNED_MIN_BINS`` bins (a hygrometer's 100.0, or the 99.9 an
+    EPA unit clamps at; a dust sensor clamped to 0.0). A device whose readings only come
+    close to the end is measuring there: clean air read as 0.9-5 ug/m3 on a 0-1000 range
+    varies from hour to hour, and censoring it as pinned took 266 of a month's 706 hours
+    (every hour the monitor read below 6.75) out of the EPA units' PM2.5."""
+    if device.size == 0:
+        return False
+    extreme = float(device.max() if high else device.min())
+    if abs(extreme - end) > reach:
+        return False
+    same = np.abs(device - extreme) <= END_EXACT_RELATIVE * max(abs(extreme), 1.0)
+    return int(np.count_nonzero(same)) >= PINNED_MIN_BINS
 
 
 def _edge_zone(reference: np.ndarray, paired: np.ndarray, pinned: np.ndarray, *,

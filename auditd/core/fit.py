@@ -239,7 +239,9 @@ def compute_metrics(
     if reference_uncertainty is not None:
         line = fit_line(dev, ref)
         gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
-    gls = cochrane_orcutt(ref, dev)
+    # the AR(1) line's errors-in-variables allowance takes the reference's noise as it is
+    # (the point estimate), the least-squares one its upper bound (``checks.gain_range``)
+    gls = cochrane_orcutt(ref, dev, white_noise_std(ref) if n >= 8 else 0.0)
     slope_n_eff = slope_effective_size(ref, conservative_rho(gls.rho, n))
     # the fit centres copies of the pairs in place; the robust fit, rarely needed, re-pairs
     ref_noise = white_noise_std(ref, upper=True)

@@ -422,7 +422,7 @@ class Auditor:
             group.reference, group.tasks[0].spec.unit, own,
             self._earlier_step(group, now) if decision.reference_fault else None,
             group.bias_tolerance,
-            self._recurring(group, decision.onset, start, now)
+            self._recurring(group, decision.onset, decision.deviation, start, now)
             if decision.reference_fault and decision.onset is not None else math.nan)
         decision = attribution.decision
         why = distrust(ref, group, decision, now)
@@ -436,22 +436,28 @@ class Auditor:
                                                           now), why, built[1])
         return group_findings(group, findings, peers, attribution, start, now, ref)
 
-    def _recurring(self, group: TaskGroup, onset: float, start: float, now: float) -> float:
-        """The devices' shift over the hours after ``onset`` one day earlier, from their
-        level before it today (``consensus.recurring_shift``): whether the step is the
-        hour's, come back, or new (``attribute``'s ``recurring``)."""
+    def _recurring(self, group: TaskGroup, onset: float, deviation: float, start: float,
+                   now: float) -> float:
+        """The devices' shift over the hours after ``onset`` on each of the
+        ``RECURRENCE_DAYS`` days before, from their level before it that day
+        (``consensus.recurring_shift``), the one furthest in the direction of today's
+        ``deviation`` (``consensus.recurring``): whether the step is the hour's, come
+        back, or new (``attribute``'s ``recurring``)."""
         day = core.consensus.DIURNAL_PERIOD_S
-
-        def diffs(begin: float, end: float) -> dict[str, FloatArray]:
+        shifts = []
+        for k in range(1, core.consensus.RECURRENCE_DAYS + 1):
+            begin, split, end = start - k * day, onset - k * day, now - k * day
             reference = self._read(group.site, group.reference, group.sensor, begin, end)
             devices = {t.device: self._read(t.site, t.device, t.sensor, begin, end)
                        for t in group.tasks}
-            return core.consensus.common_grid(devices, reference, group.interval_s, begin,
-                                              end, self._reference_interval(group.tasks[0])
-                                              ).diffs()
-
-        return core.consensus.recurring_shift(diffs(onset - day, now - day),
-                                              diffs(start, onset))
+            grid = core.consensus.common_grid(devices, reference, group.interval_s, begin,
+                                              end, self._reference_interval(group.tasks[0]))
+            after = grid.t >= split
+            diffs = grid.diffs()
+            shifts.append(core.consensus.recurring_shift(
+                {d: v[after] for d, v in diffs.items()},
+                {d: v[~after] for d, v in diffs.items()}))
+        return core.consensus.recurring(shifts, deviation)
 
     def _audit_peers(self, group: TaskGroup, now: float) -> list[Finding]:
         """No trusted reference for this sensor: each device against its peers' median, or

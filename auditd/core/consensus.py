@@ -18,7 +18,7 @@ to be judged against instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,15 +256,24 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
 DIURNAL_PERIOD_S = 86_400.0
 """The sun and the weather repeat daily: a bias devices share with the hour (an enclosure
 warming at midday) comes back at the same hours a day later; a reference's step does not."""
+RECURRENCE_DAYS = 7
+"""Earlier days whose same hours are asked whether the devices made today's step then
+(``recurring``). A bias that follows the hour follows what drives it, and that is not
+there every day: an enclosure warms in the sun, not under cloud (the EPA month's units
+read 1.5-2.4 degC warm on the afternoons of 23, 25 and 26 Aug, 1 degC on the overcast
+24th), traffic's pollution rises on weekdays. One day back, one overcast day hides the
+pattern and the next day's hump reads as new; a week holds every weekday once. A step
+of the reference is new on every one of them: before it, the same hours showed nothing."""
 
 
 def recurring_shift(earlier: Mapping[str, ArrayLike], before: Mapping[str, ArrayLike],
                     min_bins: int = 3, min_devices: int = MIN_DEVICES) -> float:
-    """How far the devices had moved over the hours after a step one day earlier
-    (``earlier``, device minus reference), from their level before the step today
-    (``before``): per device the median of one minus the median of the other, so that
-    each device's own offset cancels as in ``device_shift``; the median over devices with
-    ``min_bins`` paired bins in both, NaN with fewer than ``min_devices`` of them."""
+    """How far the devices had moved over the hours after a step on an earlier day
+    (``earlier``, device minus reference), from their level over the hours before it that
+    day (``before``): per device the median of one minus the median of the other, so that
+    each device's own offset cancels as in ``device_shift`` (and, both read the same day,
+    so does a slow drift of the devices over the days between); the median over devices
+    with ``min_bins`` paired bins in both, NaN with fewer than ``min_devices`` of them."""
     shifts = []
     for device, then in earlier.items():
         a = np.asarray(then, dtype=np.float64)
@@ -273,6 +282,17 @@ def recurring_shift(earlier: Mapping[str, ArrayLike], before: Mapping[str, Array
         if a.size >= min_bins and b.size >= min_bins:
             shifts.append(float(np.median(a)) - float(np.median(b)))
     return float(np.median(shifts)) if len(shifts) >= min_devices else math.nan
+
+
+def recurring(shifts: Sequence[float], deviation: float) -> float:
+    """Of the devices' shifts over the same hours of several earlier days
+    (``recurring_shift`` each, NaN where unknown), the one furthest in the direction of
+    today's ``deviation``: the devices made a step of this kind at these hours before if
+    they made it on any of those days (``RECURRENCE_DAYS``). NaN when no day is known."""
+    known = [s for s in shifts if math.isfinite(s)]
+    if not known:
+        return math.nan
+    return max(known, key=lambda s: s * math.copysign(1.0, deviation))
 
 
 def peer_consensus(values: Mapping[str, FloatArray], device: str,

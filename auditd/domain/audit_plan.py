@@ -348,11 +348,12 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     step at one moment in every device's residual while they agree with their own past
     (the consensus's onset, seen beyond its own noise in every member's difference,
     ``ConsensusDecision.stepped``: a chance excursion of their median is not; and unless
-    the devices had moved the same way, beyond ``tolerance``, over the same hours a day
-    earlier: ``recurring``,
-    ``consensus.recurring_shift``, NaN when unknown; a bias they share with the hour, such
-    as an enclosure warming at midday, looks like a step inside one window every day,
-    while a reference that steps leaves yesterday's same hours as they were; or one an
+    the devices had moved the same way, beyond ``tolerance``, over the same hours of an
+    earlier day: ``recurring``, ``consensus.recurring`` over the last
+    ``consensus.RECURRENCE_DAYS``, NaN when unknown; a bias they share with the hour, such
+    as an enclosure warming at midday, looks like a step inside one window on every sunny
+    day, while a reference that steps leaves the same hours of the days before it as
+    they were; or one an
     earlier audit saw, ``earlier``, that left the devices where they are now: their level
     (``ConsensusDecision.level``) within ``min(tolerance, |that level| / 2)`` of the level
     the step left them at, the agreement ``judge_reference`` asks of its members; a
@@ -397,7 +398,7 @@ def attribute(decision: ConsensusDecision, variants: Mapping[str, str], referenc
     model = kinds[0] if kinds else "one model"
     if decision.onset is not None and daily:
         no_step = (f"no new common step: they moved {text.qty(recurring, unit, sign=True)} "
-                   f"over the same hours a day earlier")
+                   f"over the same hours of an earlier day")
     elif decision.onset is not None:
         no_step = (f"no common step: their median moved at {iso(decision.onset)}, but "
                    f"{len(unseen)} of them ({', '.join(unseen)}) not beyond their own noise")

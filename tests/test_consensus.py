@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from auditd.adapters.config.catalog import build_catalog, load_profiles
@@ -25,6 +25,7 @@ from auditd.core.consensus import (
     MIN_DEVICES,
     MIN_SHARE,
     common_grid,
+    common_onset,
     judge_reference,
     peer_consensus,
     recurring_shift,
@@ -257,8 +258,8 @@ def test_one_models_wander_stepping_only_in_its_median_is_not_the_references_fau
     values in twelve hours; by chance their median "steps" by more than a tolerance. No
     device's own difference moved beyond its noise at that moment, so nothing the devices
     cannot produce themselves is left: both candidates are named, the reference is not
-    blamed. (Seed 1815 is one of 17 such windows in 3000 tried, all six devices voting;
-    none of the 17 had the step in every member.)"""
+    blamed. (Seed 1815 is one of 15 such windows in 3000 tried; none of the 15 had the
+    step in every member.)"""
     rng = np.random.default_rng(1815)
     t = START + np.arange(360) * 120.0
     diffs = {f"dev-{i:02d}": rng.uniform(-0.3, 0.3) + wander(rng, t.size, 0.97, 1.0)
@@ -318,6 +319,27 @@ def test_one_model_stepping_together_in_wandering_noise_is_the_references_fault(
     assert attribution.decision.reference_fault, decision
     assert "stepped together" in attribution.grounds
     assert set(decision.stepped) == set(decision.members)
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(6, 8), st.floats(2.7, 3.0),
+       st.integers(36, 45), st.floats(0.3, 0.4))
+@example(seed=21, n=7, times=2.7, at=41, noise=0.4)
+def test_a_common_step_is_found_in_a_short_window_of_wandering_noise(
+        seed: int, n: int, times: float, at: int, noise: float) -> None:
+    """f34-air-300s (issue 21): twelve hours of ten-minute bins, a reference step of 2.7
+    tolerances, devices' errors wandering (AR(1), phi 0.8 a bin). The median's noise read
+    off the median about one mean counts the step as persistence, and a step that large
+    went unfound (the window's median then lay on the larger side of it, and no reference
+    fault was seen); read about the best single step (``median_noise``), it is found.
+    (The example is one the old estimate missed, as it missed about one window in a
+    hundred of these; the new one missed one in 1500 of a slightly noisier range.)"""
+    rng = np.random.default_rng(seed)
+    t = START + np.arange(72) * 600.0
+    diffs = {f"dev-{i:02d}": rng.uniform(-0.3, 0.3) + wander(rng, t.size, 0.8, noise)
+             + np.where(np.arange(t.size) >= at, times, 0.0) for i in range(n)}
+    onset = common_onset(t, diffs, 1.0)
+    assert onset is not None and abs(onset - t[at]) <= 3 * 600.0, onset
 
 
 HOURS = START + (np.arange(24) + 0.5) * 3600.0

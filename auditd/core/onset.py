@@ -275,9 +275,11 @@ def regimes(chunks: _Chunks, sse: FloatArray, m: int, k: int, sst: float) -> Spl
 
 
 def onset_split(
-    t: FloatArray, diff: FloatArray, tolerance: float, rival_sse: float = math.inf
+    t: FloatArray, diff: FloatArray, tolerance: float, rival_sse: float = math.inf,
+    noise: float | None = None
 ) -> Split | None:
-    """The clearest healthy-then-faulty split among PELT's change points, or None."""
+    """The clearest healthy-then-faulty split among PELT's change points, or None.
+    ``noise``: see ``step_onset``."""
     n = int(diff.size)
     m = min_segment(n)
     if n < 2 * m:
@@ -288,7 +290,8 @@ def onset_split(
     every, any_clear = chunks.regime_sse(m, _Clear(sst, shift, tolerance, rival_sse))
     if not any_clear:
         return None
-    points = coarse_pelt(chunks.block_t, chunks.block_x, m, max(1, math.ceil(n / PELT_MAX_POINTS)))
+    points = coarse_pelt(chunks.block_t, chunks.block_x, m, max(1, math.ceil(n / PELT_MAX_POINTS)),
+                         noise)
     best: Split | None = None
     for i, k in enumerate(points):
         k = refine(every, m, points[i - 1] if i else 0, points[i + 1] if i + 1 < len(points)
@@ -330,12 +333,16 @@ class _Clear:
         return bool(ok.any())
 
 
-def coarse_pelt(t: FloatArray, x: FloatArray, min_size: int, block: int) -> list[int]:
+def coarse_pelt(t: FloatArray, x: FloatArray, min_size: int, block: int,
+                noise: float | None = None) -> list[int]:
     """PELT's change points of a series given as the means ``t``, ``x`` of its blocks of
     ``block`` points (``PELT_MAX_POINTS`` of them for a day of 1-second bins): the
     segmentation stays cheap, and the onset's position is refined at full resolution
-    afterwards (``refine``)."""
-    penalty = PENALTY_PARAMS * math.log(max(x.size, 2)) * max(noise_variance(x), 1e-12)
+    afterwards (``refine``). ``noise``: the long-run noise variance of one point when the
+    caller knows it (``step_onset``); a block mean's is that over ``block``."""
+    variance = noise_variance(x) if noise is None or not math.isfinite(noise) \
+        else noise / block
+    penalty = PENALTY_PARAMS * math.log(max(x.size, 2)) * max(variance, 1e-12)
     return [p * block for p in pelt(t, x, penalty, max(3, min_size // block))]
 
 
@@ -350,12 +357,20 @@ def refine(every: FloatArray, m: int, lo: int, hi: int) -> int:
 
 
 def step_onset(
-    t: FloatArray, diff: FloatArray, tolerance: float, rival_sse: float = math.inf
+    t: FloatArray, diff: FloatArray, tolerance: float, rival_sse: float = math.inf,
+    noise: float | None = None
 ) -> float | None:
     """Time of the first bin of the faulty regime in ``diff`` (device - reference, paired
     bins only, in time order), or None: see the module docstring for what counts as clear.
-    ``rival_sse`` is the squared error of another explanation for the whole window."""
-    split = onset_split(t, diff, tolerance, rival_sse)
+    ``rival_sse`` is the squared error of another explanation for the whole window.
+
+    ``noise``: the long-run variance of the noise on one value of ``diff``, when the
+    caller measured it so that a step cannot count as noise (``consensus.median_noise``:
+    about the best single step). Read off ``diff`` about one mean (``noise_variance``),
+    its lag-``LONG_LAG`` differences carry the step, which raises the persistence
+    estimate and with it the penalty: in a window of 72 ten-minute bins a step of 2.7
+    tolerances in wandering noise found no change point at all."""
+    split = onset_split(t, diff, tolerance, rival_sse, noise)
     return None if split is None else float(t[split.index])
 
 

@@ -223,9 +223,12 @@ def noise_model_agrees(metrics: Metrics, tol: Tolerance) -> bool:
     the tolerance on the same side as the decision gain? A gain error acts at every time
     scale, so both lines see it; a slope made by the device's slow wander running with
     the reference's (spurious regression) is not in the short-term co-movement the AR(1)
-    line rests on, and it lands elsewhere, often across 1. The same allowance for the
-    reference's noise applies to both lines (``gain_range``). True where the AR(1) line
-    is undefined: absence of a second opinion is no evidence against the first."""
+    line rests on, and it lands elsewhere, often across 1. The AR(1) gain comes already
+    corrected for the reference's noise in its own, quasi-differenced terms
+    (``stats.cochrane_orcutt``); the least-squares range's allowance (``gain_range``) is
+    also offered it, which can only widen the agreement: a veto needs the AR(1) line
+    plainly on the other side. True where the AR(1) line is undefined: absence of a second
+    opinion is no evidence against the first."""
     gls = metrics.gain_gls
     if not math.isfinite(gls):
         return True

@@ -210,13 +210,9 @@ def sequence_effective_size(x: FloatArray) -> float:
     n = int(x.size)
     if n < 4:
         return float(n)
-    centred = x - float(x.mean())
-    size = 1 << (2 * n - 1).bit_length()
-    spectrum = np.fft.rfft(centred, size)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
-    if not acov[0] > 0.0:
+    rho = autocorrelations(x)
+    if rho is None:
         return float(n)
-    rho = acov / acov[0]
     pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)
     # a pair of a white series' correlations is noise of std sqrt(2 / n): the sum stops at
     # the first pair that is not clearly above it (after the first, which holds rho_0 = 1),
@@ -231,6 +227,19 @@ def sequence_effective_size(x: FloatArray) -> float:
     if not tau > 0.0:
         return float(n)
     return min(max(n / tau, 2.0), float(n))
+
+
+def autocorrelations(x: FloatArray) -> FloatArray | None:
+    """The sample autocorrelations of ``x`` at lags 0..n-1 (the biased estimator, by FFT,
+    zero padded so nothing wraps); None for a constant series."""
+    n = int(x.size)
+    centred = x - float(x.mean())
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = np.fft.rfft(centred, size)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
+    if not acov[0] > 0.0:
+        return None
+    return np.asarray(acov / acov[0])
 
 
 def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
@@ -248,13 +257,10 @@ def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
     n = int(regressor.size)
     if n < 4 or not math.isfinite(noise_rho) or noise_rho <= 0.0:
         return float(n)
-    centred = regressor - float(regressor.mean())
-    size = 1 << (2 * n - 1).bit_length()
-    spectrum = np.fft.rfft(centred, size)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
-    if not acov[0] > 0.0:
+    rho = autocorrelations(regressor)
+    if rho is None:
         return float(n)
-    terms = acov / acov[0] * np.power(min(noise_rho, RHO_MAX), np.arange(n))
+    terms = rho * np.power(min(noise_rho, RHO_MAX), np.arange(n))
     pairs = terms[: n - n % 2].reshape(-1, 2).sum(axis=1)
     ended = np.flatnonzero(pairs <= 0.0)
     kept = np.minimum.accumulate(pairs[: ended[0]] if ended.size else pairs)

@@ -31,7 +31,7 @@ from auditd.core.stats import (
     huber_line,
     mean_interval,
     slope_effective_size,
-    white_noise_std,
+    white_noise_bounds,
 )
 
 SIGNIFICANT_DIGITS = 6
@@ -241,10 +241,10 @@ def compute_metrics(
         gain_deming, offset_deming = deming_line(dev, ref, line, reference_uncertainty)
     # the AR(1) line's errors-in-variables allowance takes the reference's noise as it is
     # (the point estimate), the least-squares one its upper bound (``checks.gain_range``)
-    gls = cochrane_orcutt(ref, dev, white_noise_std(ref) if n >= 8 else 0.0)
+    noise_point, ref_noise = white_noise_bounds(ref)
+    gls = cochrane_orcutt(ref, dev, noise_point if n >= 8 else 0.0)
     slope_n_eff = slope_effective_size(ref, conservative_rho(gls.rho, n))
     # the fit centres copies of the pairs in place; the robust fit, rarely needed, re-pairs
-    ref_noise = white_noise_std(ref, upper=True)
     line, resid, sxx, syy = _fit(dev, ref, keep_residuals=True, overwrite=owned)
     if owned:
         del dev, ref

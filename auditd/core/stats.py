@@ -153,13 +153,19 @@ def white_noise_std(x: FloatArray, *, upper: bool = False) -> float:
     weights (3, 3, 1) make it sqrt(38/n) (taking the three as independent, a fair
     approximation): a day of minute data knows the noise variance to about 16%, an hour's
     to about 80%. Still never more than gamma(1)."""
+    point, bound = white_noise_bounds(x)
+    return bound if upper else point
+
+
+def white_noise_bounds(x: FloatArray) -> tuple[float, float]:
+    """``white_noise_std`` and its upper bound from one pass over the variogram (the audit
+    wants both: the point for the AR(1) line's allowance, the bound for the gain's)."""
     if x.size < 8:
-        return math.nan
+        return math.nan, math.nan
     g1, g2, g3 = semivariance(x, 1), semivariance(x, 2), semivariance(x, 3)
     nugget = max(3.0 * g1 - 3.0 * g2 + g3, 0.0)
-    if upper:
-        nugget *= 1.0 + Z_ONE_SIDED_1PCT * math.sqrt(38.0 / x.size)
-    return math.sqrt(min(nugget, g1))
+    raised = nugget * (1.0 + Z_ONE_SIDED_1PCT * math.sqrt(38.0 / x.size))
+    return math.sqrt(min(nugget, g1)), math.sqrt(min(raised, g1))
 
 
 def effective_size(n: int, rho: float) -> float:

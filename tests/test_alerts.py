@@ -259,6 +259,17 @@ def test_a_member_failing_for_its_own_reason_is_not_grouped() -> None:
                         StreamKey("calibration", "ref-north", "temperature")}
 
 
+def test_a_member_whose_own_readings_are_at_fault_keeps_its_own_alert() -> None:
+    """Impossible values or a frozen output beside a reference fault: the root's alert does
+    not speak for that device; its own alert (and ticket) sends someone to it."""
+    root = finding("ref-north", cause="reference_fault", members=["th-01", "th-02", "th-03"])
+    spared = finding("th-01", cause="reference_fault", extra_causes=("noise",))
+    broken = finding("th-02", cause="out_of_range", extra_causes=("reference_fault",))
+    frozen = finding("th-03", cause="stuck", extra_causes=("reference_fault",))
+    assert group_members([root, spared, broken, frozen]) == {
+        StreamKey.of(spared): StreamKey.of(root)}
+
+
 def test_a_firmware_cohort_groups_its_members_across_sites() -> None:
     """Shaped as ``fleet._regression_root`` makes them: the root is the cohort, at the site
     most members are at; members name ``firmware_regression`` first, wherever they are."""

@@ -535,13 +535,15 @@ def catalog(due: float | None = START + 365 * DAY,
 def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
           weather_step: float = 0.0, device_offsets: dict[str, float] | None = None,
           seed: int = 7, reference_offset: float = 0.0,
-          revisions: dict[str, str] | None = None) -> list[Finding]:
+          revisions: dict[str, str] | None = None,
+          impossible_every: dict[str, int] | None = None) -> list[Finding]:
     """A day of minute temperatures from six devices and their reference, then one audit.
 
     ``reference_step`` is added to the reference alone from noon, ``reference_offset`` to
     it all day (a bias the devices share looks the same), ``weather_step`` to everyone from
     15:00, ``device_offsets`` to one device each from 08:00; ``revisions``: device ->
-    the hardware revision its meta announces.
+    the hardware revision its meta announces; ``impossible_every``: device -> every how
+    many readings it sends 500 degC (a broken element), from 08:00.
     """
     rng = np.random.default_rng(seed)
     ts = START + np.arange(1440) * MINUTE + 2.0
@@ -554,6 +556,10 @@ def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
         own = (device_offsets or {}).get(device, 0.0)
         streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
                            + np.where(ts >= START + 8 * 3600, own, 0.0))
+        every = (impossible_every or {}).get(device)
+        if every:
+            broken = (ts >= START + 8 * 3600) & (np.arange(ts.size) % every == 0)
+            streams[device] = np.where(broken, 500.0, streams[device])
     readings = tuple(Reading("north", device, "temperature", "degC", float(t), float(v))
                      for device, values in streams.items() for t, v in zip(ts, values, strict=True))
     metas = [Outcome(meta=MetaRecord("north", device, START, START,
@@ -599,6 +605,24 @@ def test_a_device_deviating_differently_keeps_its_own_diagnosis(tmp_path: Path) 
     assert odd.metrics["bias"] == pytest.approx(3.0 * 16 / 24, abs=0.3)
     assert all(found[d].causes[0].cause == "reference_fault"
                for d in DEVICES if d != "th-north-03")
+
+
+def test_a_device_sending_impossible_values_beside_a_drifting_reference_is_still_visited(
+        tmp_path: Path) -> None:
+    """Issue 21 (matrix fleets f24, f40): a thermometer sends 500 degC every 20 minutes
+    while the reference steps. The reference's drift accounts for the shared shift, not
+    for impossible values: the device's own fault comes first, with its own action (a trip
+    to the device), and the reference fault after it; the other devices are spared."""
+    found = by_device(audit(tmp_path, catalog(), reference_step=1.5,
+                            impossible_every={"th-north-02": 20}))
+    assert found["ref-north"].causes[0].cause == "reference_fault"
+    broken = found["th-north-02"]
+    assert [c.cause for c in broken.causes][:2] == ["out_of_range", "reference_fault"]
+    assert "impossible values" in broken.action and "not this device" not in broken.action
+    for device in DEVICES:
+        if device != "th-north-02":
+            assert found[device].causes[0].cause == "reference_fault", found[device].causes
+            assert "not this device" in found[device].action
 
 
 def test_one_faulty_device_is_not_the_references_fault(tmp_path: Path) -> None:

@@ -403,8 +403,12 @@ class Auditor:
         if len(group.tasks) < core.consensus.MIN_DEVICES:
             return [overdue_note(f, self._catalog.reference(group.reference), now)
                     for f in findings.values()]
-        grid = core.consensus.common_grid(devices, reference, group.interval_s, start, now,
-                                          self._reference_interval(group.tasks[0]))
+        # the group is asked about the readings each comparison used: a device's
+        # impossible values would make it disagree with every peer in the bins they hit
+        grid = core.consensus.common_grid(
+            {t.device: core.verdict.within_reach(devices[t.device], t.spec)
+             for t in group.tasks},
+            reference, group.interval_s, start, now, self._reference_interval(group.tasks[0]))
         min_bins = core.on_interval_samples(group.min_samples, group.interval_s,
                                             grid.interval_s)
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,

@@ -63,6 +63,11 @@ class CauseSpec:
     """A root cause: its finding stands for its members' alerts."""
     recalibration_fixes: bool = False
     """A calibration of the device is the remedy (the report lists it as due)."""
+    device_own: bool = False
+    """Seen in the device's own readings whatever the reference does (a frozen value,
+    impossible values): a reference's drift cannot account for it, so
+    beside a reference fault it still comes first on the device's finding, with its own
+    action and its own alert (``domain.audit_plan.blame_reference``)."""
 
 
 _FIRMWARE_STEPS = (
@@ -126,7 +131,8 @@ TABLE: tuple[CauseSpec, ...] = (
                "following the reference.",
         severity="critical",
         explains_away=frozenset({"unit_mismatch", "time_lag", "offset_drift", "gain_drift",
-                                 "noise"})),
+                                 "noise"}),
+        device_own=True),
     CauseSpec(
         "clipping", "calibration",
         "the device is pinned at the top or bottom of what it reports while the reference "
@@ -194,7 +200,8 @@ TABLE: tuple[CauseSpec, ...] = (
             "Replace the sensor if the impossible values persist.",
         ),
         action="Inspect the sensor and its wiring: it reports physically impossible values; "
-               "replace it if they persist."),
+               "replace it if they persist.",
+        device_own=True),
     # ----------------------------------------------------------- the whole run (domain)
     CauseSpec(
         "reference_fault", "calibration",

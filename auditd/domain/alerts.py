@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from auditd.core.causes import ROOT_CAUSES
+from auditd.core.causes import REGISTRY, ROOT_CAUSES
 from auditd.model import SEVERITY_RANK, AlertPolicy, Finding, Severity, Status, iso
 
 State = Literal["ok", "suspect", "open", "acknowledged", "resolved"]
@@ -232,8 +232,10 @@ def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
     """Member stream -> its root stream, for one audit's findings.
 
     A member is a failing finding of a device the root lists (at the same site and of the
-    same sensor where the rule says so) that names the root's cause among its own: a
-    device failing for a reason of its own beside a reference fault stays its own alert.
+    same sensor where the rule says so) that names the root's cause among its own, unless
+    a cause of the device's own readings comes before it (``CauseSpec.device_own``): a
+    device frozen, silent or sending impossible values beside a reference fault stays its
+    own alert, with its own ticket.
     """
     roots = [f for f in findings if root_cause(f) is not None]
     out: dict[StreamKey, StreamKey] = {}
@@ -246,10 +248,22 @@ def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
             if (f is root or f.status != "fail" or f.device not in members
                     or (rule.same_site and f.site != root.site)
                     or (rule.same_sensor and f.sensor != root.sensor)
-                    or all(c.cause != cause for c in f.causes)):
+                    or all(c.cause != cause for c in f.causes)
+                    or _own_first(f, cause)):
                 continue
             out.setdefault(StreamKey.of(f), StreamKey.of(root))
     return out
+
+
+def _own_first(finding: Finding, root: str) -> bool:
+    """A cause of the device's own readings is named before the root's cause."""
+    for c in finding.causes:
+        if c.cause == root:
+            return False
+        entry = REGISTRY.get(c.cause)
+        if entry is not None and entry.device_own:
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- silences

@@ -175,11 +175,16 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
     if share < OUT_OF_RANGE_MAX_SHARE:
         return replace(finding, causes=(*finding.causes, cause))
     severity = finding.severity if finding.status == "fail" else "major"
-    action = finding.action or ("Inspect the sensor and its wiring: it reports physically "
-                                "impossible values; replace it if they persist.")
-    return replace(finding, status="fail", severity=severity,
-                   causes=(cause, *finding.causes) if finding.status != "fail"
-                   else (*finding.causes, cause), action=action)
+    own_action = _own_action(OUT_OF_RANGE, finding) or ""
+    if finding.status != "fail":
+        return replace(finding, status="fail", severity=severity,
+                       causes=(cause, *finding.causes), action=finding.action or own_action)
+    if finding.causes and finding.causes[0].cause == REFERENCE_FAULT.name:
+        # the reference's drift is not what sends impossible values (``blame_reference``)
+        return replace(finding, causes=(cause, *finding.causes),
+                       action=own_action or finding.action)
+    return replace(finding, causes=(*finding.causes, cause),
+                   action=finding.action or own_action)
 
 
 def report_for(site: str, gateway: str, at: float, findings: Sequence[Finding],
@@ -535,19 +540,43 @@ def blame_reference(finding: Finding, decision: ConsensusDecision, reference: st
                     peer: Finding | None) -> Finding:
     """A member's finding: ``reference_fault`` first; the offset or gain it would otherwise
     be blamed for is the reference's drift seen from the device, so those go; causes of its
-    own (noise, lag, dropout, ...) stay after it. The peers' verdict corroborates in
+    own (noise, lag, ...) stay after it. A cause the device's own readings show whatever
+    the reference does (``CauseSpec.device_own``: frozen, impossible values) stays
+    *before* it, with its own action: a technician still has a trip to make to this
+    device (a thermometer sending impossible values beside a drifting reference was told
+    only "recalibrate the reference, not the device"). The peers' verdict corroborates in
     ``context``."""
     cause = Cause("reference_fault", decision.confidence, decision.evidence(reference,
                                                                             finding.unit or ""))
-    own = tuple(c for c in finding.causes if c.cause != REFERENCE_FAULT.name
-                and c.cause not in REFERENCE_FAULT.explains_away)
+    kept = tuple(c for c in finding.causes if c.cause != REFERENCE_FAULT.name
+                 and c.cause not in REFERENCE_FAULT.explains_away)
+    first = tuple(c for c in kept if _device_own(c.cause))
+    own = tuple(c for c in kept if not _device_own(c.cause))
     context: dict[str, Any] = {**finding.context, "comparison": "reference",
                                "reference_fault": reference}
     if peer is not None:
         context["peer_consensus"] = {"status": peer.status, "peers": peer.context.get("peers"),
                                      "causes": [c.cause for c in peer.causes]}
+    action = _own_action(first[0].cause, finding) if first else None
     return replace(finding, status="fail", severity=finding.severity
-                   if finding.severity != "none" else "minor", causes=(cause, *own),
+                   if finding.severity != "none" else "minor", causes=(*first, cause, *own),
                    onset=decision.onset if decision.onset is not None else finding.onset,
                    context=context,
-                   action=REFERENCE_FAULT.member_action.format(reference=reference))
+                   action=action or REFERENCE_FAULT.member_action.format(reference=reference))
+
+
+def _device_own(cause: str) -> bool:
+    entry = REGISTRY.get(cause)
+    return entry is not None and entry.device_own
+
+
+def _own_action(cause: str, finding: Finding) -> str | None:
+    """The registry's action for a device's own cause, filled from the finding (the
+    figures those templates name: sensor, unit, coverage); None if it names others."""
+    coverage = finding.metrics.get("device_coverage")
+    try:
+        return REGISTRY[cause].action.format(
+            sensor=finding.sensor, unit=finding.unit or "",
+            coverage=text.percent(coverage) if isinstance(coverage, int | float) else "part")
+    except (KeyError, IndexError):
+        return None

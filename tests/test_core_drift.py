@@ -186,6 +186,34 @@ def test_step_onset_within_a_few_bins(seed: int, at: float, size: float, sign: f
     assert abs(onset - T[k]) <= 3 * MINUTE
 
 
+HOURS = START + 3600.0 * np.arange(24.0)
+
+
+def test_steps_in_a_day_of_hourly_pairs_are_dated_more_often_than_not_and_never_wrongly(
+        ) -> None:
+    """Issue 21 (matrix fleet f26): a barometer stepped 3.5 hPa at the twelfth of a day's
+    24 hourly pairs (scatter 0.7, tolerance 1). The noise scale, read from differences ten
+    pairs apart, had most of them across the step: a "noise" 30 times the scatter, no
+    change point, and the window named noise and "unknown cause" for a plain offset step.
+    Measured over 2,400 steps of 3-6 tolerances after 8-16 healthy hours, in noise of
+    0.4-0.6 tolerance (AR(1), phi up to 0.5): 1,725 of 2,400 dated within an hour (72 %;
+    was 33 % with the lag fixed at ten), none wrongly; the rest get no onset, which near
+    the noise is the honest answer. Here a fixed-seed 400: at least 60 % dated, none
+    wrongly."""
+    rng = np.random.default_rng(20261206)
+    dated = wrong = 0
+    for _ in range(400):
+        at, size = int(rng.integers(8, 17)), rng.uniform(3.0, 6.0)
+        x = np.where(np.arange(24) >= at, rng.choice([-1.0, 1.0]) * size * 0.5, 0.0) + ar1(
+            rng, 24, rng.uniform(0.2, 0.3), rng.uniform(0.0, 0.5))
+        onset = step_onset(HOURS, x, 0.5)
+        if onset is not None:
+            dated += abs(onset - HOURS[at]) <= 3600.0
+            wrong += abs(onset - HOURS[at]) > 3600.0
+    assert wrong == 0
+    assert dated >= 240, dated
+
+
 RAMP_RISE = 2.0
 """The ramp climbs four tolerances by the end of the window."""
 RAMP_ERROR_TOLERANCES = 0.75

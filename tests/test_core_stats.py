@@ -30,8 +30,10 @@ from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
 from auditd.core.lag import UNDEFINED
 from auditd.core.stats import (
+    RHO_MAX,
     Z_ONE_SIDED_1PCT,
     ar1_coefficient,
+    autocorrelations,
     cochrane_orcutt,
     confidence_z,
     deming,
@@ -407,3 +409,96 @@ def test_a_slopes_effective_size_follows_the_regressors_persistence() -> None:
     assert slope_effective_size(smooth, 0.5) > slope_effective_size(smooth, 0.95)
     assert slope_effective_size(smooth, 0.99) < 0.1 * n
     assert slope_effective_size(np.ones(50), 0.9) == 50.0
+
+
+# ------------------------------------- fast routines against straightforward references
+#
+# ``autocorrelations`` computes only the lags asked for, ``sequence_effective_size`` and
+# ``slope_effective_size`` ask only for those they read: the figures must be those of the
+# textbook sums over every lag, to rounding.
+
+
+def direct_autocorrelations(x: np.ndarray) -> np.ndarray | None:
+    """sum_t c_t c_(t+k) / sum_t c_t^2 for every lag k, one product at a time."""
+    c = x - x.mean()
+    acov = np.correlate(c, c, mode="full")[c.size - 1:]
+    return None if not acov[0] > 0.0 else acov / acov[0]
+
+
+def reference_sequence_size(x: np.ndarray) -> float:
+    """Geyer's initial positive sequence over every lag's direct correlation."""
+    n = x.size
+    rho = direct_autocorrelations(x)
+    if rho is None:
+        return float(n)
+    pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)
+    ended = np.flatnonzero(pairs[1:] <= 2.0 * math.sqrt(2.0 / n))
+    kept = np.minimum.accumulate(pairs[: ended[0] + 1] if ended.size else pairs)
+    tau = -1.0 + 2.0 * float(kept.sum())
+    return min(max(n / tau, 2.0), float(n)) if tau > 0.0 else float(n)
+
+
+def reference_slope_size(x: np.ndarray, q: float) -> float:
+    """Bartlett's factor with the weight q^k of every lag, summed as Geyer's sequence."""
+    n = x.size
+    rho = direct_autocorrelations(x)
+    if rho is None:
+        return float(n)
+    terms = rho * q ** np.arange(n, dtype=np.float64)
+    pairs = terms[: n - n % 2].reshape(-1, 2).sum(axis=1)
+    ended = np.flatnonzero(pairs <= 0.0)
+    kept = np.minimum.accumulate(pairs[: ended[0]] if ended.size else pairs)
+    tau = -1.0 + 2.0 * float(kept.sum())
+    return min(max(n / tau, 2.0), float(n)) if tau > 0.0 else float(n)
+
+
+def sensor_like(seed: int, n: int, phi: float, white: float, level: float) -> np.ndarray:
+    """An AR(1) wander of coefficient ``phi`` plus white noise, around ``level`` (a random
+    walk at phi 1), with a slow sine: a difference series or a reference."""
+    rng = np.random.default_rng(seed)
+    wander = np.asarray(lfilter([1.0], [1.0, -phi], rng.normal(0.0, 1.0, n)))
+    sine = np.sin(2.0 * math.pi * np.arange(n) / rng.uniform(50.0, 5000.0))
+    return level + wander + sine + rng.normal(0.0, white, n)
+
+
+@CROSS
+@given(values=st.lists(st.integers(-10**6, 10**6), min_size=1, max_size=400),
+       max_lag=st.one_of(st.none(), st.integers(0, 500)))
+def test_autocorrelations_are_the_direct_sums(values: list[int], max_lag: int | None) -> None:
+    """Every lag asked for, whether by dot products or by the shortened FFT, is the sum
+    taken one product at a time; a constant series has none."""
+    x = np.asarray(values, dtype=np.float64) / 1000.0
+    found = autocorrelations(x, max_lag)
+    expected = direct_autocorrelations(x)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    last = x.size - 1 if max_lag is None else min(max_lag, x.size - 1)
+    assert found.size == last + 1
+    np.testing.assert_allclose(found, expected[: last + 1], rtol=0.0, atol=1e-12)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 3000),
+       phi=st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999, 1.0]), white=st.floats(0.0, 2.0),
+       level=st.floats(-50.0, 1000.0))
+def test_the_sequence_size_is_that_of_every_lag(seed: int, n: int, phi: float, white: float,
+                                                level: float) -> None:
+    """The sequence read from the first lags, or from all when it runs on (a random walk's
+    does), is the one summed over every lag's direct correlation."""
+    x = sensor_like(seed, n, phi, white, level)
+    assert sequence_effective_size(x) == pytest.approx(reference_sequence_size(x), rel=1e-9)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 3000),
+       phi=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]), white=st.floats(0.0, 2.0),
+       q=st.floats(1e-6, 0.9999))
+def test_the_slope_size_is_that_of_every_weight(seed: int, n: int, phi: float, white: float,
+                                               q: float) -> None:
+    """Leaving out the lags whose weight q^k cannot count changes nothing beyond rounding
+    (q above ``RHO_MAX`` is taken as ``RHO_MAX`` by both)."""
+    x = sensor_like(seed, n, phi, white, 20.0)
+    expected = reference_slope_size(x, min(q, RHO_MAX))
+    assert slope_effective_size(x, q) == pytest.approx(expected, rel=1e-9)

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sfft
 from scipy.special import ndtri, stdtrit
 
 from auditd.core.series import FloatArray
@@ -212,19 +213,30 @@ def sequence_effective_size(x: FloatArray) -> float:
     autocorrelations while their sum stays clearly positive (``SEQUENCE_NOISE_Z``), made
     non-increasing (the standard estimator of the integrated autocorrelation time for a
     stationary series). ``n`` when
-    the series is constant or too short to say."""
+    the series is constant or too short to say.
+
+    The sequence reads the correlations only up to its first pair that is not clearly
+    positive, a few lags for a noisy difference and a few thousand for a slow wander, so
+    the first ``SEQUENCE_FIRST_SHARE`` of the lags is computed first (an FFT of n plus that
+    share instead of 2 n) and all of them only when the sequence runs on beyond: the same
+    sum either way."""
     n = int(x.size)
     if n < 4:
         return float(n)
-    rho = autocorrelations(x)
+    rho = autocorrelations(x, n // SEQUENCE_FIRST_SHARE)
     if rho is None:
         return float(n)
-    pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)
     # a pair of a white series' correlations is noise of std sqrt(2 / n): the sum stops at
     # the first pair that is not clearly above it (after the first, which holds rho_0 = 1),
     # or white noise would be charged for its chance positive correlations
     noise = SEQUENCE_NOISE_Z * math.sqrt(2.0 / n)
+    pairs = _pair_sums(rho)
     ended = np.flatnonzero(pairs[1:] <= noise)
+    if not ended.size and rho.size < n:
+        full = autocorrelations(x)
+        assert full is not None  # not constant: the first lags said so
+        pairs = _pair_sums(full)
+        ended = np.flatnonzero(pairs[1:] <= noise)
     kept = pairs[: ended[0] + 1] if ended.size else pairs
     if kept.size == 0:
         return float(n)
@@ -235,14 +247,45 @@ def sequence_effective_size(x: FloatArray) -> float:
     return min(max(n / tau, 2.0), float(n))
 
 
-def autocorrelations(x: FloatArray) -> FloatArray | None:
-    """The sample autocorrelations of ``x`` at lags 0..n-1 (the biased estimator, by FFT,
-    zero padded so nothing wraps); None for a constant series."""
+SEQUENCE_FIRST_SHARE = 4
+"""``sequence_effective_size`` first computes the correlations to lag n / this: the slowest
+wanders in a day of 1-second differences ended their sequence before a fifth of it."""
+
+
+def _pair_sums(rho: FloatArray) -> FloatArray:
+    """rho_0 + rho_1, rho_2 + rho_3, ...: the sums of consecutive pairs (an odd last
+    term, whose partner is not at hand, left out)."""
+    m = rho.size - rho.size % 2
+    return np.asarray(rho[:m].reshape(-1, 2).sum(axis=1))
+
+
+DIRECT_LAGS = 32
+"""Up to this many lags ``autocorrelations`` takes plain dot products (some 15 us each on a
+day of 1-second values); beyond, one FFT (1.5-3 ms) is cheaper."""
+
+
+def autocorrelations(x: FloatArray, max_lag: int | None = None) -> FloatArray | None:
+    """The sample autocorrelations of ``x`` at lags 0..``max_lag`` (all, n - 1, by
+    default): the biased estimator sum_t c_t c_(t+k) / sum_t c_t^2 of the centred series
+    c; None for a constant series.
+
+    The callers need only the lags before the correlations die out or their weights
+    vanish, mostly a few hundred of a day's 86,400, and the cost is chosen for that: up
+    to ``DIRECT_LAGS`` lags are dot products, more an FFT zero padded to n + max_lag
+    (circular correlation at that length wraps nothing into lags 0..max_lag) and
+    rounded up to scipy's ``next_fast_len``, a length of small prime factors (2 n - 1 =
+    172,799 becomes 172,800, where a power of two was 262,144)."""
     n = int(x.size)
+    last = n - 1 if max_lag is None else max(min(max_lag, n - 1), 0)
     centred = x - float(x.mean())
-    size = 1 << (2 * n - 1).bit_length()
-    spectrum = np.fft.rfft(centred, size)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
+    if last < DIRECT_LAGS:
+        acov = np.array([float(centred[k:] @ centred[: n - k]) for k in range(last + 1)])
+    else:
+        length = sfft.next_fast_len(n + last, real=True)
+        spectrum = sfft.rfft(centred, length)
+        power = np.square(spectrum.real)
+        power += np.square(spectrum.imag)
+        acov = sfft.irfft(power, length)[: last + 1]
     if not acov[0] > 0.0:
         return None
     return np.asarray(acov / acov[0])
@@ -259,21 +302,40 @@ def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
 
     The regressor's correlations are taken as they are, not as an AR(1) of its lag-1
     value: a smooth reference read with white noise has lag-1 0.9 and keeps nearly that
-    at every lag, where an AR(1) of 0.9 would have forgotten it in twenty readings."""
+    at every lag, where an AR(1) of 0.9 would have forgotten it in twenty readings.
+
+    Only the lags whose weight noise_rho^k can still count are read (``weighted_lags``):
+    the sum beyond them is below ``WEIGHT_TAIL`` whatever the correlations, where the
+    full sum's own rounding is larger; a noise_rho of 0.6 needs 90 lags of 86,400."""
     n = int(regressor.size)
     if n < 4 or not math.isfinite(noise_rho) or noise_rho <= 0.0:
         return float(n)
-    rho = autocorrelations(regressor)
+    q = min(noise_rho, RHO_MAX)
+    rho = autocorrelations(regressor, weighted_lags(q))
     if rho is None:
         return float(n)
-    terms = rho * np.power(min(noise_rho, RHO_MAX), np.arange(n))
-    pairs = terms[: n - n % 2].reshape(-1, 2).sum(axis=1)
+    terms = rho * np.power(q, np.arange(rho.size))
+    pairs = _pair_sums(terms)
     ended = np.flatnonzero(pairs <= 0.0)
     kept = np.minimum.accumulate(pairs[: ended[0]] if ended.size else pairs)
     tau = -1.0 + 2.0 * float(kept.sum())
     if not tau > 0.0:
         return float(n)
     return min(max(n / tau, 2.0), float(n))
+
+
+WEIGHT_TAIL = 1e-18
+"""What the lags ``slope_effective_size`` leaves out may add to its sum at most: |rho| <= 1,
+so that is the weights' own tail, sum_(k > K) q^k = q^(K+1) / (1 - q). A sum of at least
+rho_0 = 1 rounds by 1e-16 already."""
+
+
+def weighted_lags(q: float) -> int:
+    """The last lag K whose weight q^K ``slope_effective_size`` needs: the smallest with
+    q^(K+1) / (1 - q) <= ``WEIGHT_TAIL``, rounded up to an odd K so the last pair of
+    terms is whole (0 < q < 1)."""
+    k = max(math.ceil(math.log(WEIGHT_TAIL * (1.0 - q)) / math.log(q)) - 1, 1)
+    return k | 1
 
 
 def confidence_z(n_eff: float, one_sided: float = ONE_SIDED_LEVEL) -> float:

@@ -502,3 +502,56 @@ def test_the_slope_size_is_that_of_every_weight(seed: int, n: int, phi: float, w
     x = sensor_like(seed, n, phi, white, 20.0)
     expected = reference_slope_size(x, min(q, RHO_MAX))
     assert slope_effective_size(x, q) == pytest.approx(expected, rel=1e-9)
+
+
+def reference_cochrane_orcutt(x: np.ndarray, y: np.ndarray,
+                              x_noise: float) -> tuple[float, float, float, float]:
+    """Iterated Cochrane-Orcutt as the textbook does it: each pass forms the residuals and
+    the quasi-differenced series and regresses one on the other (with the dilution
+    correction of ``cochrane_orcutt``'s docstring); (gain, offset, gain_se, rho)."""
+    n = x.size
+    gain = float(np.polyfit(x, y, 1)[0])
+    rho, se, sxx = 0.0, math.nan, math.nan
+    for _ in range(20):
+        resid = y - y.mean() - gain * (x - x.mean())
+        new_rho = min(max(float(resid[1:] @ resid[:-1]) / float(resid @ resid), 0.0), 0.999)
+        xs = x[1:] - new_rho * x[:-1]
+        ys = y[1:] - new_rho * y[:-1]
+        xs, ys = xs - xs.mean(), ys - ys.mean()
+        sxx = float(xs @ xs)
+        gain = float(xs @ ys) / sxx
+        e = ys - gain * xs
+        se = math.sqrt(float(e @ e) / (n - 4) / sxx)
+        settled = abs(new_rho - rho) < 1e-4
+        rho = new_rho
+        if settled:
+            break
+    dilution = (1.0 + rho * rho) * x_noise**2 / (sxx / (n - 2))
+    if dilution > 0.5:
+        return math.nan, math.nan, math.nan, math.nan
+    gain /= 1.0 - dilution
+    return gain, float(y.mean()) - gain * float(x.mean()), se / (1.0 - dilution), rho
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 3000),
+       phi_x=st.sampled_from([0.0, 0.9, 0.999, 1.0]), phi_u=st.floats(0.0, 0.999),
+       gain=st.floats(0.5, 2.0), level=st.floats(-50.0, 1000.0),
+       x_noise=st.sampled_from([0.0, 0.01, 0.3]))
+def test_the_ar1_line_is_the_textbooks(seed: int, n: int, phi_x: float, phi_u: float,
+                                       gain: float, level: float, x_noise: float) -> None:
+    """The passes computed from sums taken once give the line, its error and the noise's
+    coefficient of the passes over the series (the offset to the rounding of the means it
+    is the difference of)."""
+    x = sensor_like(seed, n, phi_x, 0.1, level)
+    noise = sensor_like(seed + 1, n, phi_u, 0.05, 0.0)
+    y = 1.0 + gain * x + 0.3 * noise
+    line = cochrane_orcutt(x, y, x_noise)
+    g, offset, se, rho = reference_cochrane_orcutt(x, y, x_noise)
+    if math.isnan(g):
+        assert math.isnan(line.gain) and math.isnan(line.rho)
+        return
+    assert line.gain == pytest.approx(g, rel=1e-9)
+    assert line.gain_se == pytest.approx(se, rel=1e-9)
+    assert line.rho == pytest.approx(rho, rel=1e-9, abs=1e-12)
+    assert line.offset == pytest.approx(offset, abs=1e-9 * (1.0 + abs(float(y.mean()))))

@@ -576,28 +576,20 @@ def cochrane_orcutt(x: FloatArray, y: FloatArray,
     nan = math.nan
     if n < 5 or float(np.ptp(x)) == 0.0:
         return GlsLine(nan, nan, nan, nan)
-    xc, yc = x - float(x.mean()), y - float(y.mean())
-    gain = float(xc @ yc) / float(xc @ xc)
-    offset = float(y.mean()) - gain * float(x.mean())
-    resid = yc - gain * xc
-    rho, se = 0.0, nan
+    mx, my = float(x.mean()), float(y.mean())
+    a = x - mx
+    u = y - my
+    ols = float(a @ u) / float(a @ a)
+    u -= ols * a  # the least-squares residuals
+    moments = _PairMoments.of(a, u)
+    rho, se, gain = 0.0, nan, ols
     for _ in range(GLS_MAX_ITER):
-        ee = float(resid @ resid)
-        new_rho = min(max(float(resid[1:] @ resid[:-1]) / ee, 0.0), RHO_MAX) if ee > 0 else 0.0
-        xs = x[1:] - new_rho * x[:-1]
-        ys = y[1:] - new_rho * y[:-1]
-        xs -= float(xs.mean())
-        sxx = float(xs @ xs)
+        new_rho = moments.residual_rho(gain - ols)
+        sxx, sxu, suu = moments.quasi_differenced(new_rho)
         if not sxx > 0.0:
             return GlsLine(nan, nan, nan, new_rho)
-        ys_mean = float(ys.mean())
-        ys -= ys_mean
-        gain = float(xs @ ys) / sxx
-        e = ys - gain * xs
-        se = math.sqrt(float(e @ e) / max(n - 4, 1) / sxx)
-        offset = float(y.mean()) - gain * float(x.mean())
-        np.subtract(y, offset, out=resid)
-        resid -= gain * x
+        gain = ols + sxu / sxx
+        se = math.sqrt(max(suu - sxu * sxu / sxx, 0.0) / max(n - 4, 1) / sxx)
         settled = abs(new_rho - rho) < 1e-4
         rho = new_rho
         if settled:
@@ -608,5 +600,78 @@ def cochrane_orcutt(x: FloatArray, y: FloatArray,
             return GlsLine(nan, nan, nan, nan)
         gain /= 1.0 - dilution
         se /= 1.0 - dilution
-        offset = float(y.mean()) - gain * float(x.mean())
-    return GlsLine(gain, offset, se, rho)
+    return GlsLine(gain, my - gain * mx, se, rho)
+
+
+@dataclass(frozen=True, slots=True)
+class _PairMoments:
+    """What every Cochrane-Orcutt pass needs of the centred regressor ``a`` and the
+    least-squares residuals ``u``, summed once (``of``), so that a pass costs a few
+    multiplications instead of six passes over the pairs.
+
+    A line of gain ``ols + delta`` leaves the residuals u - delta a, and the pass's
+    regression is of u's quasi-differences on a's (y's are u's plus ``ols`` times a's), so
+    every sum a pass takes is a quadratic in delta or in rho over these. They are taken
+    in first differences (d_t = a_t - a_(t-1)) and lagged values rather than as lag-0
+    and lag-1 products: a_t - rho a_(t-1) = d_t + (1 - rho) a_(t-1), and with rho near 1
+    on a smooth reference the products' form would be the small difference of large
+    sums, here it is a sum of terms of its own size."""
+
+    n: int
+    aa: float
+    uu: float
+    ua: float
+    dd_a: float
+    dd_au: float
+    dd_u: float
+    da_a0: float
+    du_u0: float
+    da_u0: float
+    du_a0: float
+    sum_a0: float
+    sum_u0: float
+    a_first: float
+    a_last: float
+    u_first: float
+    u_last: float
+
+    @classmethod
+    def of(cls, a: FloatArray, u: FloatArray) -> _PairMoments:
+        da, du = np.diff(a), np.diff(u)
+        a0, u0 = a[:-1], u[:-1]
+        return cls(
+            n=int(a.size), aa=float(a @ a), uu=float(u @ u), ua=float(u @ a),
+            dd_a=float(da @ da), dd_au=float(da @ du), dd_u=float(du @ du),
+            da_a0=float(da @ a0), du_u0=float(du @ u0), da_u0=float(da @ u0),
+            du_a0=float(du @ a0), sum_a0=float(a0.sum()), sum_u0=float(u0.sum()),
+            a_first=float(a[0]), a_last=float(a[-1]),
+            u_first=float(u[0]), u_last=float(u[-1]),
+        )
+
+    def residual_rho(self, delta: float) -> float:
+        """The lag-1 autocorrelation of the residuals e = u - delta a, clipped to
+        [0, ``RHO_MAX``] (0 when they are all zero), as 1 - (sum of squared successive
+        differences + e_0^2 + e_(n-1)^2) / (2 sum e^2): the same number as
+        sum e_t e_(t-1) / sum e^2, and exact near 1 where the persistence is."""
+        ee = self.uu - 2.0 * delta * self.ua + delta * delta * self.aa
+        if not ee > 0.0:
+            return 0.0
+        steps = self.dd_u - 2.0 * delta * self.dd_au + delta * delta * self.dd_a
+        first = self.u_first - delta * self.a_first
+        last = self.u_last - delta * self.a_last
+        r = 1.0 - (steps + first * first + last * last) / (2.0 * ee)
+        return min(max(r, 0.0), RHO_MAX)
+
+    def quasi_differenced(self, rho: float) -> tuple[float, float, float]:
+        """(sxx, sxu, suu): the centred sums of squares and products of
+        x_t - rho x_(t-1) and u_t - rho u_(t-1) over the n - 1 pairs."""
+        s, m = 1.0 - rho, self.n - 1
+        a0a0 = self.aa - self.a_last * self.a_last
+        u0u0 = self.uu - self.u_last * self.u_last
+        a0u0 = self.ua - self.a_last * self.u_last
+        xx = self.dd_a + 2.0 * s * self.da_a0 + s * s * a0a0
+        uu = self.dd_u + 2.0 * s * self.du_u0 + s * s * u0u0
+        xu = self.dd_au + s * (self.da_u0 + self.du_a0) + s * s * a0u0
+        sx = self.a_last - self.a_first + s * self.sum_a0
+        su = self.u_last - self.u_first + s * self.sum_u0
+        return xx - sx * sx / m, xu - sx * su / m, uu - su * su / m

@@ -28,7 +28,7 @@ from auditd.core import Series, evaluate_stream
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
-from auditd.core.lag import UNDEFINED
+from auditd.core.lag import NULL_FACTOR_FLOOR, UNDEFINED, null_variance_factor
 from auditd.core.stats import (
     RHO_MAX,
     Z_ONE_SIDED_1PCT,
@@ -555,3 +555,30 @@ def test_the_ar1_line_is_the_textbooks(seed: int, n: int, phi_x: float, phi_u: f
     assert line.gain_se == pytest.approx(se, rel=1e-9)
     assert line.rho == pytest.approx(rho, rel=1e-9, abs=1e-12)
     assert line.offset == pytest.approx(offset, abs=1e-9 * (1.0 + abs(float(y.mean()))))
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 3000), scale=st.sampled_from([1, 4, 16]),
+       phi=st.sampled_from([0.0, 0.9, 0.99]), gaps=st.floats(0.0, 0.3))
+def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scale: int,
+                                                         phi: float, gaps: float) -> None:
+    """Bartlett's factor of the lag search (``lag.null_variance_factor``) from dot products
+    or a short FFT is the one from direct sums, gaps read as the series' mean."""
+    rng = np.random.default_rng(seed)
+    device = sensor_like(seed, n, phi, 0.5, 20.0)
+    reference = sensor_like(seed + 1, n, phi, 0.1, 20.0)
+    for x in (device, reference):
+        x[rng.random(n) < gaps] = np.nan
+    cutoff = min(4 * scale + 8, n // 4)
+    rho = []
+    for x in (device, reference):
+        ok = np.isfinite(x)
+        c = np.where(ok, x - x[ok].mean(), 0.0) if ok.sum() >= 3 else np.zeros(n)
+        acov = np.correlate(c, c, mode="full")[n - 1: n + cutoff]
+        rho.append(acov / acov[0] if acov[0] > 0.0 else None)
+    found = null_variance_factor(device, reference, scale)
+    if rho[0] is None or rho[1] is None:
+        assert math.isnan(found)
+        return
+    expected = max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
+    assert found == pytest.approx(expected, rel=1e-9)

@@ -32,6 +32,7 @@ from scipy import fft as sfft
 
 from auditd.core.align import Aligned
 from auditd.core.series import FloatArray
+from auditd.core.stats import lagged_products
 
 MIN_PEAK_CORR = 0.02
 """Below this even a statistically clear peak is too weak a link to act on."""
@@ -388,9 +389,7 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int) 
         if ok.sum() < 3:
             return math.nan
         centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
-        length = sfft.next_fast_len(n + cutoff + 1, real=True)
-        spectrum = sfft.rfft(centred, length)
-        acov = sfft.irfft(spectrum * np.conj(spectrum), length)[: cutoff + 1]
+        acov = lagged_products(centred, cutoff)  # a few dozen lags: dot products
         if not acov[0] > 0.0:
             return math.nan
         rho.append(acov / acov[0])

@@ -216,27 +216,26 @@ def sequence_effective_size(x: FloatArray) -> float:
     the series is constant or too short to say.
 
     The sequence reads the correlations only up to its first pair that is not clearly
-    positive, a few lags for a noisy difference and a few thousand for a slow wander, so
-    the first ``SEQUENCE_FIRST_SHARE`` of the lags is computed first (an FFT of n plus that
-    share instead of 2 n) and all of them only when the sequence runs on beyond: the same
-    sum either way."""
+    positive: a few lags for a noisy difference, a few thousand for a slow wander. So
+    they are computed in stages (``sequence_lags``), each only when the sequence runs on
+    beyond the last: the first ``DIRECT_LAGS`` as dot products, then the first
+    ``SEQUENCE_FIRST_SHARE`` of all lags (an FFT of n plus that share), then all (one of
+    2 n). The sum is the same whichever stage it ends in."""
     n = int(x.size)
     if n < 4:
-        return float(n)
-    rho = autocorrelations(x, n // SEQUENCE_FIRST_SHARE)
-    if rho is None:
         return float(n)
     # a pair of a white series' correlations is noise of std sqrt(2 / n): the sum stops at
     # the first pair that is not clearly above it (after the first, which holds rho_0 = 1),
     # or white noise would be charged for its chance positive correlations
     noise = SEQUENCE_NOISE_Z * math.sqrt(2.0 / n)
-    pairs = _pair_sums(rho)
-    ended = np.flatnonzero(pairs[1:] <= noise)
-    if not ended.size and rho.size < n:
-        full = autocorrelations(x)
-        assert full is not None  # not constant: the first lags said so
-        pairs = _pair_sums(full)
+    for last in sequence_lags(n):
+        rho = autocorrelations(x, last)
+        if rho is None:
+            return float(n)
+        pairs = _pair_sums(rho)
         ended = np.flatnonzero(pairs[1:] <= noise)
+        if ended.size:
+            break
     kept = pairs[: ended[0] + 1] if ended.size else pairs
     if kept.size == 0:
         return float(n)
@@ -248,8 +247,19 @@ def sequence_effective_size(x: FloatArray) -> float:
 
 
 SEQUENCE_FIRST_SHARE = 4
-"""``sequence_effective_size`` first computes the correlations to lag n / this: the slowest
-wanders in a day of 1-second differences ended their sequence before a fifth of it."""
+"""``sequence_effective_size``'s second stage computes the correlations to lag n / this:
+the slowest wanders in a day of 1-second differences ended their sequence before a fifth
+of it."""
+
+
+def sequence_lags(n: int) -> list[int]:
+    """The last lags of ``sequence_effective_size``'s stages for n values, increasing, the
+    last of them n - 1."""
+    out: list[int] = []
+    for last in (DIRECT_LAGS - 1, n // SEQUENCE_FIRST_SHARE, n - 1):
+        if not out or min(last, n - 1) > out[-1]:
+            out.append(min(last, n - 1))
+    return out
 
 
 def _pair_sums(rho: FloatArray) -> FloatArray:
@@ -260,7 +270,7 @@ def _pair_sums(rho: FloatArray) -> FloatArray:
 
 
 DIRECT_LAGS = 32
-"""Up to this many lags ``autocorrelations`` takes plain dot products (some 15 us each on a
+"""Up to this many lags ``lagged_products`` takes plain dot products (some 15 us each on a
 day of 1-second values); beyond, one FFT (1.5-3 ms) is cheaper."""
 
 
@@ -270,25 +280,32 @@ def autocorrelations(x: FloatArray, max_lag: int | None = None) -> FloatArray | 
     c; None for a constant series.
 
     The callers need only the lags before the correlations die out or their weights
-    vanish, mostly a few hundred of a day's 86,400, and the cost is chosen for that: up
-    to ``DIRECT_LAGS`` lags are dot products, more an FFT zero padded to n + max_lag
-    (circular correlation at that length wraps nothing into lags 0..max_lag) and
-    rounded up to scipy's ``next_fast_len``, a length of small prime factors (2 n - 1 =
-    172,799 becomes 172,800, where a power of two was 262,144)."""
+    vanish, mostly a few hundred of a day's 86,400, and ``lagged_products`` spends only
+    what those cost."""
     n = int(x.size)
     last = n - 1 if max_lag is None else max(min(max_lag, n - 1), 0)
-    centred = x - float(x.mean())
-    if last < DIRECT_LAGS:
-        acov = np.array([float(centred[k:] @ centred[: n - k]) for k in range(last + 1)])
-    else:
-        length = sfft.next_fast_len(n + last, real=True)
-        spectrum = sfft.rfft(centred, length)
-        power = np.square(spectrum.real)
-        power += np.square(spectrum.imag)
-        acov = sfft.irfft(power, length)[: last + 1]
+    acov = lagged_products(x - float(x.mean()), last)
     if not acov[0] > 0.0:
         return None
     return np.asarray(acov / acov[0])
+
+
+def lagged_products(c: FloatArray, last: int) -> FloatArray:
+    """sum_t c_t c_(t+k) for the lags k = 0..``last`` (less than c's length).
+
+    Up to ``DIRECT_LAGS`` lags they are dot products; more take an FFT zero padded to
+    n + last (circular correlation at that length wraps nothing into lags 0..last) and
+    rounded up to scipy's ``next_fast_len``, a length of small prime factors: all of a
+    day's lags (2 n - 1 = 172,799) take 172,800 points where the next power of two was
+    262,144, and a few hundred lags barely more than n."""
+    n = int(c.size)
+    if last < DIRECT_LAGS:
+        return np.array([float(c[k:] @ c[: n - k]) for k in range(last + 1)])
+    length = sfft.next_fast_len(n + last, real=True)
+    spectrum = sfft.rfft(c, length)
+    power = np.square(spectrum.real)
+    power += np.square(spectrum.imag)
+    return np.asarray(sfft.irfft(power, length)[: last + 1])
 
 
 def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -137,6 +138,11 @@ class Case:
     fault_reference: ReferenceSpread | None = None
     """The reference over the fault's pairs, read once for every detector that needs it
     (``None``: computed on demand)."""
+    memo: dict[str, object] = field(default_factory=dict, init=False, repr=False,
+                                     compare=False)
+    """What several detectors and the verdict ask of the case, kept the first time
+    (``once``): ``stuck``, ``unit_mismatch``, ``clipping`` and the onset all read the
+    stuck spell and the rounded unit, each a sort and a few passes over the window."""
 
     @property
     def reference_spread(self) -> ReferenceSpread:
@@ -150,6 +156,16 @@ class Case:
 
 
 Detector = Callable[[Case], Cause | None]
+
+_T = TypeVar("_T")
+
+
+def once(case: Case, name: str, compute: Callable[[Case], _T]) -> _T:
+    """``compute(case)``, computed the first time ``name`` is asked of the case (its
+    fields are frozen, so the answer cannot change)."""
+    if name not in case.memo:
+        case.memo[name] = compute(case)
+    return cast(_T, case.memo[name])
 
 
 def strength(distance: float) -> float:
@@ -270,6 +286,10 @@ def reference_live(aligned: Aligned, run: FlatRun) -> bool:
 def stuck_spell(case: Case) -> FlatRun | None:
     """The longest flat run, if it is long enough (``STUCK_RUN_SHARE`` of the pairs and
     ``min_samples``) and the reference was live during it (``reference_live``)."""
+    return once(case, "stuck_spell", _stuck_spell)
+
+
+def _stuck_spell(case: Case) -> FlatRun | None:
     run, tol = case.flat_run, case.tol
     if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired):
         return None
@@ -438,6 +458,10 @@ def rounded_unit(case: Case) -> RoundedUnit | None:
     At that resolution a unit 1000 times too large and one a million times too large both
     read 0: the first in the caller's order is named (pint's common units; the fallback
     table's named units before its bare decimal factors), the others beside it."""
+    return once(case, "rounded_unit", _rounded_unit)
+
+
+def _rounded_unit(case: Case) -> RoundedUnit | None:
     if not case.units:
         return None
     run = stuck_spell(case)

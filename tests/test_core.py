@@ -35,7 +35,9 @@ from auditd.core import (
     unit_candidates,
 )
 from auditd.core.causes import FINDING_CAUSES
+from auditd.core.diagnose import rounded_from
 from auditd.core.lag import lag_correlation
+from auditd.core.units import rounded_fit
 from auditd.model import SensorSpec, Tolerance
 
 START = 1_764_028_800.0  # 2025-11-25T00:00:00Z
@@ -574,3 +576,22 @@ def test_healthy_barometer_on_a_calm_morning_is_not_a_gain_fault(seed: int) -> N
     certified = evaluate_stream(device, reference, BAROMETER, t[0], t[-1] + 60,
                                 reference_uncertainty=0.2)
     assert certified.status == "pass", (certified.metrics.as_dict(), certified.causes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 20_000), start=st.floats(0.0, 1.0),
+       misses=st.integers(0, 3))
+def test_the_rounding_check_a_chunk_at_a_time_is_the_whole_one(seed: int, n: int,
+                                                               start: float,
+                                                               misses: int) -> None:
+    """``diagnose.rounded_from`` stops at the first chunk with a reading that is no
+    rounding of the unit; its answer is that of ``units.rounded_fit`` over every reading
+    from ``start`` on, wherever the misses fall."""
+    rng = np.random.default_rng(seed)
+    reference = rng.uniform(3.0, 60.0, n)
+    device = np.rint(0.001 * reference / 0.1) * 0.1  # ug/m3 sent as mg/m3 at 0.1
+    device[rng.integers(0, n, misses)] += 0.5
+    slack = 1.0 + 0.05 * reference
+    first = int(start * (n - 1))
+    whole = bool(rounded_fit(device, reference, 0.001, 0.0, 0.1, slack)[first:].all())
+    assert rounded_from(device, reference, 0.001, 0.0, 0.1, slack, first) == whole

@@ -484,11 +484,11 @@ def _rounded_unit(case: Case) -> RoundedUnit | None:
     for name, scale, shift in case.units:
         if scale == 0.0 or not math.isfinite(scale):
             continue
-        ok = rounded_fit(device, reference, scale, shift, step, slack)
-        misses = np.flatnonzero(~ok)
-        first = int(misses[-1]) + 1 if misses.size else 0
-        if first > start:
+        if not rounded_from(device, reference, scale, shift, step, slack, start):
             continue  # the spell itself, or a reading after it, is no rounding of the unit
+        misses = np.flatnonzero(~rounded_fit(device[:start], reference[:start], scale, shift,
+                                             step, slack[:start]))
+        first = int(misses[-1]) + 1 if misses.size else 0
         if _carried(device[:first], reference[:first], reference[first:][
                 np.abs(device[first:] - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)],
                 value, high=bool(np.median(reference[start:stop]) < value)):
@@ -499,6 +499,24 @@ def _rounded_unit(case: Case) -> RoundedUnit | None:
     name, scale, shift, first = found[0]
     return RoundedUnit(run, value, name, scale, shift, step, first,
                        tuple(f[0] for f in found[1:]))
+
+
+ROUNDING_CHUNK = 4096
+"""Readings ``rounded_from`` converts at a time."""
+
+
+def rounded_from(device: FloatArray, reference: FloatArray, scale: float, shift: float,
+                  step: float, slack: FloatArray, start: int) -> bool:
+    """Whether every reading from ``start`` on is the reference in that unit, rounded
+    (``rounded_fit``), looked at a chunk at a time: a unit that does not make the held
+    value of the reference misses in the spell's first readings, and the rest of the day
+    need not be converted for each candidate unit."""
+    for lo in range(start, device.size, ROUNDING_CHUNK):
+        hi = lo + ROUNDING_CHUNK
+        if not rounded_fit(device[lo:hi], reference[lo:hi], scale, shift, step,
+                           slack[lo:hi]).all():
+            return False
+    return True
 
 
 def _carried(dev: FloatArray, ref: FloatArray, ref_held: FloatArray, value: float, *,

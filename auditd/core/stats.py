@@ -218,8 +218,8 @@ def sequence_effective_size(x: FloatArray) -> float:
     The sequence reads the correlations only up to its first pair that is not clearly
     positive: a few lags for a noisy difference, a few thousand for a slow wander. So
     they are computed in stages (``sequence_lags``), each only when the sequence runs on
-    beyond the last: the first ``DIRECT_LAGS`` as dot products, then the first
-    ``SEQUENCE_FIRST_SHARE`` of all lags (an FFT of n plus that share), then all (one of
+    beyond the last: the first ``DIRECT_LAGS`` as dot products, then those to lag
+    n / ``SEQUENCE_FIRST_SHARE`` (an FFT of n plus that many points), then all (one of
     2 n). The sum is the same whichever stage it ends in."""
     n = int(x.size)
     if n < 4:
@@ -323,7 +323,7 @@ def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
 
     Only the lags whose weight noise_rho^k can still count are read (``weighted_lags``):
     the sum beyond them is below ``WEIGHT_TAIL`` whatever the correlations, where the
-    full sum's own rounding is larger; a noise_rho of 0.6 needs 90 lags of 86,400."""
+    full sum's own rounding is larger; a noise_rho of 0.6 reads lags 0-83 of 86,400."""
     n = int(regressor.size)
     if n < 4 or not math.isfinite(noise_rho) or noise_rho <= 0.0:
         return float(n)
@@ -634,6 +634,9 @@ class _PairMoments:
     on a smooth reference the products' form would be the small difference of large
     sums, here it is a sum of terms of its own size."""
 
+    # aa, uu, ua: products over all n values; dd_*: of the first differences d_a, d_u;
+    # da_a0 and the like: of a difference with the value before it (t = 1..n-1);
+    # sum_a0, sum_u0: the sums of those earlier values
     n: int
     aa: float
     uu: float
@@ -669,7 +672,7 @@ class _PairMoments:
         """The lag-1 autocorrelation of the residuals e = u - delta a, clipped to
         [0, ``RHO_MAX``] (0 when they are all zero), as 1 - (sum of squared successive
         differences + e_0^2 + e_(n-1)^2) / (2 sum e^2): the same number as
-        sum e_t e_(t-1) / sum e^2, and exact near 1 where the persistence is."""
+        sum e_t e_(t-1) / sum e^2, and accurate near 1 where the persistence is."""
         ee = self.uu - 2.0 * delta * self.ua + delta * delta * self.aa
         if not ee > 0.0:
             return 0.0

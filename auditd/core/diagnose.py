@@ -26,7 +26,14 @@ import numpy as np
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
-from auditd.core.checks import exceedances, excited, gain_deviation, gain_evidence, ratio
+from auditd.core.checks import (
+    exceedances,
+    excited,
+    gain_deviation,
+    gain_evidence,
+    noise_model_agrees,
+    ratio,
+)
 from auditd.core.fit import (
     FLAT_RELATIVE,
     LineFit,
@@ -748,8 +755,15 @@ def gain_through_zero(m: Metrics, tol: Tolerance) -> float:
     the unit's zero ((gain - 1) x mean reference / bias, in [0, 1]), where the window can
     judge a slope (``checks.excited``) and its least deviation is beyond tolerance; 0
     otherwise. A cell reading half the monitor is 15 ppb low at 30 ppb because of its
-    span: that mean difference is the gain's, not an offset's."""
+    span: that mean difference is the gain's, not an offset's.
+
+    Only where the line does pass near the unit's zero (its intercept, ``offset``, within
+    the bias tolerance or half the mean difference): a barometer 4.5 hPa low with a
+    fitted gain of 0.76 (a slow offset ramp through a falling day) would be 242 hPa low
+    by its gain at 1010 hPa; the gain carries none of it, the intercept all."""
     if not (excited(m, tol) and math.isfinite(m.bias) and m.bias != 0.0):
+        return 0.0
+    if not abs(m.offset) <= max(tol.bias, 0.5 * abs(m.bias)):
         return 0.0
     least, _ = gain_deviation(m)
     if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.gain)
@@ -808,8 +822,12 @@ def gain_behind_rmse(m: Metrics, tol: Tolerance) -> float:
     A day of hourly means of an ozone cell reading half of the agency's monitor (gain 0.5
     with r2 0.995) leaves its residuals two effective samples by their autocorrelation,
     so the gain's interval is unbounded; the rmse fails, and what the data say about it
-    is the slope, not "unknown cause"."""
-    if not (math.isfinite(m.rmse) and m.rmse > 0.0 and excited(m, tol)):
+    is the slope, not "unknown cause". Not where the line fitted under AR(1) noise puts
+    the gain inside tolerance or across 1 (``checks.noise_model_agrees``): a slow offset
+    ramp through a day whose pressure fell with it is a slope only to least squares (a
+    barometer drifting -5 hPa over two days was named ``gain_drift`` for three windows)."""
+    if not (math.isfinite(m.rmse) and m.rmse > 0.0 and excited(m, tol)
+            and noise_model_agrees(m, tol)):
         return 0.0
     if ratio(m.rmse, tol.rmse) <= 1.0:
         return 0.0

@@ -601,9 +601,10 @@ def test_a_gain_that_would_put_the_unit_far_off_at_zero_carries_no_offset() -> N
     """Issue 21 (matrix fleet f39): a barometer 4.5 hPa low after a slow offset ramp
     through a day whose pressure fell with it; least squares fits a gain of 0.76 with an
     intercept of +240 hPa. Through the unit's zero that gain would make it 242 hPa low at
-    1010 hPa, not 4.5: the gain carries none of the mean difference (it carried all of it,
-    and three windows were named ``gain_drift``). A cell reading half its monitor (gain
-    0.5, intercept near 0) still has its mean difference put down to its span."""
+    1010 hPa, not 4.5: a split of the mean difference extrapolated 600 reference stds
+    from the data, so the gain carries none of it (it carried all of it, and three windows
+    were named ``gain_drift``). A cell reading half its monitor over an ozone day (30 ppb,
+    std 12) still has its mean difference put down to its span."""
     tol = Tolerance(bias=1.0, gain=0.02, rmse=1.5, r2_min=0.9, lag_s=120.0,
                     window_s=43200.0, min_samples=45)
     ramp = Metrics(n=359, bias=-4.546, gain=0.757, offset=239.5, rmse=4.597, nrmse=0.457,

@@ -757,13 +757,13 @@ def gain_through_zero(m: Metrics, tol: Tolerance) -> float:
     otherwise. A cell reading half the monitor is 15 ppb low at 30 ppb because of its
     span: that mean difference is the gain's, not an offset's.
 
-    Only where the line does pass near the unit's zero (its intercept, ``offset``, within
-    the bias tolerance or half the mean difference): a barometer 4.5 hPa low with a
-    fitted gain of 0.76 (a slow offset ramp through a falling day) would be 242 hPa low
-    by its gain at 1010 hPa; the gain carries none of it, the intercept all."""
+    Only where the unit's zero is within reach of what the window saw (the mean reference
+    within ``ZERO_REACH_STDS`` of its std from 0): elsewhere the split of the mean
+    difference between the slope and the intercept is an extrapolation. A barometer
+    4.5 hPa low after a slow offset ramp through a falling day fitted a gain of 0.76 and
+    an intercept of +240 hPa; "through zero" that gain would make it 242 hPa low at
+    1010 hPa, and it was credited with the whole 4.5."""
     if not (excited(m, tol) and math.isfinite(m.bias) and m.bias != 0.0):
-        return 0.0
-    if not abs(m.offset) <= max(tol.bias, 0.5 * abs(m.bias)):
         return 0.0
     least, _ = gain_deviation(m)
     if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.gain)
@@ -772,9 +772,17 @@ def gain_through_zero(m: Metrics, tol: Tolerance) -> float:
     # the OLS line passes through the means: offset = mean(dev) - gain mean(ref), and
     # mean(dev) = mean(ref) + bias
     mean_reference = (m.offset - m.bias) / (1.0 - m.gain)
-    if not math.isfinite(mean_reference):
+    if not (math.isfinite(mean_reference)
+            and abs(mean_reference) <= ZERO_REACH_STDS * m.reference_std):
         return 0.0
     return float(np.clip((m.gain - 1.0) * mean_reference / m.bias, 0.0, 1.0))
+
+
+ZERO_REACH_STDS = 3.0
+"""How many of the reference's standard deviations the window's mean may lie from the
+unit's zero for a slope to be credited with the mean difference through it
+(``gain_through_zero``): an ozone day (30 ppb, std 18) reaches it; a room at 21 degC
+(std 1) or a barometer at 1010 hPa (std 1.6) does not."""
 
 
 def offset_drift(case: Case) -> Cause | None:

@@ -619,6 +619,7 @@ def test_a_device_sending_impossible_values_beside_a_drifting_reference_is_still
     broken = found["th-north-02"]
     assert [c.cause for c in broken.causes][:2] == ["out_of_range", "reference_fault"]
     assert "impossible values" in broken.action and "not this device" not in broken.action
+    assert broken.severity in ("major", "critical")  # as severe as without the reference's
     for device in DEVICES:
         if device != "th-north-02":
             assert found[device].causes[0].cause == "reference_fault", found[device].causes

@@ -193,7 +193,7 @@ def test_steps_in_a_day_of_hourly_pairs_are_dated_more_often_than_not_and_never_
         ) -> None:
     """Issue 21 (matrix fleet f26): a barometer stepped 3.5 hPa at the twelfth of a day's
     24 hourly pairs (scatter 0.7, tolerance 1). The noise scale, read from differences ten
-    pairs apart, had most of them across the step: a "noise" 30 times the scatter, no
+    pairs apart, had most of them across the step: a "noise" 6.5 times the scatter, no
     change point, and the window named noise and "unknown cause" for a plain offset step.
     Measured over 2,400 steps of 3-6 tolerances after 8-16 healthy hours, in noise of
     0.4-0.6 tolerance (AR(1), phi up to 0.5): 1,725 of 2,400 dated within an hour (72 %;

@@ -97,8 +97,10 @@ def test_a_slow_wander_beside_a_calm_noisy_reference_does_not_fail_on_gain() -> 
     most of the reference's short-term movement, so the line under AR(1) noise is
     undefined (``stats.cochrane_orcutt``), and the residuals about a slope that took the
     wander look white: gains of 1.9 on "20 independent residuals" failed as critical.
-    The difference from the reference keeps the wander (``checks.calm_gain_samples``):
-    none of 400 such windows (fixed seeds) fails on its gain; 4 did."""
+    The difference from the reference keeps the wander (``checks.calm_gain_samples``,
+    asked where the residuals are persistent): at most 2 of 400 such windows (fixed
+    seeds) fail on their gain; 4 did. (Counting the difference whatever the residuals
+    gave 0 here and lost real span errors: see the next test.)"""
     rng = np.random.default_rng(20261206)
     tol = HUMIDITY.tolerance
     failed = undefined = 0
@@ -117,7 +119,64 @@ def test_a_slow_wander_beside_a_calm_noisy_reference_does_not_fail_on_gain() -> 
         undefined += not math.isfinite(v.metrics.gain_gls)
         failed += v.status == "fail" and "gain" in v.failed
     assert undefined >= 300, undefined  # the case this is about
-    assert failed == 0, failed
+    assert failed <= 2, failed
+
+
+def test_a_span_error_beside_a_calm_noisy_reference_is_still_found() -> None:
+    """The other side of the last test (a review's finding): a real span error (gain 1.4-2.5
+    or 0.3-0.6, white noise of 0.1-0.3 %RH) beside the same calm reference. Its residuals
+    are white (nearly all independent), but the difference from the reference carries the
+    reference's own slow course: counting the difference there hid the fault (161 of 200
+    found). Asked only of persistent residuals: at least 180 of 200 (fixed seeds) fail on
+    their gain (188 when written)."""
+    rng = np.random.default_rng(20261207)
+    tol = HUMIDITY.tolerance
+    caught = 0
+    for _ in range(200):
+        gain = rng.uniform(1.4, 2.5) if rng.uniform() < 0.5 else rng.uniform(0.3, 0.6)
+        swing, interval = rng.uniform(0.3, 0.6), float(rng.choice([60.0, 90.0, 180.0]))
+        spec = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), interval,
+                          Tolerance(tol.bias, tol.gain, tol.rmse, tol.r2_min,
+                                    max(tol.lag_s, interval), tol.window_s, 10))
+        t = T0 + interval * np.arange(int(3 * HOUR / interval))
+        truth = 50.0 + swing * tol.rmse * np.sin(2 * math.pi * (t - T0) / (3 * HOUR)
+                                                 + rng.uniform(0, 2 * math.pi))
+        reference = truth + rng.normal(0.0, rng.uniform(0.3, 0.5), t.size)
+        device = 50.0 + gain * (truth - 50.0) + rng.normal(0.0, rng.uniform(0.1, 0.3), t.size)
+        v = judge(device, reference, t, spec)
+        caught += v.status == "fail" and "gain" in v.failed
+    assert caught >= 180, caught
+
+
+def test_an_ozone_cells_span_error_is_named_gain_not_offset() -> None:
+    """A review's finding: days of hourly means of ozone cells with span errors (gain
+    0.45-0.7 or 1.35-1.6, offsets within +-4 ppb, means 20-40 ppb with diurnal swings of
+    10-25). Their mean difference is their span's, made through the cell's zero; a rule
+    that credited it only where the zero lay within three reference stds of the mean named
+    41 of 300 `offset_drift` (re-zero, where the remedy is a span calibration). The line
+    must merely not pivot near the data (``diagnose.through_zero_share``): at most 3 of
+    100 (fixed seeds) name the offset first, and at least 90 the gain (0 and 99 when
+    written)."""
+    spec = SensorSpec("o3", "dimensionless", "ppb", (0.0, 500.0), 3600.0,
+                      Tolerance(bias=5.0, gain=0.2, rmse=5.0, r2_min=0.8, lag_s=3600.0,
+                                window_s=86400.0, min_samples=18))
+    rng = np.random.default_rng(11)
+    firsts: dict[str | None, int] = {}
+    for _ in range(100):
+        t = T0 + 3600.0 * np.arange(24)
+        hours = np.arange(24)
+        level, swing = rng.uniform(20, 40), rng.uniform(10, 25)
+        truth = level + swing * np.sin(2 * math.pi * (hours - rng.uniform(6, 12)) / 24)
+        gain = rng.choice([rng.uniform(0.45, 0.7), rng.uniform(1.35, 1.6)])
+        device = gain * truth + rng.uniform(-4, 4) + ar1(rng, 24, rng.uniform(0.5, 2.0),
+                                                           rng.uniform(0.5, 0.9))
+        reference = truth + rng.normal(0, rng.uniform(0.3, 1.5), 24)
+        v = evaluate_stream(Series(t + 2.0, device), Series(t, reference), spec, t[0],
+                            t[-1] + 3600.0)
+        if v.status == "fail":
+            firsts[top(v)] = firsts.get(top(v), 0) + 1
+    assert firsts.get("offset_drift", 0) <= 3, firsts
+    assert firsts.get("gain_drift", 0) >= 90, firsts
 
 
 def test_a_healthy_units_slow_wander_beside_a_calm_reference_rarely_fails_on_gain() -> None:
@@ -740,6 +799,8 @@ def dust(rng: np.random.Generator, t: np.ndarray, level: float) -> np.ndarray:
 @PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), level=st.floats(10.0, 25.0),
        since=st.just(0.0) | st.floats(0.1, 0.6), hours=st.sampled_from([3, 6, 24]))
+@example(seed=183494870, level=25.0, since=0.0, hours=6)  # found by hypothesis: two 0.1
+# readings split the 0.0s, and another candidate's saturation test discarded mg/m^3
 def test_a_dust_sensor_sending_mg_where_ug_is_expected_is_a_unit_mismatch(
         seed: int, level: float, since: float, hours: int) -> None:
     """Firmware that reports mg/m^3 at one decimal under a ug/m^3 label sends 0.0 while the

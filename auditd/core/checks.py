@@ -196,17 +196,30 @@ def excited(metrics: Metrics, tol: Tolerance) -> bool:
 def calm_gain_samples(metrics: Metrics) -> float:
     """The independent samples a slope over a calm reference stands on: ``gain_n_eff``,
     or, where the line under AR(1) noise is undefined (the reference's white noise is
-    most of its short-term movement, ``stats.cochrane_orcutt``), the smaller of that and
-    the difference's own ``n_eff``. ``gain_n_eff`` sees a wander the line absorbed only
-    through that AR(1) line's persistence; without it, it rests on the residuals, which
-    look white once the slope has taken the wander (a healthy hygrometer beside a calm
-    reference with 0.35 %RH of noise: gain 1.88 on "19.6 independent residuals", the
-    difference from the reference, before any line, holding 6.9). Where the AR(1) line is
-    defined the difference is not asked: a real span error puts the reference's own slow
-    course into it (a day of hourly indoor temperatures, gain 1.36: 2 of 24)."""
-    if math.isfinite(metrics.gain_gls):
+    most of its short-term movement, ``stats.cochrane_orcutt``) and the residuals
+    themselves are persistent (fewer than ``PERSISTENT_RESIDUALS`` of them independent),
+    the smaller of that and the difference's own ``n_eff``.
+
+    ``gain_n_eff`` sees a wander the line absorbed only through that AR(1) line's
+    persistence; without it, it rests on the residuals, which look whiter than the wander
+    once the slope has taken part of it (a healthy hygrometer beside a calm reference with
+    0.35 %RH of noise: gain 1.88 on "19.6 of 120 independent residuals", the difference
+    from the reference, before any line, holding 6.9). The difference is asked only of
+    persistent residuals: a real span error puts the reference's own slow course into the
+    difference whatever the noise (a span of 2 with white noise: residuals 107 of 120
+    independent, the difference 3.8), and where the AR(1) line is defined it is not asked
+    at all (a day of hourly indoor temperatures, gain 1.36: 2 of 24)."""
+    if math.isfinite(metrics.gain_gls) or not (
+            metrics.gain_n_eff < PERSISTENT_RESIDUALS * metrics.n):
         return metrics.gain_n_eff
     return min(metrics.gain_n_eff, metrics.n_eff)
+
+
+PERSISTENT_RESIDUALS = 0.25
+"""Share of the residuals that must count as independent (``gain_n_eff / n``) for them to
+be taken as the noise's whole story over a calm reference (``calm_gain_samples``): white
+noise about a real slope keeps most of them; a slow wander, even after the slope took part
+of it, keeps far fewer (0.16 in the case above)."""
 
 
 def gain_evidence(metrics: Metrics, tol: Tolerance) -> GainEvidence:
@@ -272,7 +285,16 @@ def excitation_note(metrics: Metrics, tol: Tolerance) -> str:
             f"against a tolerance of ±{_num(tol.gain)}; the reference varied with std "
             f"{_num(metrics.reference_std)} (its own noise {_num(metrics.reference_noise)}) "
             f"against a residual scatter of {_num(metrics.residual_std)} (r2 "
-            f"{_num(metrics.r2)}) over about {_num(metrics.gain_n_eff)} independent samples")
+            f"{_num(metrics.r2)}) over about {_num(_excitation_samples(metrics, tol))} "
+            f"independent samples")
+
+
+def _excitation_samples(metrics: Metrics, tol: Tolerance) -> float:
+    """The independent samples the excitation test counted: over a calm reference,
+    ``calm_gain_samples``."""
+    if metrics.reference_std < tol.rmse:
+        return calm_gain_samples(metrics)
+    return metrics.gain_n_eff
 
 
 def _num(x: float) -> str:

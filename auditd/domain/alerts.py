@@ -234,8 +234,8 @@ def group_members(findings: Sequence[Finding]) -> dict[StreamKey, StreamKey]:
     A member is a failing finding of a device the root lists (at the same site and of the
     same sensor where the rule says so) that names the root's cause among its own, unless
     a cause of the device's own readings comes before it (``CauseSpec.device_own``): a
-    device frozen, silent or sending impossible values beside a reference fault stays its
-    own alert, with its own ticket.
+    device frozen or sending impossible values beside a reference fault stays its own
+    alert, with its own ticket.
     """
     roots = [f for f in findings if root_cause(f) is not None]
     out: dict[StreamKey, StreamKey] = {}

@@ -33,6 +33,7 @@ from auditd.model import (
     StreamInfo,
     iso,
     severity_of_exceedance,
+    worst_severity,
 )
 from auditd.units import converter, same_dimension_units
 
@@ -180,8 +181,10 @@ def add_out_of_range(finding: Finding, rejected: int, stored: int,
         return replace(finding, status="fail", severity=severity,
                        causes=(cause, *finding.causes), action=finding.action or own_action)
     if finding.causes and finding.causes[0].cause == REFERENCE_FAULT.name:
-        # the reference's drift is not what sends impossible values (``blame_reference``)
+        # the reference's drift is not what sends impossible values (``blame_reference``):
+        # the device's own fault, as severe as it is without the reference's beside it
         return replace(finding, causes=(cause, *finding.causes),
+                       severity=worst_severity((finding.severity, "major")),
                        action=own_action or finding.action)
     return replace(finding, causes=(*finding.causes, cause),
                    action=finding.action or own_action)

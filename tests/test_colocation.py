@@ -150,6 +150,39 @@ def test_recording_interval_is_the_most_common_spacing(gaps: list[int]) -> None:
     assert recording_interval(np.concatenate([ts, ts[:5]])) == 60.0
 
 
+def sorted_recording_interval(ts: np.ndarray) -> float:
+    """The mode of the distinct timestamps' spacings rounded to the ms, as the EPA toolkit
+    takes it: both sorted by ``np.unique``, ties to the shorter spacing."""
+    t = np.unique(np.asarray(ts, dtype=np.float64))
+    t = t[np.isfinite(t)]
+    if t.size < 2:
+        return math.nan
+    values, counts = np.unique(np.round(np.diff(t), 3), return_counts=True)
+    return float(values[int(np.argmax(counts))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.floats(-1e9, 2e9), steps=st.lists(
+    st.one_of(st.floats(0.0, 2.0), st.sampled_from([0.0, 0.001, 0.0015, 1.0, 60.0, 86_400.0]),
+              st.floats(0.0, 1e7)), min_size=0, max_size=300),
+       order=st.sampled_from(["sorted", "shuffled", "repeats", "nan"]), seed=st.integers(0, 99))
+def test_recording_interval_counts_as_the_sorts_do(start: float, steps: list[float], order: str,
+                                                   seed: int) -> None:
+    """Counting the spacings (``np.bincount``) of timestamps taken as they come when they
+    are in order gives the mode both sorts give, to the bit, jittered or not, with ties,
+    gaps of days and NaN."""
+    ts = start + np.cumsum(np.asarray(steps, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    if order == "shuffled":
+        ts = rng.permutation(ts)
+    elif order == "repeats" and ts.size:
+        ts = np.concatenate([ts, ts[: rng.integers(1, ts.size + 1)]])
+    elif order == "nan" and ts.size:
+        ts[rng.integers(0, ts.size)] = np.nan
+    found, expected = recording_interval(ts), sorted_recording_interval(ts)
+    assert found == expected or (math.isnan(found) and math.isnan(expected))
+
+
 def test_expected_count_comes_from_the_datas_own_interval() -> None:
     # Data every 2 minutes: 30 expected an hour, so 23 values (> 22.5) keep the hour.
     t0 = 1_564_660_800.0

@@ -28,7 +28,7 @@ from auditd.core import Series, evaluate_stream
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
-from auditd.core.lag import NULL_FACTOR_FLOOR, UNDEFINED, null_variance_factor
+from auditd.core.lag import NULL_FACTOR_FLOOR, UNDEFINED, _correlation, null_variance_factor
 from auditd.core.stats import (
     RHO_MAX,
     Z_ONE_SIDED_1PCT,
@@ -559,11 +559,14 @@ def test_the_ar1_line_is_the_textbooks(seed: int, n: int, phi_x: float, phi_u: f
 
 @CROSS
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 3000), scale=st.sampled_from([1, 4, 16]),
-       phi=st.sampled_from([0.0, 0.9, 0.99]), gaps=st.floats(0.0, 0.3))
+       phi=st.sampled_from([0.0, 0.9, 0.99]), gaps=st.floats(0.0, 0.3),
+       max_lag=st.integers(0, 400))
 def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scale: int,
-                                                         phi: float, gaps: float) -> None:
-    """Bartlett's factor of the lag search (``lag.null_variance_factor``) from dot products
-    or a short FFT is the one from direct sums, gaps read as the series' mean."""
+                                                         phi: float, gaps: float,
+                                                         max_lag: int) -> None:
+    """Bartlett's factor of the lag search (``lag.null_variance_factor``) from dot products,
+    a short FFT or the spectra the cross-correlation took (``lag._correlation``, gappy or
+    not) is the one from direct sums, gaps read as the series' mean."""
     rng = np.random.default_rng(seed)
     device = sensor_like(seed, n, phi, 0.5, 20.0)
     reference = sensor_like(seed + 1, n, phi, 0.1, 20.0)
@@ -577,8 +580,11 @@ def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scal
         acov = np.correlate(c, c, mode="full")[n - 1: n + cutoff]
         rho.append(acov / acov[0] if acov[0] > 0.0 else None)
     found = null_variance_factor(device, reference, scale)
+    shared = null_variance_factor(device, reference, scale,
+                                  _correlation(device, reference, max_lag)[3])
     if rho[0] is None or rho[1] is None:
-        assert math.isnan(found)
+        assert math.isnan(found) and math.isnan(shared)
         return
     expected = max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
     assert found == pytest.approx(expected, rel=1e-9)
+    assert shared == pytest.approx(expected, rel=1e-9)

@@ -32,7 +32,7 @@ from scipy import fft as sfft
 
 from auditd.core.align import Aligned
 from auditd.core.series import FloatArray
-from auditd.core.stats import lagged_products
+from auditd.core.stats import DIRECT_LAGS, lagged_products, products_from_spectrum
 
 MIN_PEAK_CORR = 0.02
 """Below this even a statistically clear peak is too weak a link to act on."""
@@ -264,12 +264,14 @@ def _xcorr(spectrum_a: np.ndarray, spectrum_b: np.ndarray, length: int, max_lag:
     return out
 
 
-def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int) -> FloatArray:
+def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int
+              ) -> tuple[FloatArray, np.ndarray]:
     """All six sums of (pairs, sum_d, sum_r, sum_dd, sum_rr, sum_dr) at every lag, each an
-    FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2)."""
+    FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2), and the spectra
+    of d and r."""
     spectra = _spectra(rows, length)
     return np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
-                     for a, b in zip(_LEFT, _RIGHT, strict=True)])
+                     for a, b in zip(_LEFT, _RIGHT, strict=True)]), spectra[[1, 4]]
 
 
 def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
@@ -328,13 +330,25 @@ def lag_correlation(
     extent less its gaps, so prefix sums and a correction per gap give them exactly. Only
     streams with very many gaps take six FFT correlations.
     """
+    return _correlation(device, reference, max_lag)[:3]
+
+
+Spectra = tuple[np.ndarray, np.ndarray, int]
+"""The real FFTs of the centred device and reference (gaps as zeros) and their padded
+length: what ``lag_correlation`` took and ``null_variance_factor`` can read again."""
+
+
+def _correlation(
+    device: FloatArray, reference: FloatArray, max_lag: int
+) -> tuple[np.ndarray, FloatArray, FloatArray, Spectra | None]:
+    """``lag_correlation`` and the spectra it took (None where it took none)."""
     n = device.size
     max_lag = int(min(max(max_lag, 0), max(n - 1, 0)))
     lags = np.arange(-max_lag, max_lag + 1)
     md = np.isfinite(device)
     mr = np.isfinite(reference)
     if n == 0 or not md.any() or not mr.any():
-        return lags, np.full(lags.size, np.nan), np.zeros(lags.size)
+        return lags, np.full(lags.size, np.nan), np.zeros(lags.size), None
     d = np.where(md, device - np.mean(device[md]), 0.0)
     r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
@@ -346,10 +360,9 @@ def lag_correlation(
         del dd, rr
         spectra = _spectra((d, r), length)
         sdr = _xcorr(spectra[0], spectra[1], length, max_lag)
-        del spectra
         pairs = np.rint(pairs)
     else:
-        sums = _fft_sums((md, d, d * d, mr, r, r * r), length, max_lag)
+        sums, spectra = _fft_sums((md, d, d * d, mr, r, r * r), length, max_lag)
         pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs
@@ -360,7 +373,7 @@ def lag_correlation(
         floor_r = 1e-10 * float(np.dot(r, r))
         ok = (pairs >= 3) & (var_d > floor_d) & (var_r > floor_r)
         corr = np.where(ok, cov / np.sqrt(np.where(ok, var_d * var_r, 1.0)), np.nan)
-    return lags, np.clip(corr, -1.0, 1.0), pairs
+    return lags, np.clip(corr, -1.0, 1.0), pairs, (spectra[0], spectra[1], length)
 
 
 NULL_FACTOR_FLOOR = 0.25
@@ -368,7 +381,8 @@ NULL_FACTOR_FLOOR = 0.25
 come out near 0 by chance, and a correlation's noise is never far below 1/n."""
 
 
-def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int) -> float:
+def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
+                         spectra: Spectra | None = None) -> float:
     """Bartlett's factor for the correlation of two independent series,
     1 + 2 sum_k rho_d(k) rho_r(k), summed to 4 scale + 8 lags (gaps read as the mean).
 
@@ -378,18 +392,28 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int) 
     with anything is far less noisy than that of moving sums of white noise. Assumed
     white, a 45-second clock lag on 15-second indoor data stood 3.7 standard errors
     above the curve where the curve's own scatter put it at 8; a series more persistent
-    than white gets a larger factor, as it should."""
+    than white gets a larger factor, as it should.
+
+    ``spectra``: those ``lag_correlation`` took of the same two series (``_correlation``);
+    the lags beyond ``DIRECT_LAGS`` are then read from them instead of two more FFTs."""
     n = int(device.size)
     cutoff = min(4 * scale + 8, n // 4)
     if cutoff < 1:
         return math.nan
     rho = []
-    for x in (device, reference):
+    own: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    length = 0
+    if spectra is not None and cutoff >= DIRECT_LAGS and spectra[2] >= n + cutoff:
+        own, length = (spectra[0], spectra[1]), spectra[2]
+    for x, spectrum in zip((device, reference), own, strict=True):
         ok = np.isfinite(x)
         if ok.sum() < 3:
             return math.nan
-        centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
-        acov = lagged_products(centred, cutoff)  # a few dozen lags: dot products
+        if spectrum is not None:
+            acov = products_from_spectrum(spectrum, length, cutoff)
+        else:
+            centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
+            acov = lagged_products(centred, cutoff)  # a few dozen lags: dot products
         if not acov[0] > 0.0:
             return math.nan
         rho.append(acov / acov[0])
@@ -433,7 +457,7 @@ def curve_at_scale(
     """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
     and its peak."""
     dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
-    lags, corr, pairs = lag_correlation(dev, ref, max_lag)
+    lags, corr, pairs, spectra = _correlation(dev, ref, max_lag)
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
     masked = np.where(usable, corr, np.nan)
     if not usable.any():
@@ -450,7 +474,7 @@ def curve_at_scale(
         scale=scale,
         baseline=float(np.median(corr[usable])),
         interval_s=interval_s,
-        null_factor=null_variance_factor(dev, ref, scale),
+        null_factor=null_variance_factor(dev, ref, scale, spectra),
     )
     return _Curve(lags, masked, estimate)
 

@@ -302,12 +302,23 @@ def lagged_products(c: FloatArray, last: int) -> FloatArray:
     if last < DIRECT_LAGS:
         return np.array([float(c[k:] @ c[: n - k]) for k in range(last + 1)])
     length = sfft.next_fast_len(n + last, real=True)
-    spectrum = sfft.rfft(c, length)
+    return products_from_spectrum(sfft.rfft(c, length), length, last, overwrite=True)
+
+
+def products_from_spectrum(spectrum: np.ndarray, length: int, last: int, *,
+                           overwrite: bool = False) -> FloatArray:
+    """``lagged_products`` of a series from its real FFT zero padded to ``length`` (at
+    least its size plus ``last``, so nothing wraps): the same numbers as the FFT route of
+    ``lagged_products`` at that length, for a caller that has the spectrum already.
+    ``overwrite``: the spectrum is the caller's to spend (|X|^2 is written over it: two
+    arrays fewer alive at the inverse FFT, the core's memory peak)."""
     power = np.square(spectrum.real)
     power += np.square(spectrum.imag)
-    # |X|^2 written over X: two arrays fewer alive at the inverse FFT, the core's memory peak
-    spectrum.real, spectrum.imag = power, 0.0
-    del power
+    if overwrite:
+        spectrum.real, spectrum.imag = power, 0.0
+        del power
+    else:
+        spectrum = power.astype(np.complex128)
     return np.asarray(sfft.irfft(spectrum, length, overwrite_x=True)[: last + 1])
 
 

@@ -284,14 +284,16 @@ def autocorrelations(x: FloatArray, max_lag: int | None = None) -> FloatArray | 
     what those cost."""
     n = int(x.size)
     last = n - 1 if max_lag is None else max(min(max_lag, n - 1), 0)
-    acov = lagged_products(x - float(x.mean()), last)
+    acov = lagged_products(x, last, about=float(x.mean()))
     if not acov[0] > 0.0:
         return None
     return np.asarray(acov / acov[0])
 
 
-def lagged_products(c: FloatArray, last: int) -> FloatArray:
-    """sum_t c_t c_(t+k) for the lags k = 0..``last`` (less than c's length).
+def lagged_products(c: FloatArray, last: int, *, about: float = 0.0) -> FloatArray:
+    """sum_t c_t c_(t+k) for the lags k = 0..``last`` (less than c's length), c taken
+    less ``about`` (the centred series is then made only where it is read: in the padded
+    buffer of the FFT, not as a copy besides it).
 
     Up to ``DIRECT_LAGS`` lags they are dot products; more take an FFT zero padded to
     n + last (circular correlation at that length wraps nothing into lags 0..last) and
@@ -300,9 +302,15 @@ def lagged_products(c: FloatArray, last: int) -> FloatArray:
     262,144, and a few hundred lags barely more than n."""
     n = int(c.size)
     if last < DIRECT_LAGS:
+        if about != 0.0:
+            c = c - about
         return np.array([float(c[k:] @ c[: n - k]) for k in range(last + 1)])
     length = sfft.next_fast_len(n + last, real=True)
-    return products_from_spectrum(sfft.rfft(c, length), length, last, overwrite=True)
+    padded = np.zeros(length)
+    np.subtract(c, about, out=padded[:n])
+    spectrum = sfft.rfft(padded, overwrite_x=True)
+    del padded
+    return products_from_spectrum(spectrum, length, last, overwrite=True)
 
 
 def products_from_spectrum(spectrum: np.ndarray, length: int, last: int, *,

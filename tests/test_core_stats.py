@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from scipy import stats
 from scipy.signal import lfilter
 
 from auditd.core import Series, evaluate_stream
+from auditd.core import stats as core_stats
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
@@ -537,16 +539,19 @@ def reference_cochrane_orcutt(x: np.ndarray, y: np.ndarray,
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 3000),
        phi_x=st.sampled_from([0.0, 0.9, 0.999, 1.0]), phi_u=st.floats(0.0, 0.999),
        gain=st.floats(0.5, 2.0), level=st.floats(-50.0, 1000.0),
-       x_noise=st.sampled_from([0.0, 0.01, 0.3]))
+       x_noise=st.sampled_from([0.0, 0.01, 0.3]), chunk=st.sampled_from([2, 7, 100, 16384]))
 def test_the_ar1_line_is_the_textbooks(seed: int, n: int, phi_x: float, phi_u: float,
-                                       gain: float, level: float, x_noise: float) -> None:
-    """The passes computed from sums taken once give the line, its error and the noise's
-    coefficient of the passes over the series (the offset to the rounding of the means it
-    is the difference of)."""
+                                       gain: float, level: float, x_noise: float,
+                                       chunk: int) -> None:
+    """The passes computed from sums taken once, a chunk of pairs at a time (chunks of a
+    few pairs here stand for a day's 86,400 in chunks of 16,384), give the line, its error
+    and the noise's coefficient of the passes over the series (the offset to the rounding
+    of the means it is the difference of)."""
     x = sensor_like(seed, n, phi_x, 0.1, level)
     noise = sensor_like(seed + 1, n, phi_u, 0.05, 0.0)
     y = 1.0 + gain * x + 0.3 * noise
-    line = cochrane_orcutt(x, y, x_noise)
+    with mock.patch.object(core_stats, "_INDEX_CHUNK", chunk):
+        line = cochrane_orcutt(x, y, x_noise)
     g, offset, se, rho = reference_cochrane_orcutt(x, y, x_noise)
     if math.isnan(g):
         assert math.isnan(line.gain) and math.isnan(line.rho)

@@ -616,11 +616,8 @@ def cochrane_orcutt(x: FloatArray, y: FloatArray,
     if n < 5 or float(np.ptp(x)) == 0.0:
         return GlsLine(nan, nan, nan, nan)
     mx, my = float(x.mean()), float(y.mean())
-    a = x - mx
-    u = y - my
-    ols = float(a @ u) / float(a @ a)
-    u -= ols * a  # the least-squares residuals
-    moments = _PairMoments.of(a, u)
+    moments = _PairMoments.of(x, y, mx, my)
+    ols = moments.ols
     rho, se, gain = 0.0, nan, ols
     for _ in range(GLS_MAX_ITER):
         new_rho = moments.residual_rho(gain - ols)
@@ -658,8 +655,9 @@ class _PairMoments:
 
     # aa, uu, ua: products over all n values; dd_*: of the first differences d_a, d_u;
     # da_a0 and the like: of a difference with the value before it (t = 1..n-1);
-    # sum_a0, sum_u0: the sums of those earlier values
+    # sum_a0, sum_u0: the sums of those earlier values; ols: u's line on a
     n: int
+    ols: float
     aa: float
     uu: float
     ua: float
@@ -678,16 +676,43 @@ class _PairMoments:
     u_last: float
 
     @classmethod
-    def of(cls, a: FloatArray, u: FloatArray) -> _PairMoments:
-        da, du = np.diff(a), np.diff(u)
-        a0, u0 = a[:-1], u[:-1]
+    def of(cls, x: FloatArray, y: FloatArray, mx: float, my: float) -> _PairMoments:
+        """The sums of a = x - ``mx`` and of u, the residuals of y - ``my`` about its
+        least-squares line on a, made ``_INDEX_CHUNK`` pairs at a time (two passes: the
+        line, then the sums), so that no copy of the whole series is ever made: this
+        was the audit's memory peak (a, u and both their differences at once)."""
+        n = int(x.size)
+        aa = au = 0.0
+        for lo in range(0, n, _INDEX_CHUNK):
+            a = x[lo:lo + _INDEX_CHUNK] - mx
+            u = y[lo:lo + _INDEX_CHUNK] - my
+            aa += float(a @ a)
+            au += float(a @ u)
+        ols = au / aa
+        sums = np.zeros(11)  # uu, ua, dd_a, dd_au, dd_u, da_a0, du_u0, da_u0, du_a0, sum_a0, sum_u0
+        a_first = u_first = math.nan
+        for lo in range(0, n, _INDEX_CHUNK):
+            # this chunk's pairs and the one before it: its differences start at the chunk
+            a = x[max(lo - 1, 0):lo + _INDEX_CHUNK] - mx
+            u = y[max(lo - 1, 0):lo + _INDEX_CHUNK] - my
+            a_ols = a * ols
+            u -= a_ols  # the least-squares residuals
+            del a_ols
+            own_a, own_u = (a[1:], u[1:]) if lo else (a, u)
+            da, du = np.diff(a), np.diff(u)
+            a0, u0 = a[:-1], u[:-1]
+            sums += (float(own_u @ own_u), float(own_u @ own_a), float(da @ da),
+                     float(da @ du), float(du @ du), float(da @ a0), float(du @ u0),
+                     float(da @ u0), float(du @ a0), float(a0.sum()), float(u0.sum()))
+            if not lo:
+                a_first, u_first = float(a[0]), float(u[0])
+        a_last, u_last = float(a[-1]), float(u[-1])
+        uu, ua, dd_a, dd_au, dd_u, da_a0, du_u0, da_u0, du_a0, sum_a0, sum_u0 = (
+            float(v) for v in sums)
         return cls(
-            n=int(a.size), aa=float(a @ a), uu=float(u @ u), ua=float(u @ a),
-            dd_a=float(da @ da), dd_au=float(da @ du), dd_u=float(du @ du),
-            da_a0=float(da @ a0), du_u0=float(du @ u0), da_u0=float(da @ u0),
-            du_a0=float(du @ a0), sum_a0=float(a0.sum()), sum_u0=float(u0.sum()),
-            a_first=float(a[0]), a_last=float(a[-1]),
-            u_first=float(u[0]), u_last=float(u[-1]),
+            n=n, ols=ols, aa=aa, uu=uu, ua=ua, dd_a=dd_a, dd_au=dd_au, dd_u=dd_u,
+            da_a0=da_a0, du_u0=du_u0, da_u0=da_u0, du_a0=du_a0, sum_a0=sum_a0,
+            sum_u0=sum_u0, a_first=a_first, a_last=a_last, u_first=u_first, u_last=u_last,
         )
 
     def residual_rho(self, delta: float) -> float:

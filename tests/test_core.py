@@ -34,6 +34,7 @@ from auditd.core import (
     step_onset,
     unit_candidates,
 )
+from auditd.core.align import Aligned, coarsen, shift_device, since
 from auditd.core.causes import FINDING_CAUSES
 from auditd.core.diagnose import gain_through_zero, rounded_from
 from auditd.core.lag import lag_correlation
@@ -618,3 +619,33 @@ def test_a_gain_that_would_put_the_unit_far_off_at_zero_carries_no_offset() -> N
     cell_tol = replace(tol, bias=5.0, gain=0.2, rmse=15.0)
     assert gain_through_zero(cell, cell_tol) == pytest.approx(1.0)
 
+
+@CROSS_CHECK
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), gaps=st.floats(0.0, 0.6),
+       bins=st.integers(-50, 50), factor=st.integers(1, 7))
+def test_the_pairs_are_those_of_the_streams_after_every_change(seed: int, n: int, gaps: float,
+                                                               bins: int, factor: int) -> None:
+    """``Aligned.paired`` is made once and kept, read-only; a window derived from it
+    (a clock shift, a fault's start, coarser bins, a replaced stream) has the pairs of its
+    own streams, never those kept for the window it came from."""
+    rng = np.random.default_rng(seed)
+    ts = START + np.arange(n) * 60.0 + rng.uniform(0.0, 1.0, n)
+    values = rng.normal(20.0, 1.0, n)
+    keep_d, keep_r = rng.random(n) >= gaps, rng.random(n) >= gaps
+    aligned = align(Series(ts[keep_d], values[keep_d]), Series(ts[keep_r], values[keep_r] + 0.1),
+                    60.0, START, START + n * 60.0)
+
+    def fresh(a: Aligned) -> np.ndarray:
+        return np.isfinite(np.asarray(a.device)) & np.isfinite(np.asarray(a.reference))
+
+    first = aligned.paired
+    assert first is aligned.paired  # kept
+    assert not first.flags.writeable
+    np.testing.assert_array_equal(first, fresh(aligned))
+    t_mid = float(aligned.t[aligned.t.size // 2])
+    derived = (shift_device(aligned, bins), since(aligned, t_mid), coarsen(aligned, factor),
+               replace(aligned, reference=np.where(rng.random(aligned.t.size) < 0.5, np.nan,
+                                                   aligned.reference)))
+    for other in derived:
+        np.testing.assert_array_equal(other.paired, fresh(other))
+        assert other.n_paired == int(np.count_nonzero(fresh(other)))

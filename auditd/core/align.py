@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +44,9 @@ class Aligned:
     device_nulls: int
     """Device readings in the window that said ``null`` (NaN)."""
     reference_nulls: int
+    _paired: BoolArray | None = field(default=None, init=False, repr=False, compare=False)
+    """``paired``, made on first use (a copy made by ``dataclasses.replace`` starts
+    without it: its streams may differ)."""
 
     @property
     def expected_bins(self) -> int:
@@ -51,8 +54,16 @@ class Aligned:
 
     @property
     def paired(self) -> BoolArray:
-        """Bins where both streams have a value: the only ones a comparison may use."""
-        return np.isfinite(self.device) & np.isfinite(self.reference)
+        """Bins where both streams have a value: the only ones a comparison may use.
+        Read-only, and made once: the audit of a window asks for it a dozen times, each
+        two passes over both streams."""
+        if self._paired is None:
+            keep = np.isfinite(self.device)
+            keep &= np.isfinite(self.reference)
+            keep.setflags(write=False)
+            object.__setattr__(self, "_paired", keep)
+            return keep
+        return self._paired
 
     @property
     def n_paired(self) -> int:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -240,3 +242,36 @@ def test_a_step_or_a_ramp_is_dated_where_it_began_from_the_windows_means(
     # through a window's mean a step and a ramp of an eighth of a window look alike
     assert abs(found.began.at - truth) <= max(gap_h, window_h / 8, 0.1 * ramp_h) * HOUR, (
         (found.began.at - truth) / HOUR)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 600), step=st.floats(0.0, 3.0),
+       chunk=st.sampled_from([1, 3, 16, 4096]), block=st.integers(1, 9))
+def test_every_splits_sse_is_the_two_fits_over_the_series(seed: int, n: int, step: float,
+                                                          chunk: int, block: int) -> None:
+    """The healthy-then-faulty SSE of every split, from running sums made a chunk at a time
+    (chunks of a few points here stand for a day's 86,400 in chunks of 4,080), is the SSE
+    of the mean before the split plus that of the least-squares line after it, fitted
+    directly; the running sums before any split are the direct sums."""
+    rng = np.random.default_rng(seed)
+    t = 1.7e9 + np.cumsum(rng.uniform(0.5, 90.0, n))
+    diff = np.cumsum(rng.normal(0.0, 0.05, n)) + rng.normal(0.0, 0.3, n)
+    diff[rng.integers(0, n):] += step
+    shift = float(np.median(diff))
+    m = core_onset.min_segment(n)
+    with mock.patch.object(core_onset, "REGIME_CHUNK", chunk):
+        chunks = core_onset._Chunks(t, diff, shift, block)
+        every, _ = chunks.regime_sse(m, core_onset._Clear(chunks.sst, shift, 0.5, math.inf))
+        tn = (t - t[0]) / max(t[-1] - t[0], 1e-9)
+        x = diff - shift
+        scale = float(x @ x) + 1.0
+        for k in range(m, n - m + 1):
+            before = float(np.sum((x[:k] - x[:k].mean()) ** 2))
+            a, b = tn[k:], x[k:]
+            ac = a - a.mean()
+            slope = float(ac @ (b - b.mean()) / (ac @ ac)) if float(ac @ ac) > 0 else 0.0
+            after = float(np.sum((b - b.mean() - slope * ac) ** 2))
+            assert every[k - m] == pytest.approx(before + after, abs=1e-9 * scale)
+            direct = (tn[:k].sum(), tn[:k] @ tn[:k], x[:k].sum(), x[:k] @ x[:k], tn[:k] @ x[:k])
+            np.testing.assert_allclose(chunks.sums_at(k), direct, rtol=1e-9,
+                                       atol=1e-9 * (scale + k))

@@ -207,12 +207,18 @@ class _Chunks:
     def prefix(self, lo: int, hi: int, carry: FloatArray) -> FloatArray:
         """The five running sums (t, t^2, x, x^2, t x) before each index of [lo, hi] as a
         (5, hi - lo + 1) array, starting from ``carry`` (the sums before ``lo``)."""
-        tn, x = self.chunk(lo, hi)
         pre = np.empty((5, hi - lo + 1))
         pre[:, 0] = carry
-        for row, values in enumerate((tn, tn * tn, x, x * x, tn * x)):
-            np.cumsum(values, out=pre[row, 1:])
-            pre[row, 1:] += carry[row]
+        run = pre[:, 1:]  # the five series written in place, then summed along each row
+        tn, x = run[0], run[2]
+        np.subtract(self.t[lo:hi], self.t0, out=tn)
+        tn /= self.span
+        np.subtract(self.diff[lo:hi], self.shift, out=x)
+        np.multiply(tn, tn, out=run[1])
+        np.multiply(x, x, out=run[3])
+        np.multiply(tn, x, out=run[4])
+        np.cumsum(run, axis=1, out=run)
+        run += carry[:, None]
         return pre
 
     @property

@@ -337,7 +337,13 @@ def clip_of(case: Case) -> Clip | None:
     (the spells a saturating sensor breaks into as its noise dips below full scale), and
     either at an end of the profile's range or where the device's own calibration (its
     line fitted off the pinned value) carries it while the reference stays inside the
-    range. Stronger of the two ends when both qualify."""
+    range. Stronger of the two ends when both qualify. Found once a case (``once``):
+    ``stuck``, ``clipping`` and ``behind_clipping`` each ask, each a copy of the pairs and
+    passes over them."""
+    return once(case, "clip", _clip_of)
+
+
+def _clip_of(case: Case) -> Clip | None:
     dev, ref = _paired(case.aligned)
     if dev.size < 3:
         return None

@@ -923,8 +923,9 @@ def unit_mismatch(case: Case) -> Cause | None:
     with a difference that wanders with the weather, leaving two independent samples and
     a bias interval too wide to place it beyond 0.5 degC, yet its line is 1.73 x reference
     + 32.3 over 3.9 to 11.4 degC. That match is the evidence (it must still leave at most
-    ``UNIT_SLACK`` tolerances and remove ``MIN_EXPLAINED`` of the deviation); the bias's
-    certainty is not."""
+    ``UNIT_SLACK`` tolerances and remove ``MIN_EXPLAINED`` of the deviation, and the
+    slope of a pure factor must be told apart from 1 at all, ``_slope_shown``); the
+    bias's certainty is not."""
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     if not case.units:
         return None
@@ -933,7 +934,8 @@ def unit_mismatch(case: Case) -> Cause | None:
         return _unit_rounded_cause(case)
     lo, hi = case.reference_spread.low, case.reference_spread.high
     allowed = UNIT_SLACK * (tol.bias + tol.gain * max(abs(lo), abs(hi)))
-    matches = unit_candidates(m.gain, m.offset, (lo, hi), case.units, allowed)
+    matches = [c for c in unit_candidates(m.gain, m.offset, (lo, hi), case.units, allowed)
+               if c.offset != 0.0 or _slope_shown(m)]
     if not matches:
         return _unit_rounded_cause(case)
     best = matches[0]
@@ -945,6 +947,18 @@ def unit_mismatch(case: Case) -> Cause | None:
         f" fitted gain {text.num(m.gain, 4)}, offset {text.qty(m.offset, unit, sign=True)}"
     )
     return Cause("unit_mismatch", 0.95 * best.explained, evidence)
+
+
+def _slope_shown(m: Metrics) -> bool:
+    """Is the fitted slope told apart from 1 by its (autocorrelation-aware) standard error
+    (``GAIN_T_MIN`` of them)? A unit that is a pure factor (ug/m3 for ppb, 1.88) has no
+    other evidence than the slope, and a slope the data leave open matches a factor by
+    chance: an NO2 cell whose hourly means barely followed a calm reference fitted a
+    slope near 1.9 with an error as large and was named "ug/m3 for ppb" in two of the EPA
+    month's windows. A unit with an offset (degF: +32) shows itself in the offset too,
+    and is not asked this."""
+    se = m.gain_se
+    return math.isfinite(se) and abs(m.gain - 1.0) > GAIN_T_MIN * se
 
 
 def _unit_rounded_cause(case: Case) -> Cause | None:

@@ -90,6 +90,23 @@ def test_indoor_barometer_passes_or_is_indeterminate_never_gain_drift(
     assert v.severity != "critical"
 
 
+def calm_noisy_humidity(rng: np.random.Generator
+                        ) -> tuple[SensorSpec, np.ndarray, np.ndarray, np.ndarray]:
+    """Three hours of a calm humidity (a swing of 0.3-0.6 rmse tolerances) at a 1-, 1.5-
+    or 3-minute interval, read by a reference with 0.3-0.5 %RH of white noise: most of
+    its short-term movement is that noise. (spec, times, truth, reference.)"""
+    tol = HUMIDITY.tolerance
+    swing, interval = rng.uniform(0.3, 0.6), float(rng.choice([60.0, 90.0, 180.0]))
+    spec = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), interval,
+                      Tolerance(tol.bias, tol.gain, tol.rmse, tol.r2_min,
+                                max(tol.lag_s, interval), tol.window_s, 10))
+    t = T0 + interval * np.arange(int(3 * HOUR / interval))
+    truth = 50.0 + swing * tol.rmse * np.sin(2 * math.pi * (t - T0) / (3 * HOUR)
+                                             + rng.uniform(0, 2 * math.pi))
+    reference = truth + rng.normal(0.0, rng.uniform(0.3, 0.5), t.size)
+    return spec, t, truth, reference
+
+
 def test_a_slow_wander_beside_a_calm_noisy_reference_does_not_fail_on_gain() -> None:
     """Issue 21 (matrix fleets f27, f43, f47): a healthy hygrometer whose error wanders
     slowly (AR(1), phi 0.9-0.99 a reading, up to 60 % of the rmse tolerance) beside a
@@ -106,14 +123,7 @@ def test_a_slow_wander_beside_a_calm_noisy_reference_does_not_fail_on_gain() -> 
     failed = undefined = 0
     for _ in range(400):
         phi, noise_share = rng.uniform(0.9, 0.99), rng.uniform(0.3, 0.6)
-        swing, interval = rng.uniform(0.3, 0.6), float(rng.choice([60.0, 90.0, 180.0]))
-        spec = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), interval,
-                          Tolerance(tol.bias, tol.gain, tol.rmse, tol.r2_min,
-                                    max(tol.lag_s, interval), tol.window_s, 10))
-        t = T0 + interval * np.arange(int(3 * HOUR / interval))
-        truth = 50.0 + swing * tol.rmse * np.sin(2 * math.pi * (t - T0) / (3 * HOUR)
-                                                 + rng.uniform(0, 2 * math.pi))
-        reference = truth + rng.normal(0.0, rng.uniform(0.3, 0.5), t.size)
+        spec, t, truth, reference = calm_noisy_humidity(rng)
         device = truth + ar1(rng, t.size, noise_share * tol.rmse, phi)
         v = judge(device, reference, t, spec)
         undefined += not math.isfinite(v.metrics.gain_gls)
@@ -130,18 +140,10 @@ def test_a_span_error_beside_a_calm_noisy_reference_is_still_found() -> None:
     found). Asked only of persistent residuals: at least 180 of 200 (fixed seeds) fail on
     their gain (188 when written)."""
     rng = np.random.default_rng(20261207)
-    tol = HUMIDITY.tolerance
     caught = 0
     for _ in range(200):
         gain = rng.uniform(1.4, 2.5) if rng.uniform() < 0.5 else rng.uniform(0.3, 0.6)
-        swing, interval = rng.uniform(0.3, 0.6), float(rng.choice([60.0, 90.0, 180.0]))
-        spec = SensorSpec("humidity", "dimensionless", "percent", (0.0, 100.0), interval,
-                          Tolerance(tol.bias, tol.gain, tol.rmse, tol.r2_min,
-                                    max(tol.lag_s, interval), tol.window_s, 10))
-        t = T0 + interval * np.arange(int(3 * HOUR / interval))
-        truth = 50.0 + swing * tol.rmse * np.sin(2 * math.pi * (t - T0) / (3 * HOUR)
-                                                 + rng.uniform(0, 2 * math.pi))
-        reference = truth + rng.normal(0.0, rng.uniform(0.3, 0.5), t.size)
+        spec, t, truth, reference = calm_noisy_humidity(rng)
         device = 50.0 + gain * (truth - 50.0) + rng.normal(0.0, rng.uniform(0.1, 0.3), t.size)
         v = judge(device, reference, t, spec)
         caught += v.status == "fail" and "gain" in v.failed

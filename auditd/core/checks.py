@@ -187,10 +187,16 @@ def excited(metrics: Metrics, tol: Tolerance) -> bool:
     scatter 1000 times the reference's noise, and its slope is as plain as any."""
     if not metrics.r2 >= MIN_EXCITATION_R2:
         return False
-    if not metrics.reference_std < tol.rmse:
+    if not calm(metrics, tol):
         return True
     return (metrics.reference_std >= metrics.residual_std
             and not calm_gain_samples(metrics) < MIN_GAIN_SAMPLES)
+
+
+def calm(metrics: Metrics, tol: Tolerance) -> bool:
+    """The reference moved less than a healthy device may wander on its own (its std
+    below the rmse tolerance): a slope there may be the wander's (``excited``)."""
+    return metrics.reference_std < tol.rmse
 
 
 def calm_gain_samples(metrics: Metrics) -> float:
@@ -292,9 +298,7 @@ def excitation_note(metrics: Metrics, tol: Tolerance) -> str:
 def _excitation_samples(metrics: Metrics, tol: Tolerance) -> float:
     """The independent samples the excitation test counted: over a calm reference,
     ``calm_gain_samples``."""
-    if metrics.reference_std < tol.rmse:
-        return calm_gain_samples(metrics)
-    return metrics.gain_n_eff
+    return calm_gain_samples(metrics) if calm(metrics, tol) else metrics.gain_n_eff
 
 
 def _num(x: float) -> str:

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,9 @@ def test_a_store_of_an_older_schema_imports_unmigrated(
     findings and devices, and the file is not touched."""
     old = tmp_path / "gw-s1.db"
     shutil.copy(stores[0], old)
-    with sqlite3.connect(old) as conn:
+    # Closed here, not when the garbage collector gets to it: closing the last connection
+    # checkpoints the WAL into the file, which would change it after ``before`` is read.
+    with closing(sqlite3.connect(old)) as conn, conn:
         for trigger in ("quarantine_after_insert", "quarantine_after_delete"):
             conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         for table in ("ticket_deliveries", "tickets", "alerts", "alert_tracks", "silences",
@@ -206,7 +209,7 @@ def test_a_store_of_an_older_schema_imports_unmigrated(
         result = cli("fleet", "import", "--dsn", dsn, str(old))
         assert result.returncode == 0, result.stderr
         new = json.loads(result.stdout)["new"]
-        with sqlite3.connect(stores[0]) as conn:
+        with closing(sqlite3.connect(stores[0])) as conn:
             findings = conn.execute("SELECT count(*) FROM findings").fetchone()[0]
         assert new["findings"] == findings and new["tickets"] == 0
         assert new["devices"] == 6

@@ -337,6 +337,26 @@ def test_span_error_around_the_mean_is_gain_drift() -> None:
     assert v.onset is None
 
 
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.floats(1.15, 1.3), st.floats(-0.45, -0.3),
+       st.floats(0.4, 0.8))
+def test_a_window_failing_on_its_gain_alone_names_the_gain(seed: int, gain: float,
+                                                            offset: float,
+                                                            amplitude: float) -> None:
+    """Issue 21 (matrix fleet f21): a thermometer with an offset of -0.46 degC, inside
+    its 0.5 tolerance, whose span turned 1.2 over a cold day that moved half a degree.
+    The window fails on its gain alone (1.197 +- 0.038), and the offset, which no check
+    fails, took four fifths of the "systematic deviation" from it: neither cause was
+    named, and the technician read "unknown cause". An offset the tolerance allows is the
+    unit's, not a rival explanation of a failing slope."""
+    scene = Scene(seed, 5.0, amplitude, 0.02, 0.05, 0.5, 60.0, 1.0, 0.02, 0.0)
+    device, reference = pair(scene)
+    span = Series(device.ts, 5.0 + gain * (device.values - 5.0) + offset)
+    v = evaluate_stream(span, reference, SPEC, START, END)
+    assert v.status == "fail" and v.failed == ("gain",), (v.failed, v.metrics)
+    assert top(v) == "gain_drift", v.causes
+
+
 def test_offset_on_a_narrow_range_is_not_called_gain() -> None:
     """Pressure moves a few hPa around 1013: a gain and an offset fit the day equally well,
     and the likelier offset must win unless the gain is measurably off."""

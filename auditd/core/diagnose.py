@@ -712,7 +712,11 @@ def gain_share(case: Case) -> float:
 
     The slope's part is what varies across the reference's range (|gain-1| * std(ref)),
     plus whatever of the mean bias a line through the unit's zero explains, the latter
-    only when the gain is measurably different from 1 (``GAIN_T_MIN``).
+    only when the gain is measurably different from 1 (``GAIN_T_MIN``). The intercept's
+    part competes only while the mean difference is beyond the bias tolerance: an offset
+    the tolerance allows is the unit's own, not a rival explanation of a failing slope (a
+    thermometer 0.46 degC low, inside 0.5, with a span of 1.2 over a day that moved half
+    a degree was given "unknown cause", the offset holding four fifths of the share).
     """
     m, line, ref = case.fault_metrics, case.line, case.reference_spread
     bias = abs(m.bias)
@@ -725,7 +729,7 @@ def gain_share(case: Case) -> float:
     if t >= GAIN_T_MIN and bias > 0.0:
         through_zero = through_zero_share(line.gain, ref.mean, m.bias)
     gain_part = math.hypot(varying, through_zero * bias)
-    offset_part = (1.0 - through_zero) * bias
+    offset_part = (1.0 - through_zero) * bias if bias > case.tol.bias else 0.0
     total = gain_part + offset_part
     return gain_part / total if total > 0.0 else 0.0
 

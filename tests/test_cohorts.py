@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -77,6 +78,22 @@ def test_four_of_four_against_none_of_eight_is_a_firmware_regression() -> None:
 def test_deviations_that_began_before_the_update_are_not_the_firmwares() -> None:
     found = significant_cohorts(fleet(onset=UPDATE - 6 * 3600))
     assert found and not found[0].regression and found[0].following == ()
+
+
+def test_an_onset_known_to_hours_may_follow_an_update_made_after_it() -> None:
+    """Issue 21 (matrix fleet f46): three barometers updated within 10 s of each other and
+    stepped by -3 hPa; one's slow-looking step was dated 76 minutes before its update, give
+    or take two hours. "Started before the update" was not shown, yet it alone was told
+    "offset drift: recalibrate" while its two siblings were blamed on the firmware. An
+    onset stated to the minute still exonerates the update."""
+    early = UPDATE - 76 * 60
+    members = fleet(bad=3, old=8)
+    uncertain = [*members[1:], replace(members[0], onset=early, onset_uncertainty_s=7116.0)]
+    found = significant_cohorts(uncertain)
+    assert found and found[0].following == ("bad-0", "bad-1", "bad-2")
+    sure = [*members[1:], replace(members[0], onset=early, onset_uncertainty_s=600.0)]
+    found = significant_cohorts(sure)
+    assert found and found[0].following == ("bad-1", "bad-2")
 
 
 def test_a_healthy_device_that_ran_the_version_a_whole_window_exonerates_it() -> None:

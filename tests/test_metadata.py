@@ -185,6 +185,18 @@ def test_changes_before_an_onset_are_the_lookback_newest_first() -> None:
     assert context["changes"][1]["to"] == {"lat": 45.2, "lon": 7.6}
 
 
+def test_an_update_within_an_onsets_uncertainty_is_laid_beside_it() -> None:
+    """An onset dated to within two hours says nothing about an update 76 minutes after
+    the estimate: the deviation may have followed it, and the technician should see it."""
+    h = history(version(NOW - 90 * DAY),
+                events=(event(NOW + 76 * 60, "firmware_update", **{"from": "1.0.0",
+                                                                    "to": "2.0.0"}),))
+    timeline = changes(h)
+    assert "firmware_change" not in context_for(timeline, NOW, NOW - DAY)
+    assert context_for(timeline, NOW, NOW - DAY, onset_uncertainty_s=7116.0)[
+        "firmware_change"] == {"from": "1.0.0", "to": "2.0.0", "at": iso(NOW + 76 * 60)}
+
+
 @given(st.dates(min_value=date(1971, 1, 1), max_value=date(2200, 1, 1)))
 def test_a_meta_date_is_utc_midnight(d: date) -> None:
     assert parse_date(d.isoformat()) == datetime(d.year, d.month, d.day,

@@ -54,6 +54,10 @@ class Member:
     observed: tuple[float, float] | None = None
     """The span over which the device's onset could have been found (its first telemetry
     to the end of the window): what the timing test takes as chance's range."""
+    onset_uncertainty_s: float = 0.0
+    """How far after ``onset`` the deviation may have begun (the estimate's stated
+    uncertainty): an onset known to two hours does not show a deviation began before an
+    update one hour after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +250,15 @@ def fisher_p(failing: int, healthy: int, rest_failing: int, rest_healthy: int) -
 
 
 def firmware_timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], ...]:
-    """(failing members whose deviation follows their update, healthy members that ran the
-    version a whole window). A failing member with no onset in its window has deviated
-    since before the window began: that does not contradict an update before the window."""
+    """(failing members whose deviation follows their update: its onset, or as late as
+    its stated uncertainty allows, no earlier than the update less ``slack_s``; healthy
+    members that ran the version a whole window). A failing member with no onset in its
+    window has deviated since before the window began: that does not contradict an update
+    before the window."""
     following = tuple(sorted(
         m.device for m in group if m.failed and m.firmware_since is not None
-        and (m.onset >= m.firmware_since - slack_s if m.onset is not None
+        and (m.onset + m.onset_uncertainty_s >= m.firmware_since - slack_s
+             if m.onset is not None
              else m.firmware_since <= m.window_start)))
     exonerating = tuple(sorted(
         m.device for m in group if not m.failed and m.firmware_since is not None

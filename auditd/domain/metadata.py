@@ -278,9 +278,13 @@ def _event_detail(event: EventRecord) -> dict[str, Any]:
 
 
 def changes_before(timeline: Sequence[Change], moment: float,
-                   policy: MetadataPolicy = DEFAULT_POLICY) -> list[Change]:
-    """The changes in the look-back before ``moment`` (a deviation's onset), newest first."""
-    lo, hi = moment - policy.context_lookback_s, moment + policy.onset_slack_s
+                   policy: MetadataPolicy = DEFAULT_POLICY,
+                   uncertainty_s: float = 0.0) -> list[Change]:
+    """The changes in the look-back before ``moment`` (a deviation's onset), newest first,
+    and those up to the onset's slack after it, or up to its ``uncertainty_s`` where that is
+    longer (an onset known to two hours may have followed an update made after it)."""
+    lo = moment - policy.context_lookback_s
+    hi = moment + max(policy.onset_slack_s, uncertainty_s)
     return sorted((c for c in timeline if lo <= c.at <= hi), key=lambda c: -c.at)
 
 
@@ -314,12 +318,13 @@ def firmware_changed(history: DeviceHistory) -> bool:
 
 
 def context_for(timeline: Sequence[Change], onset: float | None, window_start: float,
-                policy: MetadataPolicy = DEFAULT_POLICY) -> dict[str, Any]:
+                policy: MetadataPolicy = DEFAULT_POLICY, *,
+                onset_uncertainty_s: float = 0.0) -> dict[str, Any]:
     """A failing finding's ``context``: the changes that preceded its onset (or, with no
-    onset, its window), and the latest firmware change among them as CONTRACT.md's
-    ``firmware_change``."""
+    onset, its window), within the onset's stated uncertainty, and the latest firmware
+    change among them as CONTRACT.md's ``firmware_change``."""
     preceding = changes_before(timeline, onset if onset is not None else window_start,
-                               policy)
+                               policy, onset_uncertainty_s if onset is not None else 0.0)
     if not preceding:
         return {}
     out: dict[str, Any] = {"changes": [c.to_json() for c in preceding]}

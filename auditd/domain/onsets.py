@@ -49,6 +49,16 @@ each window estimates. Other faults (a unit mix-up, noise, a lag, a stuck spell)
 by change points alone."""
 
 
+def onset_uncertainty(finding: Finding) -> float:
+    """How far the finding's onset may lie from where it is stated (``ONSET``'s
+    ``uncertainty_s``; 0 where none is stated): a firmware change this far after the
+    stated onset may still have come before the deviation."""
+    recorded = finding.context.get(ONSET)
+    value = recorded.get("uncertainty_s") if isinstance(recorded, dict) else None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) \
+        and value > 0.0 else 0.0
+
+
 def window_estimate(finding: Finding) -> float | None:
     """The change point the finding's own window found (a finding saved before onsets were
     carried has only that one, as its ``onset``)."""

@@ -36,6 +36,7 @@ from auditd.domain.metadata import (
     parse_date,
     reference_anomalies,
 )
+from auditd.domain.onsets import onset_uncertainty
 from auditd.model import Cause, Finding, Profile, worst_severity
 
 if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
@@ -66,7 +67,8 @@ def with_context(findings: Sequence[Finding], histories: Mapping[str, DeviceHist
             continue
         if f.device not in timelines:
             timelines[f.device] = changes(history)
-        extra = context_for(timelines[f.device], f.onset, f.window_start, policy)
+        extra = context_for(timelines[f.device], f.onset, f.window_start, policy,
+                            onset_uncertainty_s=onset_uncertainty(f))
         out.append(replace(f, context={**f.context, **extra}) if extra else f)
     return out
 
@@ -128,7 +130,8 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
             firmware_since(history) if history is not None else None,
             updated=history is not None and firmware_changed(history),
             observed=(history.first_telemetry, f.window_end)
-            if history is not None and history.first_telemetry is not None else None)
+            if history is not None and history.first_telemetry is not None else None,
+            onset_uncertainty_s=onset_uncertainty(f))
         by_sensor.setdefault(f.sensor, []).append((f, member))
 
     def key(f: Finding) -> _StreamKey:

@@ -94,6 +94,12 @@ def test_an_onset_known_to_hours_may_follow_an_update_made_after_it() -> None:
     sure = [*members[1:], replace(members[0], onset=early, onset_uncertainty_s=600.0)]
     found = significant_cohorts(sure)
     assert found and found[0].following == ("bad-1", "bad-2")
+    # the uncertainty reaches as far as it says, no further: an update 2.5 h after an
+    # onset known to 2 h came after the deviation had begun, hour's slack or not
+    before = [*members[1:], replace(members[0], onset=UPDATE - 9000.0,
+                                    onset_uncertainty_s=7200.0)]
+    found = significant_cohorts(before)
+    assert found and found[0].following == ("bad-1", "bad-2")
 
 
 def test_a_healthy_device_that_ran_the_version_a_whole_window_exonerates_it() -> None:

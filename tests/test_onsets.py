@@ -210,6 +210,11 @@ def test_a_fault_there_from_the_start_is_bracketed_from_the_first_reading() -> N
                                  causes=(Cause("unit_mismatch", 0.9, "e"),)),
                          [found], TOL, 60.0, first_reading=installed)
     assert later.onset == found.onset and later.context[onsets.ONSET]["method"] == "carried"
+    # a bracket is no date: it lends no uncertainty to the firmware timing, carried or not
+    assert found.context[onsets.ONSET]["uncertainty_s"] == HOUR / 2
+    assert onsets.onset_uncertainty(found) == 0.0 == onsets.onset_uncertainty(later)
+    stepped = onsets.dated(failing(START + DAY, 1.0, onset=START + 10 * HOUR), [], TOL, 60.0)
+    assert onsets.onset_uncertainty(stepped) == stepped.context[onsets.ONSET]["uncertainty_s"]
 
 
 @settings(max_examples=30, deadline=None)

@@ -152,12 +152,16 @@ def timing_p(group: Sequence[Member], slack_s: float) -> float:
     understates a ramp's), and the members' own distances (the k-th closest, for every k
     of at least ``MIN_COHORT``): three onsets within two minutes of their updates in six
     hours of history happen by chance about once in a million, where the hour's slack
-    alone says once in thirty. The smallest tail is multiplied by the number of distances
-    tried (Bonferroni), so choosing the distance after seeing the data costs what it
-    should. 1 when fewer than ``MIN_COHORT`` members can be tested or fewer than that
-    coincide."""
+    alone says once in thirty. An onset stated to +-u (``Member.onset_uncertainty_s``)
+    is within t of its update when its interval is, which chance does with probability
+    2 (t + u) / span: a step between two audit windows, dated to an hour, still counts
+    at its update, and pays for the hour in the chance. The smallest tail is multiplied
+    by the number of distances tried (Bonferroni), so choosing the distance after seeing
+    the data costs what it should. 1 when fewer than ``MIN_COHORT`` members can be
+    tested or fewer than that coincide."""
     spans: list[float] = []
     distances: list[float] = []
+    slacks: list[float] = []
     for m in group:
         if not (m.failed and m.updated and m.onset is not None
                 and m.firmware_since is not None and m.observed is not None):
@@ -166,7 +170,10 @@ def timing_p(group: Sequence[Member], slack_s: float) -> float:
         if not span > 0.0:
             continue
         spans.append(span)
-        distances.append(max(abs(m.onset - m.firmware_since), TIMING_FLOOR_S))
+        # an onset known to +-u is "within t" of its update when its interval is: by
+        # chance with probability 2 (t + u) / span
+        slacks.append(max(m.onset_uncertainty_s, 0.0))
+        distances.append(max(abs(m.onset - m.firmware_since) - slacks[-1], TIMING_FLOOR_S))
     if len(spans) < MIN_COHORT:
         return 1.0
     tried = sorted({slack_s, *(d for d in sorted(distances)[MIN_COHORT - 1:] if d < slack_s)})
@@ -175,7 +182,8 @@ def timing_p(group: Sequence[Member], slack_s: float) -> float:
         hits = sum(d <= within for d in distances)
         if hits < MIN_COHORT:
             continue
-        chances = [min(1.0, 2.0 * within / span) for span in spans]
+        chances = [min(1.0, 2.0 * (within + u) / span) for span, u in zip(spans, slacks,
+                                                                          strict=True)]
         best = min(best, poisson_binomial_tail(chances, hits))
     return min(1.0, best * len(tried))
 
@@ -250,14 +258,15 @@ def fisher_p(failing: int, healthy: int, rest_failing: int, rest_healthy: int) -
 
 
 def firmware_timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str, ...], ...]:
-    """(failing members whose deviation follows their update: its onset, or as late as
-    its stated uncertainty allows, no earlier than the update less ``slack_s``; healthy
-    members that ran the version a whole window). A failing member with no onset in its
+    """(failing members whose deviation follows their update: its onset no earlier than
+    the update less ``slack_s``, or less its stated uncertainty where that is longer, the
+    rule ``metadata.changes_before`` lays changes beside a finding by; healthy members
+    that ran the version a whole window). A failing member with no onset in its
     window has deviated since before the window began: that does not contradict an update
     before the window."""
     following = tuple(sorted(
         m.device for m in group if m.failed and m.firmware_since is not None
-        and (m.onset + m.onset_uncertainty_s >= m.firmware_since - slack_s
+        and (m.onset + max(m.onset_uncertainty_s, slack_s) >= m.firmware_since
              if m.onset is not None
              else m.firmware_since <= m.window_start)))
     exonerating = tuple(sorted(

@@ -51,10 +51,16 @@ by change points alone."""
 
 def onset_uncertainty(finding: Finding) -> float:
     """How far the finding's onset may lie from where it is stated (``ONSET``'s
-    ``uncertainty_s``; 0 where none is stated): a firmware change this far after the
-    stated onset may still have come before the deviation."""
+    ``uncertainty_s``): a firmware change this far after the stated onset may still have
+    come before the deviation. 0 where none is stated, and for a bracket (``bracketed``,
+    or carried from one): nothing in the data dated that fault, and half a window of
+    "uncertainty" would let any update inside the first failing window look as if the
+    deviation followed it."""
     recorded = finding.context.get(ONSET)
-    value = recorded.get("uncertainty_s") if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict) or recorded.get("method") == "bracket" \
+            or recorded.get("bracket"):
+        return 0.0
+    value = recorded.get("uncertainty_s")
     return float(value) if isinstance(value, int | float) and math.isfinite(value) \
         and value > 0.0 else 0.0
 
@@ -189,5 +195,10 @@ def _carry(finding: Finding, carried: Finding, own: float | None) -> Finding:
     before = carried.context.get(ONSET)
     uncertainty = before.get("uncertainty_s") if isinstance(before, dict) else None
     assert carried.onset is not None
-    return _with(finding, carried.onset, "carried",
-                 float(uncertainty) if isinstance(uncertainty, int | float) else None, own)
+    out = _with(finding, carried.onset, "carried",
+                float(uncertainty) if isinstance(uncertainty, int | float) else None, own)
+    if isinstance(before, dict) and (before.get("method") == "bracket" or before.get("bracket")):
+        # a bracket stays one when carried: ``onset_uncertainty`` reads it
+        out = replace(out, context={**out.context, ONSET: {**out.context[ONSET],
+                                                           "bracket": True}})
+    return out

@@ -57,12 +57,19 @@ def onset_uncertainty(finding: Finding) -> float:
     "uncertainty" would let any update inside the first failing window look as if the
     deviation followed it."""
     recorded = finding.context.get(ONSET)
-    if not isinstance(recorded, dict) or recorded.get("method") == "bracket" \
-            or recorded.get("bracket"):
+    if not isinstance(recorded, dict) or bracketed_only(finding):
         return 0.0
     value = recorded.get("uncertainty_s")
     return float(value) if isinstance(value, int | float) and math.isfinite(value) \
         and value > 0.0 else 0.0
+
+
+def bracketed_only(finding: Finding) -> bool:
+    """Whether the finding's onset is a bracket (``bracketed``, or carried from one): the
+    middle of what the audits know, not a date the data gave."""
+    recorded = finding.context.get(ONSET)
+    return isinstance(recorded, dict) and (recorded.get("method") == "bracket"
+                                           or bool(recorded.get("bracket")))
 
 
 def window_estimate(finding: Finding) -> float | None:

@@ -36,7 +36,7 @@ from auditd.domain.metadata import (
     parse_date,
     reference_anomalies,
 )
-from auditd.domain.onsets import onset_uncertainty
+from auditd.domain.onsets import bracketed_only, onset_uncertainty
 from auditd.model import Cause, Finding, Profile, worst_severity
 
 if TYPE_CHECKING:  # auditd.core (and scipy.stats) loads on the first audit, not at start-up
@@ -131,7 +131,7 @@ def apply_cohorts(findings: Sequence[Finding], histories: Mapping[str, DeviceHis
             updated=history is not None and firmware_changed(history),
             observed=(history.first_telemetry, f.window_end)
             if history is not None and history.first_telemetry is not None else None,
-            onset_uncertainty_s=onset_uncertainty(f))
+            onset_uncertainty_s=onset_uncertainty(f), onset_dated=not bracketed_only(f))
         by_sensor.setdefault(f.sensor, []).append((f, member))
 
     def key(f: Finding) -> _StreamKey:

@@ -24,6 +24,7 @@ from auditd.core import Series, StreamVerdict, evaluate_stream
 from auditd.core.align import align, on_time_base
 from auditd.core.averaging import interval_means
 from auditd.core.checks import gain_evidence
+from auditd.core.diagnose import std_about_one_step
 from auditd.core.lag import estimate_lag
 from auditd.model import SensorSpec, Tolerance
 
@@ -424,6 +425,44 @@ def test_a_flat_stream_is_stuck_whatever_the_references_range(
     device[cut:] = device[cut]
     v = judge(device, reference, t, spec)
     assert v.status == "fail" and top(v) == "stuck", (v.causes, v.metrics.as_dict())
+
+
+def test_calm_devices_beside_a_reference_that_stepped_are_not_stuck() -> None:
+    """A held-out matrix fleet: an indoor barometer reference stepped +3.8 hPa inside a
+    3-hour window (its own fault). Its std over the window, 1.9 hPa, was nearly all that
+    step, and calm devices agreeing with each other to 0.05 hPa (std 0.14 hPa, a hundred
+    distinct values) fell under the whole-window stuck rule: "stuck", a device's own
+    cause, first beside the reference fault, three false alerts. The reference's
+    movement is judged about its best single step."""
+    rng = np.random.default_rng(8)
+    t = T0 + 90.0 * np.arange(120)
+    truth = 1010.0 + np.cumsum(rng.normal(0.0, 0.015, t.size))
+    reference = truth + rng.normal(0.0, 0.05, t.size) + np.where(np.arange(t.size) >= 50,
+                                                                  3.8, 0.0)
+    spec = SensorSpec("pressure", "[pressure]", "hPa", (300.0, 1100.0), 90.0,
+                      Tolerance(bias=1.0, gain=0.02, rmse=1.5, r2_min=0.9, lag_s=300.0,
+                                window_s=3 * HOUR, min_samples=20))
+    for k in range(20):
+        device = np.round(truth + ar1(np.random.default_rng(k), t.size, 0.1, 0.5), 3)
+        v = judge(device, reference, t, spec)
+        assert v.status == "fail" and "stuck" not in [c.cause for c in v.causes], v.causes
+    frozen = np.full(t.size, round(float(truth[0]), 3))
+    v = judge(frozen, truth + rng.normal(0.0, 0.05, t.size) + 1.5 * np.sin(
+        np.arange(t.size) / 30.0), t, spec)
+    assert top(v) == "stuck", v.causes  # a live reference still shows a frozen one
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=80))
+def test_the_std_about_one_step_is_the_best_two_level_fit(values: list[float]) -> None:
+    x = np.asarray(values)
+    n, low = x.size, max(3, int(0.05 * x.size))
+    if n < 2 * low:
+        assert std_about_one_step(x) == pytest.approx(float(x.std()), abs=1e-9)
+        return
+    best = min(float(((x[:k] - x[:k].mean()) ** 2).sum() + ((x[k:] - x[k:].mean()) ** 2).sum())
+               for k in range(low, n - low + 1))
+    assert std_about_one_step(x) == pytest.approx(math.sqrt(best / n), rel=1e-6, abs=1e-6)
 
 
 def test_saturation_at_full_scale_is_clipping_not_stuck() -> None:

@@ -602,13 +602,14 @@ def _stuck(case: Case, *, clipping_named: bool = True) -> Cause | None:
     if dev.size < 3:
         return None
     ref_lo, ref_hi = float(ref.min()), float(ref.max())
+    moving = std_about_one_step(ref)
     ref_std = _std(ref, ref)
     del ref
     if not ref_std > max(device_quantum(case.aligned), 0.0) or is_flat(
             np.asarray(case.aligned.reference)[case.aligned.paired]):
         return None
     dev_std = _std(dev, np.empty_like(dev))
-    std_ratio = dev_std / ref_std
+    std_ratio = dev_std / moving if moving > 0.0 else math.inf
     distinct = _distinct(dev) if std_ratio <= STUCK_FEW_VALUES_STD_RATIO else None
     whole = std_ratio <= STUCK_STD_RATIO or (
         distinct is not None and distinct <= STUCK_FEW_VALUES)
@@ -633,6 +634,32 @@ def _stuck(case: Case, *, clipping_named: bool = True) -> Cause | None:
         f"(std {text.qty(ref_std, unit)})"
     )
     return Cause("stuck", confidence, evidence)
+
+
+STEP_MIN_SHARE = 0.05
+"""The shorter side of ``std_about_one_step``'s split holds at least this share of the
+values (and 3)."""
+
+
+def std_about_one_step(x: FloatArray) -> float:
+    """The std of ``x`` (in time order) about its best single step: two constant levels,
+    split where they fit best. What the reference's movement is worth as evidence that a
+    calm device stopped: a reference that stepped by 3.8 hPa inside the window (its own
+    fault) has a std of 1.9 hPa, nearly all of it the step, and seven barometers that
+    agreed with each other to 0.05 hPa, calm as the room, fell under the whole-window
+    stuck rule (a held-out matrix fleet, three false alerts). A live reference's course
+    over the window is not one step: its std about one stays of its order."""
+    n = int(x.size)
+    low = max(3, int(STEP_MIN_SHARE * n))
+    if n < 2 * low:
+        return float(x.std()) if n else 0.0
+    c = x - x.mean()
+    total = float(c @ c)
+    head = np.cumsum(c)[low - 1:n - low]  # sums of the first k values, k = low .. n - low
+    k = np.arange(low, n - low + 1, dtype=np.float64)
+    # SSE about two means = total - S_k^2 / k - S_k^2 / (n - k) (the centred sums: S_n = 0)
+    explained = head * head * (1.0 / k + 1.0 / (n - k))
+    return float(math.sqrt(max(total - float(explained.max()), 0.0) / n))
 
 
 def clipping(case: Case) -> Cause | None:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import fft as sfft
 from scipy import stats
 from scipy.signal import lfilter
 
@@ -30,7 +31,17 @@ from auditd.core import stats as core_stats
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
-from auditd.core.lag import NULL_FACTOR_FLOOR, UNDEFINED, _correlation, null_variance_factor
+from auditd.core.lag import (
+    NULL_FACTOR_FLOOR,
+    UNDEFINED,
+    _correlation,
+    _span,
+    _spectra,
+    _sums_over,
+    moving_mean,
+    null_variance_factor,
+    prefix_sums,
+)
 from auditd.core.stats import (
     RHO_MAX,
     Z_ONE_SIDED_1PCT,
@@ -593,3 +604,49 @@ def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scal
     expected = max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
     assert found == pytest.approx(expected, rel=1e-9)
     assert shared == pytest.approx(expected, rel=1e-9)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 2000), gaps=st.floats(0.0, 0.5),
+          edge=st.integers(0, 40), max_lag=st.integers(0, 300))
+def test_the_lag_searchs_masked_sums_are_the_direct_sums(seed: int, n: int, gaps: float,
+                                                         edge: int, max_lag: int) -> None:
+    """``lag._sums_over``, its rows summed together, gives each row's sum over the other
+    stream's presence at every lag as a sum taken one product at a time does, and bit for
+    bit what the row gives summed alone; ``lag._spectra`` gives the same spectra batched
+    (short rows) or a row at a time."""
+    rng = np.random.default_rng(seed)
+    max_lag = min(max_lag, n - 1)
+    values = rng.normal(0.0, 3.0, (3, n))
+    present = rng.random(n) >= gaps
+    present[: min(edge, n - 1)] = False  # the other stream starts late
+    present[-1] = True
+    span = _span(present)
+    for sign in (1, -1):
+        found = _sums_over(values, span, max_lag, sign)
+        for i, v in enumerate(values):
+            alone = _sums_over(v[None, :].copy(), span, max_lag, sign)[0]
+            assert np.array_equal(found[i], alone)
+            for j, k in enumerate(range(-max_lag, max_lag + 1)):
+                t = np.arange(n)
+                other = t - sign * k
+                inside = (other >= 0) & (other < n)
+                direct = math.fsum(v[t[inside]] * present[other[inside]])
+                assert found[i, j] == pytest.approx(direct, abs=1e-9 * (1.0 + np.abs(v).sum()))
+    length = n + max_lag + 1
+    batched = _spectra(tuple(values), length)  # short rows: one batched transform
+    assert np.array_equal(batched, np.array([sfft.rfft(v, length) for v in values]))
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 600), gaps=st.floats(0.0, 0.6),
+       width=st.integers(1, 80), centred=st.booleans())
+def test_moving_means_from_shared_prefix_sums_are_the_same(seed: int, n: int, gaps: float,
+                                                           width: int, centred: bool) -> None:
+    """The lag search takes each stream's running sums once for all its scales
+    (``lag.prefix_sums``): the moving means are bit for bit those taken from scratch."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(10.0, 2.0, n)
+    x[rng.random(n) < gaps] = np.nan
+    shared = moving_mean(x, width, centred=centred, prefix=prefix_sums(x))
+    assert np.array_equal(shared, moving_mean(x, width, centred=centred), equal_nan=True)

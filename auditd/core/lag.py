@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 
 from auditd.core.align import Aligned
 from auditd.core.series import FloatArray
-from auditd.core.stats import DIRECT_LAGS, lagged_products, products_from_spectrum
+from auditd.core.stats import DIRECT_LAGS, lagged_products, median, products_from_spectrum
 
 MIN_PEAK_CORR = 0.02
 """Below this even a statistically clear peak is too weak a link to act on."""
@@ -172,12 +173,13 @@ def prewhiten(x: FloatArray, phi: float) -> FloatArray:
     return out
 
 
-def moving_mean(x: FloatArray, width: int, *, centred: bool = False) -> FloatArray:
-    """Mean over ``width`` bins (trailing, or centred and truncated at the ends) of the
-    values present, NaN unless at least half the window's bins are; the same filter on
-    both streams shifts neither."""
-    if width <= 1:
-        return x
+PrefixSums = tuple[FloatArray, "np.ndarray | None"]
+"""A series' running sums of the values present and running counts of them (None when
+every value is present), each with a leading 0: what ``moving_mean`` reads."""
+
+
+def prefix_sums(x: FloatArray) -> PrefixSums:
+    """``x``'s running sums (gaps as 0) and, when it has gaps, its running counts."""
     n = x.size
     ok = np.isfinite(x)
     gaps = not ok.all()
@@ -189,7 +191,19 @@ def moving_mean(x: FloatArray, width: int, *, centred: bool = False) -> FloatArr
         counts = np.empty(n + 1, dtype=np.intp)
         counts[0] = 0
         np.cumsum(ok, out=counts[1:])
-    del ok
+    return sums, counts
+
+
+def moving_mean(x: FloatArray, width: int, *, centred: bool = False,
+                prefix: PrefixSums | None = None) -> FloatArray:
+    """Mean over ``width`` bins (trailing, or centred and truncated at the ends) of the
+    values present, NaN unless at least half the window's bins are; the same filter on
+    both streams shifts neither. ``prefix``: ``prefix_sums(x)``, for a caller that takes
+    several widths of one series."""
+    if width <= 1:
+        return x
+    n = x.size
+    sums, counts = prefix_sums(x) if prefix is None else prefix
     out = np.full(n, np.nan)
     if centred:
         half = width // 2
@@ -241,10 +255,21 @@ times the lags searched stays below this many times the series' length; beyond, 
 masked sum is its own FFT correlation (``_fft_sums``)."""
 
 
+BATCH_LENGTH = 16_384
+"""Padded lengths up to this are transformed as one batch of rows (one call: at a day of
+minute data the call's own overhead is a third of a transform); longer ones a row at a
+time through one buffer, so that a day at 1 Hz never holds a padded copy of every row."""
+
+
 def _spectra(rows: tuple[FloatArray, ...], length: int) -> np.ndarray:
-    """Real FFTs of ``rows`` zero padded to ``length``, one row at a time through one
-    padded buffer (the same numbers as one batched transform, without a padded copy of
-    every row at once)."""
+    """Real FFTs of ``rows`` zero padded to ``length``: one batched transform of short
+    rows, else one row at a time through one padded buffer (the same numbers either way:
+    each row is its own transform)."""
+    if length <= BATCH_LENGTH:
+        block = np.zeros((len(rows), length))
+        for i, row in enumerate(rows):
+            block[i, :row.size] = row
+        return np.asarray(sfft.rfft(block, axis=-1, overwrite_x=True))
     out = np.empty((len(rows), length // 2 + 1), dtype=np.complex128)
     buf = np.zeros(length)
     for i, row in enumerate(rows):
@@ -284,37 +309,40 @@ def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
 
 
 def _sums_over(
-    values: tuple[FloatArray, ...], span: tuple[int, int, np.ndarray], lags: np.ndarray,
-    sign: int,
+    values: FloatArray, span: tuple[int, int, np.ndarray], max_lag: int, sign: int,
 ) -> FloatArray:
-    """``sum_t v[t] * mask[t - sign*k]`` for each of ``values`` and each lag k, ``mask``
-    the other stream's presence given by its ``span``: the sum over the other stream's
-    extent (shifted by the lag) from prefix sums at the extent's two ends, less the terms
-    at its gaps. O(n + gaps x lags) instead of an FFT correlation per sum."""
+    """``sum_t v[t] * mask[t - sign*k]`` for each row v of ``values`` and each lag k in
+    -max_lag..max_lag, ``mask`` the other stream's presence given by its ``span``: the sum
+    over the other stream's extent (shifted by the lag) from prefix sums at the extent's
+    two ends, less the terms at its gaps. O(n + gaps x lags) instead of an FFT correlation
+    per sum. The rows are summed together (each row's sums are those of the row alone:
+    numpy reduces and accumulates a row of a C-ordered block as it does a lone array)."""
     first, stop, holes = span
-    n = values[0].size
-    shift = sign * lags
-    lo, hi = np.clip(first + shift, 0, n), np.clip(stop + shift, 0, n)
-    out = np.empty((len(values), lags.size))
-    pad = int(np.max(np.abs(lags), initial=0))
-    for i, v in enumerate(values):
-        out[i] = _prefix_at(v, hi) - _prefix_at(v, lo)
-        if holes.size:
-            padded = np.zeros(n + 2 * pad)
-            padded[pad:pad + n] = v
-            out[i] -= padded[holes[:, None] + (shift + pad)[None, :]].sum(axis=0)
+    n = values.shape[1]
+    shift = np.arange(-max_lag, max_lag + 1) if sign > 0 else np.arange(max_lag, -max_lag - 1, -1)
+    lo = np.minimum(np.maximum(shift + first, 0), n)
+    hi = np.minimum(np.maximum(shift + stop, 0), n)
+    out = _prefix_at(values, hi, stop - max_lag, stop + max_lag, n)
+    out -= _prefix_at(values, lo, first - max_lag, first + max_lag, n)
+    if holes.size:
+        at = holes[:, None] + (shift + max_lag)[None, :]
+        padded = np.zeros(n + 2 * max_lag)
+        for i, v in enumerate(values):  # a row at a time: a block's sum may add in another order
+            padded[max_lag:max_lag + n] = v
+            out[i] -= padded[at].sum(axis=0)
     return out
 
 
-def _prefix_at(v: FloatArray, at: np.ndarray) -> FloatArray:
-    """``v[:j].sum()`` for each j of ``at`` (a run of indices, one step apart), summing
-    ``v`` once up to the lowest and then only across the span ``at`` covers."""
-    first, last = int(at.min()), int(at.max())
-    local = np.empty(last - first + 1)
-    local[0] = float(np.sum(v[:first]))
-    np.cumsum(v[first:last], out=local[1:])
-    local[1:] += local[0]
-    return local[at - first]
+def _prefix_at(v: FloatArray, at: np.ndarray, low: int, high: int, n: int) -> FloatArray:
+    """``row[:j].sum()`` for each row of ``v`` and each j of ``at``, a run of indices one
+    step apart from ``low`` to ``high`` clipped to [0, n] (``at`` in either order), summing
+    each row once up to the lowest and then only across the span ``at`` covers."""
+    first, last = min(max(low, 0), n), min(max(high, 0), n)
+    local = np.empty((v.shape[0], last - first + 1))
+    local[:, 0] = np.sum(v[:, :first], axis=1)
+    np.cumsum(v[:, first:last], axis=1, out=local[:, 1:])
+    local[:, 1:] += local[:, :1]
+    return local[:, at - first]
 
 
 def lag_correlation(
@@ -333,9 +361,19 @@ def lag_correlation(
     return _correlation(device, reference, max_lag)[:3]
 
 
-Spectra = tuple[np.ndarray, np.ndarray, int]
-"""The real FFTs of the centred device and reference (gaps as zeros) and their padded
-length: what ``lag_correlation`` took and ``null_variance_factor`` can read again."""
+class Spectra(NamedTuple):
+    """What ``lag_correlation`` took of the device and reference and
+    ``null_variance_factor`` can read again: the real FFTs of the centred series (gaps as
+    zeros), their padded length, the centred series themselves and how many values each
+    holds."""
+
+    device: np.ndarray
+    reference: np.ndarray
+    length: int
+    centred_device: FloatArray
+    centred_reference: FloatArray
+    present_device: int
+    present_reference: int
 
 
 def _correlation(
@@ -354,10 +392,15 @@ def _correlation(
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
     span_d, span_r = _span(md), _span(mr)
     if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
-        dd, rr = d * d, r * r
-        pairs, sd, sdd = _sums_over((md.astype(np.float64), d, dd), span_r, lags, 1)
-        sr, srr = _sums_over((r, rr), span_d, lags, -1)
-        del dd, rr
+        rows = np.empty((3, n))
+        np.copyto(rows[0], md)
+        rows[1] = d
+        np.multiply(d, d, out=rows[2])
+        pairs, sd, sdd = _sums_over(rows, span_r, max_lag, 1)
+        rows[1] = r
+        np.multiply(r, r, out=rows[2])
+        sr, srr = _sums_over(rows[1:], span_d, max_lag, -1)
+        del rows
         spectra = _spectra((d, r), length)
         sdr = _xcorr(spectra[0], spectra[1], length, max_lag)
         pairs = np.rint(pairs)
@@ -373,7 +416,10 @@ def _correlation(
         floor_r = 1e-10 * float(np.dot(r, r))
         ok = (pairs >= 3) & (var_d > floor_d) & (var_r > floor_r)
         corr = np.where(ok, cov / np.sqrt(np.where(ok, var_d * var_r, 1.0)), np.nan)
-    return lags, np.clip(corr, -1.0, 1.0), pairs, (spectra[0], spectra[1], length)
+    np.minimum(np.maximum(corr, -1.0, out=corr), 1.0, out=corr)  # np.clip, at less cost
+    taken = Spectra(spectra[0], spectra[1], length, d, r, int(np.count_nonzero(md)),
+                    int(np.count_nonzero(mr)))
+    return lags, corr, pairs, taken
 
 
 NULL_FACTOR_FLOOR = 0.25
@@ -394,8 +440,9 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
     above the curve where the curve's own scatter put it at 8; a series more persistent
     than white gets a larger factor, as it should.
 
-    ``spectra``: those ``lag_correlation`` took of the same two series (``_correlation``);
-    the lags beyond ``DIRECT_LAGS`` are then read from them instead of two more FFTs."""
+    ``spectra``: what ``lag_correlation`` took of the same two series (``_correlation``):
+    their centred copies are not made again, and the lags beyond ``DIRECT_LAGS`` are read
+    from their spectra instead of two more FFTs."""
     n = int(device.size)
     cutoff = min(4 * scale + 8, n // 4)
     if cutoff < 1:
@@ -403,16 +450,22 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
     rho = []
     own: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     length = 0
-    if spectra is not None and cutoff >= DIRECT_LAGS and spectra[2] >= n + cutoff:
-        own, length = (spectra[0], spectra[1]), spectra[2]
-    for x, spectrum in zip((device, reference), own, strict=True):
-        ok = np.isfinite(x)
-        if ok.sum() < 3:
-            return math.nan
+    if spectra is not None and cutoff >= DIRECT_LAGS and spectra.length >= n + cutoff:
+        own, length = (spectra.device, spectra.reference), spectra.length
+    for i, (x, spectrum) in enumerate(zip((device, reference), own, strict=True)):
+        if spectra is not None:  # the same centred series, made once
+            present, centred = ((spectra.present_device, spectra.centred_device) if i == 0
+                                else (spectra.present_reference, spectra.centred_reference))
+            if present < 3:
+                return math.nan
+        else:
+            ok = np.isfinite(x)
+            if ok.sum() < 3:
+                return math.nan
+            centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
         if spectrum is not None:
             acov = products_from_spectrum(spectrum, length, cutoff)
         else:
-            centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
             acov = lagged_products(centred, cutoff)  # a few dozen lags: dot products
         if not acov[0] > 0.0:
             return math.nan
@@ -431,7 +484,7 @@ def _parabolic_peak(corr: FloatArray, i: int) -> tuple[float, float]:
     curvature = left - 2.0 * mid + right
     if curvature >= 0.0:
         return 0.0, mid
-    delta = float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    delta = min(max(0.5 * (left - right) / curvature, -0.5), 0.5)
     return delta, min(1.0, mid - 0.25 * (left - right) * delta)
 
 
@@ -452,17 +505,20 @@ class _Curve:
 
 def curve_at_scale(
     device: FloatArray, reference: FloatArray, max_lag: int, scale: int, n_scales: int,
-    interval_s: float,
+    interval_s: float, prefixes: tuple[PrefixSums, PrefixSums] | None = None,
 ) -> _Curve:
     """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
-    and its peak."""
-    dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
+    and its peak. ``prefixes``: both streams' ``prefix_sums``, taken once for all
+    scales."""
+    pd, pr = (None, None) if prefixes is None else prefixes
+    dev = moving_mean(device, scale, prefix=pd)
+    ref = moving_mean(reference, scale, prefix=pr)
     lags, corr, pairs, spectra = _correlation(dev, ref, max_lag)
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
     masked = np.where(usable, corr, np.nan)
     if not usable.any():
         return _Curve(lags, masked, UNDEFINED)
-    best = int(np.nanargmax(masked))
+    best = int(np.argmax(np.where(usable, corr, -np.inf)))  # np.nanargmax, at less cost
     delta, height = _parabolic_peak(masked, best)
     zero = int(np.searchsorted(lags, 0))
     estimate = LagEstimate(
@@ -472,7 +528,7 @@ def curve_at_scale(
         n=int(pairs[zero]),
         searched=max(1, int(np.count_nonzero(usable)) * n_scales // scale),
         scale=scale,
-        baseline=float(np.median(corr[usable])),
+        baseline=median(corr[usable]),
         interval_s=interval_s,
         null_factor=null_variance_factor(dev, ref, scale, spectra),
     )
@@ -533,7 +589,8 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
     ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
     scales = scales_for(max_lag)
-    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
+    prefixes = (prefix_sums(dev), prefix_sums(ref)) if len(scales) > 1 else None
+    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s, prefixes)
               for w in scales]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
     best = curves[chosen].estimate

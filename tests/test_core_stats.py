@@ -38,6 +38,7 @@ from auditd.core.lag import (
     _span,
     _spectra,
     _sums_over,
+    high_pass,
     moving_mean,
     null_variance_factor,
     prefix_sums,
@@ -643,10 +644,20 @@ def test_the_lag_searchs_masked_sums_are_the_direct_sums(seed: int, n: int, gaps
        width=st.integers(1, 80), centred=st.booleans())
 def test_moving_means_from_shared_prefix_sums_are_the_same(seed: int, n: int, gaps: float,
                                                            width: int, centred: bool) -> None:
-    """The lag search takes each stream's running sums once for all its scales
-    (``lag.prefix_sums``): the moving means are bit for bit those taken from scratch."""
+    """The lag search filters both streams as one block and takes their running sums once
+    for all its scales (``lag.prefix_sums``): each row's moving means, and its high-pass,
+    are bit for bit those of the row alone, taken from scratch, whether or not the other
+    row has gaps."""
     rng = np.random.default_rng(seed)
     x = rng.normal(10.0, 2.0, n)
     x[rng.random(n) < gaps] = np.nan
     shared = moving_mean(x, width, centred=centred, prefix=prefix_sums(x))
-    assert np.array_equal(shared, moving_mean(x, width, centred=centred), equal_nan=True)
+    alone = moving_mean(x, width, centred=centred)
+    assert np.array_equal(shared, alone, equal_nan=True)
+    block = np.stack((x, rng.normal(0.0, 1.0, n)))
+    for row in (0, 1):
+        assert np.array_equal(moving_mean(block, width, centred=centred)[row],
+                              moving_mean(block[row].copy(), width, centred=centred),
+                              equal_nan=True)
+        assert np.array_equal(high_pass(block, width)[row], high_pass(block[row].copy(), width),
+                              equal_nan=True)

@@ -158,12 +158,13 @@ def prewhitening_coefficient(x: FloatArray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if np.count_nonzero(ok) < 3:
         return 0.0
-    mean = float(np.nanmean(x))
+    gaps = np.isnan(x)  # np.nanmean's own steps, without its checks
+    mean = float(np.sum(np.where(gaps, 0.0, x))) / int(x.size - np.count_nonzero(gaps))
     a, b = a[ok] - mean, b[ok] - mean
     denom = float(np.dot(b, b))
     if denom <= 0.0:
         return 0.0
-    return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0))
+    return min(max(float(np.dot(a, b)) / denom, 0.0), 1.0)
 
 
 def prewhiten(x: FloatArray, phi: float) -> FloatArray:
@@ -179,18 +180,19 @@ every value is present), each with a leading 0: what ``moving_mean`` reads."""
 
 
 def prefix_sums(x: FloatArray) -> PrefixSums:
-    """``x``'s running sums (gaps as 0) and, when it has gaps, its running counts."""
-    n = x.size
+    """``x``'s running sums (gaps as 0) and, when it has gaps, its running counts, along
+    its last axis (a block of series: each row's are those of the row alone)."""
+    n = x.shape[-1]
     ok = np.isfinite(x)
     gaps = not ok.all()
-    sums = np.empty(n + 1)
-    sums[0] = 0.0
-    np.cumsum(np.where(ok, x, 0.0) if gaps else x, out=sums[1:])
+    sums = np.empty((*x.shape[:-1], n + 1))
+    sums[..., 0] = 0.0
+    np.cumsum(np.where(ok, x, 0.0) if gaps else x, axis=-1, out=sums[..., 1:])
     counts = None
     if gaps:
-        counts = np.empty(n + 1, dtype=np.intp)
-        counts[0] = 0
-        np.cumsum(ok, out=counts[1:])
+        counts = np.empty((*x.shape[:-1], n + 1), dtype=np.intp)
+        counts[..., 0] = 0
+        np.cumsum(ok, axis=-1, out=counts[..., 1:])
     return sums, counts
 
 
@@ -199,25 +201,29 @@ def moving_mean(x: FloatArray, width: int, *, centred: bool = False,
     """Mean over ``width`` bins (trailing, or centred and truncated at the ends) of the
     values present, NaN unless at least half the window's bins are; the same filter on
     both streams shifts neither. ``prefix``: ``prefix_sums(x)``, for a caller that takes
-    several widths of one series."""
+    several widths of one series. ``x`` may be a block of series (the means along its
+    last axis, each row's the same numbers as the row's alone: the lag search filters
+    both streams at once)."""
     if width <= 1:
         return x
-    n = x.size
+    n = x.shape[-1]
     sums, counts = prefix_sums(x) if prefix is None else prefix
-    out = np.full(n, np.nan)
+    out = np.full(x.shape, np.nan)
     if centred:
         half = width // 2
         span = 2 * half + 1  # whole windows [i - half, i + half + 1)
         _window_means(sums, counts, slice(span, n + 1), slice(0, max(n - span + 1, 0)), span,
-                      out[half:max(n - half, half)])
+                      out[..., half:max(n - half, half)])
         edges = np.concatenate((np.arange(min(half, n)), np.arange(max(n - half, half), n)))
-        lo, hi = np.clip(edges - half, 0, n), np.clip(edges + half + 1, 0, n)
-        s, c = sums[hi] - sums[lo], (hi - lo if counts is None else counts[hi] - counts[lo])
+        lo = np.maximum(edges - half, 0)  # edges lie in [0, n): one bound each is enough
+        hi = np.minimum(edges + half + 1, n)
+        s = sums[..., hi] - sums[..., lo]
+        c = hi - lo if counts is None else counts[..., hi] - counts[..., lo]
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[edges] = np.where(2 * c >= hi - lo, s / c, np.nan)
+            out[..., edges] = np.where(2 * c >= hi - lo, s / c, np.nan)
     elif width <= n:
         _window_means(sums, counts, slice(width, n + 1), slice(0, n - width + 1), width,
-                      out[width - 1:])
+                      out[..., width - 1:])
     return out
 
 
@@ -226,20 +232,24 @@ def _window_means(
     out: FloatArray,
 ) -> None:
     """``out`` = mean of the values present in windows of ``width`` bins whose prefix-sum
-    bounds are ``sums[hi]``, ``sums[lo]``; NaN where fewer than half are present."""
-    np.subtract(sums[hi], sums[lo], out=out)
+    bounds are ``sums[..., hi]``, ``sums[..., lo]``; NaN where fewer than half are
+    present."""
+    np.subtract(sums[..., hi], sums[..., lo], out=out)
     if counts is None:
         out /= width
         return
-    c = counts[hi] - counts[lo]
+    c = counts[..., hi] - counts[..., lo]
     with np.errstate(divide="ignore", invalid="ignore"):
         out /= c
     out[2 * c < width] = np.nan
 
 
 def high_pass(x: FloatArray, width: int) -> FloatArray:
-    """``x`` minus its centred moving mean: what varies faster than ``width`` bins."""
-    if width <= 2 or width >= x.size:
+    """``x`` minus its centred moving mean: what varies faster than ``width`` bins (along
+    the last axis of a block of series, each row as alone)."""
+    if width <= 2 or width >= x.shape[-1]:
+        if x.ndim > 1:
+            return np.array([high_pass(row, width) for row in x])
         return x - np.nanmean(x) if np.isfinite(x).any() else x
     return x - moving_mean(x, width, centred=True)
 
@@ -295,6 +305,12 @@ def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int
     FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2), and the spectra
     of d and r."""
     spectra = _spectra(rows, length)
+    if length <= BATCH_LENGTH:  # the six inverse transforms in one call, as the forward ones
+        full = sfft.irfft(spectra[_LEFT] * np.conj(spectra[_RIGHT]), length, axis=-1)
+        sums = np.empty((_LEFT.size, 2 * max_lag + 1))
+        sums[:, :max_lag] = full[:, length - max_lag:]
+        sums[:, max_lag:] = full[:, : max_lag + 1]
+        return sums, spectra[[1, 4]]
     return np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
                      for a, b in zip(_LEFT, _RIGHT, strict=True)]), spectra[[1, 4]]
 
@@ -505,14 +521,15 @@ class _Curve:
 
 def curve_at_scale(
     device: FloatArray, reference: FloatArray, max_lag: int, scale: int, n_scales: int,
-    interval_s: float, prefixes: tuple[PrefixSums, PrefixSums] | None = None,
+    interval_s: float, prefix: PrefixSums | None = None,
 ) -> _Curve:
     """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
-    and its peak. ``prefixes``: both streams' ``prefix_sums``, taken once for all
-    scales."""
-    pd, pr = (None, None) if prefixes is None else prefixes
-    dev = moving_mean(device, scale, prefix=pd)
-    ref = moving_mean(reference, scale, prefix=pr)
+    and its peak. ``prefix``: ``prefix_sums`` of both streams as one block (device, then
+    reference), taken once for all scales."""
+    if prefix is None:
+        dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
+    else:
+        dev, ref = moving_mean(np.stack((device, reference)), scale, prefix=prefix)
     lags, corr, pairs, spectra = _correlation(dev, ref, max_lag)
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
     masked = np.where(usable, corr, np.nan)
@@ -586,11 +603,12 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     phi = prewhitening_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
     width = 4 * max_lag + 1
-    dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
-    ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
+    both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
+                               prewhiten(np.asarray(aligned.reference), phi))), width)
+    dev, ref = both
     scales = scales_for(max_lag)
-    prefixes = (prefix_sums(dev), prefix_sums(ref)) if len(scales) > 1 else None
-    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s, prefixes)
+    prefix = prefix_sums(both) if len(scales) > 1 else None
+    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s, prefix)
               for w in scales]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
     best = curves[chosen].estimate

@@ -468,6 +468,16 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
     length = 0
     if spectra is not None and cutoff >= DIRECT_LAGS and spectra.length >= n + cutoff:
         own, length = (spectra.device, spectra.reference), spectra.length
+    elif spectra is not None and cutoff >= DIRECT_LAGS:
+        if min(spectra.present_device, spectra.present_reference) < 3:
+            return math.nan
+        # both FFTs in one call (each row's products are those of the row alone)
+        acovs = lagged_products(np.stack((spectra.centred_device, spectra.centred_reference)),
+                                cutoff)
+        if not (acovs[0, 0] > 0.0 and acovs[1, 0] > 0.0):
+            return math.nan
+        rho = [acovs[0] / acovs[0, 0], acovs[1] / acovs[1, 0]]
+        return max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
     for i, (x, spectrum) in enumerate(zip((device, reference), own, strict=True)):
         if spectra is not None:  # the same centred series, made once
             present, centred = ((spectra.present_device, spectra.centred_device) if i == 0
@@ -537,7 +547,7 @@ def curve_at_scale(
         return _Curve(lags, masked, UNDEFINED)
     best = int(np.argmax(np.where(usable, corr, -np.inf)))  # np.nanargmax, at less cost
     delta, height = _parabolic_peak(masked, best)
-    zero = int(np.searchsorted(lags, 0))
+    zero = lags.size // 2  # the lags run from -max_lag to max_lag
     estimate = LagEstimate(
         lag_s=float((lags[best] + delta) * interval_s),
         peak_corr=float(height),

@@ -631,22 +631,27 @@ def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scal
           edge=st.integers(0, 40), max_lag=st.integers(0, 300))
 def test_the_lag_searchs_masked_sums_are_the_direct_sums(seed: int, n: int, gaps: float,
                                                          edge: int, max_lag: int) -> None:
-    """``lag._sums_over``, its rows summed together, gives each row's sum over the other
-    stream's presence at every lag as a sum taken one product at a time does, and bit for
-    bit what the row gives summed alone; ``lag._spectra`` gives the same spectra batched
-    (short rows) or a row at a time."""
+    """``lag._sums_over``, its rows summed together (in groups of either shift), gives each
+    row's sum over the other stream's presence at every lag as a sum taken one product at
+    a time does, and bit for bit what the row gives summed alone; ``lag._spectra`` gives
+    short rows' spectra in one batched transform as scipy gives each."""
     rng = np.random.default_rng(seed)
     max_lag = min(max_lag, n - 1)
     values = rng.normal(0.0, 3.0, (3, n))
     present = rng.random(n) >= gaps
     present[: min(edge, n - 1)] = False  # the other stream starts late
     present[-1] = True
-    span = _span(present)
+    first, stop, holes = _span(present)
+    both = _sums_over(values, first, stop, max_lag, ((2, 1, holes), (1, -1, holes[::2])))
     for sign in (1, -1):
-        found = _sums_over(values, span, max_lag, sign)
+        found = _sums_over(values, first, stop, max_lag, ((3, sign, holes),))
         for i, v in enumerate(values):
-            alone = _sums_over(v[None, :].copy(), span, max_lag, sign)[0]
+            alone = _sums_over(v[None, :].copy(), first, stop, max_lag, ((1, sign, holes),))[0]
             assert np.array_equal(found[i], alone)
+            if (i < 2) == (sign > 0):  # a row of two groups in one block: as alone
+                other = alone if i < 2 else _sums_over(
+                    v[None, :].copy(), first, stop, max_lag, ((1, sign, holes[::2]),))[0]
+                assert np.array_equal(both[i], other)
             for j, k in enumerate(range(-max_lag, max_lag + 1)):
                 t = np.arange(n)
                 other = t - sign * k

@@ -324,41 +324,56 @@ def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
     return first, stop, holes
 
 
+Part = tuple[int, int, np.ndarray]
+"""Rows of a block for ``_sums_over``: how many, the sign of their shift, and the gaps
+inside the other stream's extent."""
+
+
 def _sums_over(
-    values: FloatArray, span: tuple[int, int, np.ndarray], max_lag: int, sign: int,
+    values: FloatArray, first: int, stop: int, max_lag: int, parts: tuple[Part, ...],
 ) -> FloatArray:
     """``sum_t v[t] * mask[t - sign*k]`` for each row v of ``values`` and each lag k in
-    -max_lag..max_lag, ``mask`` the other stream's presence given by its ``span``: the sum
-    over the other stream's extent (shifted by the lag) from prefix sums at the extent's
-    two ends, less the terms at its gaps. O(n + gaps x lags) instead of an FFT correlation
-    per sum. The rows are summed together (each row's sums are those of the row alone:
-    numpy reduces and accumulates a row of a C-ordered block as it does a lone array)."""
-    first, stop, holes = span
+    -max_lag..max_lag, ``mask`` the other stream's presence: its extent [first, stop) less
+    its gaps. ``parts`` split the rows in order into groups of (rows, sign, gaps), each
+    group against a stream of that extent (both streams of the lag search usually share
+    theirs: all five sums then come from one pass). The sum over the other stream's
+    extent (shifted by the lag) comes from prefix sums at the extent's two ends, less the
+    terms at its gaps: O(n + gaps x lags) instead of an FFT correlation per sum. The rows
+    are summed together (each row's sums are those of the row alone: numpy reduces and
+    accumulates a row of a C-ordered block as it does a lone array)."""
     n = values.shape[1]
-    shift = np.arange(-max_lag, max_lag + 1) if sign > 0 else np.arange(max_lag, -max_lag - 1, -1)
-    lo = np.minimum(np.maximum(shift + first, 0), n)
-    hi = np.minimum(np.maximum(shift + stop, 0), n)
-    out = _prefix_at(values, hi, stop - max_lag, stop + max_lag, n)
-    out -= _prefix_at(values, lo, first - max_lag, first + max_lag, n)
-    if holes.size:
-        at = holes[:, None] + (shift + max_lag)[None, :]
-        padded = np.zeros(n + 2 * max_lag)
-        for i, v in enumerate(values):  # a row at a time: a block's sum may add in another order
-            padded[max_lag:max_lag + n] = v
-            out[i] -= padded[at].sum(axis=0)
+    up = np.arange(-max_lag, max_lag + 1)
+    hi_sums, hi_first = _prefix_block(values, stop - max_lag, stop + max_lag, n)
+    lo_sums, lo_first = _prefix_block(values, first - max_lag, first + max_lag, n)
+    out = np.empty((values.shape[0], up.size))
+    row = 0
+    for count, sign, holes in parts:
+        shift = up if sign > 0 else up[::-1]
+        rows = slice(row, row + count)
+        hi = np.minimum(np.maximum(shift + stop, 0), n)
+        lo = np.minimum(np.maximum(shift + first, 0), n)
+        np.subtract(hi_sums[rows, hi - hi_first], lo_sums[rows, lo - lo_first], out=out[rows])
+        if holes.size:
+            at = holes[:, None] + (shift + max_lag)[None, :]
+            padded = np.zeros(n + 2 * max_lag)
+            # a row at a time: a block's sum may add in another order
+            for i in range(row, row + count):
+                padded[max_lag:max_lag + n] = values[i]
+                out[i] -= padded[at].sum(axis=0)
+        row += count
     return out
 
 
-def _prefix_at(v: FloatArray, at: np.ndarray, low: int, high: int, n: int) -> FloatArray:
-    """``row[:j].sum()`` for each row of ``v`` and each j of ``at``, a run of indices one
-    step apart from ``low`` to ``high`` clipped to [0, n] (``at`` in either order), summing
-    each row once up to the lowest and then only across the span ``at`` covers."""
+def _prefix_block(v: FloatArray, low: int, high: int, n: int) -> tuple[FloatArray, int]:
+    """``row[:j].sum()`` for each row of ``v`` and each j from ``low`` to ``high`` clipped
+    to [0, n], and the first such j: each row summed once up to it, then accumulated only
+    across the span."""
     first, last = min(max(low, 0), n), min(max(high, 0), n)
     local = np.empty((v.shape[0], last - first + 1))
     local[:, 0] = np.sum(v[:, :first], axis=1)
     np.cumsum(v[:, first:last], axis=1, out=local[:, 1:])
     local[:, 1:] += local[:, :1]
-    return local[:, at - first]
+    return local, first
 
 
 def lag_correlation(
@@ -408,14 +423,23 @@ def _correlation(
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
     span_d, span_r = _span(md), _span(mr)
     if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
-        rows = np.empty((3, n))
+        shared = span_d[:2] == span_r[:2]  # one extent: all five sums in one pass
+        rows = np.empty((5 if shared else 3, n))
         np.copyto(rows[0], md)
         rows[1] = d
         np.multiply(d, d, out=rows[2])
-        pairs, sd, sdd = _sums_over(rows, span_r, max_lag, 1)
-        rows[1] = r
-        np.multiply(r, r, out=rows[2])
-        sr, srr = _sums_over(rows[1:], span_d, max_lag, -1)
+        if shared:
+            rows[3] = r
+            np.multiply(r, r, out=rows[4])
+            pairs, sd, sdd, sr, srr = _sums_over(rows, span_r[0], span_r[1], max_lag,
+                                                 ((3, 1, span_r[2]), (2, -1, span_d[2])))
+        else:
+            pairs, sd, sdd = _sums_over(rows, span_r[0], span_r[1], max_lag,
+                                        ((3, 1, span_r[2]),))
+            rows[1] = r
+            np.multiply(r, r, out=rows[2])
+            sr, srr = _sums_over(rows[1:], span_d[0], span_d[1], max_lag,
+                                 ((2, -1, span_d[2]),))
         del rows
         spectra = _spectra((d, r), length)
         sdr = _xcorr(spectra[0], spectra[1], length, max_lag)

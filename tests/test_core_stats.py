@@ -35,6 +35,7 @@ from auditd.core.lag import (
     NULL_FACTOR_FLOOR,
     UNDEFINED,
     _correlation,
+    _correlations,
     _span,
     _spectra,
     _sums_over,
@@ -685,3 +686,31 @@ def test_moving_means_from_shared_prefix_sums_are_the_same(seed: int, n: int, ga
                               equal_nan=True)
         assert np.array_equal(high_pass(block, width)[row], high_pass(block[row].copy(), width),
                               equal_nan=True)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 1500), gaps=st.floats(0.0, 0.4),
+       max_lag=st.integers(0, 120), scales=st.integers(1, 4))
+def test_the_scales_pooled_correlations_are_each_scales_own(seed: int, n: int, gaps: float,
+                                                            max_lag: int, scales: int) -> None:
+    """The lag search transforms every scale's rows in one batch (``lag._correlations``):
+    each scale's correlations, pairs and spectra are bit for bit those it gets alone,
+    whichever route (prefix sums or six FFT correlations) its gaps send it down."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for w in range(scales):
+        device, reference = rng.normal(0.0, 1.0, n), rng.normal(0.0, 1.0, n)
+        device[rng.random(n) < gaps * w / max(scales - 1, 1)] = np.nan
+        reference[rng.random(n) < gaps / 4] = np.nan
+        pairs.append((moving_mean(device, 1 + 3 * w), reference))
+    pooled = _correlations(tuple(pairs), max_lag)
+    for (device, reference), found in zip(pairs, pooled, strict=True):
+        alone = _correlation(device, reference, max_lag)
+        for a, b in zip(found[:3], alone[:3], strict=True):
+            assert np.array_equal(a, b, equal_nan=True)
+        if alone[3] is None:
+            assert found[3] is None
+            continue
+        assert found[3] is not None
+        assert np.array_equal(found[3].device, alone[3].device)
+        assert np.array_equal(found[3].reference, alone[3].reference)

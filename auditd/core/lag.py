@@ -299,22 +299,6 @@ def _xcorr(spectrum_a: np.ndarray, spectrum_b: np.ndarray, length: int, max_lag:
     return out
 
 
-def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int
-              ) -> tuple[FloatArray, np.ndarray]:
-    """All six sums of (pairs, sum_d, sum_r, sum_dd, sum_rr, sum_dr) at every lag, each an
-    FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2), and the spectra
-    of d and r."""
-    spectra = _spectra(rows, length)
-    if length <= BATCH_LENGTH:  # the six inverse transforms in one call, as the forward ones
-        full = sfft.irfft(spectra[_LEFT] * np.conj(spectra[_RIGHT]), length, axis=-1)
-        sums = np.empty((_LEFT.size, 2 * max_lag + 1))
-        sums[:, :max_lag] = full[:, length - max_lag:]
-        sums[:, max_lag:] = full[:, : max_lag + 1]
-        return sums, spectra[[1, 4]]
-    return np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
-                     for a, b in zip(_LEFT, _RIGHT, strict=True)]), spectra[[1, 4]]
-
-
 def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
     """First and one-past-last True of ``mask`` (a non-empty one), and the False
     positions between them: the stream's extent and the gaps inside it."""
@@ -407,46 +391,129 @@ class Spectra(NamedTuple):
     present_reference: int
 
 
-def _correlation(
-    device: FloatArray, reference: FloatArray, max_lag: int
-) -> tuple[np.ndarray, FloatArray, FloatArray, Spectra | None]:
+Correlation = tuple[np.ndarray, FloatArray, FloatArray, "Spectra | None"]
+"""(lags, corr, pairs, spectra): ``lag_correlation``'s answer and what it took."""
+
+
+def _correlation(device: FloatArray, reference: FloatArray, max_lag: int) -> Correlation:
     """``lag_correlation`` and the spectra it took (None where it took none)."""
-    n = device.size
+    return _correlations(((device, reference),), max_lag)[0]
+
+
+def _correlations(
+    series: tuple[tuple[FloatArray, FloatArray], ...], max_lag: int
+) -> list[Correlation]:
+    """``_correlation`` of each (device, reference) pair of ``series`` (all of one length:
+    the scales of one lag search), their FFTs pooled: one forward transform of every row
+    and one inverse of every product where the padded length is short (the same numbers
+    as pair by pair: each row is its own transform; at a day of minute data a transform's
+    call costs as much as its work)."""
+    n = series[0][0].size
     max_lag = int(min(max(max_lag, 0), max(n - 1, 0)))
     lags = np.arange(-max_lag, max_lag + 1)
-    md = np.isfinite(device)
-    mr = np.isfinite(reference)
-    if n == 0 or not md.any() or not mr.any():
-        return lags, np.full(lags.size, np.nan), np.zeros(lags.size), None
-    d = np.where(md, device - np.mean(device[md]), 0.0)
-    r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
-    span_d, span_r = _span(md), _span(mr)
-    if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
-        shared = span_d[:2] == span_r[:2]  # one extent: all five sums in one pass
-        rows = np.empty((5 if shared else 3, n))
-        np.copyto(rows[0], md)
-        rows[1] = d
-        np.multiply(d, d, out=rows[2])
-        if shared:
-            rows[3] = r
-            np.multiply(r, r, out=rows[4])
-            pairs, sd, sdd, sr, srr = _sums_over(rows, span_r[0], span_r[1], max_lag,
-                                                 ((3, 1, span_r[2]), (2, -1, span_d[2])))
+    rows: list[FloatArray] = []  # every row to transform, pooled
+    left: list[int] = []  # the products to transform back: rows' indices
+    right: list[int] = []
+    plans: list[_Plan | None] = []
+    for device, reference in series:
+        md = np.isfinite(device)
+        mr = np.isfinite(reference)
+        if n == 0 or not md.any() or not mr.any():
+            plans.append(None)
+            continue
+        d = np.where(md, device - np.mean(device[md]), 0.0)
+        r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
+        span_d, span_r = _span(md), _span(mr)
+        base, product = len(rows), len(left)
+        if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
+            sums = _masked_sums(md, d, r, span_d, span_r, max_lag)
+            rows += [d, r]
+            left.append(base)
+            right.append(base + 1)
+            plans.append(_Plan(d, r, md, mr, base, base + 1, sums, product))
         else:
-            pairs, sd, sdd = _sums_over(rows, span_r[0], span_r[1], max_lag,
-                                        ((3, 1, span_r[2]),))
-            rows[1] = r
-            np.multiply(r, r, out=rows[2])
-            sr, srr = _sums_over(rows[1:], span_d[0], span_d[1], max_lag,
-                                 ((2, -1, span_d[2]),))
-        del rows
-        spectra = _spectra((d, r), length)
-        sdr = _xcorr(spectra[0], spectra[1], length, max_lag)
-        pairs = np.rint(pairs)
+            rows += [md, d, d * d, mr, r, r * r]
+            left += [base + int(a) for a in _LEFT]
+            right += [base + int(b) for b in _RIGHT]
+            plans.append(_Plan(d, r, md, mr, base + 1, base + 4, None, product))
+    if not rows:
+        return [(lags, np.full(lags.size, np.nan), np.zeros(lags.size), None) for _ in series]
+    spectra = _spectra(tuple(rows), length)
+    del rows
+    if length <= BATCH_LENGTH:  # every inverse transform in one call, as the forward ones
+        full = sfft.irfft(spectra[left] * np.conj(spectra[right]), length, axis=-1)
+        xcorr = np.empty((len(left), lags.size))
+        xcorr[:, :max_lag] = full[:, length - max_lag:]
+        xcorr[:, max_lag:] = full[:, : max_lag + 1]
+        del full
     else:
-        sums, spectra = _fft_sums((md, d, d * d, mr, r, r * r), length, max_lag)
-        pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
+        xcorr = np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
+                          for a, b in zip(left, right, strict=True)])
+    out: list[Correlation] = []
+    for plan in plans:
+        if plan is None:
+            out.append((lags, np.full(lags.size, np.nan), np.zeros(lags.size), None))
+            continue
+        if plan.sums is not None:
+            pairs, sd, sdd, sr, srr = plan.sums
+            pairs = np.rint(pairs)
+            sdr = xcorr[plan.product]
+        else:
+            sums = xcorr[plan.product:plan.product + 6]
+            pairs, sd, sr, sdd, srr, sdr = (np.rint(sums[0]), sums[1], sums[2], sums[3],
+                                            sums[4], sums[5])
+        corr = _pearson(pairs, sd, sr, sdd, srr, sdr, plan.d, plan.r)
+        taken = Spectra(spectra[plan.spectrum_d], spectra[plan.spectrum_r], length, plan.d,
+                        plan.r, int(np.count_nonzero(plan.md)), int(np.count_nonzero(plan.mr)))
+        out.append((lags, corr, pairs, taken))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One pair's part of ``_correlations``: its centred series and masks, where its rows'
+    spectra and its products lie in the pooled transforms, and the masked sums already
+    taken by prefix sums (None: all six are FFT correlations, from ``product`` on)."""
+
+    d: FloatArray
+    r: FloatArray
+    md: np.ndarray
+    mr: np.ndarray
+    spectrum_d: int
+    spectrum_r: int
+    sums: FloatArray | None
+    product: int
+
+
+def _masked_sums(md: np.ndarray, d: FloatArray, r: FloatArray,
+                 span_d: tuple[int, int, np.ndarray], span_r: tuple[int, int, np.ndarray],
+                 max_lag: int) -> FloatArray:
+    """(pairs, sum_d, sum_dd, sum_r, sum_rr) at every lag by prefix sums (``_sums_over``):
+    each stream's values against the other's presence."""
+    n = d.size
+    shared = span_d[:2] == span_r[:2]  # one extent: all five sums in one pass
+    rows = np.empty((5 if shared else 3, n))
+    np.copyto(rows[0], md)
+    rows[1] = d
+    np.multiply(d, d, out=rows[2])
+    if shared:
+        rows[3] = r
+        np.multiply(r, r, out=rows[4])
+        return _sums_over(rows, span_r[0], span_r[1], max_lag,
+                          ((3, 1, span_r[2]), (2, -1, span_d[2])))
+    sums = np.empty((5, 2 * max_lag + 1))
+    sums[:3] = _sums_over(rows, span_r[0], span_r[1], max_lag, ((3, 1, span_r[2]),))
+    rows[1] = r
+    np.multiply(r, r, out=rows[2])
+    sums[3:] = _sums_over(rows[1:], span_d[0], span_d[1], max_lag, ((2, -1, span_d[2]),))
+    return sums
+
+
+def _pearson(pairs: FloatArray, sd: FloatArray, sr: FloatArray, sdd: FloatArray,
+             srr: FloatArray, sdr: FloatArray, d: FloatArray, r: FloatArray) -> FloatArray:
+    """The correlation at each lag from its six sums; NaN below 3 pairs or without
+    variance, clipped to [-1, 1]."""
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs
         var_d = sdd - sd * sd / pairs
@@ -457,9 +524,7 @@ def _correlation(
         ok = (pairs >= 3) & (var_d > floor_d) & (var_r > floor_r)
         corr = np.where(ok, cov / np.sqrt(np.where(ok, var_d * var_r, 1.0)), np.nan)
     np.minimum(np.maximum(corr, -1.0, out=corr), 1.0, out=corr)  # np.clip, at less cost
-    taken = Spectra(spectra[0], spectra[1], length, d, r, int(np.count_nonzero(md)),
-                    int(np.count_nonzero(mr)))
-    return lags, corr, pairs, taken
+    return corr
 
 
 NULL_FACTOR_FLOOR = 0.25
@@ -555,16 +620,19 @@ class _Curve:
 
 def curve_at_scale(
     device: FloatArray, reference: FloatArray, max_lag: int, scale: int, n_scales: int,
-    interval_s: float, prefix: PrefixSums | None = None,
+    interval_s: float,
 ) -> _Curve:
     """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
-    and its peak. ``prefix``: ``prefix_sums`` of both streams as one block (device, then
-    reference), taken once for all scales."""
-    if prefix is None:
-        dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
-    else:
-        dev, ref = moving_mean(np.stack((device, reference)), scale, prefix=prefix)
-    lags, corr, pairs, spectra = _correlation(dev, ref, max_lag)
+    and its peak."""
+    dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
+    return _curve(dev, ref, _correlation(dev, ref, max_lag), scale, n_scales, interval_s)
+
+
+def _curve(dev: FloatArray, ref: FloatArray, found: Correlation, scale: int, n_scales: int,
+           interval_s: float) -> _Curve:
+    """``curve_at_scale`` of the streams summed over ``scale`` bins, their correlation
+    taken."""
+    lags, corr, pairs, spectra = found
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
     masked = np.where(usable, corr, np.nan)
     if not usable.any():
@@ -639,11 +707,17 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     width = 4 * max_lag + 1
     both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
                                prewhiten(np.asarray(aligned.reference), phi))), width)
-    dev, ref = both
     scales = scales_for(max_lag)
     prefix = prefix_sums(both) if len(scales) > 1 else None
-    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s, prefix)
-              for w in scales]
+    summed = [tuple(moving_mean(both, w, prefix=prefix)) for w in scales]
+    pairs = [(dev, ref) for dev, ref in summed]
+    n = both.shape[-1]
+    if sfft.next_fast_len(n + max_lag + 1, real=True) <= BATCH_LENGTH:
+        found = _correlations(tuple(pairs), max_lag)  # the scales' FFTs pooled
+    else:  # a long window: a scale at a time, never every scale's spectra at once
+        found = [_correlation(dev, ref, max_lag) for dev, ref in pairs]
+    curves = [_curve(dev, ref, taken, w, len(scales), aligned.interval_s)
+              for (dev, ref), taken, w in zip(pairs, found, scales, strict=True)]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
     best = curves[chosen].estimate
     if chosen == 0 or not math.isfinite(best.lag_s):

@@ -32,6 +32,11 @@ replay`` audits them: at 1,440 points a verdict's cost is its fixed overheads (s
 calls, FFT set-up, dataclasses), not passes over the data. The lag fault is ten intervals
 there (beyond the 300 s tolerance). Healthy and faulty streams are reported apart: a
 healthy stream's verdict is what every audit of a working fleet pays.
+
+``--baseline`` judges each stream as the daemon does once a stream has passed a window:
+against a known-good baseline (another healthy day's residuals: the drift figures) and
+with the reference's stated uncertainty (0.1 degC, references/north.toml: the Deming
+gain), the reference's interval declared.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-from auditd.core import Series, evaluate_stream  # noqa: E402
+from auditd.core import Series, baseline_residuals, evaluate_stream  # noqa: E402
 from auditd.model import SensorSpec, Tolerance  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -84,6 +89,8 @@ class Stream:
     kind: str
     device: Series
     reference: Series
+    baseline: np.ndarray | None = None
+    """With ``--baseline``: a healthy day's residuals (``core.baseline_residuals``)."""
 
     @property
     def input_bytes(self) -> int:
@@ -122,6 +129,22 @@ def make_stream(i: int, interval_s: float = 1.0) -> Stream:
                   Series(ref_t, truth + rng.normal(0.0, 0.02, n)))
 
 
+def with_baseline(s: Stream, i: int, spec: SensorSpec) -> Stream:
+    """``s`` with the residuals of a healthy day of its own kind of stream (another seed)."""
+    day = make_stream(8 * (i + 1000), spec.interval_s)  # FAULTS[0]: healthy
+    res = baseline_residuals(day.device, day.reference, spec.interval_s, START, START + DAY)
+    return Stream(s.kind, s.device, s.reference, res)
+
+
+def judge(s: Stream, spec: SensorSpec) -> Any:
+    """``evaluate_stream`` as the daemon calls it for this stream."""
+    if s.baseline is None:
+        return evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+    return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
+                           baseline_residuals=s.baseline, reference_uncertainty=0.1,
+                           reference_interval_s=spec.interval_s)
+
+
 def floor_pass(s: Stream) -> float:
     """One mean and one variance over each input array: the least reading of the input."""
     total = 0.0
@@ -143,7 +166,7 @@ def timed(streams: list[Stream], spec: SensorSpec
     verdicts: Counter[str] = Counter()
     for s in streams:
         c0, w0 = time.process_time(), time.perf_counter()
-        v = evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+        v = judge(s, spec)
         c1, w1 = time.process_time(), time.perf_counter()
         floor_pass(s)
         c2, w2 = time.process_time(), time.perf_counter()
@@ -164,7 +187,7 @@ def peak_memory(streams: list[Stream], spec: SensorSpec) -> float:
     worst = 0.0
     for s in streams:
         tracemalloc.start()
-        evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+        judge(s, spec)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         worst = max(worst, peak / s.input_bytes)
@@ -176,7 +199,7 @@ def profile(streams: list[Stream], spec: SensorSpec, top: int) -> list[dict[str,
     prof = cProfile.Profile()
     prof.enable()
     for s in streams:
-        evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+        judge(s, spec)
     prof.disable()
     st = pstats.Stats(prof, stream=io.StringIO())
     total = sum(v[2] for v in st.stats.values())  # type: ignore[attr-defined]
@@ -202,6 +225,9 @@ def main() -> None:
     parser.add_argument("--minute", action="store_true",
                         help="one day of minute data (1,440 readings a stream), the "
                         "th-200's temperature tolerance")
+    parser.add_argument("--baseline", action="store_true",
+                        help="judge against a healthy day's residuals, with the reference's "
+                        "uncertainty, as the daemon does after a stream's first pass")
     parser.add_argument("--repeat", type=int, default=1,
                         help="time the streams this many times over (small streams)")
     parser.add_argument("--out", type=Path,
@@ -214,8 +240,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     streams = [make_stream(i, spec.interval_s) for i in range(args.streams)]
+    if args.baseline:
+        streams = [with_baseline(s, i, spec) for i, s in enumerate(streams)]
     generate_s = time.perf_counter() - t0
-    evaluate_stream(streams[0].device, streams[0].reference, spec, START, START + DAY)  # warm
+    judge(streams[0], spec)  # warm
     print(f"generated {len(streams)} streams in {generate_s:.1f} s", flush=True)
     times, verdicts = timed(streams * args.repeat, spec)
     print(f"timed in {times['core_wall'] + times['floor_wall']:.1f} s", flush=True)
@@ -258,7 +286,7 @@ def main() -> None:
                                     "spec": {"interval_s": spec.interval_s,
                                              "lag_s": spec.tolerance.lag_s,
                                              "min_samples": spec.tolerance.min_samples},
-                                    "repeat": args.repeat,
+                                    "repeat": args.repeat, "baseline": args.baseline,
                                     "machine": machine()}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

@@ -23,6 +23,7 @@ from auditd.core import Series, evaluate_stream, step_onset
 from auditd.core.drift import (
     PSI_SIGNIFICANT,
     WASSERSTEIN_FRACTION,
+    _ks_and_wasserstein,
     drift,
     ks_critical,
     ks_drift,
@@ -78,6 +79,8 @@ def test_ks_statistic_and_wasserstein_are_scipys_to_the_bit(seed: int, n: int, m
         a, b = np.round(a / quantum) * quantum, np.round(b / quantum) * quantum
     assert ks_statistic(a, b) == float(stats.ks_2samp(a, b).statistic)
     assert wasserstein(a, b) == float(stats.wasserstein_distance(a, b))
+    # drift() takes both from one pass over the two distribution functions
+    assert _ks_and_wasserstein(a, b) == (ks_statistic(a, b), wasserstein(a, b))
 
 
 @pytest.mark.parametrize(("n", "m"), [(10_000, 9_999), (10_001, 300), (86_400, 1_200)])

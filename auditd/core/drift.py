@@ -157,16 +157,7 @@ def _ks_of_sorted(a: FloatArray, b: FloatArray) -> float:
     both = np.concatenate([a, b])
     diffs = np.searchsorted(a, both, side="right") / n1
     diffs -= np.searchsorted(b, both, side="right") / n2
-    low = min(max(-float(diffs.min()), 0.0), 1.0)
-    high = float(diffs.max())
-    d = low if low > high else high
-    g = math.gcd(n1, n2)
-    if max(n1, n2) <= KS_EXACT_MAX_N and n1 // g < np.iinfo(np.int32).max / (n2 // g):
-        # scipy's "auto" method then takes the exact route, which reports the statistic
-        # as the fraction it is, h / lcm(n1, n2)
-        lcm = (n1 // g) * n2
-        d = int(np.round(d * lcm)) * 1.0 / lcm
-    return d
+    return _exact_as_scipy(_ks_from(diffs), n1, n2)
 
 
 KS_EXACT_MAX_N = 10_000
@@ -179,6 +170,45 @@ def wasserstein(baseline: FloatArray, current: FloatArray) -> float:
     steps (``_cdf_distance`` at p = 1), without its argument checks: the same number to
     the bit. Non-empty finite arrays."""
     return _wasserstein_of_sorted(np.sort(baseline), np.sort(current))
+
+
+def _ks_and_wasserstein(u: FloatArray, v: FloatArray) -> tuple[float, float]:
+    """``ks_statistic`` and ``wasserstein`` of the same two samples from one pass: both
+    compare the two distribution functions at every value of either sample, the one by
+    their largest difference, the other by its integral. The distribution functions'
+    difference at the sorted values is the same set of numbers the KS statistic takes at
+    the values unsorted (its extremes do not depend on the order), and at the largest
+    value it is 0, which the integral leaves out. The same numbers to the bit as each
+    alone (tests/test_core_drift.py)."""
+    u, v = np.sort(u), np.sort(v)
+    every = np.concatenate((u, v))
+    every.sort(kind="mergesort")
+    deltas = np.diff(every)
+    diffs = u.searchsorted(every[:-1], "right") / u.size
+    diffs -= v.searchsorted(every[:-1], "right") / v.size
+    statistic = _exact_as_scipy(_ks_from(diffs), u.size, v.size)
+    np.abs(diffs, out=diffs)
+    if hasattr(np, "vecdot"):
+        return statistic, float(np.vecdot(diffs, deltas))
+    return statistic, float(np.sum(diffs * deltas))
+
+
+def _ks_from(diffs: FloatArray) -> float:
+    """The two-sided statistic from the distribution functions' differences (a 0 among
+    them, or implied: at the largest value both are 1), as scipy picks it."""
+    low = min(max(-float(diffs.min(initial=0.0)), 0.0), 1.0)
+    high = float(diffs.max(initial=0.0))
+    return low if low > high else high
+
+
+def _exact_as_scipy(d: float, n1: int, n2: int) -> float:
+    """``d`` as scipy's default (exact) route reports it up to ``KS_EXACT_MAX_N`` values
+    a side: the fraction it is, h / lcm(n1, n2)."""
+    g = math.gcd(n1, n2)
+    if max(n1, n2) <= KS_EXACT_MAX_N and n1 // g < np.iinfo(np.int32).max / (n2 // g):
+        lcm = (n1 // g) * n2
+        d = int(np.round(d * lcm)) * 1.0 / lcm
+    return d
 
 
 def _wasserstein_of_sorted(u: FloatArray, v: FloatArray) -> float:
@@ -219,13 +249,12 @@ def drift(baseline: FloatArray, current: FloatArray, bias_tolerance: float) -> D
     b, c = b[np.isfinite(b)], c[np.isfinite(c)]
     if b.size < MIN_DRIFT_SAMPLES or c.size < MIN_DRIFT_SAMPLES:
         return None
-    b_sorted, c_sorted = np.sort(b), np.sort(c)  # both figures read them: sorted once
-    ks = ks_drift(b, c, statistic=_ks_of_sorted(b_sorted, c_sorted))
+    statistic, distance = _ks_and_wasserstein(b, c)
+    ks = ks_drift(b, c, statistic=statistic)
     return Drift(
         n_baseline=int(b.size), n_current=int(c.size),
         ks_stat=ks.statistic, ks_critical=ks.critical,
-        wasserstein=_wasserstein_of_sorted(b_sorted, c_sorted),
-        wasserstein_limit=WASSERSTEIN_FRACTION * bias_tolerance,
+        wasserstein=distance, wasserstein_limit=WASSERSTEIN_FRACTION * bias_tolerance,
         psi=psi(b, c), psi_limit=PSI_SIGNIFICANT,
         shift=median(c) - median(b),
     )

@@ -492,7 +492,9 @@ def _masked_sums(md: np.ndarray, d: FloatArray, r: FloatArray,
     """(pairs, sum_d, sum_dd, sum_r, sum_rr) at every lag by prefix sums (``_sums_over``):
     each stream's values against the other's presence."""
     n = d.size
-    shared = span_d[:2] == span_r[:2]  # one extent: all five sums in one pass
+    # one extent: all five sums in one pass (a short window: a long one's five rows at once
+    # would raise the memory's peak)
+    shared = span_d[:2] == span_r[:2] and n <= BATCH_LENGTH
     rows = np.empty((5 if shared else 3, n))
     np.copyto(rows[0], md)
     rows[1] = d
@@ -705,19 +707,25 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     phi = prewhitening_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
     width = 4 * max_lag + 1
-    both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
-                               prewhiten(np.asarray(aligned.reference), phi))), width)
     scales = scales_for(max_lag)
-    prefix = prefix_sums(both) if len(scales) > 1 else None
-    summed = [tuple(moving_mean(both, w, prefix=prefix)) for w in scales]
-    pairs = [(dev, ref) for dev, ref in summed]
-    n = both.shape[-1]
+    n = aligned.device.size
     if sfft.next_fast_len(n + max_lag + 1, real=True) <= BATCH_LENGTH:
-        found = _correlations(tuple(pairs), max_lag)  # the scales' FFTs pooled
-    else:  # a long window: a scale at a time, never every scale's spectra at once
-        found = [_correlation(dev, ref, max_lag) for dev, ref in pairs]
-    curves = [_curve(dev, ref, taken, w, len(scales), aligned.interval_s)
-              for (dev, ref), taken, w in zip(pairs, found, scales, strict=True)]
+        # a short window (a day of minute data): both streams filtered as one block, their
+        # running sums taken once for every scale, the scales' FFTs pooled; the calls, not
+        # the passes, are its cost
+        both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
+                                   prewhiten(np.asarray(aligned.reference), phi))), width)
+        prefix = prefix_sums(both) if len(scales) > 1 else None
+        pairs = [(dev, ref) for dev, ref in (moving_mean(both, w, prefix=prefix)
+                                             for w in scales)]
+        found = _correlations(tuple(pairs), max_lag)
+        curves = [_curve(dev, ref, taken, w, len(scales), aligned.interval_s)
+                  for (dev, ref), taken, w in zip(pairs, found, scales, strict=True)]
+    else:  # a long window (1 Hz): a stream and a scale at a time, for the memory's peak
+        dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
+        ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
+        curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
+                  for w in scales]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
     best = curves[chosen].estimate
     if chosen == 0 or not math.isfinite(best.lag_s):

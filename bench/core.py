@@ -231,9 +231,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="time the streams this many times over (small streams)")
     parser.add_argument("--out", type=Path,
-                        help=f"default {RESULTS.name}, {MINUTE_RESULTS.name} with --minute")
+                        help=f"default {RESULTS.name}, {MINUTE_RESULTS.name} with --minute "
+                        "(-baseline before .json with --baseline)")
     args = parser.parse_args()
-    args.out = args.out or (MINUTE_RESULTS if args.minute else RESULTS)
+    if args.out is None:
+        args.out = MINUTE_RESULTS if args.minute else RESULTS
+        if args.baseline:
+            args.out = args.out.with_name(args.out.stem + "-baseline.json")
     cpu = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {cpu})
     spec = MINUTE_SPEC if args.minute else SPEC

@@ -464,8 +464,11 @@ def _correlations(
             pairs, sd, sr, sdd, srr, sdr = (np.rint(sums[0]), sums[1], sums[2], sums[3],
                                             sums[4], sums[5])
         corr = _pearson(pairs, sd, sr, sdd, srr, sdr, plan.d, plan.r)
-        taken = Spectra(spectra[plan.spectrum_d], spectra[plan.spectrum_r], length, plan.d,
-                        plan.r, int(np.count_nonzero(plan.md)), int(np.count_nonzero(plan.mr)))
+        spectrum_d, spectrum_r = spectra[plan.spectrum_d], spectra[plan.spectrum_r]
+        if length > BATCH_LENGTH:  # copies: the block of six a gappy long window took goes
+            spectrum_d, spectrum_r = spectrum_d.copy(), spectrum_r.copy()
+        taken = Spectra(spectrum_d, spectrum_r, length, plan.d, plan.r,
+                        int(np.count_nonzero(plan.md)), int(np.count_nonzero(plan.mr)))
         out.append((lags, corr, pairs, taken))
     return out
 

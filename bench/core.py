@@ -24,6 +24,19 @@ OpenBLAS's threads made a 30,000-element dot product 50x slower than single-thre
 
     python bench/core.py                      # 200 streams: about a minute
     python bench/core.py --streams 20         # a quick look
+    python bench/core.py --minute             # one day of minute data (1,440 points a stream)
+
+``--minute`` builds the same kinds of streams at one reading a minute (the th-200's
+temperature: interval 60 s, lag tolerance 300 s, at least 60 readings), as ``sensor-auditd
+replay`` audits them: at 1,440 points a verdict's cost is its fixed overheads (small numpy
+calls, FFT set-up, dataclasses), not passes over the data. The lag fault is ten intervals
+there (beyond the 300 s tolerance). Healthy and faulty streams are reported apart: a
+healthy stream's verdict is what every audit of a working fleet pays.
+
+``--baseline`` judges each stream as the daemon does once a stream has passed a window:
+against a known-good baseline (another healthy day's residuals: the drift figures) and
+with the reference's stated uncertainty (0.1 degC, references/north.toml: the Deming
+gain), the reference's interval declared.
 """
 
 from __future__ import annotations
@@ -50,17 +63,23 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-from auditd.core import Series, evaluate_stream  # noqa: E402
+from auditd.core import Series, baseline_residuals, evaluate_stream  # noqa: E402
 from auditd.model import SensorSpec, Tolerance  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results-core.json"
+MINUTE_RESULTS = BENCH / "results-core-minute.json"
 START = 1_764_028_800.0
 DAY = 86_400.0
 HZ = 1.0
 TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.90, lag_s=30.0, window_s=DAY,
                 min_samples=600)
-SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), HZ, TOL)
+SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 1.0 / HZ, TOL)
+MINUTE_TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.90, lag_s=300.0,
+                       window_s=DAY, min_samples=60)
+MINUTE_SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 60.0,
+                         MINUTE_TOL)
+"""``--minute``: device_profiles/th-200.toml's temperature."""
 FAULTS = ("healthy", "healthy", "healthy", "offset", "gain", "noise", "stuck", "lag")
 """Round-robin: three healthy devices in eight, one of each fault."""
 
@@ -70,6 +89,8 @@ class Stream:
     kind: str
     device: Series
     reference: Series
+    baseline: np.ndarray | None = None
+    """With ``--baseline``: a healthy day's residuals (``core.baseline_residuals``)."""
 
     @property
     def input_bytes(self) -> int:
@@ -77,14 +98,17 @@ class Stream:
                                       self.reference.ts, self.reference.values))
 
 
-def make_stream(i: int) -> Stream:
-    """One day at 1 Hz of stream ``i``; its fault is ``FAULTS[i % len(FAULTS)]``."""
+def make_stream(i: int, interval_s: float = 1.0) -> Stream:
+    """One day of stream ``i`` at one reading every ``interval_s``; its fault is
+    ``FAULTS[i % len(FAULTS)]``. The walk's steps grow with the square root of the
+    interval (the same process sampled less often), the clocks' offsets and jitter with
+    the interval; the 1 Hz streams are those of earlier rounds, value for value."""
     rng = np.random.default_rng(i)
     kind = FAULTS[i % len(FAULTS)]
-    n = int(DAY * HZ)
-    grid = START + np.arange(n) / HZ
+    n = int(DAY / interval_s)
+    grid = START + np.arange(n) * interval_s
     truth = (15.0 + 6.0 * np.sin(2 * math.pi * (grid - START) / DAY + rng.uniform(0, 6.3))
-             + np.cumsum(rng.normal(0.0, 0.005, n)))
+             + np.cumsum(rng.normal(0.0, 0.005 * math.sqrt(interval_s), n)))
     phi = rng.uniform(0.5, 0.99)
     noise = lfilter([1.0], [1.0, -phi], rng.normal(0.0, 0.1 * math.sqrt(1 - phi * phi), n))
     value = truth + noise
@@ -97,12 +121,28 @@ def make_stream(i: int) -> Stream:
     elif kind == "stuck":
         value[n // 3:] = value[n // 3]
     elif kind == "lag":
-        value = np.interp(grid - 120.0, grid, value)
+        value = np.interp(grid - max(120.0, 10 * interval_s), grid, value)
     keep = rng.random(n) >= 0.01
-    dev_t = grid + rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)
-    ref_t = grid + rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)
+    dev_t = grid + (rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)) * interval_s
+    ref_t = grid + (rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)) * interval_s
     return Stream(kind, Series(dev_t[keep], value[keep]),
                   Series(ref_t, truth + rng.normal(0.0, 0.02, n)))
+
+
+def with_baseline(s: Stream, i: int, spec: SensorSpec) -> Stream:
+    """``s`` with the residuals of a healthy day of its own kind of stream (another seed)."""
+    day = make_stream(8 * (i + 1000), spec.interval_s)  # FAULTS[0]: healthy
+    res = baseline_residuals(day.device, day.reference, spec.interval_s, START, START + DAY)
+    return Stream(s.kind, s.device, s.reference, res)
+
+
+def judge(s: Stream, spec: SensorSpec) -> Any:
+    """``evaluate_stream`` as the daemon calls it for this stream."""
+    if s.baseline is None:
+        return evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+    return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
+                           baseline_residuals=s.baseline, reference_uncertainty=0.1,
+                           reference_interval_s=spec.interval_s)
 
 
 def floor_pass(s: Stream) -> float:
@@ -113,18 +153,20 @@ def floor_pass(s: Stream) -> float:
     return total
 
 
-def timed(streams: list[Stream]) -> tuple[dict[str, float], Counter[str]]:
+def timed(streams: list[Stream], spec: SensorSpec
+          ) -> tuple[dict[str, float], Counter[str]]:
     """Seconds of the core and of the floor, each as CPU time of this process and as wall
     time, and the verdicts by kind/status.
 
     CPU time is what the ratio uses: on a shared machine the wall clock also counts the
     time this process waited for the core while others ran, which lands on whichever side
     happened to be running and swings the ratio by tens of percent between runs."""
-    out = dict.fromkeys(("core_cpu", "floor_cpu", "core_wall", "floor_wall"), 0.0)
+    out = dict.fromkeys(("core_cpu", "floor_cpu", "core_wall", "floor_wall",
+                         "healthy_cpu", "healthy_n", "faulty_cpu", "faulty_n"), 0.0)
     verdicts: Counter[str] = Counter()
     for s in streams:
         c0, w0 = time.process_time(), time.perf_counter()
-        v = evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+        v = judge(s, spec)
         c1, w1 = time.process_time(), time.perf_counter()
         floor_pass(s)
         c2, w2 = time.process_time(), time.perf_counter()
@@ -132,29 +174,32 @@ def timed(streams: list[Stream]) -> tuple[dict[str, float], Counter[str]]:
         out["floor_cpu"] += c2 - c1
         out["core_wall"] += w1 - w0
         out["floor_wall"] += w2 - w1
+        side = "healthy" if s.kind == "healthy" else "faulty"
+        out[f"{side}_cpu"] += c1 - c0
+        out[f"{side}_n"] += 1
         top = v.causes[0].cause if v.causes else "-"
         verdicts[f"{s.kind}:{v.status}:{top}"] += 1
     return out, verdicts
 
 
-def peak_memory(streams: list[Stream]) -> float:
+def peak_memory(streams: list[Stream], spec: SensorSpec) -> float:
     """Largest tracemalloc peak of one ``evaluate_stream`` call / that stream's input."""
     worst = 0.0
     for s in streams:
         tracemalloc.start()
-        evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+        judge(s, spec)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         worst = max(worst, peak / s.input_bytes)
     return worst
 
 
-def profile(streams: list[Stream], top: int) -> list[dict[str, Any]]:
+def profile(streams: list[Stream], spec: SensorSpec, top: int) -> list[dict[str, Any]]:
     """The functions with the most own time over ``streams``."""
     prof = cProfile.Profile()
     prof.enable()
     for s in streams:
-        evaluate_stream(s.device, s.reference, SPEC, START, START + DAY)
+        judge(s, spec)
     prof.disable()
     st = pstats.Stats(prof, stream=io.StringIO())
     total = sum(v[2] for v in st.stats.values())  # type: ignore[attr-defined]
@@ -177,23 +222,40 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--memory-streams", type=int, default=16)
     parser.add_argument("--profile-streams", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--minute", action="store_true",
+                        help="one day of minute data (1,440 readings a stream), the "
+                        "th-200's temperature tolerance")
+    parser.add_argument("--baseline", action="store_true",
+                        help="judge against a healthy day's residuals, with the reference's "
+                        "uncertainty, as the daemon does after a stream's first pass")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time the streams this many times over (small streams)")
+    parser.add_argument("--out", type=Path,
+                        help=f"default {RESULTS.name}, {MINUTE_RESULTS.name} with --minute "
+                        "(-baseline before .json with --baseline)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = MINUTE_RESULTS if args.minute else RESULTS
+        if args.baseline:
+            args.out = args.out.with_name(args.out.stem + "-baseline.json")
     cpu = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {cpu})
+    spec = MINUTE_SPEC if args.minute else SPEC
 
     t0 = time.perf_counter()
-    streams = [make_stream(i) for i in range(args.streams)]
+    streams = [make_stream(i, spec.interval_s) for i in range(args.streams)]
+    if args.baseline:
+        streams = [with_baseline(s, i, spec) for i, s in enumerate(streams)]
     generate_s = time.perf_counter() - t0
-    evaluate_stream(streams[0].device, streams[0].reference, SPEC, START, START + DAY)  # warm
+    judge(streams[0], spec)  # warm
     print(f"generated {len(streams)} streams in {generate_s:.1f} s", flush=True)
-    times, verdicts = timed(streams)
+    times, verdicts = timed(streams * args.repeat, spec)
     print(f"timed in {times['core_wall'] + times['floor_wall']:.1f} s", flush=True)
-    samples = sum(len(s.device) + len(s.reference) for s in streams)
+    samples = args.repeat * sum(len(s.device) + len(s.reference) for s in streams)
     input_bytes = sum(s.input_bytes for s in streams)
-    memory = peak_memory(streams[:args.memory_streams])
+    memory = peak_memory(streams[:args.memory_streams], spec)
     print("memory measured", flush=True)
-    hot = profile(streams[:args.profile_streams], 12)
+    hot = profile(streams[:args.profile_streams], spec, 12)
 
     core_s, floor_s = times["core_cpu"], times["floor_cpu"]
     summary = {
@@ -201,14 +263,18 @@ def main() -> None:
         "core_s": core_s, "core_samples_per_s": samples / core_s,
         "floor_s": floor_s, "floor_samples_per_s": samples / floor_s,
         "ratio_to_floor": core_s / floor_s,
-        "ms_per_stream": 1e3 * core_s / args.streams,
+        "ms_per_stream": 1e3 * core_s / (args.streams * args.repeat),
+        "ms_per_healthy_stream": 1e3 * times["healthy_cpu"] / max(times["healthy_n"], 1),
+        "ms_per_faulty_stream": 1e3 * times["faulty_cpu"] / max(times["faulty_n"], 1),
         "core_wall_s": times["core_wall"], "floor_wall_s": times["floor_wall"],
         "wall_ratio_to_floor": times["core_wall"] / times["floor_wall"],
         "peak_memory_over_input": memory,
     }
-    print(f"{'streams':>24} {args.streams}   (pinned to CPU {cpu})")
+    print(f"{'streams':>24} {args.streams} x {args.repeat}, interval {spec.interval_s:g} s"
+          f"   (pinned to CPU {cpu})")
     for key in ("samples", "core_s", "core_samples_per_s", "floor_s", "floor_samples_per_s",
-                "ratio_to_floor", "ms_per_stream", "wall_ratio_to_floor",
+                "ratio_to_floor", "ms_per_stream", "ms_per_healthy_stream",
+                "ms_per_faulty_stream", "wall_ratio_to_floor",
                 "peak_memory_over_input"):
         value = summary[key]
         print(f"{key:>24} {value:,.3f}" if isinstance(value, float) else f"{key:>24} {value:,}")
@@ -220,8 +286,11 @@ def main() -> None:
         print(f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:6d}  "
               f"{row['function']}")
     args.out.write_text(json.dumps({"summary": summary, "verdicts": dict(verdicts),
-                                    "profile": hot, "spec": {"interval_s": HZ,
-                                                             "lag_s": TOL.lag_s},
+                                    "profile": hot,
+                                    "spec": {"interval_s": spec.interval_s,
+                                             "lag_s": spec.tolerance.lag_s,
+                                             "min_samples": spec.tolerance.min_samples},
+                                    "repeat": args.repeat, "baseline": args.baseline,
                                     "machine": machine()}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

@@ -23,9 +23,11 @@ from auditd.core import Series, evaluate_stream, step_onset
 from auditd.core.drift import (
     PSI_SIGNIFICANT,
     WASSERSTEIN_FRACTION,
+    _ks_and_wasserstein,
     drift,
     ks_critical,
     ks_drift,
+    ks_statistic,
     psi,
     wasserstein,
 )
@@ -60,6 +62,34 @@ def test_ks_and_wasserstein_match_scipy(seed: int, shift: float, scale: float) -
     ks = ks_drift(a, b)
     assert ks.statistic == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
     assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-12)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 2000), m=st.integers(1, 2000),
+       shift=st.floats(-1.0, 1.0), quantum=st.sampled_from([0.0, 0.01, 0.5]))
+def test_ks_statistic_and_wasserstein_are_scipys_to_the_bit(seed: int, n: int, m: int,
+                                                            shift: float,
+                                                            quantum: float) -> None:
+    """The drift figures taken by scipy's own steps without its p-value and checks
+    (``drift.ks_statistic``, ``drift.wasserstein``) are scipy's numbers exactly, ties of
+    quantised readings (many equal values) included."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0, 1, n), rng.normal(shift, 1.3, m)
+    if quantum:
+        a, b = np.round(a / quantum) * quantum, np.round(b / quantum) * quantum
+    assert ks_statistic(a, b) == float(stats.ks_2samp(a, b).statistic)
+    assert wasserstein(a, b) == float(stats.wasserstein_distance(a, b))
+    # drift() takes both from one pass over the two distribution functions
+    assert _ks_and_wasserstein(a, b) == (ks_statistic(a, b), wasserstein(a, b))
+
+
+@pytest.mark.parametrize(("n", "m"), [(10_000, 9_999), (10_001, 300), (86_400, 1_200)])
+def test_ks_statistic_is_scipys_on_either_side_of_its_exact_route(n: int, m: int) -> None:
+    """Up to 10,000 values a side scipy reports the exact fraction, beyond it the plain
+    difference of the two distribution functions: ``drift.ks_statistic`` follows it."""
+    rng = np.random.default_rng(n + m)
+    a, b = rng.normal(0, 1, n), rng.normal(0.1, 1.1, m)
+    assert ks_statistic(a, b) == float(stats.ks_2samp(a, b).statistic)
 
 
 def test_independent_samples_keep_nearly_their_size() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import fft as sfft
 from scipy import stats
 from scipy.signal import lfilter
 
@@ -30,8 +31,21 @@ from auditd.core import stats as core_stats
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
 from auditd.core.fit import compute_metrics, fit_line
-from auditd.core.lag import NULL_FACTOR_FLOOR, UNDEFINED, _correlation, null_variance_factor
+from auditd.core.lag import (
+    NULL_FACTOR_FLOOR,
+    UNDEFINED,
+    _correlation,
+    _correlations,
+    _span,
+    _spectra,
+    _sums_over,
+    high_pass,
+    moving_mean,
+    null_variance_factor,
+    prefix_sums,
+)
 from auditd.core.stats import (
+    DIRECT_LAGS,
     RHO_MAX,
     Z_ONE_SIDED_1PCT,
     ar1_coefficient,
@@ -464,6 +478,20 @@ def sensor_like(seed: int, n: int, phi: float, white: float, level: float) -> np
 
 
 @CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 3000), rows=st.integers(1, 3),
+       last=st.integers(0, 400))
+def test_lagged_products_of_a_block_are_each_rows(seed: int, n: int, rows: int,
+                                                  last: int) -> None:
+    """``stats.lagged_products`` of a block of series (one batched FFT) gives each row
+    bit for bit what the row gives alone."""
+    block = np.random.default_rng(seed).normal(0.0, 2.0, (rows, n))
+    last = min(last, n - 1)
+    found = core_stats.lagged_products(block, last)
+    for i in range(rows):
+        assert np.array_equal(found[i], core_stats.lagged_products(block[i].copy(), last))
+
+
+@CROSS
 @given(values=st.lists(st.integers(-10**6, 10**6), min_size=1, max_size=400),
        max_lag=st.one_of(st.none(), st.integers(0, 500)))
 def test_autocorrelations_are_the_direct_sums(values: list[int], max_lag: int | None) -> None:
@@ -585,11 +613,104 @@ def test_the_lag_nulls_factor_is_that_of_the_direct_sums(seed: int, n: int, scal
         acov = np.correlate(c, c, mode="full")[n - 1: n + cutoff]
         rho.append(acov / acov[0] if acov[0] > 0.0 else None)
     found = null_variance_factor(device, reference, scale)
-    shared = null_variance_factor(device, reference, scale,
-                                  _correlation(device, reference, max_lag)[3])
+    taken = _correlation(device, reference, max_lag)[3]
+    shared = null_variance_factor(device, reference, scale, taken)
+    if taken is not None and not (cutoff >= DIRECT_LAGS and taken.length >= n + cutoff):
+        # the centred series taken from the correlation, the FFTs of both in one call: bit
+        # for bit the factor from scratch
+        assert shared == found or (math.isnan(shared) and math.isnan(found))
     if rho[0] is None or rho[1] is None:
         assert math.isnan(found) and math.isnan(shared)
         return
     expected = max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
     assert found == pytest.approx(expected, rel=1e-9)
     assert shared == pytest.approx(expected, rel=1e-9)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 2000), gaps=st.floats(0.0, 0.5),
+          edge=st.integers(0, 40), max_lag=st.integers(0, 300))
+def test_the_lag_searchs_masked_sums_are_the_direct_sums(seed: int, n: int, gaps: float,
+                                                         edge: int, max_lag: int) -> None:
+    """``lag._sums_over``, its rows summed together (in groups of either shift), gives each
+    row's sum over the other stream's presence at every lag as a sum taken one product at
+    a time does, and bit for bit what the row gives summed alone; ``lag._spectra`` gives
+    short rows' spectra in one batched transform as scipy gives each."""
+    rng = np.random.default_rng(seed)
+    max_lag = min(max_lag, n - 1)
+    values = rng.normal(0.0, 3.0, (3, n))
+    present = rng.random(n) >= gaps
+    present[: min(edge, n - 1)] = False  # the other stream starts late
+    present[-1] = True
+    first, stop, holes = _span(present)
+    both = _sums_over(values, first, stop, max_lag, ((2, 1, holes), (1, -1, holes[::2])))
+    for sign in (1, -1):
+        found = _sums_over(values, first, stop, max_lag, ((3, sign, holes),))
+        for i, v in enumerate(values):
+            alone = _sums_over(v[None, :].copy(), first, stop, max_lag, ((1, sign, holes),))[0]
+            assert np.array_equal(found[i], alone)
+            if (i < 2) == (sign > 0):  # a row of two groups in one block: as alone
+                other = alone if i < 2 else _sums_over(
+                    v[None, :].copy(), first, stop, max_lag, ((1, sign, holes[::2]),))[0]
+                assert np.array_equal(both[i], other)
+            for j, k in enumerate(range(-max_lag, max_lag + 1)):
+                t = np.arange(n)
+                other = t - sign * k
+                inside = (other >= 0) & (other < n)
+                direct = math.fsum(v[t[inside]] * present[other[inside]])
+                assert found[i, j] == pytest.approx(direct, abs=1e-9 * (1.0 + np.abs(v).sum()))
+    length = n + max_lag + 1
+    batched = _spectra(tuple(values), length)  # short rows: one batched transform
+    assert np.array_equal(batched, np.array([sfft.rfft(v, length) for v in values]))
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 600), gaps=st.floats(0.0, 0.6),
+       width=st.integers(1, 80), centred=st.booleans())
+def test_moving_means_from_shared_prefix_sums_are_the_same(seed: int, n: int, gaps: float,
+                                                           width: int, centred: bool) -> None:
+    """The lag search filters both streams as one block and takes their running sums once
+    for all its scales (``lag.prefix_sums``): each row's moving means, and its high-pass,
+    are bit for bit those of the row alone, taken from scratch, whether or not the other
+    row has gaps."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(10.0, 2.0, n)
+    x[rng.random(n) < gaps] = np.nan
+    shared = moving_mean(x, width, centred=centred, prefix=prefix_sums(x))
+    alone = moving_mean(x, width, centred=centred)
+    assert np.array_equal(shared, alone, equal_nan=True)
+    block = np.stack((x, rng.normal(0.0, 1.0, n)))
+    for row in (0, 1):
+        assert np.array_equal(moving_mean(block, width, centred=centred)[row],
+                              moving_mean(block[row].copy(), width, centred=centred),
+                              equal_nan=True)
+        assert np.array_equal(high_pass(block, width)[row], high_pass(block[row].copy(), width),
+                              equal_nan=True)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 1500), gaps=st.floats(0.0, 0.4),
+       max_lag=st.integers(0, 120), scales=st.integers(1, 4))
+def test_the_scales_pooled_correlations_are_each_scales_own(seed: int, n: int, gaps: float,
+                                                            max_lag: int, scales: int) -> None:
+    """The lag search transforms every scale's rows in one batch (``lag._correlations``):
+    each scale's correlations, pairs and spectra are bit for bit those it gets alone,
+    whichever route (prefix sums or six FFT correlations) its gaps send it down."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for w in range(scales):
+        device, reference = rng.normal(0.0, 1.0, n), rng.normal(0.0, 1.0, n)
+        device[rng.random(n) < gaps * w / max(scales - 1, 1)] = np.nan
+        reference[rng.random(n) < gaps / 4] = np.nan
+        pairs.append((moving_mean(device, 1 + 3 * w), reference))
+    pooled = _correlations(tuple(pairs), max_lag)
+    for (device, reference), found in zip(pairs, pooled, strict=True):
+        alone = _correlation(device, reference, max_lag)
+        for a, b in zip(found[:3], alone[:3], strict=True):
+            assert np.array_equal(a, b, equal_nan=True)
+        if alone[3] is None:
+            assert found[3] is None
+            continue
+        assert found[3] is not None
+        assert np.array_equal(found[3].device, alone[3].device)
+        assert np.array_equal(found[3].reference, alone[3].reference)

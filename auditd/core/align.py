@@ -81,6 +81,21 @@ def bin_count(interval_s: float, start: float, end: float) -> int:
     return max(1, math.ceil((end - start) / interval_s - 1e-9))
 
 
+def _phase_weight(b: int) -> FloatArray:
+    """How badly an edge at bucket e (row) cuts readings at bucket p (column): 1 at the
+    edge, falling linearly to 0 a quarter of an interval away (circular)."""
+    centres = np.arange(b) + 0.5
+    edges = np.arange(b)[:, None]
+    dist = np.abs((centres[None, :] - edges + b / 2) % b - b / 2)
+    weight = np.clip(1.0 - dist / (b / 4), 0.0, None)
+    weight.setflags(write=False)
+    return weight
+
+
+_PHASE_WEIGHT = _phase_weight(PHASE_BUCKETS)
+"""Made once: the same for every window."""
+
+
 def choose_edge_phase(streams: Sequence[FloatArray], interval_s: float, start: float) -> float:
     """Offset of the bin edges from ``start`` that keeps readings away from the edges.
 
@@ -93,10 +108,7 @@ def choose_edge_phase(streams: Sequence[FloatArray], interval_s: float, start: f
     ``start + p + k*i`` in bin k.
     """
     b = PHASE_BUCKETS
-    centres = np.arange(b) + 0.5
-    edges = np.arange(b)[:, None]
-    dist = np.abs((centres[None, :] - edges + b / 2) % b - b / 2)
-    weight = np.clip(1.0 - dist / (b / 4), 0.0, None)
+    weight = _PHASE_WEIGHT
     cost = np.zeros(b)
     for ts in streams:
         if ts.size == 0:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 
 from auditd.core.align import Aligned
 from auditd.core.series import FloatArray
-from auditd.core.stats import DIRECT_LAGS, lagged_products, products_from_spectrum
+from auditd.core.stats import DIRECT_LAGS, lagged_products, median, products_from_spectrum
 
 MIN_PEAK_CORR = 0.02
 """Below this even a statistically clear peak is too weak a link to act on."""
@@ -157,12 +158,13 @@ def prewhitening_coefficient(x: FloatArray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if np.count_nonzero(ok) < 3:
         return 0.0
-    mean = float(np.nanmean(x))
+    gaps = np.isnan(x)  # np.nanmean's own steps, without its checks
+    mean = float(np.sum(np.where(gaps, 0.0, x))) / int(x.size - np.count_nonzero(gaps))
     a, b = a[ok] - mean, b[ok] - mean
     denom = float(np.dot(b, b))
     if denom <= 0.0:
         return 0.0
-    return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0))
+    return min(max(float(np.dot(a, b)) / denom, 0.0), 1.0)
 
 
 def prewhiten(x: FloatArray, phi: float) -> FloatArray:
@@ -172,38 +174,56 @@ def prewhiten(x: FloatArray, phi: float) -> FloatArray:
     return out
 
 
-def moving_mean(x: FloatArray, width: int, *, centred: bool = False) -> FloatArray:
-    """Mean over ``width`` bins (trailing, or centred and truncated at the ends) of the
-    values present, NaN unless at least half the window's bins are; the same filter on
-    both streams shifts neither."""
-    if width <= 1:
-        return x
-    n = x.size
+PrefixSums = tuple[FloatArray, "np.ndarray | None"]
+"""A series' running sums of the values present and running counts of them (None when
+every value is present), each with a leading 0: what ``moving_mean`` reads."""
+
+
+def prefix_sums(x: FloatArray) -> PrefixSums:
+    """``x``'s running sums (gaps as 0) and, when it has gaps, its running counts, along
+    its last axis (a block of series: each row's are those of the row alone)."""
+    n = x.shape[-1]
     ok = np.isfinite(x)
     gaps = not ok.all()
-    sums = np.empty(n + 1)
-    sums[0] = 0.0
-    np.cumsum(np.where(ok, x, 0.0) if gaps else x, out=sums[1:])
+    sums = np.empty((*x.shape[:-1], n + 1))
+    sums[..., 0] = 0.0
+    np.cumsum(np.where(ok, x, 0.0) if gaps else x, axis=-1, out=sums[..., 1:])
     counts = None
     if gaps:
-        counts = np.empty(n + 1, dtype=np.intp)
-        counts[0] = 0
-        np.cumsum(ok, out=counts[1:])
-    del ok
-    out = np.full(n, np.nan)
+        counts = np.empty((*x.shape[:-1], n + 1), dtype=np.intp)
+        counts[..., 0] = 0
+        np.cumsum(ok, axis=-1, out=counts[..., 1:])
+    return sums, counts
+
+
+def moving_mean(x: FloatArray, width: int, *, centred: bool = False,
+                prefix: PrefixSums | None = None) -> FloatArray:
+    """Mean over ``width`` bins (trailing, or centred and truncated at the ends) of the
+    values present, NaN unless at least half the window's bins are; the same filter on
+    both streams shifts neither. ``prefix``: ``prefix_sums(x)``, for a caller that takes
+    several widths of one series. ``x`` may be a block of series (the means along its
+    last axis, each row's the same numbers as the row's alone: the lag search filters
+    both streams at once)."""
+    if width <= 1:
+        return x
+    n = x.shape[-1]
+    sums, counts = prefix_sums(x) if prefix is None else prefix
+    out = np.full(x.shape, np.nan)
     if centred:
         half = width // 2
         span = 2 * half + 1  # whole windows [i - half, i + half + 1)
         _window_means(sums, counts, slice(span, n + 1), slice(0, max(n - span + 1, 0)), span,
-                      out[half:max(n - half, half)])
+                      out[..., half:max(n - half, half)])
         edges = np.concatenate((np.arange(min(half, n)), np.arange(max(n - half, half), n)))
-        lo, hi = np.clip(edges - half, 0, n), np.clip(edges + half + 1, 0, n)
-        s, c = sums[hi] - sums[lo], (hi - lo if counts is None else counts[hi] - counts[lo])
+        lo = np.maximum(edges - half, 0)  # edges lie in [0, n): one bound each is enough
+        hi = np.minimum(edges + half + 1, n)
+        s = sums[..., hi] - sums[..., lo]
+        c = hi - lo if counts is None else counts[..., hi] - counts[..., lo]
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[edges] = np.where(2 * c >= hi - lo, s / c, np.nan)
+            out[..., edges] = np.where(2 * c >= hi - lo, s / c, np.nan)
     elif width <= n:
         _window_means(sums, counts, slice(width, n + 1), slice(0, n - width + 1), width,
-                      out[width - 1:])
+                      out[..., width - 1:])
     return out
 
 
@@ -212,20 +232,24 @@ def _window_means(
     out: FloatArray,
 ) -> None:
     """``out`` = mean of the values present in windows of ``width`` bins whose prefix-sum
-    bounds are ``sums[hi]``, ``sums[lo]``; NaN where fewer than half are present."""
-    np.subtract(sums[hi], sums[lo], out=out)
+    bounds are ``sums[..., hi]``, ``sums[..., lo]``; NaN where fewer than half are
+    present."""
+    np.subtract(sums[..., hi], sums[..., lo], out=out)
     if counts is None:
         out /= width
         return
-    c = counts[hi] - counts[lo]
+    c = counts[..., hi] - counts[..., lo]
     with np.errstate(divide="ignore", invalid="ignore"):
         out /= c
     out[2 * c < width] = np.nan
 
 
 def high_pass(x: FloatArray, width: int) -> FloatArray:
-    """``x`` minus its centred moving mean: what varies faster than ``width`` bins."""
-    if width <= 2 or width >= x.size:
+    """``x`` minus its centred moving mean: what varies faster than ``width`` bins (along
+    the last axis of a block of series, each row as alone)."""
+    if width <= 2 or width >= x.shape[-1]:
+        if x.ndim > 1:
+            return np.array([high_pass(row, width) for row in x])
         return x - np.nanmean(x) if np.isfinite(x).any() else x
     return x - moving_mean(x, width, centred=True)
 
@@ -241,10 +265,21 @@ times the lags searched stays below this many times the series' length; beyond, 
 masked sum is its own FFT correlation (``_fft_sums``)."""
 
 
+BATCH_LENGTH = 16_384
+"""Padded lengths up to this are transformed as one batch of rows (one call: at a day of
+minute data the call's own overhead is a third of a transform); longer ones a row at a
+time through one buffer, so that a day at 1 Hz never holds a padded copy of every row."""
+
+
 def _spectra(rows: tuple[FloatArray, ...], length: int) -> np.ndarray:
-    """Real FFTs of ``rows`` zero padded to ``length``, one row at a time through one
-    padded buffer (the same numbers as one batched transform, without a padded copy of
-    every row at once)."""
+    """Real FFTs of ``rows`` zero padded to ``length``: one batched transform of short
+    rows, else one row at a time through one padded buffer (the same numbers either way:
+    each row is its own transform)."""
+    if length <= BATCH_LENGTH:
+        block = np.zeros((len(rows), length))
+        for i, row in enumerate(rows):
+            block[i, :row.size] = row
+        return np.asarray(sfft.rfft(block, axis=-1, overwrite_x=True))
     out = np.empty((len(rows), length // 2 + 1), dtype=np.complex128)
     buf = np.zeros(length)
     for i, row in enumerate(rows):
@@ -264,16 +299,6 @@ def _xcorr(spectrum_a: np.ndarray, spectrum_b: np.ndarray, length: int, max_lag:
     return out
 
 
-def _fft_sums(rows: tuple[FloatArray, ...], length: int, max_lag: int
-              ) -> tuple[FloatArray, np.ndarray]:
-    """All six sums of (pairs, sum_d, sum_r, sum_dd, sum_rr, sum_dr) at every lag, each an
-    FFT correlation of two of ``rows`` = (mask_d, d, d^2, mask_r, r, r^2), and the spectra
-    of d and r."""
-    spectra = _spectra(rows, length)
-    return np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
-                     for a, b in zip(_LEFT, _RIGHT, strict=True)]), spectra[[1, 4]]
-
-
 def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
     """First and one-past-last True of ``mask`` (a non-empty one), and the False
     positions between them: the stream's extent and the gaps inside it."""
@@ -283,38 +308,56 @@ def _span(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
     return first, stop, holes
 
 
+Part = tuple[int, int, np.ndarray]
+"""Rows of a block for ``_sums_over``: how many, the sign of their shift, and the gaps
+inside the other stream's extent."""
+
+
 def _sums_over(
-    values: tuple[FloatArray, ...], span: tuple[int, int, np.ndarray], lags: np.ndarray,
-    sign: int,
+    values: FloatArray, first: int, stop: int, max_lag: int, parts: tuple[Part, ...],
 ) -> FloatArray:
-    """``sum_t v[t] * mask[t - sign*k]`` for each of ``values`` and each lag k, ``mask``
-    the other stream's presence given by its ``span``: the sum over the other stream's
-    extent (shifted by the lag) from prefix sums at the extent's two ends, less the terms
-    at its gaps. O(n + gaps x lags) instead of an FFT correlation per sum."""
-    first, stop, holes = span
-    n = values[0].size
-    shift = sign * lags
-    lo, hi = np.clip(first + shift, 0, n), np.clip(stop + shift, 0, n)
-    out = np.empty((len(values), lags.size))
-    pad = int(np.max(np.abs(lags), initial=0))
-    for i, v in enumerate(values):
-        out[i] = _prefix_at(v, hi) - _prefix_at(v, lo)
+    """``sum_t v[t] * mask[t - sign*k]`` for each row v of ``values`` and each lag k in
+    -max_lag..max_lag, ``mask`` the other stream's presence: its extent [first, stop) less
+    its gaps. ``parts`` split the rows in order into groups of (rows, sign, gaps), each
+    group against a stream of that extent (both streams of the lag search usually share
+    theirs: all five sums then come from one pass). The sum over the other stream's
+    extent (shifted by the lag) comes from prefix sums at the extent's two ends, less the
+    terms at its gaps: O(n + gaps x lags) instead of an FFT correlation per sum. The rows
+    are summed together (each row's sums are those of the row alone: numpy reduces and
+    accumulates a row of a C-ordered block as it does a lone array)."""
+    n = values.shape[1]
+    up = np.arange(-max_lag, max_lag + 1)
+    hi_sums, hi_first = _prefix_block(values, stop - max_lag, stop + max_lag, n)
+    lo_sums, lo_first = _prefix_block(values, first - max_lag, first + max_lag, n)
+    out = np.empty((values.shape[0], up.size))
+    row = 0
+    for count, sign, holes in parts:
+        shift = up if sign > 0 else up[::-1]
+        rows = slice(row, row + count)
+        hi = np.minimum(np.maximum(shift + stop, 0), n)
+        lo = np.minimum(np.maximum(shift + first, 0), n)
+        np.subtract(hi_sums[rows, hi - hi_first], lo_sums[rows, lo - lo_first], out=out[rows])
         if holes.size:
-            padded = np.zeros(n + 2 * pad)
-            padded[pad:pad + n] = v
-            out[i] -= padded[holes[:, None] + (shift + pad)[None, :]].sum(axis=0)
+            at = holes[:, None] + (shift + max_lag)[None, :]
+            padded = np.zeros(n + 2 * max_lag)
+            # a row at a time: a block's sum may add in another order
+            for i in range(row, row + count):
+                padded[max_lag:max_lag + n] = values[i]
+                out[i] -= padded[at].sum(axis=0)
+        row += count
     return out
 
 
-def _prefix_at(v: FloatArray, at: np.ndarray) -> FloatArray:
-    """``v[:j].sum()`` for each j of ``at`` (a run of indices, one step apart), summing
-    ``v`` once up to the lowest and then only across the span ``at`` covers."""
-    first, last = int(at.min()), int(at.max())
-    local = np.empty(last - first + 1)
-    local[0] = float(np.sum(v[:first]))
-    np.cumsum(v[first:last], out=local[1:])
-    local[1:] += local[0]
-    return local[at - first]
+def _prefix_block(v: FloatArray, low: int, high: int, n: int) -> tuple[FloatArray, int]:
+    """``row[:j].sum()`` for each row of ``v`` and each j from ``low`` to ``high`` clipped
+    to [0, n], and the first such j: each row summed once up to it, then accumulated only
+    across the span."""
+    first, last = min(max(low, 0), n), min(max(high, 0), n)
+    local = np.empty((v.shape[0], last - first + 1))
+    local[:, 0] = np.sum(v[:, :first], axis=1)
+    np.cumsum(v[:, first:last], axis=1, out=local[:, 1:])
+    local[:, 1:] += local[:, :1]
+    return local, first
 
 
 def lag_correlation(
@@ -333,37 +376,149 @@ def lag_correlation(
     return _correlation(device, reference, max_lag)[:3]
 
 
-Spectra = tuple[np.ndarray, np.ndarray, int]
-"""The real FFTs of the centred device and reference (gaps as zeros) and their padded
-length: what ``lag_correlation`` took and ``null_variance_factor`` can read again."""
+class Spectra(NamedTuple):
+    """What ``lag_correlation`` took of the device and reference and
+    ``null_variance_factor`` can read again: the real FFTs of the centred series (gaps as
+    zeros), their padded length, the centred series themselves and how many values each
+    holds."""
+
+    device: np.ndarray
+    reference: np.ndarray
+    length: int
+    centred_device: FloatArray
+    centred_reference: FloatArray
+    present_device: int
+    present_reference: int
 
 
-def _correlation(
-    device: FloatArray, reference: FloatArray, max_lag: int
-) -> tuple[np.ndarray, FloatArray, FloatArray, Spectra | None]:
+Correlation = tuple[np.ndarray, FloatArray, FloatArray, "Spectra | None"]
+"""(lags, corr, pairs, spectra): ``lag_correlation``'s answer and what it took."""
+
+
+def _correlation(device: FloatArray, reference: FloatArray, max_lag: int) -> Correlation:
     """``lag_correlation`` and the spectra it took (None where it took none)."""
-    n = device.size
+    return _correlations(((device, reference),), max_lag)[0]
+
+
+def _correlations(
+    series: tuple[tuple[FloatArray, FloatArray], ...], max_lag: int
+) -> list[Correlation]:
+    """``_correlation`` of each (device, reference) pair of ``series`` (all of one length:
+    the scales of one lag search), their FFTs pooled: one forward transform of every row
+    and one inverse of every product where the padded length is short (the same numbers
+    as pair by pair: each row is its own transform; at a day of minute data a transform's
+    call costs as much as its work)."""
+    n = series[0][0].size
     max_lag = int(min(max(max_lag, 0), max(n - 1, 0)))
     lags = np.arange(-max_lag, max_lag + 1)
-    md = np.isfinite(device)
-    mr = np.isfinite(reference)
-    if n == 0 or not md.any() or not mr.any():
-        return lags, np.full(lags.size, np.nan), np.zeros(lags.size), None
-    d = np.where(md, device - np.mean(device[md]), 0.0)
-    r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
     length = sfft.next_fast_len(n + max_lag + 1, real=True)
-    span_d, span_r = _span(md), _span(mr)
-    if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
-        dd, rr = d * d, r * r
-        pairs, sd, sdd = _sums_over((md.astype(np.float64), d, dd), span_r, lags, 1)
-        sr, srr = _sums_over((r, rr), span_d, lags, -1)
-        del dd, rr
-        spectra = _spectra((d, r), length)
-        sdr = _xcorr(spectra[0], spectra[1], length, max_lag)
-        pairs = np.rint(pairs)
+    rows: list[FloatArray] = []  # every row to transform, pooled
+    left: list[int] = []  # the products to transform back: rows' indices
+    right: list[int] = []
+    plans: list[_Plan | None] = []
+    for device, reference in series:
+        md = np.isfinite(device)
+        mr = np.isfinite(reference)
+        if n == 0 or not md.any() or not mr.any():
+            plans.append(None)
+            continue
+        d = np.where(md, device - np.mean(device[md]), 0.0)
+        r = np.where(mr, reference - np.mean(reference[mr]), 0.0)
+        span_d, span_r = _span(md), _span(mr)
+        base, product = len(rows), len(left)
+        if (span_d[2].size + span_r[2].size) * lags.size <= MAX_HOLE_WORK * n:
+            sums = _masked_sums(md, d, r, span_d, span_r, max_lag)
+            rows += [d, r]
+            left.append(base)
+            right.append(base + 1)
+            plans.append(_Plan(d, r, md, mr, base, base + 1, sums, product))
+        else:
+            rows += [md, d, d * d, mr, r, r * r]
+            left += [base + int(a) for a in _LEFT]
+            right += [base + int(b) for b in _RIGHT]
+            plans.append(_Plan(d, r, md, mr, base + 1, base + 4, None, product))
+    if not rows:
+        return [(lags, np.full(lags.size, np.nan), np.zeros(lags.size), None) for _ in series]
+    spectra = _spectra(tuple(rows), length)
+    del rows
+    if length <= BATCH_LENGTH:  # every inverse transform in one call, as the forward ones
+        full = sfft.irfft(spectra[left] * np.conj(spectra[right]), length, axis=-1)
+        xcorr = np.empty((len(left), lags.size))
+        xcorr[:, :max_lag] = full[:, length - max_lag:]
+        xcorr[:, max_lag:] = full[:, : max_lag + 1]
+        del full
     else:
-        sums, spectra = _fft_sums((md, d, d * d, mr, r, r * r), length, max_lag)
-        pairs, sd, sr, sdd, srr, sdr = np.rint(sums[0]), sums[1], sums[2], sums[3], sums[4], sums[5]
+        xcorr = np.array([_xcorr(spectra[a], spectra[b], length, max_lag)
+                          for a, b in zip(left, right, strict=True)])
+    out: list[Correlation] = []
+    for plan in plans:
+        if plan is None:
+            out.append((lags, np.full(lags.size, np.nan), np.zeros(lags.size), None))
+            continue
+        if plan.sums is not None:
+            pairs, sd, sdd, sr, srr = plan.sums
+            pairs = np.rint(pairs)
+            sdr = xcorr[plan.product]
+        else:
+            sums = xcorr[plan.product:plan.product + 6]
+            pairs, sd, sr, sdd, srr, sdr = (np.rint(sums[0]), sums[1], sums[2], sums[3],
+                                            sums[4], sums[5])
+        corr = _pearson(pairs, sd, sr, sdd, srr, sdr, plan.d, plan.r)
+        spectrum_d, spectrum_r = spectra[plan.spectrum_d], spectra[plan.spectrum_r]
+        if length > BATCH_LENGTH:  # copies: the block of six a gappy long window took goes
+            spectrum_d, spectrum_r = spectrum_d.copy(), spectrum_r.copy()
+        taken = Spectra(spectrum_d, spectrum_r, length, plan.d, plan.r,
+                        int(np.count_nonzero(plan.md)), int(np.count_nonzero(plan.mr)))
+        out.append((lags, corr, pairs, taken))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One pair's part of ``_correlations``: its centred series and masks, where its rows'
+    spectra and its products lie in the pooled transforms, and the masked sums already
+    taken by prefix sums (None: all six are FFT correlations, from ``product`` on)."""
+
+    d: FloatArray
+    r: FloatArray
+    md: np.ndarray
+    mr: np.ndarray
+    spectrum_d: int
+    spectrum_r: int
+    sums: FloatArray | None
+    product: int
+
+
+def _masked_sums(md: np.ndarray, d: FloatArray, r: FloatArray,
+                 span_d: tuple[int, int, np.ndarray], span_r: tuple[int, int, np.ndarray],
+                 max_lag: int) -> FloatArray:
+    """(pairs, sum_d, sum_dd, sum_r, sum_rr) at every lag by prefix sums (``_sums_over``):
+    each stream's values against the other's presence."""
+    n = d.size
+    # one extent: all five sums in one pass (a short window: a long one's five rows at once
+    # would raise the memory's peak)
+    shared = span_d[:2] == span_r[:2] and n <= BATCH_LENGTH
+    rows = np.empty((5 if shared else 3, n))
+    np.copyto(rows[0], md)
+    rows[1] = d
+    np.multiply(d, d, out=rows[2])
+    if shared:
+        rows[3] = r
+        np.multiply(r, r, out=rows[4])
+        return _sums_over(rows, span_r[0], span_r[1], max_lag,
+                          ((3, 1, span_r[2]), (2, -1, span_d[2])))
+    sums = np.empty((5, 2 * max_lag + 1))
+    sums[:3] = _sums_over(rows, span_r[0], span_r[1], max_lag, ((3, 1, span_r[2]),))
+    rows[1] = r
+    np.multiply(r, r, out=rows[2])
+    sums[3:] = _sums_over(rows[1:], span_d[0], span_d[1], max_lag, ((2, -1, span_d[2]),))
+    return sums
+
+
+def _pearson(pairs: FloatArray, sd: FloatArray, sr: FloatArray, sdd: FloatArray,
+             srr: FloatArray, sdr: FloatArray, d: FloatArray, r: FloatArray) -> FloatArray:
+    """The correlation at each lag from its six sums; NaN below 3 pairs or without
+    variance, clipped to [-1, 1]."""
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sdr - sd * sr / pairs
         var_d = sdd - sd * sd / pairs
@@ -373,7 +528,8 @@ def _correlation(
         floor_r = 1e-10 * float(np.dot(r, r))
         ok = (pairs >= 3) & (var_d > floor_d) & (var_r > floor_r)
         corr = np.where(ok, cov / np.sqrt(np.where(ok, var_d * var_r, 1.0)), np.nan)
-    return lags, np.clip(corr, -1.0, 1.0), pairs, (spectra[0], spectra[1], length)
+    np.minimum(np.maximum(corr, -1.0, out=corr), 1.0, out=corr)  # np.clip, at less cost
+    return corr
 
 
 NULL_FACTOR_FLOOR = 0.25
@@ -394,8 +550,9 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
     above the curve where the curve's own scatter put it at 8; a series more persistent
     than white gets a larger factor, as it should.
 
-    ``spectra``: those ``lag_correlation`` took of the same two series (``_correlation``);
-    the lags beyond ``DIRECT_LAGS`` are then read from them instead of two more FFTs."""
+    ``spectra``: what ``lag_correlation`` took of the same two series (``_correlation``):
+    their centred copies are not made again, and the lags beyond ``DIRECT_LAGS`` are read
+    from their spectra instead of two more FFTs."""
     n = int(device.size)
     cutoff = min(4 * scale + 8, n // 4)
     if cutoff < 1:
@@ -403,16 +560,32 @@ def null_variance_factor(device: FloatArray, reference: FloatArray, scale: int,
     rho = []
     own: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     length = 0
-    if spectra is not None and cutoff >= DIRECT_LAGS and spectra[2] >= n + cutoff:
-        own, length = (spectra[0], spectra[1]), spectra[2]
-    for x, spectrum in zip((device, reference), own, strict=True):
-        ok = np.isfinite(x)
-        if ok.sum() < 3:
+    if spectra is not None and cutoff >= DIRECT_LAGS and spectra.length >= n + cutoff:
+        own, length = (spectra.device, spectra.reference), spectra.length
+    elif spectra is not None and cutoff >= DIRECT_LAGS:
+        if min(spectra.present_device, spectra.present_reference) < 3:
             return math.nan
+        # both FFTs in one call (each row's products are those of the row alone)
+        acovs = lagged_products(np.stack((spectra.centred_device, spectra.centred_reference)),
+                                cutoff)
+        if not (acovs[0, 0] > 0.0 and acovs[1, 0] > 0.0):
+            return math.nan
+        rho = [acovs[0] / acovs[0, 0], acovs[1] / acovs[1, 0]]
+        return max(1.0 + 2.0 * float(rho[0][1:] @ rho[1][1:]), NULL_FACTOR_FLOOR)
+    for i, (x, spectrum) in enumerate(zip((device, reference), own, strict=True)):
+        if spectra is not None:  # the same centred series, made once
+            present, centred = ((spectra.present_device, spectra.centred_device) if i == 0
+                                else (spectra.present_reference, spectra.centred_reference))
+            if present < 3:
+                return math.nan
+        else:
+            ok = np.isfinite(x)
+            if ok.sum() < 3:
+                return math.nan
+            centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
         if spectrum is not None:
             acov = products_from_spectrum(spectrum, length, cutoff)
         else:
-            centred = np.where(ok, x - float(np.mean(x[ok])), 0.0)
             acov = lagged_products(centred, cutoff)  # a few dozen lags: dot products
         if not acov[0] > 0.0:
             return math.nan
@@ -431,7 +604,7 @@ def _parabolic_peak(corr: FloatArray, i: int) -> tuple[float, float]:
     curvature = left - 2.0 * mid + right
     if curvature >= 0.0:
         return 0.0, mid
-    delta = float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    delta = min(max(0.5 * (left - right) / curvature, -0.5), 0.5)
     return delta, min(1.0, mid - 0.25 * (left - right) * delta)
 
 
@@ -457,14 +630,21 @@ def curve_at_scale(
     """The correlation curve of the two prewhitened streams summed over ``scale`` bins,
     and its peak."""
     dev, ref = moving_mean(device, scale), moving_mean(reference, scale)
-    lags, corr, pairs, spectra = _correlation(dev, ref, max_lag)
+    return _curve(dev, ref, _correlation(dev, ref, max_lag), scale, n_scales, interval_s)
+
+
+def _curve(dev: FloatArray, ref: FloatArray, found: Correlation, scale: int, n_scales: int,
+           interval_s: float) -> _Curve:
+    """``curve_at_scale`` of the streams summed over ``scale`` bins, their correlation
+    taken."""
+    lags, corr, pairs, spectra = found
     usable = np.isfinite(corr) & (pairs >= MIN_OVERLAP_FRACTION * pairs.max(initial=0))
     masked = np.where(usable, corr, np.nan)
     if not usable.any():
         return _Curve(lags, masked, UNDEFINED)
-    best = int(np.nanargmax(masked))
+    best = int(np.argmax(np.where(usable, corr, -np.inf)))  # np.nanargmax, at less cost
     delta, height = _parabolic_peak(masked, best)
-    zero = int(np.searchsorted(lags, 0))
+    zero = lags.size // 2  # the lags run from -max_lag to max_lag
     estimate = LagEstimate(
         lag_s=float((lags[best] + delta) * interval_s),
         peak_corr=float(height),
@@ -472,7 +652,7 @@ def curve_at_scale(
         n=int(pairs[zero]),
         searched=max(1, int(np.count_nonzero(usable)) * n_scales // scale),
         scale=scale,
-        baseline=float(np.median(corr[usable])),
+        baseline=median(corr[usable]),
         interval_s=interval_s,
         null_factor=null_variance_factor(dev, ref, scale, spectra),
     )
@@ -530,11 +710,25 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     phi = prewhitening_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
     width = 4 * max_lag + 1
-    dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
-    ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
     scales = scales_for(max_lag)
-    curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
-              for w in scales]
+    n = aligned.device.size
+    if sfft.next_fast_len(n + max_lag + 1, real=True) <= BATCH_LENGTH:
+        # a short window (a day of minute data): both streams filtered as one block, their
+        # running sums taken once for every scale, the scales' FFTs pooled; the calls, not
+        # the passes, are its cost
+        both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
+                                   prewhiten(np.asarray(aligned.reference), phi))), width)
+        prefix = prefix_sums(both) if len(scales) > 1 else None
+        pairs = [(dev, ref) for dev, ref in (moving_mean(both, w, prefix=prefix)
+                                             for w in scales)]
+        found = _correlations(tuple(pairs), max_lag)
+        curves = [_curve(dev, ref, taken, w, len(scales), aligned.interval_s)
+                  for (dev, ref), taken, w in zip(pairs, found, scales, strict=True)]
+    else:  # a long window (1 Hz): a stream and a scale at a time, for the memory's peak
+        dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
+        ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
+        curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
+                  for w in scales]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))
     best = curves[chosen].estimate
     if chosen == 0 or not math.isfinite(best.lag_s):

@@ -293,22 +293,25 @@ def autocorrelations(x: FloatArray, max_lag: int | None = None) -> FloatArray | 
 def lagged_products(c: FloatArray, last: int, *, about: float = 0.0) -> FloatArray:
     """sum_t c_t c_(t+k) for the lags k = 0..``last`` (less than c's length), c taken
     less ``about`` (the centred series is then made only where it is read: in the padded
-    buffer of the FFT, not as a copy besides it).
+    buffer of the FFT, not as a copy besides it). ``c`` may be a block of series (along
+    its last axis: each row's products are those of the row alone).
 
     Up to ``DIRECT_LAGS`` lags they are dot products; more take an FFT zero padded to
     n + last (circular correlation at that length wraps nothing into lags 0..last) and
     rounded up to scipy's ``next_fast_len``, a length of small prime factors: all of a
     day's lags (2 n - 1 = 172,799) take 172,800 points where the next power of two was
     262,144, and a few hundred lags barely more than n."""
-    n = int(c.size)
+    n = int(c.shape[-1])
+    if c.ndim > 1 and last < DIRECT_LAGS:
+        return np.array([lagged_products(row, last, about=about) for row in c])
     if last < DIRECT_LAGS:
         if about != 0.0:
             c = c - about
         return np.array([float(c[k:] @ c[: n - k]) for k in range(last + 1)])
     length = sfft.next_fast_len(n + last, real=True)
-    padded = np.zeros(length)
-    np.subtract(c, about, out=padded[:n])
-    spectrum = sfft.rfft(padded, overwrite_x=True)
+    padded = np.zeros((*c.shape[:-1], length))  # a block of series: one batched transform
+    np.subtract(c, about, out=padded[..., :n])
+    spectrum = sfft.rfft(padded, axis=-1, overwrite_x=True)
     del padded
     return products_from_spectrum(spectrum, length, last, overwrite=True)
 
@@ -327,7 +330,7 @@ def products_from_spectrum(spectrum: np.ndarray, length: int, last: int, *,
         del power
     else:
         spectrum = power.astype(np.complex128)
-    return np.asarray(sfft.irfft(spectrum, length, overwrite_x=True)[: last + 1])
+    return np.asarray(sfft.irfft(spectrum, length, axis=-1, overwrite_x=True)[..., : last + 1])
 
 
 def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:

@@ -645,8 +645,8 @@ def std_about_one_step(x: FloatArray) -> float:
     """The std of ``x`` (in time order) about its best single step: two constant levels,
     split where they fit best. What the reference's movement is worth as evidence that a
     calm device stopped: a reference that stepped by 3.8 hPa inside the window (its own
-    fault) has a std of 1.9 hPa, nearly all of it the step, and seven barometers that
-    agreed with each other to 0.05 hPa, calm as the room, fell under the whole-window
+    fault) has a std of 1.9 hPa, nearly all of it the step, and three of seven barometers
+    that agreed with each other to 0.05 hPa, calm as the room, fell under the whole-window
     stuck rule (a held-out matrix fleet, three false alerts). A live reference's course
     over the window is not one step: its std about one stays of its order."""
     n = int(x.size)

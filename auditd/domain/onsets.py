@@ -67,7 +67,10 @@ def onset_uncertainty(finding: Finding) -> float:
 def bracketed_only(finding: Finding) -> bool:
     """Whether the finding's onset is a bracket (``bracketed``, or carried from one): the
     middle of what the audits know, not a date the data gave."""
-    recorded = finding.context.get(ONSET)
+    return _is_bracket(finding.context.get(ONSET))
+
+
+def _is_bracket(recorded: object) -> bool:
     return isinstance(recorded, dict) and (recorded.get("method") == "bracket"
                                            or bool(recorded.get("bracket")))
 
@@ -204,7 +207,7 @@ def _carry(finding: Finding, carried: Finding, own: float | None) -> Finding:
     assert carried.onset is not None
     out = _with(finding, carried.onset, "carried",
                 float(uncertainty) if isinstance(uncertainty, int | float) else None, own)
-    if isinstance(before, dict) and (before.get("method") == "bracket" or before.get("bracket")):
+    if _is_bracket(before):
         # a bracket stays one when carried: ``onset_uncertainty`` reads it
         out = replace(out, context={**out.context, ONSET: {**out.context[ONSET],
                                                            "bracket": True}})

@@ -29,7 +29,7 @@ from auditd.core.align import align, choose_edge_phase, interval_series, time_ba
 from auditd.core.diagnose import strength
 from auditd.core.onset import noise_variance, step_onset
 from auditd.core.series import FloatArray, Series, frozen_array
-from auditd.core.stats import confidence_z, mean_interval
+from auditd.core.stats import about_one_step, confidence_z, mean_interval
 from auditd.model import iso
 
 MIN_DEVICES = 3
@@ -175,19 +175,9 @@ def median_noise(median: FloatArray) -> float:
     their disagreement with each other instead, it would cancel, and a shared wave of one
     model would look like a reference that steps."""
     x = np.asarray(median, dtype=np.float64)
-    n = x.size
-    if n < 4:
+    if x.size < 4:
         return noise_variance(x)
-    csum = np.cumsum(x)
-    k = np.arange(1, n)
-    left = csum[:-1] / k
-    right = (csum[-1] - csum[:-1]) / (n - k)
-    gain = k * (n - k) / n * (left - right) ** 2  # what a split at k removes from the SSE
-    split = int(np.argmax(gain)) + 1
-    residual = x.copy()
-    residual[:split] -= residual[:split].mean()
-    residual[split:] -= residual[split:].mean()
-    return noise_variance(residual)
+    return noise_variance(about_one_step(x))
 
 
 def device_shift(t: FloatArray, diff: FloatArray, onset: float | None) -> float:

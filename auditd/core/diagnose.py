@@ -45,7 +45,7 @@ from auditd.core.fit import (
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
-from auditd.core.stats import median
+from auditd.core.stats import about_one_step, median
 from auditd.core.units import (
     UnitCandidate,
     reading_step,
@@ -649,17 +649,10 @@ def std_about_one_step(x: FloatArray) -> float:
     that agreed with each other to 0.05 hPa, calm as the room, fell under the whole-window
     stuck rule (a held-out matrix fleet, three false alerts). A live reference's course
     over the window is not one step: its std about one stays of its order."""
-    n = int(x.size)
-    low = max(3, int(STEP_MIN_SHARE * n))
-    if n < 2 * low:
-        return float(x.std()) if n else 0.0
-    c = x - x.mean()
-    total = float(c @ c)
-    head = np.cumsum(c)[low - 1:n - low]  # sums of the first k values, k = low .. n - low
-    k = np.arange(low, n - low + 1, dtype=np.float64)
-    # SSE about two means = total - S_k^2 / k - S_k^2 / (n - k) (the centred sums: S_n = 0)
-    explained = head * head * (1.0 / k + 1.0 / (n - k))
-    return float(math.sqrt(max(total - float(explained.max()), 0.0) / n))
+    if not x.size:
+        return 0.0
+    residual = about_one_step(x, max(3, int(STEP_MIN_SHARE * x.size)))
+    return float(math.sqrt(float(residual @ residual) / x.size))
 
 
 def clipping(case: Case) -> Cause | None:

@@ -68,6 +68,26 @@ def _middle(part: FloatArray, n: int) -> float:
     return (float(part[: n // 2].max()) + hi) / 2.0
 
 
+def about_one_step(x: FloatArray, min_side: int = 1) -> FloatArray:
+    """``x`` (in time order) less its best single step: the two constants before and after
+    the split that leaves the least squared error, each side at least ``min_side`` values
+    (``x`` less its mean where that leaves no split). What a series varies by besides one
+    step (``consensus.median_noise``, ``diagnose.std_about_one_step``)."""
+    n = int(x.size)
+    residual = np.array(x, dtype=np.float64)
+    if n < 2 * max(min_side, 1):
+        return residual - residual.mean() if n else residual
+    csum = np.cumsum(residual)
+    k = np.arange(min_side, n - min_side + 1)
+    left = csum[k - 1] / k
+    right = (csum[-1] - csum[k - 1]) / (n - k)
+    gain = k * (n - k) / n * (left - right) ** 2  # what a split at k removes from the SSE
+    split = int(k[int(np.argmax(gain))])
+    residual[:split] -= residual[:split].mean()
+    residual[split:] -= residual[split:].mean()
+    return residual
+
+
 def mad(x: FloatArray, centre: float | None = None) -> float:
     """Median absolute deviation of finite ``x`` from ``centre`` (its median by default),
     with one working copy of ``x``."""

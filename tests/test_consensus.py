@@ -32,9 +32,9 @@ from auditd.core.consensus import (
     reference_own_signals,
     step_seen,
 )
-from auditd.domain.audit_plan import EarlierStep, attribute
+from auditd.domain.audit_plan import EarlierStep, attribute, blame_reference
 from auditd.domain.catalog import Catalog
-from auditd.model import Finding, MetaRecord, Outcome, Reading, Reference
+from auditd.model import Cause, Finding, MetaRecord, Outcome, Reading, Reference
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -624,6 +624,28 @@ def test_a_device_sending_impossible_values_beside_a_drifting_reference_is_still
         if device != "th-north-02":
             assert found[device].causes[0].cause == "reference_fault", found[device].causes
             assert "not this device" in found[device].action
+
+
+def test_a_device_in_another_unit_beside_a_drifting_reference_keeps_its_own_cause() -> None:
+    """Matrix seed 3, f34: a PM2.5 unit sending mg/m3 (0 at its resolution) beside a
+    reference reading 17 ug/m3 high sits with the group's shift and is a member of the
+    reference's fault, yet its unit is its own: ``unit_mismatch`` comes first, with its own
+    action, ahead of both the reference's fault and the frozen value a wrong unit rounds
+    to (which came first before, being the only cause of the device's own)."""
+    rng = np.random.default_rng(3)
+    diffs = differences(rng, 6, 0.05)
+    for device in diffs:
+        diffs[device] = diffs[device] - 4 * TOLERANCE
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert decision.reference_fault and "dev-00" in decision.members
+    own = Finding("calibration", "north", "dev-00", "pm2_5", "fail", "critical", START,
+                  START + DAY, unit="ug/m^3", reference="ref-north",
+                  causes=(Cause("unit_mismatch", 0.6, "held 0: mg/m^3 rounds to 0"),
+                          Cause("stuck", 0.4, "held 0"),
+                          Cause("offset_drift", 0.3, "-2 ug/m^3")))
+    blamed = blame_reference(own, decision, "ref-north", None)
+    assert [c.cause for c in blamed.causes] == ["unit_mismatch", "stuck", "reference_fault"]
+    assert "unit" in blamed.action and "not this device" not in blamed.action
 
 
 def test_one_faulty_device_is_not_the_references_fault(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ class CauseSpec:
     """A calibration of the device is the remedy (the report lists it as due)."""
     device_own: bool = False
     """Seen in the device's own readings whatever the reference does (a frozen value,
-    impossible values): a reference's drift cannot account for it, so
+    impossible values, another unit): a reference's drift cannot account for it, so
     beside a reference fault it still comes first on the device's finding, with its own
     action and its own alert (``domain.audit_plan.blame_reference``)."""
 
@@ -119,7 +119,10 @@ TABLE: tuple[CauseSpec, ...] = (
                "the readings are not in {unit}.",
         severity="critical",
         # in the wrong unit every figure is scaled: the scatter too
-        explains_away=frozenset({"offset_drift", "gain_drift", "noise"})),
+        explains_away=frozenset({"offset_drift", "gain_drift", "noise"}),
+        # a factor of 1000 (or degF's 1.8 x + 32) shows against a reference a few units
+        # off as plainly as against a sound one, and the fix is on the device
+        device_own=True),
     CauseSpec(
         "stuck", "calibration",
         "the device stopped following what it measures: its value is frozen",

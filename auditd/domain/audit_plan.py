@@ -544,8 +544,8 @@ def blame_reference(finding: Finding, decision: ConsensusDecision, reference: st
     """A member's finding: ``reference_fault`` first; the offset or gain it would otherwise
     be blamed for is the reference's drift seen from the device, so those go; causes of its
     own (noise, lag, ...) stay after it. A cause the device's own readings show whatever
-    the reference does (``CauseSpec.device_own``: frozen, impossible values) stays
-    *before* it, with its own action: a technician still has a trip to make to this
+    the reference does (``CauseSpec.device_own``: frozen, impossible values, another
+    unit) stays *before* it, with its own action: a technician still has a trip to make to this
     device (a thermometer sending impossible values beside a drifting reference was told
     only "recalibrate the reference, not the device"). The peers' verdict corroborates in
     ``context``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,27 @@ def test_the_rule_labels_offsets_by_their_effect_in_the_window() -> None:
     late = stream("d", offset=1.5, offset_at=START + 5.5 * 3600)  # 1/12 of the window
     assert judge.label(late, START, START + 6 * 3600).kind == "ambiguous"
     assert judge.label(late, START, START + 5 * 3600).kind == "healthy"
+
+
+def test_a_models_bias_under_a_firmware_step_is_still_an_offset_from_the_first_reading() -> None:
+    """A model's bias beyond tolerance (+3 tolerances from the first reading) and a firmware
+    step of -1 tolerance at 02:00 on top of it: a window over the step fails on the sum,
+    and naming the offset that was there from the start is as right as naming the
+    firmware, dated from the first reading. (The rule took the step's cause alone: seed
+    2's f09 and f41 and seed 3's f09 and f57, every device of the model failing from its
+    first audit, were scored as firmware regressions misnamed offset_drift.)"""
+    base = stream("d", static_bias=1.5)
+    step = np.where(base.t >= FAULT_AT, -0.5, 0.0)
+    both = replace(base, sent=base.x + 1.5 + step, offset=step,
+                   onsets={"firmware_regression": FAULT_AT})
+    truth = judge.label(both, START, START + 6 * 3600)
+    assert truth.kind == "fault"
+    assert truth.causes == {"offset_drift", "firmware_regression"}
+    assert truth.onset == base.t[0]
+    alone = replace(stream("d"), sent=base.x + 3 * step, offset=3 * step,
+                    onsets={"firmware_regression": FAULT_AT})
+    assert judge.label(alone, START + 3 * 3600, START + 9 * 3600).causes == \
+        {"firmware_regression"}
 
 
 def test_a_gain_error_the_reference_cannot_reveal_is_not_must_detect() -> None:

@@ -175,9 +175,15 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
     touched = bool(np.any(stream.offset[inside] != 0))
     shared = abs(stream.static_bias) > tol.bias  # a model's bias beyond tolerance
     if bias >= (1 + MARGIN) * tol.bias and (touched or shared):
-        causes = offset_causes if touched else ["offset_drift"]
-        when = min((onset(c) for c in offset_causes), default=float(stream.t[0])) \
-            if touched else float(stream.t[0])
+        # a model's bias beyond tolerance is each device's offset from its first reading
+        # (``matrix.fault_truths``); a firmware step on top of it does not make that
+        # offset wrong to name, nor date it later
+        causes = [*(offset_causes if touched else []),
+                  *(["offset_drift"] if shared and "offset_drift" not in offset_causes
+                    else [])]
+        when = min([*(onset(c) for c in (offset_causes if touched else [])),
+                    *([float(stream.t[0])] if shared or not touched else [])],
+                   default=float(stream.t[0]))
         for cause in causes or ["offset_drift"]:
             musts.append((cause, when, f"offset {bias / tol.bias:.1f} x tolerance"))
     elif touched or shared:

@@ -450,6 +450,11 @@ ONSET_STEPS = 240
 RAMP_LENGTHS = 40
 """Ramp durations tried besides a step: geometrically from an eighth of a window to the
 whole history."""
+DRIFT_PARAMETERS = 4
+"""What ``drift_start`` fits to the windows' values: a level, an amplitude, an onset and a
+ramp length."""
+CHI2_1_95 = 3.841458820694124
+"""scipy.stats.chi2.ppf(0.95, 1): the profile-likelihood allowance of one parameter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +464,19 @@ class DriftDate:
 
     began: Dated
     crossed: Dated
+
+
+def onset_allowance(best_sse: float, windows: int, independent: float) -> float:
+    """How much more squared error than the best an onset may leave and still fit as well
+    at 95 %: chi2(1) x the residual variance per window (the best fit's squared error over
+    its degrees of freedom), scaled by how many windows each independent one is counted in
+    (``windows / independent``, where ``independent`` is the history's length in windows).
+    Infinite where the fit leaves no degree of freedom: nothing places the onset."""
+    dof = windows - DRIFT_PARAMETERS
+    if dof < 1 or not independent > 0.0:
+        return math.inf
+    repeats = max(1.0, windows / independent)
+    return CHI2_1_95 * best_sse / dof * repeats
 
 
 def _ramp_integral(t: FloatArray, onset: FloatArray | float, ramp: float) -> FloatArray:
@@ -485,9 +503,16 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
     values best (least squares; onsets on a grid up to half a window past the crossing,
     ramp lengths from an eighth of a window to the whole history): a window's mean smears
     a step over a whole window and a ramp's start by half of one, which a line through the
-    means would read as an earlier start. Uncertain by
-    the spread of the onsets that fit almost as well, at least the grid's step and an eighth
-    of a window."""
+    means would read as an earlier start.
+
+    Uncertain by the onsets the values cannot tell apart from the best at 95 % (a profile
+    likelihood interval, Hinkley 1970): those whose squared error exceeds the best by at
+    most chi2(1) times the residual variance, that variance counted over the windows that
+    do not overlap (overlapping windows repeat one another's noise); stated as the farther
+    of its two ends from the best, at least the grid's step and an eighth of a window. A
+    firmware step that landed between two audit windows, one of them a little low by
+    chance, was dated 90 minutes before the update to +-24 minutes (the onsets within 5 %
+    of the best squared error), which said it began before the update it came from."""
     a = np.asarray(starts, dtype=np.float64)
     b = np.asarray(ends, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -504,8 +529,10 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
         return None
     width = b - a
     window = float(np.median(width))
-    lo, hi = float(a[0]), crossed.at + window / 2.0  # a step's crossing (at the windows'
-    # midpoints) comes up to half a window before it
+    # a step's crossing (at the windows' midpoints) comes up to half a window before it,
+    # and it began by the end of the first window that shows it (``before`` is that
+    # window's middle): where audits leave hours between windows, the later bound
+    lo, hi = float(a[0]), max(crossed.at, before) + window / 2.0
     onsets = np.linspace(lo, hi, ONSET_STEPS + 1)
     step = max(float(onsets[1] - onsets[0]), 1.0)
     span = max(float(b[-1] - a[0]), window)
@@ -530,9 +557,9 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
             best_sse, onset = float(sse[k]), float(onsets[k])
     if not math.isfinite(best_sse):
         return DriftDate(crossed, crossed)
-    # the onsets that fit within a few percent of the best: how well the data place it
-    near = onsets[sse_by_onset <= best_sse * 1.05 + 1e-12]
-    spread = float(near.max() - near.min()) / 2.0 if near.size else 0.0
+    near = onsets[sse_by_onset <= best_sse + onset_allowance(best_sse, a.size, span / window)
+                  + 1e-12]
+    spread = max(onset - float(near.min()), float(near.max()) - onset) if near.size else 0.0
     # a step and the shortest ramp tried (an eighth of a window) look alike through a
     # window's mean: the start is known no better than that
     return DriftDate(Dated(onset, max(spread, step, window / 8.0)), crossed)

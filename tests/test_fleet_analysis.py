@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
+from auditd.fleet.adapters.store import with_onset_statement
 from auditd.fleet.analysis.cohorts import fleet_cohorts
 from auditd.fleet.analysis.drift import drift_rates
 from auditd.fleet.analysis.due import due_list, open_tickets
@@ -79,6 +81,32 @@ def test_one_device_per_site_on_a_bad_release_is_one_cohort_with_its_change() ->
     # hypergeometric: all 8 failures among the 8 of 40 on 2.4.0; Holm times the 2 tried
     assert math.isclose(cohort.p, 1 / math.comb(40, 8), rel_tol=1e-9)
     assert math.isclose(cohort.p_adjusted, 2 / math.comb(40, 8), rel_tol=1e-9)
+
+
+def test_an_onset_stated_to_hours_follows_an_update_inside_its_interval() -> None:
+    """The gateway dates each failure two hours before the roll-out, to +-3 hours (a
+    drift_start across windows): the update lies inside that interval, so the fleet, like
+    the gateway's own cohort test, counts the failures as following it. Stated to the
+    minute they do not; a bracket's middle lends no uncertainty (before the statement
+    reached the fleet, every onset was taken as exact)."""
+    verdicts, devices, history = eight_sites()
+
+    def stated(uncertainty: float) -> list[Verdict]:
+        return [replace(v, onset=UPDATE - 2 * 3600, onset_uncertainty_s=uncertainty)
+                if v.status == "fail" else v for v in verdicts]
+
+    (loose,) = fleet_cohorts(stated(3 * 3600), devices, history)
+    assert loose.regression and loose.change is not None and loose.change.following == 8
+    (exact,) = fleet_cohorts(stated(60.0), devices, history)
+    assert not exact.regression
+    # as the store reads them from the published findings: a bracket lends no uncertainty
+    window = {"method": "drift_start", "window": None, "uncertainty_s": 10800.0}
+    bracket = {"method": "bracket", "window": None, "uncertainty_s": 10800.0}
+    read = with_onset_statement(verdicts[0], {"context": {"onset_estimate": window}})
+    assert (read.onset_uncertainty_s, read.onset_dated) == (10800.0, True)
+    read = with_onset_statement(verdicts[0], {"context": {"onset_estimate": bracket}})
+    assert (read.onset_uncertainty_s, read.onset_dated) == (0.0, False)
+    assert with_onset_statement(verdicts[0], None) == verdicts[0]
 
 
 def test_a_cohort_at_one_site_is_that_gateways_not_the_fleets() -> None:

@@ -31,7 +31,7 @@ and this window's own change point as ``window``). Pure: findings in, findings o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -56,8 +56,14 @@ def onset_uncertainty(finding: Finding) -> float:
     or carried from one): nothing in the data dated that fault, and half a window of
     "uncertainty" would let any update inside the first failing window look as if the
     deviation followed it."""
-    recorded = finding.context.get(ONSET)
-    if not isinstance(recorded, dict) or bracketed_only(finding):
+    return stated_uncertainty(finding.context)
+
+
+def stated_uncertainty(context: Mapping[str, Any]) -> float:
+    """``onset_uncertainty`` from a finding's ``context`` (as published: the fleet reads
+    it back from the finding's JSON)."""
+    recorded = context.get(ONSET)
+    if not isinstance(recorded, dict) or _is_bracket(recorded):
         return 0.0
     value = recorded.get("uncertainty_s")
     return float(value) if isinstance(value, int | float) and math.isfinite(value) \
@@ -67,7 +73,12 @@ def onset_uncertainty(finding: Finding) -> float:
 def bracketed_only(finding: Finding) -> bool:
     """Whether the finding's onset is a bracket (``bracketed``, or carried from one): the
     middle of what the audits know, not a date the data gave."""
-    return _is_bracket(finding.context.get(ONSET))
+    return is_bracketed(finding.context)
+
+
+def is_bracketed(context: Mapping[str, Any]) -> bool:
+    """``bracketed_only`` from a finding's ``context``."""
+    return _is_bracket(context.get(ONSET))
 
 
 def _is_bracket(recorded: object) -> bool:

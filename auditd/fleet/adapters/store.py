@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import psycopg
@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import Buffer, Copy, Writer
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from auditd.domain.onsets import is_bracketed, stated_uncertainty
 from auditd.errors import DatabaseError, SchemaError, StoreError
 from auditd.fleet.adapters.schema import (
     MIGRATION_LOCK,
@@ -612,6 +613,16 @@ class FleetStatus:
     devices: int
 
 
+def with_onset_statement(v: Verdict, published: Mapping[str, Any] | None) -> Verdict:
+    """``v`` with how its gateway stated its onset (uncertainty, or only a bracket), read
+    from the finding's published ``context``, as the gateway's own cohort test reads it."""
+    context = published.get("context") if isinstance(published, Mapping) else None
+    if not isinstance(context, Mapping):
+        return v
+    return replace(v, onset_uncertainty_s=stated_uncertainty(context),
+                   onset_dated=not is_bracketed(context))
+
+
 def read_facts(store: FleetStore, now: float, profiles: Mapping[str, Profile]) -> FleetFacts:
     """Everything the fleet report is computed from, in one read-only snapshot."""
     with store.connection() as conn, conn.transaction():
@@ -620,6 +631,9 @@ def read_facts(store: FleetStore, now: float, profiles: Mapping[str, Profile]) -
                             r[9], r[10], r[11], r[12], r[13], r[14])
                     for r in conn.execute(_VERDICTS)]
         findings = {(r[0], r[1], r[2], r[3]): r[4] for r in conn.execute(_FAILING_JSON)}
+        verdicts = [with_onset_statement(v, findings.get((v.site, v.device, v.kind,
+                                                          v.sensor or "")))
+                    for v in verdicts]
         devices = [Device(*row) for row in conn.execute(
             "SELECT site, device, gateway, model, firmware, hardware_rev, installed_at, "
             "calibrated_at, calibration_due, last_seen FROM devices")]

@@ -249,7 +249,8 @@ def _member(v: Verdict, d: Device, mode: str,
             history: Mapping[Key, Sequence[FirmwareSeen]]) -> Member:
     _, since = last_change(history.get(d.key, ()), d.firmware)
     return Member(f"{d.site}/{d.device}", failure_mode(v) == mode, v.onset, v.window_start,
-                  _attributes(d), since)
+                  _attributes(d), since, onset_uncertainty_s=v.onset_uncertainty_s,
+                  onset_dated=v.onset_dated)
 
 
 def _key(member: str) -> Key:

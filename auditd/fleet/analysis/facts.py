@@ -36,6 +36,11 @@ class Verdict:
     finding, ``peer_consensus`` for a verdict against the peers."""
     evidence: str = ""
     """The first cause's evidence, as the gateway wrote it."""
+    onset_uncertainty_s: float = 0.0
+    """How far after ``onset`` the deviation may have begun, as the gateway stated it
+    (``domain.onsets.stated_uncertainty``; read for failing verdicts)."""
+    onset_dated: bool = True
+    """False where ``onset`` is only a bracket's middle (``domain.onsets.is_bracketed``)."""
 
     @property
     def key(self) -> tuple[str, str]:

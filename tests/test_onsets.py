@@ -8,6 +8,7 @@ six hours, with alerting on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -179,6 +180,38 @@ def test_a_drift_with_no_healthy_stretch_in_any_window_is_dated_at_every_audit(
         assert all(c is not None and abs(c - crossed) <= 6 * HOUR for c in crossings[:1])
         alerts = store.alerts.select(states=("open", "acknowledged", "resolved"))
         assert [(a.device, a.state) for a in alerts] == [("th-north-01", "open")]
+
+
+def test_a_windows_means_onset_is_refined_as_later_audits_see_more_of_the_fault() -> None:
+    """Seed 2's f46: six-hour windows audited every four hours, a firmware step seen first
+    by one window, every pass before it unconfirmed (wandering noise), so the episode has
+    no known start and later audits carried the first fit of the windows' means, +-14
+    hours, for good. Each later audit now fits the history again and keeps the fit where
+    it is narrower: never wider than the one before, narrower by the end, and covering
+    the step throughout."""
+    step, size, width = START + 3 * DAY + 5 * HOUR, 3.0 * TOL.bias, 6 * HOUR
+    rng = np.random.default_rng(7)
+    history: list[Finding] = []
+    stated: list[float] = []
+    for k in range(2, 30):
+        end = START + DAY + k * 4 * HOUR
+        value = size * float(np.clip((end - step) / width, 0.0, 1.0)) \
+            + float(rng.normal(0.0, 0.2 * TOL.bias))
+        healthy = abs(value) < TOL.bias
+        made = replace(failing(end, value, status="pass" if healthy else "fail",
+                               health="unconfirmed" if healthy else None),
+                       window_start=end - width)
+        if healthy:
+            history.append(made)
+            continue
+        found = onsets.dated(made, history, TOL, 60.0)
+        record = found.context[onsets.ONSET]
+        stated.append(record["uncertainty_s"])
+        assert found.onset is not None and abs(found.onset - step) <= stated[-1] + HOUR
+        history.append(found)
+    assert len(stated) >= 8
+    assert all(b <= a for a, b in itertools.pairwise(stated)), stated
+    assert stated[-1] < stated[0], stated
 
 
 def test_a_step_is_not_dated_by_the_windows_means() -> None:

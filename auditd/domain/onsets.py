@@ -149,28 +149,63 @@ def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
         return _with(finding, combined.at, "window", combined.uncertainty_s, own)
     carried = next((f for f in reversed(same) if f.onset is not None), None)
     if carried is not None and not began_inside:
-        return _carry(finding, carried, own)
+        refined = _refined(finding, carried, earlier, history, tol, own) \
+            if top in DRIFTS else None
+        return refined if refined is not None else _carry(finding, carried, own)
     if top not in DRIFTS:
         return _carry(finding, carried, own) if carried is not None \
             else bracketed(finding, history, first_reading)
-    gain = top == "gain_drift"
+    drift = _drift(finding, earlier, history, tol, top == "gain_drift")
+    if drift is not None:
+        return _drifted(finding, drift, own)
+    if carried is not None:
+        return _carry(finding, carried, own)
+    return bracketed(finding, history, first_reading)
+
+
+def _drift(finding: Finding, earlier: Sequence[Finding], history: Sequence[Finding],
+           tol: Tolerance, gain: bool) -> core.onset.DriftDate | None:
+    """``core.onset.drift_start`` over the audits' own estimates of the fault's figure."""
     limit = tol.gain if gain else tol.bias
     points = [f for f in history if f.status in ("pass", "fail")] + [finding]
     # the first failing window that shows the figure beyond tolerance: where the crossing
     # must have happened by (a window failing first on noise, say, does not)
     first_fail = next((f for f in [*earlier, finding] if f.status == "fail"
                        and abs(_figure(f, gain)) >= limit), finding)
-    drift = core.onset.drift_start([f.window_start for f in points],
-                                   [f.window_end for f in points],
-                                   [_figure(f, gain) for f in points], limit,
-                                   _midpoint(first_fail))
-    if drift is not None:
-        dated_ = _with(finding, drift.began.at, "drift_start", drift.began.uncertainty_s, own)
-        return replace(dated_, context={**dated_.context, ONSET: {
-            **dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}})
-    if carried is not None:
-        return _carry(finding, carried, own)
-    return bracketed(finding, history, first_reading)
+    return core.onset.drift_start([f.window_start for f in points],
+                                  [f.window_end for f in points],
+                                  [_figure(f, gain) for f in points], limit,
+                                  _midpoint(first_fail))
+
+
+def _drifted(finding: Finding, drift: core.onset.DriftDate, own: float | None) -> Finding:
+    dated_ = _with(finding, drift.began.at, "drift_start", drift.began.uncertainty_s, own)
+    return replace(dated_, context={**dated_.context, ONSET: {
+        **dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}})
+
+
+def _refined(finding: Finding, carried: Finding, earlier: Sequence[Finding],
+             history: Sequence[Finding], tol: Tolerance, own: float | None) -> Finding | None:
+    """A carried onset that the windows' means gave (``drift_start``, or carried from it)
+    fitted again over the history as it now stands, where the history still holds
+    windows from before it and the fit places it more narrowly: the first failing audit
+    of a step sees one or two windows after it (a barometer's firmware step was dated to
+    +-14 hours there, and every later audit carried that), each later one more. None
+    where the carried onset was not a fit of the windows' means, or the fit is no
+    narrower."""
+    before = carried.context.get(ONSET)
+    if not isinstance(before, dict) or _is_bracket(before) or carried.onset is None \
+            or before.get("method") not in ("drift_start", "carried"):
+        return None
+    stated = before.get("uncertainty_s")
+    if not isinstance(stated, int | float) or not history \
+            or history[0].window_start > carried.onset - stated:
+        return None
+    top = finding.causes[0].cause if finding.causes else None
+    drift = _drift(finding, earlier, history, tol, top == "gain_drift")
+    if drift is None or not drift.began.uncertainty_s < stated:
+        return None
+    return _drifted(finding, drift, own)
 
 
 def bracketed(finding: Finding, history: Sequence[Finding],

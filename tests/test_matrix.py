@@ -107,9 +107,10 @@ def test_a_models_bias_under_a_firmware_step_is_still_an_offset_from_the_first_r
     """A model's bias beyond tolerance (+3 tolerances from the first reading) and a firmware
     step of -1 tolerance at 02:00 on top of it: a window over the step fails on the sum,
     and naming the offset that was there from the start is as right as naming the
-    firmware, dated from the first reading. (The rule took the step's cause alone: seed
-    2's f09 and f41 and seed 3's f09 and f57, every device of the model failing from its
-    first audit, were scored as firmware regressions misnamed offset_drift.)"""
+    firmware: the offset dated from the first reading, the firmware from its update.
+    (The rule took the step's cause alone: seed 2's f09 and f41 and seed 3's f09 and
+    f57, every device of the model failing from its first audit, were scored as firmware
+    regressions misnamed offset_drift.)"""
     base = stream("d", static_bias=1.5)
     step = np.where(base.t >= FAULT_AT, -0.5, 0.0)
     both = replace(base, sent=base.x + 1.5 + step, offset=step,
@@ -118,6 +119,8 @@ def test_a_models_bias_under_a_firmware_step_is_still_an_offset_from_the_first_r
     assert truth.kind == "fault"
     assert truth.causes == {"offset_drift", "firmware_regression"}
     assert truth.onset == base.t[0]
+    # each cause scored against its own onset: the firmware's from the update
+    assert truth.onsets == {"offset_drift": base.t[0], "firmware_regression": FAULT_AT}
     alone = replace(stream("d"), sent=base.x + 3 * step, offset=3 * step,
                     onsets={"firmware_regression": FAULT_AT})
     assert judge.label(alone, START + 3 * 3600, START + 9 * 3600).causes == \

@@ -127,6 +127,10 @@ class Label:
     reason: str = ""
     reference_faulty: bool = False
     """The stream's reference (or, for a reference, itself) has a fault in the window."""
+    onsets: Mapping[str, float] = field(default_factory=dict)
+    """Each right cause's own onset, where they differ (a model's offset from the first
+    reading, the firmware step on top of it from the update): a verdict's onset is scored
+    against its own cause's, ``onset`` (the earliest) otherwise."""
     why: str = ""
     """Why a window is ambiguous: ``fault`` (in the band, partial, not identifiable),
     ``gap`` (readings missing at the audit) or ``healthy_noise`` (a healthy device whose
@@ -178,13 +182,10 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
         # a model's bias beyond tolerance is each device's offset from its first reading
         # (``matrix.fault_truths``); a firmware step on top of it does not make that
         # offset wrong to name, nor date it later
-        causes = [*(offset_causes if touched else []),
-                  *(["offset_drift"] if shared and "offset_drift" not in offset_causes
-                    else [])]
-        when = min([*(onset(c) for c in (offset_causes if touched else [])),
-                    *([float(stream.t[0])] if shared or not touched else [])],
-                   default=float(stream.t[0]))
-        for cause in causes or ["offset_drift"]:
+        dated = {c: onset(c) for c in (offset_causes if touched else [])}
+        if not dated or (shared and "offset_drift" not in dated):
+            dated["offset_drift"] = float(stream.t[0])
+        for cause, when in dated.items():
             musts.append((cause, when, f"offset {bias / tol.bias:.1f} x tolerance"))
     elif touched or shared:
         maybes.append(f"offset {bias / tol.bias:.2f} x tolerance")
@@ -256,7 +257,8 @@ def label(stream: StreamTruth, start: float, end: float) -> Label:
     ref_faulty = ref is not None and _offset_touches(ref, start, end)
     if musts:
         return Label("fault", frozenset(c for c, _, _ in musts), min(w for _, w, _ in musts),
-                     "; ".join(r for _, _, r in musts), reference_faulty=ref_faulty)
+                     "; ".join(r for _, _, r in musts), reference_faulty=ref_faulty,
+                     onsets={c: w for c, w, _ in musts})
     if ref_faulty and not own:
         assert ref is not None
         return Label("served", frozenset({"reference_fault"}),
@@ -467,9 +469,10 @@ def score(name: str, seed: int, streams: Sequence[StreamTruth], findings: Iterab
         else:
             result.mistakes.append(f"wrong cause: {where} said {top}, truth "
                                    f"{'/'.join(sorted(lab.causes))}")
-        if f.onset is not None and lab.onset is not None:
+        truth_onset = lab.onsets.get(top, lab.onset) if top is not None else lab.onset
+        if f.onset is not None and truth_onset is not None:
             result.onset_given += 1
-            result.onset_errors_h.append(abs(f.onset - lab.onset) / 3600.0)
+            result.onset_errors_h.append(abs(f.onset - truth_onset) / 3600.0)
     flagged_healthy: set[tuple[str, str]] = set()
     for f in found:
         key = (f.device, f.sensor or "")

@@ -80,6 +80,17 @@ def test_deviations_that_began_before_the_update_are_not_the_firmwares() -> None
     assert found and not found[0].regression and found[0].following == ()
 
 
+def test_an_onset_nothing_placed_is_no_evidence_that_it_followed_an_update() -> None:
+    """A fit of three or four windows' means leaves no degree of freedom: its start has an
+    unbounded uncertainty (a review: five members stepping six hours before their update
+    were all counted as following it, and named a regression). Unbounded lends nothing,
+    as a bracket lends nothing: they began before the update."""
+    members = [replace(m, onset_uncertainty_s=math.inf) for m in
+               fleet(onset=UPDATE - 6 * 3600)]
+    found = significant_cohorts(members, timing=True)
+    assert found and not found[0].regression and found[0].following == ()
+
+
 def test_an_onset_known_to_hours_may_follow_an_update_made_after_it() -> None:
     """Issue 21 (matrix fleet f46): three barometers updated within 10 s of each other and
     stepped by -3 hPa; one's slow-looking step was dated 76 minutes before its update, give

@@ -16,6 +16,7 @@ produce on a sibling is not the firmware's). See docs/metadata.md.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,13 @@ class Member:
     onset_dated: bool = True
     """False where ``onset`` is only the middle of a bracket (nothing in the data dated
     the fault): it says nothing about how close the deviation came to the update."""
+
+    @property
+    def stated_uncertainty(self) -> float:
+        """``onset_uncertainty_s`` as the timing reads it: an unbounded one (nothing placed
+        the onset) lends nothing, as a bracket lends nothing; negative is 0."""
+        u = self.onset_uncertainty_s
+        return u if math.isfinite(u) and u > 0.0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +186,7 @@ def timing_p(group: Sequence[Member], slack_s: float) -> float:
         spans.append(span)
         # an onset known to +-u is "within t" of its update when its interval is: by
         # chance with probability 2 (t + u) / span
-        slacks.append(max(m.onset_uncertainty_s, 0.0))
+        slacks.append(m.stated_uncertainty)
         distances.append(max(abs(m.onset - m.firmware_since) - slacks[-1], TIMING_FLOOR_S))
     if len(spans) < MIN_COHORT:
         return 1.0
@@ -272,7 +280,7 @@ def firmware_timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str,
     before the window."""
     following = tuple(sorted(
         m.device for m in group if m.failed and m.firmware_since is not None
-        and (m.onset + max(m.onset_uncertainty_s, slack_s) >= m.firmware_since
+        and (m.onset + max(m.stated_uncertainty, slack_s) >= m.firmware_since
              if m.onset is not None
              else m.firmware_since <= m.window_start)))
     exonerating = tuple(sorted(

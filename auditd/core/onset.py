@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import fdtri
 
 from auditd.core.series import FloatArray
 from auditd.core.stats import mad, median
@@ -453,8 +454,6 @@ whole history."""
 DRIFT_PARAMETERS = 4
 """What ``drift_start`` fits to the windows' values: a level, an amplitude, an onset and a
 ramp length."""
-CHI2_1_95 = 3.841458820694124
-"""scipy.stats.chi2.ppf(0.95, 1): the profile-likelihood allowance of one parameter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +467,7 @@ class DriftDate:
 
 def onset_allowance(best_sse: float, windows: int, independent: float) -> float:
     """How much more squared error than the best an onset may leave and still fit as well
-    at 95 %: chi2(1) x the residual variance per window (the best fit's squared error over
+    at 95 %: F(1, dof) x the residual variance per window (the best fit's squared error over
     its degrees of freedom), scaled by how many windows each independent one is counted in
     (``windows / independent``, where ``independent`` is the history's length in windows).
     Infinite where the fit leaves no degree of freedom: nothing places the onset."""
@@ -476,7 +475,9 @@ def onset_allowance(best_sse: float, windows: int, independent: float) -> float:
     if dof < 1 or not independent > 0.0:
         return math.inf
     repeats = max(1.0, windows / independent)
-    return CHI2_1_95 * best_sse / dof * repeats
+    # F(1, dof) rather than its chi2(1) limit: the residual variance is itself estimated
+    # from the few windows there are (161 at one degree of freedom, 4.96 at ten)
+    return float(fdtri(1.0, dof, 0.95)) * best_sse / dof * repeats
 
 
 def _ramp_integral(t: FloatArray, onset: FloatArray | float, ramp: float) -> FloatArray:
@@ -507,9 +508,10 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
 
     Uncertain by the onsets the values cannot tell apart from the best at 95 % (a profile
     likelihood interval, Hinkley 1970): those whose squared error exceeds the best by at
-    most chi2(1) times the residual variance, that variance counted over the windows that
-    do not overlap (overlapping windows repeat one another's noise); stated as the farther
-    of its two ends from the best, at least the grid's step and an eighth of a window. A
+    most F(1, dof) times the residual variance, that variance counted over the windows that
+    do not overlap (overlapping windows repeat one another's noise); stated as how far
+    after the best its latest end lies, at least the grid's step and an eighth of a
+    window; infinite where the fit leaves no degree of freedom (a start, not a date). A
     firmware step that landed between two audit windows, one of them a little low by
     chance, was dated 90 minutes before the update to +-24 minutes (the onsets within 5 %
     of the best squared error), which said it began before the update it came from."""
@@ -557,9 +559,14 @@ def drift_start(starts: Sequence[float], ends: Sequence[float], values: Sequence
             best_sse, onset = float(sse[k]), float(onsets[k])
     if not math.isfinite(best_sse):
         return DriftDate(crossed, crossed)
-    near = onsets[sse_by_onset <= best_sse + onset_allowance(best_sse, a.size, span / window)
-                  + 1e-12]
-    spread = max(onset - float(near.min()), float(near.max()) - onset) if near.size else 0.0
+    allowance = onset_allowance(best_sse, a.size, span / window)
+    if not math.isfinite(allowance):  # nothing places it: a start, not a date
+        return DriftDate(Dated(onset, math.inf), crossed)
+    near = onsets[sse_by_onset <= best_sse + allowance + 1e-12]
+    # how far after the best the deviation may have begun: what an update that came
+    # later than the stated onset is weighed against (longer ramps that fit as well all
+    # begin earlier, which says nothing about whether it followed an update)
+    spread = float(near.max()) - onset if near.size else 0.0
     # a step and the shortest ramp tried (an eighth of a window) look alike through a
     # window's mean: the start is known no better than that
     return DriftDate(Dated(onset, max(spread, step, window / 8.0)), crossed)

@@ -179,33 +179,34 @@ def _drift(finding: Finding, earlier: Sequence[Finding], history: Sequence[Findi
 
 
 def _drifted(finding: Finding, drift: core.onset.DriftDate, own: float | None) -> Finding:
+    """The finding dated by ``drift``; where the fit could not place its start (too few
+    windows: an infinite uncertainty) the start is kept as a bracket's middle is, no date
+    (``bracketed_only``), so that no firmware timing rests on it."""
     dated_ = _with(finding, drift.began.at, "drift_start", drift.began.uncertainty_s, own)
-    return replace(dated_, context={**dated_.context, ONSET: {
-        **dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}})
+    record = {**dated_.context[ONSET], "crossed_tolerance": iso(drift.crossed.at)}
+    if not math.isfinite(drift.began.uncertainty_s):
+        record["bracket"] = True
+    return replace(dated_, context={**dated_.context, ONSET: record})
 
 
 def _refined(finding: Finding, carried: Finding, earlier: Sequence[Finding],
              history: Sequence[Finding], tol: Tolerance, own: float | None) -> Finding | None:
-    """A carried onset that the windows' means gave (``drift_start``, or carried from it)
-    fitted again over the history as it now stands, where the history still holds
-    windows from before it and the fit places it more narrowly: the first failing audit
-    of a step sees one or two windows after it (a barometer's firmware step was dated to
-    +-14 hours there, and every later audit carried that), each later one more. None
-    where the carried onset was not a fit of the windows' means, or the fit is no
-    narrower."""
-    before = carried.context.get(ONSET)
-    if not isinstance(before, dict) or _is_bracket(before) or carried.onset is None \
-            or before.get("method") not in ("drift_start", "carried"):
+    """A carried onset fitted again from the windows' means over the history as it now
+    stands, where that history still reaches a window before the carried onset: the
+    first failing audit of a step sees one or two windows after it (a barometer's
+    firmware step was dated to +-14 hours there, and every later audit carried that),
+    each later one more, and a fresh fit over all of them is the better statement (a
+    review: kept only where narrower, the last interval covered the step in 36 of 40
+    histories, a fresh fit in 40). None where the history no longer reaches before it,
+    or the fit finds no crossing."""
+    if carried.onset is None or not history:
         return None
-    stated = before.get("uncertainty_s")
-    if not isinstance(stated, int | float) or not history \
-            or history[0].window_start > carried.onset - stated:
+    width = finding.window_end - finding.window_start
+    if history[0].window_start > carried.onset - width:
         return None
     top = finding.causes[0].cause if finding.causes else None
     drift = _drift(finding, earlier, history, tol, top == "gain_drift")
-    if drift is None or not drift.began.uncertainty_s < stated:
-        return None
-    return _drifted(finding, drift, own)
+    return _drifted(finding, drift, own) if drift is not None else None
 
 
 def bracketed(finding: Finding, history: Sequence[Finding],

@@ -103,6 +103,27 @@ def test_one_faulty_device_among_healthy_ones_is_its_own_fault(
     assert "dev-00" in decision.others
 
 
+def test_devices_that_still_sit_where_an_earlier_blame_found_them_are_judged_against_it(
+) -> None:
+    """Seed 3's f34: seven PM2.5 units of two models 11-21 ug/m3 below a reference that
+    an earlier audit blamed at -17 (both models agreeing); in a later three-hour window
+    their wandering noise split them 4 to 3 about their own median (-14), so the band of
+    one tolerance held too few, and the reference's fault went on every device. Asked
+    about the level the earlier blame found, six of seven are within it; a reference
+    repaired since (the devices back near zero) is not blamed on that anchor."""
+    shifts = [-21.2, -12.4, -13.9, -21.0, -19.3, -14.1, -11.3]
+    rng = np.random.default_rng(5)
+    diffs = {f"dev-{i}": s + rng.normal(0.0, 0.3, T.size) for i, s in enumerate(shifts)}
+    tolerance = 5.0
+    alone = judge_reference(T, diffs, tolerance)
+    assert not alone.reference_fault
+    anchored = judge_reference(T, diffs, tolerance, anchor=-17.2)
+    assert anchored.reference_fault and len(anchored.members) == 6
+    assert "dev-6" in anchored.others
+    repaired = {d: v - np.median(v) + rng.uniform(-2, 2) for d, v in diffs.items()}
+    assert not judge_reference(T, repaired, tolerance, anchor=-17.2).reference_fault
+
+
 @PROPERTY
 @given(st.integers(0, 2**32 - 1), st.integers(3, 10))
 def test_devices_that_disagree_with_each_other_do_not_blame_the_reference(

@@ -413,6 +413,14 @@ class Auditor:
                                             grid.interval_s)
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
                                                   min_bins=min_bins)
+        earlier = self._earlier_step(group, now)
+        if not decision.reference_fault and earlier is not None:
+            # the devices may still sit where an earlier audit's blame found them: the
+            # agreement is asked about that level, the grounds again (``attribute``)
+            carried = core.consensus.judge_reference(
+                grid.t, grid.diffs(), group.bias_tolerance, min_bins=min_bins,
+                anchor=earlier.deviation)
+            decision = carried if carried.reference_fault else decision
         ref = self._catalog.reference(group.reference)
         own = core.consensus.reference_own_signals(grid.reference, grid.values,
                                                    group.bias_tolerance,
@@ -424,7 +432,7 @@ class Auditor:
             decision, {t.device: variants.get(t.device)
                        or self._catalog.model_for(t.device, None) or "" for t in group.tasks},
             group.reference, group.tasks[0].spec.unit, own,
-            self._earlier_step(group, now) if decision.reference_fault else None,
+            earlier if decision.reference_fault else None,
             group.bias_tolerance,
             self._recurring(group, decision.onset, decision.deviation, start, now)
             if decision.reference_fault and decision.onset is not None else math.nan)

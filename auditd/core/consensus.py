@@ -235,7 +235,8 @@ def device_level(t: FloatArray, diff: FloatArray, onset: float | None) -> float:
 
 def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: float, *,
                     min_bins: int = 3, min_share: float = MIN_SHARE,
-                    min_devices: int = MIN_DEVICES) -> ConsensusDecision:
+                    min_devices: int = MIN_DEVICES,
+                    anchor: float | None = None) -> ConsensusDecision:
     """Decide whether the reference behind ``diffs`` (device id -> device minus reference on
     the common grid ``t``) is at fault.
 
@@ -243,6 +244,12 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
     ``min_devices`` devices, and ``min_share`` of those with ``min_bins`` paired bins, lie
     within ``min(tolerance, |shift| / 2)`` of it (so a healthy device at zero never counts
     as sharing a small shift).
+
+    ``anchor``: the shift an earlier audit saw the devices step to together (its
+    ``EarlierStep.deviation``), taken as the common shift instead of this window's median:
+    a reference that stepped stays off by its step until repaired, and devices whose
+    wandering noise spreads them too widely about their own median for the band may still
+    sit, a clear majority of them, within it of where the step left them.
     """
     times = np.asarray(t, dtype=np.float64)
     arrays = {d: np.asarray(v, dtype=np.float64) for d, v in sorted(diffs.items())}
@@ -254,7 +261,7 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
     shifts = {d: s for d, s in shifts.items() if math.isfinite(s)}
     if len(shifts) < min_devices:
         return no_decision(len(shifts), shifts)
-    common = float(np.median(list(shifts.values())))
+    common = float(np.median(list(shifts.values()))) if anchor is None else anchor
     if not abs(common) > tolerance:  # the typical device has not moved: nothing is shared
         return no_decision(len(shifts), shifts)
     agree = min(tolerance, abs(common) / 2.0)

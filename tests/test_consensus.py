@@ -26,6 +26,7 @@ from auditd.core.consensus import (
     MIN_SHARE,
     common_grid,
     common_onset,
+    could_share,
     judge_reference,
     peer_consensus,
     recurring_shift,
@@ -122,6 +123,23 @@ def test_devices_that_still_sit_where_an_earlier_blame_found_them_are_judged_aga
     assert "dev-6" in anchored.others
     repaired = {d: v - np.median(v) + rng.uniform(-2, 2) for d, v in diffs.items()}
     assert not judge_reference(T, repaired, tolerance, anchor=-17.2).reference_fault
+
+
+@PROPERTY
+@given(st.integers(0, 2**32 - 1), st.integers(3, 9), st.floats(-6.0, 6.0))
+def test_a_group_no_anchor_could_blame_is_never_looked_up(seed: int, n: int,
+                                                         anchor: float) -> None:
+    """``could_share`` spares the store's look for an earlier blame; it may only ever say
+    yes where an anchor could make the group's shifts a fault (devices scattered over
+    -4 to 4 tolerances around shifts of either sign)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-3.0, 3.0) * TOLERANCE
+    diffs = {f"dev-{i}": centre + rng.uniform(-1.5, 1.5) * TOLERANCE
+             + rng.normal(0.0, 0.05, T.size) for i in range(n)}
+    plain = judge_reference(T, diffs, TOLERANCE)
+    anchored = judge_reference(T, diffs, TOLERANCE, anchor=anchor * TOLERANCE)
+    if anchored.reference_fault:
+        assert could_share(plain, TOLERANCE)
 
 
 @PROPERTY

@@ -413,7 +413,9 @@ class Auditor:
                                             grid.interval_s)
         decision = core.consensus.judge_reference(grid.t, grid.diffs(), group.bias_tolerance,
                                                   min_bins=min_bins)
-        earlier = self._earlier_step(group, now)
+        # read from the store only where a blame can rest on it
+        earlier = self._earlier_step(group, now) if decision.reference_fault or \
+            core.consensus.could_share(decision, group.bias_tolerance) else None
         if not decision.reference_fault and earlier is not None:
             # the devices may still sit where an earlier audit's blame found them: the
             # agreement is asked about that level, the grounds again (``attribute``)

@@ -67,8 +67,18 @@ class Member:
     def stated_uncertainty(self) -> float:
         """``onset_uncertainty_s`` as the timing reads it: an unbounded one (nothing placed
         the onset) lends nothing, as a bracket lends nothing; negative is 0."""
-        u = self.onset_uncertainty_s
-        return u if math.isfinite(u) and u > 0.0 else 0.0
+        return latest_start(0.0, self.onset_uncertainty_s, 0.0)
+
+
+def latest_start(onset: float, uncertainty_s: float, slack_s: float) -> float:
+    """The latest moment a deviation stated to begin at ``onset`` may have begun: its
+    stated uncertainty after it, or the hour's slack where that is longer (a change point
+    is a few bins off either way). An update no later than this may have come first: the
+    one rule by which a member follows its update (``firmware_timing``) and a finding's
+    changes are laid beside it (``domain.metadata.changes_before``). An unbounded or
+    negative uncertainty counts as none."""
+    u = uncertainty_s if math.isfinite(uncertainty_s) and uncertainty_s > 0.0 else 0.0
+    return onset + max(u, slack_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +290,7 @@ def firmware_timing(group: Sequence[Member], slack_s: float) -> tuple[tuple[str,
     before the window."""
     following = tuple(sorted(
         m.device for m in group if m.failed and m.firmware_since is not None
-        and (m.onset + max(m.stated_uncertainty, slack_s) >= m.firmware_since
+        and (latest_start(m.onset, m.onset_uncertainty_s, slack_s) >= m.firmware_since
              if m.onset is not None
              else m.firmware_since <= m.window_start)))
     exonerating = tuple(sorted(

@@ -282,6 +282,17 @@ def judge_reference(t: ArrayLike, diffs: Mapping[str, ArrayLike], tolerance: flo
                              onset if fault else None, confidence, shifts, level, stepped)
 
 
+def could_share(decision: ConsensusDecision, tolerance: float) -> bool:
+    """Whether some anchor could still make ``decision``'s shifts a shared one
+    (``judge_reference(anchor=)``): its members must be a clear majority within
+    ``|anchor| / 2`` of an anchor beyond ``tolerance``, so more than half the shifts lie
+    beyond ``tolerance / 2`` on one side, and so does their median. False saves the
+    store's look for an earlier blame on every healthy group."""
+    if not decision.shifts:
+        return False
+    return abs(float(np.median(list(decision.shifts.values())))) > tolerance / 2.0
+
+
 DIURNAL_PERIOD_S = 86_400.0
 """The sun and the weather repeat daily: a bias devices share with the hour (an enclosure
 warming at midday) comes back at the same hours a day later; a reference's step does not."""

@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from auditd.core.causes import ANOMALIES
 from auditd.core.causes import spec as cause_spec
+from auditd.core.cohorts import latest_start
 from auditd.model import (
     Cause,
     EventRecord,
@@ -284,7 +285,7 @@ def changes_before(timeline: Sequence[Change], moment: float,
     and those up to the onset's slack after it, or up to its ``uncertainty_s`` where that is
     longer (an onset known to two hours may have followed an update made after it)."""
     lo = moment - policy.context_lookback_s
-    hi = moment + max(policy.onset_slack_s, uncertainty_s)
+    hi = latest_start(moment, uncertainty_s, policy.onset_slack_s)
     return sorted((c for c in timeline if lo <= c.at <= hi), key=lambda c: -c.at)
 
 

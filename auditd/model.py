@@ -70,6 +70,18 @@ EVENT_TYPES = (
 )
 
 
+def latest_start(onset: float, uncertainty_s: float, slack_s: float) -> float:
+    """The latest moment a deviation stated to begin at ``onset`` may have begun: its
+    stated uncertainty after it, or the hour's slack where that is longer (a change point
+    is a few bins off either way). An update no later than this may have come first: the
+    one rule by which a member follows its update (``core.cohorts.firmware_timing``) and
+    a finding's changes are laid beside it (``domain.metadata.changes_before``). Here,
+    in the vocabulary, because the gateway's ingest-only start-up lays changes without
+    loading the core's statistics. An unbounded or negative uncertainty counts as none."""
+    u = uncertainty_s if math.isfinite(uncertainty_s) and uncertainty_s > 0.0 else 0.0
+    return onset + max(u, slack_s)
+
+
 def iso(ts: float | None) -> str | None:
     """Epoch seconds -> RFC 3339 UTC with a ``Z`` (milliseconds only when present)."""
     if ts is None:

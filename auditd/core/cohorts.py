@@ -16,13 +16,14 @@ produce on a sibling is not the firmware's). See docs/metadata.md.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from scipy.stats import fisher_exact
+
+from auditd.model import latest_start
 
 ALPHA = 0.05
 Correction = Literal["holm", "bh"]
@@ -68,17 +69,6 @@ class Member:
         """``onset_uncertainty_s`` as the timing reads it: an unbounded one (nothing placed
         the onset) lends nothing, as a bracket lends nothing; negative is 0."""
         return latest_start(0.0, self.onset_uncertainty_s, 0.0)
-
-
-def latest_start(onset: float, uncertainty_s: float, slack_s: float) -> float:
-    """The latest moment a deviation stated to begin at ``onset`` may have begun: its
-    stated uncertainty after it, or the hour's slack where that is longer (a change point
-    is a few bins off either way). An update no later than this may have come first: the
-    one rule by which a member follows its update (``firmware_timing``) and a finding's
-    changes are laid beside it (``domain.metadata.changes_before``). An unbounded or
-    negative uncertainty counts as none."""
-    u = uncertainty_s if math.isfinite(uncertainty_s) and uncertainty_s > 0.0 else 0.0
-    return onset + max(u, slack_s)
 
 
 @dataclass(frozen=True, slots=True)

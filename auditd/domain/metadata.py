@@ -24,7 +24,6 @@ from packaging.version import InvalidVersion, Version
 
 from auditd.core.causes import ANOMALIES
 from auditd.core.causes import spec as cause_spec
-from auditd.core.cohorts import latest_start
 from auditd.model import (
     Cause,
     EventRecord,
@@ -33,6 +32,7 @@ from auditd.model import (
     Reference,
     Severity,
     iso,
+    latest_start,
     worst_severity,
 )
 from auditd.text import duration

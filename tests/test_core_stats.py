@@ -55,11 +55,14 @@ from auditd.core.stats import (
     deming,
     effective_n,
     effective_size,
+    equivalent_ar1,
     huber_line,
+    interval_mean_acf,
     lag1_autocorrelation,
     mean_interval,
     sequence_effective_size,
     slope_effective_size,
+    slope_effective_size_under,
 )
 from auditd.model import SensorSpec, Tolerance
 
@@ -714,3 +717,75 @@ def test_the_scales_pooled_correlations_are_each_scales_own(seed: int, n: int, g
         assert found[3] is not None
         assert np.array_equal(found[3].device, alone[3].device)
         assert np.array_equal(found[3].reference, alone[3].reference)
+
+
+@CROSS
+@given(phi=st.floats(0.0, 0.995), m=st.integers(1, 40), lags=st.integers(1, 8))
+def test_interval_means_of_an_ar1_correlate_as_their_covariance_matrix_says(
+        phi: float, m: int, lags: int) -> None:
+    """The correlations of interval means, as ``fit.fine_gain_samples`` carries a device's
+    noise to a coarser reference's intervals, are those of the AR(1)'s own covariance
+    matrix averaged block by block (no formula shared)."""
+    size = m * (lags + 1)
+    k = np.arange(size)
+    cov = phi ** np.abs(k[:, None] - k[None, :]).astype(np.float64)
+    block = k // m
+    first = block == 0
+    means = [float(cov[np.ix_(first, block == j)].mean()) for j in range(lags + 1)]
+    expected = np.asarray(means) / means[0]
+    np.testing.assert_allclose(interval_mean_acf(phi, m, lags), expected, rtol=1e-9,
+                               atol=1e-12)
+
+
+@CROSS
+@given(n=st.integers(100, 100_000), share=st.floats(0.01, 1.0))
+def test_the_equivalent_ar1_inverts_the_textbook_size(n: int, share: float) -> None:
+    """``equivalent_ar1`` is the coefficient whose textbook effective size
+    n (1 - phi) / (1 + phi) is the one it was given (clipped at ``RHO_MAX``)."""
+    n_eff = share * n
+    phi = equivalent_ar1(n, n_eff)
+    assert 0.0 <= phi <= RHO_MAX
+    if phi < RHO_MAX:
+        assert n * (1.0 - phi) / (1.0 + phi) == pytest.approx(n_eff, rel=1e-9)
+
+
+def test_the_equivalent_ar1_of_a_simulated_series_is_its_coefficient() -> None:
+    """Read back from a long simulated AR(1) through ``effective_n`` (its whole
+    correlation sequence), the equivalent coefficient is the one simulated, to within the
+    estimate's error (a conservative reading may only raise it)."""
+    rng = np.random.default_rng(12)
+    for phi in (0.5, 0.9, 0.97):
+        x = np.asarray(lfilter([1.0], [1.0, -phi], rng.normal(0.0, 1.0, 200_000)))
+        back = equivalent_ar1(x.size, effective_n(x))
+        assert phi - 0.01 <= back <= phi + 0.02, (phi, back)
+
+
+def reference_slope_size_under(x: np.ndarray, acf: np.ndarray) -> float:
+    """Bartlett's factor over the lags ``acf`` gives, from every lag's direct
+    autocorrelation, summed as Geyer's sequence (``reference_slope_size``'s rule)."""
+    n = x.size
+    rho = direct_autocorrelations(x)
+    if rho is None:
+        return float(n)
+    lags = min(acf.size, n)
+    terms = rho[:lags] * acf[:lags]
+    pairs = terms[: lags - lags % 2].reshape(-1, 2).sum(axis=1)
+    ended = np.flatnonzero(pairs <= 0.0)
+    kept = np.minimum.accumulate(pairs[: ended[0]] if ended.size else pairs)
+    tau = -1.0 + 2.0 * float(kept.sum())
+    return min(max(n / tau, 2.0), float(n)) if tau > 0.0 else float(n)
+
+
+@CROSS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 2000),
+       phi=st.sampled_from([0.0, 0.5, 0.9, 0.99]), lag1=st.floats(0.0, 1.0),
+       decay=st.floats(0.0, 0.999), lags=st.integers(1, 60))
+def test_the_slope_size_under_any_noise_sequence_is_bartletts(
+        seed: int, n: int, phi: float, lag1: float, decay: float, lags: int) -> None:
+    """``slope_effective_size_under`` for noise correlated as interval means are (lag 1
+    anything, then a geometric decay: no AR(1)) is Bartlett's factor summed from every
+    lag's direct correlation."""
+    x = sensor_like(seed, n, phi, 0.3, 20.0)
+    acf = np.concatenate(([1.0], lag1 * decay ** np.arange(lags, dtype=np.float64)))
+    assert slope_effective_size_under(x, acf) == \
+        pytest.approx(reference_slope_size_under(x, acf), rel=1e-9)

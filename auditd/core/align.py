@@ -44,6 +44,13 @@ class Aligned:
     device_nulls: int
     """Device readings in the window that said ``null`` (NaN)."""
     reference_nulls: int
+    fine_device: Series | None = None
+    """The device's own readings in the window (time-ordered when the store's were), kept
+    where the comparison is on a coarser time base than the device's: the readings inside
+    each interval say how persistent the device's noise is at its own cadence, which a
+    day of 24 hourly means can hardly tell (``fit.fine_gain_samples``). None on the
+    device's own base, and after any change that moves the device's values between bins
+    (``shift_device``, ``coarsen``)."""
     _paired: BoolArray | None = field(default=None, init=False, repr=False, compare=False)
     """``paired``, made on first use (a copy made by ``dataclasses.replace`` starts
     without it: its streams may differ)."""
@@ -256,12 +263,13 @@ def on_time_base(
     base = time_base(device_interval_s, reference, start, end, reference_interval_s)
     if base == device_interval_s:
         return align(device, reference, device_interval_s, start, end)
-    _, dev_v = _in_window(device, start, end)
+    dev_ts, dev_v = _in_window(device, start, end)
     _, ref_v = _in_window(reference, start, end)
     aligned = align(interval_series(device, base, device_interval_s, start, end),
                     interval_series(reference, base, base, start, end), base, start, end)
     return replace(aligned, device_nulls=int(np.count_nonzero(~np.isfinite(dev_v))),
-                   reference_nulls=int(np.count_nonzero(~np.isfinite(ref_v))))
+                   reference_nulls=int(np.count_nonzero(~np.isfinite(ref_v))),
+                   fine_device=Series(dev_ts, dev_v))
 
 
 def interval_series(series: Series, width_s: float, declared_s: float, start: float,
@@ -300,7 +308,7 @@ def shift_device(aligned: Aligned, bins: int) -> Aligned:
             moved[:-bins] = aligned.device[bins:]
         else:
             moved[-bins:] = aligned.device[:bins]
-    return replace(aligned, device=freeze(moved))
+    return replace(aligned, device=freeze(moved), fine_device=None)
 
 
 def since(aligned: Aligned, t0: float) -> Aligned:
@@ -325,7 +333,7 @@ def coarsen(aligned: Aligned, factor: int) -> Aligned:
     return replace(aligned, t=block_sums(aligned.t, factor, n) / factor,
                    device=block_mean(aligned.device, factor, n),
                    reference=block_mean(aligned.reference, factor, n),
-                   interval_s=aligned.interval_s * factor)
+                   interval_s=aligned.interval_s * factor, fine_device=None)
 
 
 def block_sums(x: FloatArray, factor: int, n: int) -> FloatArray:

@@ -261,9 +261,13 @@ def noise_model_agrees(metrics: Metrics, tol: Tolerance) -> bool:
     line rests on, and it lands elsewhere, often across 1. The AR(1) gain comes already
     corrected for the reference's noise in its own, quasi-differenced terms
     (``stats.cochrane_orcutt``); the least-squares range's allowance (``gain_range``) is
-    also offered it, which can only widen the agreement: a veto needs the AR(1) line
-    plainly on the other side. True where the AR(1) line is undefined: absence of a second
-    opinion is no evidence against the first."""
+    also offered it, which can only widen the agreement. The AR(1) line must show the
+    gain beyond the tolerance by its own interval (``gain_z`` of its standard error,
+    ``Metrics.gain_gls_se``): a calm room's wander made an OLS gain of 2.0 and an AR(1)
+    gain of 1.16 +- 0.22, which agreed in sign and nothing else, once the interval
+    residuals were no longer the only witness of the noise's persistence
+    (``fit.fine_gain_samples``). True where the AR(1) line is undefined: absence of a
+    second opinion is no evidence against the first."""
     gls = metrics.gain_gls
     if not math.isfinite(gls):
         return True
@@ -274,10 +278,12 @@ def noise_model_agrees(metrics: Metrics, tol: Tolerance) -> bool:
         dilution = (noise / spread) ** 2
         gains.append(gls / (1.0 - dilution) if dilution <= MAX_DILUTION
                      else math.copysign(math.inf, gls))
+    width = gain_z(metrics) * metrics.gain_gls_se if math.isfinite(metrics.gain_gls_se) \
+        else 0.0
     if lo > 1.0:
-        return max(gains) - 1.0 > tol.gain
+        return max(gains) - width - 1.0 > tol.gain
     if hi < 1.0:
-        return 1.0 - min(gains) > tol.gain
+        return 1.0 - min(gains) - width > tol.gain
     return True
 
 

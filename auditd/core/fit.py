@@ -22,15 +22,22 @@ from auditd.core.align import Aligned
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray
 from auditd.core.stats import (
+    RHO_UPPER_Z,
     ar1_coefficient,
     cochrane_orcutt,
     conservative_rho,
     deming,
+    effective_n,
     effective_size,
+    equivalent_ar1,
     has_outliers,
     huber_line,
+    interval_mean_acf,
+    lag1_autocorrelation,
     mean_interval,
     slope_effective_size,
+    slope_effective_size_under,
+    weighted_lags,
     white_noise_bounds,
 )
 
@@ -258,7 +265,8 @@ def compute_metrics(
     if owned:
         del dev, ref
     low, high = bias.bounds() if n > 1 else (nan, nan)
-    gain_se, gain_n_eff = effective_gain_se(line, resid, slope_n_eff)
+    gain_se, gain_n_eff = effective_gain_se(
+        line, resid, slope_n_eff, fine_n_eff=fine_gain_samples(aligned, line, resid))
     outliers = False
     if robust and resid is not None:
         outliers = has_outliers(resid)
@@ -302,7 +310,8 @@ def compute_metrics(
 
 
 def effective_gain_se(line: LineFit, residuals: FloatArray | None,
-                      slope_n_eff: float = math.inf) -> tuple[float, float]:
+                      slope_n_eff: float = math.inf, *,
+                      fine_n_eff: float = math.nan) -> tuple[float, float]:
     """The OLS gain's standard error scaled by sqrt(n / n_eff), and that n_eff.
 
     For a slope, the variance factor of AR(1) noise (rho_u) is Bartlett's
@@ -315,11 +324,116 @@ def effective_gain_se(line: LineFit, residuals: FloatArray | None,
     noise's slow wander (two persistent series: the residuals left look nearly white,
     lag-1 0.6 for a wander of 0.98, and three hours of minute data claimed 68 independent
     residuals); the second sees it.
+
+    ``fine_n_eff`` (``fine_gain_samples``), where the comparison is on a coarser time base
+    than the device's, stands instead of both: read off a few dozen interval residuals,
+    their persistence is known only to its upper bound (24 hourly residuals with no
+    correlation at all still count as 12 independent), where the device's own readings
+    inside the intervals know it.
     """
     if residuals is None or not (line.n > 2 and math.isfinite(line.gain_se)):
         return math.nan, math.nan
+    if math.isfinite(fine_n_eff):
+        return line.gain_se * math.sqrt(line.n / fine_n_eff), fine_n_eff
     n_eff = min(effective_size(line.n, ar1_coefficient(residuals)), slope_n_eff)
     return line.gain_se * math.sqrt(line.n / n_eff), n_eff
+
+
+FINE_MIN_PER_INTERVAL = 3.0
+"""Device readings an interval must hold on average for ``fine_gain_samples`` to read the
+noise's persistence from them: fewer, and the intervals are hardly coarser than the
+device."""
+
+
+FINE_MIN_SAMPLES = 20.0
+"""Independent samples the device's own deviations must show for ``fine_gain_samples`` to
+speak: a window shorter than about ten correlation times truncates every estimate of
+persistence (``checks.MIN_GAIN_SAMPLES``), and a slow wander the line has partly absorbed
+looks whiter than it is. Six hours of 3-minute readings whose noise forgets in 100
+minutes showed 2-6, and one window of a healthy unit's wander, counted at 10.2, became a
+"certain" gain of 2 over a calm room (the matrix's f19). At 10 the three matrices'
+false-positive windows were 9, 16 and 11 (7, 13 and 6 before the readings were asked);
+at 20, 7, 14 and 9, with the same faults found. Below it the interval residuals' upper
+bound judges, as before."""
+
+
+def fine_gain_samples(aligned: Aligned, line: LineFit,
+                      interval_residuals: FloatArray | None) -> float:
+    """Independent samples the gain of a comparison on a coarser time base stands on, read
+    from the device's own readings (``Aligned.fine_device``); NaN where there are none, or
+    where the intervals themselves contradict what the readings say.
+
+    The device's deviations from the line at its own cadence, against the reference's
+    interval means interpolated between the intervals' centres, carry the noise's
+    persistence at a resolution the few interval residuals lack. It is read by its whole
+    correlation sequence (``stats.effective_n``: a slow wander counts in full), carried to
+    the intervals as the AR(1) of the same memory (``stats.equivalent_ar1``,
+    ``stats.interval_mean_acf``), and weighed against the reference's own course across
+    the intervals (Bartlett's factor, ``stats.slope_effective_size_under``).
+
+    That carrying keeps the noise's memory but not its shape: white noise over a slow
+    wander (0.4 degC of it over a wander that forgets in eight hours) has the memory of a
+    fast AR(1) at the readings' cadence and the persistence of the wander across hours
+    (interval means 0.9 correlated where the AR(1) says 0.15; a healthy unit's gain then
+    scattered three times its stated error). So the intervals' residuals are asked too:
+    where their lag-1 correlation (corrected for its small-sample bias) lies beyond the
+    carried one by more than its one-sided 95 % sampling error, the readings' word is set
+    aside and the interval residuals' upper bound judges (``effective_gain_se``).
+
+    A day of minute readings with noise of correlation time half an hour, against hourly
+    means: about 13 of 24 intervals independent, where the 24 interval residuals' own
+    correlation, at its upper bound, claimed 2."""
+    fine = aligned.fine_device
+    if fine is None or interval_residuals is None \
+            or not (math.isfinite(line.gain) and math.isfinite(line.offset)):
+        return math.nan
+    keep = aligned.paired
+    intervals = int(np.count_nonzero(keep))
+    if intervals < 4 or interval_residuals.size != intervals:
+        return math.nan
+    width = aligned.interval_s
+    # each paired bin holds one interval mean, stamped at its interval's centre, whole
+    # multiples of the width from the epoch (``averaging.interval_means``); the bin's own
+    # centre may sit up to half a width from it (``align.choose_edge_phase``)
+    index = np.floor(np.asarray(aligned.t)[keep] / width)
+    centres = (index + 0.5) * width
+    reference = np.asarray(aligned.reference)[keep]
+    ts, values = fine.ts, fine.values
+    ok = np.isfinite(ts) & np.isfinite(values)
+    ts, values = ts[ok], values[ok]
+    inside = np.isin(np.floor(ts / width), index)
+    ts, values = ts[inside], values[inside]
+    if ts.size < FINE_MIN_PER_INTERVAL * intervals:
+        return math.nan
+    if not bool(np.all(ts[1:] >= ts[:-1])):
+        order = np.argsort(ts, kind="stable")
+        ts, values = ts[order], values[order]
+    deviation = values - line.offset - line.gain * np.interp(ts, centres, reference)
+    fine_eff = effective_n(deviation)
+    if not fine_eff >= FINE_MIN_SAMPLES:
+        return math.nan
+    phi = equivalent_ar1(int(deviation.size), fine_eff)
+    per_interval = deviation.size / intervals
+    whole = phi ** per_interval if math.isfinite(phi) and phi > 0.0 else 0.0
+    lags = max(min(weighted_lags(whole) if whole > 0.0 else 1, intervals - 1), 1)
+    acf = interval_mean_acf(phi, per_interval, lags)
+    if intervals_more_persistent(interval_residuals, float(acf[1])):
+        return math.nan
+    return slope_effective_size_under(reference, acf)
+
+
+def intervals_more_persistent(residuals: FloatArray, carried_rho: float) -> bool:
+    """Do the interval residuals' lag-1 correlation (bias-corrected as
+    ``stats.conservative_rho`` does, not raised) exceed ``carried_rho`` by more than its
+    one-sided 95 % sampling error, sqrt((1 - rho^2) / n)? NaN correlations (a constant
+    series) contradict nothing."""
+    n = int(residuals.size)
+    r = lag1_autocorrelation(residuals)
+    if not math.isfinite(r):
+        return False
+    if n > 8:
+        r = (n * r + 1.0) / (n - 4.0)
+    return r > carried_rho + RHO_UPPER_Z * math.sqrt(max(1.0 - carried_rho**2, 0.0) / n)
 
 
 def short_term_noise(x: FloatArray) -> float:

@@ -373,10 +373,21 @@ def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
     if n < 4 or not math.isfinite(noise_rho) or noise_rho <= 0.0:
         return float(n)
     q = min(noise_rho, RHO_MAX)
-    rho = autocorrelations(regressor, weighted_lags(q))
+    lags = weighted_lags(q)
+    return slope_effective_size_under(regressor, np.power(q, np.arange(lags + 1)))
+
+
+def slope_effective_size_under(regressor: FloatArray, noise_acf: FloatArray) -> float:
+    """``slope_effective_size`` under noise of any autocorrelation sequence ``noise_acf``
+    (lags 0, 1, ...; its first term 1): Bartlett's tau = 1 + 2 sum_k rho_x(k) noise_acf(k)
+    over the lags given, summed as Geyer's initial positive sequence. Bounded to [2, n]."""
+    n = int(regressor.size)
+    if n < 4 or noise_acf.size < 2:
+        return float(n)
+    rho = autocorrelations(regressor, int(noise_acf.size) - 1)
     if rho is None:
         return float(n)
-    terms = rho * np.power(q, np.arange(rho.size))
+    terms = rho * noise_acf[:rho.size]
     pairs = _pair_sums(terms)
     ended = np.flatnonzero(pairs <= 0.0)
     kept = np.minimum.accumulate(pairs[: ended[0]] if ended.size else pairs)
@@ -384,6 +395,43 @@ def slope_effective_size(regressor: FloatArray, noise_rho: float) -> float:
     if not tau > 0.0:
         return float(n)
     return min(max(n / tau, 2.0), float(n))
+
+
+def interval_mean_acf(phi: float, per_interval: float, lags: int) -> FloatArray:
+    """The autocorrelations, at lags 0..``lags`` intervals, of the means over consecutive
+    intervals of ``per_interval`` readings of an AR(1) series of coefficient ``phi``.
+
+    Over intervals of m readings the means of an AR(1) are no AR(1): with
+    c = phi (1 - phi^m)^2 / (1 - phi)^2 and v = m (1 + phi) / (1 - phi)
+    - 2 phi (1 - phi^m) / (1 - phi)^2 (m^2 times the mean's variance, in units of the
+    series'), the lag-k autocorrelation is c phi^(m (k - 1)) / v: a noise whose
+    correlation time is half an hour leaves hourly means 0.36 correlated at lag 1 and
+    0.06 at lag 2 (minute readings, phi 0.97). Lag 0 is 1; for phi <= 0 every other lag is
+    0 (white noise: independent means)."""
+    out = np.zeros(max(lags, 0) + 1)
+    out[0] = 1.0
+    m = max(float(per_interval), 1.0)
+    if not (math.isfinite(phi) and phi > 0.0) or lags < 1:
+        return out
+    phi = min(phi, RHO_MAX)
+    whole = phi ** m
+    c = phi * (1.0 - whole) ** 2 / (1.0 - phi) ** 2
+    v = m * (1.0 + phi) / (1.0 - phi) - 2.0 * phi * (1.0 - whole) / (1.0 - phi) ** 2
+    if not v > 0.0:
+        return out
+    out[1:] = (c / v) * np.power(whole, np.arange(lags, dtype=np.float64))
+    return out
+
+
+def equivalent_ar1(n: int, n_eff: float) -> float:
+    """The AR(1) coefficient whose integrated autocorrelation time n / n_eff matches an
+    effective sample size: (tau - 1) / (tau + 1), in [0, RHO_MAX]. A series whose
+    persistence was read by its whole correlation sequence (``effective_n``) carried to
+    another time scale as the AR(1) of the same memory."""
+    if not (n > 0 and n_eff > 0.0):
+        return math.nan
+    tau = max(n / n_eff, 1.0)
+    return min((tau - 1.0) / (tau + 1.0), RHO_MAX)
 
 
 WEIGHT_TAIL = 1e-18

@@ -497,6 +497,26 @@ def test_a_hygrometer_at_full_scale_in_fog_is_neither_stuck_nor_clipping() -> No
     assert v.status == "pass", (v.failed, v.causes)
 
 
+def test_a_hygrometer_that_held_100_after_the_fog_lifted_is_stuck() -> None:
+    """A humid night at 100 %RH for fifteen hours, then the air dries to 80 %RH; the
+    hygrometer (minutes, against hourly means), pinned at 100.0 through the fog, stays
+    there exactly for the nine hours after, as a wet sensing element does. Most of its
+    flat spell was fog, where 100 is right, but for eight hours it sat 4-20 %RH above the
+    air without moving: stuck (seed 2's `f59` named the offset its frozen value made,
+    the spell's median being the fog's)."""
+    rng = np.random.default_rng(9)
+    t = T0 + 60.0 * np.arange(1440)
+    hours = (t - T0) / HOUR
+    truth = np.where(hours < 15.0, 100.0, 100.0 - 20.0 * np.clip((hours - 15.0) / 3.0, 0, 1))
+    truth = np.minimum(truth + ar1(rng, t.size, 0.5, 0.95), 100.0)
+    device = np.full(t.size, 100.0)  # 2 %RH high through the fog, then frozen
+    reference = interval_means(t, truth, HOUR, 60.0).mean
+    v = evaluate_stream(Series(t, device), Series(T0 + HOUR * np.arange(24) + HOUR / 2,
+                                                  reference),
+                        HUMIDITY, T0, T0 + 24 * HOUR, reference_interval_s=HOUR)
+    assert v.status == "fail" and top(v) == "stuck", (v.failed, v.causes)
+
+
 @PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), bias_share=st.floats(-0.7, 0.7),
        gain_share=st.floats(-0.5, 0.5), noise_share=st.floats(0.05, 0.4),

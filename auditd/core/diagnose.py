@@ -296,12 +296,18 @@ def stuck_spell(case: Case) -> FlatRun | None:
 
 
 def _stuck_spell(case: Case) -> FlatRun | None:
-    run, tol = case.flat_run, case.tol
-    if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired):
+    run = case.flat_run
+    if run is None or run.paired < stuck_run_needed(case):
         return None
     if not reference_live(case.aligned, run):
         return None
     return run
+
+
+def stuck_run_needed(case: Case) -> float:
+    """Paired bins a flat spell must hold to be stuck: ``min_samples`` and
+    ``STUCK_RUN_SHARE`` of the pairs."""
+    return max(case.tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired)
 
 
 EDGE_SHARE = 0.005
@@ -560,7 +566,13 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
     """A flat spell at an end of the profile's range (within ``EDGE_SHARE`` of its span)
     while the reference stays within the bias tolerance of it: a sensor at its full scale
     because what it measures is there (a hygrometer at 100 %RH in fog), neither stuck nor
-    clipping. Anywhere else a flat spell is in the range's interior."""
+    clipping. Anywhere else a flat spell is in the range's interior.
+
+    Not where the reference left the end by more than the tolerance for as long as a stuck
+    spell must last (``stuck_run_needed``) while the device stayed: a hygrometer that
+    reached 100 %RH in a foggy night and held it, exactly, for ten hours after the air
+    dried to 80 has stopped, though most of its spell was fog (seed 2's `f59`: the spell's
+    median was the fog's, and three windows named the offset its frozen value made)."""
     value = float(case.aligned.device[run.first])
     lo, hi = case.spec.range
     span = hi - lo
@@ -572,6 +584,8 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
         return False
     ref = np.asarray(case.aligned.reference)[run.first:run.last + 1]
     ref = ref[np.isfinite(ref)]
+    if np.count_nonzero(np.abs(value - ref) > case.tol.bias) >= stuck_run_needed(case):
+        return False
     return not pinned_off_reference(value, ref, case.tol.bias)
 
 

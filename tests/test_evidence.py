@@ -799,10 +799,12 @@ def test_the_gains_stated_error_against_hourly_means_is_its_scatter(
 def test_a_calm_rooms_wander_is_no_span_error_on_ten_minute_means() -> None:
     """Six hours of 3-minute indoor temperatures whose noise forgets in 100 minutes (phi
     0.97 per reading), against a reference's 10-minute means in a room that moves 0.3-0.5
-    degC: the readings hold too few correlation times to say how persistent the noise is
-    (``fit.FINE_MIN_SAMPLES``), and the interval residuals' upper bound judges, as before
-    the readings were asked (1 of these 150 windows fails on gain, as then). The
-    matrix's f19 (seeds 1-3) failed healthy units on gains of 1.7-2.0 without the rule."""
+    degC: 3.3 readings an interval are too few to say how persistent the noise is across
+    intervals (``fit.FINE_MIN_PER_INTERVAL``), and six hours hold too few of its
+    correlation times (``fit.FINE_MIN_SAMPLES``): the interval residuals' upper bound
+    judges, as before the readings were asked (1 of these 150 windows fails on gain, as
+    then). The matrix's f19 (seeds 1-3) failed healthy units on gains of 1.5-2.0 without
+    the rules."""
     rng = np.random.default_rng(8)
     step, width = 180.0, 600.0
     t = T0 + step * np.arange(int(6 * HOUR / step))

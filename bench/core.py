@@ -33,6 +33,10 @@ calls, FFT set-up, dataclasses), not passes over the data. The lag fault is ten 
 there (beyond the 300 s tolerance). Healthy and faulty streams are reported apart: a
 healthy stream's verdict is what every audit of a working fleet pays.
 
+``--hourly-reference`` gives each stream a reference that reports hourly means (the
+agency monitors of the EPA month): the comparison is on the reference's hours, and the
+gain's evidence reads the device's own readings inside them (``fit.fine_gain_samples``).
+
 ``--baseline`` judges each stream as the daemon does once a stream has passed a window:
 against a known-good baseline (another healthy day's residuals: the drift figures) and
 with the reference's stated uncertainty (0.1 degC, references/north.toml: the Deming
@@ -64,6 +68,7 @@ import numpy as np  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
 from auditd.core import Series, baseline_residuals, evaluate_stream  # noqa: E402
+from auditd.core.averaging import interval_means  # noqa: E402
 from auditd.model import SensorSpec, Tolerance  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -71,6 +76,7 @@ RESULTS = BENCH / "results-core.json"
 MINUTE_RESULTS = BENCH / "results-core-minute.json"
 START = 1_764_028_800.0
 DAY = 86_400.0
+HOUR = 3_600.0
 HZ = 1.0
 TOL = Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.90, lag_s=30.0, window_s=DAY,
                 min_samples=600)
@@ -98,7 +104,7 @@ class Stream:
                                       self.reference.ts, self.reference.values))
 
 
-def make_stream(i: int, interval_s: float = 1.0) -> Stream:
+def make_stream(i: int, interval_s: float = 1.0, hourly_reference: bool = False) -> Stream:
     """One day of stream ``i`` at one reading every ``interval_s``; its fault is
     ``FAULTS[i % len(FAULTS)]``. The walk's steps grow with the square root of the
     interval (the same process sampled less often), the clocks' offsets and jitter with
@@ -125,8 +131,11 @@ def make_stream(i: int, interval_s: float = 1.0) -> Stream:
     keep = rng.random(n) >= 0.01
     dev_t = grid + (rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)) * interval_s
     ref_t = grid + (rng.uniform(0.0, 0.5) + rng.normal(0.0, 0.05, n)) * interval_s
-    return Stream(kind, Series(dev_t[keep], value[keep]),
-                  Series(ref_t, truth + rng.normal(0.0, 0.02, n)))
+    reference = Series(ref_t, truth + rng.normal(0.0, 0.02, n))
+    if hourly_reference:
+        means = interval_means(grid, truth, HOUR, interval_s)
+        reference = Series(means.start + HOUR / 2, means.mean + rng.normal(0.0, 0.02, len(means)))
+    return Stream(kind, Series(dev_t[keep], value[keep]), reference)
 
 
 def with_baseline(s: Stream, i: int, spec: SensorSpec) -> Stream:
@@ -139,7 +148,9 @@ def with_baseline(s: Stream, i: int, spec: SensorSpec) -> Stream:
 def judge(s: Stream, spec: SensorSpec) -> Any:
     """``evaluate_stream`` as the daemon calls it for this stream."""
     if s.baseline is None:
-        return evaluate_stream(s.device, s.reference, spec, START, START + DAY)
+        hourly = s.reference.ts.size <= DAY / HOUR
+        return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
+                               reference_interval_s=HOUR if hourly else None)
     return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
                            baseline_residuals=s.baseline, reference_uncertainty=0.1,
                            reference_interval_s=spec.interval_s)
@@ -225,6 +236,8 @@ def main() -> None:
     parser.add_argument("--minute", action="store_true",
                         help="one day of minute data (1,440 readings a stream), the "
                         "th-200's temperature tolerance")
+    parser.add_argument("--hourly-reference", action="store_true",
+                        help="a reference reporting hourly means (the comparison on its hours)")
     parser.add_argument("--baseline", action="store_true",
                         help="judge against a healthy day's residuals, with the reference's "
                         "uncertainty, as the daemon does after a stream's first pass")
@@ -238,12 +251,15 @@ def main() -> None:
         args.out = MINUTE_RESULTS if args.minute else RESULTS
         if args.baseline:
             args.out = args.out.with_name(args.out.stem + "-baseline.json")
+        if args.hourly_reference:
+            args.out = args.out.with_name(args.out.stem + "-hourly.json")
     cpu = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {cpu})
     spec = MINUTE_SPEC if args.minute else SPEC
 
     t0 = time.perf_counter()
-    streams = [make_stream(i, spec.interval_s) for i in range(args.streams)]
+    streams = [make_stream(i, spec.interval_s, args.hourly_reference)
+               for i in range(args.streams)]
     if args.baseline:
         streams = [with_baseline(s, i, spec) for i, s in enumerate(streams)]
     generate_s = time.perf_counter() - t0
@@ -291,6 +307,7 @@ def main() -> None:
                                              "lag_s": spec.tolerance.lag_s,
                                              "min_samples": spec.tolerance.min_samples},
                                     "repeat": args.repeat, "baseline": args.baseline,
+                                    "hourly_reference": args.hourly_reference,
                                     "machine": machine()}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

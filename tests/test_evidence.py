@@ -22,12 +22,18 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from auditd.core import Series, StreamVerdict, evaluate_stream
+from auditd.core import Series, StreamVerdict, evaluate_stream, fit
 from auditd.core.align import align, on_time_base
 from auditd.core.averaging import interval_means
 from auditd.core.checks import gain_evidence, noise_model_agrees
 from auditd.core.diagnose import std_about_one_step
-from auditd.core.fit import Metrics
+from auditd.core.fit import (
+    Metrics,
+    fine_gain_samples,
+    fit_line,
+    paired_arrays,
+    thinning_step,
+)
 from auditd.core.lag import estimate_lag
 from auditd.model import SensorSpec, Tolerance
 
@@ -794,6 +800,35 @@ def test_the_gains_stated_error_against_hourly_means_is_its_scatter(
     assert float(np.std(gains - 1.0)) / float(np.median(errors)) < 1.35
     failed = [g for g, v in zip(gains, verdicts, strict=True) if "gain" in v.failed]
     assert len(failed) <= (1 if noise is _white_over_wander else 0), failed
+
+
+@pytest.mark.parametrize("phi", [0.9, 0.99, 0.999])
+def test_one_hertz_readings_are_read_at_the_intervals_need(
+        phi: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day of 1 Hz readings against hourly means is read at every 30th reading
+    (``fit.thinning_step``): the count is the one all 86,400 give, within 2 % where the
+    noise forgets within minutes (phi 0.9, 0.99 a second), and never more where it
+    remembers for a quarter of an hour (0.999: 14-17 against 18, the shorter series'
+    estimate of its own persistence being the more cautious)."""
+    rng = np.random.default_rng(2)
+    t = T0 + np.arange(86400.0)
+    truth = 15.0 + 4.0 * np.sin(2 * math.pi * (t - T0) / 86400.0 + rng.uniform(0.0, 6.0))
+    hourly = interval_means(t, truth, HOUR, 1.0).mean
+    aligned = on_time_base(Series(t, truth + ar1(rng, t.size, 0.3, phi)),
+                           Series(T0 + HOUR * np.arange(24) + HOUR / 2, hourly), 1.0, T0,
+                           T0 + 86400.0, reference_interval_s=HOUR)
+    device, reference = paired_arrays(aligned)
+    line = fit_line(device, reference)
+    residuals = device - line.offset - line.gain * reference
+    assert thinning_step(86400, 24) == 30
+    thinned = fine_gain_samples(aligned, line, residuals)
+    monkeypatch.setattr(fit, "FINE_MAX_PER_INTERVAL", 10**9)
+    everything = fine_gain_samples(aligned, line, residuals)
+    assert math.isfinite(everything)
+    if phi < 0.999:
+        assert thinned == pytest.approx(everything, rel=0.02)
+    else:
+        assert not thinned > everything
 
 
 def test_a_calm_rooms_wander_is_no_span_error_on_ten_minute_means() -> None:

@@ -405,15 +405,17 @@ def fine_gain_samples(aligned: Aligned, line: LineFit,
     centres = (index + 0.5) * width
     reference = np.asarray(aligned.reference)[keep]
     ts, values = fine.ts, fine.values
-    ok = np.isfinite(ts) & np.isfinite(values)
-    ts, values = ts[ok], values[ok]
-    inside = np.isin(np.floor(ts / width), index)
-    ts, values = ts[inside], values[inside]
-    if ts.size < FINE_MIN_PER_INTERVAL * intervals:
-        return math.nan
     if not bool(np.all(ts[1:] >= ts[:-1])):
         order = np.argsort(ts, kind="stable")
         ts, values = ts[order], values[order]
+    step = thinning_step(int(ts.size), int(keep.size))
+    ts, values = ts[::step], values[::step]
+    ok = np.isfinite(ts) & np.isfinite(values)
+    ts, values = ts[ok], values[ok]
+    inside = _in_intervals(ts, width, index)
+    ts, values = ts[inside], values[inside]
+    if ts.size * step < FINE_MIN_PER_INTERVAL * intervals:
+        return math.nan
     deviation = values - line.offset - line.gain * np.interp(ts, centres, reference)
     fine_eff = effective_n(deviation)
     if not fine_eff >= FINE_MIN_SAMPLES:
@@ -426,6 +428,37 @@ def fine_gain_samples(aligned: Aligned, line: LineFit,
     if intervals_more_persistent(interval_residuals, float(acf[1])):
         return math.nan
     return slope_effective_size_under(reference, acf)
+
+
+def _in_intervals(ts: FloatArray, width: float, index: FloatArray) -> np.ndarray:
+    """Which of ``ts`` fall in one of the intervals ``index`` (whole widths from the
+    epoch, ascending): a lookup table over the intervals' span, not a sort of ``ts``."""
+    first = float(index[0])
+    table = np.zeros(int(index[-1] - first) + 1, dtype=bool)
+    table[(index - first).astype(np.intp)] = True
+    where = np.floor(ts / width) - first
+    inside = (where >= 0) & (where < table.size)
+    inside[inside] = table[where[inside].astype(np.intp)]
+    return inside
+
+
+FINE_MAX_PER_INTERVAL = 120
+"""Readings an interval keeps for ``fine_gain_samples`` at most: of more, every k-th is
+read (``thinning_step``)."""
+
+
+def thinning_step(readings: int, intervals: int) -> int:
+    """Read every k-th of the window's readings, k the least that leaves each of its
+    intervals (paired or not) at most ``FINE_MAX_PER_INTERVAL`` of them (1: all), taken
+    before anything else is done with them.
+
+    Every k-th value of a series keeps the shape of its correlation sequence at the lags
+    it keeps (an AR(1) of phi becomes one of phi^k, white noise stays white), which is all
+    the carrying to the intervals reads; means of groups would not (their lag-1 is no
+    longer their memory's, and the count read through it fell by half). A day of 1 Hz
+    readings against hourly means is read at 30 s: the correlation sequence of 86,400
+    values cost 3.6 ms a metrics call."""
+    return max(math.ceil(readings / (intervals * FINE_MAX_PER_INTERVAL)), 1)
 
 
 def intervals_more_persistent(residuals: FloatArray, carried_rho: float) -> bool:

@@ -503,24 +503,66 @@ def test_a_hygrometer_at_full_scale_in_fog_is_neither_stuck_nor_clipping() -> No
     assert v.status == "pass", (v.failed, v.causes)
 
 
-def test_a_hygrometer_that_held_100_after_the_fog_lifted_is_stuck() -> None:
-    """A humid night at 100 %RH for fifteen hours, then the air dries to 80 %RH; the
-    hygrometer (minutes, against hourly means), pinned at 100.0 through the fog, stays
-    there exactly for the nine hours after, as a wet sensing element does. Most of its
-    flat spell was fog, where 100 is right, but for eight hours it sat 4-20 %RH above the
-    air without moving: stuck (seed 2's `f59` named the offset its frozen value made,
-    the spell's median being the fog's)."""
+@pytest.mark.parametrize("followed_before", [False, True])
+def test_a_hygrometer_that_held_100_after_the_fog_lifted_is_stuck(
+        followed_before: bool) -> None:
+    """A humid night at 100 %RH until hour 15, then the air dries to 80 %RH; the
+    hygrometer (minutes, against hourly means) reads 100.0 in the fog and stays there
+    exactly for the nine hours after, as a wet sensing element does. Most of its flat
+    spell was fog, where 100 is right, but for eight hours it sat 4-20 %RH above the air
+    without moving: stuck (seed 2's `f59` named the offset its frozen value made, the
+    spell's median being the fog's). Whether it followed the air before the fog (its own
+    line then puts it at the air's 80, not at 100) or was at 100 all day."""
     rng = np.random.default_rng(9)
     t = T0 + 60.0 * np.arange(1440)
     hours = (t - T0) / HOUR
-    truth = np.where(hours < 15.0, 100.0, 100.0 - 20.0 * np.clip((hours - 15.0) / 3.0, 0, 1))
-    truth = np.minimum(truth + ar1(rng, t.size, 0.5, 0.95), 100.0)
-    device = np.full(t.size, 100.0)  # 2 %RH high through the fog, then frozen
+    fog_from = 8.0 if followed_before else 0.0
+    air = np.where(hours < fog_from, 88.0 + 5.0 * np.sin(hours), 100.0)
+    air = np.where(hours < 15.0, air, 100.0 - 20.0 * np.clip((hours - 15.0) / 3.0, 0, 1))
+    truth = np.minimum(air + ar1(rng, t.size, 0.5, 0.95), 100.0)
+    device = np.where(hours < fog_from,
+                      np.round(truth + rng.normal(0.0, 0.3, t.size), 1), 100.0)
     reference = interval_means(t, truth, HOUR, 60.0).mean
     v = evaluate_stream(Series(t, device), Series(T0 + HOUR * np.arange(24) + HOUR / 2,
                                                   reference),
                         HUMIDITY, T0, T0 + 24 * HOUR, reference_interval_s=HOUR)
     assert v.status == "fail" and top(v) == "stuck", (v.failed, v.causes)
+
+
+def test_a_unit_its_own_calibration_carries_to_full_scale_is_not_stuck() -> None:
+    """The review's counter-example: a hygrometer 2.7 %RH high with a gain of 1.05 (both
+    inside tolerance) sits at 100 %RH through six hours when the air is at 96.5, then
+    fog. The air is off its reading by more than the tolerance in most of the spell, but
+    its own line puts it at 100 there: full scale, not a frozen sensor (critical `stuck`
+    before the rule asked the line)."""
+    rng = np.random.default_rng(0)
+    t = T0 + 60.0 * np.arange(1440)
+    hours = (t - T0) / HOUR
+    air = np.where(hours < 7.5, 30.0 + 66.5 * hours / 7.5, np.where(hours < 14.0, 96.5, 100.0))
+    truth = np.minimum(air + ar1(rng, t.size, 0.2, 0.95), 100.0)
+    device = np.round(np.minimum(truth + 4.3 + 0.049 * (truth - 96.5)
+                                 + ar1(rng, t.size, 0.15, 0.8), 100.0), 1)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "pass", (v.failed, v.causes)
+
+
+def test_an_outage_inside_a_fog_spell_is_no_evidence_of_stuck() -> None:
+    """The review's second: a healthy hygrometer at 100 %RH in fog, offline from hour 6 to
+    16 while the air is at 70, back at 100 in the next fog. The flat run spans the outage
+    (gaps are skipped), but the hours it said nothing are no evidence that it stayed."""
+    rng = np.random.default_rng(0)
+    t = T0 + 60.0 * np.arange(1440)
+    hours = (t - T0) / HOUR
+    air = np.where(hours < 3.0, 85.0 + 3.0 * np.sin(3.0 * hours),
+                   np.where((hours >= 6.0) & (hours < 16.0), 70.0, 100.0))
+    truth = np.minimum(air + ar1(rng, t.size, 0.3, 0.95), 100.0)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    device = np.round(np.minimum(truth + 2.0 + rng.normal(0.0, 0.2, t.size), 100.0), 1)
+    online = ~((hours >= 6.0) & (hours < 16.0))
+    v = evaluate_stream(Series(t[online] + 2.0, device[online]), Series(t, reference),
+                        HUMIDITY, t[0], t[-1] + 60.0)
+    assert v.status == "pass", (v.failed, v.causes)
 
 
 @PROPERTY

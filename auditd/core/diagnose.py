@@ -297,17 +297,17 @@ def stuck_spell(case: Case) -> FlatRun | None:
 
 def _stuck_spell(case: Case) -> FlatRun | None:
     run = case.flat_run
-    if run is None or run.paired < stuck_run_needed(case):
+    if run is None or run.paired < stuck_run_needed(case.tol, case.aligned.n_paired):
         return None
     if not reference_live(case.aligned, run):
         return None
     return run
 
 
-def stuck_run_needed(case: Case) -> float:
+def stuck_run_needed(tol: Tolerance, paired: int) -> float:
     """Paired bins a flat spell must hold to be stuck: ``min_samples`` and
-    ``STUCK_RUN_SHARE`` of the pairs."""
-    return max(case.tol.min_samples, STUCK_RUN_SHARE * case.aligned.n_paired)
+    ``STUCK_RUN_SHARE`` of the window's ``paired`` bins."""
+    return max(tol.min_samples, STUCK_RUN_SHARE * paired)
 
 
 EDGE_SHARE = 0.005
@@ -548,15 +548,22 @@ def _carried(dev: FloatArray, ref: FloatArray, ref_held: FloatArray, value: floa
     ``CLIP_AGREEMENT`` of the references ``ref_held`` it held the value at: saturation."""
     if dev.size < 3 or not ref_held.size:
         return False
+    return float(np.mean(_reaches(dev, ref, ref_held, value, high=high))) >= CLIP_AGREEMENT
+
+
+def _reaches(dev: FloatArray, ref: FloatArray, ref_at: FloatArray, value: float, *,
+             high: bool) -> np.ndarray:
+    """Where the device's line through ``dev`` on ``ref`` (the offset alone where the
+    slope is not positive) puts it at or beyond ``value`` (within two residual stds) at
+    each of the references ``ref_at``."""
     line = fit_line(dev, ref)
     if math.isfinite(line.gain) and line.gain > 0.0:
         gain, offset, spread = line.gain, line.offset, line.residual_std
     else:
         diff = dev - ref
         gain, offset, spread = 1.0, float(np.mean(diff)), float(np.std(diff))
-    reach = gain * ref_held + offset + (2.0 if high else -2.0) * spread
-    beyond = reach >= value if high else reach <= value
-    return float(np.mean(beyond)) >= CLIP_AGREEMENT
+    reach = gain * ref_at + offset + (2.0 if high else -2.0) * spread
+    return np.asarray(reach >= value if high else reach <= value)
 
 
 # --------------------------------------------------------------------------- detectors
@@ -568,11 +575,16 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
     because what it measures is there (a hygrometer at 100 %RH in fog), neither stuck nor
     clipping. Anywhere else a flat spell is in the range's interior.
 
-    Not where the reference left the end by more than the tolerance for as long as a stuck
-    spell must last (``stuck_run_needed``) while the device stayed: a hygrometer that
-    reached 100 %RH in a foggy night and held it, exactly, for ten hours after the air
-    dried to 80 has stopped, though most of its spell was fog (seed 2's `f59`: the spell's
-    median was the fog's, and three windows named the offset its frozen value made)."""
+    Not where the reference left the end by more than the tolerance, while the device
+    stayed and its own line (fitted off the pinned value) would not have carried it there,
+    in as many paired bins as a stuck spell must last (``stuck_run_needed``): a
+    hygrometer that reached 100 %RH in a foggy night and held it, exactly, for ten hours
+    after the air dried to 80 has stopped, though most of its spell was fog (seed 2's
+    `f59`: the spell's median was the fog's, and three windows named the offset its
+    frozen value made). A unit 2.7 %RH high with a gain of 1.05, both inside tolerance,
+    at 100 while the air sits at 96.5 is carried there by its calibration; bins where the
+    device said nothing (an outage inside the spell) are no evidence either way (both
+    from a review)."""
     value = float(case.aligned.device[run.first])
     lo, hi = case.spec.range
     span = hi - lo
@@ -582,9 +594,15 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
     low = value <= lo + EDGE_SHARE * span
     if not (high or low):
         return False
-    ref = np.asarray(case.aligned.reference)[run.first:run.last + 1]
-    ref = ref[np.isfinite(ref)]
-    if np.count_nonzero(np.abs(value - ref) > case.tol.bias) >= stuck_run_needed(case):
+    spell = slice(run.first, run.last + 1)
+    ref = np.asarray(case.aligned.reference)[spell][np.asarray(case.aligned.paired)[spell]]
+    left = np.abs(value - ref) > case.tol.bias
+    if left.any():
+        dev_all, ref_all = _paired(case.aligned)
+        free = np.abs(dev_all - value) > FLAT_RELATIVE * max(abs(value), 1e-300)
+        if np.count_nonzero(free) >= 3:
+            left &= ~_reaches(dev_all[free], ref_all[free], ref, value, high=high)
+    if np.count_nonzero(left) >= stuck_run_needed(case.tol, case.aligned.n_paired):
         return False
     return not pinned_off_reference(value, ref, case.tol.bias)
 

@@ -29,7 +29,6 @@ from auditd.core.diagnose import (
     DROPOUT_FAIL,
     DROPOUT_MAJOR,
     EXPLAIN_MIN_CONFIDENCE,
-    STUCK_RUN_SHARE,
     Case,
     behind_clipping,
     build_case,
@@ -38,6 +37,7 @@ from auditd.core.diagnose import (
     dropout_share,
     longest_flat_run,
     rounded_unit,
+    stuck_run_needed,
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
@@ -210,7 +210,7 @@ def _flat_alone(aligned: Aligned, spec: SensorSpec, metrics: Metrics, lag: LagEs
     ``clipping`` first, else None. The case is built only when such a spell exists."""
     run = longest_flat_run(aligned)
     tol = spec.tolerance
-    if run is None or run.paired < max(tol.min_samples, STUCK_RUN_SHARE * aligned.n_paired):
+    if run is None or run.paired < stuck_run_needed(tol, aligned.n_paired):
         return None
     case = build_case(spec, aligned, metrics, lag, units)
     causes = diagnose(case)

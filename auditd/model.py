@@ -78,8 +78,13 @@ def latest_start(onset: float, uncertainty_s: float, slack_s: float) -> float:
     a finding's changes are laid beside it (``domain.metadata.changes_before``). Here,
     in the vocabulary, because the gateway's ingest-only start-up lays changes without
     loading the core's statistics. An unbounded or negative uncertainty counts as none."""
-    u = uncertainty_s if math.isfinite(uncertainty_s) and uncertainty_s > 0.0 else 0.0
-    return onset + max(u, slack_s)
+    return onset + max(timing_uncertainty(uncertainty_s), slack_s)
+
+
+def timing_uncertainty(uncertainty_s: float) -> float:
+    """An onset's uncertainty as a timing may lean on it: an unbounded one (nothing placed
+    the onset, as nothing places a bracket's middle) or a negative one lends nothing."""
+    return uncertainty_s if math.isfinite(uncertainty_s) and uncertainty_s > 0.0 else 0.0
 
 
 def iso(ts: float | None) -> str | None:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from scipy.stats import fisher_exact
 
-from auditd.model import latest_start
+from auditd.model import latest_start, timing_uncertainty
 
 ALPHA = 0.05
 Correction = Literal["holm", "bh"]
@@ -66,9 +66,8 @@ class Member:
 
     @property
     def stated_uncertainty(self) -> float:
-        """``onset_uncertainty_s`` as the timing reads it: an unbounded one (nothing placed
-        the onset) lends nothing, as a bracket lends nothing; negative is 0."""
-        return latest_start(0.0, self.onset_uncertainty_s, 0.0)
+        """``onset_uncertainty_s`` as the timing reads it (``model.timing_uncertainty``)."""
+        return timing_uncertainty(self.onset_uncertainty_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 from auditd import core
 from auditd.domain.alerts import confirmed
-from auditd.model import Finding, Tolerance, from_iso, iso
+from auditd.model import Finding, Tolerance, from_iso, iso, timing_uncertainty
 
 ONSET = "onset_estimate"
 """``context`` key: how the finding's onset was estimated."""
@@ -66,8 +66,7 @@ def stated_uncertainty(context: Mapping[str, Any]) -> float:
     if not isinstance(recorded, dict) or _is_bracket(recorded):
         return 0.0
     value = recorded.get("uncertainty_s")
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) \
-        and value > 0.0 else 0.0
+    return timing_uncertainty(float(value)) if isinstance(value, int | float) else 0.0
 
 
 def bracketed_only(finding: Finding) -> bool:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from auditd.adapters.config.catalog import build_catalog, load_profiles
 from auditd.adapters.store import Store
 from auditd.app.auditor import Auditor
-from auditd.core import Series
+from auditd.core import Series, StreamVerdict, evaluate_stream
+from auditd.core.checks import comparison_margin
 from auditd.core.consensus import (
     MIN_DEVICES,
     MIN_SHARE,
@@ -31,11 +32,21 @@ from auditd.core.consensus import (
     peer_consensus,
     recurring_shift,
     reference_own_signals,
+    stated_uncertainty,
     step_seen,
 )
 from auditd.domain.audit_plan import EarlierStep, attribute, blame_reference
 from auditd.domain.catalog import Catalog
-from auditd.model import Cause, Finding, MetaRecord, Outcome, Reading, Reference
+from auditd.model import (
+    Cause,
+    Finding,
+    MetaRecord,
+    Outcome,
+    Reading,
+    Reference,
+    SensorSpec,
+    Tolerance,
+)
 from auditd.topics import TopicsConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,14 +196,113 @@ def test_peer_consensus_leaves_the_device_out_and_needs_three_peers() -> None:
               "c": np.array([3.0, 3.0, 3.0]), "d": np.array([100.0, 4.0, 4.0])}
     built = peer_consensus(values, "b")
     assert built is not None
-    series, peers = built
-    assert peers == 3
-    assert series[0] == 3.0 and series[1] == 3.0
-    assert math.isnan(series[2])  # only two peers report in the last bin
+    assert built.peers == 3
+    assert built.values[0] == 3.0 and built.values[1] == 3.0
+    assert math.isnan(built.values[2])  # only two peers report in the last bin
     assert peer_consensus({k: values[k] for k in "abc"}, "a") is None
 
 
-# --------------------------------------------------------------------------- attribution
+def test_peer_median_uncertainty_covers_its_error_from_the_truth() -> None:
+    """Peers each off by their own offset (uniform within a tolerance of 5) and their own
+    noise, with and without a broken peer reading zero (another unit): over many draws
+    the median's actual error from the truth lies beyond the margin a failure must clear
+    (``stated_uncertainty``, ``checks.comparison_margin``; nominally 1 %) in few draws,
+    and the margin never exceeds the tolerance (healthy peers lie within it, and so does
+    their median) and, with many peers, stays below it."""
+    tol = Tolerance(bias=5.0, gain=0.35, rmse=7.0, r2_min=0.7, lag_s=300.0,
+                    window_s=86400.0, min_samples=10)
+    rng = np.random.default_rng(7)
+    truth = 20.0 + 5.0 * np.sin(np.linspace(0, 6, 144))
+    for healthy, noise, broken in ((4, 1.0, True), (4, 1.0, False), (7, 1.0, True),
+                                   (7, 3.0, True), (12, 1.0, True)):
+        errors, offset_margin, rms_margin = [], [], []
+        for _ in range(200):
+            values = {f"p{i}": truth + rng.uniform(-5, 5) + rng.normal(0, noise, truth.size)
+                      for i in range(healthy + 1)}
+            if broken:
+                values["broken"] = np.zeros(truth.size)
+            built = peer_consensus(values, "p0")
+            assert built is not None and built.peers == healthy + broken
+            offset_u, rms_u = stated_uncertainty(built, tol)
+            errors.append(abs(float(np.median(built.values - truth))))
+            offset_margin.append(comparison_margin(offset_u))
+            rms_margin.append(comparison_margin(rms_u))
+        error = np.array(errors)
+        assert np.mean(error > np.array(offset_margin)) <= 0.05
+        assert np.mean(error > np.array(rms_margin)) <= 0.05
+        assert max(offset_margin) <= tol.bias + 1e-9 and max(rms_margin) <= tol.rmse + 1e-9
+        if healthy >= 12:
+            assert np.median(offset_margin) < 0.9 * tol.bias
+
+
+PEER_SPEC = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 60.0,
+                       Tolerance(bias=0.5, gain=0.05, rmse=0.8, r2_min=0.9, lag_s=300.0,
+                                 window_s=86400.0, min_samples=60))
+
+
+def peers_and_device(seed: int, device_offset: float | None, *, devices: int = 8,
+                     noise: float = 0.2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A day of minute readings from ``devices`` thermometers of one site: each off by its
+    own offset, uniform within 0.9 of the 0.5 degC tolerance (``device_offset`` for the
+    judged one, ``dev``, when given) and its own white ``noise``."""
+    rng = np.random.default_rng(seed)
+    t = 1_764_028_800.0 + 60.0 * np.arange(1440)
+    truth = 12.0 + 6.0 * np.sin(2 * math.pi * np.arange(1440) / 1440 + rng.uniform(0, 6))
+    offsets = rng.uniform(-0.45, 0.45, devices)
+    if device_offset is not None:
+        offsets[0] = device_offset
+    names = ["dev"] + [f"peer{i}" for i in range(1, devices)]
+    return t, {name: truth + offsets[i] + rng.normal(0.0, noise, t.size)
+               for i, name in enumerate(names)}
+
+
+def judged_on_peers(t: np.ndarray, values: dict[str, np.ndarray], *,
+                    with_uncertainty: bool = True) -> StreamVerdict:
+    """As ``Auditor._judge_on_peers`` judges: against the median with its stated
+    uncertainty (``stated_uncertainty``)."""
+    built = peer_consensus(values, "dev")
+    assert built is not None
+    offset_u, rms_u = stated_uncertainty(built, PEER_SPEC.tolerance)
+    extra = {"comparison_offset_u": offset_u, "comparison_rms_u": rms_u} \
+        if with_uncertainty else {}
+    return evaluate_stream(Series(t, values["dev"]), Series(t, built.values), PEER_SPEC,
+                           float(t[0]), float(t[-1]) + 60.0, **extra)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), devices=st.sampled_from([4, 5, 6, 8]),
+       noise=st.floats(0.1, 0.6))
+@example(seed=12, devices=8, noise=0.2)
+def test_a_healthy_device_never_fails_against_its_healthy_peers(seed: int, devices: int,
+                                                                noise: float) -> None:
+    """Thermometers each within their tolerance, with noise up to three quarters of
+    their rmse budget: two at opposite ends of the tolerance differ by nearly twice it,
+    and against the median of the others a healthy unit was failed as offset_drift
+    (seed 12, below; before the median had an uncertainty, 9 of seeds 0-149 failed so
+    at 8 devices, 18 of 60 at 4 devices with noise 0.6). The median's own uncertainty is
+    what they may differ by."""
+    t, values = peers_and_device(seed, None, devices=devices, noise=noise)
+    assert judged_on_peers(t, values).status != "fail"
+
+
+def test_without_the_medians_uncertainty_a_healthy_device_fails() -> None:
+    """What the property above guards against: the same day judged as though the peers'
+    median were an instrument."""
+    t, values = peers_and_device(12, None)
+    assert judged_on_peers(t, values, with_uncertainty=False).status == "fail"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), sign=st.sampled_from([-1.0, 1.0]),
+       devices=st.sampled_from([4, 6, 8]))
+def test_a_device_three_tolerances_off_still_fails_against_its_peers(
+        seed: int, sign: float, devices: int) -> None:
+    """However few the peers: healthy ones lie within their tolerance and so does their
+    median, so the margin never exceeds the tolerance (``stated_uncertainty``). At two
+    tolerances against three peers it is a coin toss (24-26 of 40 draws found)."""
+    t, values = peers_and_device(seed, sign * 1.5, devices=devices)
+    verdict = judged_on_peers(t, values)
+    assert verdict.status == "fail" and verdict.causes[0].cause == "offset_drift"
 
 
 def shared_bias(rng: np.random.Generator, n: int, offset: float, noise: float,
@@ -575,14 +685,16 @@ def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
           weather_step: float = 0.0, device_offsets: dict[str, float] | None = None,
           seed: int = 7, reference_offset: float = 0.0,
           revisions: dict[str, str] | None = None,
-          impossible_every: dict[str, int] | None = None) -> list[Finding]:
+          impossible_every: dict[str, int] | None = None,
+          static_offsets: dict[str, float] | None = None) -> list[Finding]:
     """A day of minute temperatures from six devices and their reference, then one audit.
 
     ``reference_step`` is added to the reference alone from noon, ``reference_offset`` to
     it all day (a bias the devices share looks the same), ``weather_step`` to everyone from
     15:00, ``device_offsets`` to one device each from 08:00; ``revisions``: device ->
     the hardware revision its meta announces; ``impossible_every``: device -> every how
-    many readings it sends 500 degC (a broken element), from 08:00.
+    many readings it sends 500 degC (a broken element), from 08:00; ``static_offsets``:
+    device -> an offset it reads with all day (in place of its small random one).
     """
     rng = np.random.default_rng(seed)
     ts = START + np.arange(1440) * MINUTE + 2.0
@@ -593,7 +705,9 @@ def audit(tmp_path: Path, cat: Catalog, *, reference_step: float = 0.0,
                + reference_offset}
     for device in DEVICES:
         own = (device_offsets or {}).get(device, 0.0)
-        streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + rng.uniform(-0.1, 0.1)
+        static = rng.uniform(-0.1, 0.1)
+        static = (static_offsets or {}).get(device, static)
+        streams[device] = (weather + rng.normal(0.0, 0.08, ts.size) + static
                            + np.where(ts >= START + 8 * 3600, own, 0.0))
         every = (impossible_every or {}).get(device)
         if every:
@@ -715,6 +829,23 @@ def test_an_overdue_reference_gives_way_to_the_peer_consensus(tmp_path: Path) ->
         assert "past its calibration due date" in f.context["why"]
     assert found["th-north-05"].causes[0].cause == "offset_drift"
     assert all(found[d].status == "pass" for d in DEVICES if d != "th-north-05")
+
+
+def test_healthy_units_at_both_ends_of_their_tolerance_pass_against_their_peers(
+        tmp_path: Path) -> None:
+    """Six thermometers within their 0.5 degC tolerance, one at -0.45 and most of the
+    others well above zero: against its peers' median it reads 0.75 low, beyond its
+    tolerance, though it meets it. The median is no instrument: it states how far it may
+    itself be off (``metrics.comparison_offset_u``), and the unit passes."""
+    offsets = dict(zip(DEVICES, (-0.45, 0.45, 0.3, -0.1, 0.4, 0.2), strict=True))
+    found = by_device(audit(tmp_path, catalog(due=START - 30 * DAY), static_offsets=offsets))
+    judged = found["th-north-01"]
+    assert judged.context["comparison"] == "peer_consensus"
+    assert judged.metrics["bias"] is not None and judged.metrics["bias"] < -0.5
+    assert judged.status == "pass"
+    for device in DEVICES:
+        assert found[device].metrics["comparison_offset_u"] > 0.0
+        assert found[device].metrics["comparison_rms_u"] > 0.0
 
 
 def test_a_sensor_without_a_trusted_reference_is_judged_by_its_peers(tmp_path: Path) -> None:

@@ -397,8 +397,7 @@ class Auditor:
         reference = self._read(group.site, group.reference, group.sensor, start, now)
         devices = {t.device: self._read(t.site, t.device, t.sensor, start, now)
                    for t in group.tasks}
-        findings = {t.device: finding_for(t, self._judge(t, devices[t.device], reference, now,
-                                                         baseline=True),
+        findings = {t.device: finding_for(t, self._judge(t, devices[t.device], reference, now),
                                           now - t.window_s, now) for t in group.tasks}
         if len(group.tasks) < core.consensus.MIN_DEVICES:
             return [overdue_note(f, self._catalog.reference(group.reference), now)
@@ -444,10 +443,9 @@ class Auditor:
         for task in group.tasks if why else ():
             built = core.consensus.peer_consensus(grid.values, task.device)
             if built is not None:
-                verdict = self._judge(task, devices[task.device], Series(grid.t, built[0]),
-                                      now)
+                verdict = self._judge_on_peers(task, devices[task.device], grid.t, built, now)
                 peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
-                                                          now), why, built[1])
+                                                          now), why, built.peers)
         return group_findings(group, findings, peers, attribution, start, now, ref)
 
     def _recurring(self, group: TaskGroup, onset: float, deviation: float, start: float,
@@ -487,10 +485,9 @@ class Auditor:
         for task in group.tasks:
             built = core.consensus.peer_consensus(grid.values, task.device)
             if built is not None:
-                verdict = self._judge(task, devices[task.device], Series(grid.t, built[0]),
-                                      now)
+                verdict = self._judge_on_peers(task, devices[task.device], grid.t, built, now)
                 out.append(on_peers(finding_for(task, verdict, now - task.window_s, now), why,
-                                    built[1]))
+                                    built.peers))
         return out
 
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
@@ -500,19 +497,28 @@ class Auditor:
         found = corrections(self._store.devices.events(device), sensor)
         return Series(ts, apply(ts, values, found) if found else values)
 
-    def _judge(self, task: AuditTask, device: Series, comparison: Series, now: float, *,
-               baseline: bool = False) -> Any:
-        """The one place a stream is judged: against its reference or its peers' median.
-
-        ``baseline``: also compare the residuals with a known-good window's (only against
-        the reference: residuals against the peers' median are a different quantity)."""
+    def _judge(self, task: AuditTask, device: Series, reference: Series, now: float) -> Any:
+        """The one place a stream is judged against its reference (against its peers'
+        median: ``_judge_on_peers``), with the residuals of a known-good window beside
+        this one's, and the reference's stated uncertainty and interval."""
         start = now - task.window_s
         return core.evaluate_stream(
-            device, comparison, task.spec, task.judged_from(now), now,
+            device, reference, task.spec, task.judged_from(now), now,
             units=unit_confusions(task.spec.unit),
-            baseline_residuals=self._baseline_residuals(task, start) if baseline else None,
-            reference_uncertainty=self._uncertainty(task) if baseline else None,
-            reference_interval_s=self._reference_interval(task) if baseline else None)
+            baseline_residuals=self._baseline_residuals(task, start),
+            reference_uncertainty=self._uncertainty(task),
+            reference_interval_s=self._reference_interval(task))
+
+    def _judge_on_peers(self, task: AuditTask, device: Series, t: FloatArray,
+                        peers: core.consensus.PeerMedian, now: float) -> Any:
+        """``_judge`` against the peers' median on the bins ``t``, with the median's own
+        uncertainty (``PeerMedian``): a failure must clear the peers' spread as well. No
+        baseline: residuals against the peers' median are a different quantity."""
+        offset_u, rms_u = core.consensus.stated_uncertainty(peers, task.spec.tolerance)
+        return core.evaluate_stream(
+            device, Series(t, peers.values), task.spec, task.judged_from(now), now,
+            units=unit_confusions(task.spec.unit), comparison_offset_u=offset_u,
+            comparison_rms_u=rms_u)
 
     def _reference_interval(self, task: AuditTask) -> float | None:
         """The interval the reference reports the sensor at, from its own profile (a

@@ -319,6 +319,34 @@ def beyond(estimate: float, se: float, limit: float, z: float = CONFIDENCE_Z) ->
     return ratio(max(0.0, estimate - margin), limit)
 
 
+def comparison_margin(u: float) -> float:
+    """How far the comparison itself may be off the truth, with the confidence a failure
+    needs (``CONFIDENCE_Z`` standard uncertainties); 0 against an instrument (NaN ``u``)."""
+    return CONFIDENCE_Z * u if u > 0.0 else 0.0  # NaN > 0 is False; inf stays inf
+
+
+def bias_margin(metrics: Metrics) -> float:
+    """What the bias must clear before it shows beyond tolerance, or within it: its own
+    interval (the t quantile of its effective sample size times its standard error,
+    infinite where either is undefined), combined in quadrature with the comparison's
+    (``comparison_margin``: a peer median is off the truth by its peers' own spread)."""
+    z, se = confidence_z(metrics.n_eff), metrics.bias_se
+    own = z * se if math.isfinite(se) else math.inf
+    extra = comparison_margin(metrics.comparison_offset_u)
+    if extra == 0.0 or math.isnan(own):
+        return own
+    return math.hypot(own, extra)
+
+
+def rmse_beyond_comparison(rmse: float, metrics: Metrics) -> float:
+    """The least the device's own rmse can be, given an rmse against the comparison: by the
+    triangle inequality, that rmse less the comparison's own root-mean-square error off the
+    truth (``comparison_margin`` of ``comparison_rms_u``). The rmse itself against an
+    instrument."""
+    extra = comparison_margin(metrics.comparison_rms_u)
+    return max(0.0, rmse - extra) if extra > 0.0 else rmse
+
+
 def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     """Metric name -> distance in tolerances (> 1 fails) for every metric defined here.
 
@@ -340,13 +368,12 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     if math.isfinite(metrics.bias):
-        out["bias"] = beyond(abs(metrics.bias), metrics.bias_se, tol.bias,
-                             confidence_z(metrics.n_eff))
+        out["bias"] = ratio(max(0.0, abs(metrics.bias) - bias_margin(metrics)), tol.bias)
     least, _ = gain_deviation(metrics)
     if math.isfinite(least) and excited(metrics, tol) and noise_model_agrees(metrics, tol):
         out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
-        out["rmse"] = ratio(metrics.rmse, tol.rmse)
+        out["rmse"] = ratio(rmse_beyond_comparison(metrics.rmse, metrics), tol.rmse)
     if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol):
         out["r2"] = ratio(1.0 - metrics.r2, 1.0 - tol.r2_min) if tol.r2_min < 1.0 else (
             math.inf if metrics.r2 < 1.0 else 0.0)
@@ -373,7 +400,8 @@ def evidenced_exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     value."""
     out = exceedances(metrics, tol)
     if "rmse" in out:
-        out["rmse"] = ratio(rmse_lower_bound(metrics), tol.rmse)
+        out["rmse"] = ratio(rmse_beyond_comparison(rmse_lower_bound(metrics), metrics),
+                            tol.rmse)
     return out
 
 
@@ -392,7 +420,9 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
     its interval within ``tol.gain`` (``gain_evidence`` is ``within``) where the window
     can judge it at all (``excited``: over a window in which the reference hardly moved it
     cannot, either way, and is left out);
-    rmse, r2 (where judgeable) and lag as point values, as they fail. A window between the
+    rmse, r2 (where judgeable) and lag as point values, as they fail (against the peers'
+    median too: the rmse against it is the device's own and the median's error together,
+    sqrt(rmse^2 + u^2) in expectation, already above the device's own). A window between the
     two (not failing, not confirmed) is what keeps an open alert open, marked unconfirmed
     (``domain.alerts``): the mere weakening of the evidence of a fault is not its repair.
     """
@@ -400,9 +430,8 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
     if not math.isfinite(metrics.bias):
         out.append("bias")
     else:
-        z, se = confidence_z(metrics.n_eff), metrics.bias_se
-        margin = z * se if math.isfinite(z) and math.isfinite(se) else math.inf
-        if abs(metrics.bias) + margin > tol.bias:
+        margin = bias_margin(metrics)
+        if not abs(metrics.bias) + margin <= tol.bias:
             out.append("bias")
     if excited(metrics, tol) and gain_evidence(metrics, tol) not in ("within", "undefined"):
         out.append("gain")
@@ -419,8 +448,11 @@ def unconfirmed_checks(metrics: Metrics, tol: Tolerance) -> tuple[str, ...]:
 def estimates_beyond(metrics: Metrics, tol: Tolerance) -> bool:
     """Whether a window's point estimate of the bias or the gain lies beyond tolerance
     (without the confidence a failure needs): an unconfirmed pass that leans towards the
-    fault, which holds a failing streak, where one that leans towards health ends it."""
+    fault, which holds a failing streak, where one that leans towards health ends it.
+    Against the peers' median, the bias beyond what the median's own error may make of it
+    (``comparison_margin``)."""
     gain = decision_gain(metrics)
-    return ((math.isfinite(metrics.bias) and abs(metrics.bias) > tol.bias)
+    bias = abs(metrics.bias) - comparison_margin(metrics.comparison_offset_u)
+    return ((math.isfinite(bias) and bias > tol.bias)
             or (math.isfinite(gain) and math.isfinite(gain_uncertainty(metrics))
                 and abs(gain - 1.0) > tol.gain))

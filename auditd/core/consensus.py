@@ -30,7 +30,7 @@ from auditd.core.diagnose import strength
 from auditd.core.onset import noise_variance, step_onset
 from auditd.core.series import FloatArray, Series, frozen_array
 from auditd.core.stats import about_one_step, confidence_z, mean_interval
-from auditd.model import iso
+from auditd.model import Tolerance, iso
 
 MIN_DEVICES = 3
 """Fewer deviating devices than this cannot out-vote a coincidence of two device faults."""
@@ -335,18 +335,115 @@ def recurring(shifts: Sequence[float], deviation: float) -> float:
     return max(known, key=lambda s: s * math.copysign(1.0, deviation))
 
 
-def peer_consensus(values: Mapping[str, FloatArray], device: str,
-                   min_peers: int = MIN_PEERS) -> tuple[FloatArray, int] | None:
-    """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
-    than ``min_peers`` report; None when fewer than ``min_peers`` peers have data at all.
+MEDIAN_SE_FACTOR = math.sqrt(3.0)
+"""The standard error of a median of k values over sd / sqrt(k). Peers' offsets are known
+only to lie within their tolerance: rectangular (GUM 4.3.7), for which it is sqrt(3),
+against sqrt(pi / 2) for normal values (the median of few uniform values is the less
+efficient estimate; read with the normal factor, a peer median of seven devices with
+offsets uniform within a tolerance lay beyond its 99 % margin in 6 % of draws)."""
+REJECT_FROM = 5
+"""Peers whose level is far from the others' are left out of the spread (``agreeing``)
+only from this many: the MAD of three or four values is too unsteady to reject by (it
+rejected a healthy peer in a quarter to a third of draws)."""
 
-    Returns the series and the number of peers it was built from.
-    """
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PeerMedian:
+    """A device's peers' per-bin median, standing in for a reference it cannot trust, and
+    how far it may itself be off the truth.
+
+    Every peer is off by its own offset (anything up to its tolerance in a healthy fleet)
+    and its own noise, so a healthy device can differ from a healthy median by more than
+    its tolerance: two devices at opposite ends of it differ by twice. A failure against
+    the median has to clear that (``Metrics.comparison_offset_u``; ``stated_uncertainty``
+    gives the figures a verdict uses)."""
+
+    values: FloatArray
+    """Per bin (NaN where fewer than ``MIN_PEERS`` report)."""
+    peers: int
+    """Peers with any data."""
+    offset_u: float
+    """Standard uncertainty of the median's level over the window: the median's
+    large-sample standard error, ``MEDIAN_SE_FACTOR`` sd / sqrt(k), from the spread of the
+    k peers' levels (each peer's median difference from the median of the *other* peers:
+    measured against a median it is part of, a peer's level shrinks towards zero) that
+    agree (``agreeing``: a broken peer cannot inflate it), enlarged by t(k - 1) / z at the
+    confidence a failure needs: a spread read from a handful of peers is itself
+    uncertain, and a margin of z such uncertainties is then the t interval. NaN where
+    fewer than ``MIN_PEERS`` levels are known."""
+    rms_u: float
+    """Root-mean-square standard uncertainty of the median bin by bin: its level's
+    (``offset_u``) and its noise's, the same standard error from the peers' scatter about
+    their own levels. NaN where ``offset_u`` is."""
+
+
+def peer_consensus(values: Mapping[str, FloatArray], device: str,
+                   min_peers: int = MIN_PEERS) -> PeerMedian | None:
+    """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
+    than ``min_peers`` report, with its uncertainty (``PeerMedian``); None when fewer than
+    ``min_peers`` peers have data at all."""
     peers = [np.asarray(v, dtype=np.float64) for d, v in sorted(values.items())
              if d != device and np.isfinite(v).any()]
     if len(peers) < min_peers:
         return None
-    return frozen_array(_median_rows(np.vstack(peers), min_peers)), len(peers)
+    stack = np.vstack(peers)
+    return PeerMedian(frozen_array(_median_rows(stack, min_peers)), len(peers),
+                      *median_uncertainty(stack))
+
+
+def median_uncertainty(stack: FloatArray) -> tuple[float, float]:
+    """``PeerMedian.offset_u`` and ``rms_u`` of the per-bin median of ``stack``'s rows."""
+    levels, noise = [], []
+    with np.errstate(all="ignore"):
+        for k in range(stack.shape[0]):
+            others = _median_rows(np.delete(stack, k, axis=0), min(MIN_PEERS - 1,
+                                                                    stack.shape[0] - 1))
+            diff = stack[k] - others
+            diff = diff[np.isfinite(diff)]
+            if diff.size:
+                levels.append(float(np.median(diff)))
+                noise.append(float(np.mean((diff - levels[-1]) ** 2)))
+    kept = agreeing(np.array(levels))
+    if kept.size < MIN_PEERS:
+        return math.nan, math.nan
+    few = confidence_z(float(kept.size)) / confidence_z(math.inf)
+    offset_u = few * MEDIAN_SE_FACTOR * float(np.std(kept, ddof=1)) / math.sqrt(kept.size)
+    noise_u = MEDIAN_SE_FACTOR * math.sqrt(float(np.median(noise)) / len(noise))
+    return offset_u, math.hypot(offset_u, noise_u)
+
+
+def agreeing(levels: FloatArray, k: float = 3.0) -> FloatArray:
+    """``levels`` within ``k`` MAD-scaled deviations of their median, from
+    ``REJECT_FROM`` levels on: the peers whose spread a standard deviation may describe.
+    A standard deviation is not robust to the one broken peer, and a MAD of a handful of
+    values too unsteady to be the spread itself (from seven, its 5-95 % range is 0.4-2
+    times the truth); the standard deviation of those the MAD does not reject is both."""
+    if levels.size < REJECT_FROM:
+        return levels
+    centre = float(np.median(levels))
+    mad = MAD_SCALE * float(np.median(np.abs(levels - centre)))
+    return levels[np.abs(levels - centre) <= k * mad] if mad > 0.0 else levels
+
+
+def stated_uncertainty(peers: PeerMedian, tol: Tolerance) -> tuple[float, float]:
+    """The (offset, rms) uncertainties a verdict against ``peers`` uses.
+
+    The median's own (``PeerMedian``), where its peers cannot say (fewer than
+    ``MIN_PEERS`` levels) what their tolerance alone says (each peer anywhere within it,
+    rectangular, GUM 4.3.7: the median of k of them uncertain by ``MEDIAN_SE_FACTOR``
+    (tol / sqrt(3)) / sqrt(k)); never none, for a median taken for an instrument fails a
+    healthy device whose offset sits at one end of its tolerance beside peers at the
+    other. And never more than the tolerance at the confidence a failure needs: healthy
+    peers lie within it, and so does their median, however few they are (the t interval
+    of three peers' spread alone is four times that spread: a unit 3 tolerances off
+    passed against three peers in 37 of 40 draws)."""
+    if math.isfinite(peers.offset_u) and math.isfinite(peers.rms_u):
+        offset_u, rms_u = peers.offset_u, peers.rms_u
+    else:
+        k = math.sqrt(max(peers.peers, 1))
+        offset_u, rms_u = tol.bias / k, tol.rmse / k
+    z = confidence_z(math.inf)
+    return min(offset_u, tol.bias / z), min(rms_u, tol.rmse / z)
 
 
 REFERENCE_FLAT_SHARE = 0.25

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 import numpy as np
@@ -32,6 +32,7 @@ from auditd.core.checks import (
     gain_deviation,
     gain_evidence,
     ratio,
+    rmse_beyond_comparison,
 )
 from auditd.core.fit import (
     FLAT_RELATIVE,
@@ -237,6 +238,9 @@ def build_case(
     _, ref = _paired(fault)
     spread = ReferenceSpread.of(ref)
     del ref
+    if fm is not metrics:  # the comparison is as uncertain over any part of the window
+        fm = replace(fm, comparison_offset_u=metrics.comparison_offset_u,
+                     comparison_rms_u=metrics.comparison_rms_u)
     return Case(spec, aligned, metrics, lag, found, corrected, step, fault, fm, line,
                 longest_flat_run(aligned), tuple(units), spread)
 
@@ -810,7 +814,7 @@ def offset_behind_rmse(m: Metrics, tol: Tolerance) -> float:
     about it is the offset. Naming nothing ("unknown cause") would hide exactly that."""
     if not (math.isfinite(m.bias) and math.isfinite(m.rmse) and m.rmse > 0.0):
         return 0.0
-    if ratio(m.rmse, tol.rmse) <= 1.0 or abs(m.bias) <= tol.bias:
+    if exceedances(m, tol).get("rmse", 0.0) <= 1.0 or abs(m.bias) <= tol.bias:
         return 0.0
     own = (1.0 - gain_through_zero(m, tol)) * m.bias
     carried = (own / m.rmse) ** 2
@@ -921,7 +925,7 @@ def gain_behind_rmse(m: Metrics, tol: Tolerance) -> float:
     one NO2 cell's windows to a unit mix-up the data do not show."""
     if not (math.isfinite(m.rmse) and m.rmse > 0.0 and excited(m, tol)):
         return 0.0
-    if ratio(m.rmse, tol.rmse) <= 1.0:
+    if exceedances(m, tol).get("rmse", 0.0) <= 1.0:
         return 0.0
     least, _ = gain_deviation(m)
     if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.reference_std)):
@@ -989,7 +993,7 @@ def unit_mismatch(case: Case) -> Cause | None:
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     if not case.units:
         return None
-    failing = _systematic_distance(m, tol) > 1.0 or ratio(m.rmse, tol.rmse) > 1.0
+    failing = _systematic_distance(m, tol) > 1.0 or exceedances(m, tol).get("rmse", 0.0) > 1.0
     if not failing or not math.isfinite(m.gain):
         return _unit_rounded_cause(case)
     lo, hi = case.reference_spread.low, case.reference_spread.high
@@ -1057,7 +1061,7 @@ def noise(case: Case) -> Cause | None:
     if not (math.isfinite(resid) and math.isfinite(m.rmse) and m.rmse > 0.0):
         return None
     ex = exceedances(m, tol)
-    distance = max(ratio(resid, tol.rmse), ex.get("r2", 0.0))
+    distance = max(ratio(rmse_beyond_comparison(resid, m), tol.rmse), ex.get("r2", 0.0))
     if distance <= 1.0:
         return None
     systematic_ok = ex.get("bias", 0.0) <= 1.0 and ex.get("gain", 0.0) <= 1.0

@@ -99,7 +99,9 @@ class Metrics:
     bias_ci_high: float = math.nan
     """bias -/+ t*bias_se, t the 99% Student quantile for n_eff - 1 degrees of freedom
     (``stats.confidence_z``): each bound is a one-sided 99% bound, together a 98%
-    interval. The bias check fails only when the whole interval is beyond tolerance."""
+    interval. The bias check fails only when the whole interval is beyond tolerance.
+    Against the peers' median, widened by the median's own error (``comparison_offset_u``,
+    ``checks.bias_margin``)."""
     gain_se: float = math.nan
     """Standard error of the OLS gain, inflated for the residuals' autocorrelation (the
     reference is smooth, so the AR(1) variance factor of the residuals applies)."""
@@ -129,6 +131,15 @@ class Metrics:
     """Huber line (``stats.huber_line``) where the OLS residuals hold outliers
     (``stats.has_outliers``), else the OLS line itself, which then estimates the same line
     with less variance: differing from ``gain``, it shows an outlier-driven fit."""
+    comparison_offset_u: float = math.nan
+    comparison_rms_u: float = math.nan
+    """Standard uncertainties of the comparison as a stand-in for the truth, where it is no
+    instrument but the median of the device's peers (``consensus.PeerMedian``): of its
+    level over the window, and its root-mean-square error over the bins. Each peer is
+    itself off by up to its tolerance, so a healthy device can differ from a healthy
+    median by more than its own tolerance; a failure must clear that too
+    (``checks.bias_margin``, ``checks.rmse_beyond_comparison``). NaN against an
+    instrument, whose uncertainty is its own business (``Reference.uncertainty``)."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         """CONTRACT.md's metrics (n, bias, gain, offset, rmse, r2, lag_s) and the rest,

@@ -19,6 +19,7 @@ from auditd.core.align import Aligned, coarsen, on_time_base
 from auditd.core.causes import of_kind
 from auditd.core.censoring import uncensored
 from auditd.core.checks import (
+    bias_margin,
     evidenced_exceedances,
     excitation_note,
     failed_checks,
@@ -148,11 +149,17 @@ def evaluate_aligned(
     *,
     baseline_residuals: FloatArray | None = None,
     reference_uncertainty: float | None = None,
+    comparison_offset_u: float = math.nan,
+    comparison_rms_u: float = math.nan,
 ) -> StreamVerdict:
     """The verdict for streams already on a common time base.
 
     ``reference_uncertainty`` (``Reference.uncertainty[sensor]``, canonical unit) adds the
     Deming gain, which the gain decision then uses (``fit.compute_metrics``).
+
+    ``comparison_offset_u``, ``comparison_rms_u``: where the comparison is the device's
+    peers' median, how far it may itself be off the truth (``consensus.PeerMedian``); a
+    failure must clear that as well (``Metrics.comparison_offset_u``).
 
     ``baseline_residuals`` (device - reference of a known-good window, ``drift.residuals``)
     adds the drift figures to the verdict."""
@@ -162,6 +169,8 @@ def evaluate_aligned(
     judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
     lag = window_lag(judged, spec)
     metrics = compute_metrics(judged, lag=lag, reference_uncertainty=reference_uncertainty)
+    if not (math.isnan(comparison_offset_u) and math.isnan(comparison_rms_u)):
+        metrics = against_uncertain_comparison(metrics, comparison_offset_u, comparison_rms_u)
     if metrics.n < max(tol.min_samples, 3):
         silent = _dropout_failure(aligned, spec, metrics, figures)
         if silent is not None:
@@ -254,6 +263,16 @@ def _dropout_failure(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
                          figures)
 
 
+def against_uncertain_comparison(metrics: Metrics, offset_u: float, rms_u: float) -> Metrics:
+    """``metrics`` judged against a comparison off the truth by ``offset_u`` and ``rms_u``
+    (``Metrics.comparison_offset_u``), the bias interval widened to the margin it must
+    clear (``checks.bias_margin``): the interval a finding states is the one it was
+    judged by."""
+    judged = replace(metrics, comparison_offset_u=offset_u, comparison_rms_u=rms_u)
+    margin = bias_margin(judged)
+    return replace(judged, bias_ci_low=judged.bias - margin, bias_ci_high=judged.bias + margin)
+
+
 def evaluate_stream(
     device: Series,
     reference: Series,
@@ -265,6 +284,8 @@ def evaluate_stream(
     baseline_residuals: FloatArray | None = None,
     reference_uncertainty: float | None = None,
     reference_interval_s: float | None = None,
+    comparison_offset_u: float = math.nan,
+    comparison_rms_u: float = math.nan,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
@@ -276,13 +297,16 @@ def evaluate_stream(
     sensor (``Reference.uncertainty``); given, the gain is judged on the Deming fit.
     ``reference_interval_s`` is the interval the reference reports (or averages) at, from
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
-    device's means over its intervals (``align.on_time_base``).
+    device's means over its intervals (``align.on_time_base``). ``comparison_offset_u`` and
+    ``comparison_rms_u``: see ``evaluate_aligned``.
     """
     aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
     return evaluate_aligned(aligned, on_interval(spec, aligned.interval_s), units,
                             baseline_residuals=baseline_residuals,
-                            reference_uncertainty=reference_uncertainty)
+                            reference_uncertainty=reference_uncertainty,
+                            comparison_offset_u=comparison_offset_u,
+                            comparison_rms_u=comparison_rms_u)
 
 
 SPIKES_MAX_SHARE = 0.5

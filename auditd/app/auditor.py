@@ -440,8 +440,9 @@ class Auditor:
         decision = attribution.decision
         why = distrust(ref, group, decision, now)
         peers: dict[str, Finding] = {}
+        medians = core.consensus.peer_medians(grid.values) if why else {}
         for task in group.tasks if why else ():
-            built = core.consensus.peer_consensus(grid.values, task.device)
+            built = medians.get(task.device)
             if built is not None:
                 verdict = self._judge_on_peers(task, devices[task.device], grid.t, built, now)
                 peers[task.device] = on_peers(finding_for(task, verdict, now - task.window_s,
@@ -482,8 +483,9 @@ class Auditor:
                                           now)
         why = f"reference {group.reference} is not trusted for {group.sensor} or does not report it"
         out = []
+        medians = core.consensus.peer_medians(grid.values)
         for task in group.tasks:
-            built = core.consensus.peer_consensus(grid.values, task.device)
+            built = medians.get(task.device)
             if built is not None:
                 verdict = self._judge_on_peers(task, devices[task.device], grid.t, built, now)
                 out.append(on_peers(finding_for(task, verdict, now - task.window_s, now), why,

@@ -381,34 +381,62 @@ def peer_consensus(values: Mapping[str, FloatArray], device: str,
                    min_peers: int = MIN_PEERS) -> PeerMedian | None:
     """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
     than ``min_peers`` report, with its uncertainty (``PeerMedian``); None when fewer than
-    ``min_peers`` peers have data at all."""
-    peers = [np.asarray(v, dtype=np.float64) for d, v in sorted(values.items())
-             if d != device and np.isfinite(v).any()]
-    if len(peers) < min_peers:
-        return None
-    stack = np.vstack(peers)
-    return PeerMedian(frozen_array(_median_rows(stack, min_peers)), len(peers),
-                      *median_uncertainty(stack))
+    ``min_peers`` peers have data at all. One device's: ``peer_medians`` gives a group's."""
+    return peer_medians(values, min_peers).get(device)
 
 
-def median_uncertainty(stack: FloatArray) -> tuple[float, float]:
-    """``PeerMedian.offset_u`` and ``rms_u`` of the per-bin median of ``stack``'s rows."""
-    levels, noise = [], []
+def peer_medians(values: Mapping[str, FloatArray],
+                 min_peers: int = MIN_PEERS) -> dict[str, PeerMedian]:
+    """Every device's ``peer_consensus`` (those with at least ``min_peers`` peers
+    reporting). One leave-one-out median a device serves twice: as its comparison, and
+    as the ground its own level is read against for the others' uncertainty (a faulty
+    device among them moves that median by half a rank at most), so a group costs k
+    medians, not k^2 (40 devices over a day of minutes: 2.8 ms a device, against 98 ms
+    with each peer's level read against a median of its own for each device judged)."""
+    rows = {d: np.asarray(v, dtype=np.float64) for d, v in sorted(values.items())}
+    reporting = [d for d, v in rows.items() if np.isfinite(v).any()]
+    if len(reporting) < min_peers:
+        return {}
+    stack = np.vstack([rows[d] for d in reporting])
+    out: dict[str, PeerMedian] = {}
     with np.errstate(all="ignore"):
-        for k in range(stack.shape[0]):
-            others = _median_rows(np.delete(stack, k, axis=0), min(MIN_PEERS - 1,
-                                                                    stack.shape[0] - 1))
-            diff = stack[k] - others
-            diff = diff[np.isfinite(diff)]
-            if diff.size:
-                levels.append(float(np.median(diff)))
-                noise.append(float(np.mean((diff - levels[-1]) ** 2)))
-    kept = agreeing(np.array(levels))
+        others = {d: _median_rows(np.delete(stack, i, axis=0), min_peers)
+                  for i, d in enumerate(reporting)}
+        levels = {d: level for d in reporting
+                  if (level := _level(rows[d] - others[d])) is not None}
+        everyone = _median_rows(stack, min_peers) if len(rows) > len(reporting) else None
+    for device in rows:
+        peers = [d for d in reporting if d != device]
+        if len(peers) < min_peers:
+            continue
+        median = others.get(device, everyone)  # one that reports nothing: all of them
+        if median is None:
+            continue
+        known = [levels[d] for d in peers if d in levels]
+        out[device] = PeerMedian(frozen_array(median), len(peers),
+                                 *median_uncertainty(known))
+    return out
+
+
+def _level(diff: FloatArray) -> tuple[float, float] | None:
+    """A peer's level (median difference from the median of the others) and its noise
+    about it (mean square); None where the two never report together."""
+    diff = diff[np.isfinite(diff)]
+    if not diff.size:
+        return None
+    level = float(np.median(diff))
+    return level, float(np.mean((diff - level) ** 2))
+
+
+def median_uncertainty(levels: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """``PeerMedian.offset_u`` and ``rms_u`` from the peers' (level, noise) pairs."""
+    kept = agreeing(np.array([level for level, _ in levels]))
     if kept.size < MIN_PEERS:
         return math.nan, math.nan
     few = confidence_z(float(kept.size)) / confidence_z(math.inf)
     offset_u = few * MEDIAN_SE_FACTOR * float(np.std(kept, ddof=1)) / math.sqrt(kept.size)
-    noise_u = MEDIAN_SE_FACTOR * math.sqrt(float(np.median(noise)) / len(noise))
+    noise = float(np.median([n for _, n in levels]))
+    noise_u = MEDIAN_SE_FACTOR * math.sqrt(noise / len(levels))
     return offset_u, math.hypot(offset_u, noise_u)
 
 

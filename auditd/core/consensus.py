@@ -11,8 +11,8 @@ Every figure is a median or a MAD, so one broken device among the group cannot m
 decision: it is a fault of its own, not evidence against the reference.
 
 Where the reference cannot be trusted (just judged faulty, or past its calibration due
-date), ``peer_consensus`` gives each device a leave-one-out median of its co-located peers
-to be judged against instead.
+date), ``peer_medians`` gives each device a leave-one-out median of its co-located peers
+to be judged against instead, with how far that median may itself be off.
 """
 
 from __future__ import annotations
@@ -365,8 +365,10 @@ class PeerMedian:
     offset_u: float
     """Standard uncertainty of the median's level over the window: the median's
     large-sample standard error, ``MEDIAN_SE_FACTOR`` sd / sqrt(k), from the spread of the
-    k peers' levels (each peer's median difference from the median of the *other* peers:
-    measured against a median it is part of, a peer's level shrinks towards zero) that
+    k peers' levels (each peer's median difference from the median of the *other* peers,
+    the judged device left out as well: measured against a median it is part of, a
+    peer's level shrinks towards zero, and one the judged device is part of shrinks the
+    healthy device's margin and widens the faulty one's) that
     agree (``agreeing``: a broken peer cannot inflate it), enlarged by t(k - 1) / z at the
     confidence a failure needs: a spread read from a handful of peers is itself
     uncertain, and a margin of z such uncertainties is then the t interval. NaN where
@@ -381,41 +383,94 @@ def peer_consensus(values: Mapping[str, FloatArray], device: str,
                    min_peers: int = MIN_PEERS) -> PeerMedian | None:
     """Leave-one-out per-bin median of the other devices' values, NaN in bins where fewer
     than ``min_peers`` report, with its uncertainty (``PeerMedian``); None when fewer than
-    ``min_peers`` peers have data at all. One device's: ``peer_medians`` gives a group's."""
+    ``min_peers`` peers have data at all. One device's: ``peer_medians`` gives a group's
+    (a device not among ``values`` is judged against all of them)."""
+    if device not in values:
+        values = {**values, device: np.full(_length(values), np.nan)}
     return peer_medians(values, min_peers).get(device)
+
+
+def _length(values: Mapping[str, FloatArray]) -> int:
+    return next((np.asarray(v).size for v in values.values()), 0)
 
 
 def peer_medians(values: Mapping[str, FloatArray],
                  min_peers: int = MIN_PEERS) -> dict[str, PeerMedian]:
     """Every device's ``peer_consensus`` (those with at least ``min_peers`` peers
-    reporting). One leave-one-out median a device serves twice: as its comparison, and
-    as the ground its own level is read against for the others' uncertainty (a faulty
-    device among them moves that median by half a rank at most), so a group costs k
-    medians, not k^2 (40 devices over a day of minutes: 2.8 ms a device, against 98 ms
-    with each peer's level read against a median of its own for each device judged)."""
+    reporting): its leave-one-out median, and its uncertainty from each peer's level
+    against the median of the others but the device and that peer (``PeerMedian``).
+    Those k^2 leave-two-out medians are read off each bin's values sorted once
+    (``_Ranked``), not taken anew: 40 devices over a day of minutes, 8 ms a device
+    instead of 98 (bit for bit the same figures)."""
     rows = {d: np.asarray(v, dtype=np.float64) for d, v in sorted(values.items())}
+    if len({v.shape for v in rows.values()}) > 1:
+        raise ValueError("peer values must share one bin grid: "
+                         + ", ".join(f"{d} {v.shape}" for d, v in rows.items()))
     reporting = [d for d, v in rows.items() if np.isfinite(v).any()]
     if len(reporting) < min_peers:
         return {}
     stack = np.vstack([rows[d] for d in reporting])
+    ranked = _Ranked.of(stack)
     out: dict[str, PeerMedian] = {}
     with np.errstate(all="ignore"):
-        others = {d: _median_rows(np.delete(stack, i, axis=0), min_peers)
-                  for i, d in enumerate(reporting)}
-        levels = {d: level for d in reporting
-                  if (level := _level(rows[d] - others[d])) is not None}
-        everyone = _median_rows(stack, min_peers) if len(rows) > len(reporting) else None
-    for device in rows:
-        peers = [d for d in reporting if d != device]
-        if len(peers) < min_peers:
-            continue
-        median = others.get(device, everyone)  # one that reports nothing: all of them
-        if median is None:
-            continue
-        known = [levels[d] for d in peers if d in levels]
-        out[device] = PeerMedian(frozen_array(median), len(peers),
-                                 *median_uncertainty(known))
+        for device in rows:
+            own = reporting.index(device) if device in reporting else None
+            peers = [p for p in range(len(reporting)) if p != own]
+            if len(peers) < min_peers:
+                continue
+            median = _median_rows(stack if own is None else np.delete(stack, own, axis=0),
+                                  min_peers)
+            ground = min(MIN_PEERS - 1, len(peers) - 1)
+            levels = [level for p in peers if (level := _level(
+                stack[p] - ranked.median_without(own, p, ground))) is not None]
+            out[device] = PeerMedian(frozen_array(median), len(peers),
+                                     *median_uncertainty(levels))
     return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Ranked:
+    """Each bin's finite values in ascending order (NaN last), with every row's rank in
+    its bin (-1 where it is NaN): the median of a bin without any two rows is then two
+    lookups, not a new sort."""
+
+    ordered: FloatArray
+    ranks: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, stack: FloatArray) -> _Ranked:
+        finite = np.isfinite(stack)
+        order = np.argsort(np.where(finite, stack, np.inf), axis=0, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(stack.shape[0])[:, None], axis=0)
+        return cls(np.take_along_axis(stack, order, axis=0), np.where(finite, ranks, -1),
+                   np.count_nonzero(finite, axis=0))
+
+    def median_without(self, a: int | None, b: int, min_count: int) -> FloatArray:
+        """Per-bin median of the finite values of every row but ``a`` (None: none) and
+        ``b``; NaN where fewer than ``min_count`` (and 1) remain."""
+        none = np.full(self.counts.size, -1)
+        ra = self.ranks[a] if a is not None else none
+        rb = self.ranks[b]
+        first, second = np.minimum(ra, rb), np.maximum(ra, rb)
+        first, second = np.where(first < 0, second, first), np.where(first < 0, -1, second)
+        remaining = self.counts - (ra >= 0) - (rb >= 0)
+        cols = np.arange(self.counts.size)
+
+        def at(position: np.ndarray) -> FloatArray:
+            """The value at ``position`` among the remaining ones: the sorted index once
+            the removed ranks at or below it are stepped over (lowest first)."""
+            index = position.copy()
+            for removed in (first, second):
+                index = np.where((removed >= 0) & (index >= removed), index + 1, index)
+            return self.ordered[np.clip(index, 0, self.ordered.shape[0] - 1), cols]
+
+        out = np.full(self.counts.size, np.nan)
+        enough = remaining >= max(min_count, 1)
+        middle = 0.5 * (at((remaining - 1) // 2) + at(remaining // 2))
+        out[enough] = middle[enough]
+        return out
 
 
 def _level(diff: FloatArray) -> tuple[float, float] | None:

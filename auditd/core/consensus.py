@@ -365,14 +365,14 @@ class PeerMedian:
     offset_u: float
     """Standard uncertainty of the median's level over the window: the median's
     large-sample standard error, ``MEDIAN_SE_FACTOR`` sd / sqrt(k), from the spread of the
-    k peers' levels (each peer's median difference from the median of the *other* peers,
-    the judged device left out as well: measured against a median it is part of, a
-    peer's level shrinks towards zero, and one the judged device is part of shrinks the
-    healthy device's margin and widens the faulty one's) that
-    agree (``agreeing``: a broken peer cannot inflate it), enlarged by t(k - 1) / z at the
-    confidence a failure needs: a spread read from a handful of peers is itself
-    uncertain, and a margin of z such uncertainties is then the t interval. NaN where
-    fewer than ``MIN_PEERS`` levels are known."""
+    k peers' levels that agree (``agreeing``: a broken peer cannot inflate it), enlarged
+    by t(k - 1) / z at the confidence a failure needs: a spread read from a handful of
+    peers is itself uncertain, and a margin of z such uncertainties is then the t
+    interval. A peer's level is its median difference from the median of the *other*
+    peers, the judged device left out as well: against a median it is part of, a level
+    shrinks towards zero, and against one the judged device is part of, the levels
+    narrow a healthy device's margin and widen a faulty one's. NaN where fewer than
+    ``MIN_PEERS`` levels are known."""
     rms_u: float
     """Root-mean-square standard uncertainty of the median bin by bin: its level's
     (``offset_u``) and its noise's, the same standard error from the peers' scatter about

@@ -347,6 +347,15 @@ def rmse_beyond_comparison(rmse: float, metrics: Metrics) -> float:
     return max(0.0, rmse - extra) if extra > 0.0 else rmse
 
 
+def rmse_exceedance(metrics: Metrics, tol: Tolerance) -> float:
+    """The rmse's distance in tolerances (> 1 fails), as ``exceedances`` has it: 0 where
+    the rmse is undefined (no paired data), less the comparison's own error
+    (``rmse_beyond_comparison``)."""
+    if not math.isfinite(metrics.rmse):
+        return 0.0
+    return ratio(rmse_beyond_comparison(metrics.rmse, metrics), tol.rmse)
+
+
 def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     """Metric name -> distance in tolerances (> 1 fails) for every metric defined here.
 
@@ -373,7 +382,7 @@ def exceedances(metrics: Metrics, tol: Tolerance) -> dict[str, float]:
     if math.isfinite(least) and excited(metrics, tol) and noise_model_agrees(metrics, tol):
         out["gain"] = beyond(least, gain_uncertainty(metrics), tol.gain, gain_z(metrics))
     if math.isfinite(metrics.rmse):
-        out["rmse"] = ratio(rmse_beyond_comparison(metrics.rmse, metrics), tol.rmse)
+        out["rmse"] = rmse_exceedance(metrics, tol)
     if math.isfinite(metrics.r2) and r2_judgeable(metrics.reference_std, tol):
         out["r2"] = ratio(1.0 - metrics.r2, 1.0 - tol.r2_min) if tol.r2_min < 1.0 else (
             math.inf if metrics.r2 < 1.0 else 0.0)

@@ -33,6 +33,7 @@ from auditd.core.checks import (
     gain_evidence,
     ratio,
     rmse_beyond_comparison,
+    rmse_exceedance,
 )
 from auditd.core.fit import (
     FLAT_RELATIVE,
@@ -814,7 +815,7 @@ def offset_behind_rmse(m: Metrics, tol: Tolerance) -> float:
     about it is the offset. Naming nothing ("unknown cause") would hide exactly that."""
     if not (math.isfinite(m.bias) and math.isfinite(m.rmse) and m.rmse > 0.0):
         return 0.0
-    if exceedances(m, tol).get("rmse", 0.0) <= 1.0 or abs(m.bias) <= tol.bias:
+    if rmse_exceedance(m, tol) <= 1.0 or abs(m.bias) <= tol.bias:
         return 0.0
     own = (1.0 - gain_through_zero(m, tol)) * m.bias
     carried = (own / m.rmse) ** 2
@@ -925,7 +926,7 @@ def gain_behind_rmse(m: Metrics, tol: Tolerance) -> float:
     one NO2 cell's windows to a unit mix-up the data do not show."""
     if not (math.isfinite(m.rmse) and m.rmse > 0.0 and excited(m, tol)):
         return 0.0
-    if exceedances(m, tol).get("rmse", 0.0) <= 1.0:
+    if rmse_exceedance(m, tol) <= 1.0:
         return 0.0
     least, _ = gain_deviation(m)
     if not (math.isfinite(least) and least > tol.gain and math.isfinite(m.reference_std)):
@@ -993,7 +994,7 @@ def unit_mismatch(case: Case) -> Cause | None:
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
     if not case.units:
         return None
-    failing = _systematic_distance(m, tol) > 1.0 or exceedances(m, tol).get("rmse", 0.0) > 1.0
+    failing = _systematic_distance(m, tol) > 1.0 or rmse_exceedance(m, tol) > 1.0
     if not failing or not math.isfinite(m.gain):
         return _unit_rounded_cause(case)
     lo, hi = case.reference_spread.low, case.reference_spread.high

@@ -317,6 +317,27 @@ def since(aligned: Aligned, t0: float) -> Aligned:
     return replace(aligned, device=freeze(moved))
 
 
+def latest(aligned: Aligned, share: float) -> Aligned:
+    """The window's last ``share`` of its bins as a window of its own (its start at the
+    first bin kept, coverage counted over those bins): what the device has been doing
+    lately, judged as if the audit had asked only about that. The device's own readings
+    (``fine_device``) are kept from the same start; the null counts are the window's (an
+    upper bound: the readings that said ``null`` are not stamped in the figures)."""
+    n = int(aligned.t.size)
+    first = min(max(n - math.ceil(share * n), 0), n)
+    if first == 0:
+        return aligned
+    start = float(aligned.t[first]) - aligned.interval_s / 2.0
+    fine = aligned.fine_device
+    if fine is not None:
+        keep = np.asarray(fine.ts) >= start
+        fine = Series(np.asarray(fine.ts)[keep], np.asarray(fine.values)[keep])
+    device, reference = aligned.device[first:], aligned.reference[first:]
+    return replace(aligned, t=aligned.t[first:], device=device, reference=reference,
+                   start=max(start, aligned.start), device_coverage=_coverage(device),
+                   reference_coverage=_coverage(reference), fine_device=fine)
+
+
 def coarsen(aligned: Aligned, factor: int) -> Aligned:
     """The same streams on bins ``factor`` times wider (means of the finite values).
 

@@ -15,7 +15,7 @@ from auditd.core.actions import (
     action_for_insufficient,
     unexplained,
 )
-from auditd.core.align import Aligned, coarsen, on_time_base
+from auditd.core.align import Aligned, coarsen, latest, on_time_base
 from auditd.core.causes import of_kind
 from auditd.core.censoring import uncensored
 from auditd.core.checks import (
@@ -42,11 +42,20 @@ from auditd.core.diagnose import (
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
-from auditd.core.fit import Metrics, compute_metrics
+from auditd.core.fit import Metrics, compute_metrics, fit_line
 from auditd.core.lag import LagEstimate, estimate_lag
 from auditd.core.series import FloatArray, Series
+from auditd.core.stats import ar1_coefficient, effective_size
 from auditd.core.units import UnitCandidate, default_unit_candidates
-from auditd.model import Cause, SensorSpec, Severity, Status, severity_of_exceedance
+from auditd.model import (
+    Cause,
+    SensorSpec,
+    Severity,
+    Status,
+    Tolerance,
+    iso,
+    severity_of_exceedance,
+)
 
 LAG_SEARCH_TOLERANCES = 10.0
 LAG_SEARCH_MIN_BINS = 20
@@ -78,6 +87,9 @@ class StreamVerdict:
     """(metric, why) for the metrics this window cannot judge either way (``gain``:
     insufficient excitation, ``checks.gain_evidence``). They neither fail nor pass the
     stream; the other metrics are judged as usual."""
+    judged_since: float | None = None
+    """Where the span the metrics describe begins, when it is only the window's latest
+    part (``_gain_changed_lately``); None: the whole window."""
 
 
 LAG_STEPS_PER_TOLERANCE = 10
@@ -151,6 +163,8 @@ def evaluate_aligned(
     reference_uncertainty: float | None = None,
     comparison_offset_u: float = math.nan,
     comparison_rms_u: float = math.nan,
+    latest_half: bool = True,
+    guard: LatestHalfGuard | None = None,
 ) -> StreamVerdict:
     """The verdict for streams already on a common time base.
 
@@ -162,13 +176,19 @@ def evaluate_aligned(
     failure must clear that as well (``Metrics.comparison_offset_u``).
 
     ``baseline_residuals`` (device - reference of a known-good window, ``drift.residuals``)
-    adds the drift figures to the verdict."""
+    adds the drift figures to the verdict.
+
+    ``latest_half``: where the whole window cannot judge the gain, its latest half is
+    asked too (``LATEST_SHARE``, ``_gain_changed_lately``), its gain's evidence weighed
+    by ``guard``."""
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
     judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
-    lag = window_lag(judged, spec)
+    lag = guard.lag if guard is not None else window_lag(judged, spec)
     metrics = compute_metrics(judged, lag=lag, reference_uncertainty=reference_uncertainty)
+    if guard is not None:
+        metrics = guard.applied(metrics, judged)
     if not (math.isnan(comparison_offset_u) and math.isnan(comparison_rms_u)):
         metrics = against_uncertain_comparison(metrics, comparison_offset_u, comparison_rms_u)
     if metrics.n < max(tol.min_samples, 3):
@@ -187,8 +207,15 @@ def evaluate_aligned(
     if not failed:
         flat = _flat_alone(aligned, spec, metrics, lag, units)
         if flat is None:
-            return replace(_pass_or_dropout(aligned, spec, metrics, figures),
-                           indeterminate=unsure)
+            verdict = replace(_pass_or_dropout(aligned, spec, metrics, figures),
+                              indeterminate=unsure)
+            if latest_half and unsure and verdict.status == "pass":
+                changed = _gain_changed_lately(aligned, spec, units, lag, Comparison(
+                    reference_uncertainty, comparison_offset_u, comparison_rms_u,
+                    baseline_residuals))
+                if changed is not None:
+                    return changed
+            return verdict
         case, causes = flat
         failed = (FLAT_OUTPUT,)
     else:
@@ -204,6 +231,214 @@ def evaluate_aligned(
         onset = None
     return StreamVerdict("fail", severity_of(metrics, spec, causes), metrics, causes, onset,
                          action_for_failure(causes, case, failed), failed, figures, unsure)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestHalfGuard:
+    """How the gain of a window's latest half is weighed when it is judged on its own
+    (``_gain_changed_lately``): with no more independent samples than the whole window's
+    split residuals allow (``samples``, ``SplitLines.latest_samples``), and its standard errors
+    widened by what a drift of the device's error in time could also explain
+    (``trend_inflation``). The clock lag is the whole window's (``lag``): a lag is the
+    device's, and half the window holds half the evidence for it (the search is also most
+    of a verdict's cost)."""
+
+    samples: float
+    lag: LagEstimate
+
+    def applied(self, metrics: Metrics, aligned: Aligned) -> Metrics:
+        se, gls_se, n_eff = metrics.gain_se, metrics.gain_gls_se, metrics.gain_n_eff
+        if n_eff > self.samples:
+            se *= math.sqrt(n_eff / self.samples)
+            n_eff = self.samples
+        widen = math.sqrt(trend_inflation(aligned))
+        return replace(metrics, gain_n_eff=n_eff, gain_se=se * widen,
+                       gain_gls_se=gls_se * widen)
+
+
+def trend_inflation(aligned: Aligned) -> float:
+    """The variance inflation of a gain when a straight drift in time is a rival
+    explanation, 1 / (1 - r^2) of the reference on time over the paired bins (infinite
+    for a reference that is a straight line in time).
+
+    Over half a day the reference is often mostly one rise or one fall (the morning's
+    warming, the evening's humidity), and a unit whose error wanders over hours can run
+    with it: a hygrometer's error went from -3.5 to +0.1 %RH over twelve hours while the
+    air rose from 58 to 80 %RH, and its hourly means fitted a gain of 1.19 with residuals
+    of 0.4 %RH. The gain is
+    evidenced only by the part of the reference's variation that is not a trend in time,
+    and its standard error is widened accordingly (a real span error acts at every turn of
+    the reference, and keeps its evidence)."""
+    keep = aligned.paired
+    t, reference = np.asarray(aligned.t)[keep], np.asarray(aligned.reference)[keep]
+    if t.size < 3 or not (np.ptp(t) > 0.0 and np.ptp(reference) > 0.0):
+        return math.inf
+    r = float(np.corrcoef(t, reference)[0, 1])
+    if not math.isfinite(r) or abs(r) >= 1.0:
+        return math.inf
+    return 1.0 / (1.0 - r * r)
+
+
+LATEST_SHARE = 0.5
+"""The share of a window (its latest bins) judged again on its own where the whole window
+left the gain indeterminate (``_gain_changed_lately``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """What a window was compared with, beyond the reference's values: passed on unchanged
+    when a part of the window is judged again (``_gain_changed_lately``)."""
+
+    reference_uncertainty: float | None = None
+    offset_u: float = math.nan
+    rms_u: float = math.nan
+    baseline_residuals: FloatArray | None = None
+
+
+def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[UnitCandidate],
+                         lag: LagEstimate, comparison: Comparison) -> StreamVerdict | None:
+    """The latest half of a passing window failing on its gain, or None.
+
+    A gain that changed inside the window leaves one line fitted across two regimes: its
+    slope lies between them, and its residuals, which follow the signal with one sign
+    before the change and the other after, read as a noise so persistent that the slope
+    stands on two independent samples (a thermometer whose span fell to 0.73 at midnight:
+    over the 24 h window ending at 20:00 next day, gain 0.85 +- 0.06 "on 2 samples",
+    residual std 0.35 degC; over its last twelve hours alone, 0.73 +- 0.003 with a
+    residual std of 0.04). So where the whole window passes but cannot judge the gain, the
+    latest half is judged as a window of its own (``min_samples`` in proportion, the
+    whole window's lag, its gain weighed by ``LatestHalfGuard``), and a failure there on
+    the gain is the window's verdict: the device as it is now is out of tolerance. Its
+    figures are the half's (``StreamVerdict.judged_since``), its drift figures the whole
+    window's against the baseline.
+
+    One fixed half, not a searched change point: a split chosen for the best fit would
+    pick, in a healthy unit's wander, the tail whose slope differs most, and judge it as
+    if it had not been chosen. The half is one more test, made only where the window
+    could not tell."""
+    tail = latest(aligned, LATEST_SHARE)
+    tol = spec.tolerance
+    if tail is aligned or not _may_fail_on_gain(tail, tol, math.inf):
+        return None
+    split = split_lines(aligned, tail.start)
+    if split is None or not split.latest_samples > 2.0 \
+            or not _may_fail_on_gain(tail, tol, split.latest_samples):
+        return None
+    share = tail.t.size / max(aligned.t.size, 1)
+    scaled = replace(spec, tolerance=replace(
+        tol, min_samples=max(MIN_COARSE_PAIRS, math.ceil(tol.min_samples * share))))
+    verdict = evaluate_aligned(tail, scaled, units,
+                               reference_uncertainty=comparison.reference_uncertainty,
+                               comparison_offset_u=comparison.offset_u,
+                               comparison_rms_u=comparison.rms_u, latest_half=False,
+                               guard=LatestHalfGuard(split.latest_samples, lag))
+    if verdict.status != "fail" or "gain" not in verdict.failed \
+            or verdict.causes[0].cause != "gain_drift":
+        return None
+    top = verdict.causes[0]
+    said = replace(top, evidence=f"over the window's latest half, since {iso(tail.start)} "
+                                 f"(the whole window's line straddles a change): "
+                                 f"{top.evidence}")
+    figures = (None if comparison.baseline_residuals is None
+               else drift(comparison.baseline_residuals, residuals(aligned), tol.bias))
+    onset = verdict.onset if verdict.onset is not None else split.at
+    return replace(verdict, causes=(said, *verdict.causes[1:]), onset=onset, drift=figures,
+                   judged_since=tail.start)
+
+
+SCREEN_Z = 2.0
+"""Standard errors the screen (``_may_fail_on_gain``) asks of the half's least-squares
+gain, where the verdict asks at least ``checks.GAIN_Z`` of its decision gain: the screen
+only spares the full judgement of halves that could not fail, and may let through more."""
+
+
+def _may_fail_on_gain(tail: Aligned, tol: Tolerance, samples: float) -> bool:
+    """Could the half fail on its gain at all? Its least-squares gain beyond the
+    tolerance by ``SCREEN_Z`` of the standard error the guard would give it
+    (``LatestHalfGuard``): a line and a correlation, where the full judgement of the half
+    costs as much again as the window's. Over a healthy day's windows whose gain was
+    indeterminate, nearly every half stops here."""
+    keep = tail.paired
+    device, reference = np.asarray(tail.device)[keep], np.asarray(tail.reference)[keep]
+    if device.size < 3:
+        return False
+    line = fit_line(device, reference)
+    if not (math.isfinite(line.gain) and math.isfinite(line.gain_se)):
+        return False
+    se = line.gain_se * math.sqrt(device.size / min(samples, float(device.size)))
+    se *= math.sqrt(trend_inflation(tail))
+    return abs(line.gain - 1.0) - SCREEN_Z * se > tol.gain
+
+
+@dataclass(frozen=True, slots=True)
+class SplitLines:
+    """Two least-squares lines over a window, split where they fit best (``split_lines``)."""
+
+    at: float
+    """Start of the first bin after the split: where the relation changed, if it did."""
+    latest_samples: float
+    """The independent samples the window's latest half may claim for its gain: the
+    (conservative) AR(1) effective size of both lines' residuals over the whole window, in
+    the latest half's share.
+
+    A gain that changed inside the window leaves those residuals as white as the noise,
+    for the two lines took the change; a unit's slow wander leaves them about as
+    persistent as it is, for one split cannot take a wander of many turns, and the few
+    samples that allows are then what the latest half's slope stands on. The half alone
+    could not tell: half a window is too short for its own residuals to show a wander of
+    hours (``checks.MIN_GAIN_SAMPLES``). The split is searched only to read the noise and
+    date the change; the gain is judged on the fixed half."""
+
+
+def split_lines(aligned: Aligned, latest_from: float) -> SplitLines | None:
+    """``SplitLines`` of the window's paired bins, the samples counted for the part from
+    ``latest_from`` on; None with fewer than ``2 * SPLIT_MIN_PAIRS`` pairs."""
+    keep = aligned.paired
+    device, reference = np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
+    t = np.asarray(aligned.t)[keep]
+    n = int(device.size)
+    k = best_split(reference, device)
+    if k is None:
+        return None
+    parts = []
+    for lo, hi in ((0, k), (k, n)):
+        line = fit_line(device[lo:hi], reference[lo:hi])
+        parts.append(device[lo:hi] - line.offset - line.gain * reference[lo:hi])
+    residual = np.concatenate(parts)
+    eff = effective_size(n, ar1_coefficient(residual))
+    later = int(np.count_nonzero(t >= latest_from))
+    return SplitLines(float(t[k]) - aligned.interval_s / 2.0, eff * later / n)
+
+
+SPLIT_MIN_PAIRS = 4
+"""Pairs each side of a split must hold for its line (``best_split``)."""
+
+
+def best_split(x: FloatArray, y: FloatArray) -> int | None:
+    """The index k that splits (x, y) (time order) into the two least-squares lines of
+    least summed squared error, each of at least ``SPLIT_MIN_PAIRS`` pairs; None where
+    there are too few. Prefix sums: every split in one pass."""
+    n = int(x.size)
+    if n < 2 * SPLIT_MIN_PAIRS:
+        return None
+    x, y = x - np.mean(x), y - np.mean(y)  # centred: the sums' cancellation stays small
+    sums = [np.concatenate(([0.0], np.cumsum(v))) for v in (x, y, x * x, x * y, y * y)]
+
+    def sse(lo: np.ndarray | int, hi: np.ndarray | int) -> FloatArray:
+        m, sx, sy, sxx, sxy, syy = (np.asarray(hi - lo, dtype=float),
+                                    *(c[hi] - c[lo] for c in sums))
+        vxx = sxx - sx * sx / m
+        vxy = sxy - sx * sy / m
+        vyy = syy - sy * sy / m
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = vyy - np.where(vxx > 0.0, vxy * vxy / vxx, 0.0)
+        return np.asarray(out, dtype=float)
+
+    ks = np.arange(SPLIT_MIN_PAIRS, n - SPLIT_MIN_PAIRS + 1)
+    total = np.add(sse(0, ks), sse(ks, n))
+    if not np.isfinite(total).any():
+        return None
+    return int(ks[int(np.nanargmin(total))])
 
 
 FLAT_OUTPUT = "flat_output"
@@ -286,6 +521,7 @@ def evaluate_stream(
     reference_interval_s: float | None = None,
     comparison_offset_u: float = math.nan,
     comparison_rms_u: float = math.nan,
+    latest_half: bool = True,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
@@ -297,8 +533,8 @@ def evaluate_stream(
     sensor (``Reference.uncertainty``); given, the gain is judged on the Deming fit.
     ``reference_interval_s`` is the interval the reference reports (or averages) at, from
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
-    device's means over its intervals (``align.on_time_base``). ``comparison_offset_u`` and
-    ``comparison_rms_u``: see ``evaluate_aligned``.
+    device's means over its intervals (``align.on_time_base``). ``comparison_offset_u``,
+    ``comparison_rms_u`` and ``latest_half``: see ``evaluate_aligned``.
     """
     aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
@@ -306,7 +542,7 @@ def evaluate_stream(
                             baseline_residuals=baseline_residuals,
                             reference_uncertainty=reference_uncertainty,
                             comparison_offset_u=comparison_offset_u,
-                            comparison_rms_u=comparison_rms_u)
+                            comparison_rms_u=comparison_rms_u, latest_half=latest_half)
 
 
 SPIKES_MAX_SHARE = 0.5
@@ -329,7 +565,8 @@ def within_reach(device: Series, spec: SensorSpec) -> Series:
 
 MIN_COARSE_PAIRS = 3
 """On a coarser time base, ``min_samples`` (counted in the device's readings) is scaled to
-the coarser intervals, but a line needs at least three pairs."""
+the coarser intervals, and for a window's latest half (``_gain_changed_lately``) to its
+share, but a line needs at least three pairs."""
 
 
 def on_interval(spec: SensorSpec, interval_s: float) -> SensorSpec:

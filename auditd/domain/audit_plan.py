@@ -22,6 +22,7 @@ from auditd import core, text
 from auditd.core.causes import REGISTRY
 from auditd.domain import alerts
 from auditd.domain.catalog import Catalog
+from auditd.domain.onsets import JUDGED_SINCE
 from auditd.domain.streams import StreamCounts, is_stream_verdict
 from auditd.errors import UnitError
 from auditd.model import (
@@ -129,7 +130,9 @@ def finding_for(task: AuditTask, verdict: Any, start: float, end: float) -> Find
         causes=tuple(verdict.causes),
         onset=verdict.onset,
         context={**context, **({"indeterminate": dict(verdict.indeterminate)}
-                               if verdict.indeterminate else {})},
+                               if verdict.indeterminate else {}),
+                 **({JUDGED_SINCE: iso(verdict.judged_since)}
+                    if verdict.judged_since is not None else {})},
         action=verdict.action,
     )
 

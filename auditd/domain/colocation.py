@@ -455,7 +455,9 @@ def diagnose(
     """The calibration core's verdict and ranked causes for one unit's averages.
 
     The core sees the interval averages (the same data the targets were judged on) on the
-    interval's grid, with the targets turned into its tolerance (``tolerance_from``)."""
+    interval's grid, with the targets turned into its tolerance (``tolerance_from``), and
+    judges all of them: a campaign's verdict is over the whole campaign, never its latest
+    half (``latest_half=False``)."""
     targets = ev.targets.get((sensor, interval)) or Targets()
     width = INTERVALS[interval]
     origin = ev.origins.get(interval, 0.0)
@@ -466,7 +468,7 @@ def diagnose(
     a = ev.averages[device][sensor][interval]
     r = ev.reference[sensor][interval]
     return evaluate_stream(Series.of(a.start, a.mean), Series.of(r.start, r.mean), spec,
-                           start, end, units=unit_candidates)
+                           start, end, units=unit_candidates, latest_half=False)
 
 
 @dataclass(frozen=True, slots=True)

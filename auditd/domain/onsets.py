@@ -43,6 +43,10 @@ ONSET = "onset_estimate"
 """``context`` key: how the finding's onset was estimated."""
 DATED_ELSEWHERE = frozenset({"reference_fault", "firmware_regression"})
 """Top causes whose onset is the group's (the reference's common step, the update)."""
+JUDGED_SINCE = "judged_since"
+"""``context`` key: where the span a finding's metrics describe begins, when that is only
+its window's latest part (``core.StreamVerdict.judged_since``: a span that changed inside
+the window); the finding's window stays the audit's."""
 DRIFTS = frozenset({"offset_drift", "gain_drift"})
 """Top causes dated across windows: the figure they are about (the bias, the gain) is what
 each window estimates. Other faults (a unit mix-up, noise, a lag, a stuck spell) are dated
@@ -124,8 +128,16 @@ def stream_cause(finding: Finding) -> str | None:
     return finding.causes[0].cause if finding.causes else None
 
 
+def judged_start(f: Finding) -> float:
+    """Where the span ``f``'s figures describe begins: its window's start, or the later
+    ``JUDGED_SINCE``."""
+    since = f.context.get(JUDGED_SINCE)
+    began = from_iso(since) if isinstance(since, str) else None
+    return max(began, f.window_start) if began is not None else f.window_start
+
+
 def _midpoint(f: Finding) -> float:
-    return (f.window_start + f.window_end) / 2.0
+    return (judged_start(f) + f.window_end) / 2.0
 
 
 def dated(finding: Finding, history: Sequence[Finding], tol: Tolerance,
@@ -171,7 +183,7 @@ def _drift(finding: Finding, earlier: Sequence[Finding], history: Sequence[Findi
     # must have happened by (a window failing first on noise, say, does not)
     first_fail = next((f for f in [*earlier, finding] if f.status == "fail"
                        and abs(_figure(f, gain)) >= limit), finding)
-    return core.onset.drift_start([f.window_start for f in points],
+    return core.onset.drift_start([judged_start(f) for f in points],
                                   [f.window_end for f in points],
                                   [_figure(f, gain) for f in points], limit,
                                   _midpoint(first_fail))

@@ -343,3 +343,33 @@ def test_every_splits_sse_is_the_two_fits_over_the_series(seed: int, n: int, ste
             direct = (tn[:k].sum(), tn[:k] @ tn[:k], x[:k].sum(), x[:k] @ x[:k], tn[:k] @ x[:k])
             np.testing.assert_allclose(chunks.sums_at(k), direct, rtol=1e-9,
                                        atol=1e-9 * (scale + k))
+
+
+def test_a_finding_judged_on_its_windows_latest_half_is_dated_by_that_half() -> None:
+    """A window whose gain only its latest half could judge (``core.StreamVerdict.
+    judged_since``) publishes the half's figures: the finding says where they begin
+    (``context.judged_since``, written by ``audit_plan.finding_for``), and the dating
+    across windows reads its figure as the mean over that half, not over the whole
+    window (``onsets.judged_start``); a stated start outside the window is the window's."""
+    from auditd.core import StreamVerdict
+    from auditd.core.fit import Metrics
+    from auditd.domain.audit_plan import AuditTask, finding_for
+    from auditd.model import SensorSpec
+
+    spec = SensorSpec("temperature", "[temperature]", "degC", (-40.0, 85.0), 60.0, TOL)
+    task = AuditTask("north", "th-north-01", "temperature", spec, "ref-north", DAY)
+    half = START + 12 * HOUR
+    metrics = Metrics(n=12, bias=0.1, gain=0.75, offset=0.0, rmse=1.0, nrmse=5.0, r2=0.99,
+                      residual_std=0.1, device_std=2.0, reference_std=2.5,
+                      device_coverage=1.0, reference_coverage=1.0, lag_s=0.0)
+    verdict = StreamVerdict("fail", "minor", metrics,
+                            (Cause("gain_drift", 0.9, "over the window's latest half"),),
+                            None, "recalibrate", ("gain",), judged_since=half)
+    found = finding_for(task, verdict, START, START + DAY)
+    assert found.context[onsets.JUDGED_SINCE] == iso(half)
+    assert onsets.judged_start(found) == half
+    whole = replace(verdict, judged_since=None)
+    assert onsets.JUDGED_SINCE not in finding_for(task, whole, START, START + DAY).context
+    assert onsets.judged_start(finding_for(task, whole, START, START + DAY)) == START
+    early = replace(found, context={onsets.JUDGED_SINCE: iso(START - DAY)})
+    assert onsets.judged_start(early) == START

@@ -373,3 +373,33 @@ def test_a_finding_judged_on_its_windows_latest_half_is_dated_by_that_half() -> 
     assert onsets.judged_start(finding_for(task, whole, START, START + DAY)) == START
     early = replace(found, context={onsets.JUDGED_SINCE: iso(START - DAY)})
     assert onsets.judged_start(early) == START
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 120), level=st.floats(-1e5, 1e5),
+       flat=st.integers(0, 20), min_size=st.integers(2, 6))
+def test_the_two_line_split_is_the_one_two_direct_fits_find(seed: int, n: int, level: float,
+                                                            flat: int, min_size: int) -> None:
+    """``two_line_split`` (prefix sums, every split at once) picks the split whose two
+    least-squares lines of y on x, fitted directly, leave the least summed squared error,
+    also at large levels (the sums are centred) and where x stands still for a while (a
+    segment whose x is constant is its mean); None below two segments' worth of points."""
+    rng = np.random.default_rng(seed)
+    x = level + np.cumsum(rng.normal(0.0, 1.0, n))
+    x[:min(flat, n)] = x[min(flat, n) - 1] if flat else x[:0]
+    y = x * rng.uniform(0.5, 1.5) + rng.normal(0.0, 1.0, n)
+    y[n // 2:] += (x[n // 2:] - x.mean()) * rng.uniform(-0.5, 0.5)
+    k = core_onset.two_line_split(x, y, min_size)
+    if n < 2 * min_size:
+        assert k is None
+        return
+
+    def sse(a: np.ndarray, b: np.ndarray) -> float:
+        if np.ptp(a) == 0.0:
+            return float(np.sum((b - b.mean()) ** 2))
+        fitted = np.polyval(np.polyfit(a - a.mean(), b, 1), a - a.mean())
+        return float(np.sum((b - fitted) ** 2))
+
+    direct = [sse(x[:j], y[:j]) + sse(x[j:], y[j:]) for j in range(min_size, n - min_size + 1)]
+    assert k is not None and min_size <= k <= n - min_size
+    assert direct[k - min_size] <= min(direct) + 1e-6 * (1.0 + min(direct)), (k, direct)

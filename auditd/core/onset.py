@@ -278,6 +278,21 @@ def _line_sse(sums: np.ndarray, n: FloatArray) -> FloatArray:
     return np.maximum(sse, 0.0, out=sse)
 
 
+def two_line_split(x: FloatArray, y: FloatArray, min_size: int) -> int | None:
+    """The index k that splits (x, y), in order, into the two least-squares lines of y on
+    x of least summed SSE, each of at least ``min_size`` points (``_Sums``, every split in
+    one pass; centred first, so that the sums' cancellation stays small); None with fewer
+    than ``2 * min_size`` points."""
+    n = int(x.size)
+    if n < 2 * max(min_size, 1):
+        return None
+    pre = _Sums(x - np.mean(x), y - np.mean(y)).pre
+    ks = np.arange(min_size, n - min_size + 1)
+    total = _line_sse(pre[:, ks] - pre[:, :1], ks.astype(np.float64)) \
+        + _line_sse(pre[:, n:] - pre[:, ks], (n - ks).astype(np.float64))
+    return int(ks[int(np.argmin(total))])
+
+
 def regimes(chunks: _Chunks, sse: FloatArray, m: int, k: int, sst: float) -> Split:
     """The healthy-then-faulty model with the fault beginning at ``k``."""
     n = chunks.n

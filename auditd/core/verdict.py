@@ -44,6 +44,7 @@ from auditd.core.diagnose import (
 from auditd.core.drift import Drift, drift, residuals, support
 from auditd.core.fit import Metrics, compute_metrics, fit_line
 from auditd.core.lag import LagEstimate, estimate_lag
+from auditd.core.onset import two_line_split
 from auditd.core.series import FloatArray, Series
 from auditd.core.stats import ar1_coefficient, effective_size
 from auditd.core.units import UnitCandidate, default_unit_candidates
@@ -396,7 +397,7 @@ def split_lines(aligned: Aligned, latest_from: float) -> SplitLines | None:
     device, reference = np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
     t = np.asarray(aligned.t)[keep]
     n = int(device.size)
-    k = best_split(reference, device)
+    k = two_line_split(reference, device, SPLIT_MIN_PAIRS)
     if k is None:
         return None
     parts = []
@@ -412,34 +413,7 @@ def split_lines(aligned: Aligned, latest_from: float) -> SplitLines | None:
 
 
 SPLIT_MIN_PAIRS = 4
-"""Pairs each side of a split must hold for its line (``best_split``)."""
-
-
-def best_split(x: FloatArray, y: FloatArray) -> int | None:
-    """The index k that splits (x, y) (time order) into the two least-squares lines of
-    least summed squared error, each of at least ``SPLIT_MIN_PAIRS`` pairs; None where
-    there are too few. Prefix sums: every split in one pass."""
-    n = int(x.size)
-    if n < 2 * SPLIT_MIN_PAIRS:
-        return None
-    x, y = x - np.mean(x), y - np.mean(y)  # centred: the sums' cancellation stays small
-    sums = [np.concatenate(([0.0], np.cumsum(v))) for v in (x, y, x * x, x * y, y * y)]
-
-    def sse(lo: np.ndarray | int, hi: np.ndarray | int) -> FloatArray:
-        m, sx, sy, sxx, sxy, syy = (np.asarray(hi - lo, dtype=float),
-                                    *(c[hi] - c[lo] for c in sums))
-        vxx = sxx - sx * sx / m
-        vxy = sxy - sx * sy / m
-        vyy = syy - sy * sy / m
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = vyy - np.where(vxx > 0.0, vxy * vxy / vxx, 0.0)
-        return np.asarray(out, dtype=float)
-
-    ks = np.arange(SPLIT_MIN_PAIRS, n - SPLIT_MIN_PAIRS + 1)
-    total = np.add(sse(0, ks), sse(ks, n))
-    if not np.isfinite(total).any():
-        return None
-    return int(ks[int(np.nanargmin(total))])
+"""Pairs each side of a split must hold for its line (``split_lines``)."""
 
 
 FLAT_OUTPUT = "flat_output"

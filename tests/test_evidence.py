@@ -848,19 +848,17 @@ def test_the_gains_stated_error_against_hourly_means_is_its_scatter(
 def _day_whose_span_changed(rng: np.random.Generator, gain_after: float, *,
                            at_h: float = 6.0, step: float = 120.0, sigma: float = 0.1,
                            phi: float = 0.6, swing: float | None = None,
-                           static_gain: float = 0.0, white: float = 0.0,
-                           phase: float | None = None) -> tuple[StreamVerdict, StreamVerdict]:
+                           static_gain: float = 0.0,
+                           white: float = 0.0) -> tuple[StreamVerdict, StreamVerdict]:
     """A day of ``step``-second temperatures (a diurnal swing of 2-6 degC, or ``swing``,
     and a little weather) against the hourly means of the air, the unit's span changing
     from 1 + ``static_gain`` to ``gain_after`` at ``at_h`` hours, its noise an AR(1) of
     ``sigma`` and ``phi`` plus white noise of ``white``: the verdict, and the whole
-    window's alone (``latest_half=False``). ``phase`` places the swing (at random if
-    None; pi / 2 makes the latest twelve hours one rise)."""
+    window's alone (``latest_half=False``)."""
     t = T0 + step * np.arange(int(24 * HOUR / step))
     amplitude = rng.uniform(2.0, 6.0) if swing is None else swing
     truth = 15.0 + amplitude * np.sin(2 * math.pi * (t - T0) / (24 * HOUR)
-                                      + (rng.uniform(0.0, 2 * math.pi) if phase is None
-                                         else phase)) \
+                                      + rng.uniform(0.0, 2 * math.pi)) \
         + np.cumsum(rng.normal(0.0, 0.03, t.size))
     hourly = interval_means(t, truth, HOUR, step).mean + rng.normal(0.0, 0.05, 24)
     gain = np.where(t >= T0 + at_h * HOUR, gain_after, 1.0 + static_gain)
@@ -899,39 +897,27 @@ def test_a_span_that_changed_inside_the_window_is_judged_on_its_latest_half() ->
     assert len(to_the_hour) >= 0.9 * len(found), [v.onset for v in found]
 
 
-def test_a_latest_half_out_of_tolerance_through_its_changed_span_fails_on_its_rmse() -> None:
-    """A span that fell to 0.7 at 08:00 on days whose latest twelve hours are one rise of
-    the air (the matrix's f53: a thermometer's span 1.27 over an afternoon's warming):
-    there the half's gain stands mostly on a trend in time, and the guard
-    (``verdict.trend_inflation``) leaves it short of certain, but the half's error, the
-    span's error over that rise, is beyond the rmse tolerance. A failure of the half on
-    its rmse, with the span named behind it, is the window's verdict as one on its gain
-    is: of these 20 days, 14 pass as whole windows, and 12 of those fail on their latest
-    half (3 when only a failing gain counted), 9 on the rmse alone."""
-    rng = np.random.default_rng(3)
-    days = [_day_whose_span_changed(rng, 0.7, swing=4.0, at_h=8.0, phase=math.pi / 2)
-            for _ in range(20)]
-    passing_whole = [v for v, whole in days if whole.status == "pass"]
-    found = [v for v in passing_whole if any("latest half" in c.evidence for c in v.causes)]
-    assert len(passing_whole) >= 12 and len(found) >= 10, (len(passing_whole), len(found))
-    for v in found:
-        assert v.status == "fail" and top(v) == "gain_drift", v.causes
-        assert v.judged_since == T0 + 12 * HOUR
-    assert sum(v.failed == ("rmse",) for v in found) >= 5
-
-
 @PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), phi=st.floats(0.6, 0.9995),
        sigma=st.floats(0.05, 0.6), white=st.floats(0.0, 0.4),
        step=st.sampled_from([60.0, 120.0, 300.0]), swing=st.floats(0.3, 6.0),
        static_gain=st.floats(-0.015, 0.015))
-def test_a_healthy_units_wander_is_never_a_span_change_in_its_latest_half(
+def test_a_healthy_units_wander_is_not_a_span_change_in_its_latest_half(
         seed: int, phi: float, sigma: float, white: float, step: float, swing: float,
         static_gain: float) -> None:
     """The other side: a healthy unit (span within a third of its tolerance, noise up to
     most of its rmse budget, wandering for minutes to days, with or without white noise
-    on top) against hourly means is never failed by its latest half, whatever the day's
-    swing: a wander that runs with half a day's rise is the wander's, not a span's."""
+    on top) against hourly means is not failed by its latest half, whatever the day's
+    swing: a wander that runs with half a day's rise is the wander's, not a span's.
+
+    Not "never": the half is a second look at the gain at the verdict's own level, and a
+    review's scan of 200,000 such days (these ranges, the swing's phase also drawn) found
+    5 failed by it, beside 3,138 the whole window fails itself (its rmse, a point value,
+    beyond tolerance by chance at noise this close to the budget); 32 of 115,359 where the
+    noise is 60-75 % of the budget and persistent (phi 0.95-0.998), beside 4,641. One of
+    them, inside these ranges: seed 175572, phi 0.99, sigma 0.55, white 0.4, minute
+    readings, swing 4, static gain -0.015 (the half's gain 0.70, minor). What this test
+    holds is that a typical day never is."""
     rng = np.random.default_rng(seed)
     v, _ = _day_whose_span_changed(rng, 1.0 + static_gain, at_h=0.0, step=step, sigma=sigma,
                                    phi=phi, swing=swing, static_gain=static_gain,

@@ -307,9 +307,8 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
     residual std 0.35 degC; over its last twelve hours alone, 0.73 +- 0.003 with a
     residual std of 0.04). So where the whole window passes but cannot judge the gain, the
     latest half is judged as a window of its own (``min_samples`` in proportion, the
-    whole window's lag, its gain weighed by ``LatestHalfGuard``), and a failure there
-    (``HALF_FAILS``) with the span named first is the window's verdict: the device as it
-    is now is out of tolerance. Its
+    whole window's lag, its gain weighed by ``LatestHalfGuard``), and a failure there on
+    the gain is the window's verdict: the device as it is now is out of tolerance. Its
     figures are the half's (``StreamVerdict.judged_since``), its drift figures the whole
     window's against the baseline.
 
@@ -333,7 +332,7 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
                                comparison_offset_u=comparison.offset_u,
                                comparison_rms_u=comparison.rms_u, latest_half=False,
                                guard=LatestHalfGuard(split.latest_samples, lag))
-    if verdict.status != "fail" or not HALF_FAILS & set(verdict.failed) \
+    if verdict.status != "fail" or "gain" not in verdict.failed \
             or verdict.causes[0].cause != "gain_drift":
         return None
     top = verdict.causes[0]
@@ -345,18 +344,6 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
     onset = verdict.onset if verdict.onset is not None else split.at
     return replace(verdict, causes=(said, *verdict.causes[1:]), onset=onset, drift=figures,
                    judged_since=tail.start)
-
-
-HALF_FAILS = frozenset({"gain", "rmse"})
-"""The checks whose failure, over a window's latest half and with ``gain_drift`` named
-first, is the window's verdict (``_gain_changed_lately``). The rmse too: over half a day
-of one rise of the air, the half's gain stands mostly on a trend in time and the guard
-leaves it short of certain, while the span's error over that rise is plainly beyond the
-rmse tolerance (the matrix's f53: a thermometer's span 1.27 +- 0.11 over an afternoon's
-warming, rmse beyond tolerance, the judge's margin 44 standard errors). The rmse is the
-window's error as it happened, which a wander within the profile does not reach; and the
-half is judged at all only where its gain leans beyond tolerance by ``SCREEN_Z`` of the
-guarded standard error (``_may_fail_on_gain``)."""
 
 
 SCREEN_Z = 2.0

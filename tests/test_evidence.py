@@ -26,7 +26,7 @@ from auditd.core import Series, StreamVerdict, evaluate_stream, fit
 from auditd.core.align import align, on_time_base
 from auditd.core.averaging import interval_means
 from auditd.core.checks import gain_evidence, noise_model_agrees
-from auditd.core.diagnose import std_about_one_step
+from auditd.core.diagnose import build_case, std_about_one_step
 from auditd.core.fit import (
     Metrics,
     fine_gain_samples,
@@ -895,6 +895,30 @@ def test_a_span_that_changed_inside_the_window_is_judged_on_its_latest_half() ->
         assert v.onset is not None and abs(v.onset - (T0 + 6 * HOUR)) <= HOUR, v.onset
     to_the_hour = [v for v in found if abs(v.onset - (T0 + 6 * HOUR)) < HOUR / 2]
     assert len(to_the_hour) >= 0.9 * len(found), [v.onset for v in found]
+
+
+def test_a_part_of_a_weighed_window_is_weighed_alike() -> None:
+    """The detectors recompute a failing window's metrics over the part after a step it
+    holds (``diagnose.build_case``); where the caller weighed the window's own metrics (a
+    latest half's guard), the part's are weighed the same way, so that no cause reads a
+    part of the window more confidently than the whole was read. Here the weighing marks
+    the gain's sample count; the part after a 3 degC step carries the mark."""
+    rng = np.random.default_rng(4)
+    t = T0 + 60.0 * np.arange(360)
+    air = 15.0 + 3.0 * np.sin(2 * math.pi * (t - T0) / (12 * HOUR))
+    device = air + np.where(t >= T0 + 3 * HOUR, 3.0, 0.0) + rng.normal(0.0, 0.1, t.size)
+    aligned = on_time_base(Series(t, device), Series(t, air), 60.0, T0, T0 + 6 * HOUR)
+    metrics = fit.compute_metrics(aligned)
+
+    def marked(m: fit.Metrics, part: object) -> fit.Metrics:
+        return replace(m, gain_n_eff=1.5)
+
+    lag = estimate_lag(aligned, 1800.0)
+    case = build_case(TEMPERATURE, aligned, metrics, lag, weighed=marked)
+    assert case.step is not None and abs(case.step - (T0 + 3 * HOUR)) <= 120.0
+    assert case.fault_metrics.gain_n_eff == 1.5
+    unweighed = build_case(TEMPERATURE, aligned, metrics, lag)
+    assert unweighed.fault_metrics.gain_n_eff != 1.5
 
 
 @PROPERTY

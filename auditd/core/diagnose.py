@@ -219,10 +219,16 @@ def build_case(
     metrics: Metrics,
     lag: LagEstimate,
     units: Sequence[UnitCandidate] = (),
+    weighed: Callable[[Metrics, Aligned], Metrics] | None = None,
 ) -> Case:
+    """The failing window as the detectors read it: shifted by a lag beyond tolerance,
+    and cut to the part after a step it holds, with its metrics recomputed there.
+    ``weighed``: how the caller weighed the window's own metrics (a window's latest half:
+    ``verdict.LatestHalfGuard.applied``), applied to the recomputed ones alike, so that
+    no cause reads a part of the window more confidently than its whole was read."""
     found = lag_beyond_tolerance(lag, spec.tolerance)
     corrected = shift_device(aligned, round(lag.lag_s / aligned.interval_s)) if found else aligned
-    cm = compute_metrics(corrected, lag=UNDEFINED, robust=False) if found else metrics
+    cm = _recomputed(corrected, weighed) if found else metrics
     dev, ref = _paired(corrected)
     diff = np.subtract(dev, ref)
     line = fit_line_consuming(dev, ref)  # copies, not needed any more
@@ -234,7 +240,7 @@ def build_case(
     fault, fm = corrected, cm
     if step is not None:
         fault = since(corrected, step)
-        fm = compute_metrics(fault, lag=UNDEFINED, robust=False)
+        fm = _recomputed(fault, weighed)
         line = fit_line_consuming(*_paired(fault))
     _, ref = _paired(fault)
     spread = ReferenceSpread.of(ref)
@@ -244,6 +250,12 @@ def build_case(
                      comparison_rms_u=metrics.comparison_rms_u)
     return Case(spec, aligned, metrics, lag, found, corrected, step, fault, fm, line,
                 longest_flat_run(aligned), tuple(units), spread)
+
+
+def _recomputed(part: Aligned, weighed: Callable[[Metrics, Aligned], Metrics] | None
+                ) -> Metrics:
+    found = compute_metrics(part, lag=UNDEFINED, robust=False)
+    return weighed(found, part) if weighed is not None else found
 
 
 def _paired(aligned: Aligned) -> tuple[FloatArray, FloatArray]:

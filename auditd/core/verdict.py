@@ -220,7 +220,8 @@ def evaluate_aligned(
         case, causes = flat
         failed = (FLAT_OUTPUT,)
     else:
-        case = build_case(spec, aligned, metrics, lag, units)
+        case = build_case(spec, aligned, metrics, lag, units,
+                          weighed=guard.applied if guard is not None else None)
         causes = diagnose(case)
     # drift support re-ranks by confidence; the offset or gain that carries a device to
     # full scale stays ahead of the clipping it causes (``behind_clipping``)

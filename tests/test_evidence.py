@@ -935,9 +935,10 @@ def test_a_healthy_units_wander_is_not_a_span_change_in_its_latest_half(
     swing: a wander that runs with half a day's rise is the wander's, not a span's.
 
     Not "never": the half is a second look at the gain at the verdict's own level, and a
-    review's scan of 200,000 such days (these ranges, the swing's phase also drawn) found
-    5 failed by it, beside 3,138 the whole window fails itself (its rmse, a point value,
-    beyond tolerance by chance at noise this close to the budget); 32 of 115,359 where the
+    review's scan of 200,000 such days (ranges like these on a grid, swings to 8 degC, the
+    swing's phase also drawn) found 5 failed by it, beside 3,138 the whole window fails
+    itself (its rmse, a point value, beyond tolerance by chance at noise this close to the
+    budget); 32 of 115,359 where the
     noise is 60-75 % of the budget and persistent (phi 0.95-0.998), beside 4,641. One of
     them, inside these ranges: seed 175572, phi 0.99, sigma 0.55, white 0.4, minute
     readings, swing 4, static gain -0.015 (the half's gain 0.70, minor). What this test

@@ -1177,7 +1177,8 @@ def test_a_dust_sensor_sending_mg_where_ug_is_expected_is_a_unit_mismatch(
     reference at the device's resolution, and the few 0.1 it sends when the air passes 50
     ug/m^3 are that too. Named first (a unit setting, checked remotely, not a truck to
     replace a sensor), critical; where it sent nothing but 0.0, with ``stuck`` beside it:
-    a sensor that stopped at zero would send the same, and the data cannot rule it out.
+    a sensor that stopped at zero would send the same, and the data cannot rule it out;
+    nor an offset that holds it at the range's bottom, which its evidence names.
     (A window with only a reading or two before the change shows the device's resolution
     no finer than that jump, so the reference does not count as live: ``reference_live``.)"""
     rng = np.random.default_rng(seed)
@@ -1194,6 +1195,12 @@ def test_a_dust_sensor_sending_mg_where_ug_is_expected_is_a_unit_mismatch(
     assert "mg/m^3" in v.causes[0].evidence
     if not device[cut:].any():  # nothing but 0.0: a sensor stopped at zero sends that too
         assert "stuck" in [c.cause for c in v.causes], v.causes
+        # and so does an offset below the air's lowest reading there, clamped at the range's
+        # bottom: named beside the unit (the window cannot tell them apart)
+        assert "an offset of -" in v.causes[0].evidence and "bottom of its range" in \
+            v.causes[0].evidence, v.causes[0].evidence
+    else:
+        assert "bottom of its range" not in v.causes[0].evidence
     assert v.severity == "critical"
 
 

@@ -1062,8 +1062,29 @@ def _unit_rounded_cause(case: Case) -> Cause | None:
         f"{text.num(found.scale * hi + found.offset, 3)}, which a device reporting in steps "
         f"of {text.num(found.step, 3)} sends as {text.num(found.value)}{besides}{others}; a "
         f"sensor stopped at that value would send the same"
+        f"{_pinned_by_offset(case, found, rest, lo, hi)}"
     )
     return Cause("unit_mismatch", UNIT_ROUNDED_CONFIDENCE, evidence)
+
+
+def _pinned_by_offset(case: Case, found: RoundedUnit, rest: int, lo: float, hi: float) -> str:
+    """The third reading of a device that held a range end and nothing else while the
+    reference moved between ``lo`` and ``hi``: an offset that carries it beyond the end
+    at every reference value, which the end then clamps (a dust sensor's offset of -17
+    ug/m3 in clean air reads 0.0, as mg/m3 at one decimal does). Named in the evidence,
+    not ranked: the window cannot tell it from the unit, and the windows before, where
+    the offset may show pinning the device more and more, are not this window's."""
+    bottom, top = case.spec.range
+    unit = case.spec.unit
+    if rest:
+        return ""  # readings off the held value are the unit's (or the stop's), not an offset's
+    if found.value == bottom:
+        return (f", and so would an offset of {text.qty(bottom - hi, unit, sign=True)} or "
+                f"lower, which holds it at the bottom of its range")
+    if found.value == top:
+        return (f", and so would an offset of {text.qty(top - lo, unit, sign=True)} or "
+                f"higher, which holds it at the top of its range")
+    return ""
 
 
 def noise(case: Case) -> Cause | None:

@@ -938,11 +938,10 @@ def test_a_healthy_units_wander_is_not_a_span_change_in_its_latest_half(
     review's scan of 200,000 such days (ranges like these on a grid, swings to 8 degC, the
     swing's phase also drawn) found 5 failed by it, beside 3,138 the whole window fails
     itself (its rmse, a point value, beyond tolerance by chance at noise this close to the
-    budget); 32 of 115,359 where the
-    noise is 60-75 % of the budget and persistent (phi 0.95-0.998), beside 4,641. One of
-    them, inside these ranges: seed 175572, phi 0.99, sigma 0.55, white 0.4, minute
-    readings, swing 4, static gain -0.015 (the half's gain 0.70, minor). What this test
-    holds is that a typical day never is."""
+    budget); 32 of 115,359 where the noise is 60-75 % of the budget and persistent (phi
+    0.95-0.998), beside 4,641. One of them, inside these ranges: seed 175572, phi 0.99,
+    sigma 0.55, white 0.4, minute readings, swing 4, static gain -0.015 (the half's gain
+    0.70, minor). What this test holds is that a typical day never is."""
     rng = np.random.default_rng(seed)
     v, _ = _day_whose_span_changed(rng, 1.0 + static_gain, at_h=0.0, step=step, sigma=sigma,
                                    phi=phi, swing=swing, static_gain=static_gain,

@@ -1077,7 +1077,7 @@ def _pinned_by_offset(case: Case, found: RoundedUnit, rest: int, lo: float, hi: 
     bottom, top = case.spec.range
     unit = case.spec.unit
     if rest:
-        return ""  # readings off the held value are the unit's (or the stop's), not an offset's
+        return ""  # readings off the held value: what the unit makes of the air, no clamp
     if found.value == bottom:
         return (f", and so would an offset of {text.qty(bottom - hi, unit, sign=True)} or "
                 f"lower, which holds it at the bottom of its range")

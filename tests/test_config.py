@@ -598,6 +598,7 @@ def test_defaults() -> None:
         5000, 50_000, 300)
     assert (cfg.store.wal_limit, cfg.store.quarantine_max_rows,
             cfg.store.quarantine_max_bytes) == (16 * 2**20, 50_000, 32 * 2**20)
+    assert cfg.store.window_cache == 64 * 2**20
     assert cfg.topics.prefix == "fleet"
     assert (cfg.log.level, cfg.log.format) == ("info", "auto")
     assert dict(cfg.models) == {}
@@ -694,6 +695,7 @@ def test_parse_size_refuses(bad: object) -> None:
     ("store", 'wal_limit = "100KiB"', "store.wal_limit", "at least 524288 bytes"),
     ("store", "quarantine_max_rows = 0", "store.quarantine_max_rows", "at least 1"),
     ("store", 'quarantine_max_bytes = "1KiB"', "store.quarantine_max_bytes", "at least"),
+    ("store", 'window_cache = "lots"', "store.window_cache", "not a size"),
     ("ingest", "max_devices = 0", "ingest.max_devices", "at least 1"),
     ("ingest", 'max_streams = "many"', "ingest.max_streams", "must be an integer"),
     ("ingest", 'stall_after = "0s"', "ingest.stall_after", "longer than zero"),

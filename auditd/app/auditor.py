@@ -200,6 +200,7 @@ class Auditor:
                                             run=record, inventory=inventories)
         run = AuditRun(now, tuple(findings), report, duration, changes, counts,
                        tuple(unjudged))
+        self._store.readings.windows.end_pass()
         self.last_run = run
         return run
 
@@ -335,12 +336,13 @@ class Auditor:
         if spec is not None:
             low, high = core.checks.plausible_bounds(spec)
             impossible = self._store.readings.count_outside(site, device, sensor, start, end,
-                                                            low, high)
+                                                            low, high, held=True)
             near = self._store.readings.count_outside(site, device, sensor, start, end,
-                                                      *spec.range) - impossible
+                                                      *spec.range, held=True) - impossible
         if not (quarantined or impossible or near):
             return finding
-        stored = self._store.readings.count_between(site, device, sensor, start, end)
+        stored = self._store.readings.count_between(site, device, sensor, start, end,
+                                                    held=True)
         return add_out_of_range(finding, quarantined + impossible, stored + quarantined,
                                 spec.range if spec else None, near)
 
@@ -495,7 +497,8 @@ class Auditor:
     def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
         """A window as the audit judges it: through the corrections recorded as calibration
         events of the device (``auditd.domain.calibration``; the store keeps the raw readings)."""
-        ts, values = self._store.readings.read_window(site, device, sensor, start, end)
+        ts, values = self._store.readings.read_window(site, device, sensor, start, end,
+                                                      held=True)
         found = corrections(self._store.devices.events(device), sensor)
         return Series(ts, apply(ts, values, found) if found else values)
 

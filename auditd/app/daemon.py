@@ -85,6 +85,7 @@ def bounds_from(cfg: DaemonConfig) -> Bounds:
         payload_cap=cfg.ingest.quarantine_payload_cap,
         meta_versions_per_device=cfg.store.meta_versions_per_device,
         events_per_device=cfg.store.events_per_device,
+        window_cache=cfg.store.window_cache,
     )
 
 

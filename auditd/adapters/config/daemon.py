@@ -67,7 +67,7 @@ AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
               "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes",
-              "meta_versions_per_device", "events_per_device")
+              "meta_versions_per_device", "events_per_device", "window_cache")
 TOPICS_KEYS = ("prefix", "commands", "inventory", "inventory_refresh")
 LOG_KEYS = ("level", "format", "rejections_interval")
 METRICS_KEYS = ("enabled", "bind", "port")
@@ -184,6 +184,9 @@ class StoreConfig:
     """A device's meta history beyond it is thinned to what the metadata rules read."""
     events_per_device: int = 1000
     """A device's events beyond it lose the oldest (save the latest of each kind)."""
+    window_cache: int = 64 * 1024 * 1024
+    """Memory the audit keeps of its windows between runs, so that it reads only what
+    arrived since (``adapters.store.windows``); 0 reads every window whole."""
 
 
 
@@ -425,6 +428,7 @@ def _store(table: Table, base: Path) -> StoreConfig:
                                        32 * 1024 * 1024),
         meta_versions_per_device=table.get("meta_versions_per_device", as_integer(4), 100),
         events_per_device=table.get("events_per_device", as_integer(10), 1000),
+        window_cache=table.get("window_cache", as_size(0), 64 * 1024 * 1024),
     )
 
 

@@ -97,6 +97,9 @@ class Bounds:
     events_per_device: int = 1000
     """Events kept of one device; beyond it the oldest go, save the latest of each type
     and the latest calibration of each corrected sensor."""
+    window_cache: int = 64 * 1024 * 1024
+    """Memory the audit may keep of its streams' windows between audits (16 bytes a
+    reading, ``windows.WindowCache``); 0 reads every window whole."""
 
 
 @dataclass(frozen=True, slots=True)

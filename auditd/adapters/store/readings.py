@@ -36,6 +36,7 @@ from auditd.adapters.store.quarantine import (
     remember_rejected,
 )
 from auditd.adapters.store.schema import INSERT_TRIGGER
+from auditd.adapters.store.windows import WindowCache
 from auditd.model import Outcome, Reading, Rejection, StreamInfo
 
 FloatArray = npt.NDArray[np.float64]
@@ -113,6 +114,8 @@ class Readings:
             (site, device, sensor): sid for site, device, sensor, sid in rows}
         """Stream ids of this process's committed writes (and of the file at start): the
         hot path resolves a reading's stream without a query."""
+        self.windows = WindowCache(db.bounds.window_cache)
+        """The audit's windows held between audits (``read_window(held=True)``)."""
 
     def write_outcomes(
         self,
@@ -384,9 +387,10 @@ class Readings:
                     # extremes of all the attempted times are the right bounds.
                     lo, hi = int(ms.min()), int(ms.max())
                     conn.execute(
-                        "UPDATE streams SET n = n + ?, first_ts_ms = min(coalesce(first_ts_ms,"
-                        " ?), ?), last_ts_ms = max(coalesce(last_ts_ms, ?), ?) WHERE id = ?",
-                        (n, lo, lo, hi, hi, sid))
+                        "UPDATE streams SET n = n + ?, writes = writes + ?, first_ts_ms = "
+                        "min(coalesce(first_ts_ms, ?), ?), last_ts_ms = max(coalesce("
+                        "last_ts_ms, ?), ?) WHERE id = ?",
+                        (n, n, lo, lo, hi, hi, sid))
             if trigger is not None:
                 conn.execute(trigger[0])
             rejected = insert_rejections(conn, rejections, merge=False)
@@ -427,12 +431,15 @@ class Readings:
         return None if row is None else int(row[0])
 
     def read_window(
-        self, site: str, device: str, sensor: str, start: float, end: float
+        self, site: str, device: str, sensor: str, start: float, end: float, *,
+        held: bool = False,
     ) -> tuple[FloatArray, FloatArray]:
         """Timestamps (epoch s) and values (NaN for null) with ``start <= ts < end``, by time.
 
         One range scan of the readings' primary key; the arrays are built from the
-        fetched rows without a Python loop per element beyond numpy's own.
+        fetched rows without a Python loop per element beyond numpy's own. ``held``: from
+        the rows kept since the last read of the stream and those stored since
+        (``self.windows``, what the audit asks for), the same arrays to the bit.
         """
         empty = np.empty(0, dtype=np.float64)
         lo, hi = ms_at_or_after(start), ms_at_or_after(end)
@@ -442,6 +449,9 @@ class Readings:
             sid = self._stream_id(conn, site, device, sensor)
             if sid is None:
                 return empty, empty.copy()
+            if held and self.windows.budget_bytes > 0:
+                ts_ms, held_values = self.windows.read(conn, sid, lo, hi)
+                return ts_ms / 1000.0, held_values.copy()
             rows = conn.execute(
                 "SELECT ts_ms, value FROM readings WHERE stream_id = ? AND ts_ms >= ? "
                 "AND ts_ms < ? ORDER BY ts_ms",
@@ -454,8 +464,11 @@ class Readings:
         return ts, values
 
     def count_between(self, site: str, device: str, sensor: str, start: float,
-                      end: float) -> int:
-        """Stored readings (nulls included) of one stream with start <= ts < end."""
+                      end: float, *, held: bool = False) -> int:
+        """Stored readings (nulls included) of one stream with start <= ts < end (``held``:
+        counted in the rows ``read_window(held=True)`` returns)."""
+        if held and self.windows.budget_bytes > 0:
+            return len(self.read_window(site, device, sensor, start, end, held=True)[0])
         with self._db.read("count_between") as conn:
             sid = self._stream_id(conn, site, device, sensor)
             if sid is None:
@@ -466,9 +479,14 @@ class Readings:
         return int(row[0])
 
     def count_outside(self, site: str, device: str, sensor: str, start: float, end: float,
-                      low: float, high: float) -> int:
+                      low: float, high: float, *, held: bool = False) -> int:
         """Stored readings of one stream with start <= ts < end whose value lies outside
-        [low, high] (what ingest kept flagged as out of range, judged by today's range)."""
+        [low, high] (what ingest kept flagged as out of range, judged by today's range).
+        ``held``: counted in the rows ``read_window(held=True)`` returns; a null is outside
+        nothing there either (NaN compares false as NULL does)."""
+        if held and self.windows.budget_bytes > 0:
+            values = self.read_window(site, device, sensor, start, end, held=True)[1]
+            return int(np.count_nonzero((values < low) | (values > high)))
         with self._db.read("count_outside") as conn:
             sid = self._stream_id(conn, site, device, sensor)
             if sid is None:
@@ -539,6 +557,7 @@ class Readings:
             conn.executemany("DELETE FROM streams WHERE id = ?", [(r[0],) for r in rows])
             for _, site, device, sensor in rows:
                 self._stream_ids.pop((site, device, sensor), None)
+        self.windows.forget_streams(r[0] for r in rows)
         self._db.directory_generation += 1
         return len(rows)
 

@@ -381,11 +381,48 @@ def _migration_cause_hold(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE alert_tracks ADD COLUMN pending_since REAL")
 
 
+def _migration_stream_writes(conn: sqlite3.Connection) -> None:
+    """A stream's ``writes``: one for every reading row inserted or deleted, which tells
+    the audit's held windows (``windows.WindowCache``) whether the rows they hold are
+    still the store's. Counted from 0 at this migration: only its changes are read. And
+    its ``born``: a number no stream had before (``stream_births``' AUTOINCREMENT never
+    gives an id twice, emptied as it is), so that a
+    stream deleted by retention and created again under the same id is not taken for the
+    one whose rows are held (0 for the streams this migration finds)."""
+    conn.execute("ALTER TABLE streams ADD COLUMN writes INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE streams ADD COLUMN born INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE TABLE stream_births (id INTEGER PRIMARY KEY AUTOINCREMENT)")
+    conn.execute("""
+    CREATE TRIGGER streams_after_insert AFTER INSERT ON streams BEGIN
+        INSERT INTO stream_births (id) VALUES (NULL);
+        UPDATE streams SET born = (SELECT max(id) FROM stream_births) WHERE id = NEW.id;
+        DELETE FROM stream_births;
+    END
+    """)
+    conn.execute(f"DROP TRIGGER {INSERT_TRIGGER}")
+    conn.execute(f"""
+    CREATE TRIGGER {INSERT_TRIGGER} AFTER INSERT ON readings BEGIN
+        UPDATE streams SET
+            n = n + 1,
+            writes = writes + 1,
+            first_ts_ms = min(coalesce(first_ts_ms, NEW.ts_ms), NEW.ts_ms),
+            last_ts_ms = max(coalesce(last_ts_ms, NEW.ts_ms), NEW.ts_ms)
+        WHERE id = NEW.stream_id;
+    END
+    """)
+    conn.execute("DROP TRIGGER readings_after_delete")
+    conn.execute("""
+    CREATE TRIGGER readings_after_delete AFTER DELETE ON readings BEGIN
+        UPDATE streams SET n = n - 1, writes = writes + 1 WHERE id = OLD.stream_id;
+    END
+    """)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1, migration_alerts, _migration_imports, _migration_bounded_quarantine,
     _migration_exact_findings, _migration_audit_runs, _migration_inventory,
     _migration_rejected_messages,
-    _migration_alert_causes, _migration_cause_hold)
+    _migration_alert_causes, _migration_cause_hold, _migration_stream_writes)
 """Migration ``i`` (1-based) takes the schema from version ``i - 1`` to ``i``. Append only."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -75,15 +75,18 @@ operation = st.one_of(
 def test_a_held_read_is_a_fresh_read_whatever_the_store_went_through(
         steps: list[tuple]) -> None:
     with tempfile.TemporaryDirectory() as tmp, \
-            Store(Path(tmp) / "a.db", synchronous="off") as store, \
-            Store(Path(tmp) / "a.db", synchronous="off") as elsewhere:
+            Store(Path(tmp) / "a.db", synchronous="off") as store:
         imports = 0
         for step in steps:
             kind = step[0]
             if kind == "write":
                 store.readings.write_outcomes(written(*step[1]))
             elif kind == "write elsewhere":
-                elsewhere.readings.write_outcomes(written(*step[1]))
+                # another process, as `sensor-auditd import` is: it opens the file, writes
+                # and closes (a process kept open across the daemon's retention would hold
+                # the ids of streams retention deleted, and its writes would be refused)
+                with Store(Path(tmp) / "a.db", synchronous="off") as elsewhere:
+                    elsewhere.readings.write_outcomes(written(*step[1]))
             elif kind == "write other":
                 store.readings.write_outcomes(written(*step[1], stream=OTHER))
             elif kind == "drop":

@@ -386,9 +386,9 @@ def _migration_stream_writes(conn: sqlite3.Connection) -> None:
     the audit's held windows (``windows.WindowCache``) whether the rows they hold are
     still the store's. Counted from 0 at this migration: only its changes are read. And
     its ``born``: a number no stream had before (``stream_births``' AUTOINCREMENT never
-    gives an id twice, emptied as it is), so that a
-    stream deleted by retention and created again under the same id is not taken for the
-    one whose rows are held (0 for the streams this migration finds)."""
+    gives an id twice, emptied as the table is), so that a stream deleted by retention
+    and created again under the same id is not taken for the one whose rows are held (0
+    for the streams this migration finds)."""
     conn.execute("ALTER TABLE streams ADD COLUMN writes INTEGER NOT NULL DEFAULT 0")
     conn.execute("ALTER TABLE streams ADD COLUMN born INTEGER NOT NULL DEFAULT 0")
     conn.execute("CREATE TABLE stream_births (id INTEGER PRIMARY KEY AUTOINCREMENT)")

@@ -25,8 +25,6 @@ from auditd.model import Outcome, Reading
 
 T0 = 1_764_064_800.0
 STREAM = ("north", "th-0001", "temperature")
-
-
 OTHER = ("north", "th-0002", "temperature")
 
 
@@ -107,12 +105,12 @@ def test_a_held_read_is_a_fresh_read_whatever_the_store_went_through(
                 for stream in (STREAM, OTHER):
                     same_arrays(store.readings.read_window(*stream, start, end, held=True),
                                 store.readings.read_window(*stream, start, end))
-                for low, high in [(-10.0, 10.0), (0.0, 0.0), (-math.inf, math.inf)]:
-                    assert store.readings.count_outside(*STREAM, start, end, low, high,
-                                                        held=True) == \
-                        store.readings.count_outside(*STREAM, start, end, low, high)
-                assert store.readings.count_between(*STREAM, start, end, held=True) == \
-                    store.readings.count_between(*STREAM, start, end)
+                bounds = [(-10.0, 10.0), (0.0, 0.0), (-math.inf, math.inf)]
+                stored, outside = store.readings.count_in_window(*STREAM, start, end, bounds)
+                assert stored == len(store.readings.read_window(*STREAM, start, end)[0])
+                assert outside == tuple(  # as the file itself counts them (NULL: no side)
+                    store.readings.count_outside(*STREAM, start, end, low, high)
+                    for low, high in bounds)
 
 
 def test_an_audit_reads_only_what_arrived_since_the_last(tmp_path: Path,
@@ -125,15 +123,15 @@ def test_an_audit_reads_only_what_arrived_since_the_last(tmp_path: Path,
         store.readings.windows.end_pass()
         store.readings.write_outcomes(written(*[(86400 + 60 * m, 1.0) for m in range(60)]))
         fetched: list[int] = []
-        fetch = windows._rows
+        fetch = windows.fetch_rows
 
-        def counted(conn: sqlite3.Connection, sql: str, args: tuple[int, ...]
+        def counted(conn: sqlite3.Connection, sid: int, lo: int, hi: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-            rows = fetch(conn, sql, args)
+            rows = fetch(conn, sid, lo, hi)
             fetched.append(len(rows[0]))
             return rows
 
-        monkeypatch.setattr(windows, "_rows", counted)
+        monkeypatch.setattr(windows, "fetch_rows", counted)
         ts, _ = store.readings.read_window(*STREAM, T0 + 3600, T0 + 90000, held=True)
         assert len(ts) == 24 * 60
         assert fetched == [60]  # the new hour, not the day

@@ -319,12 +319,12 @@ class Auditor:
                             first_reading=first_reading)
 
     def _with_out_of_range(self, finding: Finding, announced: Mapping[str, str]) -> Finding:
-        if finding.sensor is None or finding.device == finding.reference:
-            return finding
         """The window's readings outside the plausible range, as evidence in the finding:
-        kept ones by their values (``readings.count_outside``: beyond the reach of a
+        kept ones by their values (``readings.count_in_window``: beyond the reach of a
         calibration error, and within it), and those quarantined by stores written before
         ingest kept them."""
+        if finding.sensor is None or finding.device == finding.reference:
+            return finding
         site, device, sensor = finding.site, finding.device, finding.sensor
         start, end = finding.window_start, finding.window_end
         rejected = self._store.quarantine.rejected_between(device, sensor, start, end)
@@ -332,17 +332,12 @@ class Auditor:
         model = self._catalog.model_for(device, announced.get(device))
         profile = self._catalog.profile(model) if model else None
         spec = profile.audited(sensor) if profile else None
-        impossible = near = 0
-        if spec is not None:
-            low, high = core.checks.plausible_bounds(spec)
-            impossible = self._store.readings.count_outside(site, device, sensor, start, end,
-                                                            low, high, held=True)
-            near = self._store.readings.count_outside(site, device, sensor, start, end,
-                                                      *spec.range, held=True) - impossible
+        bounds = [core.checks.plausible_bounds(spec), spec.range] if spec is not None else []
+        stored, outside = self._store.readings.count_in_window(site, device, sensor, start,
+                                                               end, bounds)
+        impossible, near = (outside[0], outside[1] - outside[0]) if outside else (0, 0)
         if not (quarantined or impossible or near):
             return finding
-        stored = self._store.readings.count_between(site, device, sensor, start, end,
-                                                    held=True)
         return add_out_of_range(finding, quarantined + impossible, stored + quarantined,
                                 spec.range if spec else None, near)
 

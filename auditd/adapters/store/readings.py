@@ -36,7 +36,7 @@ from auditd.adapters.store.quarantine import (
     remember_rejected,
 )
 from auditd.adapters.store.schema import INSERT_TRIGGER
-from auditd.adapters.store.windows import WindowCache
+from auditd.adapters.store.windows import WindowCache, fetch_rows
 from auditd.model import Outcome, Reading, Rejection, StreamInfo
 
 FloatArray = npt.NDArray[np.float64]
@@ -437,7 +437,7 @@ class Readings:
         """Timestamps (epoch s) and values (NaN for null) with ``start <= ts < end``, by time.
 
         One range scan of the readings' primary key; the arrays are built from the
-        fetched rows without a Python loop per element beyond numpy's own. ``held``: from
+        fetched rows (``windows.fetch_rows``). ``held``: from
         the rows kept since the last read of the stream and those stored since
         (``self.windows``, what the audit asks for), the same arrays to the bit.
         """
@@ -450,43 +450,26 @@ class Readings:
             if sid is None:
                 return empty, empty.copy()
             if held and self.windows.budget_bytes > 0:
-                ts_ms, held_values = self.windows.read(conn, sid, lo, hi)
-                return ts_ms / 1000.0, held_values.copy()
-            rows = conn.execute(
-                "SELECT ts_ms, value FROM readings WHERE stream_id = ? AND ts_ms >= ? "
-                "AND ts_ms < ? ORDER BY ts_ms",
-                (sid, lo, hi),
-            ).fetchall()
-        # fromiter for the integer column and one array() over the values (None -> NaN)
-        # measured about twice as fast as np.array(rows) on 100k rows.
-        ts = np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows)) / 1000.0
-        values = np.array([r[1] for r in rows], dtype=np.float64)
-        return ts, values
+                ts_ms, values = self.windows.read(conn, sid, lo, hi)
+                return ts_ms / 1000.0, values.copy()
+            ts_ms, values = fetch_rows(conn, sid, lo, hi)
+        return ts_ms / 1000.0, values
 
-    def count_between(self, site: str, device: str, sensor: str, start: float,
-                      end: float, *, held: bool = False) -> int:
-        """Stored readings (nulls included) of one stream with start <= ts < end (``held``:
-        counted in the rows ``read_window(held=True)`` returns)."""
-        if held and self.windows.budget_bytes > 0:
-            return len(self.read_window(site, device, sensor, start, end, held=True)[0])
-        with self._db.read("count_between") as conn:
-            sid = self._stream_id(conn, site, device, sensor)
-            if sid is None:
-                return 0
-            row = conn.execute(
-                "SELECT count(*) FROM readings WHERE stream_id = ? AND ts_ms >= ? AND ts_ms < ?",
-                (sid, ms_at_or_after(start), ms_at_or_after(end))).fetchone()
-        return int(row[0])
+    def count_in_window(self, site: str, device: str, sensor: str, start: float, end: float,
+                        bounds: Sequence[tuple[float, float]] = ()) -> tuple[int,
+                                                                             tuple[int, ...]]:
+        """The stored readings of one stream with start <= ts < end (nulls included), and
+        how many of them lie outside each ``(low, high)`` of ``bounds`` (what ingest kept
+        flagged as out of range, judged by today's range; a null is outside nothing): one
+        held read (``read_window(held=True)``) for them all."""
+        values = self.read_window(site, device, sensor, start, end, held=True)[1]
+        return len(values), tuple(int(np.count_nonzero((values < low) | (values > high)))
+                                  for low, high in bounds)
 
     def count_outside(self, site: str, device: str, sensor: str, start: float, end: float,
-                      low: float, high: float, *, held: bool = False) -> int:
+                      low: float, high: float) -> int:
         """Stored readings of one stream with start <= ts < end whose value lies outside
-        [low, high] (what ingest kept flagged as out of range, judged by today's range).
-        ``held``: counted in the rows ``read_window(held=True)`` returns; a null is outside
-        nothing there either (NaN compares false as NULL does)."""
-        if held and self.windows.budget_bytes > 0:
-            values = self.read_window(site, device, sensor, start, end, held=True)[1]
-            return int(np.count_nonzero((values < low) | (values > high)))
+        [low, high], counted by the file itself."""
         with self._db.read("count_outside") as conn:
             sid = self._stream_id(conn, site, device, sensor)
             if sid is None:

@@ -61,16 +61,18 @@ class _Span:
         return int(self.ts_ms.nbytes + self.values.nbytes)
 
 
-def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int, ...]) -> tuple[IntArray,
-                                                                              FloatArray]:
-    rows = conn.execute(sql, args).fetchall()
+def fetch_rows(conn: sqlite3.Connection, sid: int, lo: int, hi: int) -> tuple[IntArray,
+                                                                             FloatArray]:
+    """Times (epoch ms) and values (NaN for null) of the stream's rows with ``lo <= ts_ms <
+    hi``, by time: one range scan of the readings' key. ``fromiter`` for the integer column
+    and one ``array()`` over the values measured about twice as fast as ``np.array(rows)``
+    on 100k rows."""
+    rows = conn.execute(
+        "SELECT ts_ms, value FROM readings WHERE stream_id = ? AND ts_ms >= ? AND ts_ms < ? "
+        "ORDER BY ts_ms", (sid, lo, hi)).fetchall()
     ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     values = np.array([r[1] for r in rows], dtype=np.float64)
     return ts, values
-
-
-_BETWEEN = ("SELECT ts_ms, value FROM readings WHERE stream_id = ? AND ts_ms >= ? "
-            "AND ts_ms < ? ORDER BY ts_ms")
 
 
 def _count_from(conn: sqlite3.Connection, sid: int, lo: int) -> int:
@@ -108,20 +110,20 @@ class WindowCache:
             # a window before the held span and apart from it (a baseline from before a
             # long failure): read as it is, not held, so no span grows over the gap
             self.misses += 1
-            return _rows(conn, _BETWEEN, (sid, lo, hi))
+            return fetch_rows(conn, sid, lo, hi)
         conn.execute("BEGIN")
         try:
             row = conn.execute("SELECT writes, born FROM streams WHERE id = ?",
                                (sid,)).fetchone()
             if row is None:  # deleted meanwhile: nothing to read, nothing to hold
                 self.misses += 1
-                return _rows(conn, _BETWEEN, (sid, lo, hi))
+                return fetch_rows(conn, sid, lo, hi)
             writes, born = int(row[0]), int(row[1])
             span = self._extended(conn, sid, held, lo, hi, writes) \
                 if held is not None and held.born == born and lo <= held.hi else None
             if span is None:
                 self.misses += 1
-                ts, values = _rows(conn, _BETWEEN, (sid, lo, hi))
+                ts, values = fetch_rows(conn, sid, lo, hi)
                 span = _Span(lo, hi, ts, values, writes, born, _count_from(conn, sid, hi))
             else:
                 self.hits += 1
@@ -138,14 +140,14 @@ class WindowCache:
                   writes: int) -> _Span | None:
         """``held`` grown to cover ``[lo, hi)``, or None where the store changed under it."""
         new_hi = max(hi, held.hi)
-        tail_ts, tail_values = _rows(conn, _BETWEEN, (sid, held.hi, new_hi))
+        tail_ts, tail_values = fetch_rows(conn, sid, held.hi, new_hi)
         beyond = _count_from(conn, sid, new_hi)
         if writes - held.writes != len(tail_ts) + beyond - held.beyond:
             return None
         parts_ts, parts_values = [held.ts_ms], [held.values]
         new_lo = held.lo
         if lo < held.lo:
-            head_ts, head_values = _rows(conn, _BETWEEN, (sid, lo, held.lo))
+            head_ts, head_values = fetch_rows(conn, sid, lo, held.lo)
             parts_ts.insert(0, head_ts)
             parts_values.insert(0, head_values)
             new_lo = lo

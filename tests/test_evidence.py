@@ -592,6 +592,118 @@ def test_a_healthy_hygrometer_whose_air_saturates_never_fails(
     assert v.status != "fail", (v.failed, v.causes, v.metrics.as_dict())
 
 
+def _foggy_night(rng: np.random.Generator, hours: int, bias: float, noise: float,
+                 phi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fog for a whole window: the air at 100 %RH, a reference reading it to 0.3 %RH and
+    capped at 100 (99-100), and a unit with this offset and noise, capped as well."""
+    t = T0 + 60.0 * np.arange(int(hours * HOUR / 60.0))
+    truth = np.minimum(100.5 + ar1(rng, t.size, 0.3, 0.95), 100.0)
+    reference = np.minimum(truth + rng.normal(0.0, 0.3, t.size), 100.0)
+    device = np.round(np.minimum(truth + bias + ar1(rng, t.size, noise, phi), 100.0), 1)
+    return t, device, reference
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), noise_share=st.floats(3.0, 4.0),
+       phi=st.floats(0.0, 0.5), hours=st.sampled_from([3, 6, 24]))
+def test_a_noisy_hygrometer_through_a_night_of_fog_fails_and_names_no_offset(
+        seed: int, noise_share: float, phi: float, hours: int) -> None:
+    """A unit whose noise is 3-4 times the rmse tolerance through a night of fog: every
+    pair is in the edge's reach and censored, yet its readings far below a saturated
+    reference are errors no edge explains (``censoring.error_floor``). The window fails
+    instead of calling itself insufficient (a matrix fleet's noisy hygrometer lost four
+    windows of a humid night that way), and names the noise or an unknown cause, never
+    the offset or span that its capped readings' mean and slope would suggest: those are
+    stated indeterminate."""
+    t, device, reference = _foggy_night(np.random.default_rng(seed), hours, 0.0,
+                                        noise_share * HUMIDITY.tolerance.rmse, phi)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status == "fail" and top(v) in ("noise", "unexplained"), (
+        v.status, v.causes, v.metrics.as_dict())
+    assert not {"offset_drift", "gain_drift"} & {c.cause for c in v.causes}, v.causes
+    assert {"bias", "gain"} <= dict(v.indeterminate).keys(), v.indeterminate
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), bias_share=st.floats(-0.7, 0.7),
+       noise_share=st.floats(0.05, 0.6), phi=st.floats(0.0, 0.95),
+       hours=st.sampled_from([3, 6, 24]))
+def test_a_healthy_hygrometer_through_a_night_of_fog_never_fails(
+        seed: int, bias_share: float, noise_share: float, phi: float, hours: int) -> None:
+    """The same night with a unit whose offset and noise are inside tolerance: pinned at
+    100 or just below it, its readings bound no error beyond the tolerance, and the
+    window stays what it was (insufficient, or a pass on what is left)."""
+    tol = HUMIDITY.tolerance
+    t, device, reference = _foggy_night(np.random.default_rng(seed), hours,
+                                        bias_share * tol.bias, noise_share * tol.rmse, phi)
+    v = judge(device, reference, t, HUMIDITY)
+    assert v.status != "fail", (v.failed, v.causes, v.metrics.as_dict())
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), reads_off=st.floats(4.0, 12.0),
+       wander=st.floats(1.0, 5.0), noise_share=st.floats(0.05, 0.4),
+       hours=st.sampled_from([3, 6, 24]), end=st.sampled_from(["top", "bottom"]))
+@example(seed=0, reads_off=10.0, wander=1.0, noise_share=0.3, hours=6, end="top")
+@example(seed=0, reads_off=10.0, wander=1.0, noise_share=0.3, hours=6, end="bottom")
+def test_a_reference_off_and_capped_proves_nothing_against_a_healthy_unit(
+        seed: int, reads_off: float, wander: float, noise_share: float, hours: int,
+        end: str) -> None:
+    """Fog banks that come and go every 45 minutes (the air at 100 %RH, then some 9 below
+    it and wandering), a reference reading 4-12 %RH high and capped at 100 like the air,
+    beside a healthy unit; and the mirror at the bottom (dry spells at 0, a reference
+    reading low, capped at 0). The unit reaches the end now and then, so most pairs are in
+    the end's reach, and it reads off the reference by a margin that is the reference's.
+    Counting the least errors' spread there (half of them 0, half about the margin) failed
+    such a unit on "noise" (a review's counter-example); its own jumps from one reading to
+    the next are small, and the end proves nothing against it. Whether the pairs away from
+    the end do is the group's question: is it the reference?"""
+    rng = np.random.default_rng(seed)
+    n = int(hours * HOUR / 60.0)
+    t = T0 + 60.0 * np.arange(n)
+    at_end = np.sin(2 * math.pi * np.arange(n) / 90.0 + rng.uniform(0.0, 6.3)) > 0
+    tol = HUMIDITY.tolerance
+    if end == "top":
+        truth = np.where(at_end, 100.0, np.minimum(91.0 + ar1(rng, n, wander, 0.95), 100.0))
+        reference = np.minimum(truth + reads_off + rng.normal(0.0, 0.3, n), 100.0)
+        device = np.minimum(truth + ar1(rng, n, noise_share * tol.rmse, 0.5), 100.0)
+    else:
+        truth = np.where(at_end, 0.0, np.maximum(9.0 + ar1(rng, n, wander, 0.95), 0.0))
+        reference = np.maximum(truth - reads_off + rng.normal(0.0, 0.3, n), 0.0)
+        device = np.maximum(truth + ar1(rng, n, noise_share * tol.rmse, 0.5), 0.0)
+    v = judge(np.round(device, 1), reference, t, HUMIDITY)
+    assert "too few pairs lie away" not in str(dict(v.indeterminate)), (
+        v.status, v.causes, v.indeterminate)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), level=st.floats(-10.0, 20.0) | st.floats(80.0, 110.0),
+       sigma=st.floats(0.1, 15.0), offset=st.floats(-10.0, 10.0),
+       gain=st.floats(0.8, 1.2))
+def test_the_error_floor_never_exceeds_the_devices_true_error(
+        seed: int, level: float, sigma: float, offset: float, gain: float) -> None:
+    """Where the reference reads the air exactly (capped at the range's ends as the device
+    is), the floor is at most the root mean square of the device's own error before its
+    cap, whatever the air, offset, span and noise, near the top or the bottom: a bound,
+    never an overstatement."""
+    from auditd.core.censoring import error_floor
+
+    rng = np.random.default_rng(seed)
+    n = 240
+    t = T0 + 60.0 * np.arange(n)
+    truth = level + ar1(rng, n, 5.0, 0.95)
+    error = offset + (gain - 1.0) * (truth - 90.0) + rng.normal(0.0, sigma, n)
+    lo, hi = HUMIDITY.range
+    device = np.clip(truth + error, lo, hi)
+    reference = np.clip(truth, lo, hi)
+    aligned = align(Series(t, device), Series(t, reference), 60.0, t[0] - 30.0,
+                    t[-1] + 30.0)
+    assert aligned.n_paired == n  # one reading of each in every bin
+    floor = error_floor(aligned, HUMIDITY)
+    assert floor is not None
+    assert floor.rms <= math.sqrt(float(np.mean(error ** 2))) * (1 + 1e-12)
+
+
 def test_a_window_spent_at_full_scale_says_so_when_it_cannot_be_judged() -> None:
     """Fog all day but the last half hour: the hygrometer at 100 %RH with the air at 99-100
     leaves 30 pairs away from the end of its range, fewer than the 60 an audit needs. The

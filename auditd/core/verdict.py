@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from auditd import text
 from auditd.core.actions import (
     action_for_dropout,
     action_for_failure,
@@ -17,7 +18,7 @@ from auditd.core.actions import (
 )
 from auditd.core.align import Aligned, coarsen, latest, on_time_base
 from auditd.core.causes import of_kind
-from auditd.core.censoring import uncensored
+from auditd.core.censoring import error_floor, uncensored
 from auditd.core.checks import (
     bias_margin,
     evidenced_exceedances,
@@ -25,6 +26,10 @@ from auditd.core.checks import (
     failed_checks,
     gain_evidence,
     plausible_bounds,
+    ratio,
+    rmse_beyond_comparison,
+    rmse_exceedance,
+    rmse_lower_bound,
 )
 from auditd.core.diagnose import (
     DROPOUT_FAIL,
@@ -196,6 +201,10 @@ def evaluate_aligned(
         silent = _dropout_failure(aligned, spec, metrics, figures)
         if silent is not None:
             return silent
+        hidden = _beyond_the_edge(aligned, judged, spec, units, lag, figures, Comparison(
+            reference_uncertainty, comparison_offset_u, comparison_rms_u))
+        if hidden is not None:
+            return hidden
         drop = dropout_cause(aligned, tol.min_samples)
         why: tuple[Cause, ...] = (drop,) if drop is not None else ()
         return StreamVerdict("insufficient_data", "none", metrics, why, None,
@@ -472,6 +481,68 @@ def _dropout_failure(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
     action = action_for_dropout(aligned, spec)
     return StreamVerdict("fail", severity, metrics, (drop,), None, action, ("coverage",),
                          figures)
+
+
+CAPPED_SPAN = frozenset({"gain_drift"})
+CAPPED_OFFSET = frozenset({"offset_drift"})
+"""What a window's figures cannot support where the device's readings are capped at a
+range's end (``_beyond_the_edge``): its span always (a line through capped readings
+flattens), its offset unless it points towards that end (``ErrorFloor.offset_supported``)."""
+
+
+def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
+                     units: Sequence[UnitCandidate] | None, lag: LagEstimate,
+                     figures: Drift | None, comparison: Comparison) -> StreamVerdict | None:
+    """The window failing on what its censored pairs still show, or None: where
+    ``censoring.uncensored`` left too few pairs to judge (``judged``) but the readings
+    prove an error beyond the rmse tolerance (``censoring.ErrorFloor.proven``), and the
+    rmse over every pair, which the finding reports as failing, is beyond it too.
+
+    Censoring keeps a line through the range's end unbiased; it is no reason to call a
+    window that shows a fault "insufficient data". A noisy hygrometer through a night of
+    fog, its reference at 99-100 %RH, has every pair in the end's reach, yet it jumps
+    10-30 %RH from one minute to the next while the reference sits at the top (a matrix
+    fleet's noisy hygrometer lost four windows that way). The figures are every pair's,
+    the detectors read them, and what the capped readings cannot support is left out: the
+    offset and the span are indeterminate where the cap could have made them
+    (``CAPPED_SPAN``, ``CAPPED_OFFSET``). Against a peers' median the proof must clear
+    the median's own error, as an rmse must (``checks.rmse_beyond_comparison``). The
+    severity is the proof's alone, at the lower bound its independent samples allow (as
+    an rmse's), whatever the causes: a window that would have been insufficient is failed
+    on a bound, and one just past the tolerance is minor (a dust sensor held at 0 through
+    its first hour is named a wrong unit or a stopped sensor, as the data allow, but not
+    critical on eleven readings)."""
+    tol = spec.tolerance
+    if judged is aligned or aligned.n_paired < max(tol.min_samples, 3):
+        return None
+    floor = error_floor(aligned, spec)
+    if floor is None:
+        return None
+    metrics = compute_metrics(aligned, lag=lag,
+                              reference_uncertainty=comparison.reference_uncertainty)
+    if not (math.isnan(comparison.offset_u) and math.isnan(comparison.rms_u)):
+        metrics = against_uncertain_comparison(metrics, comparison.offset_u, comparison.rms_u)
+    proven = rmse_beyond_comparison(floor.proven, metrics)  # a peers' median errs too
+    if not (proven > tol.rmse and rmse_exceedance(metrics, tol) > 1.0):
+        return None
+    case = build_case(spec, aligned, metrics, lag,
+                      default_unit_candidates(spec.unit) if units is None else units)
+    fakes = CAPPED_SPAN | (frozenset() if floor.offset_supported else CAPPED_OFFSET)
+    causes = tuple(c for c in diagnose(case) if c.cause not in fakes) \
+        or (unexplained(("rmse",), metrics, spec),)
+    shown_as = ("its readings put the rmse" if floor.offset_supported else
+                "its jumps from one reading to the next put its noise")
+    why = (f"too few pairs lie away from the range's end, where the device's readings are "
+           f"capped, to judge it; {shown_as} at {text.qty(floor.proven, spec.unit)} or more")
+    unsure = tuple((metric, why) for metric, causes_of in (("bias", CAPPED_OFFSET),
+                                                           ("gain", CAPPED_SPAN))
+                   if causes_of <= fakes)
+    # as the rmse's own severity: at the bound its few independent samples allow
+    shown = proven * rmse_lower_bound(metrics) / metrics.rmse if metrics.rmse > 0.0 else proven
+    return StreamVerdict("fail", severity_of_exceedance(ratio(shown, tol.rmse)), metrics,
+                         causes, onset_of(case, causes[0].cause),
+                         action_for_failure(causes, case, ("rmse",)), ("rmse",), figures,
+                         unsure)
 
 
 def against_uncertain_comparison(metrics: Metrics, offset_u: float, rms_u: float) -> Metrics:

@@ -603,25 +603,48 @@ def _foggy_night(rng: np.random.Generator, hours: int, bias: float, noise: float
     return t, device, reference
 
 
+@pytest.mark.parametrize("offset", [-10.0, -12.0, -15.0])
+def test_a_dust_sensor_held_at_0_through_its_first_hour_fails_on_what_it_shows(
+        offset: float) -> None:
+    """A matrix fleet's PM2.5 units, a model's shared offset below the air, read 0.0 through
+    their first audited hour (twelve 5-minute bins, ten needed) while the reference read
+    4.9-9 ug/m3. The bins where the reference is within the bias tolerance of 0 are left
+    out (a unit at 0 there may be right), leaving too few to judge; but a unit at 0 beside
+    7-9 ug/m3 is low by at least that, and a cap can only understate an error towards its
+    own end. The window fails on its rmse, minor (a bound on twelve readings), its span
+    indeterminate and never named."""
+    spec = replace(DUST, interval_s=300.0, tolerance=replace(
+        DUST.tolerance, window_s=HOUR, min_samples=10))
+    t = T0 + 300.0 * np.arange(12)
+    reference = np.array([4.9, 5.6, 6.2, 7.4, 8.1, 9.0, 8.6, 7.9, 7.2, 6.8, 7.7, 8.4])
+    device = np.round(np.maximum(reference + offset, 0.0), 1)
+    assert not device.any()  # every reading at the range's bottom
+    v = judge(device, reference, t, spec)
+    assert v.status == "fail" and v.failed == ("rmse",), (v.status, v.failed, v.causes)
+    assert v.severity == "minor", v.severity
+    assert "gain_drift" not in {c.cause for c in v.causes}, v.causes
+    assert "too few pairs lie away" in dict(v.indeterminate)["gain"], v.indeterminate
+    # half the offset leaves the unit reading the air above it: judged as ever
+    v = judge(np.round(np.maximum(reference + offset / 4, 0.0), 1), reference, t, spec)
+    assert "too few pairs lie away" not in str(dict(v.indeterminate)), v.indeterminate
+
+
 @PROPERTY
-@given(seed=st.integers(0, 2**32 - 1), noise_share=st.floats(3.0, 4.0),
-       phi=st.floats(0.0, 0.5), hours=st.sampled_from([3, 6, 24]))
-def test_a_noisy_hygrometer_through_a_night_of_fog_fails_and_names_no_offset(
+@given(seed=st.integers(0, 2**32 - 1), noise_share=st.floats(1.5, 4.0),
+       phi=st.floats(0.0, 0.9), hours=st.sampled_from([3, 6, 24]))
+def test_a_noisy_hygrometer_in_fog_cannot_be_told_from_a_reference_off_under_its_cap(
         seed: int, noise_share: float, phi: float, hours: int) -> None:
-    """A unit whose noise is 3-4 times the rmse tolerance through a night of fog: every
-    pair is in the edge's reach and censored, yet its readings far below a saturated
-    reference are errors no edge explains (``censoring.error_floor``). The window fails
-    instead of calling itself insufficient (a matrix fleet's noisy hygrometer lost four
-    windows of a humid night that way), and names the noise or an unknown cause, never
-    the offset or span that its capped readings' mean and slope would suggest: those are
-    stated indeterminate."""
+    """A unit whose noise is 1.5-4 times the rmse tolerance through a night of fog reads
+    below a saturated reference on average and jumps about; a healthy unit beside a
+    reference that reads 10 %RH high and is capped at 100 does both as well, while the air
+    moves under the cap (a review built it). The window cannot tell them apart, and says
+    so (insufficient data) rather than fail a unit on the edge: the judgement waits for
+    the hours the reference leaves the top, or the group's comparison of the units."""
     t, device, reference = _foggy_night(np.random.default_rng(seed), hours, 0.0,
                                         noise_share * HUMIDITY.tolerance.rmse, phi)
     v = judge(device, reference, t, HUMIDITY)
-    assert v.status == "fail" and top(v) in ("noise", "unexplained"), (
-        v.status, v.causes, v.metrics.as_dict())
-    assert not {"offset_drift", "gain_drift"} & {c.cause for c in v.causes}, v.causes
-    assert {"bias", "gain"} <= dict(v.indeterminate).keys(), v.indeterminate
+    assert "too few pairs lie away" not in str(dict(v.indeterminate)), (
+        v.status, v.causes, v.indeterminate)
 
 
 @PROPERTY

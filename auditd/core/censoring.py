@@ -85,24 +85,17 @@ def edge_zones(aligned: Aligned, spec: SensorSpec) -> tuple[np.ndarray, np.ndarr
 @dataclass(frozen=True, slots=True)
 class ErrorFloor:
     """What a window's readings prove of the device's error whatever the range's ends hide
-    (``error_floor``).
+    (``error_floor``): per pair, the least error the readings allow.
 
     Near the top of the range the truth is at least what the reference reads (a reference
     at 100 %RH in fog says only "100 or more"), so a device reading below the reference
     there is wrong by at least the difference; a device pinned at the top may be right
     (its least error is 0); the bottom mirrors it; away from the edge zones the error is
-    the difference itself. A noisy hygrometer through a night of fog (the reference at
-    99-100, the unit at 69-100, half its readings at 100) leaves no pair for the figures,
-    yet its readings jump 10-30 %RH from one minute to the next while the reference sits
-    at the top: errors no edge explains. A healthy unit there reads within its noise of
-    the top."""
+    the difference itself."""
 
     rms: float
     """The root mean square of the least errors: never above the device's true rmse where
     the reference reads the truth (each least error lies between 0 and the error)."""
-    noise: float
-    """The device's own noise as its reading-to-reading jumps show it beyond the
-    reference's (``roughness``): no offset of the reference, capped or not, makes it."""
     mean: float
     """The least errors' mean, signed."""
     capped: int
@@ -112,19 +105,20 @@ class ErrorFloor:
     @property
     def offset_supported(self) -> bool:
         """Whether the least errors' mean points towards the end the device is capped at.
-        A cap cuts off the readings that would have gone past the end, so it pulls the
-        mean away from that end: a noisy unit capped at 100 %RH reads low on average with
-        no offset at all, and a reference reading 10 %RH high, itself capped at 100, puts
-        a healthy unit below it by a margin that is the reference's; a dust sensor held at
-        0 beside 5-9 ug/m3 is low by at least what it shows, since a cap can only
-        understate an error towards its own end."""
+        A cap can only understate an error towards its own end: a dust sensor held at 0
+        beside 5-9 ug/m3 is low by at least what it shows. The other way, the cap pulls
+        the mean by itself: a noisy unit capped at 100 %RH reads low on average with no
+        offset at all, and a reference reading 10 %RH high, itself capped at 100, puts a
+        healthy unit below it by a margin that is the reference's; nothing in the window
+        tells those apart (not the unit's jumps either: under a capped reference the air
+        may move as much as a noisy unit jumps)."""
         return self.capped != 0 and self.mean * self.capped > 0.0
 
     @property
     def proven(self) -> float:
-        """The error the readings prove: ``rms`` where the offset is supported, else the
-        device's ``noise`` alone (NaN where it cannot be read)."""
-        return self.rms if self.offset_supported else self.noise
+        """The rmse the readings prove: ``rms`` where the offset is supported, else NaN
+        (they prove nothing)."""
+        return self.rms if self.offset_supported else math.nan
 
 
 def error_floor(aligned: Aligned, spec: SensorSpec) -> ErrorFloor | None:
@@ -142,38 +136,7 @@ def error_floor(aligned: Aligned, spec: SensorSpec) -> ErrorFloor | None:
     least = np.where(top, below, np.where(bottom, above, difference))[paired]
     capped = (1 if top.any() else 0) - (1 if bottom.any() else 0)
     return ErrorFloor(rms=float(math.sqrt(float(least @ least) / least.size)),
-                      noise=roughness(aligned, spec), mean=float(least.mean()),
-                      capped=capped)
-
-
-ROUGHNESS_MIN_STEPS = 10
-"""Consecutive pairs of the device's readings off its range's ends that ``roughness`` needs
-before it says anything."""
-
-
-def roughness(aligned: Aligned, spec: SensorSpec) -> float:
-    """The device's noise as its jumps from one bin to the next show it, less the
-    reference's: sqrt((mean(dd^2) - mean(dr^2)) / 2), dd over consecutive bins where the
-    device is off its range's ends, dr over consecutive bins of the reference. For white
-    noise of std s on top of the air, dd^2 averages 2 s^2 plus the air's own steps, which
-    the reference's steps take back out (with its own noise: the figure is the device's
-    noise beyond the reference's); a persistent noise jumps less than its std, and the
-    readings a cap cut off were its largest, so the figure errs low. Neither an offset nor
-    a span error of the reference enters it. The air's steps where the reference sits at
-    its own cap are taken as none. NaN with fewer than ``ROUGHNESS_MIN_STEPS`` steps."""
-    lo, hi = spec.range
-    reach = EDGE_REACH_RMSE * spec.tolerance.rmse
-    device = np.asarray(aligned.device)
-    reference = np.asarray(aligned.reference)
-    off_ends = np.isfinite(device) & (device > lo + reach) & (device < hi - reach)
-    steps = off_ends[1:] & off_ends[:-1]
-    if int(np.count_nonzero(steps)) < ROUGHNESS_MIN_STEPS:
-        return math.nan
-    dd = np.diff(device)[steps]
-    ref_steps = np.isfinite(reference[1:]) & np.isfinite(reference[:-1])
-    dr = np.diff(reference)[ref_steps]
-    air = float(dr @ dr) / dr.size if dr.size else 0.0
-    return float(math.sqrt(max(float(dd @ dd) / dd.size - air, 0.0) / 2.0))
+                      mean=float(least.mean()), capped=capped)
 
 
 END_EXACT_RELATIVE = 1e-9

@@ -484,10 +484,8 @@ def _dropout_failure(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
 
 
 CAPPED_SPAN = frozenset({"gain_drift"})
-CAPPED_OFFSET = frozenset({"offset_drift"})
 """What a window's figures cannot support where the device's readings are capped at a
-range's end (``_beyond_the_edge``): its span always (a line through capped readings
-flattens), its offset unless it points towards that end (``ErrorFloor.offset_supported``)."""
+range's end (``_beyond_the_edge``): its span (a line through capped readings flattens)."""
 
 
 def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
@@ -495,28 +493,27 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
                      figures: Drift | None, comparison: Comparison) -> StreamVerdict | None:
     """The window failing on what its censored pairs still show, or None: where
     ``censoring.uncensored`` left too few pairs to judge (``judged``) but the readings
-    prove an error beyond the rmse tolerance (``censoring.ErrorFloor.proven``), and the
-    rmse over every pair, which the finding reports as failing, is beyond it too.
+    prove an rmse beyond the tolerance (``censoring.ErrorFloor.proven``: an error towards
+    the end the device is capped at, which the cap can only understate), and the rmse over
+    every pair, which the finding reports as failing, is beyond it too.
 
     Censoring keeps a line through the range's end unbiased; it is no reason to call a
-    window that shows a fault "insufficient data". A noisy hygrometer through a night of
-    fog, its reference at 99-100 %RH, has every pair in the end's reach, yet it jumps
-    10-30 %RH from one minute to the next while the reference sits at the top (a matrix
-    fleet's noisy hygrometer lost four windows that way). The figures are every pair's,
-    the detectors read them, and what the capped readings cannot support is left out: the
-    offset and the span are indeterminate where the cap could have made them
-    (``CAPPED_SPAN``, ``CAPPED_OFFSET``). Against a peers' median the proof must clear
-    the median's own error, as an rmse must (``checks.rmse_beyond_comparison``). The
-    severity is the proof's alone, at the lower bound its independent samples allow (as
-    an rmse's), whatever the causes: a window that would have been insufficient is failed
-    on a bound, and one just past the tolerance is minor (a dust sensor held at 0 through
-    its first hour is named a wrong unit or a stopped sensor, as the data allow, but not
-    critical on eleven readings)."""
+    window that shows a fault "insufficient data". A dust sensor held at 0.0 through its
+    first hour while the reference reads 5-9 ug/m3 leaves too few pairs away from the
+    range's end, yet it is low by at least what it shows (a matrix fleet's four units with
+    a model's shared offset lost that window). The figures are every pair's, the detectors
+    read them, and the span, which a line through capped readings flattens, is
+    indeterminate (``CAPPED_SPAN``). Against a peers' median the proof must clear the
+    median's own error, as an rmse must (``checks.rmse_beyond_comparison``). The severity
+    is the proof's alone, at the lower bound its independent samples allow (as an rmse's),
+    whatever the causes: a window that would have been insufficient is failed on a bound,
+    and one just past the tolerance is minor (those dust units are named a wrong unit or a
+    stopped sensor, as the data allow, but not critical on eleven readings)."""
     tol = spec.tolerance
     if judged is aligned or aligned.n_paired < max(tol.min_samples, 3):
         return None
     floor = error_floor(aligned, spec)
-    if floor is None:
+    if floor is None or not floor.offset_supported:
         return None
     metrics = compute_metrics(aligned, lag=lag,
                               reference_uncertainty=comparison.reference_uncertainty)
@@ -527,22 +524,17 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
         return None
     case = build_case(spec, aligned, metrics, lag,
                       default_unit_candidates(spec.unit) if units is None else units)
-    fakes = CAPPED_SPAN | (frozenset() if floor.offset_supported else CAPPED_OFFSET)
-    causes = tuple(c for c in diagnose(case) if c.cause not in fakes) \
+    causes = tuple(c for c in diagnose(case) if c.cause not in CAPPED_SPAN) \
         or (unexplained(("rmse",), metrics, spec),)
-    shown_as = ("its readings put the rmse" if floor.offset_supported else
-                "its jumps from one reading to the next put its noise")
     why = (f"too few pairs lie away from the range's end, where the device's readings are "
-           f"capped, to judge it; {shown_as} at {text.qty(floor.proven, spec.unit)} or more")
-    unsure = tuple((metric, why) for metric, causes_of in (("bias", CAPPED_OFFSET),
-                                                           ("gain", CAPPED_SPAN))
-                   if causes_of <= fakes)
+           f"capped, to judge it; its readings put the rmse at "
+           f"{text.qty(floor.proven, spec.unit)} or more")
     # as the rmse's own severity: at the bound its few independent samples allow
     shown = proven * rmse_lower_bound(metrics) / metrics.rmse if metrics.rmse > 0.0 else proven
     return StreamVerdict("fail", severity_of_exceedance(ratio(shown, tol.rmse)), metrics,
                          causes, onset_of(case, causes[0].cause),
                          action_for_failure(causes, case, ("rmse",)), ("rmse",), figures,
-                         unsure)
+                         (("gain", why),))
 
 
 def against_uncertain_comparison(metrics: Metrics, offset_u: float, rms_u: float) -> Metrics:

@@ -396,3 +396,51 @@ def test_the_generator_builds_what_the_rule_expects(tmp_path: Path) -> None:
     assert must >= {"offset_drift", "stuck", "noise", "unit_mismatch", "dropout",
                     "reference_fault", "out_of_range", "firmware_regression"}
     assert kinds["healthy"] >= 0.85 * (kinds["healthy"] + kinds["other"]), kinds
+
+
+def _matrix_file(path: Path, seed: int, user_forms: bool,
+                 fleets: list[tuple[int, int, int, int]]) -> None:
+    """A matrix result as ``--out`` writes it, with only what ``recorded_rate`` reads:
+    per fleet (healthy streams, flagged, false alerts, true alerts)."""
+    path.write_text(json.dumps({
+        "kind": "matrix", "seed": seed, "user_forms": user_forms,
+        "per_fleet": [{"counts": {"healthy_streams": h, "false_alarm_streams": f,
+                                  "alerts_false": af, "alerts_true": at}}
+                      for h, f, af, at in fleets]}), encoding="utf-8")
+
+
+def test_the_demo_quotes_the_recorded_matrices_false_alarm_rate(tmp_path: Path) -> None:
+    """The demo's own score is one scenario's; the rate it quotes beside it is main's
+    recorded matrices', one a seed, as users write profiles. An experiment's run beside
+    them, a second file of a seed, a run with the old profile forms, a real-data result
+    and files that are broken or odd count for nothing (and never stop the demo)."""
+    from auditd.sim.matrix import EVAL_DIR, recorded_rate
+
+    assert recorded_rate(tmp_path) is None
+    assert recorded_rate(tmp_path / "absent") is None
+    _matrix_file(tmp_path / "matrix-main.json", 1, True, [(10, 1, 0, 3), (12, 0, 1, 2)])
+    _matrix_file(tmp_path / "matrix-seed2-main.json", 2, True, [(20, 2, 0, 5)])
+    _matrix_file(tmp_path / "matrix-seed1-main.json", 1, True, [(99, 99, 99, 99)])
+    _matrix_file(tmp_path / "matrix-seed2-lagmargin.json", 2, True, [(99, 99, 99, 99)])
+    _matrix_file(tmp_path / "matrix-seed6-main.json", 6, False, [(99, 99, 99, 99)])
+    (tmp_path / "matrix-seed3-main.json").write_text("{", encoding="utf-8")
+    (tmp_path / "matrix-seed4-main.json").write_text(
+        '{"kind": "matrix", "seed": 4, "user_forms": true, "per_fleet": null}',
+        encoding="utf-8")
+    (tmp_path / "matrix-seed5-main.json").write_text(json.dumps({
+        "kind": "matrix", "seed": 5, "user_forms": True, "per_fleet": [{"counts": {
+            "healthy_streams": 1.5, "false_alarm_streams": 0, "alerts_false": 0,
+            "alerts_true": 0}}]}), encoding="utf-8")
+    (tmp_path / "realdata-epa-main.json").write_text('{"kind": "realdata-epa"}',
+                                                     encoding="utf-8")
+    rate = recorded_rate(tmp_path)
+    assert rate is not None
+    assert (rate.seeds, rate.fleets, rate.healthy_streams, rate.flagged_streams,
+            rate.false_alerts, rate.alerts) == ((1, 2), 3, 42, 3, 1, 11)
+    assert "3 of 42 healthy streams" in rate.sentence() and "1 of the 11 alerts" in \
+        rate.sentence()
+    # the checkout's own eval/ holds main's matrices, the README quotes their sum
+    recorded = recorded_rate(EVAL_DIR)
+    assert recorded is not None and {1, 2, 3, 4, 5} <= set(recorded.seeds), recorded
+    readme = (EVAL_DIR.parent / "README.md").read_text(encoding="utf-8")
+    assert recorded.sentence() in readme, recorded.sentence()

@@ -45,6 +45,7 @@ from auditd.errors import IOFailure, UsageError
 from auditd.model import Finding, iso
 from auditd.sim import evaluate, simulate
 from auditd.sim.live import parse_broker, publish
+from auditd.sim.matrix import recorded_rate
 from auditd.sim.scenario import default_scenario
 from auditd.views import alerts as alert_view
 from auditd.views import report
@@ -346,7 +347,10 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
     echo(f"scored against the simulation's truth: {scores['detected']}/{scores['faults']} "
          f"injected faults flagged, {scores['top1']} with the right cause first, "
          f"{scores['false_alarm_streams']} false alarms on {scores['healthy_streams']} "
-         f"healthy streams")
+         f"healthy streams (this one scenario)")
+    rate = recorded_rate()
+    if rate is not None:
+        echo(rate.sentence())
     try:
         report.write(data, html_path=out_dir / "report.html", json_path=out_dir /
                      "report.json")

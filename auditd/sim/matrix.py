@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -278,3 +279,73 @@ def render_fleet(score: dict[str, Any]) -> str:
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
+"""Where a checkout keeps the matrices run on main (``--out eval/matrix-*.json``)."""
+
+RECORDED_NAME = re.compile(r"matrix-(?:seed\d+-)?main\.json")
+"""The names main's matrices are recorded under (``matrix-main.json`` for seed 1,
+``matrix-seed2-main.json``...): an experiment's run beside them is not main's."""
+
+COUNTED = ("healthy_streams", "false_alarm_streams", "alerts_false", "alerts_true")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRate:
+    """The false-alarm rate main's recorded matrices show, summed over their seeds: the
+    figure to quote beside one scenario's. Every change is measured on these seeds, so it
+    is a rate on fleets like them, not a promise for a fleet of yours."""
+
+    seeds: tuple[int, ...]
+    fleets: int
+    healthy_streams: int
+    flagged_streams: int
+    """Healthy streams failed in at least one window."""
+    false_alerts: int
+    alerts: int
+    """Alerts the judge scored (true or false; those it could not attribute left out)."""
+
+    def sentence(self) -> str:
+        seeds = ", ".join(str(s) for s in self.seeds)
+        return (f"over the recorded evaluation matrices ({self.fleets} fleet"
+                f"{'' if self.fleets == 1 else 's'}, seeds {seeds}; the changes are measured "
+                f"on them): {self.flagged_streams} of {self.healthy_streams:,} healthy "
+                f"streams failed in at least one window and {self.false_alerts} of the "
+                f"{self.alerts:,} alerts scored were false (docs/evaluation.md)")
+
+
+def recorded_rate(directory: Path = EVAL_DIR) -> RecordedRate | None:
+    """The ``RecordedRate`` of main's matrices in ``directory`` (``RECORDED_NAME``, written
+    with the profiles as users write them, one a seed), or None where there are none (an
+    installed package holds no eval/). A file that is not such a matrix is passed over."""
+    by_seed: dict[int, list[dict[str, int]]] = {}
+    names = sorted(directory.iterdir()) if directory.is_dir() else []
+    for path in (p for p in names if RECORDED_NAME.fullmatch(p.name)):
+        counts = _recorded_counts(path)
+        if counts is not None:
+            by_seed.setdefault(counts[0], counts[1])
+    if not by_seed:
+        return None
+    fleets = [c for seed in sorted(by_seed) for c in by_seed[seed]]
+    return RecordedRate(
+        seeds=tuple(sorted(by_seed)), fleets=len(fleets),
+        healthy_streams=sum(c["healthy_streams"] for c in fleets),
+        flagged_streams=sum(c["false_alarm_streams"] for c in fleets),
+        false_alerts=sum(c["alerts_false"] for c in fleets),
+        alerts=sum(c["alerts_true"] + c["alerts_false"] for c in fleets))
+
+
+def _recorded_counts(path: Path) -> tuple[int, list[dict[str, int]]] | None:
+    """(seed, each fleet's ``COUNTED`` figures) of one recorded matrix, or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(data, dict) and data.get("kind") == "matrix"
+                and data.get("user_forms") is True and type(data.get("seed")) is int):
+            return None
+        fleets = [{k: fleet["counts"][k] for k in COUNTED} for fleet in data["per_fleet"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not fleets or not all(type(v) is int and v >= 0 for c in fleets for v in c.values()):
+        return None
+    return data["seed"], fleets

@@ -114,12 +114,6 @@ class ErrorFloor:
         may move as much as a noisy unit jumps)."""
         return self.capped != 0 and self.mean * self.capped > 0.0
 
-    @property
-    def proven(self) -> float:
-        """The rmse the readings prove: ``rms`` where the offset is supported, else NaN
-        (they prove nothing)."""
-        return self.rms if self.offset_supported else math.nan
-
 
 def error_floor(aligned: Aligned, spec: SensorSpec) -> ErrorFloor | None:
     """The window's ``ErrorFloor``; None without a pair."""

@@ -493,9 +493,9 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
                      figures: Drift | None, comparison: Comparison) -> StreamVerdict | None:
     """The window failing on what its censored pairs still show, or None: where
     ``censoring.uncensored`` left too few pairs to judge (``judged``) but the readings
-    prove an rmse beyond the tolerance (``censoring.ErrorFloor.proven``: an error towards
-    the end the device is capped at, which the cap can only understate), and the rmse over
-    every pair, which the finding reports as failing, is beyond it too.
+    prove an rmse beyond the tolerance (``censoring.ErrorFloor.rms``, where the error points
+    towards the end the device is capped at, which the cap can only understate), and the
+    rmse over every pair, which the finding reports as failing, is beyond it too.
 
     Censoring keeps a line through the range's end unbiased; it is no reason to call a
     window that shows a fault "insufficient data". A dust sensor held at 0.0 through its
@@ -519,7 +519,7 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
                               reference_uncertainty=comparison.reference_uncertainty)
     if not (math.isnan(comparison.offset_u) and math.isnan(comparison.rms_u)):
         metrics = against_uncertain_comparison(metrics, comparison.offset_u, comparison.rms_u)
-    proven = rmse_beyond_comparison(floor.proven, metrics)  # a peers' median errs too
+    proven = rmse_beyond_comparison(floor.rms, metrics)  # a peers' median errs too
     if not (proven > tol.rmse and rmse_exceedance(metrics, tol) > 1.0):
         return None
     case = build_case(spec, aligned, metrics, lag,
@@ -528,7 +528,7 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
         or (unexplained(("rmse",), metrics, spec),)
     why = (f"too few pairs lie away from the range's end, where the device's readings are "
            f"capped, to judge it; its readings put the rmse at "
-           f"{text.qty(floor.proven, spec.unit)} or more")
+           f"{text.qty(floor.rms, spec.unit)} or more")
     # as the rmse's own severity: at the bound its few independent samples allow
     shown = proven * rmse_lower_bound(metrics) / metrics.rmse if metrics.rmse > 0.0 else proven
     return StreamVerdict("fail", severity_of_exceedance(ratio(shown, tol.rmse)), metrics,

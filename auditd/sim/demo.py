@@ -45,7 +45,6 @@ from auditd.errors import IOFailure, UsageError
 from auditd.model import Finding, iso
 from auditd.sim import evaluate, simulate
 from auditd.sim.live import parse_broker, publish
-from auditd.sim.matrix import recorded_rate
 from auditd.sim.scenario import default_scenario
 from auditd.views import alerts as alert_view
 from auditd.views import report
@@ -348,6 +347,8 @@ def run_demo(*, out_dir: Path, broker: str | None, seconds: float, days: float,
          f"injected faults flagged, {scores['top1']} with the right cause first, "
          f"{scores['false_alarm_streams']} false alarms on {scores['healthy_streams']} "
          f"healthy streams (this one scenario)")
+    from auditd.sim.matrix import recorded_rate  # the matrix's machinery: only here
+
     rate = recorded_rate()
     if rate is not None:
         echo(rate.sentence())

@@ -388,6 +388,24 @@ def test_a_reference_fault_seen_by_two_models_is_named(
         assert abs(attribution.decision.onset - (START + at * DAY)) <= 10 * MINUTE
 
 
+def test_a_second_model_with_a_broken_device_of_its_own_still_names_the_reference() -> None:
+    """Two models agreeing name the reference though one unit of the second model has a
+    fault of its own that puts it back near the reference: a reference read 1 degC low
+    (two tolerances) by four node-a and three node-b units. A rule that asked each model
+    to agree as a model, or no unit of it to sit at the reference, lost true reference
+    faults this way (docs/evaluation.md, seed 2's ``f13``: a node-b unit clipping at the
+    range's end read as the reference did)."""
+    rng = np.random.default_rng(11)
+    diffs = {d: v + 1.0 for d, v in differences(rng, 7, 0.05).items()}
+    diffs["dev-06"] = diffs["dev-06"] - 1.0
+    variants = {d: "node-a" if i < 4 else "node-b" for i, d in enumerate(sorted(diffs))}
+    decision = judge_reference(T, diffs, TOLERANCE)
+    assert decision.reference_fault and "dev-06" not in decision.members
+    named = attribute(decision, variants, "ref-s46", "degC")
+    assert named.decision.reference_fault
+    assert "2 models or revisions (node-a, node-b)" in named.grounds
+
+
 def test_one_model_stepping_together_or_a_stuck_reference_is_the_references_fault() -> None:
     """The other separating evidence: a step at one moment in every device's residual
     (now, or seen by an earlier audit in the same direction), or the reference's own

@@ -320,7 +320,10 @@ def recorded_rate(directory: Path = EVAL_DIR) -> RecordedRate | None:
     with the profiles as users write them, one a seed), or None where there are none (an
     installed package holds no eval/). A file that is not such a matrix is passed over."""
     by_seed: dict[int, list[dict[str, int]]] = {}
-    names = sorted(directory.iterdir()) if directory.is_dir() else []
+    try:
+        names = sorted(directory.iterdir()) if directory.is_dir() else []
+    except OSError:  # unreadable: the demo goes on without the recorded line
+        names = []
     for path in (p for p in names if RECORDED_NAME.fullmatch(p.name)):
         counts = _recorded_counts(path)
         if counts is not None:

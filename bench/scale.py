@@ -14,19 +14,22 @@ core on its audits. This builds such a gateway's store and times the audits it w
   costs its diagnosis, and a few in 10,000 do not change the hour's total.
 * **The store**: the two days before the first measured audit go straight into the
   store's ``readings`` table through its own triggers (the stream counters the held
-  windows rely on are kept); every later hour arrives as the daemon writes it
-  (``Readings.write_outcomes``, in batches).
-* **The audits**: ``Auditor.run``, as the daemon's hourly job calls it (findings,
-  alerts and outbox stored). One at the end of day 1 (each stream's first window: it
-  makes the baselines), one at the end of day 2 (cold: every window read from SQLite),
-  then ``--hours`` hourly audits, each after that hour's readings were written. The
-  hourly ones are the steady state and are the figure: CPU seconds
-  (``time.process_time``) over 3,600 s is the share of one core.
+  windows rely on are kept); every later hour arrives through the daemon's own write
+  (``Readings.write_outcomes``, 300 readings a transaction). No device sends meta.
+* **The audits**: ``Auditor.run`` built and called as the daemon's hourly job does
+  (findings, alert tracks and outbox stored, the default config's alert settings). One
+  at the end of day 1 (each stream's first window: it makes the baselines), one at the
+  end of day 2 (the day-2 windows read from SQLite; the baselines are day 1's, held where
+  the cache has room), then ``--hours`` hourly audits, each after that hour's readings
+  were written. The hourly ones are the figure: CPU seconds (``time.process_time``) over
+  3,600 s is the share of one core. A new gateway's: each stream holds a handful of
+  findings (their baseline query is one index descent however many it holds,
+  ``tests/test_store.py``).
 * **Single core**: the process pins itself to one CPU, BLAS threads 1.
 
-    python bench/scale.py                    # 10,062 streams: ~30 min and ~1.5 GB of disk
-    python bench/scale.py --sites 9          # a quick look (1,053 streams)
-    python bench/scale.py --window-cache 1G  # every stream's windows held in memory
+    python bench/scale.py                       # 10,062 streams: ~15 min, 1 GB of disk
+    python bench/scale.py --sites 9             # a quick look (1,053 streams)
+    python bench/scale.py --window-cache 1GiB   # every stream's windows held in memory
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -45,6 +50,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -52,11 +58,12 @@ import numpy as np  # noqa: E402
 
 from auditd import logs  # noqa: E402
 from auditd.adapters.config.catalog import build_catalog, load_profiles  # noqa: E402
+from auditd.adapters.config.daemon import default_config  # noqa: E402
 from auditd.adapters.store import Store  # noqa: E402
 from auditd.adapters.store.database import Bounds  # noqa: E402
-from auditd.app.auditor import Auditor  # noqa: E402
+from auditd.app.auditor import AlertSettings, Auditor, metadata_policy  # noqa: E402
 from auditd.model import Outcome, Reading, Reference  # noqa: E402
-from auditd.topics import TopicsConfig  # noqa: E402
+from auditd.text import parse_size  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -125,9 +132,10 @@ def devices(i: int) -> list[str]:
                                       for k in range(DEVICES_PER_SITE)]
 
 
-def readings(fleet: Fleet, t0: float, minutes: int) -> list[Reading]:
+def readings(fleet: Fleet, t0: float, minutes: int,
+             sites: Sequence[int] | None = None) -> list[Reading]:
     out: list[Reading] = []
-    for i in range(fleet.sites):
+    for i in range(fleet.sites) if sites is None else sites:
         names = devices(i)
         for sensor, (unit, *_rest) in SENSORS.items():
             block = fleet.block(i, sensor, t0, minutes)
@@ -164,22 +172,43 @@ def write_history(db: Path, fleet: Fleet, t0: float, minutes: int) -> int:
 
 
 def write_hour(store: Store, fleet: Fleet, t0: float) -> None:
-    """An hour of readings as the daemon writes them: batches of 100 messages' readings."""
-    batch = readings(fleet, t0, 60)
+    """An hour of readings as the daemon writes them: batches of 100 messages' readings,
+    a site at a time (so that the bench's own objects do not count in the audit's RSS)."""
     step = 300
-    for k in range(0, len(batch), step):
-        store.readings.write_outcomes([Outcome(readings=tuple(batch[k:k + step]))])
+    for i in range(fleet.sites):
+        batch = readings(fleet, t0, 60, sites=(i,))
+        for k in range(0, len(batch), step):
+            store.readings.write_outcomes([Outcome(readings=tuple(batch[k:k + step]))])
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def timed_audit(auditor: Auditor, now: float) -> dict[str, Any]:
+    """One audit's CPU and wall time, and its memory: the resident set before it and the
+    peak during it (``/proc/self/clear_refs`` resets the peak first; Linux)."""
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    rss_before = _status_kib("VmRSS")
     c0, t0 = time.process_time(), time.perf_counter()
     run = auditor.run(now)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     statuses: dict[str, int] = {}
     for f in run.findings:
         statuses[f.status] = statuses.get(f.status, 0) + 1
+    events: dict[str, int] = {}
+    for _, event in run.alerts.events if run.alerts is not None else ():
+        events[event] = events.get(event, 0) + 1
     return {"at": now, "cpu_s": cpu, "wall_s": wall, "findings": len(run.findings),
-            "statuses": statuses}
+            "statuses": statuses, "alert_events": events,
+            "tickets": len(run.alerts.tickets) if run.alerts is not None else 0,
+            "rss_before_mib": rss_before / 1024,
+            "rss_peak_mib": _status_kib("VmHWM") / 1024}
 
 
 def machine() -> dict[str, Any]:
@@ -191,18 +220,12 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release()}
 
 
-def size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units \
-        else int(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sites", type=int, default=86)
     parser.add_argument("--hours", type=int, default=3, help="steady-state hourly audits")
-    parser.add_argument("--window-cache", type=size, default=None,
-                        help="[store] window_cache (default: the store's, 64M)")
+    parser.add_argument("--window-cache", type=parse_size, default=None,
+                        help="[store] window_cache, as the config writes it (default: 64MiB)")
     parser.add_argument("--dir", type=Path, help="keep the store here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -223,7 +246,12 @@ def main() -> None:
         if args.window_cache is not None:
             options["bounds"] = Bounds(window_cache=args.window_cache)
         with Store(db, **options) as store:
-            auditor = Auditor(store, cat, TopicsConfig(), gateway="bench")
+            cfg = default_config()  # the daemon's Auditor, built as the daemon builds it
+            auditor = Auditor(store, cat, cfg.topics, gateway=cfg.gateway,
+                              window_override_s=cfg.audit.window_s,
+                              policy=metadata_policy(cfg.audit),
+                              cohort_alpha=cfg.audit.cohort_alpha,
+                              alerting=AlertSettings.of(cfg))
             first = timed_audit(auditor, START + DAY)
             print(f"day 1's audit (first windows): {first['cpu_s']:.1f} s CPU", flush=True)
             cold = timed_audit(auditor, START + 2 * DAY)
@@ -233,7 +261,9 @@ def main() -> None:
                 write_hour(store, fleet, START + 2 * DAY + h * 3600)
                 hourly.append(timed_audit(auditor, START + 2 * DAY + (h + 1) * 3600))
                 print(f"hour {h + 1}: {hourly[-1]['cpu_s']:.1f} s CPU, "
-                      f"{hourly[-1]['wall_s']:.1f} s wall", flush=True)
+                      f"{hourly[-1]['wall_s']:.1f} s wall, RSS "
+                      f"{hourly[-1]['rss_before_mib']:.0f} -> peak "
+                      f"{hourly[-1]['rss_peak_mib']:.0f} MiB", flush=True)
             held = store.readings.windows
             cache = {"hits": held.hits, "misses": held.misses,
                      "budget_bytes": (args.window_cache if args.window_cache is not None
@@ -247,12 +277,15 @@ def main() -> None:
         "hourly_cpu_s_median": cpu_s, "core_share": cpu_s / 3600.0,
         "cpu_ms_per_stream": 1e3 * cpu_s / streams, "window_cache": cache,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "audit_rss_mib": {"before": statistics.median(h["rss_before_mib"] for h in hourly),
+                          "peak": statistics.median(h["rss_peak_mib"] for h in hourly)},
         "machine": machine(), "pinned_cpu": cpu,
     }
     print(f"{streams:,} streams: {cpu_s:.1f} s CPU an hourly audit (median of "
           f"{len(hourly)}), {100 * result['core_share']:.2f} % of one core "
           f"({result['cpu_ms_per_stream']:.2f} ms a stream); held windows {cache}; "
-          f"peak RSS {result['peak_rss_mib']:.0f} MiB")
+          f"an hourly audit's RSS {result['audit_rss_mib']['before']:.0f} -> peak "
+          f"{result['audit_rss_mib']['peak']:.0f} MiB")
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

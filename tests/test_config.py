@@ -594,6 +594,7 @@ def test_defaults() -> None:
     assert cfg.store.path == Path("/var/lib/sensor-auditd/audit.db")
     assert (cfg.store.synchronous, cfg.store.retention_days) == ("full", 90)
     assert (cfg.store.quarantine_retention_days, cfg.store.retention_interval_s) == (30, 3600)
+    assert cfg.store.findings_retention_days == 90
     assert (cfg.ingest.max_devices, cfg.ingest.max_streams, cfg.ingest.stall_after_s) == (
         5000, 50_000, 300)
     assert (cfg.store.wal_limit, cfg.store.quarantine_max_rows,

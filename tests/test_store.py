@@ -24,11 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
+from auditd.adapters.config.daemon import StoreConfig
 from auditd.adapters.store import Store
 from auditd.adapters.store import database as store_mod
+from auditd.adapters.store.findings import last_passing_sql
 from auditd.adapters.store.outbox import OutboxMessage
 from auditd.adapters.store.readings import WriteResult
 from auditd.adapters.store.schema import SCHEMA_VERSION
+from auditd.app.daemon import apply_retention
 from auditd.errors import StoreError
 from auditd.model import (
     Cause,
@@ -795,3 +798,39 @@ def test_acknowledged_batch_survives_reopen_without_close(db_path: Path) -> None
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10
     conn.close()
     s.close()
+
+
+def test_retention_deletes_findings_past_their_own_retention_keeping_current_verdicts(
+        store: Store) -> None:
+    """An hourly audit adds a finding a stream an hour; nothing else ever deletes them.
+    Past ``findings_retention_days`` they go, save each stream's current verdict (a stream
+    that has said nothing since keeps its last word)."""
+    day = 86400.0
+    store.findings.save([finding(status="pass"), finding("th-0002")], [], now=T0)
+    store.findings.save([finding(status="fail")], [], now=T0 + 40 * day)
+    done = apply_retention(store, StoreConfig(findings_retention_days=30.0), T0 + 50 * day)
+    assert done.findings == 1
+    kept = sorted((f.finding.device, f.finding.status, f.created_at)
+                  for f in store.findings.since(0))
+    assert kept == [("th-0001", "fail", T0 + 40 * day), ("th-0002", "pass", T0)]
+    assert len(store.findings.latest()) == 2
+
+
+def test_the_baseline_asked_every_audit_is_one_index_descent(db_path: Path,
+                                                              store: Store) -> None:
+    """``last_passing_window`` runs for every stream on every audit: it must read one range
+    of ``findings_passing``, never the stream's whole history sorted (issue 17: before the
+    index, its cost grew by one row a stream with every hourly audit)."""
+    store.findings.save([finding(status="pass"), finding(status="fail")], [], now=T0)
+    assert store.findings.last_passing_window("calibration", "th-0001", "temperature",
+                                              before=T0 + 86400) == (T0, T0 + 86400)
+    assert store.findings.last_passing_window("calibration", "th-0001", "temperature",
+                                              before=T0) is None
+    conn = sqlite3.connect(db_path)
+    try:
+        for before, args in ((True, ("c", "d", "s", 1.0)), (False, ("c", "d", "s"))):
+            plan = " ".join(row[3] for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + last_passing_sql(before), args))
+            assert "USING INDEX findings_passing" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        conn.close()

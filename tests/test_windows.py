@@ -207,7 +207,8 @@ def test_a_store_from_before_the_writes_counter_is_migrated(tmp_path: Path,
                                                             ) -> None:
     path = tmp_path / "a.db"
     shipped = store_mod.MIGRATIONS
-    monkeypatch.setattr(store_mod, "MIGRATIONS", shipped[:-1])
+    before_writes = [m.__name__ for m in shipped].index("_migration_stream_writes")
+    monkeypatch.setattr(store_mod, "MIGRATIONS", shipped[:before_writes])
     with Store(path) as old:
         old.readings.write_outcomes(written((0, 1.0), (120, 3.0)))
     monkeypatch.setattr(store_mod, "MIGRATIONS", shipped)

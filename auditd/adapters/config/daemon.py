@@ -66,6 +66,7 @@ INGEST_KEYS = ("batch_max", "batch_max_wait_s", "max_payload_bytes", "max_future
 AUDIT_KEYS = ("interval", "window", "first_run_delay", "context_lookback",
               "silent_after_intervals", "silent_min", "cohort_alpha")
 STORE_KEYS = ("path", "synchronous", "retention_days", "quarantine_retention_days",
+              "findings_retention_days",
               "retention_interval", "wal_limit", "quarantine_max_rows", "quarantine_max_bytes",
               "meta_versions_per_device", "events_per_device", "window_cache")
 TOPICS_KEYS = ("prefix", "commands", "inventory", "inventory_refresh")
@@ -175,6 +176,8 @@ class StoreConfig:
     a message is acknowledged to the broker only once committed."""
     retention_days: float = 90.0
     quarantine_retention_days: float = 30.0
+    findings_retention_days: float = 90.0
+    """Findings older than this are deleted (each stream's current verdict is kept)."""
     retention_interval_s: float = 3600.0
     wal_limit: int = 16 * 1024 * 1024
     """The write-ahead log's size limit (a quarter of the free space at most)."""
@@ -421,6 +424,8 @@ def _store(table: Table, base: Path) -> StoreConfig:
         retention_days=table.get("retention_days", as_number(0, positive=True), 90.0),
         quarantine_retention_days=table.get("quarantine_retention_days",
                                             as_number(0, positive=True), 30.0),
+        findings_retention_days=table.get("findings_retention_days",
+                                          as_number(0, positive=True), 90.0),
         retention_interval_s=table.get("retention_interval", as_duration(positive=True), 3600.0),
         wal_limit=table.get("wal_limit", as_size(512 * 1024), 16 * 1024 * 1024),
         quarantine_max_rows=table.get("quarantine_max_rows", as_integer(1), 50_000),

@@ -87,6 +87,16 @@ def _insert_run(conn: sqlite3.Connection, run: AuditRunRecord) -> None:
                  (int(cur.lastrowid or 0) - AUDIT_RUNS_KEPT,))
 
 
+def last_passing_sql(before: bool) -> str:
+    """``Findings.last_passing_window``'s query (with a bound on the window's end or
+    not): one descent of the ``findings_passing`` index, a range on window_end whose rowid
+    order breaks ties, so its cost stays put as a stream's history grows."""
+    since = "AND window_end <= ? " if before else ""
+    return ("SELECT window_start, window_end FROM findings "
+            "WHERE kind = ? AND device = ? AND sensor = ? AND status = 'pass' "
+            f"{since}ORDER BY window_end DESC, id DESC LIMIT 1")
+
+
 class Findings:
     """Saved verdicts, as typed values."""
 
@@ -189,14 +199,9 @@ class Findings:
         """(start, end) of the latest passing finding's window for one stream, ending at or
         before ``before`` when given: the known-good baseline a drift check compares with
         (ending before the current window, so that the two do not share data)."""
+        args = (kind, device, sensor) if before is None else (kind, device, sensor, before)
         with self._db.read("last_passing_window") as conn:
-            row = conn.execute(
-                "SELECT window_start, window_end FROM findings "
-                "WHERE kind = ?1 AND device = ?2 AND sensor = ?3 AND status = 'pass' "
-                "AND (?4 IS NULL OR window_end <= ?4) "
-                "ORDER BY window_end DESC, id DESC LIMIT 1",
-                (kind, device, sensor, before),
-            ).fetchone()
+            row = conn.execute(last_passing_sql(before is not None), args).fetchone()
         return None if row is None else (float(row[0]), float(row[1]))
 
     def verdict_counts(self) -> dict[tuple[str, str, str], int]:

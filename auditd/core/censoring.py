@@ -67,7 +67,7 @@ def edge_zones(aligned: Aligned, spec: SensorSpec) -> tuple[np.ndarray, np.ndarr
         return none, none
     device = np.asarray(aligned.device)
     reference = np.asarray(aligned.reference)
-    reach = EDGE_REACH_RMSE * spec.tolerance.rmse
+    reach = edge_reach(spec)
     explained = spec.tolerance.bias + reach
     top, bottom = none, none
     dev_p = device[paired]
@@ -80,6 +80,12 @@ def edge_zones(aligned: Aligned, spec: SensorSpec) -> tuple[np.ndarray, np.ndarr
         pinned = paired & (device <= lo + reach) & (reference <= lo + explained)
         bottom = _edge_zone(reference, paired, pinned, high=False)
     return top & paired, bottom & paired
+
+
+def edge_reach(spec: SensorSpec) -> float:
+    """How near a range's end a reading counts as at it (``EDGE_REACH_RMSE`` of the rmse
+    tolerance): one definition for the zones and for the least errors read in them."""
+    return EDGE_REACH_RMSE * spec.tolerance.rmse
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,7 @@ def error_floor(aligned: Aligned, spec: SensorSpec) -> ErrorFloor | None:
         return None
     top, bottom = edge_zones(aligned, spec)
     lo, hi = spec.range
-    reach = EDGE_REACH_RMSE * spec.tolerance.rmse
+    reach = edge_reach(spec)
     device = np.asarray(aligned.device)
     difference = device - np.asarray(aligned.reference)
     below = np.where(device < hi - reach, np.minimum(difference, 0.0), 0.0)

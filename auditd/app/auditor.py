@@ -489,25 +489,41 @@ class Auditor:
                                     built.peers))
         return out
 
-    def _read(self, site: str, device: str, sensor: str, start: float, end: float) -> Series:
+    def _read(self, site: str, device: str, sensor: str, start: float, end: float, *,
+              held: bool = True) -> Series:
         """A window as the audit judges it: through the corrections recorded as calibration
-        events of the device (``auditd.domain.calibration``; the store keeps the raw readings)."""
+        events of the device (``auditd.domain.calibration``; the store keeps the raw readings).
+        ``held``: through the window cache (``Readings.read_window``)."""
         ts, values = self._store.readings.read_window(site, device, sensor, start, end,
-                                                      held=True)
+                                                      held=held)
         found = corrections(self._store.devices.events(device), sensor)
         return Series(ts, apply(ts, values, found) if found else values)
 
     def _judge(self, task: AuditTask, device: Series, reference: Series, now: float) -> Any:
         """The one place a stream is judged against its reference (against its peers'
         median: ``_judge_on_peers``), with the residuals of a known-good window beside
-        this one's, and the reference's stated uncertainty and interval."""
-        start = now - task.window_s
-        return core.evaluate_stream(
-            device, reference, task.spec, task.judged_from(now), now,
+        this one's, and the reference's stated uncertainty and interval; a lag the window
+        points to is tested on the readings before it (``core.confirm_lag``)."""
+        start, judged = now - task.window_s, task.judged_from(now)
+        judge = partial(
+            core.evaluate_stream, device, reference, task.spec, judged, now,
             units=unit_confusions(task.spec.unit),
             baseline_residuals=self._baseline_residuals(task, start),
             reference_uncertainty=self._uncertainty(task),
             reference_interval_s=self._reference_interval(task))
+        verdict = judge()
+        if verdict.lag_candidate is None:
+            return verdict
+        # a lag the window points to but cannot resolve alone, tested on the readings
+        # before it (read past the window cache, which holds windows)
+        begin = core.confirmation_start(judged, now)
+        confirmed = core.confirm_lag(
+            verdict.lag_candidate,
+            self._read(task.site, task.device, task.sensor, begin, judged, held=False),
+            self._read(task.site, task.reference, task.sensor, begin, judged, held=False),
+            task.spec, begin, judged, window_s=now - judged,
+            reference_interval_s=self._reference_interval(task))
+        return verdict if confirmed is None else judge(lag=confirmed)
 
     def _judge_on_peers(self, task: AuditTask, device: Series, t: FloatArray,
                         peers: core.consensus.PeerMedian, now: float) -> Any:

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     )
     from auditd.core.verdict import (
         StreamVerdict,
+        confirm_lag,
+        confirmation_start,
         detector_causes,
         evaluate_aligned,
         evaluate_stream,
@@ -76,6 +78,7 @@ _HOME = {
     "unit_candidates": "units",
     "StreamVerdict": "verdict", "detector_causes": "verdict", "evaluate_aligned": "verdict",
     "evaluate_stream": "verdict", "window_lag": "verdict", "on_interval_samples": "verdict",
+    "confirm_lag": "verdict", "confirmation_start": "verdict",
 }
 
 __all__ = [
@@ -95,6 +98,8 @@ __all__ = [
     "build_case",
     "cohorts",
     "compute_metrics",
+    "confirm_lag",
+    "confirmation_start",
     "consensus",
     "default_unit_candidates",
     "detector_causes",

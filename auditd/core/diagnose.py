@@ -737,10 +737,13 @@ def time_lag(case: Case) -> Cause | None:
     clarity = min(1.0, 0.5 + 0.25 * lag.margin_z)
     confidence = strength(ratio(abs(lag.lag_s), tol.lag_s)) * clarity
     direction = "lags" if lag.lag_s > 0 else "leads"
+    before = lag.confirmed_before_s
+    over = (f" over the {text.duration(before)} before the window, which pointed to it but "
+            "alone could not tell it from noise" if math.isfinite(before) else "")
     evidence = (
         f"device {direction} the reference by {text.duration(lag.lag_s)} (correlation of "
-        f"changes {text.num(lag.peak_corr, 2)} at that lag vs {text.num(zero, 2)} at zero); "
-        f"tolerance ±{text.duration(tol.lag_s)}"
+        f"changes {text.num(lag.peak_corr, 2)} at that lag vs {text.num(zero, 2)} at zero"
+        f"{over}); tolerance ±{text.duration(tol.lag_s)}"
     )
     return Cause("time_lag", confidence, evidence)
 

@@ -95,6 +95,13 @@ class LagEstimate:
     """Bartlett's variance factor of one lag's correlation under no common signal,
     1 + 2 sum_k rho_d(k) rho_r(k) over the two compared series' own autocorrelations
     (``null_variance_factor``); NaN: the factor of two w-bin moving sums of white noise."""
+    edge_s: float = math.nan
+    """The largest lag the search could compare (its range, less the lags with too few
+    pairs): a peak there may be a curve still rising beyond it."""
+    confirmed_before_s: float = math.nan
+    """Where the lag was pointed to by the window but measured on the readings before it
+    (``confirmed_lag``): the span those paired readings cover; NaN: measured on the
+    window."""
 
     @property
     def standard_error(self) -> float:
@@ -123,9 +130,7 @@ class LagEstimate:
         above_noise = (self.peak_corr - self.baseline - self.threshold) / self.standard_error
         if abs(self.lag_s) <= self.scale * self.interval_s:
             return above_noise
-        zero = self.corr_at_zero if math.isfinite(self.corr_at_zero) else self.baseline
-        above_zero = (self.peak_corr - zero) / self.standard_error - MIN_IMPROVEMENT_Z
-        return min(above_noise, above_zero)
+        return min(above_noise, self.beats_zero_z - MIN_IMPROVEMENT_Z)
 
     @property
     def below_resolution(self) -> bool:
@@ -134,6 +139,15 @@ class LagEstimate:
         much the bins' phase as the clock, and a fraction of a bin refined between bins
         is a difference in the third decimal of two correlations)."""
         return abs(self.lag_s) < (RESOLVABLE_INTERVALS - 0.5) * self.interval_s
+
+    @property
+    def beats_zero_z(self) -> float:
+        """Standard errors by which the peak beats zero lag's correlation (the curve's
+        median where zero lag has none)."""
+        if not (math.isfinite(self.peak_corr) and math.isfinite(self.standard_error)):
+            return -math.inf
+        zero = self.corr_at_zero if math.isfinite(self.corr_at_zero) else self.baseline
+        return (self.peak_corr - zero) / self.standard_error
 
     @property
     def resolved(self) -> bool:
@@ -661,6 +675,7 @@ def _curve(dev: FloatArray, ref: FloatArray, found: Correlation, scale: int, n_s
         baseline=median(corr[usable]),
         interval_s=interval_s,
         null_factor=null_variance_factor(dev, ref, scale, spectra),
+        edge_s=float(np.max(np.abs(lags[usable]))) * interval_s,
     )
     return _Curve(lags, masked, estimate)
 
@@ -708,6 +723,67 @@ def beats_zero(curve: _Curve, lag_s: float) -> bool:
     if not (math.isfinite(peak) and math.isfinite(none)):
         return False
     return (peak - none) / est.standard_error >= MIN_IMPROVEMENT_Z
+
+
+def confirmed_lag(candidate: LagEstimate, earlier: Aligned, max_lag_s: float,
+                  reach_s: float) -> LagEstimate:
+    """The correlation of ``earlier`` (the same two streams over a span before the window,
+    on the window's time base) at the lag ``candidate`` points to, as an estimate judged by
+    the same hurdles as any (``resolved``).
+
+    Why a second look, and why it may ask less than a search: a window whose peak stands
+    beyond tolerance and beats zero lag, but not the noise of the many lags it searched,
+    has named one lag, and readings it did not see can test that lag alone. Only the lags
+    within ``reach_s`` of the candidate (the lag tolerance: nearer than that, two lags are
+    one clock error) are tried there, at the candidate's scale (``searched``: the tries
+    over the scale), so the hurdle is that of a few tries, not of the whole search; the
+    earlier readings are disjoint from the window, so the window's choice does not bias
+    them. A lag is a property of the device that stays from one window to the next; a
+    healthy unit's noise peak in one window is nowhere in particular in the hours before.
+    Unresolved (``resolved`` False) where the earlier span cannot tell, holds fewer pairs
+    than the window did (a null factor read off a few dozen pairs is no measure of their
+    noise), or peaks further than the reach from the candidate."""
+    if not math.isfinite(candidate.lag_s):
+        return UNDEFINED
+    interval = earlier.interval_s
+    max_lag = int(max(0.0, max_lag_s) // interval)
+    phi = prewhitening_coefficient(np.asarray(earlier.reference))
+    width = 4 * max_lag + 1
+    dev = high_pass(prewhiten(np.asarray(earlier.device), phi), width)
+    ref = high_pass(prewhiten(np.asarray(earlier.reference), phi), width)
+    curve = curve_at_scale(dev, ref, max_lag, candidate.scale, 1, interval)
+    if not math.isfinite(curve.estimate.lag_s) or curve.estimate.n < candidate.n:
+        return UNDEFINED
+    reach = max(1, round(reach_s / interval))
+    centre = int(np.searchsorted(curve.lags, round(candidate.lag_s / interval)))
+    lo, hi = max(centre - reach, 0), min(centre + reach + 1, curve.lags.size)
+    near = curve.corr[lo:hi]
+    if not np.isfinite(near).any():
+        return UNDEFINED
+    best = lo + int(np.nanargmax(near))
+    if not _interior_peak(curve.corr, best):
+        return UNDEFINED  # the flank of a peak elsewhere, or the search's edge
+    delta, height = _parabolic_peak(curve.corr, best)
+    lag_s = float((curve.lags[best] + delta) * interval)
+    if abs(lag_s - candidate.lag_s) > reach * interval:
+        return UNDEFINED  # refined beyond the reach: another peak than the candidate's
+    paired = earlier.t[earlier.paired]
+    found = replace(curve.estimate, lag_s=lag_s, peak_corr=height,
+                    searched=max(1, (hi - lo) // candidate.scale),
+                    confirmed_before_s=float(paired[-1] - paired[0]) + interval)
+    # beating zero lag is asked at every distance: a lag within one scale of zero is no
+    # exception here, the candidate having been placed beyond the tolerance
+    return found if found.beats_zero_z >= MIN_IMPROVEMENT_Z else UNDEFINED
+
+
+def _interior_peak(corr: FloatArray, i: int) -> bool:
+    """Is ``corr[i]`` a peak: both its neighbours present and neither above it? At the
+    edge of the lags searched the curve may only be rising towards a peak beyond them
+    (and the edge lags compare the fewest pairs), or falling from one at zero."""
+    if i == 0 or i + 1 >= corr.size:
+        return False
+    left, right = corr[i - 1], corr[i + 1]
+    return bool(np.isfinite(left) and np.isfinite(right) and corr[i] >= max(left, right))
 
 
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:

@@ -41,6 +41,7 @@ from auditd.core.diagnose import (
     diagnose,
     dropout_cause,
     dropout_share,
+    lag_beyond_tolerance,
     longest_flat_run,
     rounded_unit,
     stuck_run_needed,
@@ -48,7 +49,7 @@ from auditd.core.diagnose import (
 )
 from auditd.core.drift import Drift, drift, residuals, support
 from auditd.core.fit import Metrics, compute_metrics, fit_line
-from auditd.core.lag import LagEstimate, estimate_lag
+from auditd.core.lag import MIN_IMPROVEMENT_Z, LagEstimate, confirmed_lag, estimate_lag
 from auditd.core.onset import two_line_split
 from auditd.core.series import FloatArray, Series
 from auditd.core.stats import ar1_coefficient, effective_size
@@ -96,6 +97,11 @@ class StreamVerdict:
     judged_since: float | None = None
     """Where the span the metrics describe begins, when it is only the window's latest
     part (``_gain_changed_lately``); None: the whole window."""
+    lag_candidate: LagEstimate | None = None
+    """The window's lag search points to a lag beyond tolerance that it cannot tell from
+    the noise of its search (``is_lag_candidate``): the caller may test that lag on the
+    readings before the window (``confirm_lag``) and judge the window again with what
+    they show (``evaluate_stream``'s ``lag``). None: nothing to confirm."""
 
 
 LAG_STEPS_PER_TOLERANCE = 10
@@ -148,6 +154,63 @@ def window_lag(aligned: Aligned, spec: SensorSpec) -> LagEstimate:
                         lag_search_s(spec, aligned.end - aligned.start))
 
 
+LAG_CONFIRM_WINDOWS = 3
+"""How many windows' length of readings before the window a candidate lag is tested on
+(``confirm_lag``): a clock error or a buffering delay is a property of the device that
+stays from one window to the next, and three windows of readings the window did not see
+test its one lag with three times its pairs."""
+
+
+LAG_CONFIRM_MAX_S = 3600.0
+"""Only a lag shorter than an hour is confirmed on the readings before the window: minutes
+are the time scale of a clock, a buffer or a sensor's response; hours are that of the
+day's other processes, whose phases a sensor with a cross-sensitivity follows as steadily
+as a clock error. The EPA month's two electrochemical NO2 units "lead" their monitor by
+4.6 h, the same in both, over every three days before a window (their cells answer ozone
+and temperature too), while their O3, PM2.5 and weather sensors on the same clock show no
+lag. A lag of hours must be resolved by a window alone."""
+
+
+def is_lag_candidate(lag: LagEstimate, tol: Tolerance) -> bool:
+    """Does the window's lag search point to a lag it cannot resolve alone, and that the
+    readings before it may confirm: a peak beyond the tolerance (and the series'
+    resolution), shorter than ``LAG_CONFIRM_MAX_S``, not at the last lag searched (half a
+    bin in from it at least: at the edge the curve may still be rising), that beats zero
+    lag by ``lag.MIN_IMPROVEMENT_Z`` standard errors but not the noise of every lag
+    searched?"""
+    return (math.isfinite(lag.lag_s) and not lag.resolved and not lag.below_resolution
+            and tol.lag_s < abs(lag.lag_s) < LAG_CONFIRM_MAX_S
+            and abs(lag.lag_s) <= lag.edge_s - 0.5 * lag.interval_s
+            and lag.beats_zero_z >= MIN_IMPROVEMENT_Z)
+
+
+def confirmation_start(start: float, end: float) -> float:
+    """Where the readings a candidate lag of the window [start, end) is tested on begin
+    (they end where the window begins)."""
+    return start - LAG_CONFIRM_WINDOWS * (end - start)
+
+
+def confirm_lag(candidate: LagEstimate, device: Series, reference: Series, spec: SensorSpec,
+                start: float, end: float, *, window_s: float,
+                reference_interval_s: float | None = None) -> LagEstimate | None:
+    """The lag ``candidate`` (``StreamVerdict.lag_candidate``) as the two streams' readings
+    over [start, end), before the window, show it (``lag.confirmed_lag``), where they
+    resolve it beyond tolerance; None where they do not. The readings are put on the
+    window's time base and searched over the window's range (``window_s`` long): the same
+    lags at the same scale, within one lag tolerance of the candidate (one bin where a
+    bin is wider)."""
+    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
+                           reference_interval_s=reference_interval_s)
+    judged_spec = on_interval(spec, aligned.interval_s)
+    earlier = coarsen(uncensored(aligned, judged_spec),
+                      lag_coarsening(judged_spec, aligned.interval_s))
+    if earlier.interval_s != candidate.interval_s:
+        return None  # another time base than the window's: not the same lags
+    found = confirmed_lag(candidate, earlier, lag_search_s(judged_spec, window_s),
+                          judged_spec.tolerance.lag_s)
+    return found if lag_beyond_tolerance(found, judged_spec.tolerance) else None
+
+
 def detector_causes(aligned: Aligned, spec: SensorSpec, metrics: Metrics,
                     units: Sequence[UnitCandidate] | None = None) -> tuple[Cause, ...]:
     """What the cause detectors read of a window whether or not its checks fail, ranked.
@@ -171,6 +234,7 @@ def evaluate_aligned(
     comparison_rms_u: float = math.nan,
     latest_half: bool = True,
     guard: LatestHalfGuard | None = None,
+    lag: LagEstimate | None = None,
 ) -> StreamVerdict:
     """The verdict for streams already on a common time base.
 
@@ -186,12 +250,35 @@ def evaluate_aligned(
 
     ``latest_half``: where the whole window cannot judge the gain, its latest half is
     asked too (``LATEST_SHARE``, ``_gain_changed_lately``), its gain's evidence weighed
-    by ``guard``."""
+    by ``guard``.
+
+    ``lag``: the window's lag where it was decided beyond the window (``confirm_lag``);
+    None: searched in it, and a lag it points to but cannot resolve alone is returned as
+    ``StreamVerdict.lag_candidate``."""
+    judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
+    decided = guard.lag if guard is not None else lag
+    used = window_lag(judged, spec) if decided is None else decided
+    verdict = _verdict(aligned, judged, spec, units, used, baseline_residuals,
+                       reference_uncertainty, comparison_offset_u, comparison_rms_u,
+                       latest_half, guard)
+    if decided is None and verdict.status != "insufficient_data" \
+            and is_lag_candidate(used, spec.tolerance):
+        return replace(verdict, lag_candidate=used)
+    return verdict
+
+
+def _verdict(
+    aligned: Aligned, judged: Aligned, spec: SensorSpec,
+    units: Sequence[UnitCandidate] | None, lag: LagEstimate,
+    baseline_residuals: FloatArray | None, reference_uncertainty: float | None,
+    comparison_offset_u: float, comparison_rms_u: float, latest_half: bool,
+    guard: LatestHalfGuard | None,
+) -> StreamVerdict:
+    """``evaluate_aligned`` with the lag decided: the window's own, one confirmed before it
+    (``confirm_lag``), or for a latest half the whole window's."""
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
-    judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
-    lag = guard.lag if guard is not None else window_lag(judged, spec)
     metrics = compute_metrics(judged, lag=lag, reference_uncertainty=reference_uncertainty)
     if guard is not None:
         metrics = guard.applied(metrics, judged)
@@ -561,6 +648,7 @@ def evaluate_stream(
     comparison_offset_u: float = math.nan,
     comparison_rms_u: float = math.nan,
     latest_half: bool = True,
+    lag: LagEstimate | None = None,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
@@ -573,7 +661,7 @@ def evaluate_stream(
     ``reference_interval_s`` is the interval the reference reports (or averages) at, from
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
     device's means over its intervals (``align.on_time_base``). ``comparison_offset_u``,
-    ``comparison_rms_u`` and ``latest_half``: see ``evaluate_aligned``.
+    ``comparison_rms_u``, ``latest_half`` and ``lag``: see ``evaluate_aligned``.
     """
     aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
@@ -581,7 +669,8 @@ def evaluate_stream(
                             baseline_residuals=baseline_residuals,
                             reference_uncertainty=reference_uncertainty,
                             comparison_offset_u=comparison_offset_u,
-                            comparison_rms_u=comparison_rms_u, latest_half=latest_half)
+                            comparison_rms_u=comparison_rms_u, latest_half=latest_half,
+                            lag=lag)
 
 
 SPIKES_MAX_SHARE = 0.5

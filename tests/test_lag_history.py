@@ -200,6 +200,26 @@ def test_a_lag_that_began_in_the_window_waits_for_the_windows_after() -> None:
     assert pointed >= 15, pointed
 
 
+def test_the_hours_before_must_clear_the_hurdle_of_the_windows_whole_search() -> None:
+    """A candidate found among 400 tries needs clearer evidence before the window than one
+    found among 2: the earlier readings are held to the window's search (more pairs, not
+    a lower hurdle). At 40 ppm of noise a 15-minute lag clears a 2-try hurdle on the 18 h
+    before in most rooms, a 400-try one in few; every one that clears the higher clears
+    the lower."""
+    start = END - WINDOW
+    cleared: dict[int, set[int]] = {2: set(), 400: set()}
+    for seed in range(40):
+        device, reference = streams(seed, 900.0, 40.0)
+        for searched, seeds in cleared.items():
+            candidate = LagEstimate(lag_s=900.0, peak_corr=0.4, corr_at_zero=0.0, n=72,
+                                    searched=searched, scale=1, interval_s=INTERVAL)
+            if confirm_lag(candidate, device, reference, SPEC, confirmation_start(start, END),
+                           start, window_s=WINDOW) is not None:
+                seeds.add(seed)
+    assert cleared[400] <= cleared[2]
+    assert len(cleared[2]) >= 2 * len(cleared[400]) + 10, cleared
+
+
 def since(series: Series, start: float) -> Series:
     keep = series.ts >= start
     return Series(series.ts[keep], series.values[keep])

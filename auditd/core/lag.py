@@ -733,19 +733,19 @@ def confirmed_lag(candidate: LagEstimate, earlier: Aligned, max_lag_s: float,
 
     Why a second look: a window whose peak stands beyond tolerance and beats zero lag, but
     not the noise of the many lags it searched, has named one lag, and readings it did not
-    see can test it. Only the lags within ``reach_s`` of the candidate (the lag tolerance:
-    nearer than that, two lags are one clock error) are looked at there, at the
-    candidate's scale, and the peak must clear the hurdle of the window's whole search
-    (``searched`` is the candidate's), as though the earlier readings had searched every
-    lag: they bring more pairs, not a lower hurdle. At the hurdle of the few lags looked
-    at, ``bench/scale.py``'s 10,062 healthy minute streams had noise peaks confirmed in
-    five windows of four streams over four audits, one stream twice and alerted: a
-    correlation's tails at four standard errors are heavier than a normal's
+    see can test it. Only the lags within ``reach_s`` of the candidate (the lag tolerance,
+    rounded to whole bins: nearer than that, two lags are one clock error) are looked at
+    there, at the candidate's scale, and the peak must clear the hurdle of the window's
+    whole search (``searched`` is the candidate's), as though the earlier readings had
+    searched every lag: they bring more pairs, not a lower hurdle. At the hurdle of the
+    few lags looked at, ``bench/scale.py``'s 10,062 healthy minute streams had noise peaks
+    confirmed in five windows of four streams over four audits, one stream twice and
+    alerted: a correlation's tails at four standard errors are heavier than a normal's
     (``PEAK_MARGIN_Z``). The earlier readings are disjoint from the window, so the
-    window's choice does not bias them.
-    Unresolved (``resolved`` False) where the earlier span cannot tell, holds fewer pairs
-    than the window did (a null factor read off a few dozen pairs is no measure of their
-    noise), or peaks further than the reach from the candidate."""
+    window's choice does not bias them. Unresolved (``resolved`` False) where the earlier
+    span cannot tell, holds fewer pairs than the window did (a null factor read off a few
+    dozen pairs is no measure of their noise), or peaks further than the reach from the
+    candidate."""
     if not math.isfinite(candidate.lag_s):
         return UNDEFINED
     interval = earlier.interval_s

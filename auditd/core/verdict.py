@@ -197,8 +197,8 @@ def confirm_lag(candidate: LagEstimate, device: Series, reference: Series, spec:
     over [start, end), before the window, show it (``lag.confirmed_lag``), where they
     resolve it beyond tolerance; None where they do not. The readings are put on the
     window's time base and searched over the window's range (``window_s`` long): the same
-    lags at the same scale, within one lag tolerance of the candidate (one bin where a
-    bin is wider)."""
+    lags at the same scale, within the lag tolerance of the candidate rounded to whole bins
+    (one bin where a bin is wider)."""
     aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
     judged_spec = on_interval(spec, aligned.interval_s)

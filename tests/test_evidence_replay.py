@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import replaying
 
 START = 1_764_028_800  # 2025-11-25T00:00:00Z
 HOURS = 30
@@ -78,23 +77,13 @@ def recording(path: Path, offset: float) -> None:
 
 
 def replay(tmp_path: Path, offset: float) -> tuple[list[dict], dict]:
-    for folder, name, text in (("profiles", "ec-no2.toml", DEVICE_PROFILE),
-                               ("profiles", "agency-no2.toml", REFERENCE_PROFILE),
-                               ("references", "north.toml", REFERENCE)):
-        (tmp_path / folder).mkdir(exist_ok=True)
-        (tmp_path / folder / name).write_text(text)
-    (tmp_path / "config.toml").write_text(CONFIG)
     recording(tmp_path / "rec.jsonl", offset)
-    result = subprocess.run(
-        [sys.executable, "-m", "auditd.cli", "replay", str(tmp_path / "rec.jsonl"),
-         "--config", str(tmp_path / "config.toml"), "--profiles", str(tmp_path / "profiles"),
-         "--references", str(tmp_path / "references"), "--out", str(tmp_path / "f.jsonl"),
-         "--summary", str(tmp_path / "s.json")],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    findings = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    findings, summary = replaying.replay(
+        tmp_path, tmp_path / "rec.jsonl",
+        profiles={"ec-no2.toml": DEVICE_PROFILE, "agency-no2.toml": REFERENCE_PROFILE},
+        references={"north.toml": REFERENCE}, config=CONFIG)
     return ([f for f in findings if f["kind"] == "calibration" and f["device"] == "ec-01"],
-            json.loads((tmp_path / "s.json").read_text()))
+            summary)
 
 
 def test_negative_readings_are_the_evidence_of_the_offset(tmp_path: Path) -> None:

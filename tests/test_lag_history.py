@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import replaying
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
@@ -323,18 +322,9 @@ def test_the_live_audit_confirms_a_lag_on_the_hours_before(tmp_path: Path) -> No
                 "payload": {"ts": ts, "readings": {"co2": round(value, 1)}}})))
     lines.sort()
     (tmp_path / "rec.jsonl").write_text("".join(line + "\n" for _, line in lines))
-    for folder, name, text in (("profiles", "room-co2.toml", DEVICE_PROFILE),
-                               ("references", "north.toml", REFERENCE)):
-        (tmp_path / folder).mkdir(exist_ok=True)
-        (tmp_path / folder / name).write_text(text)
-    (tmp_path / "config.toml").write_text(CONFIG)
-    result = subprocess.run(
-        [sys.executable, "-m", "auditd.cli", "replay", str(tmp_path / "rec.jsonl"),
-         "--config", str(tmp_path / "config.toml"), "--profiles", str(tmp_path / "profiles"),
-         "--references", str(tmp_path / "references"), "--out", str(tmp_path / "f.jsonl")],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    findings = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    findings, _ = replaying.replay(tmp_path, tmp_path / "rec.jsonl",
+                                   profiles={"room-co2.toml": DEVICE_PROFILE},
+                                   references={"north.toml": REFERENCE}, config=CONFIG)
     calibration = [f for f in findings if f["kind"] == "calibration"]
 
     def lag_windows(device: str) -> list[dict]:

@@ -725,6 +725,16 @@ def beats_zero(curve: _Curve, lag_s: float) -> bool:
     return (peak - none) / est.standard_error >= MIN_IMPROVEMENT_Z
 
 
+def whitened(aligned: Aligned, max_lag: int) -> tuple[FloatArray, FloatArray]:
+    """The device and the reference as the lag search correlates them, a stream at a
+    time: prewhitened by the reference's AR(1) coefficient, less their moving mean over
+    four times the search range (``max_lag`` bins)."""
+    phi = prewhitening_coefficient(np.asarray(aligned.reference))
+    width = 4 * max_lag + 1
+    return (high_pass(prewhiten(np.asarray(aligned.device), phi), width),
+            high_pass(prewhiten(np.asarray(aligned.reference), phi), width))
+
+
 def confirmed_lag(candidate: LagEstimate, earlier: Aligned, max_lag_s: float,
                   reach_s: float) -> LagEstimate:
     """The correlation of ``earlier`` (the same two streams over a span before the window,
@@ -750,10 +760,7 @@ def confirmed_lag(candidate: LagEstimate, earlier: Aligned, max_lag_s: float,
         return UNDEFINED
     interval = earlier.interval_s
     max_lag = int(max(0.0, max_lag_s) // interval)
-    phi = prewhitening_coefficient(np.asarray(earlier.reference))
-    width = 4 * max_lag + 1
-    dev = high_pass(prewhiten(np.asarray(earlier.device), phi), width)
-    ref = high_pass(prewhiten(np.asarray(earlier.reference), phi), width)
+    dev, ref = whitened(earlier, max_lag)
     curve = curve_at_scale(dev, ref, max_lag, candidate.scale, 1, interval)
     if not math.isfinite(curve.estimate.lag_s) or curve.estimate.n < candidate.n:
         return UNDEFINED
@@ -792,15 +799,15 @@ def _interior_peak(corr: FloatArray, i: int) -> bool:
 def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
     """Lag of the device behind the reference within ±``max_lag_s``: detected at the scale
     whose peak stands highest above its noise, located at the finest scale."""
-    phi = prewhitening_coefficient(np.asarray(aligned.reference))
     max_lag = int(max(0.0, max_lag_s) // aligned.interval_s)
-    width = 4 * max_lag + 1
     scales = scales_for(max_lag)
     n = aligned.device.size
     if sfft.next_fast_len(n + max_lag + 1, real=True) <= BATCH_LENGTH:
-        # a short window (a day of minute data): both streams filtered as one block, their
-        # running sums taken once for every scale, the scales' FFTs pooled; the calls, not
-        # the passes, are its cost
+        # a short window (a day of minute data): both streams filtered as one block (the
+        # same numbers as ``whitened``'s, row by row), their running sums taken once for
+        # every scale, the scales' FFTs pooled; the calls, not the passes, are its cost
+        phi = prewhitening_coefficient(np.asarray(aligned.reference))
+        width = 4 * max_lag + 1
         both = high_pass(np.stack((prewhiten(np.asarray(aligned.device), phi),
                                    prewhiten(np.asarray(aligned.reference), phi))), width)
         prefix = prefix_sums(both) if len(scales) > 1 else None
@@ -810,8 +817,7 @@ def estimate_lag(aligned: Aligned, max_lag_s: float) -> LagEstimate:
         curves = [_curve(dev, ref, taken, w, len(scales), aligned.interval_s)
                   for (dev, ref), taken, w in zip(pairs, found, scales, strict=True)]
     else:  # a long window (1 Hz): a stream and a scale at a time, for the memory's peak
-        dev = high_pass(prewhiten(np.asarray(aligned.device), phi), width)
-        ref = high_pass(prewhiten(np.asarray(aligned.reference), phi), width)
+        dev, ref = whitened(aligned, max_lag)
         curves = [curve_at_scale(dev, ref, max_lag, w, len(scales), aligned.interval_s)
                   for w in scales]
     chosen = max(range(len(curves)), key=lambda i: _margin(curves[i].estimate))

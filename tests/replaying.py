@@ -1,0 +1,33 @@
+"""A recording through ``sensor-auditd replay`` as a user runs it: profiles, references and
+a config written to a temporary directory, the command run as a process (the daemon's
+pipeline on the recording's clock, a real SQLite store), its findings and summary read
+back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def replay(tmp_path: Path, recording: Path, *, profiles: dict[str, str],
+           references: dict[str, str], config: str) -> tuple[list[dict[str, Any]],
+                                                          dict[str, Any]]:
+    """Every finding ``replay`` published for ``recording``, and its summary.
+    ``profiles`` and ``references``: file name -> TOML text."""
+    for folder, files in (("profiles", profiles), ("references", references)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for name, text in files.items():
+            (tmp_path / folder / name).write_text(text)
+    (tmp_path / "config.toml").write_text(config)
+    result = subprocess.run(
+        [sys.executable, "-m", "auditd.cli", "replay", str(recording),
+         "--config", str(tmp_path / "config.toml"), "--profiles", str(tmp_path / "profiles"),
+         "--references", str(tmp_path / "references"), "--out", str(tmp_path / "f.jsonl"),
+         "--summary", str(tmp_path / "s.json")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    findings = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    return findings, json.loads((tmp_path / "s.json").read_text())

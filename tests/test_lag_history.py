@@ -13,7 +13,6 @@ windows after the fix.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -313,16 +312,10 @@ def test_the_live_audit_confirms_a_lag_on_the_hours_before(tmp_path: Path) -> No
     late, reference = streams(3, 900.0, 20.0)
     on_time, _ = streams(3, 0.0, 20.0)
     lately, _ = streams(3, 900.0, 20.0, from_=END - WINDOW)
-    lines: list[tuple[float, str]] = []
-    for device, series in (("co2-late", late), ("co2-ok", on_time), ("co2-lately", lately),
-                           ("ref-co2", reference)):
-        for ts, value in zip(series.ts.tolist(), series.values.tolist(), strict=True):
-            lines.append((ts + 1.0, json.dumps({
-                "topic": f"fleet/north/{device}/telemetry", "received_at": ts + 1.0,
-                "payload": {"ts": ts, "readings": {"co2": round(value, 1)}}})))
-    lines.sort()
-    (tmp_path / "rec.jsonl").write_text("".join(line + "\n" for _, line in lines))
-    findings, _ = replaying.replay(tmp_path, tmp_path / "rec.jsonl",
+    recording = replaying.record(tmp_path / "rec.jsonl", "north", "co2", {
+        "co2-late": late, "co2-ok": on_time, "co2-lately": lately, "ref-co2": reference},
+        digits=1)
+    findings, _ = replaying.replay(tmp_path, recording,
                                    profiles={"room-co2.toml": DEVICE_PROFILE},
                                    references={"north.toml": REFERENCE}, config=CONFIG)
     calibration = [f for f in findings if f["kind"] == "calibration"]

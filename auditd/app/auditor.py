@@ -503,7 +503,8 @@ class Auditor:
         """The one place a stream is judged against its reference (against its peers'
         median: ``_judge_on_peers``), with the residuals of a known-good window beside
         this one's, and the reference's stated uncertainty and interval; a lag the window
-        points to is tested on the readings before it (``core.confirm_lag``)."""
+        points to is tested on the readings before it (``core.confirm_lag``), and so is a
+        window the device spent wholly at a range end (``core.line_before``)."""
         start, judged = now - task.window_s, task.judged_from(now)
         judge = partial(
             core.evaluate_stream, device, reference, task.spec, judged, now,
@@ -512,18 +513,26 @@ class Auditor:
             reference_uncertainty=self._uncertainty(task),
             reference_interval_s=self._reference_interval(task))
         verdict = judge()
-        if verdict.lag_candidate is None:
+        if verdict.lag_candidate is None and verdict.pinned_at_end is None:
             return verdict
-        # a lag the window points to but cannot resolve alone, tested on the readings
+        # what the window points to but cannot resolve alone, tested on the readings
         # before it (read past the window cache, which holds windows)
         begin = core.confirmation_start(judged, now)
-        confirmed = core.confirm_lag(
-            verdict.lag_candidate,
+        earlier_device, earlier_reference = (
             self._read(task.site, task.device, task.sensor, begin, judged, held=False),
-            self._read(task.site, task.reference, task.sensor, begin, judged, held=False),
-            task.spec, begin, judged, window_s=now - judged,
-            reference_interval_s=self._reference_interval(task))
-        return verdict if confirmed is None else judge(lag=confirmed)
+            self._read(task.site, task.reference, task.sensor, begin, judged, held=False))
+        lag = None if verdict.lag_candidate is None else core.confirm_lag(
+            verdict.lag_candidate, earlier_device, earlier_reference, task.spec, begin,
+            judged, window_s=now - judged, reference_interval_s=self._reference_interval(task))
+        if lag is not None:
+            verdict = judge(lag=lag)
+        if verdict.pinned_at_end is not None:
+            before = core.line_before(earlier_device, earlier_reference, task.spec, begin,
+                                      judged, verdict.pinned_at_end,
+                                      reference_interval_s=self._reference_interval(task))
+            if before is not None:
+                verdict = judge(lag=lag, before=before)
+        return verdict
 
     def _judge_on_peers(self, task: AuditTask, device: Series, t: FloatArray,
                         peers: core.consensus.PeerMedian, now: float) -> Any:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         detector_causes,
         evaluate_aligned,
         evaluate_stream,
+        line_before,
         on_interval_samples,
         window_lag,
     )
@@ -78,7 +79,7 @@ _HOME = {
     "unit_candidates": "units",
     "StreamVerdict": "verdict", "detector_causes": "verdict", "evaluate_aligned": "verdict",
     "evaluate_stream": "verdict", "window_lag": "verdict", "on_interval_samples": "verdict",
-    "confirm_lag": "verdict", "confirmation_start": "verdict",
+    "confirm_lag": "verdict", "confirmation_start": "verdict", "line_before": "verdict",
 }
 
 __all__ = [
@@ -110,6 +111,7 @@ __all__ = [
     "exceedances",
     "failed_checks",
     "fit_line",
+    "line_before",
     "on_interval_samples",
     "onset",
     "residuals",

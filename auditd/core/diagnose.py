@@ -22,11 +22,13 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 import numpy as np
+from scipy.special import ndtr
 
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
 from auditd.core.checks import (
+    MIN_EXCITATION_R2,
     exceedances,
     excited,
     gain_deviation,
@@ -96,6 +98,27 @@ class FlatRun:
 
 
 @dataclass(frozen=True, slots=True)
+class LineBefore:
+    """The device's calibration as the readings before a window show it: its line on the
+    reference over the paired bins off the value it is pinned at in the window
+    (``verdict.line_before``). What a window spent wholly at a range end cannot show
+    itself: whether the device's own offset or gain carries it there (saturation,
+    ``clipping``) or it stopped there (``stuck``)."""
+
+    gain: float
+    offset: float
+    residual_std: float
+    r2: float
+    bias: float
+    """mean(device - reference) over those bins."""
+    difference_std: float
+    """std(device - reference) over those bins."""
+    pairs: int
+    span_s: float
+    """From the first to the last of those bins."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReferenceSpread:
     """What the detectors read of the reference values paired with the fault."""
 
@@ -146,6 +169,9 @@ class Case:
     fault_reference: ReferenceSpread | None = None
     """The reference over the fault's pairs, read once for every detector that needs it
     (``None``: computed on demand)."""
+    before: LineBefore | None = None
+    """The device's line over the readings before the window, where the caller read them
+    for a window pinned whole at a range end (``Clip.from_before``); None otherwise."""
     memo: dict[str, object] = field(default_factory=dict, init=False, repr=False,
                                      compare=False)
     """What several detectors and the verdict ask of the case, kept the first time
@@ -220,12 +246,14 @@ def build_case(
     lag: LagEstimate,
     units: Sequence[UnitCandidate] = (),
     weighed: Callable[[Metrics, Aligned], Metrics] | None = None,
+    before: LineBefore | None = None,
 ) -> Case:
     """The failing window as the detectors read it: shifted by a lag beyond tolerance,
     and cut to the part after a step it holds, with its metrics recomputed there.
     ``weighed``: how the caller weighed the window's own metrics (a window's latest half:
     ``verdict.LatestHalfGuard.applied``), applied to the recomputed ones alike, so that
-    no cause reads a part of the window more confidently than its whole was read."""
+    no cause reads a part of the window more confidently than its whole was read.
+    ``before``: ``Case.before``."""
     found = lag_beyond_tolerance(lag, spec.tolerance)
     corrected = shift_device(aligned, round(lag.lag_s / aligned.interval_s)) if found else aligned
     cm = _recomputed(corrected, weighed) if found else metrics
@@ -249,7 +277,7 @@ def build_case(
         fm = replace(fm, comparison_offset_u=metrics.comparison_offset_u,
                      comparison_rms_u=metrics.comparison_rms_u)
     return Case(spec, aligned, metrics, lag, found, corrected, step, fault, fm, line,
-                longest_flat_run(aligned), tuple(units), spread)
+                longest_flat_run(aligned), tuple(units), spread, before)
 
 
 def _recomputed(part: Aligned, weighed: Callable[[Metrics, Aligned], Metrics] | None
@@ -352,6 +380,12 @@ class Clip:
     device to full scale."""
     bias: float = math.nan
     """mean(device - reference) off the pinned value."""
+    from_before: LineBefore | None = None
+    """Where the window holds too little off the pinned value: the readings before it,
+    whose line gave ``gain``, ``offset`` and ``bias``..."""
+    expected: float = math.nan
+    """...and the share of the pinned bins in which it would put a working unit at or
+    beyond the value (``_clip_before``)."""
 
 
 def clip_of(case: Case) -> Clip | None:
@@ -404,20 +438,24 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     tiny = FLAT_RELATIVE * max(abs(value), 1e-300)
     pinned = np.abs(dev - value) <= tiny
     count = int(np.count_nonzero(pinned))
-    if count < CLIP_MIN_SHARE * dev.size or pinned.all():
+    if count < CLIP_MIN_SHARE * dev.size:
         return None
+    if pinned.all():
+        return _clip_before(case, ref, value, high)
     spells = int(np.count_nonzero(np.diff(pinned.astype(np.int8)) == 1)) + int(pinned[0])
     if count < CLIP_MIN_SPELL * max(spells, 1):
         return None
     if not pinned_off_reference(value, ref[pinned], case.tol.bias):
         return None  # at full scale where the reference is too: a healthy reading
-    lo, hi = case.spec.range
-    span = hi - lo if math.isfinite(hi - lo) else math.inf
-    at_edge = math.isfinite(span) and (
-        (high and value >= hi - EDGE_SHARE * span)
-        or (not high and value <= lo + EDGE_SHARE * span))
+    at_edge = at_range_end(value, case.spec, high=high)
     free = ~pinned
-    line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= 3 else None
+    entered_for_good = spells == 1 and bool(pinned[-1])
+    if at_edge and entered_for_good and np.count_nonzero(free) < LINE_MIN_PAIRS:
+        # too few readings off the end for the line that would carry it there: as a
+        # window held there whole, the readings before it decide
+        return _clip_before(case, ref[pinned], value, high)
+    line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= LINE_MIN_PAIRS \
+        else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
     sloped = line is not None and math.isfinite(gain) and gain > 0.0
     bias = float(np.mean(dev[free] - ref[free])) if free.any() else math.nan
@@ -426,7 +464,6 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
             return None  # one frozen stretch inside the range: stuck (``stuck``)
         if not sloped:
             return None
-    entered_for_good = spells == 1 and bool(pinned[-1])
     if line is not None and (not at_edge or entered_for_good):
         # where the device would read: at or beyond the pinned value (within its own
         # scatter) nearly all the time, or the value is a frozen one, not a full scale.
@@ -443,6 +480,86 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
         if float(np.mean(beyond)) < CLIP_AGREEMENT:
             return None
     return Clip(value, high, count / dev.size, gain, offset, bias)
+
+
+def same_value(a: float, b: float) -> bool:
+    """One held value, to the rounding a mean of equal readings leaves (an hour of 99.9
+    %RH averages to 99.89999999999992): within ``FLAT_RELATIVE`` of its size."""
+    return abs(a - b) <= FLAT_RELATIVE * max(abs(a), abs(b), 1e-300)
+
+
+def at_range_end(value: float, spec: SensorSpec, *, high: bool) -> bool:
+    """Is ``value`` at the top (``high``) or bottom end of the profile's range, within
+    ``EDGE_SHARE`` of its span?"""
+    lo, hi = spec.range
+    span = hi - lo
+    if not math.isfinite(span):
+        return False
+    return value >= hi - EDGE_SHARE * span if high else value <= lo + EDGE_SHARE * span
+
+
+LINE_MIN_PAIRS = 3
+"""Pairs off a pinned value a line through them needs (``_clip_at``, ``pinned_whole_at_end``)."""
+
+
+def pinned_whole_at_end(aligned: Aligned, spec: SensorSpec) -> float | None:
+    """The value the device held, to the window's end, in all but fewer than
+    ``LINE_MIN_PAIRS`` of its paired bins, where that value is an end of the profile's range
+    and the reference was off it (``pinned_off_reference``); None otherwise. Such a window
+    cannot tell saturation from a stop by itself: the line that would carry the device
+    there is fitted off the pinned value, and the window holds too little off it. The
+    readings before the window can (``Case.before``)."""
+    dev, ref = _paired(aligned)
+    if dev.size < LINE_MIN_PAIRS:
+        return None
+    value = float(dev[-1])
+    pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
+    if np.count_nonzero(~pinned) >= LINE_MIN_PAIRS:
+        return None
+    ends = [high for high in (True, False) if at_range_end(value, spec, high=high)]
+    if not ends or not pinned_off_reference(value, ref[pinned], spec.tolerance.bias):
+        return None
+    return value
+
+
+def before_sloped(before: LineBefore) -> bool:
+    """Does the line before the window speak (a positive slope over a reference that
+    carried the device's variation, ``MIN_EXCITATION_R2``), or only its mean difference?"""
+    return math.isfinite(before.gain) and before.gain > 0.0 \
+        and before.r2 >= MIN_EXCITATION_R2
+
+
+def _clip_before(case: Case, ref: FloatArray, value: float, high: bool) -> Clip | None:
+    """A window pinned whole at a range end (``pinned_whole_at_end``; ``ref``: the
+    reference at its pinned bins), as the readings before it explain it (``Case.before``):
+    saturation where a working unit with that calibration and noise would read at or
+    beyond the pinned value in ``CLIP_AGREEMENT`` of those bins (the mean, over them, of
+    the chance that its line plus Gaussian noise of its residual std reaches the value),
+    else None (a sensor that stopped there: ``stuck``). Held there the whole window is
+    what the device did; a calibration that would put it there half the time (8 %RH high
+    with 3 %RH of noise over air at 86-96 %RH) does not explain it, though its line plus
+    two stds touches 99.9 in nearly every bin (a review's counter-example, which that
+    looser reach excused as saturation). The line speaks only where the reference carried
+    the device's variation there (``MIN_EXCITATION_R2``), else the mean difference does,
+    with the difference's std as its noise: a dust sensor's last 90 minutes before its
+    unit changed, 31 noisy bins over a calm reference, fitted a slope of 2.9 that "carried"
+    it to 0.0 (seed 5's ``f23``), where its mean difference, +3.7 ug/m3, carries it
+    nowhere near."""
+    before = case.before
+    held = pinned_whole_at_end(case.aligned, case.spec)
+    if before is None or held is None or not same_value(held, value) \
+            or not at_range_end(value, case.spec, high=high):
+        return None
+    gain, offset, spread = ((before.gain, before.offset, before.residual_std)
+                            if before_sloped(before)
+                            else (1.0, before.bias, before.difference_std))
+    gap = (gain * ref + offset - value) * (1.0 if high else -1.0)
+    chance = ndtr(gap / spread) if spread > 0.0 else (gap >= 0.0).astype(np.float64)
+    if float(np.mean(chance)) < CLIP_AGREEMENT:
+        return None
+    pinned_share = ref.size / max(case.aligned.n_paired, 1)
+    return Clip(value, high, pinned_share, before.gain, before.offset, before.bias, before,
+                float(np.mean(chance)))
 
 
 UNIT_ROUNDED_CONFIDENCE = 0.6
@@ -603,12 +720,8 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
     device said nothing (an outage inside the spell) are no evidence either way (both
     from a review)."""
     value = float(case.aligned.device[run.first])
-    lo, hi = case.spec.range
-    span = hi - lo
-    if not math.isfinite(span):
-        return False
-    high = value >= hi - EDGE_SHARE * span
-    low = value <= lo + EDGE_SHARE * span
+    high = at_range_end(value, case.spec, high=True)
+    low = at_range_end(value, case.spec, high=False)
     if not (high or low):
         return False
     spell = slice(run.first, run.last + 1)
@@ -645,7 +758,8 @@ def _stuck(case: Case, *, clipping_named: bool = True) -> Cause | None:
     if run is not None and _saturated_in_tolerance(case, run):
         return None
     clip = clip_of(case) if clipping_named else None
-    if run is not None and clip is not None and case.aligned.device[run.first] == clip.value:
+    if run is not None and clip is not None \
+            and same_value(float(case.aligned.device[run.first]), clip.value):
         return None
     dev, ref = _paired(case.aligned)
     if dev.size < 3:
@@ -712,12 +826,25 @@ def clipping(case: Case) -> Cause | None:
     if clip is None:
         return None
     found = rounded_unit(case)
-    if found is not None and found.value == clip.value:
+    if found is not None and same_value(found.value, clip.value) and clip.from_before is None:
         return None  # the readings are what a wrong unit makes of the reference
     unit = case.spec.unit
     side = "top" if clip.high else "bottom"
     behind = ""
-    if math.isfinite(clip.gain):
+    if clip.from_before is not None:
+        before = clip.from_before
+        carried = (f"it followed the reference with gain {text.num(before.gain, 4)} and "
+                   f"offset {text.qty(before.offset, unit, sign=True)} (a mean difference "
+                   f"of {text.qty(before.bias, unit, sign=True)})"
+                   if before_sloped(before) else
+                   f"it read {text.qty(before.bias, unit, sign=True)} off the reference on "
+                   f"average (std {text.qty(before.difference_std, unit)})")
+        behind = (f"; over {text.bins(before.pairs, case.aligned.interval_s, 'paired')} in "
+                  f"the {text.duration(before.span_s)} before the window, off that value, "
+                  f"{carried}, with which a working unit would read "
+                  f"{text.qty(clip.value, unit)} in {text.percent(clip.expected)} of these "
+                  f"bins: saturated, not stopped")
+    elif math.isfinite(clip.gain):
         behind = (f"; off the pinned value it follows the reference with gain "
                   f"{text.num(clip.gain, 4)} and offset {text.qty(clip.offset, unit, sign=True)}"
                   f", which carries it to {text.qty(clip.value, unit)} where the reference is "
@@ -915,7 +1042,9 @@ def offset_drift(case: Case) -> Cause | None:
 
 def _offset_evidence(case: Case) -> str:
     m, tol, unit = case.fault_metrics, case.tol, case.spec.unit
-    gain = f" with gain {text.num(m.gain, 4)}" if math.isfinite(m.gain) else ""
+    # a device that held one value has no slope: its fitted gain is rounding dust
+    shown = 0.0 if m.r2 == 0.0 else m.gain
+    gain = f" with gain {text.num(shown, 4)}" if math.isfinite(m.gain) else ""
     return (
         f"mean device-reference difference {text.qty(m.bias, unit, sign=True)} over "
         f"{text.bins(m.n, case.aligned.interval_s, 'paired')}{_since(case)}{gain}; "
@@ -1045,6 +1174,9 @@ def _unit_rounded_cause(case: Case) -> Cause | None:
     found = rounded_unit(case)
     if found is None:
         return None
+    clip = clip_of(case)
+    if clip is not None and clip.from_before is not None and same_value(clip.value, found.value):
+        return None  # the device's own calibration before the window puts it there
     unit = case.spec.unit
     paired = np.asarray(case.aligned.paired)
     device = np.asarray(case.aligned.device)[paired][found.first:]
@@ -1199,7 +1331,22 @@ def behind_clipping(case: Case, causes: tuple[Cause, ...]) -> tuple[Cause, ...]:
         behind = next((c for c in causes if c.cause in ("offset_drift", "gain_drift")), None)
     if behind is None:
         return causes
-    return (behind, *(c for c in causes if c is not behind))
+    if clip.from_before is not None:
+        behind = replace(behind, evidence=f"{behind.evidence}; {_before_figures(clip, case)}")
+    return (behind, *(c for c in causes if c.cause != behind.cause))
+
+
+def _before_figures(clip: Clip, case: Case) -> str:
+    """What the readings before a window held at a range end show of the error that holds
+    it there: the window's own figures, at the end, can only understate it."""
+    before = clip.from_before
+    assert before is not None
+    unit = case.spec.unit
+    side = "top" if clip.high else "bottom"
+    slope = f" (gain {text.num(before.gain, 4)})" if before_sloped(before) else ""
+    return (f"held at the {side} of its range, this window can only understate it: before "
+            f"the window, off {text.qty(clip.value, unit)}, the mean difference was "
+            f"{text.qty(before.bias, unit, sign=True)}{slope}")
 
 
 def _pinned_beyond_reference(case: Case, clip: Clip) -> bool:

@@ -36,6 +36,7 @@ from auditd.core.diagnose import (
     DROPOUT_MAJOR,
     EXPLAIN_MIN_CONFIDENCE,
     Case,
+    LineBefore,
     behind_clipping,
     build_case,
     diagnose,
@@ -43,12 +44,13 @@ from auditd.core.diagnose import (
     dropout_share,
     lag_beyond_tolerance,
     longest_flat_run,
+    pinned_whole_at_end,
     rounded_unit,
     stuck_run_needed,
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
-from auditd.core.fit import Metrics, compute_metrics, fit_line
+from auditd.core.fit import FLAT_RELATIVE, Metrics, compute_metrics, fit_line
 from auditd.core.lag import MIN_IMPROVEMENT_Z, LagEstimate, confirmed_lag, estimate_lag
 from auditd.core.onset import two_line_split
 from auditd.core.series import FloatArray, Series
@@ -102,6 +104,12 @@ class StreamVerdict:
     the noise of its search (``is_lag_candidate``): the caller may test that lag on the
     readings before the window (``confirm_lag``) and judge the window again with what
     they show (``evaluate_stream``'s ``lag``). None: nothing to confirm."""
+    pinned_at_end: float | None = None
+    """The value the device held through the whole window at an end of its range, with
+    the reference off it, where the window named it stopped there (``stuck``, or a wrong
+    unit rounded to it): the window cannot tell that from saturation, which the device's
+    line before the window can (``line_before``, ``evaluate_stream``'s ``before``). None:
+    nothing to ask of the readings before."""
 
 
 LAG_STEPS_PER_TOLERANCE = 10
@@ -235,6 +243,7 @@ def evaluate_aligned(
     latest_half: bool = True,
     guard: LatestHalfGuard | None = None,
     lag: LagEstimate | None = None,
+    before: LineBefore | None = None,
 ) -> StreamVerdict:
     """The verdict for streams already on a common time base.
 
@@ -254,17 +263,30 @@ def evaluate_aligned(
 
     ``lag``: the window's lag where it was decided beyond the window (``confirm_lag``);
     None: searched in it, and a lag it points to but cannot resolve alone is returned as
-    ``StreamVerdict.lag_candidate``."""
+    ``StreamVerdict.lag_candidate``.
+
+    ``before``: the device's line over the readings before the window (``line_before``),
+    where the window was pinned whole at a range end (``StreamVerdict.pinned_at_end``);
+    None: a window so pinned is returned with that value marked."""
     judged = uncensored(aligned, spec)  # figures and lag; the detectors read it all
     decided = guard.lag if guard is not None else lag
     used = window_lag(judged, spec) if decided is None else decided
     verdict = _verdict(aligned, judged, spec, units, used, baseline_residuals,
                        reference_uncertainty, comparison_offset_u, comparison_rms_u,
-                       latest_half, guard)
+                       latest_half, guard, before)
     if decided is None and verdict.status != "insufficient_data" \
             and is_lag_candidate(used, spec.tolerance):
-        return replace(verdict, lag_candidate=used)
+        verdict = replace(verdict, lag_candidate=used)
+    if before is None and names_a_stop(verdict):
+        verdict = replace(verdict, pinned_at_end=pinned_whole_at_end(aligned, spec))
     return verdict
+
+
+def names_a_stop(verdict: StreamVerdict) -> bool:
+    """Does the failing verdict name the device stopped at one value first: ``stuck``, or
+    a wrong unit rounded to one value (the evidence of both is a held value)?"""
+    return (verdict.status == "fail" and bool(verdict.causes)
+            and verdict.causes[0].cause in ("stuck", "unit_mismatch"))
 
 
 def _verdict(
@@ -272,7 +294,7 @@ def _verdict(
     units: Sequence[UnitCandidate] | None, lag: LagEstimate,
     baseline_residuals: FloatArray | None, reference_uncertainty: float | None,
     comparison_offset_u: float, comparison_rms_u: float, latest_half: bool,
-    guard: LatestHalfGuard | None,
+    guard: LatestHalfGuard | None, before: LineBefore | None = None,
 ) -> StreamVerdict:
     """``evaluate_aligned`` with the lag decided: the window's own, one confirmed before it
     (``confirm_lag``), or for a latest half the whole window's."""
@@ -289,7 +311,7 @@ def _verdict(
         if silent is not None:
             return silent
         hidden = _beyond_the_edge(aligned, judged, spec, units, lag, figures, Comparison(
-            reference_uncertainty, comparison_offset_u, comparison_rms_u))
+            reference_uncertainty, comparison_offset_u, comparison_rms_u), before)
         if hidden is not None:
             return hidden
         drop = dropout_cause(aligned, tol.min_samples)
@@ -302,7 +324,7 @@ def _verdict(
     unsure = indeterminate_metrics(metrics, spec)
     units = default_unit_candidates(spec.unit) if units is None else units
     if not failed:
-        flat = _flat_alone(aligned, spec, metrics, lag, units)
+        flat = _flat_alone(aligned, spec, metrics, lag, units, before)
         if flat is None:
             verdict = replace(_pass_or_dropout(aligned, spec, metrics, figures),
                               indeterminate=unsure)
@@ -317,7 +339,7 @@ def _verdict(
         failed = (FLAT_OUTPUT,)
     else:
         case = build_case(spec, aligned, metrics, lag, units,
-                          weighed=guard.applied if guard is not None else None)
+                          weighed=guard.applied if guard is not None else None, before=before)
         causes = diagnose(case)
     # drift support re-ranks by confidence; the offset or gain that carries a device to
     # full scale stays ahead of the clipping it causes (``behind_clipping``)
@@ -520,7 +542,8 @@ sit near the reference still follows nothing."""
 
 
 def _flat_alone(aligned: Aligned, spec: SensorSpec, metrics: Metrics, lag: LagEstimate,
-                units: Sequence[UnitCandidate]) -> tuple[Case, tuple[Cause, ...]] | None:
+                units: Sequence[UnitCandidate], before: LineBefore | None = None
+                ) -> tuple[Case, tuple[Cause, ...]] | None:
     """A window within tolerance whose device repeated one value for a long spell while
     the reference was live: the case and its causes when they name ``stuck`` or
     ``clipping`` first, else None. The case is built only when such a spell exists."""
@@ -528,7 +551,7 @@ def _flat_alone(aligned: Aligned, spec: SensorSpec, metrics: Metrics, lag: LagEs
     tol = spec.tolerance
     if run is None or run.paired < stuck_run_needed(tol, aligned.n_paired):
         return None
-    case = build_case(spec, aligned, metrics, lag, units)
+    case = build_case(spec, aligned, metrics, lag, units, before=before)
     causes = diagnose(case)
     if not causes or not (causes[0].cause in ("stuck", "clipping") or (
             causes[0].cause == "unit_mismatch" and rounded_unit(case) is not None)):
@@ -577,7 +600,8 @@ range's end (``_beyond_the_edge``): its span (a line through capped readings fla
 
 def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
                      units: Sequence[UnitCandidate] | None, lag: LagEstimate,
-                     figures: Drift | None, comparison: Comparison) -> StreamVerdict | None:
+                     figures: Drift | None, comparison: Comparison,
+                     before: LineBefore | None = None) -> StreamVerdict | None:
     """The window failing on what its censored pairs still show, or None: where
     ``censoring.uncensored`` left too few pairs to judge (``judged``) but the readings
     prove an rmse beyond the tolerance (``censoring.ErrorFloor.rms``, where the error points
@@ -610,7 +634,8 @@ def _beyond_the_edge(aligned: Aligned, judged: Aligned, spec: SensorSpec,
     if not (proven > tol.rmse and rmse_exceedance(metrics, tol) > 1.0):
         return None
     case = build_case(spec, aligned, metrics, lag,
-                      default_unit_candidates(spec.unit) if units is None else units)
+                      default_unit_candidates(spec.unit) if units is None else units,
+                      before=before)
     causes = tuple(c for c in diagnose(case) if c.cause not in CAPPED_SPAN) \
         or (unexplained(("rmse",), metrics, spec),)
     why = (f"too few pairs lie away from the range's end, where the device's readings are "
@@ -649,6 +674,7 @@ def evaluate_stream(
     comparison_rms_u: float = math.nan,
     latest_half: bool = True,
     lag: LagEstimate | None = None,
+    before: LineBefore | None = None,
 ) -> StreamVerdict:
     """Judge ``device`` against ``reference`` over [start, end) by ``spec``'s tolerance.
 
@@ -661,7 +687,8 @@ def evaluate_stream(
     ``reference_interval_s`` is the interval the reference reports (or averages) at, from
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
     device's means over its intervals (``align.on_time_base``). ``comparison_offset_u``,
-    ``comparison_rms_u``, ``latest_half`` and ``lag``: see ``evaluate_aligned``.
+    ``comparison_rms_u``, ``latest_half``, ``lag`` and ``before``: see
+    ``evaluate_aligned``.
     """
     aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
                            reference_interval_s=reference_interval_s)
@@ -670,7 +697,38 @@ def evaluate_stream(
                             reference_uncertainty=reference_uncertainty,
                             comparison_offset_u=comparison_offset_u,
                             comparison_rms_u=comparison_rms_u, latest_half=latest_half,
-                            lag=lag)
+                            lag=lag, before=before)
+
+
+def line_before(device: Series, reference: Series, spec: SensorSpec, start: float,
+                end: float, pinned: float, *,
+                reference_interval_s: float | None = None) -> LineBefore | None:
+    """The device's line on the reference over [start, end), before a window it held
+    ``pinned`` through (``StreamVerdict.pinned_at_end``), from the paired bins off that
+    value on the comparison's time base; None with fewer bins than the profile asks of a
+    window (``min_samples``, and three), or no line (a reference that stood still).
+
+    A hygrometer reading 15 %RH high sits at 99.9 through a wet day and night: its window
+    holds nothing but 99.9, which a sensor stopped there would send too. Its readings of
+    the days before, off 99.9, follow the reference 15 high, and that line carries it to
+    99.9 wherever the reference was in the window (saturation, ``clipping``); a sensor that
+    stopped at full scale has a line that does not (``stuck`` stands)."""
+    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
+                           reference_interval_s=reference_interval_s)
+    judged_spec = on_interval(spec, aligned.interval_s)
+    keep = np.asarray(aligned.paired) & (np.abs(np.asarray(aligned.device) - pinned)
+                                         > FLAT_RELATIVE * max(abs(pinned), 1e-300))
+    if int(np.count_nonzero(keep)) < max(judged_spec.tolerance.min_samples, 3):
+        return None
+    dev, ref = np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
+    line = fit_line(dev, ref)
+    if not (math.isfinite(line.gain) and math.isfinite(line.residual_std)):
+        return None
+    t = np.asarray(aligned.t)[keep]
+    diff = dev - ref
+    return LineBefore(line.gain, line.offset, line.residual_std, line.r2,
+                      float(np.mean(diff)), float(np.std(diff)), int(dev.size),
+                      float(t[-1] - t[0]))
 
 
 SPIKES_MAX_SHARE = 0.5

@@ -220,12 +220,12 @@ def test_a_slope_the_reference_did_not_carry_is_no_calibration() -> None:
     air = 6.5 + 0.5 * np.sin(2 * math.pi * t / (6 * HOUR))
     device, reference = Series.of(t, np.zeros(t.size)), Series.of(t + 3.0, np.round(air, 1))
     shaky = LineBefore(gain=2.885, offset=-30.0, residual_std=5.6, r2=0.43, bias=3.67,
-                       difference_std=6.2, pairs=31, span_s=5400.0)
+                       difference_std=6.2, gain_se=0.61, pairs=31, span_s=5400.0)
     named = causes(evaluate_stream(device, reference, DUST, WINDOW_START, END,
                                    before=shaky))
     assert "clipping" not in named, named
     carried = LineBefore(gain=2.885, offset=-30.0, residual_std=5.6, r2=0.6, bias=3.67,
-                         difference_std=6.2, pairs=31, span_s=5400.0)
+                         difference_std=6.2, gain_se=0.61, pairs=31, span_s=5400.0)
     assert "clipping" in causes(evaluate_stream(device, reference, DUST, WINDOW_START, END,
                                                 before=carried))
 
@@ -286,6 +286,39 @@ def test_a_few_readings_off_the_end_are_no_line_either() -> None:
                          history=True)
         assert "clipping" in causes(verdict) and "stuck" not in causes(verdict), \
             causes(verdict)
+
+
+def test_a_mean_difference_is_not_carried_across_a_span_error() -> None:
+    """A dust unit with a span of 0.5 over calm air at 28-32 ug/m3 (its line does not
+    speak: r2 about 0.3) reads 15 low there; carried as a mean difference to the
+    window's air at 6-10, that would hold it at 0.0, where its span puts it at about 4.
+    It starts sending mg/m3 (0.0): the unit is named, not saturation (a review's
+    counter-example)."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        t = START + np.arange(int((END - START) / INTERVAL)) * INTERVAL + 7.0
+        air = np.where(t < WINDOW_START, 30.0, 8.0) \
+            + 2.0 * np.sin(2 * math.pi * (t - START) / DAY)
+        device = np.clip(0.5 * air + rng.normal(0.0, 1.0, t.size), 0.0, None)
+        device = np.where(t >= WINDOW_START, 0.0, device)
+        dev = Series.of(t, np.round(device, 1))
+        ref = Series.of(t + 3.0, np.round(air + rng.normal(0.0, 0.3, t.size), 1))
+        verdict = judged(dev, ref, history=True, spec=DUST)
+        assert "clipping" not in causes(verdict), causes(verdict)
+        assert causes(verdict)[0] in ("unit_mismatch", "stuck"), causes(verdict)
+
+
+def test_the_figures_from_before_are_stated_once_beside_a_baseline() -> None:
+    """With a baseline's residuals (as the live audit judges), the causes are ranked
+    twice; the offset's figures from before the window are stated once."""
+    device, reference = streams(1, 15.0)
+    rng = np.random.default_rng(1)
+    begin = confirmation_start(WINDOW_START, END)
+    before = line_before(device, reference, SPEC, begin, WINDOW_START, FULL_SCALE)
+    verdict = evaluate_stream(device, reference, SPEC, WINDOW_START, END, before=before,
+                              baseline_residuals=rng.normal(0.0, 0.5, 1440))
+    offset = next(c for c in verdict.causes if c.cause == "offset_drift")
+    assert offset.evidence.count("can only understate it") == 1, offset.evidence
 
 
 def test_no_readings_before_the_window_leave_it_as_it_was() -> None:

@@ -113,6 +113,8 @@ class LineBefore:
     """mean(device - reference) over those bins."""
     difference_std: float
     """std(device - reference) over those bins."""
+    gain_se: float
+    """The slope's standard error (least squares, white noise: if anything too small)."""
     pairs: int
     span_s: float
     """From the first to the last of those bins."""
@@ -441,7 +443,8 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     if count < CLIP_MIN_SHARE * dev.size:
         return None
     if pinned.all():
-        return _clip_before(case, ref, value, high)
+        return _clip_before(case, value) if pinned_whole_at_end(case.aligned, case.spec) \
+            is not None else None
     spells = int(np.count_nonzero(np.diff(pinned.astype(np.int8)) == 1)) + int(pinned[0])
     if count < CLIP_MIN_SPELL * max(spells, 1):
         return None
@@ -453,7 +456,8 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     if at_edge and entered_for_good and np.count_nonzero(free) < LINE_MIN_PAIRS:
         # too few readings off the end for the line that would carry it there: as a
         # window held there whole, the readings before it decide
-        return _clip_before(case, ref[pinned], value, high)
+        return _clip_before(case, value) if pinned_whole_at_end(case.aligned, case.spec) \
+            is not None else None
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= LINE_MIN_PAIRS \
         else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
@@ -503,23 +507,45 @@ LINE_MIN_PAIRS = 3
 
 
 def pinned_whole_at_end(aligned: Aligned, spec: SensorSpec) -> float | None:
-    """The value the device held, to the window's end, in all but fewer than
-    ``LINE_MIN_PAIRS`` of its paired bins, where that value is an end of the profile's range
-    and the reference was off it (``pinned_off_reference``); None otherwise. Such a window
+    """The value the device held in all but fewer than ``LINE_MIN_PAIRS`` of the window's
+    paired bins, where it is the window's extreme at that end of the profile's range and
+    the reference was off it (``pinned_off_reference``); None otherwise. Such a window
     cannot tell saturation from a stop by itself: the line that would carry the device
     there is fitted off the pinned value, and the window holds too little off it. The
-    readings before the window can (``Case.before``)."""
+    readings before the window can (``Case.before``): ``_clip_at`` asks them where it was
+    held there whole, or entered the end once and held it to the window's end (one that
+    leaves and comes back shows saturation by doing so)."""
     dev, ref = _paired(aligned)
     if dev.size < LINE_MIN_PAIRS:
         return None
-    value = float(dev[-1])
-    pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
-    if np.count_nonzero(~pinned) >= LINE_MIN_PAIRS:
+    for value, high in ((float(dev.max()), True), (float(dev.min()), False)):
+        pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
+        if (at_range_end(value, spec, high=high)
+                and np.count_nonzero(~pinned) < LINE_MIN_PAIRS
+                and pinned_off_reference(value, ref[pinned], spec.tolerance.bias)):
+            return value
+    return None
+
+
+BEFORE_SLOPE_Z = 3.0
+"""Standard errors within which the slope before the window must hold 1 for its mean
+difference to stand for its calibration at other levels (``before_model``)."""
+
+
+def before_model(before: LineBefore) -> tuple[float, float, float] | None:
+    """(gain, offset, noise std) the readings before the window give the device: their
+    line where it speaks (``before_sloped``); else their mean difference (gain 1, the
+    difference's std), but only where their slope is 1 within ``BEFORE_SLOPE_Z``
+    standard errors; else None, no calibration to carry. A dust unit with a span of 0.5
+    over calm air at 30 ug/m3 (r2 0.32: the line does not speak) shows a mean difference
+    of -15 there, which carried to air at 8 would put it at 0.0, where its span puts it
+    at 4 (a review's counter-example: its unit had changed, and it read 0.0)."""
+    if before_sloped(before):
+        return before.gain, before.offset, before.residual_std
+    if math.isfinite(before.gain) and math.isfinite(before.gain_se) \
+            and abs(before.gain - 1.0) > BEFORE_SLOPE_Z * before.gain_se:
         return None
-    ends = [high for high in (True, False) if at_range_end(value, spec, high=high)]
-    if not ends or not pinned_off_reference(value, ref[pinned], spec.tolerance.bias):
-        return None
-    return value
+    return 1.0, before.bias, before.difference_std
 
 
 def before_sloped(before: LineBefore) -> bool:
@@ -529,13 +555,16 @@ def before_sloped(before: LineBefore) -> bool:
         and before.r2 >= MIN_EXCITATION_R2
 
 
-def _clip_before(case: Case, ref: FloatArray, value: float, high: bool) -> Clip | None:
-    """A window pinned whole at a range end (``pinned_whole_at_end``; ``ref``: the
-    reference at its pinned bins), as the readings before it explain it (``Case.before``):
-    saturation where a working unit with that calibration and noise would read at or
-    beyond the pinned value in ``CLIP_AGREEMENT`` of those bins (the mean, over them, of
-    the chance that its line plus Gaussian noise of its residual std reaches the value),
-    else None (a sensor that stopped there: ``stuck``). Held there the whole window is
+def _clip_before(case: Case, value: float) -> Clip | None:
+    """A window held at a range end (``pinned_whole_at_end``), as the readings before it
+    explain it (``Case.before``): saturation where a working unit with that calibration
+    and noise would read at or beyond the pinned value in ``CLIP_AGREEMENT`` of its
+    pinned bins (the mean, over them, of the chance that its line plus Gaussian noise of
+    its residual std reaches the value), else None (a sensor that stopped there:
+    ``stuck``). Saturation happens where the readings before could not show the device
+    (at those levels it was pinned), so the calibration is carried beyond the levels it
+    was measured at: only a line, or a mean difference where the slope is one within its
+    error (``before_model``). Held there the whole window is
     what the device did; a calibration that would put it there half the time (8 %RH high
     with 3 %RH of noise over air at 86-96 %RH) does not explain it, though its line plus
     two stds touches 99.9 in nearly every bin (a review's counter-example, which that
@@ -546,13 +575,16 @@ def _clip_before(case: Case, ref: FloatArray, value: float, high: bool) -> Clip 
     it to 0.0 (seed 5's ``f23``), where its mean difference, +3.7 ug/m3, carries it
     nowhere near."""
     before = case.before
-    held = pinned_whole_at_end(case.aligned, case.spec)
-    if before is None or held is None or not same_value(held, value) \
-            or not at_range_end(value, case.spec, high=high):
+    if before is None:
         return None
-    gain, offset, spread = ((before.gain, before.offset, before.residual_std)
-                            if before_sloped(before)
-                            else (1.0, before.bias, before.difference_std))
+    dev, ref = _paired(case.aligned)
+    pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
+    ref = ref[pinned]
+    high = at_range_end(value, case.spec, high=True)
+    model = before_model(before)
+    if model is None:
+        return None
+    gain, offset, spread = model
     gap = (gain * ref + offset - value) * (1.0 if high else -1.0)
     chance = ndtr(gap / spread) if spread > 0.0 else (gap >= 0.0).astype(np.float64)
     if float(np.mean(chance)) < CLIP_AGREEMENT:
@@ -1331,8 +1363,9 @@ def behind_clipping(case: Case, causes: tuple[Cause, ...]) -> tuple[Cause, ...]:
         behind = next((c for c in causes if c.cause in ("offset_drift", "gain_drift")), None)
     if behind is None:
         return causes
-    if clip.from_before is not None:
-        behind = replace(behind, evidence=f"{behind.evidence}; {_before_figures(clip, case)}")
+    figures = _before_figures(clip, case) if clip.from_before is not None else ""
+    if figures and figures not in behind.evidence:  # ``behind_clipping`` runs twice
+        behind = replace(behind, evidence=f"{behind.evidence}; {figures}")
     return (behind, *(c for c in causes if c.cause != behind.cause))
 
 

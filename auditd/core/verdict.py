@@ -105,11 +105,12 @@ class StreamVerdict:
     readings before the window (``confirm_lag``) and judge the window again with what
     they show (``evaluate_stream``'s ``lag``). None: nothing to confirm."""
     pinned_at_end: float | None = None
-    """The value the device held through the whole window at an end of its range, with
-    the reference off it, where the window named it stopped there (``stuck``, or a wrong
-    unit rounded to it): the window cannot tell that from saturation, which the device's
-    line before the window can (``line_before``, ``evaluate_stream``'s ``before``). None:
-    nothing to ask of the readings before."""
+    """The value the device held at an end of its range to the window's end, in all but
+    too few of its bins to fit a line (``diagnose.pinned_whole_at_end``), with the
+    reference off it, where the window named it stopped there (``stuck``, or a wrong unit
+    rounded to it): the window cannot tell that from saturation, which the device's
+    calibration before the window can (``line_before``, ``evaluate_stream``'s ``before``).
+    None: nothing to ask of the readings before."""
 
 
 LAG_STEPS_PER_TOLERANCE = 10
@@ -727,8 +728,8 @@ def line_before(device: Series, reference: Series, spec: SensorSpec, start: floa
     t = np.asarray(aligned.t)[keep]
     diff = dev - ref
     return LineBefore(line.gain, line.offset, line.residual_std, line.r2,
-                      float(np.mean(diff)), float(np.std(diff)), int(dev.size),
-                      float(t[-1] - t[0]))
+                      float(np.mean(diff)), float(np.std(diff)), line.gain_se,
+                      int(dev.size), float(t[-1] - t[0]))
 
 
 SPIKES_MAX_SHARE = 0.5

@@ -44,6 +44,7 @@ from auditd.core.fit import (
     compute_metrics,
     fit_line,
     fit_line_consuming,
+    held_at,
     is_flat,
 )
 from auditd.core.lag import UNDEFINED, LagEstimate
@@ -437,14 +438,12 @@ def pinned_off_reference(value: float, ref: FloatArray, bias_tol: float) -> bool
 
 def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip | None:
     value = float(dev.max() if high else dev.min())
-    tiny = FLAT_RELATIVE * max(abs(value), 1e-300)
-    pinned = np.abs(dev - value) <= tiny
+    pinned = held_at(dev, value)
     count = int(np.count_nonzero(pinned))
     if count < CLIP_MIN_SHARE * dev.size:
         return None
     if pinned.all():
-        return _clip_before(case, value) if pinned_whole_at_end(case.aligned, case.spec) \
-            is not None else None
+        return _clip_before(case, value)
     spells = int(np.count_nonzero(np.diff(pinned.astype(np.int8)) == 1)) + int(pinned[0])
     if count < CLIP_MIN_SPELL * max(spells, 1):
         return None
@@ -456,8 +455,7 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     if at_edge and entered_for_good and np.count_nonzero(free) < LINE_MIN_PAIRS:
         # too few readings off the end for the line that would carry it there: as a
         # window held there whole, the readings before it decide
-        return _clip_before(case, value) if pinned_whole_at_end(case.aligned, case.spec) \
-            is not None else None
+        return _clip_before(case, value)
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= LINE_MIN_PAIRS \
         else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
@@ -519,7 +517,7 @@ def pinned_whole_at_end(aligned: Aligned, spec: SensorSpec) -> float | None:
     if dev.size < LINE_MIN_PAIRS:
         return None
     for value, high in ((float(dev.max()), True), (float(dev.min()), False)):
-        pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
+        pinned = held_at(dev, value)
         if (at_range_end(value, spec, high=high)
                 and np.count_nonzero(~pinned) < LINE_MIN_PAIRS
                 and pinned_off_reference(value, ref[pinned], spec.tolerance.bias)):
@@ -575,11 +573,10 @@ def _clip_before(case: Case, value: float) -> Clip | None:
     it to 0.0 (seed 5's ``f23``), where its mean difference, +3.7 ug/m3, carries it
     nowhere near."""
     before = case.before
-    if before is None:
+    if before is None or pinned_whole_at_end(case.aligned, case.spec) is None:
         return None
     dev, ref = _paired(case.aligned)
-    pinned = np.abs(dev - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)
-    ref = ref[pinned]
+    ref = ref[held_at(dev, value)]
     high = at_range_end(value, case.spec, high=True)
     model = before_model(before)
     if model is None:
@@ -674,7 +671,7 @@ def _rounded_unit(case: Case) -> RoundedUnit | None:
                                              step, slack[:start]))
         first = int(misses[-1]) + 1 if misses.size else 0
         if _carried(device[:first], reference[:first], reference[first:][
-                np.abs(device[first:] - value) <= FLAT_RELATIVE * max(abs(value), 1e-300)],
+                held_at(device[first:], value)],
                 value, high=bool(np.median(reference[start:stop]) < value)):
             # its own line carries it there: saturation (``clipping``), for this candidate;
             # another may explain those readings too (found by hypothesis: x0.1 read the
@@ -761,7 +758,7 @@ def _saturated_in_tolerance(case: Case, run: FlatRun) -> bool:
     left = np.abs(value - ref) > case.tol.bias
     if left.any():
         dev_all, ref_all = _paired(case.aligned)
-        free = np.abs(dev_all - value) > FLAT_RELATIVE * max(abs(value), 1e-300)
+        free = ~held_at(dev_all, value)
         if np.count_nonzero(free) >= 3:
             left &= ~_reaches(dev_all[free], ref_all[free], ref, value, high=high)
     if np.count_nonzero(left) >= stuck_run_needed(case.tol, case.aligned.n_paired):
@@ -1391,7 +1388,7 @@ def _pinned_beyond_reference(case: Case, clip: Clip) -> bool:
     error is still what the technician corrects. A sensor capped short of the truth (the
     reference beyond its pinned value) saturates on its own: clipping stays first."""
     dev, ref = _paired(case.aligned)
-    pinned = np.abs(dev - clip.value) <= FLAT_RELATIVE * max(abs(clip.value), 1e-300)
+    pinned = held_at(dev, clip.value)
     if not pinned.any():
         return False
     median_gap = float(np.median(clip.value - ref[pinned]))

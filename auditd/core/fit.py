@@ -156,6 +156,12 @@ def _json_number(value: float | int) -> float | int | None:
     return float(f"{x:.{SIGNIFICANT_DIGITS}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def held_at(x: FloatArray, value: float) -> np.ndarray:
+    """Which of ``x`` are ``value`` to round-off (``FLAT_RELATIVE`` of its size): a device
+    held at one value, whose bin means need not be bit-equal."""
+    return np.asarray(np.abs(x - value) <= FLAT_RELATIVE * max(abs(value), 1e-300))
+
+
 def is_flat(x: FloatArray) -> bool:
     """No variation beyond round-off (a bin mean of equal values need not be bit-equal)."""
     if x.size < 2:

@@ -50,7 +50,7 @@ from auditd.core.diagnose import (
     stuck_spell,
 )
 from auditd.core.drift import Drift, drift, residuals, support
-from auditd.core.fit import FLAT_RELATIVE, Metrics, compute_metrics, fit_line
+from auditd.core.fit import Metrics, compute_metrics, fit_line, held_at
 from auditd.core.lag import MIN_IMPROVEMENT_Z, LagEstimate, confirmed_lag, estimate_lag
 from auditd.core.onset import two_line_split
 from auditd.core.series import FloatArray, Series
@@ -208,9 +208,8 @@ def confirm_lag(candidate: LagEstimate, device: Series, reference: Series, spec:
     window's time base and searched over the window's range (``window_s`` long): the same
     lags at the same scale, within the lag tolerance of the candidate rounded to whole bins
     (one bin where a bin is wider)."""
-    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
-                           reference_interval_s=reference_interval_s)
-    judged_spec = on_interval(spec, aligned.interval_s)
+    aligned, judged_spec = compared(device, reference, spec, start, end,
+                                    reference_interval_s=reference_interval_s)
     earlier = coarsen(uncensored(aligned, judged_spec),
                       lag_coarsening(judged_spec, aligned.interval_s))
     if earlier.interval_s != candidate.interval_s:
@@ -691,14 +690,26 @@ def evaluate_stream(
     ``comparison_rms_u``, ``latest_half``, ``lag`` and ``before``: see
     ``evaluate_aligned``.
     """
-    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
-                           reference_interval_s=reference_interval_s)
-    return evaluate_aligned(aligned, on_interval(spec, aligned.interval_s), units,
+    aligned, judged_spec = compared(device, reference, spec, start, end,
+                                    reference_interval_s=reference_interval_s)
+    return evaluate_aligned(aligned, judged_spec, units,
                             baseline_residuals=baseline_residuals,
                             reference_uncertainty=reference_uncertainty,
                             comparison_offset_u=comparison_offset_u,
                             comparison_rms_u=comparison_rms_u, latest_half=latest_half,
                             lag=lag, before=before)
+
+
+def compared(device: Series, reference: Series, spec: SensorSpec, start: float, end: float,
+             *, reference_interval_s: float | None = None) -> tuple[Aligned, SensorSpec]:
+    """The two streams over [start, end) as every comparison sees them: the device's
+    impossible values set aside (``within_reach``), on the comparison's time base
+    (``align.on_time_base``), and ``spec`` on that base's interval (``on_interval``). A
+    window, the readings a lag is confirmed on and those a device's calibration before a
+    window is read from are put side by side the same way."""
+    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
+                           reference_interval_s=reference_interval_s)
+    return aligned, on_interval(spec, aligned.interval_s)
 
 
 def line_before(device: Series, reference: Series, spec: SensorSpec, start: float,
@@ -714,11 +725,9 @@ def line_before(device: Series, reference: Series, spec: SensorSpec, start: floa
     the days before, off 99.9, follow the reference 15 high, and that line carries it to
     99.9 wherever the reference was in the window (saturation, ``clipping``); a sensor that
     stopped at full scale has a line that does not (``stuck`` stands)."""
-    aligned = on_time_base(within_reach(device, spec), reference, spec.interval_s, start, end,
-                           reference_interval_s=reference_interval_s)
-    judged_spec = on_interval(spec, aligned.interval_s)
-    keep = np.asarray(aligned.paired) & (np.abs(np.asarray(aligned.device) - pinned)
-                                         > FLAT_RELATIVE * max(abs(pinned), 1e-300))
+    aligned, judged_spec = compared(device, reference, spec, start, end,
+                                    reference_interval_s=reference_interval_s)
+    keep = np.asarray(aligned.paired) & ~held_at(np.asarray(aligned.device), pinned)
     if int(np.count_nonzero(keep)) < max(judged_spec.tolerance.min_samples, 3):
         return None
     dev, ref = np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]

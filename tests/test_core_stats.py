@@ -789,3 +789,64 @@ def test_the_slope_size_under_any_noise_sequence_is_bartletts(
     acf = np.concatenate(([1.0], lag1 * decay ** np.arange(lags, dtype=np.float64)))
     assert slope_effective_size_under(x, acf) == \
         pytest.approx(reference_slope_size_under(x, acf), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- censored fits
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), mean=st.floats(-20.0, 20.0),
+       std=st.floats(0.5, 8.0), upper=st.booleans())
+def test_a_censored_normal_recovers_what_the_limit_hid(seed: int, mean: float, std: float,
+                                                       upper: bool) -> None:
+    """800 normal values, those beyond a limit at 0 known only to lie there (a dust unit
+    at 0.0, a hygrometer at full scale): the censored fit's mean is within five of its
+    own standard errors of the truth wherever enough of them were seen in full, and
+    none is given where fewer than three were. Dropping the censored values instead
+    gives the mean of what got away, wrong by more than that wherever a third are cut."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(mean, std, 800)
+    hidden = x >= 0.0 if upper else x <= 0.0
+    values = np.where(hidden, 0.0, x)
+    fit = core_stats.censored_normal(values, np.zeros(x.size), hidden, upper=upper)
+    seen = int(np.count_nonzero(~hidden))
+    if seen < core_stats.CENSORED_MIN_OBSERVED:
+        assert fit is None
+        return
+    assert fit is not None and fit.observed == seen and fit.censored == x.size - seen
+    # the mean of a sample cut at z standard deviations is known to about
+    # std / sqrt(seen) times a factor that grows as the cut deepens; 200 seen or more
+    # keep it under 3
+    if seen >= 200:
+        assert abs(fit.mean - mean) <= 5 * 3 * std / math.sqrt(seen), (fit, mean, std)
+        assert abs(fit.std - std) <= 0.3 * std, (fit, std)
+        if 0.33 <= hidden.mean() <= 0.9:
+            dropped = float(np.mean(x[~hidden]))
+            assert abs(dropped - mean) > abs(fit.mean - mean), (dropped, fit, mean)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), gain=st.floats(0.4, 1.6),
+       offset=st.floats(-25.0, 5.0))
+def test_a_censored_line_is_least_squares_where_nothing_is_hidden_and_unbiased_where_it_is(
+        seed: int, gain: float, offset: float) -> None:
+    """A dust unit's line on clean air (8-20 ug/m3) with 2 ug/m3 of noise, its readings
+    at or below 0 reported as 0.0: where none were, the censored line is the least-squares
+    line; where many were, its slope stays within five of its standard errors of the
+    truth, where the line through the readings off 0.0 alone may not."""
+    rng = np.random.default_rng(seed)
+    ref = 14.0 + 6.0 * np.sin(np.linspace(0.0, 12.0, 600)) + rng.normal(0.0, 1.0, 600)
+    dev = offset + gain * ref + rng.normal(0.0, 2.0, 600)
+    hidden = dev <= 0.0
+    fit = core_stats.censored_line(ref, np.where(hidden, 0.0, dev), hidden, 0.0,
+                                   upper=False)
+    if int(np.count_nonzero(~hidden)) < core_stats.CENSORED_MIN_OBSERVED:
+        assert fit is None
+        return
+    assert fit is not None
+    if not hidden.any():
+        plain = stats.linregress(ref, dev)
+        assert fit.gain == pytest.approx(plain.slope, abs=1e-4)
+        assert fit.offset == pytest.approx(plain.intercept, abs=1e-3)
+    elif np.count_nonzero(~hidden) >= 100:
+        assert abs(fit.gain - gain) <= 5 * fit.gain_se, (fit, gain)

@@ -54,7 +54,7 @@ PROPERTY = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def air(seed: int, t: np.ndarray) -> np.ndarray:
+def humidity(seed: int, t: np.ndarray) -> np.ndarray:
     """The air's relative humidity: a diurnal swing and a slow wander about 60 %RH while
     dry, about 91 %RH once wet."""
     rng = np.random.default_rng(seed)
@@ -72,7 +72,7 @@ def streams(seed: int, offset: float, noise: float = 0.5, *,
     the device repeats ``FULL_SCALE`` whatever the air does (it froze there)."""
     rng = np.random.default_rng(seed + 1000)
     t = START + np.arange(int((END - START) / INTERVAL)) * INTERVAL + 7.0
-    truth = air(seed, t)
+    truth = humidity(seed, t)
     phi = 0.9
     shocks = rng.normal(0.0, noise * math.sqrt(1 - phi * phi), t.size)
     device = np.clip(truth + offset + lfilter([1.0], [1.0, -phi], shocks), 0.0, FULL_SCALE)
@@ -426,3 +426,87 @@ def test_the_live_audit_calls_a_saturated_unit_clipping(tmp_path: Path) -> None:
                    for c in f["causes"] if c["cause"] == "clipping"
                    and "before the window" in c["evidence"]]
     assert from_before, wet
+
+
+def dust_streams(seed: int, offset: float, *, changed_unit: bool = False,
+                 noise: float = 2.0, glitches: int = 0) -> tuple[Series, Series]:
+    """Four days of clean air (8-20 ug/m3, calmer on the last day: 7-11) as a reference
+    reports it and as a dust unit ``offset`` ug/m3 off it reports it, with AR(1) noise of
+    ``noise``, at one decimal and never below 0.0; ``changed_unit``: from the last
+    window's start it sends mg/m3 (0.0 at one decimal); ``glitches`` readings of 0.1 in
+    the middle of the last window."""
+    rng = np.random.default_rng(seed)
+    t = START + np.arange(int((END - START) / INTERVAL)) * INTERVAL + 7.0
+    day = np.sin(2 * math.pi * (t - START) / DAY)
+    wander = lfilter([1.0], [1.0, -0.999], rng.normal(0.0, 0.05, t.size))
+    clean = np.where(t < WINDOW_START, 14.0 + 6.0 * day, 9.0 + 2.0 * day) + wander
+    shocks = rng.normal(0.0, noise * math.sqrt(1 - 0.81), t.size)
+    device = np.clip(clean + offset + lfilter([1.0], [1.0, -0.9], shocks), 0.0, None)
+    if changed_unit:
+        device = np.where(t >= WINDOW_START, 0.0, device)
+    middle = int(np.searchsorted(t, WINDOW_START + WINDOW / 2))
+    device[middle:middle + 2 * glitches:2] = 0.1
+    reference = clean + rng.normal(0.0, 0.3, t.size)
+    return Series.of(t, np.round(device, 1)), Series.of(t + 3.0, np.round(reference, 1))
+
+
+def test_an_offset_that_held_the_unit_at_zero_before_is_counted_in_full() -> None:
+    """A dust unit reading 20 ug/m3 low sat at 0.0 for most of the three days before
+    its window (it left it only at the air's afternoon peaks) and for all of the window.
+    Its readings off 0.0 are its highest excursions: a mean difference of -17 to -18 on
+    a slope of 0.2-0.4, which carries no calibration. Counted as "at 0.0 or below", the
+    held ones give back the offset that holds it there (``censored_before``: a slope of
+    0.8-1.25, a mean difference of -19 to -21), with which a working unit would read 0.0
+    throughout: the offset is named first, then clipping, not a wrong unit, in every
+    seed; and so where it left 0.0 for a reading or two at its resolution in the window
+    (fewer than a line needs)."""
+    for seed in range(6):
+        device, reference = dust_streams(seed, -20.0, glitches=seed % 3)
+        verdict = judged(device, reference, history=True, spec=DUST)
+        assert verdict.status == "fail"
+        assert causes(verdict)[:2] == ["offset_drift", "clipping"], causes(verdict)
+        clip = next(c for c in verdict.causes if c.cause == "clipping")
+        assert "counted as at or beyond it" in clip.evidence, clip.evidence
+        read = float(clip.evidence.split("it read ")[1].split(" ")[0])
+        assert -23.0 < read < -17.0, clip.evidence
+
+
+def test_a_unit_that_changed_after_its_calibration_is_not_excused_as_saturation() -> None:
+    """Dust units 0, 3 or 8 ug/m3 low that start sending mg/m3 (0.0) as the window
+    begins: their latest readings before, counted with the censored ones, put a working
+    unit nowhere near 0.0 over the window's air, so the window stays a wrong unit or a
+    stop."""
+    for offset in (0.0, -3.0, -8.0):
+        for seed in range(4):
+            device, reference = dust_streams(seed, offset, changed_unit=True)
+            verdict = judged(device, reference, history=True, spec=DUST)
+            assert causes(verdict)[0] in ("unit_mismatch", "stuck"), (offset, causes(verdict))
+            assert "clipping" not in causes(verdict), (offset, causes(verdict))
+
+
+def test_a_stop_is_not_excused_by_what_slipped_out_of_it() -> None:
+    """Two stops whose latest readings off the end a censored fit could take for an
+    offset (a review's counter-examples, both once called saturation, minor): a dust
+    unit that sends mg/m3 for four days (0.0 at one decimal, 0.1-0.4 through an
+    afternoon's smoke plume, a "line" of slope 0.001), and a hygrometer within tolerance
+    frozen at 99.9 as the wet spell began, three true readings slipping out between its
+    watchdog's resets. Both stay a wrong unit or a stop."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        t = START + np.arange(int((END - START) / INTERVAL)) * INTERVAL + 7.0
+        plume = 300.0 * np.clip(1 - np.abs(t - START - 2.5 * DAY - 1200.0) / 1200.0, 0, None)
+        clean = 14.0 + 6.0 * np.sin(2 * math.pi * (t - START) / DAY) + plume
+        sent = np.round(np.clip(clean + rng.normal(0.0, 1.0, t.size), 0.0, None) / 1000, 1)
+        dust = judged(Series.of(t, sent), Series.of(t + 3.0, np.round(clean, 1)),
+                      history=True, spec=DUST)
+        assert causes(dust)[0] in ("unit_mismatch", "stuck"), causes(dust)
+        assert "clipping" not in causes(dust), causes(dust)
+
+        device, reference = streams(seed, 0.0, stops_at=WET_FROM)
+        values, ts = device.values.copy(), device.ts
+        truth = humidity(seed, ts)
+        slipped = np.sort(rng.choice(np.flatnonzero(
+            (ts >= WET_FROM + 600) & (ts < WINDOW_START - 600)), 3, replace=False))
+        values[slipped] = np.round(truth[slipped] + rng.normal(0.0, 0.5, 3), 1)
+        frozen = judged(Series.of(ts, values), reference, history=True)
+        assert causes(frozen)[0] == "stuck", causes(frozen)

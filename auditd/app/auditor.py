@@ -528,7 +528,7 @@ class Auditor:
             verdict = judge(lag=lag)
         if verdict.pinned_at_end is not None:
             before = core.line_before(earlier_device, earlier_reference, task.spec, begin,
-                                      judged, verdict.pinned_at_end,
+                                      judged, verdict.pinned_at_end, window_s=now - judged,
                                       reference_interval_s=self._reference_interval(task))
             if before is not None:
                 verdict = judge(lag=lag, before=before)

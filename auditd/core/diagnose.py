@@ -50,7 +50,7 @@ from auditd.core.fit import (
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
-from auditd.core.stats import about_one_step, median
+from auditd.core.stats import about_one_step, censored_line, censored_normal, median
 from auditd.core.units import (
     UnitCandidate,
     reading_step,
@@ -118,7 +118,35 @@ class LineBefore:
     """The slope's standard error (least squares, white noise: if anything too small)."""
     pairs: int
     span_s: float
-    """From the first to the last of those bins."""
+    """From the first to the last of those bins. The figures above are NaN where fewer
+    bins than a window asks were off the value (the device spent the span mostly there):
+    then only the latest readings below speak."""
+    latest_device: FloatArray = field(default_factory=lambda: np.empty(0), compare=False,
+                                      repr=False)
+    """The paired bins of the last window's length before the device last left the value,
+    those held at it included (``censored_before``)..."""
+    latest_reference: FloatArray = field(default_factory=lambda: np.empty(0), compare=False,
+                                         repr=False)
+    latest_span_s: float = math.nan
+    """...their reference, and the span they cover."""
+
+
+@dataclass(frozen=True, slots=True)
+class CensoredBefore:
+    """The device's calibration over the latest readings before a window it held at a
+    range end, those held at the end counted as at or beyond it (``censored_before``)."""
+
+    gain: float
+    """The censored line's where it speaks, else 1 (``censored_before``)."""
+    offset: float
+    """The censored mean of device - gain x reference."""
+    std: float
+    bias: float
+    """The mean difference it implies over those bins."""
+    pairs: int
+    held: int
+    """Of ``pairs``, at the end."""
+    span_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +416,9 @@ class Clip:
     whose line gave ``gain``, ``offset`` and ``bias``..."""
     expected: float = math.nan
     """...and the share of the pinned bins in which it would put a working unit at or
-    beyond the value (``_clip_before``)."""
+    beyond the value (``_clip_before``)..."""
+    censored: CensoredBefore | None = None
+    """...where it was the latest readings' censored calibration that put it there."""
 
 
 def clip_of(case: Case) -> Clip | None:
@@ -452,10 +482,14 @@ def _clip_at(case: Case, dev: FloatArray, ref: FloatArray, high: bool) -> Clip |
     at_edge = at_range_end(value, case.spec, high=high)
     free = ~pinned
     entered_for_good = spells == 1 and bool(pinned[-1])
-    if at_edge and entered_for_good and np.count_nonzero(free) < LINE_MIN_PAIRS:
+    if at_edge and np.count_nonzero(free) < LINE_MIN_PAIRS:
         # too few readings off the end for the line that would carry it there: as a
-        # window held there whole, the readings before it decide
-        return _clip_before(case, value)
+        # window held there whole, the readings before it decide; where it left the end
+        # for a reading or two in between and they do not explain it, the window's own
+        # figures are read as before
+        before = _clip_before(case, value)
+        if before is not None or entered_for_good:
+            return before
     line = fit_line(dev[free], ref[free]) if np.count_nonzero(free) >= LINE_MIN_PAIRS \
         else None
     gain, offset = (line.gain, line.offset) if line is not None else (math.nan, math.nan)
@@ -534,16 +568,67 @@ def before_model(before: LineBefore) -> tuple[float, float, float] | None:
     """(gain, offset, noise std) the readings before the window give the device: their
     line where it speaks (``before_sloped``); else their mean difference (gain 1, the
     difference's std), but only where their slope is 1 within ``BEFORE_SLOPE_Z``
-    standard errors; else None, no calibration to carry. A dust unit with a span of 0.5
+    standard errors; else None, no calibration to carry (and None where too few readings
+    were off the pinned value to fit either). A dust unit with a span of 0.5
     over calm air at 30 ug/m3 (r2 0.32: the line does not speak) shows a mean difference
     of -15 there, which carried to air at 8 would put it at 0.0, where its span puts it
     at 4 (a review's counter-example: its unit had changed, and it read 0.0)."""
+    if not math.isfinite(before.bias):
+        return None
     if before_sloped(before):
         return before.gain, before.offset, before.residual_std
     if math.isfinite(before.gain) and math.isfinite(before.gain_se) \
             and abs(before.gain - 1.0) > BEFORE_SLOPE_Z * before.gain_se:
         return None
     return 1.0, before.bias, before.difference_std
+
+
+CENSORED_GAIN_TOLERANCES = 2.0
+"""The latest readings' censored line is carried only with a slope within this many gain
+tolerances of 1: what it excuses is an offset that held the unit at the end. A slope far
+from 1 read off a span mostly at the end is the end's doing, not a calibration: a dust unit
+sending mg/m3 (0.0 at one decimal, 0.1 through a smoke plume) fits a "line" of slope
+0.0014 with r2 0.67, and a hygrometer frozen at 99.9 with three true readings between its
+watchdog's resets one of 1.39 (a review's counter-examples, both excused as saturation
+until this)."""
+
+
+def censored_before(before: LineBefore, value: float, high: bool,
+                    tol: Tolerance) -> CensoredBefore | None:
+    """The device's calibration over the last window's length before it last left
+    ``value`` (``LineBefore.latest_device``), its bins held at the value counted as at or
+    beyond it (censored fits, ``stats.censored_line`` and ``stats.censored_normal``),
+    chosen as ``before_model`` chooses: the line where it speaks, else the mean
+    difference where the line's slope is 1 within its error; None otherwise, or where too
+    few bins were off the value.
+
+    Why the latest readings, and why censored: the readings off the value over three
+    windows select the device's excursions away from the end (at low air only its upward
+    noise gets off 0.0) and average an offset that may have been moving. A dust unit 20
+    ug/m3 low over air at 8-20 is off 0.0 only at the afternoon peaks: a mean difference
+    of -17 to -18 there, on a slope of 0.2-0.4 that no calibration is carried across; the
+    censored fit of its last day gives a slope of 0.8-1.25 and a mean difference of -19
+    to -21 (``tests/test_saturation_history.py``). Not with a slope far from 1
+    (``CENSORED_GAIN_TOLERANCES``): a unit that changed its unit or stopped after a good
+    calibration is not excused by the shape of its stop."""
+    dev, ref = before.latest_device, before.latest_reference
+    if dev.size == 0:
+        return None
+    held = held_at(dev, value)
+    line = censored_line(ref, dev, held, value, upper=high)
+    if line is None or abs(line.gain - 1.0) > CENSORED_GAIN_TOLERANCES * tol.gain:
+        return None
+    if line.r2 >= MIN_EXCITATION_R2:
+        gain, offset, spread = line.gain, line.offset, line.std
+    elif math.isfinite(line.gain_se) and abs(line.gain - 1.0) <= BEFORE_SLOPE_Z * line.gain_se:
+        level = censored_normal(dev - ref, value - ref, held, upper=high)
+        if level is None:
+            return None
+        gain, offset, spread = 1.0, level.mean, level.std
+    else:
+        return None
+    return CensoredBefore(gain, offset, spread, offset + (gain - 1.0) * float(np.mean(ref)),
+                          int(dev.size), int(np.count_nonzero(held)), before.latest_span_s)
 
 
 def before_sloped(before: LineBefore) -> bool:
@@ -571,24 +656,43 @@ def _clip_before(case: Case, value: float) -> Clip | None:
     with the difference's std as its noise: a dust sensor's last 90 minutes before its
     unit changed, 31 noisy bins over a calm reference, fitted a slope of 2.9 that "carried"
     it to 0.0 (seed 5's ``f23``), where its mean difference, +3.7 ug/m3, carries it
-    nowhere near."""
+    nowhere near.
+
+    Where the readings off the value over the three windows do not carry it there, the
+    latest window's length before the device last left it may, fitted with its bins at
+    the value counted as at or beyond it (``censored_before``): an offset that ramped
+    towards the end, or that held the device there most of the time, is understated by
+    the readings that got away from it."""
     before = case.before
     if before is None or pinned_whole_at_end(case.aligned, case.spec) is None:
         return None
     dev, ref = _paired(case.aligned)
     ref = ref[held_at(dev, value)]
     high = at_range_end(value, case.spec, high=True)
+    pinned_share = ref.size / max(case.aligned.n_paired, 1)
     model = before_model(before)
-    if model is None:
+    if model is not None:
+        expected = _expected_share(ref, value, high, *model)
+        if expected >= CLIP_AGREEMENT:
+            return Clip(value, high, pinned_share, before.gain, before.offset, before.bias,
+                        before, expected)
+    latest = censored_before(before, value, high, case.tol)
+    if latest is None:
         return None
-    gain, offset, spread = model
+    expected = _expected_share(ref, value, high, latest.gain, latest.offset, latest.std)
+    if expected < CLIP_AGREEMENT:
+        return None
+    return Clip(value, high, pinned_share, latest.gain, latest.offset, latest.bias, before,
+                expected, latest)
+
+
+def _expected_share(ref: FloatArray, value: float, high: bool, gain: float, offset: float,
+                    spread: float) -> float:
+    """The mean, over the references ``ref``, of the chance that a working unit of that
+    calibration and Gaussian noise of std ``spread`` reads at or beyond ``value``."""
     gap = (gain * ref + offset - value) * (1.0 if high else -1.0)
     chance = ndtr(gap / spread) if spread > 0.0 else (gap >= 0.0).astype(np.float64)
-    if float(np.mean(chance)) < CLIP_AGREEMENT:
-        return None
-    pinned_share = ref.size / max(case.aligned.n_paired, 1)
-    return Clip(value, high, pinned_share, before.gain, before.offset, before.bias, before,
-                float(np.mean(chance)))
+    return float(np.mean(chance))
 
 
 UNIT_ROUNDED_CONFIDENCE = 0.6
@@ -860,7 +964,17 @@ def clipping(case: Case) -> Cause | None:
     unit = case.spec.unit
     side = "top" if clip.high else "bottom"
     behind = ""
-    if clip.from_before is not None:
+    if clip.censored is not None:
+        latest = clip.censored
+        slope = f" with gain {text.num(latest.gain, 4)}" if latest.gain != 1.0 else ""
+        behind = (f"; over the {text.bins(latest.pairs, case.aligned.interval_s, 'paired')} "
+                  f"of the {text.duration(latest.span_s)} before it last left that value "
+                  f"({latest.held} of them at it, counted as at or beyond it), it read "
+                  f"{text.qty(latest.bias, unit, sign=True)} off the reference{slope} "
+                  f"(std {text.qty(latest.std, unit)}), with which a working unit would "
+                  f"read {text.qty(clip.value, unit)} in {text.percent(clip.expected)} of "
+                  f"these bins: saturated, not stopped")
+    elif clip.from_before is not None:
         before = clip.from_before
         carried = (f"it followed the reference with gain {text.num(before.gain, 4)} and "
                    f"offset {text.qty(before.offset, unit, sign=True)} (a mean difference "
@@ -1373,6 +1487,11 @@ def _before_figures(clip: Clip, case: Case) -> str:
     assert before is not None
     unit = case.spec.unit
     side = "top" if clip.high else "bottom"
+    if clip.censored is not None:
+        return (f"held at the {side} of its range, this window can only understate it: in "
+                f"the {text.duration(clip.censored.span_s)} before it last left "
+                f"{text.qty(clip.value, unit)}, its readings there counted as at or beyond "
+                f"it, the mean difference was {text.qty(clip.censored.bias, unit, sign=True)}")
     slope = f" (gain {text.num(before.gain, 4)})" if before_sloped(before) else ""
     return (f"held at the {side} of its range, this window can only understate it: before "
             f"the window, off {text.qty(clip.value, unit)}, the mean difference was "

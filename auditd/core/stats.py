@@ -18,11 +18,13 @@ data: they return NaN (or the bound) where a figure cannot be defined.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.special import ndtri, stdtrit
+from scipy.optimize import OptimizeResult, minimize
+from scipy.special import log_ndtr, ndtri, stdtrit
 
 from auditd.core.series import FloatArray
 
@@ -618,6 +620,193 @@ def has_outliers(residuals: FloatArray) -> bool:
         return False
     reach = max(float(residuals.max()) - centre, centre - float(residuals.min()))
     return reach > outlier_z(n) * scale
+
+
+def _mills(w: FloatArray, log_cdf: FloatArray) -> FloatArray:
+    """pdf(w) / cdf(w) of the standard normal, from cdf's logarithm: about -w far into
+    the lower tail, where both underflow."""
+    log_pdf = -0.5 * w * w - 0.5 * math.log(2.0 * math.pi)
+    return np.exp(np.minimum(log_pdf - log_cdf, 700.0))
+
+
+def _converged(fit: OptimizeResult, scale: int) -> bool:
+    """Whether a likelihood fit stopped at a minimum: reported so, or stopped for the
+    rounding of a sum of ``scale`` terms with its gradient near zero."""
+    gradient = np.asarray(fit.jac, dtype=np.float64)
+    return bool(fit.success) or bool(np.all(np.isfinite(gradient))
+                                     and float(np.max(np.abs(gradient))) < 1e-4 * scale)
+
+
+@dataclass(frozen=True, slots=True)
+class CensoredNormal:
+    """A normal sample's mean and std fitted with some of its values known only to lie
+    at or beyond a limit (``censored_normal``)."""
+
+    mean: float
+    std: float
+    observed: int
+    censored: int
+
+
+CENSORED_MIN_OBSERVED = 3
+"""Values seen in full that a censored fit needs: a std from fewer is no measure."""
+
+
+def censored_normal(values: FloatArray, limits: FloatArray, censored: np.ndarray, *,
+                    upper: bool) -> CensoredNormal | None:
+    """Maximum-likelihood mean and std (Tobit) of a normal sample in which ``censored``
+    values are known only to lie at or beyond their ``limits`` (at or above them with
+    ``upper``, at or below them without; a censored value's own entry is not read).
+
+    Why: a sensor held at the end of its range reports the end, not what it would read.
+    Dropping those readings keeps only its excursions away from the end and understates
+    the error that holds it there (a dust unit reading 17 ug/m3 low over air at 10-20
+    sits at 0.0 in nine bins of ten, and the tenth, at the air's peaks, shows -12).
+    Counting each as "at the end or beyond" keeps their weight in the estimate.
+
+    None with fewer than ``CENSORED_MIN_OBSERVED`` values seen in full or no spread among
+    them, or where the fit does not converge to finite figures."""
+    seen = ~censored
+    observed = int(np.count_nonzero(seen))
+    if observed < CENSORED_MIN_OBSERVED:
+        return None
+    x, limit = values[seen], limits[censored]
+    spread = float(np.std(x))
+    if not spread > 0.0:
+        return None
+    sign = -1.0 if upper else 1.0  # a censored value lies at sign * (value - limit) <= 0
+
+    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
+        mean, log_std = float(p[0]), float(p[1])
+        std = math.exp(log_std)
+        z = (x - mean) / std
+        w = sign * (limit - mean) / std
+        log_cdf = log_ndtr(w)
+        ratio = _mills(w, log_cdf)
+        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
+        d_mean = float(-z.sum() / std + sign * ratio.sum() / std)
+        d_log_std = float(observed - z @ z + (ratio * w).sum())
+        return value, np.array([d_mean, d_log_std])
+
+    start = np.array([float(np.mean(x)), math.log(spread)])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
+        fit = minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B",
+                       bounds=[(None, None), _log_std_bounds(spread)])
+    mean, std = float(fit.x[0]), math.exp(float(fit.x[1]))
+    if not (_converged(fit, values.size) and math.isfinite(mean)):
+        return None
+    return CensoredNormal(mean, std, observed, int(censored.size) - observed)
+
+
+LOG_STD_REACH = 12.0
+"""How far (in e-folds, a factor of about 160,000) a censored fit's std may move from the
+spread of the values seen in full: a bound that keeps the search's steps finite."""
+
+
+def _log_std_bounds(spread: float) -> tuple[float, float]:
+    centre = math.log(spread)
+    return centre - LOG_STD_REACH, centre + LOG_STD_REACH
+
+
+@dataclass(frozen=True, slots=True)
+class CensoredLine:
+    """A line y = offset + gain x fitted with some y known only to lie at or beyond a
+    limit (``censored_line``)."""
+
+    gain: float
+    offset: float
+    std: float
+    """Of the residuals, the censored ones' included."""
+    gain_se: float
+    """From the likelihood's curvature, as for white noise (if anything too small)."""
+    r2: float
+    """The share of y's variance the line carries: gain^2 var(x) / (that + std^2)."""
+    observed: int
+    censored: int
+
+
+def censored_line(x: FloatArray, y: FloatArray, censored: np.ndarray, limit: float, *,
+                  upper: bool) -> CensoredLine | None:
+    """Maximum-likelihood line of ``y`` on ``x`` with Gaussian residuals (a Tobit
+    regression), the ``censored`` y known only to lie at or beyond ``limit`` (at or above
+    with ``upper``). Its slope is that of the readings off the limit corrected for what
+    the limit hid: dropping them flattens or steepens it by which levels of ``x`` the
+    device reached the limit at. None as ``censored_normal``, or where ``x`` does not
+    vary among the values seen in full."""
+    seen = ~censored
+    observed = int(np.count_nonzero(seen))
+    if observed < CENSORED_MIN_OBSERVED:
+        return None
+    line = _plain_line(x[seen], y[seen])
+    if line is None or not line[2] > 0.0:
+        return None  # x or the values seen do not vary: no line, or no std to read
+    sign = -1.0 if upper else 1.0
+    centre = float(np.mean(x))  # the offset at the mean, nearly independent of the slope
+    xs, ys, xc = x[seen] - centre, y[seen], x[censored] - centre
+
+    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
+        offset, gain, log_std = float(p[0]), float(p[1]), float(p[2])
+        std = math.exp(log_std)
+        z = (ys - offset - gain * xs) / std
+        w = sign * (limit - offset - gain * xc) / std
+        log_cdf = log_ndtr(w)
+        ratio = _mills(w, log_cdf)
+        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
+        d_offset = float(-z.sum() / std + sign * ratio.sum() / std)
+        d_gain = float(-(z @ xs) / std + sign * (ratio @ xc) / std)
+        d_log_std = float(observed - z @ z + ratio @ w)
+        return value, np.array([d_offset, d_gain, d_log_std])
+
+    start = np.array([line[1] + line[0] * centre, line[0], math.log(line[2])])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
+        fit = minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B",
+                       bounds=[(None, None), (None, None), _log_std_bounds(line[2])])
+    level, gain, std = float(fit.x[0]), float(fit.x[1]), math.exp(float(fit.x[2]))
+    if not (_converged(fit, x.size) and math.isfinite(level) and math.isfinite(gain)):
+        return None
+    x_spread = float(np.std(x)) or 1.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        gain_se = _gain_se(negative_log_likelihood, fit.x,
+                           1e-4 * np.array([std, std / x_spread, 1.0]))
+    carried = gain * gain * float(np.var(x))
+    return CensoredLine(gain, level - gain * centre, std, gain_se,
+                        carried / (carried + std * std), observed,
+                        int(censored.size) - observed)
+
+
+def _plain_line(x: FloatArray, y: FloatArray) -> tuple[float, float, float] | None:
+    """(gain, offset, residual std) of least squares, or None where x does not vary."""
+    dx = x - float(np.mean(x))
+    sxx = float(dx @ dx)
+    if not sxx > 0.0:
+        return None
+    gain = float(dx @ y) / sxx
+    offset = float(np.mean(y)) - gain * float(np.mean(x))
+    resid = y - offset - gain * x
+    return gain, offset, float(np.std(resid))
+
+
+def _gain_se(objective: Callable[[FloatArray], tuple[float, FloatArray]],
+             at: FloatArray, steps: FloatArray) -> float:
+    """The standard error of the second parameter at the minimum ``at``: the inverse of
+    the curvature (central differences of the analytic gradient, each parameter stepped
+    by its ``steps``, a small share of its own scale), NaN where singular."""
+    k = at.size
+    hessian = np.empty((k, k))
+    for i in range(k):
+        h = float(steps[i])
+        up, down = at.copy(), at.copy()
+        up[i] += h
+        down[i] -= h
+        hessian[:, i] = (objective(up)[1] - objective(down)[1]) / (2.0 * h)
+    hessian = 0.5 * (hessian + hessian.T)
+    if not np.all(np.isfinite(hessian)):
+        return math.nan
+    try:
+        variance = float(np.linalg.inv(hessian)[1, 1])
+    except np.linalg.LinAlgError:
+        return math.nan
+    return math.sqrt(variance) if variance > 0.0 else math.nan
 
 
 def _weighted_line(

@@ -35,6 +35,7 @@ from auditd.core.diagnose import (
     DROPOUT_FAIL,
     DROPOUT_MAJOR,
     EXPLAIN_MIN_CONFIDENCE,
+    LINE_MIN_PAIRS,
     Case,
     LineBefore,
     behind_clipping,
@@ -725,12 +726,16 @@ def compared(device: Series, reference: Series, spec: SensorSpec, start: float, 
 
 
 def line_before(device: Series, reference: Series, spec: SensorSpec, start: float,
-                end: float, pinned: float, *,
-                reference_interval_s: float | None = None) -> LineBefore | None:
-    """The device's line on the reference over [start, end), before a window it held
-    ``pinned`` through (``StreamVerdict.pinned_at_end``), from the paired bins off that
-    value on the comparison's time base; None with fewer bins than the profile asks of a
-    window (``min_samples``, and three), or no line (a reference that stood still).
+                end: float, pinned: float, *, reference_interval_s: float | None = None,
+                window_s: float | None = None) -> LineBefore | None:
+    """The device's calibration over [start, end), before a window it held ``pinned``
+    through (``StreamVerdict.pinned_at_end``), on the comparison's time base: its line on
+    the reference from the paired bins off that value (NaN figures with fewer such bins
+    than the profile asks of a window, ``min_samples``, and three), and the paired bins of
+    the last ``window_s`` (a third of the span by default: a window's length) before it
+    last left the value, those at it included (``diagnose.censored_before``). None where
+    neither can be had: fewer than three bins off the value, or no line (a reference
+    that stood still).
 
     A hygrometer reading 15 %RH high sits at 99.9 through a wet day and night: its window
     holds nothing but 99.9, which a sensor stopped there would send too. Its readings of
@@ -739,18 +744,29 @@ def line_before(device: Series, reference: Series, spec: SensorSpec, start: floa
     stopped at full scale has a line that does not (``stuck`` stands)."""
     aligned, judged_spec = compared(device, reference, spec, start, end,
                                     reference_interval_s=reference_interval_s)
-    keep = np.asarray(aligned.paired) & ~held_at(np.asarray(aligned.device), pinned)
-    if int(np.count_nonzero(keep)) < max(judged_spec.tolerance.min_samples, 3):
+    paired = np.asarray(aligned.paired)
+    dev, ref = np.asarray(aligned.device)[paired], np.asarray(aligned.reference)[paired]
+    t = np.asarray(aligned.t)[paired]
+    off = ~held_at(dev, pinned)
+    count = int(np.count_nonzero(off))
+    if count < LINE_MIN_PAIRS:
         return None
-    dev, ref = np.asarray(aligned.device)[keep], np.asarray(aligned.reference)[keep]
-    line = fit_line(dev, ref)
-    if not (math.isfinite(line.gain) and math.isfinite(line.residual_std)):
+    last = float(t[np.flatnonzero(off)[-1]])
+    reach = (end - start) / LAG_CONFIRM_WINDOWS if window_s is None else window_s
+    latest = (t > last - reach) & (t <= last)
+    nan = math.nan
+    line = fit_line(dev[off], ref[off]) if count >= judged_spec.tolerance.min_samples \
+        else None
+    if line is not None and not (math.isfinite(line.gain)
+                                 and math.isfinite(line.residual_std)):
         return None
-    t = np.asarray(aligned.t)[keep]
-    diff = dev - ref
-    return LineBefore(line.gain, line.offset, line.residual_std, line.r2,
-                      float(np.mean(diff)), float(np.std(diff)), line.gain_se,
-                      int(dev.size), float(t[-1] - t[0]))
+    diff = dev[off] - ref[off]
+    return LineBefore(
+        *((line.gain, line.offset, line.residual_std, line.r2, float(np.mean(diff)),
+           float(np.std(diff)), line.gain_se) if line is not None else (nan,) * 7),
+        count, float(t[off][-1] - t[off][0]),
+        latest_device=dev[latest], latest_reference=ref[latest],
+        latest_span_s=float(t[latest][-1] - t[latest][0]) + aligned.interval_s)
 
 
 SPIKES_MAX_SHARE = 0.5

@@ -139,7 +139,7 @@ class CensoredBefore:
     gain: float
     """The censored line's where it speaks, else 1 (``censored_before``)."""
     offset: float
-    """The censored mean of device - gain x reference."""
+    """The censored line's intercept, or the censored mean of device - reference."""
     std: float
     bias: float
     """The mean difference it implies over those bins."""

@@ -637,6 +637,47 @@ def _converged(fit: OptimizeResult, scale: int) -> bool:
                                      and float(np.max(np.abs(gradient))) < 1e-4 * scale)
 
 
+Objective = Callable[[FloatArray], tuple[float, FloatArray]]
+
+LOG_STD_REACH = 12.0
+"""How far (in e-folds, a factor of about 160,000) a censored fit's std may move from the
+spread of the values seen in full: a bound that keeps the search's steps finite."""
+
+
+def _tobit(seen: FloatArray, y: FloatArray, held: FloatArray, limits: FloatArray, *,
+           upper: bool, start: FloatArray, spread: float) -> tuple[FloatArray, Objective] | None:
+    """Maximum likelihood of y = X beta + e, e normal of std s, where the rows ``seen``
+    of X go with the values ``y`` seen in full and the rows ``held`` with values known
+    only to lie at or beyond their ``limits`` (at or above with ``upper``). Returns
+    (beta..., log s) and the negative log-likelihood with its gradient, or None where the
+    search does not end at a finite minimum. ``start``: beta's first guess; ``spread``:
+    the std of the values seen, the first guess of s and the centre of its bounds."""
+    sign = -1.0 if upper else 1.0  # a held value lies at sign * (value - limit) <= 0
+    observed = int(y.size)
+
+    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
+        beta, log_std = p[:-1], float(p[-1])
+        std = math.exp(log_std)
+        z = (y - seen @ beta) / std
+        w = sign * (limits - held @ beta) / std
+        log_cdf = log_ndtr(w)
+        ratio = _mills(w, log_cdf)
+        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
+        d_beta = (-(seen.T @ z) + sign * (held.T @ ratio)) / std
+        return value, np.append(d_beta, observed - z @ z + ratio @ w)
+
+    centre = math.log(spread)
+    bounds = [(None, None)] * int(start.size) + [(centre - LOG_STD_REACH,
+                                                  centre + LOG_STD_REACH)]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
+        fit = minimize(negative_log_likelihood, np.append(start, centre), jac=True,
+                       method="L-BFGS-B", bounds=bounds)
+    found = np.asarray(fit.x, dtype=np.float64)
+    if not (_converged(fit, observed + int(limits.size)) and np.all(np.isfinite(found))):
+        return None
+    return found, negative_log_likelihood
+
+
 @dataclass(frozen=True, slots=True)
 class CensoredNormal:
     """A normal sample's mean and std fitted with some of its values known only to lie
@@ -660,9 +701,9 @@ def censored_normal(values: FloatArray, limits: FloatArray, censored: np.ndarray
 
     Why: a sensor held at the end of its range reports the end, not what it would read.
     Dropping those readings keeps only its excursions away from the end and understates
-    the error that holds it there (a dust unit reading 17 ug/m3 low over air at 10-20
-    sits at 0.0 in nine bins of ten, and the tenth, at the air's peaks, shows -12).
-    Counting each as "at the end or beyond" keeps their weight in the estimate.
+    the error that holds it there (a dust unit 20 ug/m3 low over air at 8-20 sits at 0.0
+    most of the time, and its readings off it, at the air's peaks, differ from the air by
+    -17 to -18). Counting each as "at the end or beyond" keeps their weight.
 
     None with fewer than ``CENSORED_MIN_OBSERVED`` values seen in full or no spread among
     them, or where the fit does not converge to finite figures."""
@@ -670,42 +711,17 @@ def censored_normal(values: FloatArray, limits: FloatArray, censored: np.ndarray
     observed = int(np.count_nonzero(seen))
     if observed < CENSORED_MIN_OBSERVED:
         return None
-    x, limit = values[seen], limits[censored]
+    x = values[seen]
     spread = float(np.std(x))
     if not spread > 0.0:
         return None
-    sign = -1.0 if upper else 1.0  # a censored value lies at sign * (value - limit) <= 0
-
-    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
-        mean, log_std = float(p[0]), float(p[1])
-        std = math.exp(log_std)
-        z = (x - mean) / std
-        w = sign * (limit - mean) / std
-        log_cdf = log_ndtr(w)
-        ratio = _mills(w, log_cdf)
-        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
-        d_mean = float(-z.sum() / std + sign * ratio.sum() / std)
-        d_log_std = float(observed - z @ z + (ratio * w).sum())
-        return value, np.array([d_mean, d_log_std])
-
-    start = np.array([float(np.mean(x)), math.log(spread)])
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
-        fit = minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B",
-                       bounds=[(None, None), _log_std_bounds(spread)])
-    mean, std = float(fit.x[0]), math.exp(float(fit.x[1]))
-    if not (_converged(fit, values.size) and math.isfinite(mean)):
+    held = int(censored.size) - observed
+    fitted = _tobit(np.ones((observed, 1)), x, np.ones((held, 1)), limits[censored],
+                    upper=upper, start=np.array([float(np.mean(x))]), spread=spread)
+    if fitted is None:
         return None
-    return CensoredNormal(mean, std, observed, int(censored.size) - observed)
-
-
-LOG_STD_REACH = 12.0
-"""How far (in e-folds, a factor of about 160,000) a censored fit's std may move from the
-spread of the values seen in full: a bound that keeps the search's steps finite."""
-
-
-def _log_std_bounds(spread: float) -> tuple[float, float]:
-    centre = math.log(spread)
-    return centre - LOG_STD_REACH, centre + LOG_STD_REACH
+    (mean, log_std), _ = fitted
+    return CensoredNormal(float(mean), math.exp(float(log_std)), observed, held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -740,38 +756,22 @@ def censored_line(x: FloatArray, y: FloatArray, censored: np.ndarray, limit: flo
     line = _plain_line(x[seen], y[seen])
     if line is None or not line[2] > 0.0:
         return None  # x or the values seen do not vary: no line, or no std to read
-    sign = -1.0 if upper else 1.0
     centre = float(np.mean(x))  # the offset at the mean, nearly independent of the slope
-    xs, ys, xc = x[seen] - centre, y[seen], x[censored] - centre
-
-    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
-        offset, gain, log_std = float(p[0]), float(p[1]), float(p[2])
-        std = math.exp(log_std)
-        z = (ys - offset - gain * xs) / std
-        w = sign * (limit - offset - gain * xc) / std
-        log_cdf = log_ndtr(w)
-        ratio = _mills(w, log_cdf)
-        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
-        d_offset = float(-z.sum() / std + sign * ratio.sum() / std)
-        d_gain = float(-(z @ xs) / std + sign * (ratio @ xc) / std)
-        d_log_std = float(observed - z @ z + ratio @ w)
-        return value, np.array([d_offset, d_gain, d_log_std])
-
-    start = np.array([line[1] + line[0] * centre, line[0], math.log(line[2])])
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
-        fit = minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B",
-                       bounds=[(None, None), (None, None), _log_std_bounds(line[2])])
-    level, gain, std = float(fit.x[0]), float(fit.x[1]), math.exp(float(fit.x[2]))
-    if not (_converged(fit, x.size) and math.isfinite(level) and math.isfinite(gain)):
+    held = int(censored.size) - observed
+    fitted = _tobit(np.column_stack((np.ones(observed), x[seen] - centre)), y[seen],
+                    np.column_stack((np.ones(held), x[censored] - centre)),
+                    np.full(held, limit), upper=upper,
+                    start=np.array([line[1] + line[0] * centre, line[0]]), spread=line[2])
+    if fitted is None:
         return None
+    found, objective = fitted
+    level, gain, std = float(found[0]), float(found[1]), math.exp(float(found[2]))
     x_spread = float(np.std(x)) or 1.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        gain_se = _gain_se(negative_log_likelihood, fit.x,
-                           1e-4 * np.array([std, std / x_spread, 1.0]))
+        gain_se = _gain_se(objective, found, 1e-4 * np.array([std, std / x_spread, 1.0]))
     carried = gain * gain * float(np.var(x))
     return CensoredLine(gain, level - gain * centre, std, gain_se,
-                        carried / (carried + std * std), observed,
-                        int(censored.size) - observed)
+                        carried / (carried + std * std), observed, held)
 
 
 def _plain_line(x: FloatArray, y: FloatArray) -> tuple[float, float, float] | None:
@@ -786,8 +786,7 @@ def _plain_line(x: FloatArray, y: FloatArray) -> tuple[float, float, float] | No
     return gain, offset, float(np.std(resid))
 
 
-def _gain_se(objective: Callable[[FloatArray], tuple[float, FloatArray]],
-             at: FloatArray, steps: FloatArray) -> float:
+def _gain_se(objective: Objective, at: FloatArray, steps: FloatArray) -> float:
     """The standard error of the second parameter at the minimum ``at``: the inverse of
     the curvature (central differences of the analytic gradient, each parameter stepped
     by its ``steps``, a small share of its own scale), NaN where singular."""

@@ -26,7 +26,7 @@ from scipy import fft as sfft
 from scipy import stats
 from scipy.signal import lfilter
 
-from auditd.core import Series, evaluate_stream
+from auditd.core import Series, censoring, evaluate_stream
 from auditd.core import stats as core_stats
 from auditd.core.align import Aligned
 from auditd.core.checks import failed_checks
@@ -808,9 +808,9 @@ def test_a_censored_normal_recovers_what_the_limit_hid(seed: int, mean: float, s
     x = rng.normal(mean, std, 800)
     hidden = x >= 0.0 if upper else x <= 0.0
     values = np.where(hidden, 0.0, x)
-    fit = core_stats.censored_normal(values, np.zeros(x.size), hidden, upper=upper)
+    fit = censoring.censored_normal(values, np.zeros(x.size), hidden, upper=upper)
     seen = int(np.count_nonzero(~hidden))
-    if seen < core_stats.CENSORED_MIN_OBSERVED:
+    if seen < censoring.CENSORED_MIN_OBSERVED:
         assert fit is None
         return
     assert fit is not None and fit.observed == seen and fit.censored == x.size - seen
@@ -838,9 +838,9 @@ def test_a_censored_line_is_least_squares_where_nothing_is_hidden_and_unbiased_w
     ref = 14.0 + 6.0 * np.sin(np.linspace(0.0, 12.0, 600)) + rng.normal(0.0, 1.0, 600)
     dev = offset + gain * ref + rng.normal(0.0, 2.0, 600)
     hidden = dev <= 0.0
-    fit = core_stats.censored_line(ref, np.where(hidden, 0.0, dev), hidden, 0.0,
+    fit = censoring.censored_line(ref, np.where(hidden, 0.0, dev), hidden, 0.0,
                                    upper=False)
-    if int(np.count_nonzero(~hidden)) < core_stats.CENSORED_MIN_OBSERVED:
+    if int(np.count_nonzero(~hidden)) < censoring.CENSORED_MIN_OBSERVED:
         assert fit is None
         return
     assert fit is not None

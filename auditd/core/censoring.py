@@ -13,16 +13,25 @@ select on the device's own noise and bias it).
 Pure: an ``Aligned`` and the profile's range in, the ``Aligned`` its figures are computed
 on out. The detectors still read the whole window: pinned at full scale is what the
 ``clipping`` cause is about.
+
+Where the readings at the end are themselves the evidence (a window the device spent at
+its end, asked of the readings before it), they are not left out but counted as "at the
+end or beyond": ``censored_normal`` and ``censored_line``, Tobit maximum-likelihood fits.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.optimize import OptimizeResult, minimize
+from scipy.special import log_ndtr
 
 from auditd.core.align import Aligned
+from auditd.core.fit import fit_line
+from auditd.core.series import FloatArray
 from auditd.model import SensorSpec
 
 EDGE_REACH_RMSE = 0.25
@@ -177,3 +186,181 @@ def _edge_zone(reference: np.ndarray, paired: np.ndarray, pinned: np.ndarray, *,
         return pinned | (paired & (reference >= level))
     level = float(ref_pinned.max())
     return pinned | (paired & (reference <= level))
+
+
+# --------------------------------------------------------------------------- censored fits
+
+
+def _mills(w: FloatArray, log_cdf: FloatArray) -> FloatArray:
+    """pdf(w) / cdf(w) of the standard normal, from cdf's logarithm: about -w far into
+    the lower tail, where both underflow."""
+    log_pdf = -0.5 * w * w - 0.5 * math.log(2.0 * math.pi)
+    return np.exp(np.minimum(log_pdf - log_cdf, 700.0))
+
+
+def _converged(fit: OptimizeResult, scale: int) -> bool:
+    """Whether a likelihood fit stopped at a minimum: reported so, or stopped for the
+    rounding of a sum of ``scale`` terms with its gradient near zero."""
+    gradient = np.asarray(fit.jac, dtype=np.float64)
+    return bool(fit.success) or bool(np.all(np.isfinite(gradient))
+                                     and float(np.max(np.abs(gradient))) < 1e-4 * scale)
+
+
+Objective = Callable[[FloatArray], tuple[float, FloatArray]]
+
+LOG_STD_REACH = 12.0
+"""How far (in e-folds, a factor of about 160,000) a censored fit's std may move from the
+spread of the values seen in full: a bound that keeps the search's steps finite."""
+
+
+def _tobit(seen: FloatArray, y: FloatArray, held: FloatArray, limits: FloatArray, *,
+           upper: bool, start: FloatArray, spread: float) -> tuple[FloatArray, Objective] | None:
+    """Maximum likelihood of y = X beta + e, e normal of std s, where the rows ``seen``
+    of X go with the values ``y`` seen in full and the rows ``held`` with values known
+    only to lie at or beyond their ``limits`` (at or above with ``upper``). Returns
+    (beta..., log s) and the negative log-likelihood with its gradient, or None where the
+    search does not end at a finite minimum. ``start``: beta's first guess; ``spread``:
+    the std of the values seen, the first guess of s and the centre of its bounds."""
+    sign = -1.0 if upper else 1.0  # a held value lies at sign * (value - limit) <= 0
+    observed = int(y.size)
+
+    def negative_log_likelihood(p: FloatArray) -> tuple[float, FloatArray]:
+        beta, log_std = p[:-1], float(p[-1])
+        std = math.exp(log_std)
+        z = (y - seen @ beta) / std
+        w = sign * (limits - held @ beta) / std
+        log_cdf = log_ndtr(w)
+        ratio = _mills(w, log_cdf)
+        value = float(0.5 * (z @ z) + observed * log_std - log_cdf.sum())
+        d_beta = (-(seen.T @ z) + sign * (held.T @ ratio)) / std
+        return value, np.append(d_beta, observed - z @ z + ratio @ w)
+
+    centre = math.log(spread)
+    bounds = [(None, None)] * int(start.size) + [(centre - LOG_STD_REACH,
+                                                  centre + LOG_STD_REACH)]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # steps too far
+        fit = minimize(negative_log_likelihood, np.append(start, centre), jac=True,
+                       method="L-BFGS-B", bounds=bounds)
+    found = np.asarray(fit.x, dtype=np.float64)
+    if not (_converged(fit, observed + int(limits.size)) and np.all(np.isfinite(found))):
+        return None
+    return found, negative_log_likelihood
+
+
+@dataclass(frozen=True, slots=True)
+class CensoredNormal:
+    """A normal sample's mean and std fitted with some of its values known only to lie
+    at or beyond a limit (``censored_normal``)."""
+
+    mean: float
+    std: float
+    observed: int
+    censored: int
+
+
+CENSORED_MIN_OBSERVED = 3
+"""Values seen in full that a censored fit needs: a std from fewer is no measure."""
+
+
+def censored_normal(values: FloatArray, limits: FloatArray, censored: np.ndarray, *,
+                    upper: bool) -> CensoredNormal | None:
+    """Maximum-likelihood mean and std (Tobit) of a normal sample in which ``censored``
+    values are known only to lie at or beyond their ``limits`` (at or above them with
+    ``upper``, at or below them without; a censored value's own entry is not read).
+
+    Why: a sensor held at the end of its range reports the end, not what it would read.
+    Dropping those readings keeps only its excursions away from the end and understates
+    the error that holds it there (a dust unit 20 ug/m3 low over air at 8-20 sits at 0.0
+    most of the time, and its readings off it, at the air's peaks, differ from the air by
+    -17 to -18). Counting each as "at the end or beyond" keeps their weight.
+
+    None with fewer than ``CENSORED_MIN_OBSERVED`` values seen in full or no spread among
+    them, or where the fit does not converge to finite figures."""
+    seen = ~censored
+    observed = int(np.count_nonzero(seen))
+    if observed < CENSORED_MIN_OBSERVED:
+        return None
+    x = values[seen]
+    spread = float(np.std(x))
+    if not spread > 0.0:
+        return None
+    held = int(censored.size) - observed
+    fitted = _tobit(np.ones((observed, 1)), x, np.ones((held, 1)), limits[censored],
+                    upper=upper, start=np.array([float(np.mean(x))]), spread=spread)
+    if fitted is None:
+        return None
+    (mean, log_std), _ = fitted
+    return CensoredNormal(float(mean), math.exp(float(log_std)), observed, held)
+
+
+@dataclass(frozen=True, slots=True)
+class CensoredLine:
+    """A line y = offset + gain x fitted with some y known only to lie at or beyond a
+    limit (``censored_line``)."""
+
+    gain: float
+    offset: float
+    std: float
+    """Of the residuals, the censored ones' included."""
+    gain_se: float
+    """From the likelihood's curvature, as for white noise (if anything too small)."""
+    r2: float
+    """The share of y's variance the line carries: gain^2 var(x) / (that + std^2)."""
+    observed: int
+    censored: int
+
+
+def censored_line(x: FloatArray, y: FloatArray, censored: np.ndarray, limit: float, *,
+                  upper: bool) -> CensoredLine | None:
+    """Maximum-likelihood line of ``y`` on ``x`` with Gaussian residuals (a Tobit
+    regression), the ``censored`` y known only to lie at or beyond ``limit`` (at or above
+    with ``upper``). Its slope is that of the readings off the limit corrected for what
+    the limit hid: dropping them flattens or steepens it by which levels of ``x`` the
+    device reached the limit at. None as ``censored_normal``, or where ``x`` does not
+    vary among the values seen in full."""
+    seen = ~censored
+    observed = int(np.count_nonzero(seen))
+    if observed < CENSORED_MIN_OBSERVED:
+        return None
+    line = fit_line(y[seen], x[seen])
+    if not (math.isfinite(line.gain) and line.residual_std > 0.0):
+        return None  # x or the values seen do not vary: no line, or no std to read
+    centre = float(np.mean(x))  # the offset at the mean, nearly independent of the slope
+    held = int(censored.size) - observed
+    fitted = _tobit(np.column_stack((np.ones(observed), x[seen] - centre)), y[seen],
+                    np.column_stack((np.ones(held), x[censored] - centre)),
+                    np.full(held, limit), upper=upper,
+                    start=np.array([line.offset + line.gain * centre, line.gain]),
+                    spread=line.residual_std)
+    if fitted is None:
+        return None
+    found, objective = fitted
+    level, gain, std = float(found[0]), float(found[1]), math.exp(float(found[2]))
+    x_spread = float(np.std(x)) or 1.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        gain_se = _gain_se(objective, found, 1e-4 * np.array([std, std / x_spread, 1.0]))
+    carried = gain * gain * float(np.var(x))
+    return CensoredLine(gain, level - gain * centre, std, gain_se,
+                        carried / (carried + std * std), observed, held)
+
+
+def _gain_se(objective: Objective, at: FloatArray, steps: FloatArray) -> float:
+    """The standard error of the second parameter at the minimum ``at``: the inverse of
+    the curvature (central differences of the analytic gradient, each parameter stepped
+    by its ``steps``, a small share of its own scale), NaN where singular."""
+    k = at.size
+    hessian = np.empty((k, k))
+    for i in range(k):
+        h = float(steps[i])
+        up, down = at.copy(), at.copy()
+        up[i] += h
+        down[i] -= h
+        hessian[:, i] = (objective(up)[1] - objective(down)[1]) / (2.0 * h)
+    hessian = 0.5 * (hessian + hessian.T)
+    if not np.all(np.isfinite(hessian)):
+        return math.nan
+    try:
+        variance = float(np.linalg.inv(hessian)[1, 1])
+    except np.linalg.LinAlgError:
+        return math.nan
+    return math.sqrt(variance) if variance > 0.0 else math.nan

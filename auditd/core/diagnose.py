@@ -27,6 +27,7 @@ from scipy.special import ndtr
 from auditd import text
 from auditd.core.align import Aligned, shift_device, since
 from auditd.core.causes import EXPLAINS_AWAY
+from auditd.core.censoring import censored_line, censored_normal
 from auditd.core.checks import (
     MIN_EXCITATION_R2,
     exceedances,
@@ -50,7 +51,7 @@ from auditd.core.fit import (
 from auditd.core.lag import UNDEFINED, LagEstimate
 from auditd.core.onset import step_onset
 from auditd.core.series import FloatArray
-from auditd.core.stats import about_one_step, censored_line, censored_normal, median
+from auditd.core.stats import about_one_step, median
 from auditd.core.units import (
     UnitCandidate,
     reading_step,
@@ -597,7 +598,7 @@ def censored_before(before: LineBefore, value: float, high: bool,
                     tol: Tolerance) -> CensoredBefore | None:
     """The device's calibration over the last window's length before it last left
     ``value`` (``LineBefore.latest_device``), its bins held at the value counted as at or
-    beyond it (censored fits, ``stats.censored_line`` and ``stats.censored_normal``),
+    beyond it (censored fits, ``censoring.censored_line`` and ``censoring.censored_normal``),
     chosen as ``before_model`` chooses: the line where it speaks, else the mean
     difference where the line's slope is 1 within its error; None otherwise, or where too
     few bins were off the value.

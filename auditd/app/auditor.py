@@ -555,9 +555,10 @@ class Auditor:
         return sensor.interval_s if sensor is not None else None
 
     def _uncertainty(self, task: AuditTask) -> float | None:
-        """The reference's stated uncertainty for the sensor: it makes the gain a Deming fit."""
+        """The reference's standard uncertainty for the sensor (its stated expanded
+        uncertainty over its coverage factor): it makes the gain a Deming fit."""
         reference = self._catalog.reference(task.reference)
-        return reference.uncertainty.get(task.sensor) if reference else None
+        return reference.standard_uncertainty(task.sensor) if reference else None
 
     def _baseline_residuals(self, task: AuditTask, start: float) -> FloatArray | None:
         """The device - reference residuals of the stream's baseline window, if it has one."""

@@ -251,7 +251,7 @@ def compute_metrics(
     has one; otherwise the lag is searched within a quarter of the window.
 
     ``reference_uncertainty`` is the reference's standard uncertainty in the canonical
-    unit (``Reference.uncertainty[sensor]``), taken as the std of its reading noise; with
+    unit (``Reference.standard_uncertainty``), taken as the std of its reading noise; with
     it the Deming line is fitted, without it ``gain_deming`` is NaN. ``robust=False``
     leaves the robust line out (NaN), for the diagnosis's own looks at a window, which
     never read it.

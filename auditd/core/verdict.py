@@ -260,7 +260,7 @@ def evaluate_aligned(
 ) -> StreamVerdict:
     """The verdict for streams already on a common time base.
 
-    ``reference_uncertainty`` (``Reference.uncertainty[sensor]``, canonical unit) adds the
+    ``reference_uncertainty`` (``Reference.standard_uncertainty``, canonical unit) adds the
     Deming gain, which the gain decision then uses (``fit.compute_metrics``).
 
     ``comparison_offset_u``, ``comparison_rms_u``: where the comparison is the device's
@@ -696,7 +696,7 @@ def evaluate_stream(
     ``baseline_residuals`` are a known-good window's device - reference differences
     (``drift.baseline_residuals``); given, the verdict carries drift figures against them.
     ``reference_uncertainty`` is the reference's stated standard uncertainty for this
-    sensor (``Reference.uncertainty``); given, the gain is judged on the Deming fit.
+    sensor (``Reference.standard_uncertainty``); given, the gain is judged on the Deming fit.
     ``reference_interval_s`` is the interval the reference reports (or averages) at, from
     its profile; ``None`` takes it from its data. A coarser reference is compared with the
     device's means over its intervals (``align.on_time_base``). ``comparison_offset_u``,

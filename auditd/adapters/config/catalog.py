@@ -37,6 +37,7 @@ from auditd.adapters.config.toml import (
 from auditd.domain.catalog import Catalog
 from auditd.errors import ConfigError
 from auditd.model import (
+    DEFAULT_COVERAGE_FACTOR,
     ID_PATTERN,
     AlertPolicy,
     MeasuredSensor,
@@ -204,7 +205,7 @@ def _tolerance(sensor: Table, interval_s: float) -> Tolerance:
 # --------------------------------------------------------------------------- references
 
 REFERENCE_KEYS = ("id", "site", "serves", "sensors", "model", "certificate",
-                  "calibration_due", "uncertainty")
+                  "calibration_due", "uncertainty", "coverage_factor")
 
 
 def load_references(directory: str | Path) -> tuple[Reference, ...]:
@@ -251,6 +252,9 @@ def _reference(file: str, key: str, entry: object) -> Reference:
         calibration_due=table.maybe("calibration_due", as_epoch_date),
         uncertainty=table.get("uncertainty", lambda v: _uncertainty(v, sensors),
                               MappingProxyType({})),
+        # k of the stated uncertainty: 1 (already a standard uncertainty) or more
+        coverage_factor=table.get("coverage_factor", as_number(1.0),
+                                  DEFAULT_COVERAGE_FACTOR),
         source=file,
     )
 

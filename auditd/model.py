@@ -192,6 +192,12 @@ DEFAULT_COVERAGE_FACTOR = 2.0
 (about 95 %), what calibration certificates state under ISO/IEC 17025 and the GUM."""
 
 
+MAX_COVERAGE_FACTOR = 10.0
+"""The largest coverage factor a reference may state: certificates state 2 (about 95 %)
+or 3; a factor of tens is a typing error, which would shrink the reference's noise to
+nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     id: str
@@ -208,6 +214,11 @@ class Reference:
     unit); ``coverage_factor`` says how many standard uncertainties it spans."""
     coverage_factor: float = DEFAULT_COVERAGE_FACTOR
     source: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.coverage_factor <= MAX_COVERAGE_FACTOR:
+            raise ValueError(f"reference {self.id}: coverage_factor must lie in "
+                             f"[1, {MAX_COVERAGE_FACTOR:g}], got {self.coverage_factor!r}")
 
     def standard_uncertainty(self, sensor: str) -> float | None:
         """The sensor's standard uncertainty (U / k, GUM), the std of the reference's

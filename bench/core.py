@@ -39,8 +39,8 @@ gain's evidence reads the device's own readings inside them (``fit.fine_gain_sam
 
 ``--baseline`` judges each stream as the daemon does once a stream has passed a window:
 against a known-good baseline (another healthy day's residuals: the drift figures) and
-with the reference's stated uncertainty (0.1 degC, references/north.toml: the Deming
-gain), the reference's interval declared.
+with the reference's standard uncertainty (references/north.toml's 0.1 degC, an expanded
+uncertainty at k = 2, so 0.05 degC: the Deming gain), the reference's interval declared.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def judge(s: Stream, spec: SensorSpec) -> Any:
         return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
                                reference_interval_s=HOUR if hourly else None)
     return evaluate_stream(s.device, s.reference, spec, START, START + DAY,
-                           baseline_residuals=s.baseline, reference_uncertainty=0.1,
+                           baseline_residuals=s.baseline, reference_uncertainty=0.05,
                            reference_interval_s=spec.interval_s)
 
 

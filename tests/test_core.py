@@ -638,7 +638,8 @@ def test_healthy_barometer_on_a_calm_morning_is_not_a_gain_fault(seed: int) -> N
     device = Series(t + 5, weather + rng.normal(0, 0.3, t.size))
     verdict = evaluate_stream(device, reference, BAROMETER, t[0], t[-1] + 60)
     assert verdict.status == "pass", (verdict.metrics.as_dict(), verdict.causes)
-    # The certificate's 0.2 hPa is mostly systematic: it must not inflate the Deming gain.
+    # A standard uncertainty of 0.2 hPa (twice what the daemon takes from a certificate's
+    # U = 0.2 at k = 2) is mostly systematic: it must not inflate the Deming gain.
     certified = evaluate_stream(device, reference, BAROMETER, t[0], t[-1] + 60,
                                 reference_uncertainty=0.2)
     assert certified.status == "pass", (certified.metrics.as_dict(), certified.causes)

@@ -47,12 +47,28 @@ def test_a_certificates_figure_is_read_as_expanded_at_k_2(tmp_path: Path) -> Non
     assert reference_file(tmp_path).standard_uncertainty("temperature") is None
 
 
-@pytest.mark.parametrize("k", ["0.5", "0", '"two"'])
-def test_a_coverage_factor_below_1_is_refused_naming_the_key(tmp_path: Path, k: str) -> None:
+@pytest.mark.parametrize("k", ["0.5", "0", '"two"', "20", "nan"])
+def test_a_coverage_factor_outside_1_to_10_is_refused_naming_the_key(tmp_path: Path,
+                                                                      k: str) -> None:
     with pytest.raises(ConfigError) as refused:
         reference_file(tmp_path, f"coverage_factor = {k}")
     assert "reference[0].coverage_factor" in str(refused.value)
     assert "refs.toml" in str(refused.value)
+
+
+def test_a_reference_built_in_code_is_held_to_the_same_bound() -> None:
+    with pytest.raises(ValueError, match="coverage_factor"):
+        Reference(id="ref-lab", site="lab", serves=("co2-*",), sensors=("co2",),
+                  uncertainty={"co2": 4.0}, coverage_factor=0.0)
+
+
+def test_an_uncertainty_too_small_to_square_leaves_the_least_squares_line() -> None:
+    """A stated figure over a huge factor (or a tiny one) underflows when squared: the
+    reference then has no error to correct for, not a division by zero."""
+    device, reference = room(1, 0.9, pairs=SIX_HOURS)
+    metrics = evaluate_stream(device, reference, SPEC, T0, T0 + STEP_S * SIX_HOURS,
+                              reference_uncertainty=1e-170).metrics
+    assert metrics.gain_deming == pytest.approx(metrics.gain)
 
 
 def room(seed: int, gain: float, pairs: int = DAY) -> tuple[Series, Series]:

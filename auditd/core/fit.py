@@ -517,7 +517,7 @@ def deming_line(
 
     The stated uncertainty is capped by the reference's sample-to-sample noise as the data
     show it (``short_term_noise``): a certificate's uncertainty is largely systematic, and
-    only the random part attenuates the slope. Taken whole, the certificate's 0.2 hPa
+    only the random part attenuates the slope. Taken whole, a standard uncertainty of 0.2 hPa
     turned an honest barometer's gain of 1.00 into 1.15 over a calm morning.
     """
     u = reference_uncertainty
@@ -530,6 +530,8 @@ def deming_line(
     if not math.isfinite(scatter):
         return math.nan, math.nan
     u2 = u * u
+    if not u2 > 0.0:
+        return line.gain, line.offset  # too small to square: no error in the reference
     reliability = max(1.0 - u2 / float(ref.var(ddof=1)), DEVICE_NOISE_MIN_SHARE)
     device_var = max(scatter - line.gain * (line.gain / reliability) * u2,
                      DEVICE_NOISE_MIN_SHARE * scatter)

@@ -369,31 +369,52 @@ def _verdict(
 @dataclass(frozen=True, slots=True)
 class LatestHalfGuard:
     """How the gain of a window's latest half is weighed when it is judged on its own
-    (``_gain_changed_lately``): on the independent samples the whole window's split
-    residuals count in its share (``samples``, ``SplitLines.latest_samples``) in place of
-    its own count, and with its standard errors widened by what a drift of the device's
-    error in time could also explain (``trend_inflation``). The clock lag is the whole
-    window's (``lag``): a lag is the device's, and half the window holds half the evidence
-    for it (the search is also most of a verdict's cost).
+    (``_gain_changed_lately``): on no more independent samples than the whole window's
+    split residuals count in its share (``samples``, ``SplitLines.latest_samples``), and
+    with its standard errors widened by what a drift of the device's error in time could
+    also explain (``trend_inflation``). The clock lag is the whole window's (``lag``): a
+    lag is the device's, and half the window holds half the evidence for it (the search is
+    also most of a verdict's cost).
 
-    The split's count stands both ways. Where the half's own residuals claim more, a
-    wander too slow for half a window to show is capped by it. Where they claim fewer,
-    they are too few to say: twelve hourly residuals know their persistence only to an
-    upper bound that leaves two samples and no degrees of freedom, and a thermometer whose
-    span fell to 0.81 went unjudged at 0.808 +- 0.005 with residuals of 0.04 degC, though
-    the day's 24 residuals about the two lines counted 12 independent."""
+    The split's count caps the half's own, which cannot show a wander too slow for half a
+    window. It stands in for it only where the half's own count leaves the slope no
+    degrees of freedom (``NO_FREEDOM``): twelve hourly residuals know their persistence
+    only to an upper bound, and at two samples the slope's interval is infinite whatever
+    the data; a thermometer whose span fell to 0.81 went unjudged at 0.808 +- 0.005 with
+    residuals of 0.04 degC, though the day's 24 residuals about two lines counted 12
+    independent. Not above that: the split is searched for the best fit, its residuals
+    look whiter than a slow wander is: over 90,000 healthy days of a review's scan, lifting
+    every half to the split's count failed 8 more on gain (halves of 2-5 samples), lifting
+    only from no freedom 1.
+
+    A part of the half (``diagnose.build_case``'s part after a step) is allowed the
+    split's count in proportion to the paired bins it holds of the half's ``pairs``."""
 
     samples: float
     lag: LagEstimate
+    pairs: int = 0
+    """The half's paired bins; 0: every part is allowed the whole count."""
+
+    def allowed(self, pairs: int) -> float:
+        """The independent samples ``pairs`` of the half's paired bins may claim."""
+        if self.pairs <= 0:
+            return self.samples
+        return self.samples * min(1.0, pairs / self.pairs)
 
     def applied(self, metrics: Metrics, aligned: Aligned) -> Metrics:
         se, gls_se, n_eff = metrics.gain_se, metrics.gain_gls_se, metrics.gain_n_eff
-        if math.isfinite(n_eff) and n_eff > 0.0:
-            se *= math.sqrt(n_eff / self.samples)
-            n_eff = self.samples
+        allowed = self.allowed(metrics.n)
+        if n_eff > allowed or (n_eff <= NO_FREEDOM < allowed):
+            se *= math.sqrt(n_eff / allowed)
+            n_eff = allowed
         widen = math.sqrt(trend_inflation(aligned))
         return replace(metrics, gain_n_eff=n_eff, gain_se=se * widen,
                        gain_gls_se=gls_se * widen)
+
+
+NO_FREEDOM = 2.0
+"""Independent samples that leave a slope no degrees of freedom (its two parameters take
+them: ``checks.gain_z`` is infinite), the least ``stats.effective_size`` gives."""
 
 
 def trend_inflation(aligned: Aligned) -> float:
@@ -470,7 +491,8 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
                                reference_uncertainty=comparison.reference_uncertainty,
                                comparison_offset_u=comparison.offset_u,
                                comparison_rms_u=comparison.rms_u, latest_half=False,
-                               guard=LatestHalfGuard(split.latest_samples, lag))
+                               guard=LatestHalfGuard(split.latest_samples, lag,
+                                                    tail.n_paired))
     if verdict.status != "fail" or "gain" not in verdict.failed \
             or verdict.causes[0].cause != "gain_drift":
         return None

@@ -233,6 +233,10 @@ def epa_deployment(directory: Path, *, user_forms: bool = True, audit_interval: 
         "toco-toucan": "\n".join(['model = "toco-toucan"', "", *sensor_lines]),
         "agency-monitor": "\n".join(['model = "agency-monitor"', "", *reference_lines]),
     }
+    # the monitors' uncertainty as a user copies it from a certificate: an expanded
+    # uncertainty at k = 2 (the references' default coverage factor; the figures are this
+    # script's, the export states none); the audit takes half of it (``Reference.
+    # standard_uncertainty``)
     references = "\n".join([
         "[[reference]]", 'id = "burdens-creek"', f'site = "{site}"', 'serves = ["RT0*"]',
         f"sensors = {json.dumps(sensors)}", 'model = "agency-monitor"',
@@ -499,6 +503,7 @@ def uci_deployment(path: Path, *, user_forms: bool = True
     profiles = {"uci-multisensor": "\n".join(['model = "uci-multisensor"', "",
                                               *device_lines]),
                 "uci-analyser": "\n".join(['model = "uci-analyser"', "", *reference_lines])}
+    # expanded uncertainties at k = 2, as for the EPA month's monitors
     references = "\n".join([
         "[[reference]]", 'id = "uci-reference"', f'site = "{site}"',
         'serves = ["uci-device"]', 'sensors = ["co", "no2"]', 'model = "uci-analyser"',

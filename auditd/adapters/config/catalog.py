@@ -39,6 +39,7 @@ from auditd.errors import ConfigError
 from auditd.model import (
     DEFAULT_COVERAGE_FACTOR,
     ID_PATTERN,
+    MAX_COVERAGE_FACTOR,
     AlertPolicy,
     MeasuredSensor,
     Profile,
@@ -253,7 +254,7 @@ def _reference(file: str, key: str, entry: object) -> Reference:
         uncertainty=table.get("uncertainty", lambda v: _uncertainty(v, sensors),
                               MappingProxyType({})),
         # k of the stated uncertainty: 1 (already a standard uncertainty) or more
-        coverage_factor=table.get("coverage_factor", as_number(1.0),
+        coverage_factor=table.get("coverage_factor", as_number(1.0, MAX_COVERAGE_FACTOR),
                                   DEFAULT_COVERAGE_FACTOR),
         source=file,
     )

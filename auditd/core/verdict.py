@@ -99,7 +99,8 @@ class StreamVerdict:
     stream; the other metrics are judged as usual."""
     judged_since: float | None = None
     """Where the span the metrics describe begins, when it is only the window's latest
-    part (``_gain_changed_lately``); None: the whole window."""
+    part (a span or a clock lag that changed inside the window: ``_gain_changed_lately``,
+    ``_lag_began_lately``); None: the whole window."""
     lag_candidate: LagEstimate | None = None
     """The window's lag search points to a lag beyond tolerance that it cannot tell from
     the noise of its search (``is_lag_candidate``): the caller may test that lag on the
@@ -272,11 +273,14 @@ def evaluate_aligned(
 
     ``latest_half``: where the whole window cannot judge the gain, its latest half is
     asked too (``LATEST_SHARE``, ``_gain_changed_lately``), its gain's evidence weighed
-    by ``guard``.
+    by ``guard``; where it passes, its latest half is searched for a clock lag that began
+    inside it (``_lag_began_lately``).
 
-    ``lag``: the window's lag where it was decided beyond the window (``confirm_lag``);
-    None: searched in it, and a lag it points to but cannot resolve alone is returned as
-    ``StreamVerdict.lag_candidate``.
+    ``lag``: the window's lag where it was decided beyond the window (``confirm_lag``) or
+    by its latest half's own search; None: searched in it, and a lag it points to but
+    cannot resolve alone is returned as ``StreamVerdict.lag_candidate`` (also beside a
+    latest half's lag: where the readings before the window confirm the window's
+    candidate, the lag did not begin inside it, and the whole window is judged with it).
 
     ``before``: the device's line over the readings before the window (``line_before``),
     where the window was pinned whole at a range end (``StreamVerdict.pinned_at_end``);
@@ -310,7 +314,8 @@ def _verdict(
     guard: LatestHalfGuard | None, before: LineBefore | None = None,
 ) -> StreamVerdict:
     """``evaluate_aligned`` with the lag decided: the window's own, one confirmed before it
-    (``confirm_lag``), or for a latest half the whole window's."""
+    (``confirm_lag``), or for a latest half the whole window's (its gain judged again) or
+    the half's own (a lag found in it)."""
     tol = spec.tolerance
     figures = (None if baseline_residuals is None
                else drift(baseline_residuals, residuals(aligned), tol.bias))
@@ -341,12 +346,16 @@ def _verdict(
         if flat is None:
             verdict = replace(_pass_or_dropout(aligned, spec, metrics, figures),
                               indeterminate=unsure)
+            comparison = Comparison(reference_uncertainty, comparison_offset_u,
+                                    comparison_rms_u, baseline_residuals)
             if latest_half and unsure and verdict.status == "pass":
-                changed = _gain_changed_lately(aligned, spec, units, lag, Comparison(
-                    reference_uncertainty, comparison_offset_u, comparison_rms_u,
-                    baseline_residuals))
+                changed = _gain_changed_lately(aligned, spec, units, lag, comparison)
                 if changed is not None:
                     return changed
+            if latest_half and verdict.status == "pass":
+                late = _lag_began_lately(aligned, judged, spec, units, lag, comparison)
+                if late is not None:
+                    return late
             return verdict
         case, causes = flat
         failed = (FLAT_OUTPUT,)
@@ -441,13 +450,15 @@ def trend_inflation(aligned: Aligned) -> float:
 
 LATEST_SHARE = 0.5
 """The share of a window (its latest bins) judged again on its own where the whole window
-left the gain indeterminate (``_gain_changed_lately``)."""
+left the gain indeterminate (``_gain_changed_lately``) or passed without a lag beyond
+tolerance (``_lag_began_lately``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
     """What a window was compared with, beyond the reference's values: passed on unchanged
-    when a part of the window is judged again (``_gain_changed_lately``)."""
+    when a part of the window is judged again (``_gain_changed_lately``,
+    ``_lag_began_lately``)."""
 
     reference_uncertainty: float | None = None
     offset_u: float = math.nan
@@ -484,10 +495,7 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
     if split is None or not split.latest_samples > 2.0 \
             or not _may_fail_on_gain(tail, tol, split.latest_samples):
         return None
-    share = tail.t.size / max(aligned.t.size, 1)
-    scaled = replace(spec, tolerance=replace(
-        tol, min_samples=max(MIN_COARSE_PAIRS, math.ceil(tol.min_samples * share))))
-    verdict = evaluate_aligned(tail, scaled, units,
+    verdict = evaluate_aligned(tail, _half_spec(spec, tail, aligned), units,
                                reference_uncertainty=comparison.reference_uncertainty,
                                comparison_offset_u=comparison.offset_u,
                                comparison_rms_u=comparison.rms_u, latest_half=False,
@@ -496,13 +504,74 @@ def _gain_changed_lately(aligned: Aligned, spec: SensorSpec, units: Sequence[Uni
     if verdict.status != "fail" or "gain" not in verdict.failed \
             or verdict.causes[0].cause != "gain_drift":
         return None
+    onset = verdict.onset if verdict.onset is not None else split.at
+    return _as_window_verdict(verdict, aligned, tail, spec, comparison, onset,
+                              "the whole window's line straddles a change")
+
+
+def _lag_began_lately(aligned: Aligned, judged: Aligned, spec: SensorSpec,
+                      units: Sequence[UnitCandidate], lag: LagEstimate,
+                      comparison: Comparison) -> StreamVerdict | None:
+    """The latest half of a passing window failing on a clock lag, or None.
+
+    A lag that began inside the window leaves the window's correlation of changes split
+    between two peaks: at zero over the part before, at the lag over the part after. While
+    the part before holds the greater share of the window's movement, the search places
+    the window at zero (a CO2 unit five minutes late from 12:46, in the 6 h window ending
+    16:00: zero lag over the whole window; over its latest half, wholly late, 300 s
+    beating zero by eight standard errors). So the latest half, all of it after such a
+    change wherever the lag holds for most of the window, is searched on its own, and a
+    lag it resolves beyond tolerance, by the same hurdles as any window's
+    (``lag.LagEstimate.resolved``), is the window's verdict where the half, judged with
+    that lag, names it first. Its figures are the half's (``StreamVerdict.judged_since``).
+
+    Not where the window's own search resolves a lag beyond tolerance (it fails on it),
+    and not for a half (no half of a half). One search more a passing window; its hurdle
+    was set for one search a window at a false lag in about 0.1 % of them
+    (``lag.PEAK_MARGIN_Z``), and the half is one more try."""
+    tol = spec.tolerance
+    if lag_beyond_tolerance(lag, tol):
+        return None
+    tail = latest(judged, LATEST_SHARE)
+    if tail is judged or tail.n_paired < max(tol.min_samples * LATEST_SHARE, MIN_COARSE_PAIRS):
+        return None
+    found = window_lag(tail, spec)
+    if not lag_beyond_tolerance(found, tol):
+        return None
+    whole_tail = latest(aligned, LATEST_SHARE)
+    verdict = evaluate_aligned(whole_tail, _half_spec(spec, whole_tail, aligned), units,
+                               reference_uncertainty=comparison.reference_uncertainty,
+                               comparison_offset_u=comparison.offset_u,
+                               comparison_rms_u=comparison.rms_u, latest_half=False,
+                               lag=found)
+    if verdict.status != "fail" or "lag_s" not in verdict.failed \
+            or verdict.causes[0].cause != "time_lag":
+        return None
+    return _as_window_verdict(verdict, aligned, whole_tail, spec, comparison, verdict.onset,
+                              "the whole window's search did not resolve it")
+
+
+def _half_spec(spec: SensorSpec, tail: Aligned, aligned: Aligned) -> SensorSpec:
+    """``spec`` for a window's latest part judged on its own: ``min_samples`` in
+    proportion to the bins it holds."""
+    tol = spec.tolerance
+    share = tail.t.size / max(aligned.t.size, 1)
+    return replace(spec, tolerance=replace(
+        tol, min_samples=max(MIN_COARSE_PAIRS, math.ceil(tol.min_samples * share))))
+
+
+def _as_window_verdict(verdict: StreamVerdict, aligned: Aligned, tail: Aligned,
+                       spec: SensorSpec, comparison: Comparison, onset: float | None,
+                       why: str) -> StreamVerdict:
+    """A latest half's failing verdict as the window's: its first cause says over what
+    span it was found and why the whole window did not show it, its drift figures are the
+    whole window's against the baseline."""
     top = verdict.causes[0]
     said = replace(top, evidence=f"over the window's latest half, since {iso(tail.start)} "
-                                 f"(the whole window's line straddles a change): "
-                                 f"{top.evidence}")
+                                 f"({why}): {top.evidence}")
     figures = (None if comparison.baseline_residuals is None
-               else drift(comparison.baseline_residuals, residuals(aligned), tol.bias))
-    onset = verdict.onset if verdict.onset is not None else split.at
+               else drift(comparison.baseline_residuals, residuals(aligned),
+                          spec.tolerance.bias))
     return replace(verdict, causes=(said, *verdict.causes[1:]), onset=onset, drift=figures,
                    judged_since=tail.start)
 

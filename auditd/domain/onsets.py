@@ -45,8 +45,8 @@ DATED_ELSEWHERE = frozenset({"reference_fault", "firmware_regression"})
 """Top causes whose onset is the group's (the reference's common step, the update)."""
 JUDGED_SINCE = "judged_since"
 """``context`` key: where the span a finding's metrics describe begins, when that is only
-its window's latest part (``core.StreamVerdict.judged_since``: a span that changed inside
-the window); the finding's window stays the audit's."""
+its window's latest part (``core.StreamVerdict.judged_since``: a span or a clock lag that
+changed inside the window); the finding's window stays the audit's."""
 DRIFTS = frozenset({"offset_drift", "gain_drift"})
 """Top causes dated across windows: the figure they are about (the bias, the gain) is what
 each window estimates. Other faults (a unit mix-up, noise, a lag, a stuck spell) are dated

@@ -346,16 +346,16 @@ def _verdict(
         if flat is None:
             verdict = replace(_pass_or_dropout(aligned, spec, metrics, figures),
                               indeterminate=unsure)
-            comparison = Comparison(reference_uncertainty, comparison_offset_u,
-                                    comparison_rms_u, baseline_residuals)
-            if latest_half and unsure and verdict.status == "pass":
-                changed = _gain_changed_lately(aligned, spec, units, lag, comparison)
-                if changed is not None:
-                    return changed
             if latest_half and verdict.status == "pass":
-                late = _lag_began_lately(aligned, judged, spec, units, lag, comparison)
-                if late is not None:
-                    return late
+                comparison = Comparison(reference_uncertainty, comparison_offset_u,
+                                        comparison_rms_u, baseline_residuals)
+                # the half's gain where the window could not judge it, then its lag
+                lately = (_gain_changed_lately(aligned, spec, units, lag, comparison)
+                          if unsure else None)
+                if lately is None:
+                    lately = _lag_began_lately(aligned, judged, spec, units, lag, comparison)
+                if lately is not None:
+                    return lately
             return verdict
         case, causes = flat
         failed = (FLAT_OUTPUT,)
